@@ -1,0 +1,43 @@
+# shellcheck shell=bash
+# Sourced helper: install Debian packages for commands that are missing.
+#
+#   ensure_packages "softhsm2-util:softhsm2" "pkcs11-tool:opensc"
+#
+# Each argument is "command:package". Packages whose command is already on
+# PATH are skipped; the rest are installed with one apt-get run (after
+# apt-get update). Needs root when anything is missing.
+
+ensure_packages() {
+    local pair cmd pkg
+    local -a missing=()
+    for pair in "$@"; do
+        cmd=${pair%%:*}
+        pkg=${pair#*:}
+        if ! command -v "$cmd" >/dev/null 2>&1; then
+            # Skip duplicates (several commands may come from one package).
+            case " ${missing[*]-} " in
+                *" $pkg "*) ;;
+                *) missing+=("$pkg") ;;
+            esac
+        fi
+    done
+
+    if [ "${#missing[@]}" -eq 0 ]; then
+        return 0
+    fi
+
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: missing packages: ${missing[*]}" >&2
+        echo "       install them first, e.g.: sudo apt-get install -y ${missing[*]}" >&2
+        return 1
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "error: missing packages: ${missing[*]} (and apt-get is not available)" >&2
+        return 1
+    fi
+
+    echo "installing: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}

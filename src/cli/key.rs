@@ -1,0 +1,340 @@
+//! `kms key ...`
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use super::io::{read_input, write_output};
+use super::output::{fmt_time, print_json, print_table};
+use super::CliError;
+use crate::duration::HumanDuration;
+use crate::engine::{Caller, CreateKey, Engine};
+use crate::inventory::{KeyFilter, KeyRecord};
+use crate::model::{Classification, KeyType, OperationSet};
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// Generate a key on the key token and record it in the inventory.
+    Create {
+        /// Unique name (letters, digits, '-', '_', '.').
+        name: String,
+        /// aes-256 | ec-p384 | rsa-3072 | rsa-4096
+        #[arg(long = "type", value_name = "TYPE")]
+        key_type: KeyType,
+        /// Responsible person or team.
+        #[arg(long)]
+        owner: String,
+        /// confidential | restricted | public
+        #[arg(long)]
+        classification: Classification,
+        /// Allowed operations, comma-separated: sign, verify, encrypt, decrypt, wrap, unwrap.
+        #[arg(long, value_name = "OPS")]
+        usage: OperationSet,
+        /// What the key is for (acceptable usage).
+        #[arg(long, default_value = "")]
+        purpose: String,
+        /// Handling guidelines: storage, sharing.
+        #[arg(long, default_value = "")]
+        handling: String,
+        /// Disposal / return process.
+        #[arg(long, default_value = "")]
+        disposal: String,
+        /// Rotation period (default from config, normally 90d).
+        #[arg(long, value_name = "DURATION")]
+        rotate_every: Option<HumanDuration>,
+        /// Expiry date, YYYY-MM-DD.
+        #[arg(long, value_name = "DATE", value_parser = parse_date)]
+        expires: Option<time::Date>,
+        /// Free label, key=value; repeatable.
+        #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The key inventory.
+    List {
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        classification: Option<Classification>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One key with every inventory field and its versions.
+    Show {
+        name: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The public key as PEM SubjectPublicKeyInfo (what `openssl pkey -pubin` reads).
+    Public {
+        name: String,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Sign a file: ECDSA P-384/SHA-384 (DER) or RSA-PSS/SHA-256 (salt 32).
+    Sign {
+        name: String,
+        /// Message file ('-' for standard input).
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Signature file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Verify a signature in software from the stored public key; exit 0 only when valid.
+    Verify {
+        name: String,
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        sig: PathBuf,
+    },
+    /// Encrypt a file (AES-256-GCM for aes-256 keys, RSA-OAEP for small data with RSA keys).
+    Encrypt {
+        name: String,
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Additional authenticated data (AES-256-GCM only); the same text is needed to decrypt.
+        #[arg(long, value_name = "TEXT")]
+        aad: Option<String>,
+    },
+    /// Decrypt a file made by `kms key encrypt` (output created 0600).
+    Decrypt {
+        name: String,
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[arg(long, value_name = "TEXT")]
+        aad: Option<String>,
+    },
+}
+
+fn parse_date(s: &str) -> Result<time::Date, String> {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s, fmt).map_err(|_| format!("'{s}' is not a date; write YYYY-MM-DD"))
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("'{s}' is not a label; write key=value")),
+    }
+}
+
+pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError> {
+    match cmd {
+        KeyCmd::Create {
+            name,
+            key_type,
+            owner,
+            classification,
+            usage,
+            purpose,
+            handling,
+            disposal,
+            rotate_every,
+            expires,
+            labels,
+            json,
+        } => {
+            let labels: BTreeMap<String, String> = labels.into_iter().collect();
+            let key = engine.create_key(
+                caller,
+                CreateKey {
+                    name,
+                    key_type,
+                    owner,
+                    classification,
+                    usage,
+                    purpose,
+                    handling,
+                    disposal,
+                    rotate_every,
+                    expires,
+                    labels,
+                },
+            )?;
+            if json {
+                return print_json(&key);
+            }
+            let v = key.current_version();
+            println!(
+                "created key '{}' ({}, id {}) on token '{}' as CKA_ID {}",
+                key.name,
+                key.key_type,
+                key.id,
+                v.map(|v| v.token.as_str()).unwrap_or("-"),
+                v.map(|v| v.object_id.to_hex()).unwrap_or_default()
+            );
+            Ok(())
+        }
+        KeyCmd::List {
+            owner,
+            classification,
+            json,
+        } => {
+            let keys = engine.list_keys(
+                caller,
+                &KeyFilter {
+                    owner,
+                    classification,
+                },
+            )?;
+            if json {
+                return print_json(&keys);
+            }
+            let rows: Vec<Vec<String>> = keys
+                .iter()
+                .map(|k| {
+                    vec![
+                        k.name.clone(),
+                        k.key_type.to_string(),
+                        k.owner.clone(),
+                        k.classification.to_string(),
+                        k.usage.to_string(),
+                        k.current_version()
+                            .map(|v| format!("v{}", v.version))
+                            .unwrap_or_else(|| "none".into()),
+                        k.rotation_due()
+                            .map(|t| t.date().to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        k.expires
+                            .map(|d| d.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "NAME",
+                    "TYPE",
+                    "OWNER",
+                    "CLASSIFICATION",
+                    "USAGE",
+                    "CURRENT",
+                    "ROTATE-BY",
+                    "EXPIRES",
+                ],
+                &rows,
+            );
+            Ok(())
+        }
+        KeyCmd::Show { name, json } => {
+            let key = engine.show_key(caller, &name)?;
+            if json {
+                return print_json(&key);
+            }
+            print_key(&key);
+            Ok(())
+        }
+        KeyCmd::Public { name, out } => {
+            let pem = engine.public_key_pem(caller, &name)?;
+            write_output(out.as_deref(), pem.as_bytes(), false)
+        }
+        KeyCmd::Sign { name, input, out } => {
+            let message = read_input(&input)?;
+            let signed = engine.sign(caller, &name, &message)?;
+            write_output(out.as_deref(), &signed.signature, false)?;
+            if out.is_some() {
+                eprintln!("signed with key '{name}' v{}", signed.key_version);
+            }
+            Ok(())
+        }
+        KeyCmd::Verify { name, input, sig } => {
+            let message = read_input(&input)?;
+            let signature = read_input(&sig)?;
+            let outcome = engine.verify(caller, &name, &message, &signature)?;
+            match outcome.key_version {
+                Some(v) if outcome.valid => {
+                    println!("signature valid (key '{name}' v{v})");
+                    Ok(())
+                }
+                _ => Err(CliError::Negative(format!(
+                    "signature NOT valid for key '{name}'"
+                ))),
+            }
+        }
+        KeyCmd::Encrypt {
+            name,
+            input,
+            out,
+            aad,
+        } => {
+            let plaintext = zeroize::Zeroizing::new(read_input(&input)?);
+            let aad = aad.unwrap_or_default();
+            let ct = engine.encrypt(caller, &name, &plaintext, aad.as_bytes())?;
+            write_output(Some(&out), &ct, false)
+        }
+        KeyCmd::Decrypt {
+            name,
+            input,
+            out,
+            aad,
+        } => {
+            let ct = read_input(&input)?;
+            let aad = aad.unwrap_or_default();
+            let pt = engine.decrypt(caller, &name, &ct, aad.as_bytes())?;
+            write_output(Some(&out), &pt, true)
+        }
+    }
+}
+
+fn print_key(k: &KeyRecord) {
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    println!("name:            {}", k.name);
+    println!("id:              {}", k.id);
+    println!("type:            {} ({})", k.key_type, k.kind);
+    println!("owner:           {}", k.owner);
+    println!("classification:  {}", k.classification);
+    println!("usage:           {}", k.usage);
+    println!("purpose:         {}", dash(&k.purpose));
+    println!("handling:        {}", dash(&k.handling));
+    println!("disposal:        {}", dash(&k.disposal));
+    println!(
+        "expires:         {}",
+        k.expires
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "-".into())
+    );
+    println!("rotate every:    {}", k.rotate_every);
+    println!(
+        "rotation due:    {}",
+        k.rotation_due().map(fmt_time).unwrap_or_else(|| "-".into())
+    );
+    let labels: Vec<String> = k.labels.iter().map(|(a, b)| format!("{a}={b}")).collect();
+    println!("labels:          {}", dash(&labels.join(", ")));
+    println!(
+        "created:         {} by {}",
+        fmt_time(k.created_at),
+        k.created_by
+    );
+    println!("updated:         {}", fmt_time(k.updated_at));
+    println!("versions:");
+    for v in &k.versions {
+        println!(
+            "  v{}  {:<9} token {} ({}, serial {})  CKA_ID {}  created {}",
+            v.version,
+            v.state.as_str(),
+            v.token,
+            v.token_label,
+            v.token_serial,
+            v.object_id,
+            fmt_time(v.created_at)
+        );
+    }
+}

@@ -1,0 +1,95 @@
+//! The officer command line: clap definitions, one file per noun, each command a thin call into
+//! the engine. No command opens a token or the inventory itself.
+
+mod audit;
+mod io;
+mod key;
+mod output;
+mod reconcile;
+mod token;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::engine::{Caller, Engine, EngineError};
+
+/// kms: keys live in PKCS#11 tokens; the inventory and audit trail live in SQLite.
+#[derive(Debug, Parser)]
+#[command(name = "kms", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Config file (default: $KMS_CONFIG). See hsm-config/kms.toml for every field.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Identity recorded in the audit trail (default: the OS user).
+    #[arg(long = "as", global = true, value_name = "NAME")]
+    pub actor: Option<String>,
+    /// Why you are doing this; recorded in the audit row.
+    #[arg(long, global = true, value_name = "TEXT")]
+    pub reason: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Configured PKCS#11 tokens.
+    #[command(subcommand)]
+    Token(token::TokenCmd),
+    /// Keys: create, inventory, and use.
+    #[command(subcommand)]
+    Key(key::KeyCmd),
+    /// Compare the inventory with the tokens; exit 1 when anything is out of place.
+    Reconcile(reconcile::ReconcileArgs),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
+}
+
+/// Errors of the CLI layer: the engine's, plus files and arguments.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Usage(String),
+    /// Not an error message: the command's answer is "no" (invalid signature, findings).
+    #[error("{0}")]
+    Negative(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Engine(e) => e.exit_code(),
+            CliError::Io { .. } | CliError::Usage(_) => 2,
+            CliError::Negative(_) => 1,
+        }
+    }
+}
+
+impl From<crate::config::ConfigError> for CliError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        CliError::Engine(EngineError::Config(e))
+    }
+}
+
+/// Run one parsed command.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let path = Config::locate(cli.config.as_deref())?;
+    let config = Config::load(&path)?;
+    let engine = Engine::open(config)?;
+    let caller = Caller::local(cli.actor, cli.reason);
+    match cli.command {
+        Command::Token(cmd) => token::run(&engine, &caller, cmd),
+        Command::Key(cmd) => key::run(&engine, &caller, cmd),
+        Command::Reconcile(args) => reconcile::run(&engine, &caller, args),
+        Command::Audit(cmd) => audit::run(&engine, &caller, cmd),
+    }
+}

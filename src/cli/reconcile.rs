@@ -1,0 +1,67 @@
+//! `kms reconcile`
+
+use clap::Args;
+
+use super::output::print_json;
+use super::CliError;
+use crate::engine::{Caller, Engine, Finding};
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(engine: &Engine, caller: &Caller, args: ReconcileArgs) -> Result<(), CliError> {
+    let report = engine.reconcile(caller)?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "checked {} token(s) [{}], {} inventory version(s), {} token object(s)",
+            report.tokens_checked.len(),
+            report.tokens_checked.join(", "),
+            report.versions_checked,
+            report.objects_checked
+        );
+        for f in &report.findings {
+            println!("  {}", describe(f));
+        }
+    }
+    if report.findings.is_empty() {
+        if !args.json {
+            println!("inventory and tokens agree");
+        }
+        Ok(())
+    } else {
+        Err(CliError::Negative(format!(
+            "{} finding(s): inventory and tokens disagree",
+            report.findings.len()
+        )))
+    }
+}
+
+fn describe(f: &Finding) -> String {
+    match f {
+        Finding::OrphanObject { token, cka_id, label, class } => format!(
+            "orphan object: token '{token}' holds a {class} with CKA_ID {cka_id} (label '{label}') that no inventory key refers to"
+        ),
+        Finding::MissingObject { token, key, version, cka_id } => format!(
+            "missing object: key '{key}' v{version} should be on token '{token}' as CKA_ID {cka_id}, but is not"
+        ),
+        Finding::PendingVersion { token, key, version, cka_id, on_token } => format!(
+            "unfinished creation: key '{key}' v{version} (CKA_ID {cka_id} on token '{token}') is still pending; object {} the token",
+            if *on_token { "IS on" } else { "is not on" }
+        ),
+        Finding::DuplicateId { token, cka_id, class, count } => format!(
+            "duplicate CKA_ID: {count} {class} objects on token '{token}' share CKA_ID {cka_id}"
+        ),
+        Finding::DuplicateLabel { token, label, class, count } => format!(
+            "duplicate label: {count} {class} objects on token '{token}' share label '{label}'"
+        ),
+        Finding::TokenUnreachable { token, error } => {
+            format!("token '{token}' could not be checked: {error}")
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! `kms.toml` -> typed configuration.
+//!
+//! PINs are never literals in the file and never on argv: a token's `user_pin` names a *source*
+//! (`env:VAR`, `file:PATH` with mode 0600, or `prompt`) and is resolved only when the token is opened.
+//! Relative paths are resolved against the directory holding the config file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::IsTerminal;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::duration::HumanDuration;
+
+/// Environment variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "KMS_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no configuration: pass --config PATH or set {CONFIG_ENV} (scripts/setup-softhsm writes a dev one to .kms-dev/kms.toml)")]
+    NotGiven,
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "config file {path} is not valid: {message}(hsm-config/kms.toml documents every field)"
+    )]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("PIN for token '{token}': environment variable {var} is not set")]
+    PinEnvMissing { token: String, var: String },
+    #[error("PIN for token '{token}': cannot read {path}: {source}")]
+    PinFileRead {
+        token: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("PIN for token '{token}': {path} has mode {mode:o}; it must be readable by its owner only (chmod 600 {path})")]
+    PinFileMode {
+        token: String,
+        path: PathBuf,
+        mode: u32,
+    },
+    #[error("PIN for token '{token}' is empty")]
+    PinEmpty { token: String },
+    #[error("PIN for token '{token}' must be typed at a prompt, but there is no terminal; use env:VAR or file:PATH for unattended runs")]
+    PinPromptNoTerminal { token: String },
+    #[error("PIN prompt for token '{token}' failed: {source}")]
+    PinPrompt {
+        token: String,
+        source: std::io::Error,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config was read from (for messages).
+    pub path: PathBuf,
+    /// Environment variables set before any PKCS#11 module is loaded (e.g. `SOFTHSM2_CONF`).
+    pub environment: BTreeMap<String, String>,
+    pub inventory_path: PathBuf,
+    /// Name of the token (a key of `tokens`) where new keys are generated.
+    pub key_token: String,
+    pub rotate_every: HumanDuration,
+    pub tokens: BTreeMap<String, TokenConfig>,
+}
+
+/// One configured token. Found by label or serial, never by slot id (slot ids move).
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub name: String,
+    pub module: PathBuf,
+    pub selector: TokenSelector,
+    pub user_pin: PinSource,
+    pub sessions: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSelector {
+    Label(String),
+    Serial(String),
+}
+
+impl fmt::Display for TokenSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenSelector::Label(l) => write!(f, "label '{l}'"),
+            TokenSelector::Serial(s) => write!(f, "serial '{s}'"),
+        }
+    }
+}
+
+/// Where a PIN comes from. Holds no secret itself, so `Debug` is safe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinSource {
+    Env(String),
+    File(PathBuf),
+    Prompt,
+}
+
+impl PinSource {
+    /// Resolve the PIN. The value is returned as a `SecretString`: zeroized on drop, masked in `Debug`.
+    pub fn resolve(&self, token: &str) -> Result<SecretString, ConfigError> {
+        let pin = match self {
+            PinSource::Env(var) => std::env::var(var).map_err(|_| ConfigError::PinEnvMissing {
+                token: token.to_owned(),
+                var: var.clone(),
+            })?,
+            PinSource::File(path) => read_pin_file(token, path)?,
+            PinSource::Prompt => {
+                if !std::io::stdin().is_terminal() {
+                    return Err(ConfigError::PinPromptNoTerminal {
+                        token: token.to_owned(),
+                    });
+                }
+                rpassword::prompt_password(format!("User PIN for token '{token}': ")).map_err(
+                    |source| ConfigError::PinPrompt {
+                        token: token.to_owned(),
+                        source,
+                    },
+                )?
+            }
+        };
+        let pin = zeroize::Zeroizing::new(pin);
+        let trimmed = pin.trim_end_matches(['\n', '\r']);
+        if trimmed.is_empty() {
+            return Err(ConfigError::PinEmpty {
+                token: token.to_owned(),
+            });
+        }
+        Ok(SecretString::from(trimmed.to_owned()))
+    }
+}
+
+fn read_pin_file(token: &str, path: &Path) -> Result<String, ConfigError> {
+    let read_err = |source| ConfigError::PinFileRead {
+        token: token.to_owned(),
+        path: path.to_owned(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::PinFileMode {
+            token: token.to_owned(),
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    std::fs::read_to_string(path).map_err(read_err)
+}
+
+// ---- the file format (serde), kept private: callers see only the validated `Config` ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    environment: BTreeMap<String, String>,
+    #[serde(default)]
+    inventory: RawInventory,
+    #[serde(default)]
+    keys: RawKeys,
+    #[serde(default)]
+    tokens: BTreeMap<String, RawToken>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInventory {
+    #[serde(default = "default_inventory_path")]
+    path: PathBuf,
+}
+
+impl Default for RawInventory {
+    fn default() -> Self {
+        RawInventory {
+            path: default_inventory_path(),
+        }
+    }
+}
+
+fn default_inventory_path() -> PathBuf {
+    PathBuf::from("kms.db")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    #[serde(default = "default_key_token")]
+    token: String,
+    #[serde(default = "default_rotate_every")]
+    rotate_every: HumanDuration,
+}
+
+impl Default for RawKeys {
+    fn default() -> Self {
+        RawKeys {
+            token: default_key_token(),
+            rotate_every: default_rotate_every(),
+        }
+    }
+}
+
+fn default_key_token() -> String {
+    "primary".to_owned()
+}
+
+fn default_rotate_every() -> HumanDuration {
+    HumanDuration::days(90)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    module: PathBuf,
+    label: Option<String>,
+    serial: Option<String>,
+    user_pin: String,
+    #[serde(default = "default_sessions")]
+    sessions: usize,
+}
+
+fn default_sessions() -> usize {
+    4
+}
+
+impl Config {
+    /// Find the config path: `--config` first, then `KMS_CONFIG`.
+    pub fn locate(flag: Option<&Path>) -> Result<PathBuf, ConfigError> {
+        if let Some(p) = flag {
+            return Ok(p.to_owned());
+        }
+        match std::env::var_os(CONFIG_ENV) {
+            Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+            _ => Err(ConfigError::NotGiven),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let base = path
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
+
+        let mut tokens = BTreeMap::new();
+        for (name, t) in raw.tokens {
+            let selector = match (t.label, t.serial) {
+                (Some(l), None) => TokenSelector::Label(l),
+                (None, Some(s)) => TokenSelector::Serial(s),
+                _ => {
+                    return Err(invalid(format!(
+                        "token '{name}' must set exactly one of `label` or `serial` (never a slot id: slot ids change)"
+                    )))
+                }
+            };
+            let user_pin = parse_pin_source(&t.user_pin, &resolve).ok_or_else(|| {
+                invalid(format!(
+                    "token '{name}': user_pin must be `env:VAR`, `file:PATH` or `prompt`; a PIN is never written in the config itself"
+                ))
+            })?;
+            if !(1..=64).contains(&t.sessions) {
+                return Err(invalid(format!(
+                    "token '{name}': sessions must be between 1 and 64, not {}",
+                    t.sessions
+                )));
+            }
+            tokens.insert(
+                name.clone(),
+                TokenConfig {
+                    name,
+                    module: resolve(&t.module),
+                    selector,
+                    user_pin,
+                    sessions: t.sessions,
+                },
+            );
+        }
+        if !tokens.contains_key(&raw.keys.token) {
+            let known: Vec<&str> = tokens.keys().map(String::as_str).collect();
+            return Err(invalid(format!(
+                "[keys] token = '{}' names no [tokens.{}] entry (configured: {})",
+                raw.keys.token,
+                raw.keys.token,
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+        Ok(Config {
+            path: path.to_owned(),
+            environment: raw.environment,
+            inventory_path: resolve(&raw.inventory.path),
+            key_token: raw.keys.token,
+            rotate_every: raw.keys.rotate_every,
+            tokens,
+        })
+    }
+
+    pub fn token(&self, name: &str) -> Option<&TokenConfig> {
+        self.tokens.get(name)
+    }
+}
+
+fn parse_pin_source(s: &str, resolve: &dyn Fn(&Path) -> PathBuf) -> Option<PinSource> {
+    if let Some(var) = s.strip_prefix("env:") {
+        (!var.is_empty()).then(|| PinSource::Env(var.to_owned()))
+    } else if let Some(p) = s.strip_prefix("file:") {
+        (!p.is_empty()).then(|| PinSource::File(resolve(Path::new(p))))
+    } else if s == "prompt" {
+        Some(PinSource::Prompt)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [inventory]
+        path = "inv.db"
+        [tokens.primary]
+        module = "/usr/lib/softhsm/libsofthsm2.so"
+        label = "kms-primary"
+        user_pin = "env:KMS_TEST_PIN"
+    "#;
+
+    #[test]
+    fn parses_and_resolves_relative_paths() -> Result<(), ConfigError> {
+        let c = Config::parse(Path::new("/etc/kms/kms.toml"), GOOD)?;
+        assert_eq!(c.inventory_path, PathBuf::from("/etc/kms/inv.db"));
+        assert_eq!(c.key_token, "primary");
+        assert_eq!(c.rotate_every, HumanDuration::days(90));
+        let t = c.token("primary").map(|t| t.sessions);
+        assert_eq!(t, Some(4));
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_literal_pins() {
+        let unknown = format!("{GOOD}\ncolour = \"blue\"\n");
+        let e = Config::parse(Path::new("k.toml"), &unknown)
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.is_some_and(|m| m.contains("colour")));
+        let literal = GOOD.replace("env:KMS_TEST_PIN", "123456");
+        let e = Config::parse(Path::new("k.toml"), &literal)
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.is_some_and(|m| m.contains("never written in the config")));
+    }
+
+    #[test]
+    fn pin_file_must_be_private() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("pin");
+        std::fs::write(&p, "1234\n")?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))?;
+        let src = PinSource::File(p.clone());
+        assert!(matches!(
+            src.resolve("t"),
+            Err(ConfigError::PinFileMode { .. })
+        ));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+        let pin = src.resolve("t")?;
+        assert_eq!(secrecy::ExposeSecret::expose_secret(&pin), "1234");
+        Ok(())
+    }
+}

@@ -1,0 +1,99 @@
+//! Human durations such as `90d`, `12w`, `36h`, used for rotation periods and access durations.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A whole number of seconds, written with one unit suffix: `h` (hours), `d` (days), `w` (weeks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct HumanDuration {
+    seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration '{0}': write a positive number followed by h, d or w (for example 90d)")]
+pub struct DurationError(String);
+
+impl HumanDuration {
+    pub const fn days(days: u64) -> Self {
+        HumanDuration {
+            seconds: days * 86_400,
+        }
+    }
+
+    /// A duration of `seconds`, if positive.
+    pub fn from_secs(seconds: u64) -> Option<Self> {
+        (seconds > 0).then_some(HumanDuration { seconds })
+    }
+
+    pub fn as_secs(self) -> u64 {
+        self.seconds
+    }
+
+    pub fn to_time(self) -> time::Duration {
+        time::Duration::seconds(i64::try_from(self.seconds).unwrap_or(i64::MAX))
+    }
+}
+
+impl FromStr for HumanDuration {
+    type Err = DurationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || DurationError(s.to_owned());
+        let s = s.trim();
+        let (num, unit) = s.split_at(s.len().saturating_sub(1));
+        let n: u64 = num.parse().map_err(|_| err())?;
+        let mult = match unit {
+            "h" => 3_600,
+            "d" => 86_400,
+            "w" => 7 * 86_400,
+            _ => return Err(err()),
+        };
+        if n == 0 {
+            return Err(err());
+        }
+        let seconds = n.checked_mul(mult).ok_or_else(err)?;
+        Ok(HumanDuration { seconds })
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.seconds;
+        if s % 86_400 == 0 {
+            write!(f, "{}d", s / 86_400)
+        } else {
+            write!(f, "{}h", s / 3_600)
+        }
+    }
+}
+
+impl From<HumanDuration> for String {
+    fn from(d: HumanDuration) -> String {
+        d.to_string()
+    }
+}
+
+impl TryFrom<String> for HumanDuration {
+    type Error = DurationError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units() -> Result<(), DurationError> {
+        assert_eq!("90d".parse::<HumanDuration>()?.as_secs(), 90 * 86_400);
+        assert_eq!("2w".parse::<HumanDuration>()?.to_string(), "14d");
+        assert_eq!("36h".parse::<HumanDuration>()?.to_string(), "36h");
+        for bad in ["", "d", "0d", "-1d", "10y", "1.5d"] {
+            assert!(bad.parse::<HumanDuration>().is_err(), "{bad}");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,79 @@
+//! Wrapping every engine operation in its audit row.
+
+use time::OffsetDateTime;
+
+use super::{Caller, Engine, EngineError};
+use crate::inventory::{AuditEntry, Outcome};
+
+/// What an operation tells its audit row while it runs.
+#[derive(Debug, Default)]
+pub(crate) struct AuditNote {
+    pub key_version: Option<u32>,
+    /// What changed or what was done, in words. Never secrets.
+    pub detail: Option<String>,
+    /// Set when the operation already wrote its success row inside its own transaction.
+    pub recorded: bool,
+}
+
+impl Engine {
+    /// Run `op` and append its audit row: `ok` with the note's detail, or `denied`/`error` with the
+    /// error message. If the success row cannot be written the result is discarded.
+    pub(crate) fn audited<T>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        key_name: Option<&str>,
+        op: impl FnOnce(&mut AuditNote) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let mut note = AuditNote::default();
+        let result = op(&mut note);
+        let (outcome, detail) = match &result {
+            Ok(_) if note.recorded => return result,
+            Ok(_) => (Outcome::Ok, note.detail.clone()),
+            Err(e) => (e.outcome(), Some(e.to_string())),
+        };
+        let entry = self.entry(caller, action, key_name, note.key_version, outcome, detail);
+        match (self.inventory.append_audit(&entry), result) {
+            (Ok(_), result) => result,
+            (Err(audit_err), Ok(_)) => Err(EngineError::AuditFailed(audit_err)),
+            (Err(audit_err), Err(e)) => {
+                tracing::error!(action, error = %audit_err, "could not audit a failed operation");
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn entry(
+        &self,
+        caller: &Caller,
+        action: &str,
+        key_name: Option<&str>,
+        key_version: Option<u32>,
+        outcome: Outcome,
+        detail: Option<String>,
+    ) -> AuditEntry {
+        AuditEntry {
+            at: OffsetDateTime::now_utc(),
+            actor: caller.actor.clone(),
+            host: caller.host.clone(),
+            action: action.to_owned(),
+            key_name: key_name.map(str::to_owned),
+            key_version,
+            reason: caller.reason.clone(),
+            outcome,
+            detail,
+        }
+    }
+
+    /// Audit rows, newest `limit`, optionally for one key. Reading the trail is itself audited.
+    pub fn audit_log(
+        &self,
+        caller: &Caller,
+        key_name: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<crate::inventory::AuditRow>, EngineError> {
+        self.audited(caller, "audit.read", key_name, |_| {
+            Ok(self.inventory.audit_rows(key_name, limit)?)
+        })
+    }
+}

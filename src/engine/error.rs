@@ -1,0 +1,61 @@
+//! Errors of the engine: the typed causes of the layers below, plus the engine's own refusals.
+//! [`EngineError::exit_code`] is the one place that maps them to process exit codes.
+
+use crate::config::ConfigError;
+use crate::envelope::EnvelopeError;
+use crate::hsm::HsmError;
+use crate::inventory::InventoryError;
+use crate::softverify::SoftCryptoError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    #[error(transparent)]
+    SoftCrypto(#[from] SoftCryptoError),
+    /// The request itself is malformed; the message says what to change.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The request is well-formed but policy refuses it.
+    #[error("refused: {0}")]
+    Denied(String),
+    /// The operation happened but its audit record could not be written, so its result is withheld.
+    #[error("the audit record could not be written ({0}); the operation's result was discarded")]
+    AuditFailed(InventoryError),
+    /// Something was left for an officer to finish (e.g. an object a rollback could not destroy).
+    #[error("{0}")]
+    Incomplete(String),
+}
+
+impl EngineError {
+    /// Exit codes: 2 bad input, 3 not found, 4 refused by policy, 5 token, 6 inventory or audit,
+    /// 7 configuration.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            EngineError::InvalidInput(_) | EngineError::Envelope(_) => 2,
+            EngineError::Inventory(InventoryError::DuplicateName(_)) => 2,
+            EngineError::Inventory(InventoryError::NoSuchKey(_)) => 3,
+            EngineError::Hsm(HsmError::ObjectNotFound { .. }) => 3,
+            EngineError::Denied(_) => 4,
+            EngineError::Hsm(HsmError::Pin(_)) | EngineError::Config(_) => 7,
+            EngineError::Hsm(_) | EngineError::SoftCrypto(_) => 5,
+            EngineError::Inventory(_)
+            | EngineError::AuditFailed(_)
+            | EngineError::Incomplete(_) => 6,
+        }
+    }
+
+    /// The audit outcome this error stands for.
+    pub(crate) fn outcome(&self) -> crate::inventory::Outcome {
+        match self {
+            EngineError::Denied(_) => crate::inventory::Outcome::Denied,
+            _ => crate::inventory::Outcome::Error,
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Creating keys on the token and reading the inventory.
+
+use std::collections::BTreeMap;
+
+use time::{Date, OffsetDateTime};
+
+use super::{Caller, Engine, EngineError};
+use crate::duration::HumanDuration;
+use crate::inventory::{KeyFilter, KeyRecord, NewKey, PendingVersion};
+use crate::model::{Classification, KeyType, OperationSet};
+
+/// What an officer asks for with `kms key create`.
+#[derive(Debug, Clone)]
+pub struct CreateKey {
+    pub name: String,
+    pub key_type: KeyType,
+    pub owner: String,
+    pub classification: Classification,
+    pub usage: OperationSet,
+    pub purpose: String,
+    pub handling: String,
+    pub disposal: String,
+    pub rotate_every: Option<HumanDuration>,
+    pub expires: Option<Date>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Engine {
+    /// Generate a key on the configured key token and record it in the inventory.
+    ///
+    /// Order: validate; record the intent (a `pending` version with its CKA_ID — a duplicate name
+    /// fails here, before the token is touched); generate on the token; activate the version and
+    /// write the audit row in one transaction. If generation fails the pending rows are removed;
+    /// if activation fails the new objects are destroyed. A crash in between leaves a `pending`
+    /// version that `kms reconcile` reports.
+    pub fn create_key(&self, caller: &Caller, req: CreateKey) -> Result<KeyRecord, EngineError> {
+        self.audited(caller, "key.create", Some(&req.name), |note| {
+            validate(&req, OffsetDateTime::now_utc().date())?;
+            let token_name = self.config.key_token.clone();
+            let token = self.hsm.token(&token_name)?;
+            let desc = token.description()?;
+            let object_id = token.new_object_id()?;
+            let now = OffsetDateTime::now_utc();
+            let new = NewKey {
+                name: req.name.clone(),
+                key_type: req.key_type,
+                owner: req.owner.clone(),
+                classification: req.classification,
+                usage: req.usage.clone(),
+                purpose: req.purpose.clone(),
+                handling: req.handling.clone(),
+                disposal: req.disposal.clone(),
+                expires: req.expires,
+                rotate_every: req.rotate_every.unwrap_or(self.config.rotate_every),
+                labels: req.labels.clone(),
+                created_by: caller.actor.clone(),
+            };
+            let pending = PendingVersion {
+                token: token_name.clone(),
+                token_label: desc.label.clone(),
+                token_serial: desc.serial.clone(),
+                object_id: object_id.clone(),
+            };
+            let key_id = self.inventory.insert_pending_key(&new, &pending, now)?;
+            note.key_version = Some(1);
+
+            let label = format!("kms:{}:v1", req.name);
+            let generated = match token.generate(req.key_type, &object_id, &label, &req.usage) {
+                Ok(g) => g,
+                Err(e) => {
+                    self.inventory.delete_pending_key(&key_id)?;
+                    return Err(e.into());
+                }
+            };
+            let detail = format!(
+                "created {} key: owner={} classification={} usage={} token={} ({}, serial {}) cka_id={}",
+                req.key_type,
+                req.owner,
+                req.classification,
+                req.usage,
+                token_name,
+                desc.label,
+                desc.serial,
+                object_id
+            );
+            let entry = self.entry(
+                caller,
+                "key.create",
+                Some(&req.name),
+                Some(1),
+                crate::inventory::Outcome::Ok,
+                Some(detail),
+            );
+            let activated = self.inventory.activate_version(
+                &key_id,
+                1,
+                generated.public_key_der.as_deref(),
+                OffsetDateTime::now_utc(),
+                &entry,
+            );
+            if let Err(e) = activated {
+                // Roll the token back so no key exists that the record does not show.
+                let undone = token.destroy(&object_id);
+                let cleaned = self.inventory.delete_pending_key(&key_id);
+                return Err(match (undone, cleaned) {
+                    (Ok(_), Ok(())) => EngineError::AuditFailed(e),
+                    _ => EngineError::Incomplete(format!(
+                        "key '{}' was generated (CKA_ID {object_id}) but could not be recorded ({e}) nor fully rolled back; run `kms reconcile`",
+                        req.name
+                    )),
+                });
+            }
+            note.recorded = true;
+            Ok(self.inventory.key(&req.name)?)
+        })
+    }
+
+    /// The inventory, filtered. Reading the inventory is audited.
+    pub fn list_keys(
+        &self,
+        caller: &Caller,
+        filter: &KeyFilter,
+    ) -> Result<Vec<KeyRecord>, EngineError> {
+        self.audited(caller, "key.list", None, |note| {
+            let keys = self.inventory.keys(filter)?;
+            note.detail = Some(format!("{} keys listed", keys.len()));
+            Ok(keys)
+        })
+    }
+
+    /// One key with all its versions.
+    pub fn show_key(&self, caller: &Caller, name: &str) -> Result<KeyRecord, EngineError> {
+        self.audited(caller, "key.show", Some(name), |_| {
+            Ok(self.inventory.key(name)?)
+        })
+    }
+
+    /// The current public key as PEM SubjectPublicKeyInfo.
+    pub fn public_key_pem(&self, caller: &Caller, name: &str) -> Result<String, EngineError> {
+        self.audited(caller, "key.public", Some(name), |note| {
+            let key = self.inventory.key(name)?;
+            let version = key.current_version().ok_or_else(|| {
+                EngineError::Denied(format!("key '{name}' has no active version"))
+            })?;
+            note.key_version = Some(version.version);
+            let der = version.public_key.as_deref().ok_or_else(|| {
+                EngineError::InvalidInput(format!(
+                    "key '{name}' is {} (symmetric) and has no public key",
+                    key.key_type
+                ))
+            })?;
+            der::pem::encode_string("PUBLIC KEY", der::pem::LineEnding::LF, der)
+                .map_err(|e| EngineError::InvalidInput(format!("cannot encode PEM: {e}")))
+        })
+    }
+}
+
+fn validate(req: &CreateKey, today: Date) -> Result<(), EngineError> {
+    let bad = |m: String| Err(EngineError::InvalidInput(m));
+    let name_ok = !req.name.is_empty()
+        && req.name.len() <= 64
+        && req
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && req
+            .name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if !name_ok {
+        return bad(format!(
+            "invalid key name '{}': use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit",
+            req.name
+        ));
+    }
+    if req.owner.trim().is_empty() {
+        return bad("--owner must name the responsible person or team".into());
+    }
+    if req.usage.is_empty() {
+        return bad("--usage must list at least one operation (e.g. sign,verify)".into());
+    }
+    let supported = req.key_type.supported_operations();
+    let unsupported: Vec<&str> = req
+        .usage
+        .iter()
+        .filter(|op| !supported.contains(op))
+        .map(|op| op.as_str())
+        .collect();
+    if !unsupported.is_empty() {
+        let can: Vec<&str> = supported.iter().map(|o| o.as_str()).collect();
+        return bad(format!(
+            "a {} key cannot {}; {} keys support: {}",
+            req.key_type,
+            unsupported.join(", "),
+            req.key_type,
+            can.join(", ")
+        ));
+    }
+    if let Some(expires) = req.expires {
+        if expires <= today {
+            return bad(format!(
+                "--expires {expires} is not in the future (today is {today})"
+            ));
+        }
+    }
+    for k in req.labels.keys() {
+        if k.is_empty() {
+            return bad("labels are written key=value with a non-empty key".into());
+        }
+    }
+    Ok(())
+}

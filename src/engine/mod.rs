@@ -1,0 +1,50 @@
+//! The one door. Every operation — from the CLI today, the service and the scheduler later — is a
+//! method here that runs *authorize -> act on token -> record in inventory -> audit*. Nothing else
+//! opens a PKCS#11 session or writes to the inventory.
+//!
+//! Audit is fail-closed: an operation whose audit row cannot be written returns an error and its
+//! result (a signature, a plaintext) is dropped.
+
+mod audit;
+mod caller;
+mod crypto;
+mod error;
+mod keys;
+mod policy;
+mod reconcile;
+mod tokens;
+
+pub use caller::Caller;
+pub use crypto::VerifyOutcome;
+pub use error::EngineError;
+pub use keys::CreateKey;
+pub use reconcile::{Finding, ReconcileReport};
+pub use tokens::TokenStatus;
+
+use crate::config::Config;
+use crate::hsm::Hsm;
+use crate::inventory::Inventory;
+
+/// The engine: configuration, the tokens and the inventory, behind one set of operations.
+pub struct Engine {
+    config: Config,
+    hsm: Hsm,
+    inventory: Inventory,
+}
+
+impl Engine {
+    /// Open the inventory and prepare the tokens (opened lazily, on first use).
+    pub fn open(config: Config) -> Result<Engine, EngineError> {
+        let inventory = Inventory::open(&config.inventory_path)?;
+        let hsm = Hsm::new(&config);
+        Ok(Engine {
+            config,
+            hsm,
+            inventory,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}

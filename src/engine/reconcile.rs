@@ -1,0 +1,163 @@
+//! Comparing the inventory with what the tokens really hold. Report only: nothing is changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::{Caller, Engine, EngineError};
+use crate::inventory::KeyFilter;
+use crate::model::{ObjectId, VersionState};
+
+/// One discrepancy between inventory and tokens.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Finding {
+    /// An object on a token that no inventory version points at.
+    OrphanObject {
+        token: String,
+        cka_id: ObjectId,
+        label: String,
+        class: String,
+    },
+    /// An inventory version whose object is not on its token.
+    MissingObject {
+        token: String,
+        key: String,
+        version: u32,
+        cka_id: ObjectId,
+    },
+    /// A version whose creation never finished (a crash between token and inventory).
+    PendingVersion {
+        token: String,
+        key: String,
+        version: u32,
+        cka_id: ObjectId,
+        on_token: bool,
+    },
+    /// Two objects of the same class sharing one CKA_ID on a token.
+    DuplicateId {
+        token: String,
+        cka_id: ObjectId,
+        class: String,
+        count: usize,
+    },
+    /// Two keys of the same class sharing one CKA_LABEL on a token.
+    DuplicateLabel {
+        token: String,
+        label: String,
+        class: String,
+        count: usize,
+    },
+    /// A token the inventory refers to (or the config names) that could not be checked.
+    TokenUnreachable { token: String, error: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReconcileReport {
+    pub tokens_checked: Vec<String>,
+    pub versions_checked: usize,
+    pub objects_checked: usize,
+    pub findings: Vec<Finding>,
+}
+
+impl Engine {
+    pub fn reconcile(&self, caller: &Caller) -> Result<ReconcileReport, EngineError> {
+        self.audited(caller, "inventory.reconcile", None, |note| {
+            let keys = self.inventory.keys(&KeyFilter::default())?;
+            let mut report = ReconcileReport {
+                tokens_checked: Vec::new(),
+                versions_checked: 0,
+                objects_checked: 0,
+                findings: Vec::new(),
+            };
+            let names: Vec<String> = self.hsm.names().map(str::to_owned).collect();
+            for name in names {
+                let listed = self.hsm.token(&name).and_then(|t| {
+                    let d = t.description()?;
+                    Ok((d, t.list_objects()?))
+                });
+                let (desc, objects) = match listed {
+                    Ok(x) => x,
+                    Err(e) => {
+                        report.findings.push(Finding::TokenUnreachable {
+                            token: name.clone(),
+                            error: e.to_string(),
+                        });
+                        continue;
+                    }
+                };
+                report.tokens_checked.push(name.clone());
+                report.objects_checked += objects.len();
+                let on_token: BTreeSet<&ObjectId> = objects.iter().map(|o| &o.id).collect();
+                let mut known: BTreeSet<&ObjectId> = BTreeSet::new();
+                for key in &keys {
+                    for v in &key.versions {
+                        if v.token_serial != desc.serial {
+                            continue;
+                        }
+                        report.versions_checked += 1;
+                        known.insert(&v.object_id);
+                        let present = on_token.contains(&v.object_id);
+                        match v.state {
+                            VersionState::Pending => {
+                                report.findings.push(Finding::PendingVersion {
+                                    token: name.clone(),
+                                    key: key.name.clone(),
+                                    version: v.version,
+                                    cka_id: v.object_id.clone(),
+                                    on_token: present,
+                                })
+                            }
+                            VersionState::Active if !present => {
+                                report.findings.push(Finding::MissingObject {
+                                    token: name.clone(),
+                                    key: key.name.clone(),
+                                    version: v.version,
+                                    cka_id: v.object_id.clone(),
+                                })
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                let mut by_id: BTreeMap<(&ObjectId, &str), usize> = BTreeMap::new();
+                let mut by_label: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+                let mut orphans: BTreeSet<&ObjectId> = BTreeSet::new();
+                for o in &objects {
+                    *by_id.entry((&o.id, o.class.as_str())).or_default() += 1;
+                    if !o.label.is_empty() {
+                        *by_label
+                            .entry((o.label.as_str(), o.class.as_str()))
+                            .or_default() += 1;
+                    }
+                    if !known.contains(&o.id) && orphans.insert(&o.id) {
+                        report.findings.push(Finding::OrphanObject {
+                            token: name.clone(),
+                            cka_id: o.id.clone(),
+                            label: o.label.clone(),
+                            class: o.class.clone(),
+                        });
+                    }
+                }
+                for ((id, class), count) in by_id.into_iter().filter(|(_, n)| *n > 1) {
+                    report.findings.push(Finding::DuplicateId {
+                        token: name.clone(),
+                        cka_id: id.clone(),
+                        class: class.to_owned(),
+                        count,
+                    });
+                }
+                for ((label, class), count) in by_label.into_iter().filter(|(_, n)| *n > 1) {
+                    report.findings.push(Finding::DuplicateLabel {
+                        token: name.clone(),
+                        label: label.to_owned(),
+                        class: class.to_owned(),
+                        count,
+                    });
+                }
+            }
+            note.detail = Some(format!("{} findings", report.findings.len()));
+            Ok(report)
+        })
+    }
+}

@@ -1,0 +1,156 @@
+//! The ciphertext format of `kms key encrypt`: versioned and self-describing, so a ciphertext says
+//! which key and key version made it and how, and decryption never has to guess.
+//!
+//! ```text
+//! offset  size  field
+//! 0       4     magic "KMSE"
+//! 4       1     format version (1)
+//! 5       1     algorithm: 1 = AES-256-GCM, 2 = RSA-OAEP (SHA-1, MGF1-SHA-1)
+//! 6       16    inventory ID of the key (UUID bytes)
+//! 22      4     key version (big-endian u32)
+//! -- AES-256-GCM --
+//! 26      12    IV (random per message)
+//! 38      n+16  ciphertext || 128-bit tag
+//! -- RSA-OAEP --
+//! 26      k     ciphertext (k = modulus size)
+//! ```
+//!
+//! For AES-256-GCM the whole header (bytes 0..38) is authenticated: the GCM additional data is the
+//! header followed by the caller's AAD, so neither the key reference nor the IV can be swapped.
+
+use crate::model::KeyType;
+
+pub const MAGIC: &[u8; 4] = b"KMSE";
+pub const FORMAT_VERSION: u8 = 1;
+const FIXED: usize = 4 + 1 + 1 + 16 + 4;
+pub const GCM_IV_LEN: usize = 12;
+pub const GCM_TAG_LEN: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    Aes256Gcm = 1,
+    RsaOaepSha1 = 2,
+}
+
+impl Algorithm {
+    pub fn for_key(key_type: KeyType) -> Algorithm {
+        match key_type {
+            KeyType::Aes256 => Algorithm::Aes256Gcm,
+            _ => Algorithm::RsaOaepSha1,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvelopeError {
+    #[error("not a kms ciphertext (no KMSE header); was it made by `kms key encrypt`?")]
+    NotEnvelope,
+    #[error("kms ciphertext format version {0} is not supported by this kms (it reads version 1)")]
+    UnsupportedVersion(u8),
+    #[error("kms ciphertext names unknown algorithm {0}")]
+    UnknownAlgorithm(u8),
+    #[error("kms ciphertext is truncated")]
+    Truncated,
+}
+
+/// A parsed ciphertext header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub algorithm: Algorithm,
+    pub key_id: [u8; 16],
+    pub key_version: u32,
+    /// Present for AES-256-GCM.
+    pub iv: Option<[u8; GCM_IV_LEN]>,
+}
+
+impl Header {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(FIXED + GCM_IV_LEN);
+        out.extend_from_slice(MAGIC);
+        out.push(FORMAT_VERSION);
+        out.push(self.algorithm as u8);
+        out.extend_from_slice(&self.key_id);
+        out.extend_from_slice(&self.key_version.to_be_bytes());
+        if let Some(iv) = &self.iv {
+            out.extend_from_slice(iv);
+        }
+        out
+    }
+
+    /// The GCM additional data: header then the caller's AAD.
+    pub fn gcm_aad(&self, user_aad: &[u8]) -> Vec<u8> {
+        let mut aad = self.encode();
+        aad.extend_from_slice(user_aad);
+        aad
+    }
+}
+
+/// Split a ciphertext into its header and body.
+pub fn parse(data: &[u8]) -> Result<(Header, &[u8]), EnvelopeError> {
+    if data.len() < 4 || &data[..4] != MAGIC {
+        return Err(EnvelopeError::NotEnvelope);
+    }
+    if data.len() < FIXED {
+        return Err(EnvelopeError::Truncated);
+    }
+    if data[4] != FORMAT_VERSION {
+        return Err(EnvelopeError::UnsupportedVersion(data[4]));
+    }
+    let algorithm = match data[5] {
+        1 => Algorithm::Aes256Gcm,
+        2 => Algorithm::RsaOaepSha1,
+        other => return Err(EnvelopeError::UnknownAlgorithm(other)),
+    };
+    let mut key_id = [0u8; 16];
+    key_id.copy_from_slice(&data[6..22]);
+    let mut v = [0u8; 4];
+    v.copy_from_slice(&data[22..26]);
+    let key_version = u32::from_be_bytes(v);
+    let (iv, body) = match algorithm {
+        Algorithm::Aes256Gcm => {
+            if data.len() < FIXED + GCM_IV_LEN + GCM_TAG_LEN {
+                return Err(EnvelopeError::Truncated);
+            }
+            let mut iv = [0u8; GCM_IV_LEN];
+            iv.copy_from_slice(&data[FIXED..FIXED + GCM_IV_LEN]);
+            (Some(iv), &data[FIXED + GCM_IV_LEN..])
+        }
+        Algorithm::RsaOaepSha1 => (None, &data[FIXED..]),
+    };
+    if body.is_empty() {
+        return Err(EnvelopeError::Truncated);
+    }
+    Ok((
+        Header {
+            algorithm,
+            key_id,
+            key_version,
+            iv,
+        },
+        body,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_garbage() {
+        let h = Header {
+            algorithm: Algorithm::Aes256Gcm,
+            key_id: [7; 16],
+            key_version: 3,
+            iv: Some([9; 12]),
+        };
+        let mut data = h.encode();
+        data.extend_from_slice(&[1; 20]);
+        let parsed = parse(&data);
+        assert_eq!(parsed, Ok((h, &[1u8; 20][..])));
+        assert_eq!(parse(b"hello"), Err(EnvelopeError::NotEnvelope));
+        assert_eq!(parse(&data[..30]), Err(EnvelopeError::Truncated));
+        let mut v2 = data.clone();
+        v2[4] = 2;
+        assert_eq!(parse(&v2), Err(EnvelopeError::UnsupportedVersion(2)));
+    }
+}

@@ -1,0 +1,84 @@
+//! Encryption and decryption on the token: AES-256-GCM with AAD, and RSA-OAEP decryption
+//! (SHA-1/MGF1-SHA-1: the only OAEP hash SoftHSM2 2.6.1 accepts).
+
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use zeroize::Zeroizing;
+
+use super::objects::{find, KeyClass};
+use super::{HsmError, Token};
+use crate::model::ObjectId;
+
+/// GCM tag length in bits.
+const GCM_TAG_BITS: u64 = 128;
+
+impl Token {
+    /// AES-256-GCM encryption under the secret key `id`: returns ciphertext || 16-byte tag.
+    pub fn aes_gcm_encrypt(
+        &self,
+        id: &ObjectId,
+        iv: &[u8; 12],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
+        let mut iv = *iv;
+        self.run(|s| {
+            let key = find(self.name(), s, id, KeyClass::Secret)?;
+            let params = GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into())
+                .map_err(HsmError::ck(self.name(), "preparing AES-GCM"))?;
+            s.encrypt(&Mechanism::AesGcm(params), key, plaintext)
+                .map_err(HsmError::ck(self.name(), "encrypting (CKM_AES_GCM)"))
+        })
+    }
+
+    /// AES-256-GCM decryption; a wrong key, IV, AAD or a tampered ciphertext is one error.
+    pub fn aes_gcm_decrypt(
+        &self,
+        id: &ObjectId,
+        iv: &[u8; 12],
+        aad: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+        let mut iv = *iv;
+        self.run(|s| {
+            let key = find(self.name(), s, id, KeyClass::Secret)?;
+            let params = GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into())
+                .map_err(HsmError::ck(self.name(), "preparing AES-GCM"))?;
+            s.decrypt(&Mechanism::AesGcm(params), key, ciphertext)
+                .map(Zeroizing::new)
+                .map_err(|e| self.decrypt_error(e, "decrypting (CKM_AES_GCM)"))
+        })
+    }
+
+    /// RSA-OAEP (SHA-1, MGF1-SHA-1, empty label) decryption with the private key `id`.
+    pub fn rsa_oaep_decrypt(
+        &self,
+        id: &ObjectId,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+        let params = PkcsOaepParams::new(
+            MechanismType::SHA1,
+            PkcsMgfType::MGF1_SHA1,
+            PkcsOaepSource::empty(),
+        );
+        self.run(|s| {
+            let key = find(self.name(), s, id, KeyClass::Private)?;
+            s.decrypt(&Mechanism::RsaPkcsOaep(params), key, ciphertext)
+                .map(Zeroizing::new)
+                .map_err(|e| self.decrypt_error(e, "decrypting (CKM_RSA_PKCS_OAEP)"))
+        })
+    }
+
+    fn decrypt_error(&self, e: CkError, operation: &'static str) -> HsmError {
+        match e {
+            CkError::Pkcs11(RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange, _) => {
+                HsmError::DecryptionFailed {
+                    token: self.name().to_owned(),
+                }
+            }
+            other => HsmError::ck(self.name(), operation)(other),
+        }
+    }
+}

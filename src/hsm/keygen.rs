@@ -1,0 +1,162 @@
+//! Key generation on the device. Every private or secret key is created CKA_TOKEN, CKA_PRIVATE,
+//! CKA_SENSITIVE=true and CKA_EXTRACTABLE=false, with a fresh random 16-byte CKA_ID and a readable
+//! CKA_LABEL; its CKA_SIGN/DECRYPT/... flags follow the key's usage policy, so the token itself
+//! refuses what the inventory does not allow.
+
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, KeyType as CkKeyType, ObjectClass};
+use cryptoki::session::Session;
+
+use super::{public_key, HsmError, Token};
+use crate::model::{KeyType, ObjectId, Operation, OperationSet};
+
+/// DER of the namedCurve OID secp384r1 (1.3.132.0.34), as CKA_EC_PARAMS wants it.
+pub(crate) const SECP384R1_PARAMS: [u8; 7] = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+
+/// What generation produced: where to find it again and, for key pairs, the public key.
+#[derive(Debug, Clone)]
+pub struct GeneratedKey {
+    pub id: ObjectId,
+    /// SubjectPublicKeyInfo DER, for asymmetric keys.
+    pub public_key_der: Option<Vec<u8>>,
+}
+
+impl Token {
+    /// Generate a key of `key_type` on this token. On any failure after the objects exist they are
+    /// destroyed again, so no half-made key stays behind.
+    pub fn generate(
+        &self,
+        key_type: KeyType,
+        id: &ObjectId,
+        label: &str,
+        usage: &OperationSet,
+    ) -> Result<GeneratedKey, HsmError> {
+        self.run(|session| {
+            let id = id.clone();
+            let label = label.as_bytes().to_vec();
+            let public_key_der = match key_type {
+                KeyType::Aes256 => {
+                    generate_aes(self.name(), session, &id, label, usage)?;
+                    None
+                }
+                KeyType::EcP384 | KeyType::Rsa3072 | KeyType::Rsa4096 => {
+                    generate_pair(self.name(), session, key_type, &id, label, usage)?;
+                    match public_key::export(self.name(), session, &id, key_type) {
+                        Ok(der) => Some(der),
+                        Err(e) => {
+                            // Best effort: the export error is what the caller needs to see.
+                            let _ = super::objects::destroy_id(self.name(), session, &id);
+                            return Err(e);
+                        }
+                    }
+                }
+            };
+            Ok(GeneratedKey { id, public_key_der })
+        })
+    }
+}
+
+impl Token {
+    /// A fresh random 16-byte CKA_ID from the token's RNG, not used by any object on the token.
+    /// Callers record it before generating, so a crash in between leaves a findable trace.
+    pub fn new_object_id(&self) -> Result<ObjectId, HsmError> {
+        self.run(|s| fresh_id(self.name(), s))
+    }
+}
+
+fn fresh_id(token: &str, session: &Session) -> Result<ObjectId, HsmError> {
+    loop {
+        let bytes = session
+            .generate_random_vec(16)
+            .map_err(HsmError::ck(token, "generating a CKA_ID"))?;
+        let taken = session
+            .find_objects(&[Attribute::Id(bytes.clone())])
+            .map_err(HsmError::ck(token, "checking a CKA_ID"))?;
+        if taken.is_empty() {
+            return Ok(ObjectId(bytes));
+        }
+    }
+}
+
+fn common_private(id: &ObjectId, label: Vec<u8>) -> Vec<Attribute> {
+    vec![
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Modifiable(false),
+        Attribute::Id(id.0.clone()),
+        Attribute::Label(label),
+    ]
+}
+
+fn generate_aes(
+    token: &str,
+    session: &Session,
+    id: &ObjectId,
+    label: Vec<u8>,
+    usage: &OperationSet,
+) -> Result<(), HsmError> {
+    let mut template = common_private(id, label);
+    template.extend([
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(CkKeyType::AES),
+        Attribute::ValueLen(32.into()),
+        Attribute::Encrypt(usage.contains(Operation::Encrypt)),
+        Attribute::Decrypt(usage.contains(Operation::Decrypt)),
+        Attribute::Wrap(usage.contains(Operation::Wrap)),
+        Attribute::Unwrap(usage.contains(Operation::Unwrap)),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Derive(false),
+    ]);
+    session
+        .generate_key(&Mechanism::AesKeyGen, &template)
+        .map_err(HsmError::ck(token, "generating an AES-256 key"))?;
+    Ok(())
+}
+
+fn generate_pair(
+    token: &str,
+    session: &Session,
+    key_type: KeyType,
+    id: &ObjectId,
+    label: Vec<u8>,
+    usage: &OperationSet,
+) -> Result<(), HsmError> {
+    let mut public = vec![
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Id(id.0.clone()),
+        Attribute::Label(label.clone()),
+        Attribute::Verify(usage.contains(Operation::Verify)),
+    ];
+    let mut private = common_private(id, label);
+    private.extend([
+        Attribute::Sign(usage.contains(Operation::Sign)),
+        Attribute::Derive(false),
+    ]);
+    let (mechanism, what) = match key_type.rsa_bits() {
+        Some(bits) => {
+            public.extend([
+                Attribute::ModulusBits(u64::from(bits).into()),
+                Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
+                Attribute::Encrypt(usage.contains(Operation::Encrypt)),
+                Attribute::Wrap(usage.contains(Operation::Wrap)),
+            ]);
+            private.extend([
+                Attribute::Decrypt(usage.contains(Operation::Decrypt)),
+                Attribute::Unwrap(usage.contains(Operation::Unwrap)),
+            ]);
+            (Mechanism::RsaPkcsKeyPairGen, "generating an RSA key pair")
+        }
+        None => {
+            public.push(Attribute::EcParams(SECP384R1_PARAMS.to_vec()));
+            (Mechanism::EccKeyPairGen, "generating an EC P-384 key pair")
+        }
+    };
+    session
+        .generate_key_pair(&mechanism, &public, &private)
+        .map_err(HsmError::ck(token, what))?;
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! Loading PKCS#11 modules: each module file is loaded and `C_Initialize`d once per process, with OS
+//! locking, and shared by every token that uses it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+
+use super::HsmError;
+
+static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+
+/// Set the environment the modules read at `C_Initialize` (e.g. `SOFTHSM2_CONF`). Only variables
+/// not already set by the caller are set, so an operator's environment wins over the config file.
+/// Called before the first module is loaded, while the process is still single-threaded.
+pub fn prepare_environment(environment: &BTreeMap<String, String>) {
+    for (k, v) in environment {
+        if std::env::var_os(k).is_none() {
+            std::env::set_var(k, v);
+        }
+    }
+}
+
+/// The initialised context for the module at `path`, loading it on first use.
+pub fn load(path: &Path) -> Result<Pkcs11, HsmError> {
+    let modules = MODULES.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut modules = modules.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(ctx) = modules.get(path) {
+        return Ok(ctx.clone());
+    }
+    let ctx = Pkcs11::new(path).map_err(|source| HsmError::ModuleLoad {
+        path: path.to_owned(),
+        source,
+    })?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(source) => {
+            return Err(HsmError::ModuleInit {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    }
+    modules.insert(path.to_owned(), ctx.clone());
+    Ok(ctx)
+}

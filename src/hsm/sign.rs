@@ -1,0 +1,46 @@
+//! Signing on the token. Digests are computed in software by the caller and only the digest goes
+//! to the token: SoftHSM2 2.6.1 lacks CKM_ECDSA_SHA384, and a digest interface also serves callers
+//! that send a precomputed digest.
+
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+
+use super::objects::{find, KeyClass};
+use super::{HsmError, Token};
+use crate::model::ObjectId;
+
+impl Token {
+    /// ECDSA P-384 over a SHA-384 digest (CKM_ECDSA); returns the DER `Ecdsa-Sig-Value` that
+    /// `openssl dgst -sha384 -verify` reads.
+    pub fn sign_ecdsa_p384(&self, id: &ObjectId, digest: &[u8; 48]) -> Result<Vec<u8>, HsmError> {
+        let raw = self.run(|s| {
+            let key = find(self.name(), s, id, KeyClass::Private)?;
+            s.sign(&Mechanism::Ecdsa, key, digest)
+                .map_err(HsmError::ck(self.name(), "signing (CKM_ECDSA)"))
+        })?;
+        let sig = p384::ecdsa::Signature::from_slice(&raw).map_err(|e| HsmError::PublicKey {
+            token: self.name().to_owned(),
+            id: id.to_hex(),
+            reason: format!("token returned a malformed ECDSA signature: {e}"),
+        })?;
+        Ok(sig.to_der().as_bytes().to_vec())
+    }
+
+    /// RSASSA-PSS over a SHA-256 digest: MGF1-SHA-256, 32-byte salt (CKM_RSA_PKCS_PSS).
+    pub fn sign_rsa_pss_sha256(
+        &self,
+        id: &ObjectId,
+        digest: &[u8; 32],
+    ) -> Result<Vec<u8>, HsmError> {
+        let params = PkcsPssParams {
+            hash_alg: MechanismType::SHA256,
+            mgf: PkcsMgfType::MGF1_SHA256,
+            s_len: 32.into(),
+        };
+        self.run(|s| {
+            let key = find(self.name(), s, id, KeyClass::Private)?;
+            s.sign(&Mechanism::RsaPkcsPss(params), key, digest)
+                .map_err(HsmError::ck(self.name(), "signing (CKM_RSA_PKCS_PSS)"))
+        })
+    }
+}

@@ -1,0 +1,177 @@
+//! Finding a token by label or serial (never by slot id), logging in once for the process, and
+//! handing out pooled sessions.
+//!
+//! SoftHSM2 (and PKCS#11 in general) drops the login when the application's last session on the
+//! token closes, so a `Token` keeps one dedicated session open for its whole life: the login lives
+//! as long as the `Token`.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use cryptoki::context::Pkcs11;
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use secrecy::SecretString;
+
+use super::pool::{session_broken, SessionPool};
+use super::{module, HsmError};
+use crate::config::{TokenConfig, TokenSelector};
+
+/// What a token says about itself; no secrets.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenDescription {
+    pub label: String,
+    pub serial: String,
+    pub model: String,
+    pub manufacturer: String,
+    pub user_pin_locked: bool,
+}
+
+/// A logged-in token with its session pool.
+pub struct Token {
+    name: String,
+    module: PathBuf,
+    ctx: Pkcs11,
+    slot: Slot,
+    // Held only to keep the login alive; never used for operations.
+    _login: Mutex<Session>,
+    pool: SessionPool,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("name", &self.name)
+            .field("module", &self.module)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Find the configured token without logging in.
+pub fn describe(cfg: &TokenConfig) -> Result<TokenDescription, HsmError> {
+    let ctx = module::load(&cfg.module)?;
+    let (_, description) = find_slot(&ctx, cfg)?;
+    Ok(description)
+}
+
+impl Token {
+    /// Find the token, resolve its PIN from the configured source and log in.
+    pub fn open(cfg: &TokenConfig) -> Result<Token, HsmError> {
+        let ctx = module::load(&cfg.module)?;
+        let (slot, description) = find_slot(&ctx, cfg)?;
+        if description.user_pin_locked {
+            return Err(HsmError::PinLocked {
+                token: cfg.name.clone(),
+            });
+        }
+        let pin = cfg.user_pin.resolve(&cfg.name)?;
+        let login = ctx
+            .open_rw_session(slot)
+            .map_err(HsmError::ck(&cfg.name, "opening the login session"))?;
+        login_user(&ctx, slot, &login, &pin, &cfg.name)?;
+        Ok(Token {
+            name: cfg.name.clone(),
+            module: cfg.module.clone(),
+            pool: SessionPool::new(&cfg.name, ctx.clone(), slot, cfg.sessions),
+            ctx,
+            slot,
+            _login: Mutex::new(login),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn module(&self) -> &std::path::Path {
+        &self.module
+    }
+
+    pub fn description(&self) -> Result<TokenDescription, HsmError> {
+        let info = self
+            .ctx
+            .get_token_info(self.slot)
+            .map_err(HsmError::ck(&self.name, "reading token info"))?;
+        Ok(describe_info(&info))
+    }
+
+    /// Run `f` on a pooled session. A session the token reports as broken is closed, not reused.
+    pub(crate) fn run<T>(
+        &self,
+        f: impl FnOnce(&Session) -> Result<T, HsmError>,
+    ) -> Result<T, HsmError> {
+        let session = self.pool.get()?;
+        let result = f(&session);
+        if let Err(e) = &result {
+            if e.rv().is_some_and(session_broken) {
+                session.discard();
+            }
+        }
+        result
+    }
+}
+
+fn login_user(
+    ctx: &Pkcs11,
+    slot: Slot,
+    session: &Session,
+    pin: &SecretString,
+    token: &str,
+) -> Result<(), HsmError> {
+    match session.login(UserType::User, Some(pin)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+            let info = ctx.get_token_info(slot).ok();
+            Err(HsmError::WrongPin {
+                token: token.to_owned(),
+                final_try: info.as_ref().is_some_and(|i| i.user_pin_final_try()),
+                count_low: info.as_ref().is_some_and(|i| i.user_pin_count_low()),
+            })
+        }
+        Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(HsmError::PinLocked {
+            token: token.to_owned(),
+        }),
+        Err(e) => Err(HsmError::ck(token, "logging in")(e)),
+    }
+}
+
+fn find_slot(ctx: &Pkcs11, cfg: &TokenConfig) -> Result<(Slot, TokenDescription), HsmError> {
+    let slots = ctx
+        .get_slots_with_token()
+        .map_err(HsmError::ck(&cfg.name, "listing slots"))?;
+    let mut present = Vec::new();
+    for slot in slots {
+        let Ok(info) = ctx.get_token_info(slot) else {
+            continue;
+        };
+        if !info.token_initialized() {
+            continue;
+        }
+        let d = describe_info(&info);
+        let hit = match &cfg.selector {
+            TokenSelector::Label(l) => d.label == *l,
+            TokenSelector::Serial(s) => d.serial == *s,
+        };
+        if hit {
+            return Ok((slot, d));
+        }
+        present.push(format!("'{}' (serial {})", d.label, d.serial));
+    }
+    Err(HsmError::TokenNotFound {
+        token: cfg.name.clone(),
+        selector: cfg.selector.to_string(),
+        module: cfg.module.clone(),
+        present,
+    })
+}
+
+fn describe_info(info: &cryptoki::slot::TokenInfo) -> TokenDescription {
+    TokenDescription {
+        label: info.label().trim_end().to_owned(),
+        serial: info.serial_number().trim_end().to_owned(),
+        model: info.model().trim_end().to_owned(),
+        manufacturer: info.manufacturer_id().trim_end().to_owned(),
+        user_pin_locked: info.user_pin_locked(),
+    }
+}

@@ -1,0 +1,33 @@
+//! Errors of the inventory layer; the SQLite cause is kept.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("cannot open the inventory {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("inventory {path} has mode {mode:o}; it must be readable by its owner only (chmod 600 {path})")]
+    Mode { path: PathBuf, mode: u32 },
+    #[error("{path} is not a usable KMS inventory ({source}); restore it from a backup or point [inventory] path elsewhere")]
+    Corrupt {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("inventory {path} has schema version {found}, newer than this kms understands ({supported}); upgrade kms")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("a key named '{0}' already exists; choose another name (kms key list shows them)")]
+    DuplicateName(String),
+    #[error("no key named '{0}' in the inventory (kms key list shows the keys)")]
+    NoSuchKey(String),
+    #[error("inventory row is unreadable: {0}")]
+    BadRow(String),
+    #[error("inventory database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}

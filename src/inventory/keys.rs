@@ -1,0 +1,289 @@
+//! Key rows and their versions.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
+use time::OffsetDateTime;
+
+use super::records::{AuditEntry, KeyFilter, KeyRecord, KeyVersion, NewKey};
+use super::{audit, fmt_time, parse_time, Inventory, InventoryError};
+use crate::duration::HumanDuration;
+use crate::model::{ObjectId, VersionState};
+
+/// Where a new version will live, recorded before the token is touched.
+#[derive(Debug, Clone)]
+pub struct PendingVersion {
+    pub token: String,
+    pub token_label: String,
+    pub token_serial: String,
+    pub object_id: ObjectId,
+}
+
+const KEY_COLUMNS: &str = "id, name, key_type, owner, classification, usage, purpose, handling, \
+     disposal, expires, rotate_every_secs, labels, created_by, created_at, updated_at";
+const VERSION_COLUMNS: &str = "version, token, token_label, token_serial, object_id, state, \
+     public_key, created_at, activated_at, destroyed_at";
+
+impl Inventory {
+    /// Record the intent to create `key` as version 1 on a token, state `pending`, and return its
+    /// inventory ID. A duplicate name is refused here, before anything touches a token.
+    pub fn insert_pending_key(
+        &self,
+        key: &NewKey,
+        version: &PendingVersion,
+        now: OffsetDateTime,
+    ) -> Result<String, InventoryError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let labels = serde_json::to_string(&key.labels)
+            .map_err(|e| InventoryError::BadRow(e.to_string()))?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let inserted = tx.execute(
+            &format!(
+                "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)"
+            ),
+            params![
+                id,
+                key.name,
+                key.key_type.as_str(),
+                key.owner,
+                key.classification.as_str(),
+                key.usage.to_string(),
+                key.purpose,
+                key.handling,
+                key.disposal,
+                key.expires.map(|d| d.to_string()),
+                key.rotate_every.as_secs() as i64,
+                labels,
+                key.created_by,
+                fmt_time(now),
+            ],
+        );
+        match inserted {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == ErrorCode::ConstraintViolation =>
+            {
+                return Err(InventoryError::DuplicateName(key.name.clone()))
+            }
+            other => other?,
+        };
+        insert_version(&tx, &id, 1, version, now)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Make a pending version active, storing its public key, and write the audit row in the same
+    /// transaction: the key is usable only once its creation is on the record.
+    pub fn activate_version(
+        &self,
+        key_id: &str,
+        version: u32,
+        public_key: Option<&[u8]>,
+        now: OffsetDateTime,
+        audit_entry: &AuditEntry,
+    ) -> Result<(), InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE key_versions SET state = 'active', public_key = ?3, activated_at = ?4
+             WHERE key_id = ?1 AND version = ?2 AND state = 'pending'",
+            params![key_id, version, public_key, fmt_time(now)],
+        )?;
+        tx.execute(
+            "UPDATE keys SET updated_at = ?2 WHERE id = ?1",
+            params![key_id, fmt_time(now)],
+        )?;
+        audit::insert(&tx, audit_entry)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Remove a key whose creation failed before it became active (only pending versions).
+    pub fn delete_pending_key(&self, key_id: &str) -> Result<(), InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let active: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM key_versions WHERE key_id = ?1 AND state <> 'pending'",
+            [key_id],
+            |r| r.get(0),
+        )?;
+        if active == 0 {
+            tx.execute("DELETE FROM key_versions WHERE key_id = ?1", [key_id])?;
+            tx.execute("DELETE FROM keys WHERE id = ?1", [key_id])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The key named `name`, with all its versions.
+    pub fn key(&self, name: &str) -> Result<KeyRecord, InventoryError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                &format!("SELECT {KEY_COLUMNS} FROM keys WHERE name = ?1"),
+                [name],
+                read_key,
+            )
+            .optional()?;
+        let mut key = row.ok_or_else(|| InventoryError::NoSuchKey(name.to_owned()))??;
+        key.versions = versions(&conn, &key.id)?;
+        Ok(key)
+    }
+
+    /// Every key matching `filter`, by name.
+    pub fn keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>, InventoryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {KEY_COLUMNS} FROM keys
+             WHERE (?1 IS NULL OR owner = ?1) AND (?2 IS NULL OR classification = ?2)
+             ORDER BY name"
+        ))?;
+        let rows = stmt.query_map(
+            params![filter.owner, filter.classification.map(|c| c.as_str())],
+            read_key,
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            let mut key = r??;
+            key.versions = versions(&conn, &key.id)?;
+            out.push(key);
+        }
+        Ok(out)
+    }
+}
+
+fn insert_version(
+    conn: &Connection,
+    key_id: &str,
+    version: u32,
+    v: &PendingVersion,
+    now: OffsetDateTime,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO key_versions (key_id, version, token, token_label, token_serial, object_id, state, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)",
+        params![
+            key_id,
+            version,
+            v.token,
+            v.token_label,
+            v.token_serial,
+            v.object_id.to_hex(),
+            fmt_time(now)
+        ],
+    )?;
+    Ok(())
+}
+
+fn versions(conn: &Connection, key_id: &str) -> Result<Vec<KeyVersion>, InventoryError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = ?1 ORDER BY version"
+    ))?;
+    let rows = stmt.query_map([key_id], read_version)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(r??);
+    }
+    Ok(out)
+}
+
+type RowResult<T> = rusqlite::Result<Result<T, InventoryError>>;
+
+fn bad(what: &str, e: impl std::fmt::Display) -> InventoryError {
+    InventoryError::BadRow(format!("{what}: {e}"))
+}
+
+fn read_key(r: &Row<'_>) -> RowResult<KeyRecord> {
+    let key_type: String = r.get(2)?;
+    let classification: String = r.get(4)?;
+    let usage: String = r.get(5)?;
+    let expires: Option<String> = r.get(9)?;
+    let rotate: i64 = r.get(10)?;
+    let labels: String = r.get(11)?;
+    let created_at: String = r.get(13)?;
+    let updated_at: String = r.get(14)?;
+    let (id, name, owner, purpose, handling, disposal, created_by): (
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+    ) = (
+        r.get(0)?,
+        r.get(1)?,
+        r.get(3)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(12)?,
+    );
+    let build = || -> Result<KeyRecord, InventoryError> {
+        let key_type: crate::model::KeyType = key_type.parse().map_err(|e| bad("key_type", e))?;
+        let date_fmt = time::macros::format_description!("[year]-[month]-[day]");
+        Ok(KeyRecord {
+            id,
+            name,
+            key_type,
+            kind: if key_type.is_symmetric() {
+                "symmetric"
+            } else {
+                "asymmetric"
+            },
+            owner,
+            classification: classification
+                .parse()
+                .map_err(|e| bad("classification", e))?,
+            usage: usage.parse().map_err(|e| bad("usage", e))?,
+            purpose,
+            handling,
+            disposal,
+            expires: expires
+                .map(|d| time::Date::parse(&d, date_fmt))
+                .transpose()
+                .map_err(|e| bad("expires", e))?,
+            rotate_every: u64::try_from(rotate)
+                .ok()
+                .and_then(HumanDuration::from_secs)
+                .ok_or_else(|| bad("rotate_every", rotate))?,
+            labels: serde_json::from_str::<BTreeMap<String, String>>(&labels)
+                .map_err(|e| bad("labels", e))?,
+            created_by,
+            created_at: parse_time(&created_at)?,
+            updated_at: parse_time(&updated_at)?,
+            versions: Vec::new(),
+        })
+    };
+    Ok(build())
+}
+
+fn read_version(r: &Row<'_>) -> RowResult<KeyVersion> {
+    let object_id: String = r.get(4)?;
+    let state: String = r.get(5)?;
+    let created_at: String = r.get(7)?;
+    let activated_at: Option<String> = r.get(8)?;
+    let destroyed_at: Option<String> = r.get(9)?;
+    let (version, token, token_label, token_serial, public_key): (
+        u32,
+        String,
+        String,
+        String,
+        Option<Vec<u8>>,
+    ) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(6)?);
+    let build = || -> Result<KeyVersion, InventoryError> {
+        Ok(KeyVersion {
+            version,
+            token,
+            token_label,
+            token_serial,
+            object_id: ObjectId(hex::decode(&object_id).map_err(|e| bad("object_id", e))?),
+            state: state.parse::<VersionState>().map_err(|e| bad("state", e))?,
+            public_key,
+            created_at: parse_time(&created_at)?,
+            activated_at: activated_at.as_deref().map(parse_time).transpose()?,
+            destroyed_at: destroyed_at.as_deref().map(parse_time).transpose()?,
+        })
+    };
+    Ok(build())
+}

@@ -1,0 +1,84 @@
+//! Numbered schema migrations. `schema_version` holds the number of the last one applied; each
+//! migration runs in its own transaction, so a crash leaves the database at a whole version.
+
+use rusqlite::{Connection, OptionalExtension};
+
+/// Migration `n` is `MIGRATIONS[n - 1]`. Append only; never edit a released one.
+const MIGRATIONS: &[&str] = &[
+    // 1: keys, key versions, audit rows.
+    r#"
+    CREATE TABLE keys (
+        id                TEXT PRIMARY KEY,
+        name              TEXT NOT NULL UNIQUE,
+        key_type          TEXT NOT NULL,
+        owner             TEXT NOT NULL,
+        classification    TEXT NOT NULL CHECK (classification IN ('confidential','restricted','public')),
+        usage             TEXT NOT NULL,
+        purpose           TEXT NOT NULL DEFAULT '',
+        handling          TEXT NOT NULL DEFAULT '',
+        disposal          TEXT NOT NULL DEFAULT '',
+        expires           TEXT,
+        rotate_every_secs INTEGER NOT NULL CHECK (rotate_every_secs > 0),
+        labels            TEXT NOT NULL DEFAULT '{}',
+        created_by        TEXT NOT NULL,
+        created_at        TEXT NOT NULL,
+        updated_at        TEXT NOT NULL
+    );
+    CREATE TABLE key_versions (
+        key_id        TEXT NOT NULL REFERENCES keys(id) ON DELETE CASCADE,
+        version       INTEGER NOT NULL,
+        token         TEXT NOT NULL,
+        token_label   TEXT NOT NULL,
+        token_serial  TEXT NOT NULL,
+        object_id     TEXT NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN ('pending','active','destroyed')),
+        public_key    BLOB,
+        created_at    TEXT NOT NULL,
+        activated_at  TEXT,
+        destroyed_at  TEXT,
+        PRIMARY KEY (key_id, version)
+    );
+    CREATE UNIQUE INDEX key_versions_object ON key_versions (token_serial, object_id);
+    CREATE TABLE audit (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        at           TEXT NOT NULL,
+        actor        TEXT NOT NULL,
+        host         TEXT NOT NULL,
+        action       TEXT NOT NULL,
+        key_name     TEXT,
+        key_version  INTEGER,
+        reason       TEXT,
+        outcome      TEXT NOT NULL CHECK (outcome IN ('ok','denied','error')),
+        detail       TEXT
+    );
+    CREATE INDEX audit_key ON audit (key_name, seq);
+    "#,
+];
+
+/// The schema version this build writes.
+pub const LATEST: i64 = MIGRATIONS.len() as i64;
+
+/// Current version of an opened database (0 for a new one).
+pub fn current(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let v: Option<i64> = conn
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .optional()?;
+    Ok(v.unwrap_or(0))
+}
+
+/// Apply every migration after `from`.
+pub fn apply(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let n = i as i64 + 1;
+        if n <= from {
+            continue;
+        }
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute("DELETE FROM schema_version", [])?;
+        tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [n])?;
+        tx.commit()?;
+    }
+    Ok(())
+}

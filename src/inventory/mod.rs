@@ -1,0 +1,185 @@
+//! The inventory: the only module that imports `rusqlite`.
+//!
+//! One SQLite file, created 0600, holding key metadata (A8), key versions (token, CKA_ID, state,
+//! public key) and audit rows. Never key material, never a PIN.
+
+mod audit;
+mod error;
+mod keys;
+mod migrations;
+mod records;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::Connection;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+pub use error::InventoryError;
+pub use keys::PendingVersion;
+pub use migrations::LATEST as SCHEMA_VERSION;
+pub use records::{AuditEntry, AuditRow, KeyFilter, KeyRecord, KeyVersion, NewKey, Outcome};
+
+/// The opened inventory. One connection behind a mutex: SQLite serialises writers anyway.
+pub struct Inventory {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Inventory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inventory")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl Inventory {
+    /// Open (creating 0600 if absent) and migrate the inventory at `path`.
+    pub fn open(path: &Path) -> Result<Inventory, InventoryError> {
+        let io = |source| InventoryError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        let mode = file.metadata().map_err(io)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(InventoryError::Mode {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+        drop(file);
+        let corrupt = |source| InventoryError::Corrupt {
+            path: path.to_owned(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(corrupt)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(corrupt)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(corrupt)?;
+        let found = migrations::current(&conn).map_err(corrupt)?;
+        if found > migrations::LATEST {
+            return Err(InventoryError::TooNew {
+                path: path.to_owned(),
+                found,
+                supported: migrations::LATEST,
+            });
+        }
+        migrations::apply(&mut conn, found)?;
+        Ok(Inventory {
+            path: path.to_owned(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the opened file.
+    pub fn schema_version(&self) -> Result<i64, InventoryError> {
+        Ok(migrations::current(&self.conn())?)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub(crate) fn fmt_time(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+pub(crate) fn parse_time(s: &str) -> Result<OffsetDateTime, InventoryError> {
+    OffsetDateTime::parse(s, &Rfc3339)
+        .map_err(|e| InventoryError::BadRow(format!("time '{s}': {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Classification, KeyType, ObjectId};
+
+    fn new_key(name: &str) -> Result<NewKey, Box<dyn std::error::Error>> {
+        Ok(NewKey {
+            name: name.into(),
+            key_type: KeyType::EcP384,
+            owner: "team".into(),
+            classification: Classification::Restricted,
+            usage: "sign,verify".parse()?,
+            purpose: "tests".into(),
+            handling: String::new(),
+            disposal: String::new(),
+            expires: None,
+            rotate_every: "90d".parse()?,
+            labels: Default::default(),
+            created_by: "tester".into(),
+        })
+    }
+
+    fn pending(id: u8) -> PendingVersion {
+        PendingVersion {
+            token: "primary".into(),
+            token_label: "kms-primary".into(),
+            token_serial: "1234".into(),
+            object_id: ObjectId(vec![id; 16]),
+        }
+    }
+
+    #[test]
+    fn creates_file_0600_migrates_and_refuses_duplicates() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("inv.db");
+        let inv = Inventory::open(&path)?;
+        assert_eq!(inv.schema_version()?, SCHEMA_VERSION);
+        let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let now = OffsetDateTime::now_utc();
+        let id = inv.insert_pending_key(&new_key("a")?, &pending(1), now)?;
+        assert!(matches!(
+            inv.insert_pending_key(&new_key("a")?, &pending(2), now),
+            Err(InventoryError::DuplicateName(_))
+        ));
+        let k = inv.key("a")?;
+        assert_eq!(k.id, id);
+        assert!(k.current_version().is_none(), "pending is not current");
+        inv.delete_pending_key(&id)?;
+        assert!(matches!(inv.key("a"), Err(InventoryError::NoSuchKey(_))));
+        drop(inv);
+        // Re-opening an up-to-date file changes nothing.
+        let inv = Inventory::open(&path)?;
+        assert_eq!(inv.schema_version()?, SCHEMA_VERSION);
+        Ok(())
+    }
+
+    #[test]
+    fn garbage_file_is_reported_as_corrupt() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("inv.db");
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&path)?;
+        std::io::Write::write_all(&mut f, &[0x42; 4096])?;
+        let err = Inventory::open(&path).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|m| m.contains("not a usable KMS inventory")));
+        Ok(())
+    }
+}

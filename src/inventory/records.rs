@@ -1,0 +1,147 @@
+//! Plain records the inventory stores and returns. No key material and no PIN is ever among them.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use time::{Date, OffsetDateTime};
+
+use crate::duration::HumanDuration;
+use crate::model::{Classification, KeyType, ObjectId, OperationSet, VersionState};
+
+/// One key of the inventory (A8): every field of the key-management procedure.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyRecord {
+    /// Stable inventory ID (UUID), never reused.
+    pub id: String,
+    /// Unique, human-chosen name.
+    pub name: String,
+    pub key_type: KeyType,
+    /// "symmetric" or "asymmetric", derived from the type, as the procedure lists it.
+    pub kind: &'static str,
+    pub owner: String,
+    pub classification: Classification,
+    /// Acceptable usage: allowed operations …
+    pub usage: OperationSet,
+    /// … and the purpose they serve.
+    pub purpose: String,
+    pub handling: String,
+    pub disposal: String,
+    pub expires: Option<Date>,
+    pub rotate_every: HumanDuration,
+    pub labels: BTreeMap<String, String>,
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    pub versions: Vec<KeyVersion>,
+}
+
+impl KeyRecord {
+    /// The newest active version: the one new operations use.
+    pub fn current_version(&self) -> Option<&KeyVersion> {
+        self.versions
+            .iter()
+            .filter(|v| v.state == VersionState::Active)
+            .max_by_key(|v| v.version)
+    }
+
+    pub fn version(&self, version: u32) -> Option<&KeyVersion> {
+        self.versions.iter().find(|v| v.version == version)
+    }
+
+    /// When the current version is due for rotation.
+    pub fn rotation_due(&self) -> Option<OffsetDateTime> {
+        self.current_version()
+            .map(|v| v.activated_at.unwrap_or(v.created_at) + self.rotate_every.to_time())
+    }
+}
+
+/// One version of a key: which token holds it and under which CKA_ID.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyVersion {
+    pub version: u32,
+    /// Config name of the token (e.g. "primary").
+    pub token: String,
+    pub token_label: String,
+    pub token_serial: String,
+    /// CKA_ID on that token (hex).
+    pub object_id: ObjectId,
+    pub state: VersionState,
+    /// SubjectPublicKeyInfo DER, for asymmetric keys.
+    #[serde(skip)]
+    pub public_key: Option<Vec<u8>>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub activated_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub destroyed_at: Option<OffsetDateTime>,
+}
+
+/// A key about to be created, with its first version.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub name: String,
+    pub key_type: KeyType,
+    pub owner: String,
+    pub classification: Classification,
+    pub usage: OperationSet,
+    pub purpose: String,
+    pub handling: String,
+    pub disposal: String,
+    pub expires: Option<Date>,
+    pub rotate_every: HumanDuration,
+    pub labels: BTreeMap<String, String>,
+    pub created_by: String,
+}
+
+/// Outcome of an audited action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Ok,
+    Denied,
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Denied => "denied",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// One audit row: time, who, from where, what, on which key, why, and how it ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub actor: String,
+    pub host: String,
+    pub action: String,
+    pub key_name: Option<String>,
+    pub key_version: Option<u32>,
+    pub reason: Option<String>,
+    pub outcome: Outcome,
+    /// What changed, or why it failed. Never key material or a PIN.
+    pub detail: Option<String>,
+}
+
+/// An audit row as stored, with its sequence number.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRow {
+    pub seq: i64,
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+}
+
+/// Filters of `kms key list`.
+#[derive(Debug, Clone, Default)]
+pub struct KeyFilter {
+    pub owner: Option<String>,
+    pub classification: Option<Classification>,
+}

@@ -1,0 +1,26 @@
+//! `kms`: a hardware-backed key management system.
+//!
+//! All key material lives inside PKCS#11 tokens; SQLite holds only the inventory (metadata, CKA_IDs,
+//! public keys) and the audit trail. Every caller goes through [`engine::Engine`].
+//!
+//! # Layout
+//! - [`cli`]: clap definitions and the dispatch of each officer command into the engine.
+//! - [`config`]: `kms.toml` -> typed configuration; PIN sources (`env:`, `file:`, `prompt`), masked `Debug`.
+//! - [`duration`]: human durations (`90d`, `12w`) used by rotation and expiry fields.
+//! - [`engine`]: the one door: authorize -> act on token -> record in inventory -> audit.
+//! - [`hsm`]: the only module importing `cryptoki`: module loading, token lookup, login, session pool,
+//!   key generation, signing, ciphers, objects, public-key export.
+//! - [`inventory`]: the only module importing `rusqlite`: schema, migrations, keys, versions, audit rows.
+//! - [`model`]: plain domain types shared by every layer (key types, classifications, operations).
+//! - [`softverify`]: signature verification in software from a stored SPKI (p384 / rsa).
+//! - [`envelope`]: the versioned, self-describing ciphertext format.
+
+pub mod cli;
+pub mod config;
+pub mod duration;
+pub mod engine;
+pub mod envelope;
+pub mod hsm;
+pub mod inventory;
+pub mod model;
+pub mod softverify;
