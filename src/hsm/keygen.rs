@@ -124,16 +124,22 @@ fn generate_pair(
     label: Vec<u8>,
     usage: &OperationSet,
 ) -> Result<(), HsmError> {
+    // Every capability flag is set explicitly from the usage policy: left out, a module picks its
+    // own default (SoftHSM2 marks an EC private key decrypt+unwrap capable).
     let mut public = vec![
         Attribute::Token(true),
         Attribute::Private(false),
         Attribute::Id(id.0.clone()),
         Attribute::Label(label.clone()),
         Attribute::Verify(usage.contains(Operation::Verify)),
+        Attribute::Encrypt(usage.contains(Operation::Encrypt)),
+        Attribute::Wrap(usage.contains(Operation::Wrap)),
     ];
     let mut private = common_private(id, label);
     private.extend([
         Attribute::Sign(usage.contains(Operation::Sign)),
+        Attribute::Decrypt(usage.contains(Operation::Decrypt)),
+        Attribute::Unwrap(usage.contains(Operation::Unwrap)),
         Attribute::Derive(false),
     ]);
     let (mechanism, what) = match key_type.rsa_bits() {
@@ -141,12 +147,6 @@ fn generate_pair(
             public.extend([
                 Attribute::ModulusBits(u64::from(bits).into()),
                 Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
-                Attribute::Encrypt(usage.contains(Operation::Encrypt)),
-                Attribute::Wrap(usage.contains(Operation::Wrap)),
-            ]);
-            private.extend([
-                Attribute::Decrypt(usage.contains(Operation::Decrypt)),
-                Attribute::Unwrap(usage.contains(Operation::Unwrap)),
             ]);
             (Mechanism::RsaPkcsKeyPairGen, "generating an RSA key pair")
         }

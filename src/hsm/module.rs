@@ -12,14 +12,12 @@ use super::HsmError;
 
 static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
 
-/// Set the environment the modules read at `C_Initialize` (e.g. `SOFTHSM2_CONF`). Only variables
-/// not already set by the caller are set, so an operator's environment wins over the config file.
-/// Called before the first module is loaded, while the process is still single-threaded.
+/// Set the environment the modules read at `C_Initialize` (e.g. `SOFTHSM2_CONF`): the config file
+/// says where its tokens are, so its values win over whatever the shell exported. Called when the
+/// engine opens, before any module is loaded and before the process starts worker threads.
 pub fn prepare_environment(environment: &BTreeMap<String, String>) {
     for (k, v) in environment {
-        if std::env::var_os(k).is_none() {
-            std::env::set_var(k, v);
-        }
+        std::env::set_var(k, v);
     }
 }
 

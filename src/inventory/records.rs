@@ -8,6 +8,8 @@ use time::{Date, OffsetDateTime};
 use crate::duration::HumanDuration;
 use crate::model::{Classification, KeyType, ObjectId, OperationSet, VersionState};
 
+time::serde::format_description!(iso_date, Date, "[year]-[month]-[day]");
+
 /// One key of the inventory (A8): every field of the key-management procedure.
 #[derive(Debug, Clone, Serialize)]
 pub struct KeyRecord {
@@ -26,6 +28,7 @@ pub struct KeyRecord {
     pub purpose: String,
     pub handling: String,
     pub disposal: String,
+    #[serde(with = "iso_date::option")]
     pub expires: Option<Date>,
     pub rotate_every: HumanDuration,
     pub labels: BTreeMap<String, String>,

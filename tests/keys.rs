@@ -1,0 +1,514 @@
+//! End-to-end behaviour of the officer CLI against real SoftHSM2 tokens.
+
+mod common;
+use common::*;
+
+#[test]
+fn ec_p384_signature_verifies_with_openssl_and_kms() -> TestResult {
+    let env = Env::new()?;
+    env.create("release-signing", "ec-p384", "sign,verify")?;
+    let msg = env.write("msg.txt", b"release 1.2.3 artefact digest list\n")?;
+    let sig = env.path("msg.sig");
+    let pem = env.path("pub.pem");
+    env.ok(&[
+        "key",
+        "sign",
+        "release-signing",
+        "--in",
+        path(&msg)?,
+        "--out",
+        path(&sig)?,
+    ])?;
+    env.ok(&["key", "public", "release-signing", "--out", path(&pem)?])?;
+
+    let o = openssl(&["pkey", "-pubin", "-in", path(&pem)?, "-noout", "-text"])?;
+    assert!(o.status.success(), "openssl pkey reads the PEM");
+    assert!(stdout(&o).contains("384 bit"), "{}", stdout(&o));
+
+    let o = openssl(&[
+        "dgst",
+        "-sha384",
+        "-verify",
+        path(&pem)?,
+        "-signature",
+        path(&sig)?,
+        path(&msg)?,
+    ])?;
+    assert!(
+        stdout(&o).contains("Verified OK"),
+        "openssl: {}",
+        stderr(&o)
+    );
+
+    let o = env.ok(&[
+        "key",
+        "verify",
+        "release-signing",
+        "--in",
+        path(&msg)?,
+        "--sig",
+        path(&sig)?,
+    ])?;
+    assert!(stdout(&o).contains("signature valid"));
+
+    // A changed message does not verify, and kms says so with exit 1.
+    let other = env.write("other.txt", b"release 1.2.4\n")?;
+    let o = env.run(&[
+        "key",
+        "verify",
+        "release-signing",
+        "--in",
+        path(&other)?,
+        "--sig",
+        path(&sig)?,
+    ])?;
+    assert_fails(&o, 1, &["NOT valid"]);
+    Ok(())
+}
+
+#[test]
+fn rsa_pss_signature_verifies_with_openssl_and_oaep_round_trips() -> TestResult {
+    let env = Env::new()?;
+    env.create("doc-signing", "rsa-3072", "sign,verify,encrypt,decrypt")?;
+    let msg = env.write("doc.txt", b"contract v7")?;
+    let sig = env.path("doc.sig");
+    let pem = env.path("doc.pem");
+    env.ok(&[
+        "key",
+        "sign",
+        "doc-signing",
+        "--in",
+        path(&msg)?,
+        "--out",
+        path(&sig)?,
+    ])?;
+    env.ok(&["key", "public", "doc-signing", "--out", path(&pem)?])?;
+    let o = openssl(&[
+        "dgst",
+        "-sha256",
+        "-sigopt",
+        "rsa_padding_mode:pss",
+        "-sigopt",
+        "rsa_pss_saltlen:32",
+        "-verify",
+        path(&pem)?,
+        "-signature",
+        path(&sig)?,
+        path(&msg)?,
+    ])?;
+    assert!(
+        stdout(&o).contains("Verified OK"),
+        "openssl: {}",
+        stderr(&o)
+    );
+    env.ok(&[
+        "key",
+        "verify",
+        "doc-signing",
+        "--in",
+        path(&msg)?,
+        "--sig",
+        path(&sig)?,
+    ])?;
+
+    // RSA-OAEP: encrypted in software to the stored public key, decrypted on the token.
+    let secret = env.write("secret.bin", b"a 32-byte data key, for example")?;
+    let ct = env.path("secret.kms");
+    let back = env.path("secret.out");
+    env.ok(&[
+        "key",
+        "encrypt",
+        "doc-signing",
+        "--in",
+        path(&secret)?,
+        "--out",
+        path(&ct)?,
+    ])?;
+    env.ok(&[
+        "key",
+        "decrypt",
+        "doc-signing",
+        "--in",
+        path(&ct)?,
+        "--out",
+        path(&back)?,
+    ])?;
+    assert_eq!(std::fs::read(&back)?, b"a 32-byte data key, for example");
+    Ok(())
+}
+
+#[test]
+fn aes_gcm_round_trip_with_aad_and_versioned_format() -> TestResult {
+    let env = Env::new()?;
+    env.create("records-dek", "aes-256", "encrypt,decrypt")?;
+    let plain = env.write("p.txt", b"customer record 42")?;
+    let ct = env.path("p.kms");
+    let back = env.path("p.out");
+    env.ok(&[
+        "key",
+        "encrypt",
+        "records-dek",
+        "--in",
+        path(&plain)?,
+        "--out",
+        path(&ct)?,
+        "--aad",
+        "tenant=42",
+    ])?;
+    let data = std::fs::read(&ct)?;
+    assert_eq!(&data[..4], b"KMSE", "magic");
+    assert_eq!(data[4], 1, "format version");
+    assert_eq!(data[5], 1, "AES-256-GCM");
+    assert_eq!(
+        u32::from_be_bytes([data[22], data[23], data[24], data[25]]),
+        1
+    );
+    assert_eq!(data.len(), 26 + 12 + 18 + 16, "header, IV, ciphertext, tag");
+    assert!(!data.windows(8).any(|w| w == b"customer"), "no plaintext");
+
+    env.ok(&[
+        "key",
+        "decrypt",
+        "records-dek",
+        "--in",
+        path(&ct)?,
+        "--out",
+        path(&back)?,
+        "--aad",
+        "tenant=42",
+    ])?;
+    assert_eq!(std::fs::read(&back)?, b"customer record 42");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&back)?.permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Two encryptions of the same plaintext differ (fresh IV).
+    let ct2 = env.path("p2.kms");
+    env.ok(&[
+        "key",
+        "encrypt",
+        "records-dek",
+        "--in",
+        path(&plain)?,
+        "--out",
+        path(&ct2)?,
+        "--aad",
+        "tenant=42",
+    ])?;
+    assert_ne!(std::fs::read(&ct2)?, data);
+    Ok(())
+}
+
+#[test]
+fn rsa_4096_and_all_inventory_fields_are_recorded() -> TestResult {
+    let env = Env::new()?;
+    env.ok(&[
+        "key",
+        "create",
+        "archive-kek",
+        "--type",
+        "rsa-4096",
+        "--owner",
+        "records-team",
+        "--classification",
+        "restricted",
+        "--usage",
+        "encrypt,decrypt,wrap,unwrap",
+        "--purpose",
+        "archive key encryption",
+        "--handling",
+        "dual control; never exported",
+        "--disposal",
+        "destroy 30 days after contract end",
+        "--rotate-every",
+        "180d",
+        "--expires",
+        "2030-12-31",
+        "--label",
+        "env=prod",
+        "--label",
+        "site=bangalore",
+        "--reason",
+        "CHG-77",
+    ])?;
+    let o = env.ok(&["key", "show", "archive-kek", "--json"])?;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(v["name"], "archive-kek");
+    assert_eq!(v["key_type"], "rsa-4096");
+    assert_eq!(v["kind"], "asymmetric");
+    assert_eq!(v["owner"], "records-team");
+    assert_eq!(v["classification"], "restricted");
+    assert_eq!(
+        v["usage"],
+        serde_json::json!(["encrypt", "decrypt", "wrap", "unwrap"])
+    );
+    assert_eq!(v["purpose"], "archive key encryption");
+    assert_eq!(v["handling"], "dual control; never exported");
+    assert_eq!(v["disposal"], "destroy 30 days after contract end");
+    assert_eq!(v["rotate_every"], "180d");
+    assert_eq!(
+        v["expires"].as_str().map(|s| s.starts_with("2030")),
+        Some(true)
+    );
+    assert_eq!(v["labels"]["site"], "bangalore");
+    assert_eq!(v["created_by"], "test-officer");
+    assert_eq!(v["versions"][0]["state"], "active");
+    assert_eq!(v["versions"][0]["token_label"], "kms-primary");
+    assert_eq!(
+        v["versions"][0]["object_id"].as_str().map(str::len),
+        Some(32)
+    );
+
+    let pem = env.path("kek.pem");
+    env.ok(&["key", "public", "archive-kek", "--out", path(&pem)?])?;
+    let o = openssl(&["pkey", "-pubin", "-in", path(&pem)?, "-noout", "-text"])?;
+    assert!(stdout(&o).contains("4096 bit"), "{}", stdout(&o));
+    Ok(())
+}
+
+#[test]
+fn keys_on_the_token_are_sensitive_never_extractable_and_usage_limited() -> TestResult {
+    let env = Env::new()?;
+    env.create("sig", "ec-p384", "sign,verify")?;
+    env.create("dek", "aes-256", "encrypt,decrypt")?;
+    let listing = env.list_objects("kms-primary")?;
+    let blocks: Vec<&str> = listing.split("Object;").collect();
+    let private = blocks
+        .iter()
+        .find(|b| b.contains("kms:sig:v1") && b.contains("sign"))
+        .ok_or("EC private key not listed")?;
+    assert!(
+        private.contains("sensitive, always sensitive, never extractable"),
+        "{private}"
+    );
+    assert!(
+        !private.contains("decrypt"),
+        "EC key must not be decrypt-capable: {private}"
+    );
+    let secret = listing
+        .split("Secret Key Object")
+        .nth(1)
+        .ok_or("secret key not listed")?;
+    assert!(secret.contains("never extractable"), "{secret}");
+    assert!(
+        !secret.contains("wrap"),
+        "usage limited to encrypt,decrypt: {secret}"
+    );
+
+    Ok(())
+}
+
+#[test]
+fn no_pin_and_no_key_material_reach_sqlite_or_output() -> TestResult {
+    let env = Env::new()?;
+    env.create("s", "ec-p384", "sign,verify")?;
+    env.create("d", "aes-256", "encrypt,decrypt")?;
+    let m = env.write("m", b"x")?;
+    env.ok(&[
+        "key",
+        "sign",
+        "s",
+        "--in",
+        path(&m)?,
+        "--out",
+        path(&env.path("m.sig"))?,
+    ])?;
+    let mut texts = Vec::new();
+    for args in [
+        &["token", "list", "--json"][..],
+        &["key", "list", "--json"],
+        &["key", "show", "s", "--json"],
+        &["audit", "list", "--json"],
+    ] {
+        let o = env.ok(args)?;
+        texts.push(stdout(&o) + &stderr(&o));
+    }
+    let db = std::fs::read(env.db())?;
+    for label in ["kms-primary", "kms-backup"] {
+        let pin = env.user_pin(label)?;
+        assert!(pin.len() >= 8);
+        assert!(
+            !db.windows(pin.len()).any(|w| w == pin.as_bytes()),
+            "PIN of {label} found in the SQLite file"
+        );
+        for t in &texts {
+            assert!(!t.contains(&pin), "PIN of {label} printed");
+        }
+    }
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(env.db())?.permissions().mode() & 0o777,
+        0o600
+    );
+    Ok(())
+}
+
+#[test]
+fn every_command_touching_a_key_is_audited() -> TestResult {
+    let env = Env::new()?;
+    env.create("k", "ec-p384", "sign,verify")?;
+    let m = env.write("m", b"hello")?;
+    let s = env.path("m.sig");
+    env.kms()
+        .args([
+            "--reason",
+            "INC-9 release",
+            "key",
+            "sign",
+            "k",
+            "--in",
+            path(&m)?,
+            "--out",
+            path(&s)?,
+        ])
+        .output()?;
+    env.ok(&["key", "verify", "k", "--in", path(&m)?, "--sig", path(&s)?])?;
+    env.ok(&["key", "public", "k"])?;
+    let o = env.ok(&["audit", "list", "--key", "k", "--json"])?;
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let rows = rows.as_array().ok_or("array")?;
+    let actions: Vec<&str> = rows.iter().filter_map(|r| r["action"].as_str()).collect();
+    assert_eq!(
+        actions,
+        ["key.create", "key.sign", "key.verify", "key.public"]
+    );
+    for r in rows {
+        assert_eq!(r["actor"], "test-officer");
+        assert_eq!(r["outcome"], "ok");
+        assert!(r["host"].as_str().is_some_and(|h| !h.is_empty()));
+        assert!(r["at"].as_str().is_some_and(|t| t.ends_with('Z')));
+    }
+    assert_eq!(rows[0]["reason"], "CHG-1 test setup");
+    assert_eq!(rows[0]["key_version"], 1);
+    assert!(rows[0]["detail"]
+        .as_str()
+        .is_some_and(|d| d.contains("cka_id=")));
+    assert_eq!(rows[1]["reason"], "INC-9 release");
+    Ok(())
+}
+
+#[test]
+fn token_list_and_key_list_filters() -> TestResult {
+    let env = Env::new()?;
+    let o = env.ok(&["token", "list", "--json"])?;
+    let tokens: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let tokens = tokens.as_array().ok_or("array")?;
+    assert_eq!(tokens.len(), 2);
+    for t in tokens {
+        assert_eq!(t["logged_in"], true, "{t}");
+        assert_eq!(t["objects"], 0);
+        assert_eq!(t["model"], "SoftHSM v2");
+        assert!(t["serial"].as_str().is_some_and(|s| !s.is_empty()));
+    }
+    env.create("a", "ec-p384", "sign,verify")?;
+    env.ok(&[
+        "key",
+        "create",
+        "b",
+        "--type",
+        "aes-256",
+        "--owner",
+        "web",
+        "--classification",
+        "public",
+        "--usage",
+        "encrypt,decrypt",
+    ])?;
+    let o = env.ok(&["token", "list", "--json"])?;
+    let tokens: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let primary = tokens
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["name"] == "primary"))
+        .ok_or("primary")?;
+    assert_eq!(primary["objects"], 3, "EC pair + AES key");
+
+    let names = |args: &[&str]| -> Res<Vec<String>> {
+        let o = env.ok(args)?;
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+        Ok(v.as_array()
+            .ok_or("array")?
+            .iter()
+            .filter_map(|k| k["name"].as_str().map(str::to_owned))
+            .collect())
+    };
+    assert_eq!(names(&["key", "list", "--json"])?, ["a", "b"]);
+    assert_eq!(names(&["key", "list", "--owner", "web", "--json"])?, ["b"]);
+    assert_eq!(
+        names(&["key", "list", "--classification", "confidential", "--json"])?,
+        ["a"]
+    );
+    let o = env.ok(&["key", "list"])?;
+    assert!(stdout(&o).contains("ROTATE-BY"));
+    Ok(())
+}
+
+#[test]
+fn reconcile_finds_orphans_and_missing_objects() -> TestResult {
+    let env = Env::new()?;
+    env.create("kept", "ec-p384", "sign,verify")?;
+    env.create("lost", "aes-256", "encrypt,decrypt")?;
+    let o = env.ok(&["reconcile"])?;
+    assert!(stdout(&o).contains("agree"), "{}", stdout(&o));
+
+    // An object made behind the KMS's back, and one of its objects destroyed behind its back.
+    let out = env.pkcs11_tool(
+        "kms-primary",
+        &[
+            "--keygen",
+            "--key-type",
+            "AES:32",
+            "--label",
+            "rogue",
+            "--id",
+            "0102",
+        ],
+    )?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let o = env.ok(&["key", "show", "lost", "--json"])?;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let id = v["versions"][0]["object_id"]
+        .as_str()
+        .ok_or("id")?
+        .to_owned();
+    let out = env.pkcs11_tool(
+        "kms-primary",
+        &["--delete-object", "--type", "secrkey", "--id", &id],
+    )?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A duplicate label on the token.
+    let out = env.pkcs11_tool(
+        "kms-primary",
+        &[
+            "--keygen",
+            "--key-type",
+            "AES:32",
+            "--label",
+            "rogue",
+            "--id",
+            "0304",
+        ],
+    )?;
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let o = env.run(&["reconcile", "--json"])?;
+    assert_eq!(o.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let kinds: Vec<&str> = report["findings"]
+        .as_array()
+        .ok_or("findings")?
+        .iter()
+        .filter_map(|f| f["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"orphan-object"), "{kinds:?}");
+    assert!(kinds.contains(&"missing-object"), "{kinds:?}");
+    assert!(kinds.contains(&"duplicate-label"), "{kinds:?}");
+    let o = env.run(&["reconcile"])?;
+    assert!(stdout(&o).contains("key 'lost' v1"), "{}", stdout(&o));
+    Ok(())
+}
+
+fn path(p: &std::path::Path) -> Res<&str> {
+    p.to_str().ok_or_else(|| "non-UTF-8 path".into())
+}
