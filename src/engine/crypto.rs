@@ -33,7 +33,7 @@ impl Engine {
             let key = self.inventory.key(name)?;
             let version = authorize(&key, Operation::Sign, None, OffsetDateTime::now_utc())?;
             note.key_version = Some(version.version);
-            let token = self.hsm.token(&version.token)?;
+            let token = self.token_for(version)?;
             let signature = match key.key_type {
                 KeyType::EcP384 => {
                     let digest: [u8; 48] = Sha384::digest(message).into();
@@ -122,7 +122,7 @@ impl Engine {
                         key_version: version.version,
                         iv: Some(iv),
                     };
-                    let token = self.hsm.token(&version.token)?;
+                    let token = self.token_for(version)?;
                     let body = token.aes_gcm_encrypt(
                         &version.object_id,
                         &iv,
@@ -182,7 +182,7 @@ impl Engine {
                 Some(header.key_version),
                 OffsetDateTime::now_utc(),
             )?;
-            let token = self.hsm.token(&version.token)?;
+            let token = self.token_for(version)?;
             let plaintext = match (header.algorithm, header.iv) {
                 (Algorithm::Aes256Gcm, Some(iv)) if key.key_type == KeyType::Aes256 => {
                     token.aes_gcm_decrypt(&version.object_id, &iv, &header.gcm_aad(aad), body)?

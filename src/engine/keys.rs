@@ -38,7 +38,6 @@ impl Engine {
             validate(&req, OffsetDateTime::now_utc().date())?;
             let token_name = self.config.key_token.clone();
             let token = self.hsm.token(&token_name)?;
-            let desc = token.description()?;
             let object_id = token.new_object_id()?;
             let now = OffsetDateTime::now_utc();
             let new = NewKey {
@@ -57,8 +56,8 @@ impl Engine {
             };
             let pending = PendingVersion {
                 token: token_name.clone(),
-                token_label: desc.label.clone(),
-                token_serial: desc.serial.clone(),
+                token_label: token.label().to_owned(),
+                token_serial: token.serial().to_owned(),
                 object_id: object_id.clone(),
             };
             let key_id = self.inventory.insert_pending_key(&new, &pending, now)?;
@@ -79,8 +78,8 @@ impl Engine {
                 req.classification,
                 req.usage,
                 token_name,
-                desc.label,
-                desc.serial,
+                token.label(),
+                token.serial(),
                 object_id
             );
             let entry = self.entry(

@@ -47,4 +47,24 @@ impl Engine {
     pub fn config(&self) -> &Config {
         &self.config
     }
+
+    /// The token holding `version`, checked to be the very token the version was created on: a
+    /// config entry re-pointed at another token is refused, not silently used.
+    pub(crate) fn token_for(
+        &self,
+        version: &crate::inventory::KeyVersion,
+    ) -> Result<std::sync::Arc<crate::hsm::Token>, EngineError> {
+        let token = self.hsm.token(&version.token)?;
+        if token.serial() != version.token_serial {
+            return Err(EngineError::Denied(format!(
+                "token '{}' is now the token with serial {} (label '{}'), but this key version was created on serial {} (label '{}'); restore the token entry in the config",
+                version.token,
+                token.serial(),
+                token.label(),
+                version.token_serial,
+                version.token_label
+            )));
+        }
+        Ok(token)
+    }
 }

@@ -34,6 +34,9 @@ pub struct Token {
     module: PathBuf,
     ctx: Pkcs11,
     slot: Slot,
+    /// Serial and label as found at open (they identify the token; they do not change).
+    serial: String,
+    label: String,
     // Held only to keep the login alive; never used for operations.
     _login: Mutex<Session>,
     pool: SessionPool,
@@ -76,12 +79,22 @@ impl Token {
             pool: SessionPool::new(&cfg.name, ctx.clone(), slot, cfg.sessions),
             ctx,
             slot,
+            serial: description.serial,
+            label: description.label,
             _login: Mutex::new(login),
         })
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn serial(&self) -> &str {
+        &self.serial
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
     pub fn module(&self) -> &std::path::Path {

@@ -70,6 +70,12 @@ impl Inventory {
             .map_err(corrupt)?;
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(corrupt)?;
+        // WAL: readers never block the writer, and one fsync per commit. synchronous=FULL keeps
+        // every committed audit row durable across power loss (fail-closed audit needs that).
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(corrupt)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(corrupt)?;
         let found = migrations::current(&conn).map_err(corrupt)?;
         if found > migrations::LATEST {
             return Err(InventoryError::TooNew {

@@ -1,0 +1,82 @@
+//! The engine used in-process from many threads at once, as the service will: one login per token,
+//! a bounded session pool shared by the workers, every operation audited.
+//!
+//! One test in this binary on purpose: a PKCS#11 module reads its configuration (SOFTHSM2_CONF)
+//! once per process, so a process serves one token directory.
+
+mod common;
+use common::*;
+
+use kms::config::Config;
+use kms::engine::{Caller, CreateKey, Engine};
+use kms::model::{Classification, KeyType};
+
+#[test]
+fn many_threads_share_one_login_and_a_bounded_session_pool() -> TestResult {
+    let env = Env::new()?;
+    let engine = Engine::open(Config::load(&env.config())?)?;
+    let officer = Caller::local(Some("officer".into()), Some("thread test".into()));
+    for (name, key_type, usage) in [
+        ("t-ec", KeyType::EcP384, "sign,verify"),
+        ("t-aes", KeyType::Aes256, "encrypt,decrypt"),
+    ] {
+        engine.create_key(
+            &officer,
+            CreateKey {
+                name: name.into(),
+                key_type,
+                owner: "team".into(),
+                classification: Classification::Restricted,
+                usage: usage.parse()?,
+                purpose: String::new(),
+                handling: String::new(),
+                disposal: String::new(),
+                rotate_every: None,
+                expires: None,
+                labels: Default::default(),
+            },
+        )?;
+    }
+
+    const THREADS: usize = 8; // twice the configured pool of 4 sessions
+    const ROUNDS: usize = 15;
+    std::thread::scope(|scope| -> TestResult {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let engine = &engine;
+                scope.spawn(move || -> Result<(), String> {
+                    let app = Caller::local(Some(format!("worker-{t}")), None);
+                    for i in 0..ROUNDS {
+                        let msg = format!("thread {t} message {i}");
+                        let signed = engine.sign(&app, "t-ec", msg.as_bytes()).map_err(|e| e.to_string())?;
+                        let ok = engine
+                            .verify(&app, "t-ec", msg.as_bytes(), &signed.signature)
+                            .map_err(|e| e.to_string())?;
+                        if !ok.valid {
+                            return Err("signature did not verify".to_owned());
+                        }
+                        let ct = engine
+                            .encrypt(&app, "t-aes", msg.as_bytes(), b"aad")
+                            .map_err(|e| e.to_string())?;
+                        let pt = engine
+                            .decrypt(&app, "t-aes", &ct, b"aad")
+                            .map_err(|e| e.to_string())?;
+                        if pt.as_slice() != msg.as_bytes() {
+                            return Err("round trip changed the data".to_owned());
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| "worker panicked")??;
+        }
+        Ok(())
+    })?;
+
+    let rows = engine.audit_log(&officer, Some("t-ec"), 10_000)?;
+    let signs = rows.iter().filter(|r| r.entry.action == "key.sign").count();
+    assert_eq!(signs, THREADS * ROUNDS, "every signature audited");
+    Ok(())
+}
