@@ -48,7 +48,9 @@ fn many_threads_share_one_login_and_a_bounded_session_pool() -> TestResult {
                     let app = Caller::local(Some(format!("worker-{t}")), None);
                     for i in 0..ROUNDS {
                         let msg = format!("thread {t} message {i}");
-                        let signed = engine.sign(&app, "t-ec", msg.as_bytes()).map_err(|e| e.to_string())?;
+                        let signed = engine
+                            .sign(&app, "t-ec", msg.as_bytes())
+                            .map_err(|e| e.to_string())?;
                         let ok = engine
                             .verify(&app, "t-ec", msg.as_bytes(), &signed.signature)
                             .map_err(|e| e.to_string())?;

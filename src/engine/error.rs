@@ -42,6 +42,7 @@ impl EngineError {
             EngineError::Inventory(InventoryError::DuplicateName(_)) => 2,
             EngineError::Inventory(InventoryError::NoSuchKey(_)) => 3,
             EngineError::Hsm(HsmError::ObjectNotFound { .. }) => 3,
+            EngineError::Hsm(HsmError::DecryptionFailed { .. }) => 2,
             EngineError::Denied(_) => 4,
             EngineError::Hsm(HsmError::Pin(_)) | EngineError::Config(_) => 7,
             EngineError::Hsm(_) | EngineError::SoftCrypto(_) => 5,

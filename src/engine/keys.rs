@@ -101,11 +101,16 @@ impl Engine {
                 // Roll the token back so no key exists that the record does not show.
                 let undone = token.destroy(&object_id);
                 let cleaned = self.inventory.delete_pending_key(&key_id);
+                let name = &req.name;
                 return Err(match (undone, cleaned) {
-                    (Ok(_), Ok(())) => EngineError::AuditFailed(e),
-                    _ => EngineError::Incomplete(format!(
-                        "key '{}' was generated (CKA_ID {object_id}) but could not be recorded ({e}) nor fully rolled back; run `kms reconcile`",
-                        req.name
+                    (Ok(_), Ok(())) => EngineError::Incomplete(format!(
+                        "key '{name}' was not created: recording it failed ({e}); the objects generated on token '{token_name}' were destroyed and nothing was kept"
+                    )),
+                    (Ok(_), Err(e2)) => EngineError::Incomplete(format!(
+                        "key '{name}' was not created: recording it failed ({e}); its objects on token '{token_name}' were destroyed, but its pending inventory row could not be removed ({e2}); `kms reconcile` reports it"
+                    )),
+                    (Err(e2), _) => EngineError::Incomplete(format!(
+                        "key '{name}' was not created: recording it failed ({e}) and its objects (CKA_ID {object_id}) could not be destroyed on token '{token_name}' ({e2}); `kms reconcile` reports them"
                     )),
                 });
             }
@@ -189,7 +194,7 @@ fn validate(req: &CreateKey, today: Date) -> Result<(), EngineError> {
     if !unsupported.is_empty() {
         let can: Vec<&str> = supported.iter().map(|o| o.as_str()).collect();
         return bad(format!(
-            "a {} key cannot {}; {} keys support: {}",
+            "an {} key cannot {}; {} keys support: {}",
             req.key_type,
             unsupported.join(", "),
             req.key_type,

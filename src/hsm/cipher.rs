@@ -48,7 +48,14 @@ impl Token {
                 .map_err(HsmError::ck(self.name(), "preparing AES-GCM"))?;
             s.decrypt(&Mechanism::AesGcm(params), key, ciphertext)
                 .map(Zeroizing::new)
-                .map_err(|e| self.decrypt_error(e, "decrypting (CKM_AES_GCM)"))
+                .map_err(|e| match e {
+                    // SoftHSM2 2.6.1 reports a GCM tag mismatch (wrong AAD, tampered data) as
+                    // CKR_GENERAL_ERROR rather than CKR_ENCRYPTED_DATA_INVALID.
+                    CkError::Pkcs11(RvError::GeneralError, _) => HsmError::DecryptionFailed {
+                        token: self.name().to_owned(),
+                    },
+                    other => self.decrypt_error(other, "decrypting (CKM_AES_GCM)"),
+                })
         })
     }
 
