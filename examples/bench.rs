@@ -54,7 +54,10 @@ fn run(threads: usize, secs: f64, op: &(dyn Fn() -> Res<()> + Sync)) -> Res<Stat
             })
             .collect();
         hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("bench thread panicked".into())))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("bench thread panicked".into()))
+            })
             .collect()
     });
     let mut lat = Vec::new();
@@ -126,23 +129,33 @@ fn main() -> Res<()> {
     let digest32 = [7u8; 32];
 
     for thr in [1, threads] {
-        run(thr, secs, &|| Ok(token.sign_ecdsa_p384(&ec_id, &digest48).map(drop)?))?
-            .report("raw token  ECDSA P-384 sign", thr);
+        run(thr, secs, &|| {
+            Ok(token.sign_ecdsa_p384(&ec_id, &digest48).map(drop)?)
+        })?
+        .report("raw token  ECDSA P-384 sign", thr);
         run(thr, secs, &|| Ok(engine.sign(&app, &ec, &msg).map(drop)?))?
             .report("engine     ECDSA P-384 sign 1 KiB", thr);
     }
     for thr in [1, threads] {
-        run(thr, secs, &|| Ok(token.sign_rsa_pss_sha256(&rsa_id, &digest32).map(drop)?))?
-            .report("raw token  RSA-3072 PSS sign", thr);
-        run(thr, secs, &|| Ok(engine.sign(&app, &rsa, &msg).map(drop)?))?
-            .report("engine     RSA-3072 PSS sign 1 KiB", thr);
+        run(thr, secs, &|| {
+            Ok(token.sign_rsa_pss_sha256(&rsa_id, &digest32).map(drop)?)
+        })?
+        .report("raw token  RSA-3072 PSS sign", thr);
+        run(thr, secs, &|| {
+            Ok(engine.sign(&app, &rsa, &msg).map(drop)?)
+        })?
+        .report("engine     RSA-3072 PSS sign 1 KiB", thr);
     }
     let sig = engine.sign(&app, &ec, &msg)?.signature;
-    run(1, secs, &|| Ok(engine.verify(&app, &ec, &msg, &sig).map(drop)?))?
-        .report("engine     ECDSA P-384 verify (software)", 1);
+    run(1, secs, &|| {
+        Ok(engine.verify(&app, &ec, &msg, &sig).map(drop)?)
+    })?
+    .report("engine     ECDSA P-384 verify (software)", 1);
     for thr in [1, threads] {
-        run(thr, secs, &|| Ok(engine.encrypt(&app, &aes, &msg, b"aad").map(drop)?))?
-            .report("engine     AES-256-GCM encrypt 1 KiB", thr);
+        run(thr, secs, &|| {
+            Ok(engine.encrypt(&app, &aes, &msg, b"aad").map(drop)?)
+        })?
+        .report("engine     AES-256-GCM encrypt 1 KiB", thr);
     }
     // Key creation: sequential, one thread (each creates a new key on the token).
     let t = Instant::now();
@@ -151,7 +164,11 @@ fn main() -> Res<()> {
     while t.elapsed().as_secs_f64() < secs {
         i += 1;
         let s0 = Instant::now();
-        create(&format!("bench-create-{suffix}-{i}"), KeyType::EcP384, "sign,verify")?;
+        create(
+            &format!("bench-create-{suffix}-{i}"),
+            KeyType::EcP384,
+            "sign,verify",
+        )?;
         lat.push(s0.elapsed());
     }
     Stats {
