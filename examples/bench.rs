@@ -90,22 +90,15 @@ fn main() -> Res<()> {
 
     let suffix = std::process::id();
     let create = |name: &str, key_type: KeyType, usage: &str| -> Res<()> {
-        engine.create_key(
-            &officer,
-            CreateKey {
-                name: name.into(),
-                key_type,
-                owner: "bench".into(),
-                classification: Classification::Public,
-                usage: usage.parse()?,
-                purpose: "benchmark".into(),
-                handling: String::new(),
-                disposal: String::new(),
-                rotate_every: None,
-                expires: None,
-                labels: Default::default(),
-            },
-        )?;
+        let mut req = CreateKey::new(
+            name,
+            key_type,
+            "bench",
+            Classification::Public,
+            usage.parse()?,
+        );
+        req.purpose = "benchmark".into();
+        engine.create_key(&officer, req)?;
         Ok(())
     };
     let ec = format!("bench-ec-{suffix}");

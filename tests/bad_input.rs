@@ -48,32 +48,6 @@ fn assert_unchanged(env: &Env, before: &Snapshot, what: &str) -> TestResult {
     Ok(())
 }
 
-/// `kms key create NAME --type T --usage U` with the other fields filled in, plus `extra`.
-fn create_args<'a>(
-    name: &'a str,
-    key_type: &'a str,
-    usage: &'a str,
-    extra: &[&'a str],
-) -> Vec<&'a str> {
-    let mut args = vec![
-        "key",
-        "create",
-        name,
-        "--type",
-        key_type,
-        "--owner",
-        "payments-team",
-        "--classification",
-        "confidential",
-        "--usage",
-        usage,
-        "--purpose",
-        "bad-input test",
-    ];
-    args.extend_from_slice(extra);
-    args
-}
-
 fn try_create(env: &Env, name: &str, key_type: &str, usage: &str, extra: &[&str]) -> Res<Output> {
     env.run(&create_args(name, key_type, usage, extra))
 }

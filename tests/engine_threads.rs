@@ -22,19 +22,13 @@ fn many_threads_share_one_login_and_a_bounded_session_pool() -> TestResult {
     ] {
         engine.create_key(
             &officer,
-            CreateKey {
-                name: name.into(),
+            CreateKey::new(
+                name,
                 key_type,
-                owner: "team".into(),
-                classification: Classification::Restricted,
-                usage: usage.parse()?,
-                purpose: String::new(),
-                handling: String::new(),
-                disposal: String::new(),
-                rotate_every: None,
-                expires: None,
-                labels: Default::default(),
-            },
+                "team",
+                Classification::Restricted,
+                usage.parse()?,
+            ),
         )?;
     }
 

@@ -25,6 +25,32 @@ pub struct CreateKey {
     pub labels: BTreeMap<String, String>,
 }
 
+impl CreateKey {
+    /// A request with the required fields; the descriptive ones start empty and rotation and
+    /// expiry take the defaults.
+    pub fn new(
+        name: impl Into<String>,
+        key_type: KeyType,
+        owner: impl Into<String>,
+        classification: Classification,
+        usage: OperationSet,
+    ) -> CreateKey {
+        CreateKey {
+            name: name.into(),
+            key_type,
+            owner: owner.into(),
+            classification,
+            usage,
+            purpose: String::new(),
+            handling: String::new(),
+            disposal: String::new(),
+            rotate_every: None,
+            expires: None,
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
 impl Engine {
     /// Generate a key on the configured key token and record it in the inventory.
     ///

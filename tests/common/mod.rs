@@ -98,23 +98,12 @@ impl Env {
 
     /// Create a key with sensible inventory fields.
     pub fn create(&self, name: &str, key_type: &str, usage: &str) -> Res<Output> {
-        self.ok(&[
-            "key",
-            "create",
+        self.ok(&create_args(
             name,
-            "--type",
             key_type,
-            "--owner",
-            "payments-team",
-            "--classification",
-            "confidential",
-            "--usage",
             usage,
-            "--purpose",
-            "integration test",
-            "--reason",
-            "CHG-1 test setup",
-        ])
+            &["--reason", "CHG-1 test setup"],
+        ))
     }
 
     /// pkcs11-tool against one of this environment's tokens, logged in as user.
@@ -190,4 +179,30 @@ pub fn assert_fails(o: &Output, code: i32, needles: &[&str]) {
 /// `openssl` with arguments; returns the output.
 pub fn openssl(args: &[&str]) -> Res<Output> {
     Ok(Command::new("openssl").args(args).output()?)
+}
+
+/// `kms key create NAME --type T --usage U` with the other inventory fields filled in, plus `extra`.
+pub fn create_args<'a>(
+    name: &'a str,
+    key_type: &'a str,
+    usage: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "key",
+        "create",
+        name,
+        "--type",
+        key_type,
+        "--owner",
+        "payments-team",
+        "--classification",
+        "confidential",
+        "--usage",
+        usage,
+        "--purpose",
+        "integration test",
+    ];
+    args.extend_from_slice(extra);
+    args
 }
