@@ -70,6 +70,24 @@ pub struct Config {
     pub key_token: String,
     pub rotate_every: HumanDuration,
     pub tokens: BTreeMap<String, TokenConfig>,
+    /// The HTTPS service, if configured.
+    pub server: Option<ServerConfig>,
+}
+
+/// `[server]`: the mutual-TLS HTTPS service (`kms serve`).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: std::net::SocketAddr,
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Server private key (PEM, file mode 0600).
+    pub key: PathBuf,
+    /// CA whose certificates clients must present (PEM).
+    pub client_ca: PathBuf,
+    pub max_connections: usize,
+    pub max_body_bytes: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
 }
 
 /// One configured token. Found by label or serial, never by slot id (slot ids move).
@@ -170,6 +188,39 @@ struct RawConfig {
     keys: RawKeys,
     #[serde(default)]
     tokens: BTreeMap<String, RawToken>,
+    server: Option<RawServer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    #[serde(default = "default_listen")]
+    listen: String,
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: PathBuf,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    #[serde(default = "default_max_body_bytes")]
+    max_body_bytes: usize,
+    #[serde(default = "default_shutdown_grace")]
+    shutdown_grace_secs: u64,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8443".to_owned()
+}
+
+fn default_max_connections() -> usize {
+    256
+}
+
+fn default_max_body_bytes() -> usize {
+    64 * 1024
+}
+
+fn default_shutdown_grace() -> u64 {
+    30
 }
 
 #[derive(Deserialize)]
@@ -319,7 +370,38 @@ impl Config {
                 }
             )));
         }
+        let server = match raw.server {
+            None => None,
+            Some(s) => {
+                let listen = s.listen.parse().map_err(|_| {
+                    invalid(format!(
+                        "[server] listen = '{}' is not an address:port (e.g. 127.0.0.1:8443)",
+                        s.listen
+                    ))
+                })?;
+                if !(1..=100_000).contains(&s.max_connections) {
+                    return Err(invalid(
+                        "[server] max_connections must be 1..=100000".into(),
+                    ));
+                }
+                if !(1024..=64 * 1024 * 1024).contains(&s.max_body_bytes) {
+                    return Err(invalid(
+                        "[server] max_body_bytes must be between 1024 and 67108864".into(),
+                    ));
+                }
+                Some(ServerConfig {
+                    listen,
+                    cert: resolve(&s.cert),
+                    key: resolve(&s.key),
+                    client_ca: resolve(&s.client_ca),
+                    max_connections: s.max_connections,
+                    max_body_bytes: s.max_body_bytes,
+                    shutdown_grace_secs: s.shutdown_grace_secs,
+                })
+            }
+        };
         Ok(Config {
+            server,
             path: path.to_owned(),
             environment: raw.environment,
             inventory_path: resolve(&raw.inventory.path),

@@ -13,6 +13,8 @@
 //! 38      n+16  ciphertext || 128-bit tag
 //! -- RSA-OAEP --
 //! 26      k     ciphertext (k = modulus size)
+//! -- AES key wrap with padding (data keys, alg 3) --
+//! 26      40    the 32-byte data key wrapped under the key (RFC 5649)
 //! ```
 //!
 //! For AES-256-GCM the whole header (bytes 0..38) is authenticated: the GCM additional data is the
@@ -30,6 +32,8 @@ pub const GCM_TAG_LEN: usize = 16;
 pub enum Algorithm {
     Aes256Gcm = 1,
     RsaOaepSha1 = 2,
+    /// A data key wrapped with CKM_AES_KEY_WRAP_PAD (RFC 5649); the wrap itself authenticates.
+    AesKeyWrapPad = 3,
 }
 
 impl Algorithm {
@@ -99,6 +103,7 @@ pub fn parse(data: &[u8]) -> Result<(Header, &[u8]), EnvelopeError> {
     let algorithm = match data[5] {
         1 => Algorithm::Aes256Gcm,
         2 => Algorithm::RsaOaepSha1,
+        3 => Algorithm::AesKeyWrapPad,
         other => return Err(EnvelopeError::UnknownAlgorithm(other)),
     };
     let mut key_id = [0u8; 16];
@@ -115,7 +120,7 @@ pub fn parse(data: &[u8]) -> Result<(Header, &[u8]), EnvelopeError> {
             iv.copy_from_slice(&data[FIXED..FIXED + GCM_IV_LEN]);
             (Some(iv), &data[FIXED + GCM_IV_LEN..])
         }
-        Algorithm::RsaOaepSha1 => (None, &data[FIXED..]),
+        Algorithm::RsaOaepSha1 | Algorithm::AesKeyWrapPad => (None, &data[FIXED..]),
     };
     if body.is_empty() {
         return Err(EnvelopeError::Truncated);

@@ -10,8 +10,10 @@
 //! - [`engine`]: the one door: authorize -> act on token -> record in inventory -> audit.
 //! - [`hsm`]: the only module importing `cryptoki`: module loading, token lookup, login, session pool,
 //!   key generation, signing, ciphers, objects, public-key export.
+//! - [`identity`]: client-certificate fingerprints and subjects (x509-cert).
 //! - [`inventory`]: the only module importing `rusqlite`: schema, migrations, keys, versions, audit rows.
 //! - [`model`]: plain domain types shared by every layer (key types, classifications, operations).
+//! - [`server`]: the mutual-TLS HTTPS service (tokio, hyper, axum, rustls); thin handlers into the engine.
 //! - [`softverify`]: signature verification in software from a stored SPKI (p384 / rsa).
 //! - [`envelope`]: the versioned, self-describing ciphertext format.
 
@@ -21,6 +23,8 @@ pub mod duration;
 pub mod engine;
 pub mod envelope;
 pub mod hsm;
+pub mod identity;
 pub mod inventory;
 pub mod model;
+pub mod server;
 pub mod softverify;

@@ -336,3 +336,163 @@ mod tests {
         Ok(())
     }
 }
+
+/// Roles of principals (A9). Applications authenticate with a client certificate; humans
+/// (officers, admins, managers, auditors, users) will approve with a hardware-held key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    SecurityOfficer,
+    SecurityAdmin,
+    Manager,
+    Auditor,
+    Application,
+    User,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] = [
+        Role::SecurityOfficer,
+        Role::SecurityAdmin,
+        Role::Manager,
+        Role::Auditor,
+        Role::Application,
+        Role::User,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::SecurityOfficer => "security-officer",
+            Role::SecurityAdmin => "security-admin",
+            Role::Manager => "manager",
+            Role::Auditor => "auditor",
+            Role::Application => "application",
+            Role::User => "user",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| ParseError {
+                what: "role",
+                given: s.to_owned(),
+                expected: "security-officer, security-admin, manager, auditor, application, user",
+            })
+    }
+}
+
+/// What a grant may allow: a key operation, or reading the key's inventory entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GrantOp {
+    Sign,
+    Verify,
+    Encrypt,
+    Decrypt,
+    Wrap,
+    Unwrap,
+    ReadInventory,
+}
+
+impl GrantOp {
+    pub const ALL: [GrantOp; 7] = [
+        GrantOp::Sign,
+        GrantOp::Verify,
+        GrantOp::Encrypt,
+        GrantOp::Decrypt,
+        GrantOp::Wrap,
+        GrantOp::Unwrap,
+        GrantOp::ReadInventory,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantOp::ReadInventory => "read-inventory",
+            GrantOp::Sign => "sign",
+            GrantOp::Verify => "verify",
+            GrantOp::Encrypt => "encrypt",
+            GrantOp::Decrypt => "decrypt",
+            GrantOp::Wrap => "wrap",
+            GrantOp::Unwrap => "unwrap",
+        }
+    }
+}
+
+impl From<Operation> for GrantOp {
+    fn from(op: Operation) -> GrantOp {
+        match op {
+            Operation::Sign => GrantOp::Sign,
+            Operation::Verify => GrantOp::Verify,
+            Operation::Encrypt => GrantOp::Encrypt,
+            Operation::Decrypt => GrantOp::Decrypt,
+            Operation::Wrap => GrantOp::Wrap,
+            Operation::Unwrap => GrantOp::Unwrap,
+        }
+    }
+}
+
+impl fmt::Display for GrantOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for GrantOp {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        GrantOp::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| ParseError {
+                what: "grant operation",
+                given: s.to_owned(),
+                expected: "sign, verify, encrypt, decrypt, wrap, unwrap, read-inventory",
+            })
+    }
+}
+
+/// A set of grant operations, written `sign,read-inventory`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct GrantOps(pub BTreeSet<GrantOp>);
+
+impl GrantOps {
+    pub fn contains(&self, op: GrantOp) -> bool {
+        self.0.contains(&op)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for GrantOps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|o| o.as_str()).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+impl FromStr for GrantOps {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ops = s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(GrantOp::from_str)
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        Ok(GrantOps(ops))
+    }
+}

@@ -51,6 +51,50 @@ pub fn verify(
     }
 }
 
+/// What a signature covers: the message itself, or its digest (SHA-384 for EC P-384, SHA-256 for
+/// RSA) computed by the caller.
+#[derive(Debug, Clone, Copy)]
+pub enum Signed<'a> {
+    Message(&'a [u8]),
+    Digest(&'a [u8]),
+}
+
+/// Like [`verify`], over a message or a precomputed digest.
+pub fn verify_signed(
+    key_type: KeyType,
+    spki_der: &[u8],
+    signed: Signed<'_>,
+    signature: &[u8],
+) -> Result<bool, SoftCryptoError> {
+    use rsa::signature::hazmat::PrehashVerifier as _;
+    match signed {
+        Signed::Message(m) => verify(key_type, spki_der, m, signature),
+        Signed::Digest(d) => {
+            let bad_key = |e: &dyn std::fmt::Display| SoftCryptoError::BadPublicKey(e.to_string());
+            match key_type {
+                KeyType::EcP384 => {
+                    let key = p384::ecdsa::VerifyingKey::from_public_key_der(spki_der)
+                        .map_err(|e| bad_key(&e))?;
+                    let Ok(sig) = p384::ecdsa::Signature::from_der(signature) else {
+                        return Ok(false);
+                    };
+                    Ok(key.verify_prehash(d, &sig).is_ok())
+                }
+                KeyType::Rsa3072 | KeyType::Rsa4096 => {
+                    let key = rsa::RsaPublicKey::from_public_key_der(spki_der)
+                        .map_err(|e| bad_key(&e))?;
+                    let key = rsa::pss::VerifyingKey::<Sha256>::new(key);
+                    let Ok(sig) = rsa::pss::Signature::try_from(signature) else {
+                        return Ok(false);
+                    };
+                    Ok(key.verify_prehash(d, &sig).is_ok())
+                }
+                KeyType::Aes256 => Err(SoftCryptoError::NotAsymmetric(key_type)),
+            }
+        }
+    }
+}
+
 /// RSA-OAEP (SHA-1, MGF1-SHA-1: what SoftHSM2 can decrypt) encryption to the stored public key.
 pub fn rsa_oaep_encrypt(spki_der: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SoftCryptoError> {
     use rsa::traits::PublicKeyParts as _;

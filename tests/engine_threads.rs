@@ -51,10 +51,10 @@ fn many_threads_share_one_login_and_a_bounded_session_pool() -> TestResult {
                         if !ok.valid {
                             return Err("signature did not verify".to_owned());
                         }
-                        let ct = engine
+                        let (ct, _) = engine
                             .encrypt(&app, "t-aes", msg.as_bytes(), b"aad")
                             .map_err(|e| e.to_string())?;
-                        let pt = engine
+                        let (pt, _) = engine
                             .decrypt(&app, "t-aes", &ct, b"aad")
                             .map_err(|e| e.to_string())?;
                         if pt.as_slice() != msg.as_bytes() {

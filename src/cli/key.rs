@@ -118,7 +118,7 @@ pub enum KeyCmd {
     },
 }
 
-fn parse_date(s: &str) -> Result<time::Date, String> {
+pub(crate) fn parse_date(s: &str) -> Result<time::Date, String> {
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
     time::Date::parse(s, fmt).map_err(|_| format!("'{s}' is not a date; write YYYY-MM-DD"))
 }
@@ -237,7 +237,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             Ok(())
         }
         KeyCmd::Public { name, out } => {
-            let pem = engine.public_key_pem(caller, &name)?;
+            let (pem, _) = engine.public_key_pem(caller, &name)?;
             write_output(out.as_deref(), pem.as_bytes(), false)
         }
         KeyCmd::Sign { name, input, out } => {
@@ -271,7 +271,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
         } => {
             let plaintext = zeroize::Zeroizing::new(read_input(&input)?);
             let aad = aad.unwrap_or_default();
-            let ct = engine.encrypt(caller, &name, &plaintext, aad.as_bytes())?;
+            let (ct, _) = engine.encrypt(caller, &name, &plaintext, aad.as_bytes())?;
             write_output(Some(&out), &ct, false)
         }
         KeyCmd::Decrypt {
@@ -282,7 +282,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
         } => {
             let ct = read_input(&input)?;
             let aad = aad.unwrap_or_default();
-            let pt = engine.decrypt(caller, &name, &ct, aad.as_bytes())?;
+            let (pt, _) = engine.decrypt(caller, &name, &ct, aad.as_bytes())?;
             write_output(Some(&out), &pt, true)
         }
     }

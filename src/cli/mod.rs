@@ -2,10 +2,13 @@
 //! the engine. No command opens a token or the inventory itself.
 
 mod audit;
+mod grant;
 mod io;
 mod key;
 mod output;
+mod principal;
 mod reconcile;
+mod serve;
 mod token;
 
 use std::path::PathBuf;
@@ -45,6 +48,14 @@ pub enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
+    /// Principals: who may call the service.
+    #[command(subcommand)]
+    Principal(principal::PrincipalCmd),
+    /// Grants: which principal may do what with which key, until when.
+    #[command(subcommand)]
+    Grant(grant::GrantCmd),
+    /// Run the mutual-TLS HTTPS service for applications.
+    Serve(serve::ServeArgs),
 }
 
 /// Errors of the CLI layer: the engine's, plus files and arguments.
@@ -91,5 +102,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Key(cmd) => key::run(&engine, &caller, cmd),
         Command::Reconcile(args) => reconcile::run(&engine, &caller, args),
         Command::Audit(cmd) => audit::run(&engine, &caller, cmd),
+        Command::Principal(cmd) => principal::run(&engine, &caller, cmd),
+        Command::Grant(cmd) => grant::run(&engine, &caller, cmd),
+        Command::Serve(args) => serve::run(engine, args),
     }
 }

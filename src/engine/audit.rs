@@ -73,7 +73,33 @@ impl Engine {
         limit: u32,
     ) -> Result<Vec<crate::inventory::AuditRow>, EngineError> {
         self.audited(caller, "audit.read", key_name, |_| {
+            super::policy::require_officer(caller, "read the audit trail")?;
             Ok(self.inventory.audit_rows(key_name, limit)?)
         })
+    }
+}
+
+impl Engine {
+    /// Record a request the service refused before it reached an operation (malformed body, bad
+    /// base64, too large): the attempt is on the record like any other.
+    pub fn audit_rejected_request(
+        &self,
+        caller: &Caller,
+        action: &str,
+        key_name: Option<&str>,
+        why: &str,
+    ) -> Result<(), EngineError> {
+        let entry = self.entry(
+            caller,
+            action,
+            key_name,
+            None,
+            Outcome::Error,
+            Some(format!("rejected request: {why}")),
+        );
+        self.inventory
+            .append_audit(&entry)
+            .map(drop)
+            .map_err(EngineError::AuditFailed)
     }
 }

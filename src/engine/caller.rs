@@ -1,19 +1,32 @@
-//! Who is asking, from where, and why: the facts every audit row carries.
+//! Who is asking, from where, and why: the facts every audit row carries, and what the policy
+//! needs to decide.
+
+use crate::model::Role;
+
+/// How the caller reached the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerKind {
+    /// A security officer at the console (the `kms` CLI on the KMS host).
+    Officer,
+    /// A registered principal authenticated by the service (mutual TLS).
+    Principal { role: Role },
+}
 
 /// The caller of an engine operation.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// Identity recorded in the audit trail. For the officer CLI this is `--as NAME` or the OS
-    /// user; it is asserted, not yet authenticated (principals with credentials come later).
+    /// Identity recorded in the audit trail: the principal's name, or for the officer CLI
+    /// `--as NAME` / the OS user (asserted, not authenticated, until officer principals arrive).
     pub actor: String,
-    /// System or device the request came from.
+    /// System or device the request came from (host name, or the client's address).
     pub host: String,
     /// Free-text reason, recorded as given.
     pub reason: Option<String>,
+    pub kind: CallerKind,
 }
 
 impl Caller {
-    /// A caller on this machine: `actor` if given, else the OS user.
+    /// An officer on this machine: `actor` if given, else the OS user.
     pub fn local(actor: Option<String>, reason: Option<String>) -> Caller {
         let actor = actor
             .filter(|a| !a.trim().is_empty())
@@ -29,6 +42,18 @@ impl Caller {
             actor,
             host,
             reason: reason.filter(|r| !r.trim().is_empty()),
+            kind: CallerKind::Officer,
         }
+    }
+
+    /// The same caller with another reason (a per-request reason over the API).
+    pub fn with_reason(&self, reason: Option<String>) -> Caller {
+        let mut c = self.clone();
+        c.reason = reason.filter(|r| !r.trim().is_empty());
+        c
+    }
+
+    pub fn is_officer(&self) -> bool {
+        self.kind == CallerKind::Officer
     }
 }

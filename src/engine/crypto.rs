@@ -1,21 +1,25 @@
 //! Using keys: sign and decrypt on the token, verify and RSA-encrypt in software from the stored
-//! public key, AES-GCM on the token. Each one authorized, audited, and fail-closed.
+//! public key, AES-GCM and data-key wrapping on the token. Each one authorized, audited, and
+//! fail-closed.
 
 use sha2::{Digest, Sha256, Sha384};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::policy::authorize;
+use super::policy::authorize_use;
 use super::{Caller, Engine, EngineError};
 use crate::envelope::{self, Algorithm, Header};
+use crate::inventory::{KeyRecord, KeyVersion};
 use crate::model::{KeyType, Operation, VersionState};
-use crate::softverify;
+use crate::softverify::{self, Signed as SignedData};
 
 /// A signature and the key version that made it.
 #[derive(Debug, Clone)]
 pub struct Signed {
     pub signature: Vec<u8>,
     pub key_version: u32,
+    /// `ecdsa-p384-sha384` or `rsa-pss-sha256`.
+    pub algorithm: &'static str,
 }
 
 /// The result of a verification.
@@ -26,33 +30,68 @@ pub struct VerifyOutcome {
     pub key_version: Option<u32>,
 }
 
+/// A data key for an application: the plaintext (returned once, by design) and the same key
+/// wrapped under the named key, in the self-describing envelope format.
+pub struct IssuedDataKey {
+    pub plaintext: Zeroizing<Vec<u8>>,
+    pub wrapped: Vec<u8>,
+    pub key_version: u32,
+}
+
+/// What to sign: a message (hashed here) or a digest the caller computed.
+#[derive(Debug, Clone, Copy)]
+pub enum ToSign<'a> {
+    Message(&'a [u8]),
+    Digest(&'a [u8]),
+}
+
 impl Engine {
     /// Sign `message`: ECDSA P-384 over SHA-384 (DER) or RSA-PSS over SHA-256, salt 32.
     pub fn sign(&self, caller: &Caller, name: &str, message: &[u8]) -> Result<Signed, EngineError> {
+        self.sign_data(caller, name, ToSign::Message(message))
+    }
+
+    /// Sign a message or a precomputed digest (48 bytes for ec-p384, 32 for RSA).
+    pub fn sign_data(
+        &self,
+        caller: &Caller,
+        name: &str,
+        data: ToSign<'_>,
+    ) -> Result<Signed, EngineError> {
         self.audited(caller, "key.sign", Some(name), |note| {
             let key = self.inventory.key(name)?;
-            let version = authorize(&key, Operation::Sign, None, OffsetDateTime::now_utc())?;
+            let now = OffsetDateTime::now_utc();
+            let version = authorize_use(&self.inventory, caller, &key, Operation::Sign, None, now)?;
             note.key_version = Some(version.version);
             let token = self.token_for(version)?;
-            let signature = match key.key_type {
+            let (signature, algorithm, digest_hex) = match key.key_type {
                 KeyType::EcP384 => {
-                    let digest: [u8; 48] = Sha384::digest(message).into();
-                    token.sign_ecdsa_p384(&version.object_id, &digest)?
+                    let digest: [u8; 48] = match data {
+                        ToSign::Message(m) => Sha384::digest(m).into(),
+                        ToSign::Digest(d) => digest_of(d, "SHA-384", &key)?,
+                    };
+                    let sig = token.sign_ecdsa_p384(&version.object_id, &digest)?;
+                    (sig, "ecdsa-p384-sha384", hex::encode(digest))
                 }
                 KeyType::Rsa3072 | KeyType::Rsa4096 => {
-                    let digest: [u8; 32] = Sha256::digest(message).into();
-                    token.sign_rsa_pss_sha256(&version.object_id, &digest)?
+                    let digest: [u8; 32] = match data {
+                        ToSign::Message(m) => Sha256::digest(m).into(),
+                        ToSign::Digest(d) => digest_of(d, "SHA-256", &key)?,
+                    };
+                    let sig = token.sign_rsa_pss_sha256(&version.object_id, &digest)?;
+                    (sig, "rsa-pss-sha256", hex::encode(digest))
                 }
-                KeyType::Aes256 => unreachable_by_policy(name)?,
+                KeyType::Aes256 => {
+                    return Err(EngineError::InvalidInput(format!(
+                        "key '{name}' is aes-256 and cannot sign"
+                    )))
+                }
             };
-            note.detail = Some(format!(
-                "signed {} bytes (sha256 of message {})",
-                message.len(),
-                hex::encode(Sha256::digest(message))
-            ));
+            note.detail = Some(format!("signed digest {digest_hex} ({algorithm})"));
             Ok(Signed {
                 signature,
                 key_version: version.version,
+                algorithm,
             })
         })
     }
@@ -66,9 +105,39 @@ impl Engine {
         message: &[u8],
         signature: &[u8],
     ) -> Result<VerifyOutcome, EngineError> {
+        self.verify_data(caller, name, ToSign::Message(message), signature)
+    }
+
+    /// Verify over a message or a precomputed digest.
+    pub fn verify_data(
+        &self,
+        caller: &Caller,
+        name: &str,
+        data: ToSign<'_>,
+        signature: &[u8],
+    ) -> Result<VerifyOutcome, EngineError> {
         self.audited(caller, "key.verify", Some(name), |note| {
             let key = self.inventory.key(name)?;
-            authorize(&key, Operation::Verify, None, OffsetDateTime::now_utc())?;
+            let now = OffsetDateTime::now_utc();
+            authorize_use(&self.inventory, caller, &key, Operation::Verify, None, now)?;
+            let signed = match data {
+                ToSign::Message(m) => SignedData::Message(m),
+                ToSign::Digest(d) => {
+                    let want = if key.key_type == KeyType::EcP384 {
+                        48
+                    } else {
+                        32
+                    };
+                    if d.len() != want {
+                        return Err(EngineError::InvalidInput(format!(
+                            "a digest for key '{name}' ({}) must be {want} bytes, not {}",
+                            key.key_type,
+                            d.len()
+                        )));
+                    }
+                    SignedData::Digest(d)
+                }
+            };
             let mut outcome = VerifyOutcome {
                 valid: false,
                 key_version: None,
@@ -80,7 +149,7 @@ impl Engine {
                 if v.state == VersionState::Pending {
                     continue;
                 }
-                if softverify::verify(key.key_type, spki, message, signature)? {
+                if softverify::verify_signed(key.key_type, spki, signed, signature)? {
                     outcome = VerifyOutcome {
                         valid: true,
                         key_version: Some(v.version),
@@ -105,10 +174,12 @@ impl Engine {
         name: &str,
         plaintext: &[u8],
         aad: &[u8],
-    ) -> Result<Vec<u8>, EngineError> {
+    ) -> Result<(Vec<u8>, u32), EngineError> {
         self.audited(caller, "key.encrypt", Some(name), |note| {
             let key = self.inventory.key(name)?;
-            let version = authorize(&key, Operation::Encrypt, None, OffsetDateTime::now_utc())?;
+            let now = OffsetDateTime::now_utc();
+            let version =
+                authorize_use(&self.inventory, caller, &key, Operation::Encrypt, None, now)?;
             note.key_version = Some(version.version);
             let key_id = uuid_bytes(&key.id)?;
             let algorithm = Algorithm::for_key(key.key_type);
@@ -133,17 +204,17 @@ impl Engine {
                     out.extend_from_slice(&body);
                     out
                 }
-                Algorithm::RsaOaepSha1 => {
+                _ => {
                     if !aad.is_empty() {
                         return Err(EngineError::InvalidInput(
-                            "RSA-OAEP ciphertexts cannot carry additional authenticated data; drop --aad or use an aes-256 key".into(),
+                            "RSA-OAEP ciphertexts cannot carry additional authenticated data; drop the AAD or use an aes-256 key".into(),
                         ));
                     }
                     let spki = version.public_key.as_deref().ok_or_else(|| {
                         EngineError::InvalidInput(format!("key '{name}' has no stored public key"))
                     })?;
                     let header = Header {
-                        algorithm,
+                        algorithm: Algorithm::RsaOaepSha1,
                         key_id,
                         key_version: version.version,
                         iv: None,
@@ -154,7 +225,7 @@ impl Engine {
                 }
             };
             note.detail = Some(format!("encrypted {} bytes", plaintext.len()));
-            Ok(out)
+            Ok((out, version.version))
         })
     }
 
@@ -165,23 +236,12 @@ impl Engine {
         name: &str,
         ciphertext: &[u8],
         aad: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, EngineError> {
+    ) -> Result<(Zeroizing<Vec<u8>>, u32), EngineError> {
         self.audited(caller, "key.decrypt", Some(name), |note| {
             let (header, body) = envelope::parse(ciphertext)?;
             let key = self.inventory.key(name)?;
-            if header.key_id != uuid_bytes(&key.id)? {
-                return Err(EngineError::InvalidInput(format!(
-                    "this ciphertext was not made with key '{name}' (it names key ID {})",
-                    uuid::Uuid::from_bytes(header.key_id)
-                )));
-            }
-            note.key_version = Some(header.key_version);
-            let version = authorize(
-                &key,
-                Operation::Decrypt,
-                Some(header.key_version),
-                OffsetDateTime::now_utc(),
-            )?;
+            let version = self.version_for(caller, &key, &header, Operation::Decrypt)?;
+            note.key_version = Some(version.version);
             let token = self.token_for(version)?;
             let plaintext = match (header.algorithm, header.iv) {
                 (Algorithm::Aes256Gcm, Some(iv)) if key.key_type == KeyType::Aes256 => {
@@ -198,9 +258,163 @@ impl Engine {
                 }
             };
             note.detail = Some(format!("decrypted {} bytes", plaintext.len()));
-            Ok(plaintext)
+            Ok((plaintext, version.version))
         })
     }
+
+    /// A fresh 256-bit data key, generated and wrapped on the token under aes-256 key `name`.
+    pub fn data_key(&self, caller: &Caller, name: &str) -> Result<IssuedDataKey, EngineError> {
+        self.audited(caller, "key.data-key", Some(name), |note| {
+            let key = self.inventory.key(name)?;
+            let now = OffsetDateTime::now_utc();
+            let version = authorize_use(&self.inventory, caller, &key, Operation::Wrap, None, now)?;
+            note.key_version = Some(version.version);
+            let issued = self.wrap_new_data_key(&key, version)?;
+            note.detail = Some("issued a 256-bit data key, wrapped on the token".into());
+            Ok(issued)
+        })
+    }
+
+    /// Unwrap (on the token) a data key wrapped under key `name`.
+    pub fn unwrap(
+        &self,
+        caller: &Caller,
+        name: &str,
+        wrapped: &[u8],
+    ) -> Result<(Zeroizing<Vec<u8>>, u32), EngineError> {
+        self.audited(caller, "key.unwrap", Some(name), |note| {
+            let (plaintext, version) = self.unwrap_inner(caller, name, wrapped)?;
+            note.key_version = Some(version);
+            note.detail = Some("unwrapped a data key on the token".into());
+            Ok((plaintext, version))
+        })
+    }
+
+    /// Re-wrap a data key under the key's current version (after a rotation). The data key is
+    /// unwrapped into a token session object and wrapped again without leaving the token.
+    pub fn rewrap(
+        &self,
+        caller: &Caller,
+        name: &str,
+        wrapped: &[u8],
+    ) -> Result<(Vec<u8>, u32), EngineError> {
+        self.audited(caller, "key.rewrap", Some(name), |note| {
+            let (header, body) = envelope::parse(wrapped)?;
+            let key = self.inventory.key(name)?;
+            let from = self.version_for(caller, &key, &header, Operation::Unwrap)?;
+            let now = OffsetDateTime::now_utc();
+            let to = authorize_use(&self.inventory, caller, &key, Operation::Wrap, None, now)?;
+            note.key_version = Some(to.version);
+            let from_token = self.token_for(from)?;
+            let to_token = self.token_for(to)?;
+            if from_token.serial() != to_token.serial() {
+                return Err(EngineError::InvalidInput(
+                    "re-wrapping across tokens is not supported".into(),
+                ));
+            }
+            let rewrapped = to_token.rewrap_data_key(&from.object_id, body, &to.object_id)?;
+            let header = Header {
+                algorithm: Algorithm::AesKeyWrapPad,
+                key_id: uuid_bytes(&key.id)?,
+                key_version: to.version,
+                iv: None,
+            };
+            let mut out = header.encode();
+            out.extend_from_slice(&rewrapped);
+            note.detail = Some(format!(
+                "re-wrapped a data key from v{} to v{}",
+                from.version, to.version
+            ));
+            Ok((out, to.version))
+        })
+    }
+
+    fn wrap_new_data_key(
+        &self,
+        key: &KeyRecord,
+        version: &KeyVersion,
+    ) -> Result<IssuedDataKey, EngineError> {
+        if key.key_type != KeyType::Aes256 {
+            return Err(EngineError::denied(
+                super::Refusal::NotSupported,
+                format!(
+                    "data keys are wrapped under aes-256 keys; '{}' is {}",
+                    key.name, key.key_type
+                ),
+            ));
+        }
+        let token = self.token_for(version)?;
+        let dk = token.generate_data_key(&version.object_id)?;
+        let header = Header {
+            algorithm: Algorithm::AesKeyWrapPad,
+            key_id: uuid_bytes(&key.id)?,
+            key_version: version.version,
+            iv: None,
+        };
+        let mut wrapped = header.encode();
+        wrapped.extend_from_slice(&dk.wrapped);
+        Ok(IssuedDataKey {
+            plaintext: dk.plaintext,
+            wrapped,
+            key_version: version.version,
+        })
+    }
+
+    fn unwrap_inner(
+        &self,
+        caller: &Caller,
+        name: &str,
+        wrapped: &[u8],
+    ) -> Result<(Zeroizing<Vec<u8>>, u32), EngineError> {
+        let (header, body) = envelope::parse(wrapped)?;
+        let key = self.inventory.key(name)?;
+        let version = self.version_for(caller, &key, &header, Operation::Unwrap)?;
+        if header.algorithm != Algorithm::AesKeyWrapPad {
+            return Err(EngineError::InvalidInput(
+                "this is not a wrapped data key (use decrypt for ciphertexts)".into(),
+            ));
+        }
+        let token = self.token_for(version)?;
+        let plaintext = token.unwrap_data_key(&version.object_id, body)?;
+        Ok((plaintext, version.version))
+    }
+
+    /// Check a ciphertext/wrapped key names this key, then authorize `op` on the version it names.
+    fn version_for<'k>(
+        &self,
+        caller: &Caller,
+        key: &'k KeyRecord,
+        header: &Header,
+        op: Operation,
+    ) -> Result<&'k KeyVersion, EngineError> {
+        if header.key_id != uuid_bytes(&key.id)? {
+            return Err(EngineError::InvalidInput(format!(
+                "this ciphertext was not made with key '{}' (it names key ID {})",
+                key.name,
+                uuid::Uuid::from_bytes(header.key_id)
+            )));
+        }
+        let now = OffsetDateTime::now_utc();
+        authorize_use(
+            &self.inventory,
+            caller,
+            key,
+            op,
+            Some(header.key_version),
+            now,
+        )
+    }
+}
+
+fn digest_of<const N: usize>(d: &[u8], alg: &str, key: &KeyRecord) -> Result<[u8; N], EngineError> {
+    d.try_into().map_err(|_| {
+        EngineError::InvalidInput(format!(
+            "a digest for key '{}' ({}) must be a {alg} digest of {N} bytes, not {}",
+            key.name,
+            key.key_type,
+            d.len()
+        ))
+    })
 }
 
 fn uuid_bytes(id: &str) -> Result<[u8; 16], EngineError> {
@@ -209,8 +423,4 @@ fn uuid_bytes(id: &str) -> Result<[u8; 16], EngineError> {
         .map_err(|e| {
             EngineError::InvalidInput(format!("inventory key ID '{id}' is not a UUID: {e}"))
         })
-}
-
-fn unreachable_by_policy<T>(name: &str) -> Result<T, EngineError> {
-    Err(EngineError::Denied(format!("key '{name}' cannot sign")))
 }

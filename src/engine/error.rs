@@ -22,9 +22,9 @@ pub enum EngineError {
     /// The request itself is malformed; the message says what to change.
     #[error("{0}")]
     InvalidInput(String),
-    /// The request is well-formed but policy refuses it.
-    #[error("refused: {0}")]
-    Denied(String),
+    /// The request is well-formed but policy refuses it; the [`Refusal`] says which rule.
+    #[error("refused: {1}")]
+    Denied(Refusal, String),
     /// The operation happened but its audit record could not be written, so its result is withheld.
     #[error("the audit record could not be written ({0}); the operation's result was discarded")]
     AuditFailed(InventoryError),
@@ -33,7 +33,51 @@ pub enum EngineError {
     Incomplete(String),
 }
 
+/// Which rule refused a request. Stable: the service maps these to HTTP statuses and problem codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The client certificate belongs to no registered principal.
+    UnknownPrincipal,
+    PrincipalDisabled,
+    /// The principal holds no grant on the key.
+    NoGrant,
+    /// The principal's grants on the key have expired.
+    GrantExpired,
+    /// A grant exists but does not include this operation.
+    OperationNotGranted,
+    /// Only a security officer at the console may do this.
+    OfficerOnly,
+    /// The key's type cannot do this operation at all.
+    NotSupported,
+    /// The key's inventory usage does not include this operation.
+    UsageNotAllowed,
+    KeyExpired,
+    /// The key (version) is not in a state that allows this.
+    KeyState,
+}
+
+impl Refusal {
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::UnknownPrincipal => "unknown-principal",
+            Refusal::PrincipalDisabled => "principal-disabled",
+            Refusal::NoGrant => "no-grant",
+            Refusal::GrantExpired => "grant-expired",
+            Refusal::OperationNotGranted => "operation-not-granted",
+            Refusal::OfficerOnly => "officer-only",
+            Refusal::NotSupported => "operation-not-supported",
+            Refusal::UsageNotAllowed => "usage-not-allowed",
+            Refusal::KeyExpired => "key-expired",
+            Refusal::KeyState => "key-state",
+        }
+    }
+}
+
 impl EngineError {
+    pub(crate) fn denied(why: Refusal, message: impl Into<String>) -> EngineError {
+        EngineError::Denied(why, message.into())
+    }
+
     /// Exit codes: 2 bad input, 3 not found, 4 refused by policy, 5 token, 6 inventory or audit,
     /// 7 configuration.
     pub fn exit_code(&self) -> i32 {
@@ -43,7 +87,7 @@ impl EngineError {
             EngineError::Inventory(InventoryError::NoSuchKey(_)) => 3,
             EngineError::Hsm(HsmError::ObjectNotFound { .. }) => 3,
             EngineError::Hsm(HsmError::DecryptionFailed { .. }) => 2,
-            EngineError::Denied(_) => 4,
+            EngineError::Denied(..) => 4,
             EngineError::Hsm(HsmError::Pin(_)) | EngineError::Config(_) => 7,
             EngineError::Hsm(_) | EngineError::SoftCrypto(_) => 5,
             EngineError::Inventory(_)
@@ -55,7 +99,7 @@ impl EngineError {
     /// The audit outcome this error stands for.
     pub(crate) fn outcome(&self) -> crate::inventory::Outcome {
         match self {
-            EngineError::Denied(_) => crate::inventory::Outcome::Denied,
+            EngineError::Denied(..) => crate::inventory::Outcome::Denied,
             _ => crate::inventory::Outcome::Error,
         }
     }

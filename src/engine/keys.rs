@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 
 use time::{Date, OffsetDateTime};
 
-use super::{Caller, Engine, EngineError};
+use super::policy::{check_grant, require_officer};
+use super::{Caller, Engine, EngineError, Refusal};
 use crate::duration::HumanDuration;
 use crate::inventory::{KeyFilter, KeyRecord, NewKey, PendingVersion};
-use crate::model::{Classification, KeyType, OperationSet};
+use crate::model::{Classification, GrantOp, KeyType, OperationSet};
 
 /// What an officer asks for with `kms key create`.
 #[derive(Debug, Clone)]
@@ -61,6 +62,7 @@ impl Engine {
     /// version that `kms reconcile` reports.
     pub fn create_key(&self, caller: &Caller, req: CreateKey) -> Result<KeyRecord, EngineError> {
         self.audited(caller, "key.create", Some(&req.name), |note| {
+            require_officer(caller, "create keys")?;
             validate(&req, OffsetDateTime::now_utc().date())?;
             let token_name = self.config.key_token.clone();
             let token = self.hsm.token(&token_name)?;
@@ -152,7 +154,27 @@ impl Engine {
         filter: &KeyFilter,
     ) -> Result<Vec<KeyRecord>, EngineError> {
         self.audited(caller, "key.list", None, |note| {
-            let keys = self.inventory.keys(filter)?;
+            let mut keys = self.inventory.keys(filter)?;
+            if !caller.is_officer() {
+                // A principal sees only the keys it may read; none at all is a refusal.
+                let now = OffsetDateTime::now_utc();
+                keys.retain(|k| {
+                    check_grant(
+                        &self.inventory,
+                        caller,
+                        &k.name,
+                        GrantOp::ReadInventory,
+                        now,
+                    )
+                    .is_ok()
+                });
+                if keys.is_empty() {
+                    return Err(EngineError::denied(
+                        Refusal::NoGrant,
+                        format!("'{}' holds no read-inventory grant", caller.actor),
+                    ));
+                }
+            }
             note.detail = Some(format!("{} keys listed", keys.len()));
             Ok(keys)
         })
@@ -166,44 +188,49 @@ impl Engine {
     }
 
     /// The current public key as PEM SubjectPublicKeyInfo.
-    pub fn public_key_pem(&self, caller: &Caller, name: &str) -> Result<String, EngineError> {
+    /// Any active grant on the key (verify, encrypt or read-inventory) lets a principal read it.
+    pub fn public_key_pem(
+        &self,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<(String, u32), EngineError> {
         self.audited(caller, "key.public", Some(name), |note| {
             let key = self.inventory.key(name)?;
+            let now = OffsetDateTime::now_utc();
+            let mut granted = Err(EngineError::InvalidInput(String::new()));
+            for op in [GrantOp::ReadInventory, GrantOp::Verify, GrantOp::Encrypt] {
+                granted = check_grant(&self.inventory, caller, name, op, now);
+                if granted.is_ok() {
+                    break;
+                }
+            }
+            granted?;
             let version = key.current_version().ok_or_else(|| {
-                EngineError::Denied(format!("key '{name}' has no active version"))
+                EngineError::denied(
+                    Refusal::KeyState,
+                    format!("key '{name}' has no active version"),
+                )
             })?;
             note.key_version = Some(version.version);
             let der = version.public_key.as_deref().ok_or_else(|| {
-                EngineError::InvalidInput(format!(
-                    "key '{name}' is {} (symmetric) and has no public key",
-                    key.key_type
-                ))
+                EngineError::denied(
+                    Refusal::NotSupported,
+                    format!(
+                        "key '{name}' is {} (symmetric) and has no public key",
+                        key.key_type
+                    ),
+                )
             })?;
-            der::pem::encode_string("PUBLIC KEY", der::pem::LineEnding::LF, der)
-                .map_err(|e| EngineError::InvalidInput(format!("cannot encode PEM: {e}")))
+            let pem = der::pem::encode_string("PUBLIC KEY", der::pem::LineEnding::LF, der)
+                .map_err(|e| EngineError::InvalidInput(format!("cannot encode PEM: {e}")))?;
+            Ok((pem, version.version))
         })
     }
 }
 
 fn validate(req: &CreateKey, today: Date) -> Result<(), EngineError> {
     let bad = |m: String| Err(EngineError::InvalidInput(m));
-    let name_ok = !req.name.is_empty()
-        && req.name.len() <= 64
-        && req
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && req
-            .name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
-    if !name_ok {
-        return bad(format!(
-            "invalid key name '{}': use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit",
-            req.name
-        ));
-    }
+    super::access::validate_name(&req.name, "key")?;
     if req.owner.trim().is_empty() {
         return bad("--owner must name the responsible person or team".into());
     }

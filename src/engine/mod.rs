@@ -5,6 +5,7 @@
 //! Audit is fail-closed: an operation whose audit row cannot be written returns an error and its
 //! result (a signature, a plaintext) is dropped.
 
+mod access;
 mod audit;
 mod caller;
 mod crypto;
@@ -14,12 +15,13 @@ mod policy;
 mod reconcile;
 mod tokens;
 
-pub use caller::Caller;
-pub use crypto::VerifyOutcome;
-pub use error::EngineError;
+pub use access::NewGrantRequest;
+pub use caller::{Caller, CallerKind};
+pub use crypto::{IssuedDataKey, Signed, ToSign, VerifyOutcome};
+pub use error::{EngineError, Refusal};
 pub use keys::CreateKey;
 pub use reconcile::{Finding, ReconcileReport};
-pub use tokens::TokenStatus;
+pub use tokens::{Health, TokenHealth, TokenStatus};
 
 use crate::config::Config;
 use crate::hsm::Hsm;
@@ -56,7 +58,7 @@ impl Engine {
     ) -> Result<std::sync::Arc<crate::hsm::Token>, EngineError> {
         let token = self.hsm.token(&version.token)?;
         if token.serial() != version.token_serial {
-            return Err(EngineError::Denied(format!(
+            return Err(EngineError::denied(Refusal::KeyState, format!(
                 "token '{}' is now the token with serial {} (label '{}'), but this key version was created on serial {} (label '{}'); restore the token entry in the config",
                 version.token,
                 token.serial(),

@@ -1,15 +1,102 @@
-//! Authorization for this stage: a key's own policy (type, usage, state, expiry). Principals,
-//! roles and grants (A9) plug in here later; every operation already asks this one place.
+//! Authorization: the one place that decides whether a caller may do something.
+//!
+//! - Officers at the console (the CLI) administer: keys, principals, grants, audit, reconcile.
+//!   Roles for humans, and signed approvals, arrive with the access workflow (issue 4).
+//! - Principals (applications over mutual TLS) may use a key only through an active grant naming
+//!   the key and the operation; expiry is checked here, at the moment of use.
+//! - Then the key's own policy: its type supports the operation, its inventory usage allows it,
+//!   it is not expired for operations that protect new data, the version is active.
 
 use time::OffsetDateTime;
 
-use super::EngineError;
-use crate::inventory::{KeyRecord, KeyVersion};
-use crate::model::Operation;
+use super::{Caller, CallerKind, EngineError, Refusal};
+use crate::inventory::{Grant, GrantFilter, Inventory, KeyRecord, KeyVersion};
+use crate::model::{GrantOp, Operation, VersionState};
 
-/// Check that `op` may be performed with `key` now, and pick the version to use: the current one,
-/// or for decrypt/verify of old data, the version the caller names.
-pub(crate) fn authorize(
+/// Only an officer may do `what`.
+pub(crate) fn require_officer(caller: &Caller, what: &str) -> Result<(), EngineError> {
+    if caller.is_officer() {
+        Ok(())
+    } else {
+        Err(EngineError::denied(
+            Refusal::OfficerOnly,
+            format!("only a security officer at the console may {what}"),
+        ))
+    }
+}
+
+/// The caller may do `op` on key `key_name` (officers always; principals through a grant).
+pub(crate) fn check_grant(
+    inventory: &Inventory,
+    caller: &Caller,
+    key_name: &str,
+    op: GrantOp,
+    now: OffsetDateTime,
+) -> Result<Option<Grant>, EngineError> {
+    if let CallerKind::Officer = caller.kind {
+        return Ok(None);
+    }
+    let grants = inventory.grants(
+        &GrantFilter {
+            principal: Some(caller.actor.clone()),
+            key_name: Some(key_name.to_owned()),
+            all: true,
+        },
+        now,
+    )?;
+    let active: Vec<&Grant> = grants.iter().filter(|g| g.is_active(now)).collect();
+    if let Some(g) = active.iter().find(|g| g.ops.contains(op)) {
+        return Ok(Some((*g).clone()));
+    }
+    if let Some(g) = active.first() {
+        return Err(EngineError::denied(
+            Refusal::OperationNotGranted,
+            format!(
+                "'{}' may {} with key '{key_name}' (grant {}), but not {op}",
+                caller.actor, g.ops, g.id
+            ),
+        ));
+    }
+    let expired = grants
+        .iter()
+        .filter(|g| g.revoked_at.is_none() && g.not_after <= now)
+        .max_by_key(|g| g.not_after);
+    if let Some(g) = expired {
+        return Err(EngineError::denied(
+            Refusal::GrantExpired,
+            format!(
+                "grant {} of '{}' on key '{key_name}' expired at {}",
+                g.id,
+                caller.actor,
+                crate::inventory::fmt_time(g.not_after)
+            ),
+        ));
+    }
+    Err(EngineError::denied(
+        Refusal::NoGrant,
+        format!(
+            "'{}' holds no active grant on key '{key_name}'",
+            caller.actor
+        ),
+    ))
+}
+
+/// The caller may use `key` for `op` now: grant (for principals) and the key's own policy.
+/// Picks the version to use: the current one, or the one a ciphertext names.
+pub(crate) fn authorize_use<'k>(
+    inventory: &Inventory,
+    caller: &Caller,
+    key: &'k KeyRecord,
+    op: Operation,
+    version: Option<u32>,
+    now: OffsetDateTime,
+) -> Result<&'k KeyVersion, EngineError> {
+    check_grant(inventory, caller, &key.name, op.into(), now)?;
+    authorize_key(key, op, version, now)
+}
+
+/// The key's own policy.
+pub(crate) fn authorize_key(
     key: &KeyRecord,
     op: Operation,
     version: Option<u32>,
@@ -22,27 +109,36 @@ pub(crate) fn authorize(
             .iter()
             .map(|o| o.as_str())
             .collect();
-        return Err(EngineError::Denied(format!(
-            "key '{}' is {} and cannot {op}; {} keys support: {}",
-            key.name,
-            key.key_type,
-            key.key_type,
-            can.join(", ")
-        )));
+        return Err(EngineError::denied(
+            Refusal::NotSupported,
+            format!(
+                "key '{}' is {} and cannot {op}; {} keys support: {}",
+                key.name,
+                key.key_type,
+                key.key_type,
+                can.join(", ")
+            ),
+        ));
     }
     if !key.usage.contains(op) {
-        return Err(EngineError::Denied(format!(
-            "key '{}' is not allowed to {op}: its acceptable usage is {} (set when the key was created)",
-            key.name, key.usage
-        )));
+        return Err(EngineError::denied(
+            Refusal::UsageNotAllowed,
+            format!(
+                "key '{}' is not allowed to {op}: its acceptable usage is {} (set when the key was created)",
+                key.name, key.usage
+            ),
+        ));
     }
     let protects_new_data = matches!(op, Operation::Sign | Operation::Encrypt | Operation::Wrap);
     if let Some(expires) = key.expires {
         if protects_new_data && now.date() > expires {
-            return Err(EngineError::Denied(format!(
-                "key '{}' expired on {expires}; it may still verify and decrypt, but not {op}",
-                key.name
-            )));
+            return Err(EngineError::denied(
+                Refusal::KeyExpired,
+                format!(
+                    "key '{}' expired on {expires}; it may still verify and decrypt, but not {op}",
+                    key.name
+                ),
+            ));
         }
     }
     let chosen = match version {
@@ -50,17 +146,23 @@ pub(crate) fn authorize(
             EngineError::InvalidInput(format!("key '{}' has no version {v}", key.name))
         })?,
         None => key.current_version().ok_or_else(|| {
-            EngineError::Denied(format!(
-                "key '{}' has no active version (run `kms reconcile`)",
-                key.name
-            ))
+            EngineError::denied(
+                Refusal::KeyState,
+                format!(
+                    "key '{}' has no active version (run `kms reconcile`)",
+                    key.name
+                ),
+            )
         })?,
     };
-    if chosen.state != crate::model::VersionState::Active {
-        return Err(EngineError::Denied(format!(
-            "version {} of key '{}' is {}, not active",
-            chosen.version, key.name, chosen.state
-        )));
+    if chosen.state != VersionState::Active {
+        return Err(EngineError::denied(
+            Refusal::KeyState,
+            format!(
+                "version {} of key '{}' is {}, not active",
+                chosen.version, key.name, chosen.state
+            ),
+        ));
     }
     Ok(chosen)
 }

@@ -63,6 +63,7 @@ pub struct ReconcileReport {
 impl Engine {
     pub fn reconcile(&self, caller: &Caller) -> Result<ReconcileReport, EngineError> {
         self.audited(caller, "inventory.reconcile", None, |note| {
+            super::policy::require_officer(caller, "reconcile the inventory")?;
             let keys = self.inventory.keys(&KeyFilter::default())?;
             let mut report = ReconcileReport {
                 tokens_checked: Vec::new(),

@@ -25,6 +25,7 @@ impl Engine {
     /// reported in its row and does not hide the others.
     pub fn token_status(&self, caller: &Caller) -> Result<Vec<TokenStatus>, EngineError> {
         self.audited(caller, "token.list", None, |note| {
+            super::policy::require_officer(caller, "list tokens")?;
             let mut out = Vec::new();
             for name in self.hsm.names() {
                 let Some(cfg) = self.hsm.config(name) else {
@@ -68,5 +69,69 @@ impl Engine {
             note.detail = Some(format!("{ok} of {} tokens logged in", out.len()));
             Ok(out)
         })
+    }
+}
+
+/// Reachability of one token, for `GET /v1/health`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenHealth {
+    pub name: String,
+    pub label: Option<String>,
+    pub serial: Option<String>,
+    pub reachable: bool,
+    pub logged_in: bool,
+    pub error: Option<String>,
+}
+
+/// Service health: `ok` when the key token is reachable and logged in.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub status: &'static str,
+    pub tokens: Vec<TokenHealth>,
+}
+
+impl Engine {
+    /// Token reachability and login state. Not audited: it touches no key and monitors poll it.
+    /// Opening a token here (re-)establishes its login.
+    pub fn health(&self) -> Health {
+        let mut tokens = Vec::new();
+        for name in self.hsm.names() {
+            let mut h = TokenHealth {
+                name: name.to_owned(),
+                label: None,
+                serial: None,
+                reachable: false,
+                logged_in: false,
+                error: None,
+            };
+            match self.hsm.token(name).and_then(|t| t.description()) {
+                Ok(d) => {
+                    h.label = Some(d.label);
+                    h.serial = Some(d.serial);
+                    h.reachable = true;
+                    h.logged_in = true;
+                }
+                Err(e) => h.error = Some(health_error(&e)),
+            }
+            tokens.push(h);
+        }
+        let key_token_ok = tokens
+            .iter()
+            .any(|t| t.name == self.config.key_token && t.logged_in);
+        Health {
+            status: if key_token_ok { "ok" } else { "degraded" },
+            tokens,
+        }
+    }
+}
+
+/// A short, non-revealing description for the health endpoint.
+fn health_error(e: &crate::hsm::HsmError) -> String {
+    use crate::hsm::HsmError as H;
+    match e {
+        H::TokenNotFound { .. } => "token not present".into(),
+        H::WrongPin { .. } | H::PinLocked { .. } | H::Pin(_) => "login failed".into(),
+        H::ModuleLoad { .. } | H::ModuleInit { .. } => "PKCS#11 module unavailable".into(),
+        _ => "token error".into(),
     }
 }

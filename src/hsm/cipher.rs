@@ -23,8 +23,8 @@ impl Token {
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<Vec<u8>, HsmError> {
-        let mut iv = *iv;
         self.run(|s| {
+            let mut iv = *iv;
             let key = find(self.name(), s, id, KeyClass::Secret)?;
             let params = GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into())
                 .map_err(HsmError::ck(self.name(), "preparing AES-GCM"))?;
@@ -41,8 +41,8 @@ impl Token {
         aad: &[u8],
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
-        let mut iv = *iv;
         self.run(|s| {
+            let mut iv = *iv;
             let key = find(self.name(), s, id, KeyClass::Secret)?;
             let params = GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into())
                 .map_err(HsmError::ck(self.name(), "preparing AES-GCM"))?;

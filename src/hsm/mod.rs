@@ -17,6 +17,7 @@ mod pool;
 mod public_key;
 mod sign;
 mod token;
+mod wrap;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ pub use error::HsmError;
 pub use keygen::GeneratedKey;
 pub use objects::TokenObject;
 pub use token::{Token, TokenDescription};
+pub use wrap::DataKey;
 
 use crate::config::{Config, TokenConfig};
 

@@ -37,8 +37,10 @@ pub struct Token {
     /// Serial and label as found at open (they identify the token; they do not change).
     serial: String,
     label: String,
-    // Held only to keep the login alive; never used for operations.
-    _login: Mutex<Session>,
+    /// Kept (zeroized on drop, never printed) to log in again if the token drops the login,
+    /// e.g. after an HSM restart; the login itself lives as long as this session.
+    pin: SecretString,
+    login: Mutex<Session>,
     pool: SessionPool,
 }
 
@@ -81,7 +83,8 @@ impl Token {
             slot,
             serial: description.serial,
             label: description.label,
-            _login: Mutex::new(login),
+            pin,
+            login: Mutex::new(login),
         })
     }
 
@@ -109,11 +112,24 @@ impl Token {
         Ok(describe_info(&info))
     }
 
-    /// Run `f` on a pooled session. A session the token reports as broken is closed, not reused.
+    /// Run `f` on a pooled session. A session the token reports as broken is closed, not reused;
+    /// if the token says the login is gone, log in again and try `f` once more.
     pub(crate) fn run<T>(
         &self,
-        f: impl FnOnce(&Session) -> Result<T, HsmError>,
+        f: impl Fn(&Session) -> Result<T, HsmError>,
     ) -> Result<T, HsmError> {
+        let result = self.run_once(&f);
+        match &result {
+            Err(e) if e.rv() == Some(RvError::UserNotLoggedIn) => {
+                tracing::warn!(token = %self.name, "token dropped the login; logging in again");
+                self.relogin()?;
+                self.run_once(&f)
+            }
+            _ => result,
+        }
+    }
+
+    fn run_once<T>(&self, f: &impl Fn(&Session) -> Result<T, HsmError>) -> Result<T, HsmError> {
         let session = self.pool.get()?;
         let result = f(&session);
         if let Err(e) = &result {
@@ -122,6 +138,24 @@ impl Token {
             }
         }
         result
+    }
+
+    /// Log in again on the held session, or on a new one if that session is gone too.
+    fn relogin(&self) -> Result<(), HsmError> {
+        let mut login = self.login.lock().unwrap_or_else(|p| p.into_inner());
+        match login_user(&self.ctx, self.slot, &login, &self.pin, &self.name) {
+            Ok(()) => Ok(()),
+            Err(e) if e.rv().is_some_and(session_broken) => {
+                let fresh = self
+                    .ctx
+                    .open_rw_session(self.slot)
+                    .map_err(HsmError::ck(&self.name, "opening the login session"))?;
+                login_user(&self.ctx, self.slot, &fresh, &self.pin, &self.name)?;
+                *login = fresh;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -26,6 +26,12 @@ pub enum InventoryError {
     DuplicateName(String),
     #[error("no key named '{0}' in the inventory (kms key list shows the keys)")]
     NoSuchKey(String),
+    #[error("no principal named '{0}' (kms principal list shows them)")]
+    NoSuchPrincipal(String),
+    #[error("no grant {0} (kms grant list --all shows them)")]
+    NoSuchGrant(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("inventory row is unreadable: {0}")]
     BadRow(String),
     #[error("inventory database error: {0}")]

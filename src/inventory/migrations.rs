@@ -53,6 +53,35 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_key ON audit (key_name, seq);
     "#,
+    // 2: principals (applications by client-certificate fingerprint) and grants.
+    r#"
+    CREATE TABLE principals (
+        name              TEXT PRIMARY KEY,
+        role              TEXT NOT NULL,
+        cert_fingerprint  TEXT UNIQUE,
+        cert_subject      TEXT,
+        disabled_at       TEXT,
+        disabled_by       TEXT,
+        created_by        TEXT NOT NULL,
+        created_at        TEXT NOT NULL
+    );
+    CREATE TABLE grants (
+        id             TEXT PRIMARY KEY,
+        principal      TEXT NOT NULL REFERENCES principals(name),
+        key_id         TEXT NOT NULL REFERENCES keys(id),
+        ops            TEXT NOT NULL,
+        not_before     TEXT NOT NULL,
+        not_after      TEXT NOT NULL,
+        ticket         TEXT NOT NULL,
+        justification  TEXT NOT NULL,
+        created_by     TEXT NOT NULL,
+        created_at     TEXT NOT NULL,
+        revoked_at     TEXT,
+        revoked_by     TEXT,
+        revoke_reason  TEXT
+    );
+    CREATE INDEX grants_principal_key ON grants (principal, key_id);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -5,8 +5,10 @@
 
 mod audit;
 mod error;
+mod grants;
 mod keys;
 mod migrations;
+mod principals;
 mod records;
 
 use std::fs::OpenOptions;
@@ -21,7 +23,10 @@ use time::OffsetDateTime;
 pub use error::InventoryError;
 pub use keys::PendingVersion;
 pub use migrations::LATEST as SCHEMA_VERSION;
-pub use records::{AuditEntry, AuditRow, KeyFilter, KeyRecord, KeyVersion, NewKey, Outcome};
+pub use records::{
+    AuditEntry, AuditRow, Grant, GrantFilter, KeyFilter, KeyRecord, KeyVersion, NewGrant, NewKey,
+    Outcome, Principal,
+};
 
 /// The opened inventory. One connection behind a mutex: SQLite serialises writers anyway.
 pub struct Inventory {
@@ -105,7 +110,7 @@ impl Inventory {
     }
 }
 
-pub(crate) fn fmt_time(t: OffsetDateTime) -> String {
+pub fn fmt_time(t: OffsetDateTime) -> String {
     t.format(&Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }

@@ -148,3 +148,70 @@ pub struct KeyFilter {
     pub owner: Option<String>,
     pub classification: Option<Classification>,
 }
+
+/// A registered principal. Applications are identified by the SHA-256 fingerprint of their
+/// client certificate; the certificate's key is never stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Principal {
+    pub name: String,
+    pub role: crate::model::Role,
+    pub cert_fingerprint: Option<String>,
+    pub cert_subject: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub disabled_at: Option<OffsetDateTime>,
+    pub disabled_by: Option<String>,
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A grant: a principal may perform `ops` on one key between `not_before` and `not_after`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Grant {
+    pub id: String,
+    pub principal: String,
+    pub key_name: String,
+    pub ops: crate::model::GrantOps,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    pub ticket: String,
+    pub justification: String,
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    pub revoked_by: Option<String>,
+    pub revoke_reason: Option<String>,
+}
+
+impl Grant {
+    /// In force at `now`: not revoked, started, not yet expired.
+    pub fn is_active(&self, now: OffsetDateTime) -> bool {
+        self.revoked_at.is_none() && self.not_before <= now && now < self.not_after
+    }
+}
+
+/// A grant to record.
+#[derive(Debug, Clone)]
+pub struct NewGrant {
+    pub principal: String,
+    pub key_name: String,
+    pub ops: crate::model::GrantOps,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    pub ticket: String,
+    pub justification: String,
+    pub created_by: String,
+}
+
+/// Filters of `kms grant list`.
+#[derive(Debug, Clone, Default)]
+pub struct GrantFilter {
+    pub principal: Option<String>,
+    pub key_name: Option<String>,
+    /// Include revoked and expired grants.
+    pub all: bool,
+}

@@ -1,0 +1,146 @@
+//! Grants: which principal may do what with which key, until when.
+
+use rusqlite::{params, OptionalExtension, Row};
+use time::OffsetDateTime;
+
+use super::records::{Grant, GrantFilter, NewGrant};
+use super::{fmt_time, parse_time, Inventory, InventoryError};
+
+const SELECT: &str =
+    "SELECT g.id, g.principal, k.name, g.ops, g.not_before, g.not_after, g.ticket, \
+     g.justification, g.created_by, g.created_at, g.revoked_at, g.revoked_by, g.revoke_reason \
+     FROM grants g JOIN keys k ON k.id = g.key_id";
+
+impl Inventory {
+    /// Record a grant. The principal and the key must exist.
+    pub fn add_grant(&self, g: &NewGrant, now: OffsetDateTime) -> Result<Grant, InventoryError> {
+        let id = format!("g-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        {
+            let conn = self.conn();
+            let key_id: Option<String> = conn
+                .query_row("SELECT id FROM keys WHERE name = ?1", [&g.key_name], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let key_id = key_id.ok_or_else(|| InventoryError::NoSuchKey(g.key_name.clone()))?;
+            let exists: Option<String> = conn
+                .query_row(
+                    "SELECT name FROM principals WHERE name = ?1",
+                    [&g.principal],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if exists.is_none() {
+                return Err(InventoryError::NoSuchPrincipal(g.principal.clone()));
+            }
+            conn.execute(
+                "INSERT INTO grants (id, principal, key_id, ops, not_before, not_after, ticket, justification, created_by, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    id,
+                    g.principal,
+                    key_id,
+                    g.ops.to_string(),
+                    fmt_time(g.not_before),
+                    fmt_time(g.not_after),
+                    g.ticket,
+                    g.justification,
+                    g.created_by,
+                    fmt_time(now)
+                ],
+            )?;
+        }
+        self.grant(&id)
+    }
+
+    pub fn grant(&self, id: &str) -> Result<Grant, InventoryError> {
+        let conn = self.conn();
+        conn.query_row(&format!("{SELECT} WHERE g.id = ?1"), [id], read)
+            .optional()?
+            .ok_or_else(|| InventoryError::NoSuchGrant(id.to_owned()))?
+    }
+
+    /// Grants matching `filter`; without `all`, only those in force at `now`.
+    pub fn grants(
+        &self,
+        filter: &GrantFilter,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Grant>, InventoryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "{SELECT} WHERE (?1 IS NULL OR g.principal = ?1) AND (?2 IS NULL OR k.name = ?2)
+             ORDER BY g.created_at, g.id"
+        ))?;
+        let rows = stmt.query_map(params![filter.principal, filter.key_name], read)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let g = r??;
+            if filter.all || g.is_active(now) {
+                out.push(g);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Revoke a grant now. Revoking twice is refused.
+    pub fn revoke_grant(
+        &self,
+        id: &str,
+        by: &str,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<Grant, InventoryError> {
+        let n = self.conn().execute(
+            "UPDATE grants SET revoked_at = ?2, revoked_by = ?3, revoke_reason = ?4
+             WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, fmt_time(now), by, reason],
+        )?;
+        let g = self.grant(id)?;
+        if n == 0 {
+            return Err(InventoryError::Conflict(format!(
+                "grant {id} is already revoked"
+            )));
+        }
+        Ok(g)
+    }
+}
+
+fn read(r: &Row<'_>) -> rusqlite::Result<Result<Grant, InventoryError>> {
+    let ops: String = r.get(3)?;
+    let times: [Option<String>; 4] = [r.get(4)?, r.get(5)?, r.get(9)?, r.get(10)?];
+    let (id, principal, key_name, ticket, justification, created_by, revoked_by, revoke_reason) = (
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(11)?,
+        r.get(12)?,
+    );
+    Ok((|| {
+        let t = |i: usize| -> Result<Option<OffsetDateTime>, InventoryError> {
+            times[i].as_deref().map(parse_time).transpose()
+        };
+        let required = |i: usize| -> Result<OffsetDateTime, InventoryError> {
+            t(i)?.ok_or_else(|| InventoryError::BadRow("grant time missing".into()))
+        };
+        Ok(Grant {
+            id,
+            principal,
+            key_name,
+            ops: ops
+                .parse()
+                .map_err(|e| InventoryError::BadRow(format!("grant ops: {e}")))?,
+            not_before: required(0)?,
+            not_after: required(1)?,
+            ticket,
+            justification,
+            created_by,
+            created_at: required(2)?,
+            revoked_at: t(3)?,
+            revoked_by,
+            revoke_reason,
+        })
+    })())
+}

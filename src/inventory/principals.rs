@@ -1,0 +1,123 @@
+//! Principals: who may call the service.
+
+use rusqlite::{params, ErrorCode, OptionalExtension, Row};
+use time::OffsetDateTime;
+
+use super::records::Principal;
+use super::{fmt_time, parse_time, Inventory, InventoryError};
+
+const COLUMNS: &str =
+    "name, role, cert_fingerprint, cert_subject, disabled_at, disabled_by, created_by, created_at";
+
+impl Inventory {
+    /// Register a principal. A duplicate name or certificate is refused.
+    pub fn add_principal(&self, p: &Principal) -> Result<(), InventoryError> {
+        let conn = self.conn();
+        let res = conn.execute(
+            &format!("INSERT INTO principals ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+            params![
+                p.name,
+                p.role.as_str(),
+                p.cert_fingerprint,
+                p.cert_subject,
+                p.disabled_at.map(fmt_time),
+                p.disabled_by,
+                p.created_by,
+                fmt_time(p.created_at),
+            ],
+        );
+        match res {
+            Err(rusqlite::Error::SqliteFailure(e, msg))
+                if e.code == ErrorCode::ConstraintViolation =>
+            {
+                let what = msg.unwrap_or_default();
+                Err(InventoryError::Conflict(
+                    if what.contains("cert_fingerprint") {
+                        "this certificate is already registered to another principal".to_owned()
+                    } else {
+                        format!("a principal named '{}' already exists", p.name)
+                    },
+                ))
+            }
+            other => other.map(|_| ()).map_err(Into::into),
+        }
+    }
+
+    pub fn principal(&self, name: &str) -> Result<Principal, InventoryError> {
+        let conn = self.conn();
+        conn.query_row(
+            &format!("SELECT {COLUMNS} FROM principals WHERE name = ?1"),
+            [name],
+            read,
+        )
+        .optional()?
+        .ok_or_else(|| InventoryError::NoSuchPrincipal(name.to_owned()))?
+    }
+
+    /// The principal registered with this certificate fingerprint, if any.
+    pub fn principal_by_fingerprint(&self, fp: &str) -> Result<Option<Principal>, InventoryError> {
+        let conn = self.conn();
+        conn.query_row(
+            &format!("SELECT {COLUMNS} FROM principals WHERE cert_fingerprint = ?1"),
+            [fp],
+            read,
+        )
+        .optional()?
+        .transpose()
+    }
+
+    pub fn principals(&self) -> Result<Vec<Principal>, InventoryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM principals ORDER BY name"))?;
+        let rows = stmt.query_map([], read)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r??);
+        }
+        Ok(out)
+    }
+
+    /// Disable a principal: it is refused from now on; its grants stay on record.
+    pub fn disable_principal(
+        &self,
+        name: &str,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), InventoryError> {
+        let conn = self.conn();
+        let n = conn.execute(
+            "UPDATE principals SET disabled_at = ?2, disabled_by = ?3 WHERE name = ?1 AND disabled_at IS NULL",
+            params![name, fmt_time(now), by],
+        )?;
+        if n == 0 {
+            drop(conn);
+            self.principal(name)?;
+            return Err(InventoryError::Conflict(format!(
+                "principal '{name}' is already disabled"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn read(r: &Row<'_>) -> rusqlite::Result<Result<Principal, InventoryError>> {
+    let role: String = r.get(1)?;
+    let disabled_at: Option<String> = r.get(4)?;
+    let created_at: String = r.get(7)?;
+    let (name, cert_fingerprint, cert_subject, disabled_by, created_by) =
+        (r.get(0)?, r.get(2)?, r.get(3)?, r.get(5)?, r.get(6)?);
+    Ok((|| {
+        Ok(Principal {
+            name,
+            role: role
+                .parse()
+                .map_err(|e| InventoryError::BadRow(format!("role: {e}")))?,
+            cert_fingerprint,
+            cert_subject,
+            disabled_at: disabled_at.as_deref().map(parse_time).transpose()?,
+            disabled_by,
+            created_by,
+            created_at: parse_time(&created_at)?,
+        })
+    })())
+}

@@ -1,0 +1,616 @@
+//! The `/v1` API: routes and thin handlers. Each handler parses its JSON body, then runs on a
+//! blocking thread: identify the caller from its certificate (per request, so a revocation or a
+//! disabled principal takes effect on open connections too), then one engine call.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use base64::Engine as _;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::metrics::Metrics;
+use super::problem::Problem;
+use crate::engine::{Caller, Engine, EngineError, ToSign};
+use crate::identity::CertIdentity;
+use crate::inventory::{KeyFilter, KeyRecord};
+
+/// Every route the service has: (method, path). The OpenAPI description is checked against it.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/health"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/keys"),
+    ("GET", "/v1/keys/{name}"),
+    ("GET", "/v1/keys/{name}/public-key"),
+    ("POST", "/v1/keys/{name}/sign"),
+    ("POST", "/v1/keys/{name}/verify"),
+    ("POST", "/v1/keys/{name}/encrypt"),
+    ("POST", "/v1/keys/{name}/decrypt"),
+    ("POST", "/v1/keys/{name}/data-key"),
+    ("POST", "/v1/keys/{name}/unwrap"),
+    ("POST", "/v1/keys/{name}/rewrap"),
+];
+
+/// Header carrying the caller's reason for the audit row.
+pub const REASON_HEADER: &str = "x-kms-reason";
+
+/// Who is on the other end of this TLS connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub cert: Arc<CertIdentity>,
+    pub peer: SocketAddr,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(state: AppState, max_body: usize) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/keys", get(list_keys))
+        .route("/v1/keys/{name}", get(get_key))
+        .route("/v1/keys/{name}/public-key", get(public_key))
+        .route("/v1/keys/{name}/sign", post(sign))
+        .route("/v1/keys/{name}/verify", post(verify))
+        .route("/v1/keys/{name}/encrypt", post(encrypt))
+        .route("/v1/keys/{name}/decrypt", post(decrypt))
+        .route("/v1/keys/{name}/data-key", post(data_key))
+        .route("/v1/keys/{name}/unwrap", post(unwrap))
+        .route("/v1/keys/{name}/rewrap", post(rewrap))
+        .fallback(|| async {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "no-such-route",
+                "no such route; see docs/openapi.json",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "this route does not take that method; see docs/openapi.json",
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+// ---- request and response bodies ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignReq {
+    message: Option<String>,
+    digest: Option<String>,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyReq {
+    message: Option<String>,
+    digest: Option<String>,
+    signature: String,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EncryptReq {
+    plaintext: String,
+    aad: Option<String>,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecryptReq {
+    ciphertext: String,
+    aad: Option<String>,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DataKeyReq {
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WrappedReq {
+    wrapped: String,
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct KeySummary {
+    name: String,
+    key_type: crate::model::KeyType,
+    owner: String,
+    classification: crate::model::Classification,
+    usage: crate::model::OperationSet,
+    current_version: Option<u32>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    rotation_due: Option<time::OffsetDateTime>,
+    expires: Option<String>,
+}
+
+impl From<&KeyRecord> for KeySummary {
+    fn from(k: &KeyRecord) -> KeySummary {
+        KeySummary {
+            name: k.name.clone(),
+            key_type: k.key_type,
+            owner: k.owner.clone(),
+            classification: k.classification,
+            usage: k.usage.clone(),
+            current_version: k.current_version().map(|v| v.version),
+            rotation_due: k.rotation_due(),
+            expires: k.expires.map(|d| d.to_string()),
+        }
+    }
+}
+
+// ---- plumbing shared by the handlers ----
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn unb64(field: &'static str, s: &str) -> Result<Vec<u8>, Problem> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|_| Problem::bad_request("bad-base64", format!("`{field}` is not valid base64")))
+}
+
+fn parse_body<T: DeserializeOwned + Default>(
+    body: Result<Bytes, BytesRejection>,
+    empty_ok: bool,
+) -> Result<T, Problem> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "request body exceeds the service's limit",
+            )
+        } else {
+            Problem::bad_request("bad-request", "cannot read the request body")
+        }
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) && empty_ok {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains("unknown field") {
+            Problem::bad_request("unknown-field", msg)
+        } else {
+            Problem::bad_request("bad-request", format!("invalid JSON body: {msg}"))
+        }
+    })
+}
+
+/// Bodies that must be present: wraps a type without `Default`.
+struct Required<T>(Option<T>);
+
+impl<T> Default for Required<T> {
+    fn default() -> Self {
+        Required(None)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Required<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        T::deserialize(d).map(|t| Required(Some(t)))
+    }
+}
+
+fn required<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Problem> {
+    parse_body::<Required<T>>(body, false)?
+        .0
+        .ok_or_else(|| Problem::bad_request("bad-request", "a JSON body is required"))
+}
+
+fn header_reason(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(REASON_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+impl AppState {
+    /// Identify the caller, then run `op` with the parsed input on a blocking thread (PKCS#11 and
+    /// SQLite block). A request whose body could not be parsed is still identified and audited
+    /// (as `action`, outcome error) before its problem is returned. Records the metrics.
+    async fn call<I, R, F>(
+        &self,
+        endpoint: Endpoint,
+        conn: ConnInfo,
+        reason: Option<String>,
+        input: Result<I, Problem>,
+        op: F,
+    ) -> Response
+    where
+        I: Send + 'static,
+        R: Serialize + Send + 'static,
+        F: FnOnce(&Engine, &Caller, I) -> Result<R, Problem> + Send + 'static,
+    {
+        let started = Instant::now();
+        let engine = Arc::clone(&self.engine);
+        let Endpoint {
+            metric,
+            action,
+            key,
+        } = endpoint;
+        let joined = tokio::task::spawn_blocking(move || {
+            let caller = engine
+                .identify(&conn.cert, &conn.peer.to_string(), reason)
+                .map_err(Problem::from)?;
+            match input {
+                Ok(input) => op(&engine, &caller, input),
+                Err(problem) => {
+                    engine
+                        .audit_rejected_request(&caller, action, key.as_deref(), &problem.detail)
+                        .map_err(Problem::from)?;
+                    Err(problem)
+                }
+            }
+        })
+        .await;
+        let result = joined.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "request task failed");
+            Err(Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            ))
+        });
+        let (status, token_error, response) = match result {
+            Ok(body) => (StatusCode::OK, false, Json(body).into_response()),
+            Err(p) => (p.status(), p.is_token_error(), p.into_response()),
+        };
+        self.metrics
+            .record(metric, status.as_u16(), started.elapsed(), token_error);
+        response
+    }
+}
+
+/// Which operation a request is: its metric label, its audit action, and the key it names.
+struct Endpoint {
+    metric: &'static str,
+    action: &'static str,
+    key: Option<String>,
+}
+
+fn endpoint(metric: &'static str, action: &'static str, key: Option<&str>) -> Endpoint {
+    Endpoint {
+        metric,
+        action,
+        key: key.map(str::to_owned),
+    }
+}
+
+fn engine_err(e: EngineError) -> Problem {
+    Problem::from(e)
+}
+
+/// The reason for the audit row: the header, else the body's `reason` field.
+fn reason_of(headers: &HeaderMap, body_reason: Option<String>) -> Option<String> {
+    header_reason(headers).or(body_reason)
+}
+
+// ---- handlers ----
+
+async fn health(State(app): State<AppState>) -> Response {
+    let engine = Arc::clone(&app.engine);
+    match tokio::task::spawn_blocking(move || engine.health()).await {
+        Ok(h) => {
+            let status = if h.status == "ok" {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (status, Json(h)).into_response()
+        }
+        Err(_) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+        .into_response(),
+    }
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn list_keys(
+    State(app): State<AppState>,
+    Extension(conn): Extension<ConnInfo>,
+    headers: HeaderMap,
+) -> Response {
+    app.call(
+        endpoint("list-keys", "key.list", None),
+        conn,
+        header_reason(&headers),
+        Ok(()),
+        |engine, caller, ()| {
+            let keys = engine
+                .list_keys(caller, &KeyFilter::default())
+                .map_err(engine_err)?;
+            let keys: Vec<KeySummary> = keys.iter().map(KeySummary::from).collect();
+            Ok(serde_json::json!({ "keys": keys }))
+        },
+    )
+    .await
+}
+
+async fn get_key(
+    State(app): State<AppState>,
+    Extension(conn): Extension<ConnInfo>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    app.call(
+        endpoint("get-key", "key.show", Some(&name)),
+        conn,
+        header_reason(&headers),
+        Ok(()),
+        move |engine, caller, ()| engine.show_key(caller, &name).map_err(engine_err),
+    )
+    .await
+}
+
+async fn public_key(
+    State(app): State<AppState>,
+    Extension(conn): Extension<ConnInfo>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    app.call(
+        endpoint("public-key", "key.public", Some(&name)),
+        conn,
+        header_reason(&headers),
+        Ok(()),
+        move |engine, caller, ()| {
+            let (pem, v) = engine.public_key_pem(caller, &name).map_err(engine_err)?;
+            Ok(serde_json::json!({ "key_version": v, "pem": pem }))
+        },
+    )
+    .await
+}
+
+/// Exactly one of `message` / `digest`.
+fn to_sign(message: Option<String>, digest: Option<String>) -> Result<(bool, Vec<u8>), Problem> {
+    match (message, digest) {
+        (Some(m), None) => Ok((true, unb64("message", &m)?)),
+        (None, Some(d)) => Ok((false, unb64("digest", &d)?)),
+        _ => Err(Problem::bad_request(
+            "bad-request",
+            "give exactly one of `message` or `digest`",
+        )),
+    }
+}
+
+async fn sign(
+    State(app): State<AppState>,
+    Extension(conn): Extension<ConnInfo>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let parsed = required::<SignReq>(body);
+    let body_reason = parsed.as_ref().ok().and_then(|r| r.reason.clone());
+    let input = parsed.and_then(|r| to_sign(r.message, r.digest));
+    let reason = reason_of(&headers, body_reason);
+    app.call(
+        endpoint("sign", "key.sign", Some(&name)),
+        conn,
+        reason,
+        input,
+        move |engine, caller, (is_message, data)| {
+            let what = if is_message {
+                ToSign::Message(&data)
+            } else {
+                ToSign::Digest(&data)
+            };
+            let s = engine.sign_data(caller, &name, what).map_err(engine_err)?;
+            Ok(serde_json::json!({
+                "signature": b64(&s.signature),
+                "key_version": s.key_version,
+                "algorithm": s.algorithm,
+            }))
+        },
+    )
+    .await
+}
+
+async fn verify(
+    State(app): State<AppState>,
+    Extension(conn): Extension<ConnInfo>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let parsed = required::<VerifyReq>(body);
+    let body_reason = parsed.as_ref().ok().and_then(|r| r.reason.clone());
+    let input = parsed.and_then(|r| {
+        let sig = unb64("signature", &r.signature)?;
+        let (is_message, data) = to_sign(r.message, r.digest)?;
+        Ok((sig, is_message, data))
+    });
+    let reason = reason_of(&headers, body_reason);
+    app.call(
+        endpoint("verify", "key.verify", Some(&name)),
+        conn,
+        reason,
+        input,
+        move |engine, caller, (sig, is_message, data)| {
+            let what = if is_message {
+                ToSign::Message(&data)
+            } else {
+                ToSign::Digest(&data)
+            };
+            engine
+                .verify_data(caller, &name, what, &sig)
+                .map_err(engine_err)
+        },
+    )
+    .await
+}
+
+async fn encrypt(
+    State(app): State<AppState>,
+    Extension(conn): Extension<ConnInfo>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let parsed = required::<EncryptReq>(body);
+    let body_reason = parsed.as_ref().ok().and_then(|r| r.reason.clone());
+    let input = parsed.and_then(|r| {
+        let pt = zeroize::Zeroizing::new(unb64("plaintext", &r.plaintext)?);
+        let aad = r.aad.as_deref().map(|a| unb64("aad", a)).transpose()?;
+        Ok((pt, aad.unwrap_or_default()))
+    });
+    let reason = reason_of(&headers, body_reason);
+    app.call(
+        endpoint("encrypt", "key.encrypt", Some(&name)),
+        conn,
+        reason,
+        input,
+        move |engine, caller, (pt, aad)| {
+            let (ct, v) = engine
+                .encrypt(caller, &name, &pt, &aad)
+                .map_err(engine_err)?;
+            Ok(serde_json::json!({ "ciphertext": b64(&ct), "key_version": v }))
+        },
+    )
+    .await
+}
+
+async fn decrypt(
+    State(app): State<AppState>,
+    Extension(conn): Extension<ConnInfo>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let parsed = required::<DecryptReq>(body);
+    let body_reason = parsed.as_ref().ok().and_then(|r| r.reason.clone());
+    let input = parsed.and_then(|r| {
+        let ct = unb64("ciphertext", &r.ciphertext)?;
+        let aad = r.aad.as_deref().map(|a| unb64("aad", a)).transpose()?;
+        Ok((ct, aad.unwrap_or_default()))
+    });
+    let reason = reason_of(&headers, body_reason);
+    app.call(
+        endpoint("decrypt", "key.decrypt", Some(&name)),
+        conn,
+        reason,
+        input,
+        move |engine, caller, (ct, aad)| {
+            let (pt, v) = engine
+                .decrypt(caller, &name, &ct, &aad)
+                .map_err(engine_err)?;
+            Ok(serde_json::json!({ "plaintext": b64(&pt), "key_version": v }))
+        },
+    )
+    .await
+}
+
+async fn data_key(
+    State(app): State<AppState>,
+    Extension(conn): Extension<ConnInfo>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let parsed = parse_body::<DataKeyReq>(body, true);
+    let body_reason = parsed.as_ref().ok().and_then(|r| r.reason.clone());
+    let reason = reason_of(&headers, body_reason);
+    app.call(
+        endpoint("data-key", "key.data-key", Some(&name)),
+        conn,
+        reason,
+        parsed.map(drop),
+        move |engine, caller, ()| {
+            let dk = engine.data_key(caller, &name).map_err(engine_err)?;
+            Ok(serde_json::json!({
+                "plaintext": b64(&dk.plaintext),
+                "wrapped": b64(&dk.wrapped),
+                "key_version": dk.key_version,
+            }))
+        },
+    )
+    .await
+}
+
+async fn unwrap(
+    State(app): State<AppState>,
+    Extension(conn): Extension<ConnInfo>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let parsed = required::<WrappedReq>(body);
+    let body_reason = parsed.as_ref().ok().and_then(|r| r.reason.clone());
+    let input = parsed.and_then(|r| unb64("wrapped", &r.wrapped));
+    let reason = reason_of(&headers, body_reason);
+    app.call(
+        endpoint("unwrap", "key.unwrap", Some(&name)),
+        conn,
+        reason,
+        input,
+        move |engine, caller, wrapped| {
+            let (pt, v) = engine.unwrap(caller, &name, &wrapped).map_err(engine_err)?;
+            Ok(serde_json::json!({ "plaintext": b64(&pt), "key_version": v }))
+        },
+    )
+    .await
+}
+
+async fn rewrap(
+    State(app): State<AppState>,
+    Extension(conn): Extension<ConnInfo>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let parsed = required::<WrappedReq>(body);
+    let body_reason = parsed.as_ref().ok().and_then(|r| r.reason.clone());
+    let input = parsed.and_then(|r| unb64("wrapped", &r.wrapped));
+    let reason = reason_of(&headers, body_reason);
+    app.call(
+        endpoint("rewrap", "key.rewrap", Some(&name)),
+        conn,
+        reason,
+        input,
+        move |engine, caller, wrapped| {
+            let (w, v) = engine.rewrap(caller, &name, &wrapped).map_err(engine_err)?;
+            Ok(serde_json::json!({ "wrapped": b64(&w), "key_version": v }))
+        },
+    )
+    .await
+}

@@ -1,0 +1,95 @@
+//! Prometheus metrics: request counts and latency histograms per operation, token errors.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    operation: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<OperationLabels, Histogram>,
+    token_errors: Family<OperationLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("kms");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<OperationLabels, Histogram>::new_with_constructor(|| {
+            // 0.25 ms .. ~8 s, doubling.
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.000_25, 2.0, 16,
+            ))
+        });
+        let token_errors = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "API requests by operation and HTTP status",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "API request latency by operation",
+            latency.clone(),
+        );
+        registry.register(
+            "token_errors",
+            "Requests that failed at the token",
+            token_errors.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            token_errors,
+        }
+    }
+
+    pub fn record(&self, operation: &str, status: u16, elapsed: Duration, token_error: bool) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                operation: operation.to_owned(),
+                status,
+            })
+            .inc();
+        let op = OperationLabels {
+            operation: operation.to_owned(),
+        };
+        self.latency
+            .get_or_create(&op)
+            .observe(elapsed.as_secs_f64());
+        if token_error {
+            self.token_errors.get_or_create(&op).inc();
+        }
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
