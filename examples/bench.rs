@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use kms::config::Config;
 use kms::engine::{Caller, CreateKey, Engine};
-use kms::hsm::Hsm;
 use kms::model::{Classification, KeyType};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -116,7 +115,7 @@ fn main() -> Res<()> {
     let rsa_key = engine.show_key(&officer, &rsa)?;
     let ec_id = ec_key.versions[0].object_id.clone();
     let rsa_id = rsa_key.versions[0].object_id.clone();
-    let hsm = Hsm::new(&config);
+    let hsm = kms::hsm::open_for_benchmark(&config);
     let token = hsm.token(&key_token)?;
     let digest48 = [7u8; 48];
     let digest32 = [7u8; 32];

@@ -306,7 +306,7 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
+            message: scrubbed_toml_error(&e, text),
         })?;
         let invalid = |message: String| ConfigError::Invalid {
             path: path.to_owned(),
@@ -416,6 +416,41 @@ impl Config {
     }
 }
 
+/// A TOML error without the offending source line or value: a config file may hold a PIN typed
+/// where a PIN source belongs, and that value must not reach a terminal or a CI log.
+fn scrubbed_toml_error(e: &toml::de::Error, text: &str) -> String {
+    // Quoted parts are values, except field names ([a-z_] only, like every name of the schema):
+    // those are kept so "unknown field `colour`" still says which field.
+    let raw = e.message();
+    let mut message = String::new();
+    let mut parts = raw.split('`');
+    if let Some(first) = parts.next() {
+        message.push_str(first);
+    }
+    let mut inside = true;
+    for part in parts {
+        if inside {
+            let is_name =
+                !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+            message.push('`');
+            message.push_str(if is_name { part } else { "…" });
+            message.push('`');
+        } else {
+            message.push_str(part);
+        }
+        inside = !inside;
+    }
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message} ")
+        }
+        None => format!("{message} "),
+    }
+}
+
 fn parse_pin_source(s: &str, resolve: &dyn Fn(&Path) -> PathBuf) -> Option<PinSource> {
     if let Some(var) = s.strip_prefix("env:") {
         (!var.is_empty()).then(|| PinSource::Env(var.to_owned()))
@@ -464,6 +499,22 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(e.is_some_and(|m| m.contains("never written in the config")));
+    }
+
+    #[test]
+    fn a_pin_typed_into_the_config_is_not_echoed_by_the_parse_error() {
+        for bad in [
+            GOOD.replace("\"env:KMS_TEST_PIN\"", "839201774"),
+            GOOD.replace("\"env:KMS_TEST_PIN\"", "839201774x"),
+            format!("{GOOD}\n839201774 = 1\n"),
+        ] {
+            let e = Config::parse(Path::new("k.toml"), &bad)
+                .err()
+                .map(|e| e.to_string());
+            let m = e.unwrap_or_default();
+            assert!(!m.is_empty());
+            assert!(!m.contains("839201774"), "{m}");
+        }
     }
 
     #[test]

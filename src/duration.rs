@@ -13,8 +13,11 @@ pub struct HumanDuration {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration '{0}': write a positive number followed by h, d or w (for example 90d)")]
+#[error("invalid duration '{0}': write a positive number followed by h, d or w (for example 90d), at most 100 years")]
 pub struct DurationError(String);
+
+/// The longest duration accepted: 100 years (36,500 days).
+pub const MAX_SECS: u64 = 36_500 * 86_400;
 
 impl HumanDuration {
     pub const fn days(days: u64) -> Self {
@@ -25,7 +28,7 @@ impl HumanDuration {
 
     /// A duration of `seconds`, if positive.
     pub fn from_secs(seconds: u64) -> Option<Self> {
-        (seconds > 0).then_some(HumanDuration { seconds })
+        (seconds > 0 && seconds <= MAX_SECS).then_some(HumanDuration { seconds })
     }
 
     pub fn as_secs(self) -> u64 {
@@ -54,6 +57,9 @@ impl FromStr for HumanDuration {
             return Err(err());
         }
         let seconds = n.checked_mul(mult).ok_or_else(err)?;
+        if seconds > MAX_SECS {
+            return Err(err());
+        }
         Ok(HumanDuration { seconds })
     }
 }
@@ -91,7 +97,16 @@ mod tests {
         assert_eq!("90d".parse::<HumanDuration>()?.as_secs(), 90 * 86_400);
         assert_eq!("2w".parse::<HumanDuration>()?.to_string(), "14d");
         assert_eq!("36h".parse::<HumanDuration>()?.to_string(), "36h");
-        for bad in ["", "d", "0d", "-1d", "10y", "1.5d"] {
+        for bad in [
+            "",
+            "d",
+            "0d",
+            "-1d",
+            "10y",
+            "1.5d",
+            "36501d",
+            "4000000000000000h",
+        ] {
             assert!(bad.parse::<HumanDuration>().is_err(), "{bad}");
         }
         Ok(())

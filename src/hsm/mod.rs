@@ -36,8 +36,15 @@ pub struct Hsm {
     open: Mutex<HashMap<String, Arc<Token>>>,
 }
 
+/// The raw token layer, for `scripts/bench`'s baseline only: compiled in with the `bench-raw`
+/// feature, never in the `kms` binary, so nothing outside the engine can reach a token.
+#[cfg(feature = "bench-raw")]
+pub fn open_for_benchmark(config: &Config) -> Hsm {
+    Hsm::new(config)
+}
+
 impl Hsm {
-    pub fn new(config: &Config) -> Hsm {
+    pub(crate) fn new(config: &Config) -> Hsm {
         module::prepare_environment(&config.environment);
         Hsm {
             configs: config.tokens.clone(),

@@ -62,7 +62,7 @@ pub fn describe(cfg: &TokenConfig) -> Result<TokenDescription, HsmError> {
 
 impl Token {
     /// Find the token, resolve its PIN from the configured source and log in.
-    pub fn open(cfg: &TokenConfig) -> Result<Token, HsmError> {
+    pub(crate) fn open(cfg: &TokenConfig) -> Result<Token, HsmError> {
         let ctx = module::load(&cfg.module)?;
         let (slot, description) = find_slot(&ctx, cfg)?;
         if description.user_pin_locked {

@@ -16,6 +16,8 @@ pub enum InventoryError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error("{path} is a SQLite database of another application, not a KMS inventory; point [inventory] path at a new file")]
+    Foreign { path: PathBuf },
     #[error("inventory {path} has schema version {found}, newer than this kms understands ({supported}); upgrade kms")]
     TooNew {
         path: PathBuf,

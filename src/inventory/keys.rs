@@ -53,7 +53,8 @@ impl Inventory {
                 key.handling,
                 key.disposal,
                 key.expires.map(|d| d.to_string()),
-                key.rotate_every.as_secs() as i64,
+                i64::try_from(key.rotate_every.as_secs())
+                    .map_err(|_| InventoryError::BadRow("rotation period out of range".into()))?,
                 labels,
                 key.created_by,
                 fmt_time(now),

@@ -84,6 +84,33 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// `PRAGMA application_id` of a KMS inventory ("KMSI"): a SQLite file of another application is
+/// never taken over.
+pub const APPLICATION_ID: i64 = 0x4B4D_5349;
+
+pub enum Claim {
+    Foreign,
+    Sqlite(rusqlite::Error),
+}
+
+/// Mark a new, empty database as a KMS inventory, or check an existing one is one.
+pub fn claim(conn: &Connection) -> Result<(), Claim> {
+    let id: i64 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(Claim::Sqlite)?;
+    if id == APPLICATION_ID {
+        return Ok(());
+    }
+    let tables: i64 = conn
+        .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(Claim::Sqlite)?;
+    if id != 0 || tables > 0 {
+        return Err(Claim::Foreign);
+    }
+    conn.pragma_update(None, "application_id", APPLICATION_ID)
+        .map_err(Claim::Sqlite)
+}
+
 /// The schema version this build writes.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;
 

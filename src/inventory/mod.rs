@@ -44,7 +44,7 @@ impl std::fmt::Debug for Inventory {
 
 impl Inventory {
     /// Open (creating 0600 if absent) and migrate the inventory at `path`.
-    pub fn open(path: &Path) -> Result<Inventory, InventoryError> {
+    pub(crate) fn open(path: &Path) -> Result<Inventory, InventoryError> {
         let io = |source| InventoryError::Open {
             path: path.to_owned(),
             source,
@@ -81,6 +81,15 @@ impl Inventory {
             .map_err(corrupt)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(corrupt)?;
+        migrations::claim(&conn).map_err(|e| match e {
+            migrations::Claim::Foreign => InventoryError::Foreign {
+                path: path.to_owned(),
+            },
+            migrations::Claim::Sqlite(source) => InventoryError::Corrupt {
+                path: path.to_owned(),
+                source,
+            },
+        })?;
         let found = migrations::current(&conn).map_err(corrupt)?;
         if found > migrations::LATEST {
             return Err(InventoryError::TooNew {

@@ -55,8 +55,11 @@ impl KeyRecord {
 
     /// When the current version is due for rotation.
     pub fn rotation_due(&self) -> Option<OffsetDateTime> {
-        self.current_version()
-            .map(|v| v.activated_at.unwrap_or(v.created_at) + self.rotate_every.to_time())
+        self.current_version().and_then(|v| {
+            v.activated_at
+                .unwrap_or(v.created_at)
+                .checked_add(self.rotate_every.to_time())
+        })
     }
 }
 
