@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`cli`]: clap definitions and the dispatch of each officer command into the engine.
+//! - [`client`]: a minimal mTLS keep-alive client for the service (tests, bench, Rust applications).
 //! - [`config`]: `kms.toml` -> typed configuration; PIN sources (`env:`, `file:`, `prompt`), masked `Debug`.
 //! - [`duration`]: human durations (`90d`, `12w`) used by rotation and expiry fields.
 //! - [`engine`]: the one door: authorize -> act on token -> record in inventory -> audit.
@@ -18,6 +19,7 @@
 //! - [`envelope`]: the versioned, self-describing ciphertext format.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod duration;
 pub mod engine;

@@ -80,6 +80,10 @@ pub struct TokenHealth {
     pub serial: Option<String>,
     pub reachable: bool,
     pub logged_in: bool,
+    /// Pool sessions open / idle / pool size (plus one held session that keeps the login).
+    pub sessions_open: usize,
+    pub sessions_idle: usize,
+    pub sessions_max: usize,
     pub error: Option<String>,
 }
 
@@ -102,9 +106,16 @@ impl Engine {
                 serial: None,
                 reachable: false,
                 logged_in: false,
+                sessions_open: 0,
+                sessions_idle: 0,
+                sessions_max: 0,
                 error: None,
             };
-            match self.hsm.token(name).and_then(|t| t.description()) {
+            let token = self.hsm.token(name);
+            if let Ok(t) = &token {
+                (h.sessions_open, h.sessions_idle, h.sessions_max) = t.session_stats();
+            }
+            match token.and_then(|t| t.description()) {
                 Ok(d) => {
                     h.label = Some(d.label);
                     h.serial = Some(d.serial);

@@ -69,6 +69,13 @@ impl SessionPool {
         }
     }
 
+    /// (open sessions, idle sessions, pool size): every open session is idle when no request is
+    /// in flight, so `open == idle` at rest means none leaked.
+    pub fn stats(&self) -> (usize, usize, usize) {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        (state.open, state.idle.len(), self.max)
+    }
+
     fn forget_one(&self) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.open = state.open.saturating_sub(1);

@@ -104,6 +104,11 @@ impl Token {
         &self.module
     }
 
+    /// Session pool usage: (open, idle, size).
+    pub fn session_stats(&self) -> (usize, usize, usize) {
+        self.pool.stats()
+    }
+
     pub fn description(&self) -> Result<TokenDescription, HsmError> {
         let info = self
             .ctx
