@@ -35,7 +35,9 @@ pub fn tls_config(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).map_err(|e| cfg_err(&e))? {
-        roots.add(c.map_err(|e| cfg_err(&e))?).map_err(|e| cfg_err(&e))?;
+        roots
+            .add(c.map_err(|e| cfg_err(&e))?)
+            .map_err(|e| cfg_err(&e))?;
     }
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -372,7 +372,13 @@ fn every_command_touching_a_key_is_audited() -> TestResult {
     let actions: Vec<&str> = rows.iter().filter_map(|r| r["action"].as_str()).collect();
     assert_eq!(
         actions,
-        ["key.create", "key.sign", "key.verify", "key.public"]
+        [
+            "key.create-intent",
+            "key.create",
+            "key.sign",
+            "key.verify",
+            "key.public"
+        ]
     );
     for r in rows {
         assert_eq!(r["actor"], "test-officer");
@@ -380,12 +386,15 @@ fn every_command_touching_a_key_is_audited() -> TestResult {
         assert!(r["host"].as_str().is_some_and(|h| !h.is_empty()));
         assert!(r["at"].as_str().is_some_and(|t| t.ends_with('Z')));
     }
-    assert_eq!(rows[0]["reason"], "CHG-1 test setup");
-    assert_eq!(rows[0]["key_version"], 1);
-    assert!(rows[0]["detail"]
-        .as_str()
-        .is_some_and(|d| d.contains("cka_id=")));
-    assert_eq!(rows[1]["reason"], "INC-9 release");
+    // The intent is on record before the token is touched, then the creation itself.
+    for row in &rows[..2] {
+        assert_eq!(row["reason"], "CHG-1 test setup");
+        assert_eq!(row["key_version"], 1);
+        assert!(row["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("cka_id=")));
+    }
+    assert_eq!(rows[2]["reason"], "INC-9 release");
     Ok(())
 }
 
@@ -511,4 +520,71 @@ fn reconcile_finds_orphans_and_missing_objects() -> TestResult {
 
 fn path(p: &std::path::Path) -> Res<&str> {
     p.to_str().ok_or_else(|| "non-UTF-8 path".into())
+}
+
+#[test]
+fn an_unfinished_creation_is_reported_and_can_be_abandoned() -> TestResult {
+    let env = Env::new()?;
+    env.create("half", "ec-p384", "sign,verify")?;
+    let before = env.object_count("kms-primary")?;
+    // The state a crash between "generated on the token" and "recorded as active" leaves behind.
+    let db = rusqlite::Connection::open(env.db())?;
+    db.execute("UPDATE key_versions SET state = 'pending'", [])?;
+    drop(db);
+
+    let m = env.write("m", b"x")?;
+    let o = env.run(&["key", "sign", "half", "--in", path(&m)?])?;
+    assert_fails(&o, 4, &["never finished", "kms key abandon half"]);
+    let o = env.run(&["reconcile"])?;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("unfinished creation: key 'half' v1"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("IS on"), "{}", stdout(&o));
+
+    env.ok(&["--reason", "INC-4 crash cleanup", "key", "abandon", "half"])?;
+    assert_eq!(
+        env.object_count("kms-primary")?,
+        before - 2,
+        "both halves destroyed"
+    );
+    env.ok(&["reconcile"])?;
+    env.create("half", "ec-p384", "sign,verify")?; // the name is free again
+    Ok(())
+}
+
+#[test]
+fn abandon_refuses_a_finished_key() -> TestResult {
+    let env = Env::new()?;
+    env.create("done", "aes-256", "encrypt,decrypt")?;
+    let o = env.run(&["key", "abandon", "done"])?;
+    assert_fails(&o, 4, &["finished version"]);
+    assert_eq!(env.object_count("kms-primary")?, 1);
+    Ok(())
+}
+
+#[test]
+fn reconcile_flags_versions_no_config_entry_reaches() -> TestResult {
+    let env = Env::new()?;
+    env.create("k", "ec-p384", "sign,verify")?;
+    // Point the primary entry at the backup token: two entries, one token; k unchecked.
+    let cfg = std::fs::read_to_string(env.config())?
+        .replacen("label = \"kms-primary\"", "label = \"kms-backup\"", 1)
+        .replacen("kms-primary.user-pin", "kms-backup.user-pin", 1);
+    let moved = env.write("moved.toml", cfg.as_bytes())?;
+    let o = env.kms_with_config(&moved).arg("reconcile").output()?;
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(out.contains("unchecked: key 'k' v1"), "{out}");
+    assert!(out.contains("all point at the same token"), "{out}");
+    // And using the key through the re-pointed entry is refused as a config mismatch.
+    let m = env.write("m", b"x")?;
+    let o = env
+        .kms_with_config(&moved)
+        .args(["key", "sign", "k", "--in", path(&m)?])
+        .output()?;
+    assert_fails(&o, 7, &["configuration mismatch"]);
+    Ok(())
 }

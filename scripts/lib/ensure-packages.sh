@@ -26,10 +26,15 @@ ensure_packages() {
         return 0
     fi
 
+    local -a sudo=()
     if [ "$(id -u)" -ne 0 ]; then
-        echo "error: missing packages: ${missing[*]}" >&2
-        echo "       install them first, e.g.: sudo apt-get install -y ${missing[*]}" >&2
-        return 1
+        if command -v sudo >/dev/null 2>&1; then
+            sudo=(sudo)
+        else
+            echo "error: missing packages: ${missing[*]}" >&2
+            echo "       install them as root: apt-get install -y ${missing[*]}" >&2
+            return 1
+        fi
     fi
     if ! command -v apt-get >/dev/null 2>&1; then
         echo "error: missing packages: ${missing[*]} (and apt-get is not available)" >&2
@@ -37,7 +42,7 @@ ensure_packages() {
     fi
 
     echo "installing: ${missing[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >&2
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }

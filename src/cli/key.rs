@@ -53,6 +53,8 @@ pub enum KeyCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a key whose creation never finished (all versions pending), token objects included.
+    Abandon { name: String },
     /// The key inventory.
     List {
         #[arg(long)]
@@ -226,6 +228,11 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
                 ],
                 &rows,
             );
+            Ok(())
+        }
+        KeyCmd::Abandon { name } => {
+            let n = engine.abandon_key(caller, &name)?;
+            println!("abandoned key '{name}' ({n} token object(s) destroyed)");
             Ok(())
         }
         KeyCmd::Show { name, json } => {

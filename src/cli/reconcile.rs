@@ -63,5 +63,12 @@ fn describe(f: &Finding) -> String {
         Finding::TokenUnreachable { token, error } => {
             format!("token '{token}' could not be checked: {error}")
         }
+        Finding::VersionUnchecked { key, version, token, token_serial } => format!(
+            "unchecked: key '{key}' v{version} lives on token '{token}' (serial {token_serial}), which no reachable config entry points at"
+        ),
+        Finding::SameToken { tokens, serial } => format!(
+            "config entries {} all point at the same token (serial {serial})",
+            tokens.join(", ")
+        ),
     }
 }

@@ -15,6 +15,14 @@ pub(crate) struct AuditNote {
     pub recorded: bool,
 }
 
+/// Audit fields come partly from callers (names, reasons): control characters are replaced so
+/// one row can never pose as two in a listing or a shipped log line.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
+}
+
 impl Engine {
     /// Run `op` and append its audit row: `ok` with the note's detail, or `denied`/`error` with the
     /// error message. If the success row cannot be written the result is discarded.
@@ -54,14 +62,14 @@ impl Engine {
     ) -> AuditEntry {
         AuditEntry {
             at: OffsetDateTime::now_utc(),
-            actor: caller.actor.clone(),
-            host: caller.host.clone(),
+            actor: printable(&caller.actor),
+            host: printable(&caller.host),
             action: action.to_owned(),
-            key_name: key_name.map(str::to_owned),
+            key_name: key_name.map(printable),
             key_version,
-            reason: caller.reason.clone(),
+            reason: caller.reason.as_deref().map(printable),
             outcome,
-            detail,
+            detail: detail.as_deref().map(printable),
         }
     }
 

@@ -248,6 +248,13 @@ impl Engine {
                     token.aes_gcm_decrypt(&version.object_id, &iv, &header.gcm_aad(aad), body)?
                 }
                 (Algorithm::RsaOaepSha1, None) if key.key_type.rsa_bits().is_some() => {
+                    let modulus_bytes = key.key_type.rsa_bits().unwrap_or(0) as usize / 8;
+                    if body.len() != modulus_bytes {
+                        return Err(EngineError::InvalidInput(format!(
+                            "an RSA-OAEP ciphertext for key '{name}' is {modulus_bytes} bytes, not {}",
+                            body.len()
+                        )));
+                    }
                     token.rsa_oaep_decrypt(&version.object_id, body)?
                 }
                 _ => {

@@ -28,6 +28,10 @@ pub enum EngineError {
     /// The operation happened but its audit record could not be written, so its result is withheld.
     #[error("the audit record could not be written ({0}); the operation's result was discarded")]
     AuditFailed(InventoryError),
+    /// The configuration points somewhere other than the inventory says (e.g. a token entry now
+    /// resolving to another token).
+    #[error("configuration mismatch: {0}")]
+    Misconfigured(String),
     /// Something was left for an officer to finish (e.g. an object a rollback could not destroy).
     #[error("{0}")]
     Incomplete(String),
@@ -88,7 +92,9 @@ impl EngineError {
             EngineError::Hsm(HsmError::ObjectNotFound { .. }) => 3,
             EngineError::Hsm(HsmError::DecryptionFailed { .. }) => 2,
             EngineError::Denied(..) => 4,
-            EngineError::Hsm(HsmError::Pin(_)) | EngineError::Config(_) => 7,
+            EngineError::Hsm(HsmError::Pin(_) | HsmError::NotConfigured { .. })
+            | EngineError::Config(_)
+            | EngineError::Misconfigured(_) => 7,
             EngineError::Hsm(_) | EngineError::SoftCrypto(_) => 5,
             EngineError::Inventory(_)
             | EngineError::AuditFailed(_)

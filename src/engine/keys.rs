@@ -88,14 +88,37 @@ impl Engine {
                 token_serial: token.serial().to_owned(),
                 object_id: object_id.clone(),
             };
-            let key_id = self.inventory.insert_pending_key(&new, &pending, now)?;
+            let intent = self.entry(
+                caller,
+                "key.create-intent",
+                Some(&req.name),
+                Some(1),
+                crate::inventory::Outcome::Ok,
+                Some(format!(
+                    "about to generate {} on token {token_name} (serial {}) as cka_id={object_id}",
+                    req.key_type,
+                    token.serial()
+                )),
+            );
+            let key_id = self
+                .inventory
+                .insert_pending_key(&new, &pending, now, &intent)?;
             note.key_version = Some(1);
 
             let label = format!("kms:{}:v1", req.name);
             let generated = match token.generate(req.key_type, &object_id, &label, &req.usage) {
                 Ok(g) => g,
                 Err(e) => {
-                    self.inventory.delete_pending_key(&key_id)?;
+                    // Remove the intent only once the token provably holds nothing under the id;
+                    // otherwise the pending row stays for `kms reconcile` / `kms key abandon`.
+                    let clean = match token.exists(&object_id) {
+                        Ok(false) => true,
+                        Ok(true) => token.destroy(&object_id).is_ok(),
+                        Err(_) => false,
+                    };
+                    if clean {
+                        self.inventory.delete_pending_key(&key_id)?;
+                    }
                     return Err(e.into());
                 }
             };
@@ -144,6 +167,34 @@ impl Engine {
             }
             note.recorded = true;
             Ok(self.inventory.key(&req.name)?)
+        })
+    }
+
+    /// Remove a key whose creation never finished (every version still `pending`, e.g. after a
+    /// crash): destroy whatever the token holds under its CKA_IDs, then delete its rows.
+    pub fn abandon_key(&self, caller: &Caller, name: &str) -> Result<usize, EngineError> {
+        self.audited(caller, "key.abandon", Some(name), |note| {
+            require_officer(caller, "abandon keys")?;
+            let key = self.inventory.key(name)?;
+            if key
+                .versions
+                .iter()
+                .any(|v| v.state != crate::model::VersionState::Pending)
+            {
+                return Err(EngineError::denied(
+                    Refusal::KeyState,
+                    format!("key '{name}' has a finished version; only an unfinished creation can be abandoned"),
+                ));
+            }
+            let mut destroyed = 0;
+            for v in &key.versions {
+                destroyed += self.token_for(v)?.destroy(&v.object_id)?;
+            }
+            self.inventory.delete_pending_key(&key.id)?;
+            note.detail = Some(format!(
+                "abandoned unfinished key; destroyed {destroyed} token object(s)"
+            ));
+            Ok(destroyed)
         })
     }
 

@@ -58,7 +58,7 @@ impl Engine {
     ) -> Result<std::sync::Arc<crate::hsm::Token>, EngineError> {
         let token = self.hsm.token(&version.token)?;
         if token.serial() != version.token_serial {
-            return Err(EngineError::denied(Refusal::KeyState, format!(
+            return Err(EngineError::Misconfigured(format!(
                 "token '{}' is now the token with serial {} (label '{}'), but this key version was created on serial {} (label '{}'); restore the token entry in the config",
                 version.token,
                 token.serial(),

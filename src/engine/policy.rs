@@ -149,8 +149,8 @@ pub(crate) fn authorize_key(
             EngineError::denied(
                 Refusal::KeyState,
                 format!(
-                    "key '{}' has no active version (run `kms reconcile`)",
-                    key.name
+                    "key '{}' has no active version: its creation never finished (`kms key abandon {}` removes it; `kms reconcile` shows what the token holds)",
+                    key.name, key.name
                 ),
             )
         })?,

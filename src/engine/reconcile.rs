@@ -50,6 +50,15 @@ pub enum Finding {
     },
     /// A token the inventory refers to (or the config names) that could not be checked.
     TokenUnreachable { token: String, error: String },
+    /// An inventory version on a token that no reachable config entry resolves to.
+    VersionUnchecked {
+        key: String,
+        version: u32,
+        token: String,
+        token_serial: String,
+    },
+    /// Two config entries that resolve to the same physical token.
+    SameToken { tokens: Vec<String>, serial: String },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,6 +81,7 @@ impl Engine {
                 findings: Vec::new(),
             };
             let names: Vec<String> = self.hsm.names().map(str::to_owned).collect();
+            let mut serials: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for name in names {
                 let listed = self.hsm.token(&name).and_then(|t| {
                     let d = t.description()?;
@@ -88,6 +98,10 @@ impl Engine {
                     }
                 };
                 report.tokens_checked.push(name.clone());
+                serials
+                    .entry(desc.serial.clone())
+                    .or_default()
+                    .push(name.clone());
                 report.objects_checked += objects.len();
                 let on_token: BTreeSet<&ObjectId> = objects.iter().map(|o| &o.id).collect();
                 let mut known: BTreeSet<&ObjectId> = BTreeSet::new();
@@ -155,6 +169,27 @@ impl Engine {
                         class: class.to_owned(),
                         count,
                     });
+                }
+            }
+            for (serial, tokens) in &serials {
+                if tokens.len() > 1 {
+                    report.findings.push(Finding::SameToken {
+                        tokens: tokens.clone(),
+                        serial: serial.clone(),
+                    });
+                }
+            }
+            for key in &keys {
+                for v in &key.versions {
+                    let checked = serials.contains_key(&v.token_serial);
+                    if !checked && v.state != VersionState::Destroyed {
+                        report.findings.push(Finding::VersionUnchecked {
+                            key: key.name.clone(),
+                            version: v.version,
+                            token: v.token.clone(),
+                            token_serial: v.token_serial.clone(),
+                        });
+                    }
                 }
             }
             note.detail = Some(format!("{} findings", report.findings.len()));

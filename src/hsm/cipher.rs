@@ -74,7 +74,14 @@ impl Token {
             let key = find(self.name(), s, id, KeyClass::Private)?;
             s.decrypt(&Mechanism::RsaPkcsOaep(params), key, ciphertext)
                 .map(Zeroizing::new)
-                .map_err(|e| self.decrypt_error(e, "decrypting (CKM_RSA_PKCS_OAEP)"))
+                .map_err(|e| match e {
+                    // SoftHSM2 2.6.1 reports an OAEP padding failure as CKR_GENERAL_ERROR; the
+                    // caller has already checked the length, so this is the ciphertext's fault.
+                    CkError::Pkcs11(RvError::GeneralError, _) => HsmError::DecryptionFailed {
+                        token: self.name().to_owned(),
+                    },
+                    other => self.decrypt_error(other, "decrypting (CKM_RSA_PKCS_OAEP)"),
+                })
         })
     }
 

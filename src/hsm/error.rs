@@ -20,6 +20,19 @@ pub enum HsmError {
         module: PathBuf,
         present: Vec<String>,
     },
+    #[error("no token named '{token}' in the configuration (configured: {})", .configured.join(", "))]
+    NotConfigured {
+        token: String,
+        configured: Vec<String>,
+    },
+    #[error("token '{token}' says the next wrong PIN locks it; kms will not risk it. Check the PIN source, then set KMS_ALLOW_FINAL_PIN_TRY=1 for one run")]
+    PinFinalTry { token: String },
+    #[error("token '{token}': all {size} sessions stayed busy for {waited_secs} s; raise `sessions` or lower the load")]
+    PoolExhausted {
+        token: String,
+        size: usize,
+        waited_secs: u64,
+    },
     #[error("wrong PIN for token '{token}'{}", tries_hint(.final_try, .count_low))]
     WrongPin {
         token: String,
@@ -47,6 +60,12 @@ pub enum HsmError {
         token: String,
         id: String,
         reason: String,
+    },
+    #[error("token '{token}' returned a malformed {what} ({len} bytes)")]
+    BadTokenOutput {
+        token: String,
+        what: &'static str,
+        len: usize,
     },
     #[error(
         "token '{token}': the ciphertext or its authentication data is not valid for this key"

@@ -70,12 +70,7 @@ impl Hsm {
         let cfg = self
             .configs
             .get(name)
-            .ok_or_else(|| HsmError::TokenNotFound {
-                token: name.to_owned(),
-                selector: "a config entry".to_owned(),
-                module: Default::default(),
-                present: self.configs.keys().cloned().collect(),
-            })?;
+            .ok_or_else(|| self.not_configured(name))?;
         let token = Arc::new(Token::open(cfg)?);
         open.insert(name.to_owned(), Arc::clone(&token));
         Ok(token)
@@ -85,12 +80,14 @@ impl Hsm {
     pub fn describe(&self, name: &str) -> Result<TokenDescription, HsmError> {
         match self.configs.get(name) {
             Some(cfg) => token::describe(cfg),
-            None => Err(HsmError::TokenNotFound {
-                token: name.to_owned(),
-                selector: "a config entry".to_owned(),
-                module: Default::default(),
-                present: self.configs.keys().cloned().collect(),
-            }),
+            None => Err(self.not_configured(name)),
+        }
+    }
+
+    fn not_configured(&self, name: &str) -> HsmError {
+        HsmError::NotConfigured {
+            token: name.to_owned(),
+            configured: self.configs.keys().cloned().collect(),
         }
     }
 }

@@ -12,6 +12,9 @@ use cryptoki::slot::Slot;
 
 use super::HsmError;
 
+/// How long a worker waits for a free session before giving up.
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub struct SessionPool {
     token: String,
     ctx: Pkcs11,
@@ -65,7 +68,18 @@ impl SessionPool {
                     }
                 };
             }
-            state = self.returned.wait(state).unwrap_or_else(|p| p.into_inner());
+            let (next, timeout) = self
+                .returned
+                .wait_timeout(state, POOL_WAIT)
+                .unwrap_or_else(|p| p.into_inner());
+            state = next;
+            if timeout.timed_out() && state.idle.is_empty() && state.open >= self.max {
+                return Err(HsmError::PoolExhausted {
+                    token: self.token.clone(),
+                    size: self.max,
+                    waited_secs: POOL_WAIT.as_secs(),
+                });
+            }
         }
     }
 

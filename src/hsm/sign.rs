@@ -18,11 +18,12 @@ impl Token {
             s.sign(&Mechanism::Ecdsa, key, digest)
                 .map_err(HsmError::ck(self.name(), "signing (CKM_ECDSA)"))
         })?;
-        let sig = p384::ecdsa::Signature::from_slice(&raw).map_err(|e| HsmError::PublicKey {
-            token: self.name().to_owned(),
-            id: id.to_hex(),
-            reason: format!("token returned a malformed ECDSA signature: {e}"),
-        })?;
+        let sig =
+            p384::ecdsa::Signature::from_slice(&raw).map_err(|_| HsmError::BadTokenOutput {
+                token: self.name().to_owned(),
+                what: "ECDSA signature (expected 96 bytes r||s)",
+                len: raw.len(),
+            })?;
         Ok(sig.to_der().as_bytes().to_vec())
     }
 

@@ -26,6 +26,8 @@ pub struct TokenDescription {
     pub model: String,
     pub manufacturer: String,
     pub user_pin_locked: bool,
+    /// The token says the next wrong PIN locks it.
+    pub user_pin_final_try: bool,
 }
 
 /// A logged-in token with its session pool.
@@ -67,6 +69,12 @@ impl Token {
         let (slot, description) = find_slot(&ctx, cfg)?;
         if description.user_pin_locked {
             return Err(HsmError::PinLocked {
+                token: cfg.name.clone(),
+            });
+        }
+        // A stale PIN in a scheduled job must not burn a real HSM's last try.
+        if description.user_pin_final_try && std::env::var_os("KMS_ALLOW_FINAL_PIN_TRY").is_none() {
+            return Err(HsmError::PinFinalTry {
                 token: cfg.name.clone(),
             });
         }
@@ -189,33 +197,52 @@ fn login_user(
 }
 
 fn find_slot(ctx: &Pkcs11, cfg: &TokenConfig) -> Result<(Slot, TokenDescription), HsmError> {
-    let slots = ctx
-        .get_slots_with_token()
-        .map_err(HsmError::ck(&cfg.name, "listing slots"))?;
-    let mut present = Vec::new();
-    for slot in slots {
-        let Ok(info) = ctx.get_token_info(slot) else {
-            continue;
-        };
-        if !info.token_initialized() {
-            continue;
+    // A slot whose token info cannot be read right now (SoftHSM2's file store under concurrent
+    // processes, a busy HSM) is retried a few times before the token is called absent.
+    let mut attempt = 0u64;
+    loop {
+        let slots = ctx
+            .get_slots_with_token()
+            .map_err(HsmError::ck(&cfg.name, "listing slots"))?;
+        let mut present = Vec::new();
+        let mut unreadable = None;
+        for slot in slots {
+            let info = match ctx.get_token_info(slot) {
+                Ok(info) => info,
+                Err(e) => {
+                    unreadable = Some(e);
+                    continue;
+                }
+            };
+            if !info.token_initialized() {
+                continue;
+            }
+            let d = describe_info(&info);
+            let hit = match &cfg.selector {
+                TokenSelector::Label(l) => d.label == *l,
+                TokenSelector::Serial(s) => d.serial == *s,
+            };
+            if hit {
+                return Ok((slot, d));
+            }
+            present.push(format!("'{}' (serial {})", d.label, d.serial));
         }
-        let d = describe_info(&info);
-        let hit = match &cfg.selector {
-            TokenSelector::Label(l) => d.label == *l,
-            TokenSelector::Serial(s) => d.serial == *s,
-        };
-        if hit {
-            return Ok((slot, d));
+        match unreadable {
+            Some(_) if attempt < 5 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20 * attempt));
+            }
+            Some(e) => return Err(HsmError::ck(&cfg.name, "reading token info")(e)),
+            None => {
+                return Err(HsmError::TokenNotFound {
+                    token: cfg.name.clone(),
+                    selector: cfg.selector.to_string(),
+                    module: cfg.module.clone(),
+                    present,
+                })
+            }
         }
-        present.push(format!("'{}' (serial {})", d.label, d.serial));
     }
-    Err(HsmError::TokenNotFound {
-        token: cfg.name.clone(),
-        selector: cfg.selector.to_string(),
-        module: cfg.module.clone(),
-        present,
-    })
 }
 
 fn describe_info(info: &cryptoki::slot::TokenInfo) -> TokenDescription {
@@ -225,5 +252,6 @@ fn describe_info(info: &cryptoki::slot::TokenInfo) -> TokenDescription {
         model: info.model().trim_end().to_owned(),
         manufacturer: info.manufacturer_id().trim_end().to_owned(),
         user_pin_locked: info.user_pin_locked(),
+        user_pin_final_try: info.user_pin_final_try(),
     }
 }

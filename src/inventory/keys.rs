@@ -32,6 +32,7 @@ impl Inventory {
         key: &NewKey,
         version: &PendingVersion,
         now: OffsetDateTime,
+        intent: &AuditEntry,
     ) -> Result<String, InventoryError> {
         let id = uuid::Uuid::new_v4().to_string();
         let labels = serde_json::to_string(&key.labels)
@@ -69,6 +70,7 @@ impl Inventory {
             other => other?,
         };
         insert_version(&tx, &id, 1, version, now)?;
+        audit::insert(&tx, intent)?;
         tx.commit()?;
         Ok(id)
     }

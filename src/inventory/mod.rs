@@ -170,9 +170,20 @@ mod tests {
         let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let now = OffsetDateTime::now_utc();
-        let id = inv.insert_pending_key(&new_key("a")?, &pending(1), now)?;
+        let intent = AuditEntry {
+            at: now,
+            actor: "t".into(),
+            host: "h".into(),
+            action: "key.create-intent".into(),
+            key_name: Some("a".into()),
+            key_version: Some(1),
+            reason: None,
+            outcome: Outcome::Ok,
+            detail: None,
+        };
+        let id = inv.insert_pending_key(&new_key("a")?, &pending(1), now, &intent)?;
         assert!(matches!(
-            inv.insert_pending_key(&new_key("a")?, &pending(2), now),
+            inv.insert_pending_key(&new_key("a")?, &pending(2), now, &intent),
             Err(InventoryError::DuplicateName(_))
         ));
         let k = inv.key("a")?;

@@ -92,6 +92,14 @@ impl From<EngineError> for Problem {
                 };
                 Problem::new(status, why.code(), m)
             }
+            EngineError::Misconfigured(m) => {
+                tracing::error!(error = %m, "configuration mismatch");
+                Problem::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "token-unavailable",
+                    "the key's token is not available; try again later",
+                )
+            }
             EngineError::Hsm(e) => {
                 tracing::error!(error = %e, "token error");
                 Problem::new(

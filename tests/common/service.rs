@@ -1,0 +1,311 @@
+//! Test fixture for the HTTPS service: a fresh [`Env`], a dev PKI (made by the project's own
+//! `examples/dev_pki.rs`), and the real `kms serve` binary listening on a free port.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use kms::client::{tls_config, Connection};
+use rustls::pki_types::ServerName;
+
+use super::{Env, Res};
+
+#[path = "../../examples/dev_pki.rs"]
+#[allow(dead_code)]
+mod dev_pki;
+
+/// The client certificates every service gets (only `demo-app` is registered by default).
+pub const CLIENTS: &[&str] = &["demo-app", "stranger", "other-app"];
+
+/// How long `kms serve` gets to print its address.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long `stop()` waits for the process to exit after SIGTERM.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A response with the headers the tests look at.
+#[derive(Debug, Clone)]
+pub struct FullReply {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl FullReply {
+    pub fn json(&self) -> Res<serde_json::Value> {
+        Ok(serde_json::from_slice(&self.body)?)
+    }
+}
+
+pub struct Service {
+    pub env: Env,
+    pub addr: SocketAddr,
+    child: Child,
+    pki: PathBuf,
+}
+
+impl Service {
+    /// Fresh tokens, a dev PKI under `<dir>/pki`, and `kms serve --listen 127.0.0.1:0` running.
+    pub fn start() -> Res<Service> {
+        let env = Env::new()?;
+        let pki = env.path("pki");
+        dev_pki::ensure(&pki, CLIENTS, false)?;
+        let log = std::fs::File::create(env.path("serve.log"))?;
+        let mut child = env
+            .kms()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("kms serve: no stdout pipe")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let first = reader.read_line(&mut line).map(|_| line);
+            let _ = tx.send(first);
+            // Keep draining so the service can never block on a full pipe.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let log_of = |env: &Env| std::fs::read_to_string(env.path("serve.log")).unwrap_or_default();
+        let line = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(Ok(line)) if !line.is_empty() => line,
+            other => {
+                // Give the process a moment to finish writing its error, then report it.
+                let deadline = Instant::now() + Duration::from_secs(2);
+                let mut status = child.try_wait()?;
+                while status.is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                    status = child.try_wait()?;
+                }
+                if status.is_none() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                return Err(format!(
+                    "kms serve did not report its address ({}; exit {status:?}); stderr:\n{}",
+                    match other {
+                        Ok(Ok(_)) => "stdout closed".to_owned(),
+                        Ok(Err(e)) => format!("reading stdout: {e}"),
+                        Err(_) => format!("nothing within {START_TIMEOUT:?}"),
+                    },
+                    log_of(&env)
+                )
+                .into());
+            }
+        };
+        let addr = line
+            .trim()
+            .strip_prefix("kms listening on https://")
+            .ok_or_else(|| format!("unexpected first stdout line {line:?}"))?
+            .parse::<SocketAddr>()?;
+        Ok(Service {
+            env,
+            addr,
+            child,
+            pki,
+        })
+    }
+
+    pub fn pki(&self) -> &Path {
+        &self.pki
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The service's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.env.path("serve.log")).unwrap_or_default()
+    }
+
+    /// Client TLS settings trusting the service's CA and presenting `client-NAME.pem`.
+    pub fn tls(&self, client: &str) -> Res<Arc<rustls::ClientConfig>> {
+        self.tls_from(&self.pki, client)
+    }
+
+    /// Client TLS settings trusting the service's CA, presenting `client-NAME.pem` from `dir`
+    /// (e.g. a foreign PKI).
+    pub fn tls_from(&self, dir: &Path, client: &str) -> Res<Arc<rustls::ClientConfig>> {
+        let cert = dir.join(format!("client-{client}.pem"));
+        let key = dir.join(format!("client-{client}-key.pem"));
+        Ok(tls_config(
+            &self.pki.join("ca.pem"),
+            Some((cert.as_path(), key.as_path())),
+        )?)
+    }
+
+    /// Client TLS settings with no client certificate.
+    pub fn tls_anonymous(&self) -> Res<Arc<rustls::ClientConfig>> {
+        Ok(tls_config(&self.pki.join("ca.pem"), None)?)
+    }
+
+    /// A dev PKI with its own CA (and client certificates for [`CLIENTS`]) under `<dir>/foreign-pki`.
+    pub fn foreign_pki(&self) -> Res<PathBuf> {
+        let dir = self.env.path("foreign-pki");
+        dev_pki::ensure(&dir, CLIENTS, false)?;
+        Ok(dir)
+    }
+
+    /// A keep-alive connection as `client`.
+    pub async fn connect(&self, client: &str) -> Res<Connection> {
+        Ok(Connection::connect(self.addr, self.tls(client)?).await?)
+    }
+
+    /// One request on a fresh connection, returning the content type too.
+    pub async fn fetch(
+        &self,
+        client: &str,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Res<FullReply> {
+        fetch(self.addr, self.tls(client)?, method, path, body).await
+    }
+
+    /// `kms principal add NAME --role application --cert pki/client-NAME.pem`.
+    pub fn register(&self, name: &str) -> Res<()> {
+        let cert = self.pki.join(format!("client-{name}.pem"));
+        let cert = cert.to_str().ok_or("non-UTF-8 path")?;
+        self.env.ok(&[
+            "principal",
+            "add",
+            name,
+            "--role",
+            "application",
+            "--cert",
+            cert,
+            "--reason",
+            "CHG-2 register test app",
+        ])?;
+        Ok(())
+    }
+
+    /// `kms grant add PRINCIPAL KEY --ops OPS --until <in 30 days>`; returns the grant ID.
+    pub fn grant(&self, principal: &str, key: &str, ops: &str) -> Res<String> {
+        let until = (time::OffsetDateTime::now_utc().date() + time::Duration::days(30)).to_string();
+        let out = self.env.ok(&[
+            "grant",
+            "add",
+            principal,
+            key,
+            "--ops",
+            ops,
+            "--until",
+            &until,
+            "--ticket",
+            "CHG-3",
+            "--justification",
+            "integration test",
+            "--json",
+        ])?;
+        let g: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        Ok(g["id"]
+            .as_str()
+            .ok_or_else(|| format!("grant add --json has no id: {g}"))?
+            .to_owned())
+    }
+
+    /// `kms audit list --json [--key KEY] --limit 1000`.
+    pub fn audit(&self, key: Option<&str>) -> Res<Vec<serde_json::Value>> {
+        let mut args = vec!["audit", "list", "--json", "--limit", "1000"];
+        if let Some(k) = key {
+            args.extend_from_slice(&["--key", k]);
+        }
+        let out = self.env.ok(&args)?;
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        Ok(rows
+            .as_array()
+            .ok_or_else(|| format!("audit list --json is not an array: {rows}"))?
+            .clone())
+    }
+
+    /// Send SIGTERM.
+    pub fn terminate(&self) -> Res<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            return Err(format!("kill -TERM {} failed: {status}", self.child.id()).into());
+        }
+        Ok(())
+    }
+
+    /// Wait up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Res<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "kms serve did not exit within {timeout:?}; stderr:\n{}",
+                    self.log()
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then wait (up to [`STOP_TIMEOUT`]) for the exit status.
+    pub fn stop(&mut self) -> Res<ExitStatus> {
+        self.terminate()?;
+        self.wait_exit(STOP_TIMEOUT)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One request on its own connection (hyper directly), returning status, content type and body.
+pub async fn fetch(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Res<FullReply> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+        .await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let driver = tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = resp.into_body().collect().await?.to_bytes().to_vec();
+    drop(sender);
+    driver.abort();
+    Ok(FullReply {
+        status,
+        content_type,
+        body,
+    })
+}

@@ -1,0 +1,919 @@
+//! End-to-end tests of `kms serve`: the real binary on a free port, real SoftHSM2 tokens, mutual
+//! TLS with a dev PKI, and the crate's own client (`kms::client`). Each test has its own service.
+
+mod common;
+use common::service::Service;
+use common::*;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use kms::client::{Connection, Reply};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha384};
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn unb64(s: &Value) -> Res<Vec<u8>> {
+    let s = s.as_str().ok_or_else(|| format!("not a string: {s}"))?;
+    Ok(base64::engine::general_purpose::STANDARD.decode(s)?)
+}
+
+fn body_text(r: &Reply) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// Fail unless the reply has `status` (and, for errors, the problem `code`).
+fn expect(r: &Reply, status: u16, code: Option<&str>, what: &str) -> Res<Value> {
+    if r.status != status {
+        return Err(format!(
+            "{what}: expected {status}{}, got {}: {}",
+            code.map(|c| format!(" {c}")).unwrap_or_default(),
+            r.status,
+            body_text(r)
+        )
+        .into());
+    }
+    let v = r.json()?;
+    if let Some(c) = code {
+        if v["code"] != c {
+            return Err(format!("{what}: expected code {c:?}, got {v}").into());
+        }
+    }
+    Ok(v)
+}
+
+async fn sign_msg(c: &mut Connection, key: &str, msg: &[u8]) -> Res<Reply> {
+    Ok(c.request(
+        "POST",
+        &format!("/v1/keys/{key}/sign"),
+        Some(&json!({ "message": b64(msg) })),
+        Some("service test"),
+    )
+    .await?)
+}
+
+async fn post(c: &mut Connection, path: &str, body: Value) -> Res<Reply> {
+    Ok(c.request("POST", path, Some(&body), None).await?)
+}
+
+async fn get(c: &mut Connection, path: &str) -> Res<Reply> {
+    Ok(c.request("GET", path, None, None).await?)
+}
+
+/// `sig` (ec-p384, sign+verify) and `dek` (aes-256, encrypt/decrypt/wrap/unwrap).
+fn create_keys(svc: &Service) -> TestResult {
+    svc.env.create("sig", "ec-p384", "sign,verify")?;
+    svc.env
+        .create("dek", "aes-256", "encrypt,decrypt,wrap,unwrap")?;
+    Ok(())
+}
+
+fn count(rows: &[Value], action: &str, outcome: &str) -> usize {
+    rows.iter()
+        .filter(|r| r["action"] == action && r["outcome"] == outcome)
+        .count()
+}
+
+// ---- 1. handshake ------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_requires_a_client_certificate_from_the_ca() -> TestResult {
+    let svc = Service::start()?;
+    svc.register("demo-app")?;
+
+    // No client certificate: the handshake or the first request fails.
+    match Connection::connect(svc.addr, svc.tls_anonymous()?).await {
+        Err(_) => {}
+        Ok(mut c) => {
+            let r = c.request("GET", "/v1/health", None, None).await;
+            assert!(
+                r.is_err(),
+                "a client without a certificate got an answer: {r:?}"
+            );
+        }
+    }
+
+    // A certificate from another CA (same names): refused the same way.
+    let foreign = svc.foreign_pki()?;
+    match Connection::connect(svc.addr, svc.tls_from(&foreign, "demo-app")?).await {
+        Err(_) => {}
+        Ok(mut c) => {
+            let r = c.request("GET", "/v1/health", None, None).await;
+            assert!(
+                r.is_err(),
+                "a client with a foreign-CA certificate got an answer: {r:?}"
+            );
+        }
+    }
+
+    // The registered client.
+    let mut c = svc.connect("demo-app").await?;
+    let health = expect(&get(&mut c, "/v1/health").await?, 200, None, "health")?;
+    assert_eq!(health["status"], "ok", "health: {health}");
+    Ok(())
+}
+
+// ---- 2. unknown principal ----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_principal_is_refused_and_audited() -> TestResult {
+    let svc = Service::start()?;
+    create_keys(&svc)?;
+    svc.register("demo-app")?;
+    let mut c = svc.connect("stranger").await?;
+    expect(
+        &get(&mut c, "/v1/keys").await?,
+        403,
+        Some("unknown-principal"),
+        "stranger lists keys",
+    )?;
+    expect(
+        &sign_msg(&mut c, "sig", b"hello").await?,
+        403,
+        Some("unknown-principal"),
+        "stranger signs",
+    )?;
+    let rows = svc.audit(None)?;
+    assert!(
+        count(&rows, "auth.identify", "denied") >= 2,
+        "expected auth.identify/denied rows; audit: {rows:#?}"
+    );
+    Ok(())
+}
+
+// ---- 3. grants -------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_are_enforced_and_refusals_audited() -> TestResult {
+    let svc = Service::start()?;
+    create_keys(&svc)?;
+    svc.register("demo-app")?;
+    let mut c = svc.connect("demo-app").await?;
+
+    expect(
+        &sign_msg(&mut c, "sig", b"m").await?,
+        403,
+        Some("no-grant"),
+        "sign without a grant",
+    )?;
+
+    let verify_only = svc.grant("demo-app", "sig", "verify")?;
+    expect(
+        &sign_msg(&mut c, "sig", b"m").await?,
+        403,
+        Some("operation-not-granted"),
+        "sign with a verify-only grant",
+    )?;
+
+    // An expired sign grant (the verify grant revoked, so only the expired one is left).
+    svc.env
+        .ok(&["grant", "revoke", &verify_only, "--reason", "test done"])?;
+    let sign_grant = svc.grant("demo-app", "sig", "sign")?;
+    expect(
+        &sign_msg(&mut c, "sig", b"m").await?,
+        200,
+        None,
+        "sign with a sign grant",
+    )?;
+    {
+        let db = rusqlite::Connection::open(svc.env.db())?;
+        db.busy_timeout(Duration::from_secs(10))?;
+        let n = db.execute(
+            "UPDATE grants SET not_after = '2020-01-01T00:00:00Z' WHERE id = ?1",
+            [&sign_grant],
+        )?;
+        assert_eq!(n, 1, "grant {sign_grant} not found in the database");
+    }
+    expect(
+        &sign_msg(&mut c, "sig", b"m").await?,
+        403,
+        Some("grant-expired"),
+        "sign with an expired grant",
+    )?;
+
+    let rows = svc.audit(Some("sig"))?;
+    assert_eq!(
+        count(&rows, "key.sign", "denied"),
+        3,
+        "three refused signs should be on the record; audit: {rows:#?}"
+    );
+    assert_eq!(count(&rows, "key.sign", "ok"), 1, "audit: {rows:#?}");
+    Ok(())
+}
+
+// ---- 4. sign and verify ------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_verify_with_openssl_and_the_api() -> TestResult {
+    let svc = Service::start()?;
+    create_keys(&svc)?;
+    svc.register("demo-app")?;
+    svc.grant("demo-app", "sig", "sign,verify")?;
+    let mut c = svc.connect("demo-app").await?;
+
+    let msg = b"the quick brown fox jumps over the lazy dog".to_vec();
+    let signed = expect(&sign_msg(&mut c, "sig", &msg).await?, 200, None, "sign")?;
+    assert_eq!(signed["algorithm"], "ecdsa-p384-sha384", "{signed}");
+    let sig = unb64(&signed["signature"])?;
+
+    let public = expect(
+        &get(&mut c, "/v1/keys/sig/public-key").await?,
+        200,
+        None,
+        "public key",
+    )?;
+    let pem = public["pem"].as_str().ok_or("public-key has no pem")?;
+    let pub_path = svc.env.write("pub.pem", pem.as_bytes())?;
+    let sig_path = svc.env.write("sig.der", &sig)?;
+    let msg_path = svc.env.write("msg", &msg)?;
+    let check = |sig_path: &std::path::Path| -> TestResult {
+        let out = openssl(&[
+            "dgst",
+            "-sha384",
+            "-verify",
+            pub_path.to_str().ok_or("path")?,
+            "-signature",
+            sig_path.to_str().ok_or("path")?,
+            msg_path.to_str().ok_or("path")?,
+        ])?;
+        assert!(
+            out.status.success() && stdout(&out).contains("Verified OK"),
+            "openssl does not verify the service's signature: {} {}",
+            stdout(&out),
+            stderr(&out)
+        );
+        Ok(())
+    };
+    check(&sig_path)?;
+
+    // A precomputed SHA-384 digest: the signature verifies over the message, via the API and openssl.
+    let digest = Sha384::digest(&msg).to_vec();
+    let r = post(
+        &mut c,
+        "/v1/keys/sig/sign",
+        json!({ "digest": b64(&digest) }),
+    )
+    .await?;
+    let signed2 = expect(&r, 200, None, "sign a digest")?;
+    let sig2 = unb64(&signed2["signature"])?;
+    let r = post(
+        &mut c,
+        "/v1/keys/sig/verify",
+        json!({ "message": b64(&msg), "signature": b64(&sig2) }),
+    )
+    .await?;
+    let v = expect(&r, 200, None, "verify")?;
+    assert_eq!(v["valid"], true, "verify: {v}");
+    check(&svc.env.write("sig2.der", &sig2)?)?;
+
+    // The same signature does not verify another message.
+    let r = post(
+        &mut c,
+        "/v1/keys/sig/verify",
+        json!({ "message": b64(b"another message"), "signature": b64(&sig2) }),
+    )
+    .await?;
+    let v = expect(&r, 200, None, "verify another message")?;
+    assert_eq!(v["valid"], false, "verify of another message: {v}");
+
+    // A digest of the wrong length.
+    let r = post(
+        &mut c,
+        "/v1/keys/sig/sign",
+        json!({ "digest": b64(&[7u8; 32]) }),
+    )
+    .await?;
+    expect(&r, 400, None, "sign a 32-byte digest with a P-384 key")?;
+    Ok(())
+}
+
+// ---- 5. data keys ------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_keys_unwrap_and_rewrap() -> TestResult {
+    let svc = Service::start()?;
+    create_keys(&svc)?;
+    svc.register("demo-app")?;
+    svc.grant("demo-app", "dek", "wrap,unwrap")?;
+    let mut c = svc.connect("demo-app").await?;
+
+    let dk = expect(
+        &post(&mut c, "/v1/keys/dek/data-key", json!({})).await?,
+        200,
+        None,
+        "data-key",
+    )?;
+    let plaintext = unb64(&dk["plaintext"])?;
+    assert_eq!(plaintext.len(), 32, "a data key is 256 bits");
+    let wrapped = unb64(&dk["wrapped"])?;
+    assert!(
+        !wrapped.windows(32).any(|w| w == plaintext.as_slice()),
+        "the wrapped blob contains the plaintext"
+    );
+
+    let un = expect(
+        &post(
+            &mut c,
+            "/v1/keys/dek/unwrap",
+            json!({ "wrapped": b64(&wrapped) }),
+        )
+        .await?,
+        200,
+        None,
+        "unwrap",
+    )?;
+    assert_eq!(
+        unb64(&un["plaintext"])?,
+        plaintext,
+        "unwrap gives the data key"
+    );
+
+    let re = expect(
+        &post(
+            &mut c,
+            "/v1/keys/dek/rewrap",
+            json!({ "wrapped": b64(&wrapped) }),
+        )
+        .await?,
+        200,
+        None,
+        "rewrap",
+    )?;
+    let rewrapped = unb64(&re["wrapped"])?;
+    let un2 = expect(
+        &post(
+            &mut c,
+            "/v1/keys/dek/unwrap",
+            json!({ "wrapped": b64(&rewrapped) }),
+        )
+        .await?,
+        200,
+        None,
+        "unwrap the rewrapped key",
+    )?;
+    assert_eq!(
+        unb64(&un2["plaintext"])?,
+        plaintext,
+        "rewrap keeps the data key"
+    );
+
+    // Tampered wrapped blobs (past the 26-byte header) are refused as bad ciphertext.
+    for i in [27usize, wrapped.len() / 2 + 13, wrapped.len() - 1] {
+        let mut bad = wrapped.clone();
+        let byte = bad.get_mut(i).ok_or("wrapped blob too short")?;
+        *byte ^= 0x01;
+        let r = post(
+            &mut c,
+            "/v1/keys/dek/unwrap",
+            json!({ "wrapped": b64(&bad) }),
+        )
+        .await?;
+        expect(
+            &r,
+            400,
+            Some("bad-ciphertext"),
+            &format!("unwrap with byte {i} flipped"),
+        )?;
+    }
+    // The service still works.
+    expect(
+        &post(
+            &mut c,
+            "/v1/keys/dek/unwrap",
+            json!({ "wrapped": b64(&wrapped) }),
+        )
+        .await?,
+        200,
+        None,
+        "unwrap after tampered attempts",
+    )?;
+    Ok(())
+}
+
+// ---- 6. encrypt / decrypt with AAD -------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypt_decrypt_with_aad() -> TestResult {
+    let svc = Service::start()?;
+    create_keys(&svc)?;
+    svc.register("demo-app")?;
+    svc.grant("demo-app", "dek", "encrypt,decrypt")?;
+    let mut c = svc.connect("demo-app").await?;
+
+    let pt = b"card 4111 1111 1111 1111".to_vec();
+    let aad = b"tenant=42".to_vec();
+    let enc = expect(
+        &post(
+            &mut c,
+            "/v1/keys/dek/encrypt",
+            json!({ "plaintext": b64(&pt), "aad": b64(&aad) }),
+        )
+        .await?,
+        200,
+        None,
+        "encrypt",
+    )?;
+    let ct = unb64(&enc["ciphertext"])?;
+    assert!(
+        !ct.windows(pt.len()).any(|w| w == pt.as_slice()),
+        "ciphertext contains the plaintext"
+    );
+    let dec = expect(
+        &post(
+            &mut c,
+            "/v1/keys/dek/decrypt",
+            json!({ "ciphertext": b64(&ct), "aad": b64(&aad) }),
+        )
+        .await?,
+        200,
+        None,
+        "decrypt",
+    )?;
+    assert_eq!(unb64(&dec["plaintext"])?, pt, "round trip");
+
+    for wrong in [
+        json!({ "ciphertext": b64(&ct), "aad": b64(b"tenant=43") }),
+        json!({ "ciphertext": b64(&ct) }),
+    ] {
+        let r = post(&mut c, "/v1/keys/dek/decrypt", wrong.clone()).await?;
+        expect(
+            &r,
+            400,
+            Some("bad-ciphertext"),
+            &format!("decrypt with wrong AAD {wrong}"),
+        )?;
+    }
+
+    // Still working afterwards, on the same connection and a new one.
+    let dec = expect(
+        &post(
+            &mut c,
+            "/v1/keys/dek/decrypt",
+            json!({ "ciphertext": b64(&ct), "aad": b64(&aad) }),
+        )
+        .await?,
+        200,
+        None,
+        "decrypt after a failed one",
+    )?;
+    assert_eq!(unb64(&dec["plaintext"])?, pt);
+    let mut c2 = svc.connect("demo-app").await?;
+    let enc2 = expect(
+        &post(
+            &mut c2,
+            "/v1/keys/dek/encrypt",
+            json!({ "plaintext": b64(b"x") }),
+        )
+        .await?,
+        200,
+        None,
+        "encrypt on a new connection",
+    )?;
+    assert!(enc2["ciphertext"].is_string());
+    let h = expect(&get(&mut c2, "/v1/health").await?, 200, None, "health")?;
+    assert_eq!(h["status"], "ok");
+    Ok(())
+}
+
+// ---- 7. malformed input ------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_problem_details() -> TestResult {
+    let svc = Service::start()?;
+    create_keys(&svc)?;
+    svc.register("demo-app")?;
+    svc.grant("demo-app", "sig", "sign,verify")?;
+    svc.grant("demo-app", "dek", "encrypt,decrypt,wrap,unwrap")?;
+    let pins = [
+        svc.env.user_pin("kms-primary")?,
+        svc.env.user_pin("kms-backup")?,
+    ];
+
+    let big = format!("{{\"message\":\"{}\"}}", "A".repeat(100 * 1024 / 4 * 4));
+    let cases: Vec<(&str, &str, Vec<u8>, u16, Option<&str>)> = vec![
+        (
+            "POST",
+            "/v1/keys/sig/sign",
+            br#"{"message":"not base64!"}"#.to_vec(),
+            400,
+            Some("bad-base64"),
+        ),
+        (
+            "POST",
+            "/v1/keys/dek/encrypt",
+            br#"{"plaintext":"aGVsbG8=","aad":"%%%"}"#.to_vec(),
+            400,
+            Some("bad-base64"),
+        ),
+        (
+            "POST",
+            "/v1/keys/sig/sign",
+            br#"{"message":"aGVsbG8=","extra":1}"#.to_vec(),
+            400,
+            Some("unknown-field"),
+        ),
+        (
+            "POST",
+            "/v1/keys/dek/data-key",
+            br#"{"bits":128}"#.to_vec(),
+            400,
+            Some("unknown-field"),
+        ),
+        (
+            "POST",
+            "/v1/keys/sig/sign",
+            big.into_bytes(),
+            413,
+            Some("body-too-large"),
+        ),
+        (
+            "POST",
+            "/v1/keys/sig/sign",
+            b"this is not json".to_vec(),
+            400,
+            None,
+        ),
+        ("POST", "/v1/keys/sig/sign", Vec::new(), 400, None),
+        (
+            "POST",
+            "/v1/keys/sig/sign",
+            br#"{"message":"aGVsbG8=","digest":"aGVsbG8="}"#.to_vec(),
+            400,
+            None,
+        ),
+        (
+            "GET",
+            "/v1/no-such-thing",
+            Vec::new(),
+            404,
+            Some("no-such-route"),
+        ),
+        (
+            "POST",
+            "/v2/keys/sig/sign",
+            b"{}".to_vec(),
+            404,
+            Some("no-such-route"),
+        ),
+        (
+            "GET",
+            "/v1/keys/sig/sign",
+            Vec::new(),
+            405,
+            Some("method-not-allowed"),
+        ),
+        (
+            "DELETE",
+            "/v1/keys/sig",
+            Vec::new(),
+            405,
+            Some("method-not-allowed"),
+        ),
+        (
+            "GET",
+            "/v1/keys/no-such-key",
+            Vec::new(),
+            404,
+            Some("key-not-found"),
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let what = format!("{method} {path} ({} body bytes)", body.len());
+        let r = svc.fetch("demo-app", method, path, body).await?;
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        assert_eq!(r.status, status, "{what}: body {text}");
+        assert_eq!(
+            r.content_type.as_deref(),
+            Some("application/problem+json"),
+            "{what}: content type; body {text}"
+        );
+        let v = r.json()?;
+        for field in ["type", "title", "status", "detail", "code"] {
+            assert!(!v[field].is_null(), "{what}: problem has no `{field}`: {v}");
+        }
+        assert_eq!(v["status"], status, "{what}: {v}");
+        let c = v["code"].as_str().ok_or("code is not a string")?;
+        assert_eq!(
+            v["type"],
+            format!("urn:kms:problem:{c}"),
+            "{what}: type and code disagree: {v}"
+        );
+        if let Some(want) = code {
+            assert_eq!(c, want, "{what}: {v}");
+        }
+        for pin in &pins {
+            assert!(
+                !text.contains(pin.as_str()),
+                "{what}: the body contains a PIN"
+            );
+        }
+    }
+
+    // The service is still fine.
+    let mut c = svc.connect("demo-app").await?;
+    expect(
+        &sign_msg(&mut c, "sig", b"ok").await?,
+        200,
+        None,
+        "sign after bad input",
+    )?;
+    assert!(
+        !pins.iter().any(|p| svc.log().contains(p.as_str())),
+        "the service log contains a PIN"
+    );
+    Ok(())
+}
+
+// ---- 8. revocation on an open connection -------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_and_disabling_apply_to_open_connections() -> TestResult {
+    let svc = Service::start()?;
+    create_keys(&svc)?;
+    svc.register("demo-app")?;
+    let id = svc.grant("demo-app", "sig", "sign")?;
+    let mut c = svc.connect("demo-app").await?;
+    expect(&sign_msg(&mut c, "sig", b"1").await?, 200, None, "sign")?;
+
+    svc.env.ok(&["grant", "revoke", &id, "--reason", "r"])?;
+    let r = sign_msg(&mut c, "sig", b"2").await?;
+    expect(
+        &r,
+        403,
+        Some("no-grant"),
+        "sign after revocation, same connection",
+    )?;
+
+    svc.grant("demo-app", "sig", "sign")?;
+    expect(
+        &sign_msg(&mut c, "sig", b"3").await?,
+        200,
+        None,
+        "sign with a new grant",
+    )?;
+
+    svc.env.ok(&[
+        "principal",
+        "disable",
+        "demo-app",
+        "--reason",
+        "app retired",
+    ])?;
+    let r = sign_msg(&mut c, "sig", b"4").await?;
+    expect(
+        &r,
+        403,
+        Some("principal-disabled"),
+        "sign after disabling, same connection",
+    )?;
+    let r = get(&mut c, "/v1/keys").await?;
+    expect(
+        &r,
+        403,
+        Some("principal-disabled"),
+        "list keys after disabling",
+    )?;
+    Ok(())
+}
+
+// ---- 9. OpenAPI ---------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_matches_the_routes() -> TestResult {
+    let spec_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json");
+    let spec: Value = serde_json::from_str(&std::fs::read_to_string(&spec_path)?)?;
+    let paths = spec["paths"]
+        .as_object()
+        .ok_or("openapi.json has no paths")?;
+    let methods = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+    let mut documented = BTreeSet::new();
+    for (path, item) in paths {
+        let item = item.as_object().ok_or("path item is not an object")?;
+        for m in item.keys().filter(|k| methods.contains(&k.as_str())) {
+            documented.insert((m.to_uppercase(), path.clone()));
+        }
+    }
+    let served: BTreeSet<(String, String)> = kms::server::ROUTES
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    let unserved: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        undocumented.is_empty(),
+        "routes missing from docs/openapi.json: {undocumented:?}"
+    );
+    assert!(
+        unserved.is_empty(),
+        "documented operations the server does not route: {unserved:?}"
+    );
+
+    let svc = Service::start()?;
+    create_keys(&svc)?;
+    svc.register("demo-app")?;
+    svc.grant("demo-app", "sig", "sign,verify,read-inventory")?;
+    let mut c = svc.connect("demo-app").await?;
+    for (method, path) in kms::server::ROUTES {
+        let path = path.replace("{name}", "sig");
+        let body = if *method == "POST" {
+            Some(json!({}))
+        } else {
+            None
+        };
+        let r = c.request(method, &path, body.as_ref(), None).await?;
+        let code = serde_json::from_slice::<Value>(&r.body)
+            .ok()
+            .and_then(|v| v["code"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        assert!(
+            !(r.status == 404 && code == "no-such-route")
+                && !(r.status == 405 || code == "method-not-allowed"),
+            "{method} {path} is not routed: {} {}",
+            r.status,
+            body_text(&r)
+        );
+    }
+    Ok(())
+}
+
+// ---- 10. concurrency ----------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_signing_leaks_no_session() -> TestResult {
+    const TASKS: usize = 16;
+    const EACH: usize = 25;
+    let svc = Service::start()?;
+    create_keys(&svc)?;
+    svc.register("demo-app")?;
+    svc.grant("demo-app", "sig", "sign")?;
+
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let (addr, tls) = (svc.addr, svc.tls("demo-app")?);
+        tasks.push(tokio::spawn(async move {
+            let mut c = Connection::connect(addr, tls)
+                .await
+                .map_err(|e| format!("task {t}: connect: {e}"))?;
+            let mut statuses = Vec::new();
+            for i in 0..EACH {
+                let r = sign_msg(&mut c, "sig", format!("{t}/{i}").as_bytes())
+                    .await
+                    .map_err(|e| format!("task {t} sign {i}: {e}"))?;
+                if r.status != 200 {
+                    return Err(format!("task {t} sign {i}: {} {}", r.status, body_text(&r)));
+                }
+                statuses.push(r.status);
+            }
+            Ok::<usize, String>(statuses.len())
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        ok += t.await??;
+    }
+    assert_eq!(ok, TASKS * EACH);
+
+    let mut c = svc.connect("demo-app").await?;
+    let h = expect(&get(&mut c, "/v1/health").await?, 200, None, "health")?;
+    let tokens = h["tokens"].as_array().ok_or("health has no tokens")?;
+    let primary = tokens
+        .iter()
+        .find(|t| t["label"] == "kms-primary")
+        .ok_or_else(|| format!("no kms-primary in health: {h}"))?;
+    let open = primary["sessions_open"].as_u64().ok_or("sessions_open")?;
+    let idle = primary["sessions_idle"].as_u64().ok_or("sessions_idle")?;
+    let max = primary["sessions_max"].as_u64().ok_or("sessions_max")?;
+    assert_eq!(open, idle, "a session is still checked out: {primary}");
+    assert!(
+        open <= max,
+        "more sessions open than the pool allows: {primary}"
+    );
+    assert!(open >= 1, "no pool session was ever opened: {primary}");
+
+    let rows = svc.audit(Some("sig"))?;
+    assert_eq!(
+        count(&rows, "key.sign", "ok"),
+        TASKS * EACH,
+        "one ok key.sign audit row per signature"
+    );
+    Ok(())
+}
+
+// ---- 11. graceful shutdown ----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests() -> TestResult {
+    const N: usize = 8;
+    let mut svc = Service::start()?;
+    create_keys(&svc)?;
+    svc.register("demo-app")?;
+    svc.grant("demo-app", "sig", "sign")?;
+
+    let mut conns = Vec::new();
+    for _ in 0..N {
+        conns.push(svc.connect("demo-app").await?);
+    }
+    let mut tasks = Vec::new();
+    for (i, mut c) in conns.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            c.request(
+                "POST",
+                "/v1/keys/sig/sign",
+                Some(&json!({ "message": b64(format!("in flight {i}").as_bytes()) })),
+                None,
+            )
+            .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let signalled = Instant::now();
+    svc.terminate()?;
+
+    let mut ok = 0;
+    let mut refused = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await? {
+            Ok(r) => {
+                assert!(
+                    r.status < 500,
+                    "request {i} got a server error during shutdown: {} {}",
+                    r.status,
+                    body_text(&r)
+                );
+                assert_eq!(r.status, 200, "request {i}: {}", body_text(&r));
+                ok += 1;
+            }
+            Err(e) => refused.push(format!("request {i}: {e}")),
+        }
+    }
+    let status = tokio::task::block_in_place(|| {
+        svc.wait_exit(Duration::from_secs(10).saturating_sub(signalled.elapsed()))
+    })?;
+    assert!(
+        signalled.elapsed() <= Duration::from_secs(10),
+        "took {:?} to exit",
+        signalled.elapsed()
+    );
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status; stderr:\n{}",
+        svc.log()
+    );
+    eprintln!(
+        "graceful shutdown: {ok} completed, {} not sent ({refused:?}), exit after {:?}",
+        refused.len(),
+        signalled.elapsed()
+    );
+    assert!(ok > 0, "no in-flight request completed: {refused:?}");
+    Ok(())
+}
+
+// ---- 12. metrics --------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests() -> TestResult {
+    let svc = Service::start()?;
+    create_keys(&svc)?;
+    svc.register("demo-app")?;
+    svc.grant("demo-app", "sig", "sign")?;
+    let mut c = svc.connect("demo-app").await?;
+    for i in 0..3 {
+        expect(
+            &sign_msg(&mut c, "sig", format!("{i}").as_bytes()).await?,
+            200,
+            None,
+            "sign",
+        )?;
+    }
+    expect(
+        &get(&mut c, "/v1/keys/dek").await?,
+        403,
+        Some("no-grant"),
+        "get dek",
+    )?;
+    let r = get(&mut c, "/metrics").await?;
+    assert_eq!(r.status, 200);
+    let text = body_text(&r);
+    assert!(
+        text.contains("kms_requests_total{operation=\"sign\",status=\"200\"} 3"),
+        "metrics: {text}"
+    );
+    assert!(
+        text.contains("kms_requests_total{operation=\"get-key\",status=\"403\"} 1"),
+        "metrics: {text}"
+    );
+    assert!(
+        text.contains("kms_request_duration_seconds_bucket"),
+        "metrics: {text}"
+    );
+    Ok(())
+}
