@@ -214,7 +214,7 @@ impl Engine {
                         &self.inventory,
                         caller,
                         &k.name,
-                        GrantOp::ReadInventory,
+                        Some(GrantOp::ReadInventory),
                         now,
                     )
                     .is_ok()
@@ -234,12 +234,21 @@ impl Engine {
     /// One key with all its versions.
     pub fn show_key(&self, caller: &Caller, name: &str) -> Result<KeyRecord, EngineError> {
         self.audited(caller, "key.show", Some(name), |_| {
-            Ok(self.inventory.key(name)?)
+            let key = self.inventory.key(name)?;
+            let now = OffsetDateTime::now_utc();
+            check_grant(
+                &self.inventory,
+                caller,
+                name,
+                Some(GrantOp::ReadInventory),
+                now,
+            )?;
+            Ok(key)
         })
     }
 
     /// The current public key as PEM SubjectPublicKeyInfo.
-    /// Any active grant on the key (verify, encrypt or read-inventory) lets a principal read it.
+    /// Any active grant on the key lets a principal read its public key.
     pub fn public_key_pem(
         &self,
         caller: &Caller,
@@ -248,14 +257,7 @@ impl Engine {
         self.audited(caller, "key.public", Some(name), |note| {
             let key = self.inventory.key(name)?;
             let now = OffsetDateTime::now_utc();
-            let mut granted = Err(EngineError::InvalidInput(String::new()));
-            for op in [GrantOp::ReadInventory, GrantOp::Verify, GrantOp::Encrypt] {
-                granted = check_grant(&self.inventory, caller, name, op, now);
-                if granted.is_ok() {
-                    break;
-                }
-            }
-            granted?;
+            check_grant(&self.inventory, caller, name, None, now)?;
             let version = key.current_version().ok_or_else(|| {
                 EngineError::denied(
                     Refusal::KeyState,

@@ -26,11 +26,12 @@ pub(crate) fn require_officer(caller: &Caller, what: &str) -> Result<(), EngineE
 }
 
 /// The caller may do `op` on key `key_name` (officers always; principals through a grant).
+/// `None` asks for any active grant on the key, whatever its operations.
 pub(crate) fn check_grant(
     inventory: &Inventory,
     caller: &Caller,
     key_name: &str,
-    op: GrantOp,
+    op: Option<GrantOp>,
     now: OffsetDateTime,
 ) -> Result<Option<Grant>, EngineError> {
     if let CallerKind::Officer = caller.kind {
@@ -45,10 +46,13 @@ pub(crate) fn check_grant(
         now,
     )?;
     let active: Vec<&Grant> = grants.iter().filter(|g| g.is_active(now)).collect();
-    if let Some(g) = active.iter().find(|g| g.ops.contains(op)) {
+    if let Some(g) = active
+        .iter()
+        .find(|g| op.is_none_or(|op| g.ops.contains(op)))
+    {
         return Ok(Some((*g).clone()));
     }
-    if let Some(g) = active.first() {
+    if let (Some(g), Some(op)) = (active.first(), op) {
         return Err(EngineError::denied(
             Refusal::OperationNotGranted,
             format!(
@@ -91,7 +95,7 @@ pub(crate) fn authorize_use<'k>(
     version: Option<u32>,
     now: OffsetDateTime,
 ) -> Result<&'k KeyVersion, EngineError> {
-    check_grant(inventory, caller, &key.name, op.into(), now)?;
+    check_grant(inventory, caller, &key.name, Some(op.into()), now)?;
     authorize_key(key, op, version, now)
 }
 

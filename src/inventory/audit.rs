@@ -26,9 +26,9 @@ pub(crate) fn insert(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<i64>
 
 impl Inventory {
     /// Append one audit row. Callers treat a failure here as failure of the whole operation.
+    /// Rows of concurrent operations are group-committed (see `audit_writer`).
     pub fn append_audit(&self, e: &AuditEntry) -> Result<i64, InventoryError> {
-        let conn = self.conn();
-        Ok(insert(&conn, e)?)
+        self.audit.append(e)
     }
 
     /// The newest `limit` audit rows, optionally for one key, oldest first.

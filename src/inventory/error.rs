@@ -36,6 +36,8 @@ pub enum InventoryError {
     Conflict(String),
     #[error("inventory row is unreadable: {0}")]
     BadRow(String),
+    #[error("audit row not written: {0}")]
+    AuditWriter(String),
     #[error("inventory database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }

@@ -4,6 +4,7 @@
 //! public key) and audit rows. Never key material, never a PIN.
 
 mod audit;
+mod audit_writer;
 mod error;
 mod grants;
 mod keys;
@@ -32,6 +33,7 @@ pub use records::{
 pub struct Inventory {
     path: PathBuf,
     conn: Mutex<Connection>,
+    audit: audit_writer::AuditWriter,
 }
 
 impl std::fmt::Debug for Inventory {
@@ -99,9 +101,11 @@ impl Inventory {
             });
         }
         migrations::apply(&mut conn, found)?;
+        let audit = audit_writer::AuditWriter::start(path).map_err(corrupt)?;
         Ok(Inventory {
             path: path.to_owned(),
             conn: Mutex::new(conn),
+            audit,
         })
     }
 
