@@ -67,7 +67,7 @@ impl Inventory {
         now: OffsetDateTime,
     ) -> Result<Vec<Grant>, InventoryError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "{SELECT} WHERE (?1 IS NULL OR g.principal = ?1) AND (?2 IS NULL OR k.name = ?2)
              ORDER BY g.created_at, g.id"
         ))?;

@@ -122,11 +122,8 @@ impl Inventory {
     pub fn key(&self, name: &str) -> Result<KeyRecord, InventoryError> {
         let conn = self.conn();
         let row = conn
-            .query_row(
-                &format!("SELECT {KEY_COLUMNS} FROM keys WHERE name = ?1"),
-                [name],
-                read_key,
-            )
+            .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE name = ?1"))?
+            .query_row([name], read_key)
             .optional()?;
         let mut key = row.ok_or_else(|| InventoryError::NoSuchKey(name.to_owned()))??;
         key.versions = versions(&conn, &key.id)?;
@@ -179,7 +176,7 @@ fn insert_version(
 }
 
 fn versions(conn: &Connection, key_id: &str) -> Result<Vec<KeyVersion>, InventoryError> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = ?1 ORDER BY version"
     ))?;
     let rows = stmt.query_map([key_id], read_version)?;

@@ -57,13 +57,11 @@ impl Inventory {
     /// The principal registered with this certificate fingerprint, if any.
     pub fn principal_by_fingerprint(&self, fp: &str) -> Result<Option<Principal>, InventoryError> {
         let conn = self.conn();
-        conn.query_row(
-            &format!("SELECT {COLUMNS} FROM principals WHERE cert_fingerprint = ?1"),
-            [fp],
-            read,
-        )
-        .optional()?
-        .transpose()
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM principals WHERE cert_fingerprint = ?1"
+        ))?;
+        let found = stmt.query_row([fp], read).optional()?;
+        found.transpose()
     }
 
     pub fn principals(&self) -> Result<Vec<Principal>, InventoryError> {
