@@ -267,6 +267,7 @@ fn main() -> Res<()> {
     let raw_sign_2 = raw_sign[1].ops_per_sec;
     let raw_unwrap_best = raw_unwrap.iter().map(|s| s.ops_per_sec).fold(0.0, f64::max);
     let mut best_sign: Option<Stats> = None;
+    let mut sign_p99: Vec<(usize, f64)> = Vec::new();
     let mut best_unwrap: Option<Stats> = None;
     let result: Res<()> = rt.block_on(async {
         for &c in &concurrency {
@@ -280,6 +281,7 @@ fn main() -> Res<()> {
             )
             .await?;
             row("service sign (mTLS, keep-alive)", c, s, Some(raw_sign_2));
+            sign_p99.push((c, s.p99_ms));
             if best_sign.is_none_or(|b| s.ops_per_sec > b.ops_per_sec) {
                 best_sign = Some(s);
             }
