@@ -518,6 +518,15 @@ mod tests {
     }
 
     #[test]
+    fn the_reference_config_parses() -> Result<(), ConfigError> {
+        let text = include_str!("../hsm-config/kms.toml");
+        let c = Config::parse(Path::new("/etc/kms/kms.toml"), text)?;
+        assert_eq!(c.tokens.len(), 2);
+        assert!(c.server.is_some());
+        Ok(())
+    }
+
+    #[test]
     fn pin_file_must_be_private() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let p = dir.path().join("pin");
