@@ -9,8 +9,6 @@ pub mod service;
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-
 pub struct Env {
     pub dir: tempfile::TempDir,
 }
@@ -107,14 +105,25 @@ impl Env {
         ))
     }
 
+    /// The PKCS#11 module setup-softhsm found (as written into kms.toml).
+    pub fn module(&self) -> Res<String> {
+        let cfg = std::fs::read_to_string(self.config())?;
+        cfg.lines()
+            .find_map(|l| l.strip_prefix("module = \""))
+            .and_then(|rest| rest.strip_suffix('"'))
+            .map(str::to_owned)
+            .ok_or_else(|| "no module in kms.toml".into())
+    }
+
     /// pkcs11-tool against one of this environment's tokens, logged in as user.
     pub fn pkcs11_tool(&self, label: &str, args: &[&str]) -> Res<Output> {
         let pin = self.user_pin(label)?;
+        let module = self.module()?;
         Ok(Command::new("pkcs11-tool")
             .env("SOFTHSM2_CONF", self.softhsm_conf())
             .args([
                 "--module",
-                MODULE,
+                &module,
                 "--token-label",
                 label,
                 "--login",
