@@ -72,6 +72,17 @@ pub struct Config {
     pub tokens: BTreeMap<String, TokenConfig>,
     /// The HTTPS service, if configured.
     pub server: Option<ServerConfig>,
+    /// The access workflow (A9).
+    pub access: AccessConfig,
+}
+
+/// `[access]`: requests, approvals and reviews.
+#[derive(Debug, Clone)]
+pub struct AccessConfig {
+    /// How often grants must be re-certified.
+    pub review_every: HumanDuration,
+    /// PKCS#11 module for people's approval cards when their URI has no module-path.
+    pub card_module: PathBuf,
 }
 
 /// `[server]`: the mutual-TLS HTTPS service (`kms serve`).
@@ -189,6 +200,15 @@ struct RawConfig {
     #[serde(default)]
     tokens: BTreeMap<String, RawToken>,
     server: Option<RawServer>,
+    #[serde(default)]
+    access: RawAccess,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAccess {
+    review_every: Option<HumanDuration>,
+    card_module: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -400,8 +420,21 @@ impl Config {
                 })
             }
         };
+        let key_module = tokens
+            .get(&raw.keys.token)
+            .map(|t| t.module.clone())
+            .unwrap_or_default();
+        let access = AccessConfig {
+            review_every: raw.access.review_every.unwrap_or(HumanDuration::days(90)),
+            card_module: raw
+                .access
+                .card_module
+                .map(|p| resolve(&p))
+                .unwrap_or(key_module),
+        };
         Ok(Config {
             server,
+            access,
             path: path.to_owned(),
             environment: raw.environment,
             inventory_path: resolve(&raw.inventory.path),
@@ -448,6 +481,14 @@ fn scrubbed_toml_error(e: &toml::de::Error, text: &str) -> String {
             format!("line {line}, column {column}: {message} ")
         }
         None => format!("{message} "),
+    }
+}
+
+impl PinSource {
+    /// Parse `env:VAR`, `file:PATH` or `prompt` (relative paths stay relative to the working
+    /// directory). A literal PIN is refused: `None`.
+    pub fn parse(s: &str) -> Option<PinSource> {
+        parse_pin_source(s, &|p: &Path| p.to_owned())
     }
 }
 

@@ -95,6 +95,35 @@ pub fn verify_signed(
     }
 }
 
+/// SubjectPublicKeyInfo DER from a PEM public key (EC P-384 or RSA).
+pub fn spki_from_pem(pem: &[u8]) -> Result<Vec<u8>, SoftCryptoError> {
+    let text = std::str::from_utf8(pem).map_err(|e| SoftCryptoError::BadPublicKey(e.to_string()))?;
+    let (label, der) = der::pem::decode_vec(text.as_bytes())
+        .map_err(|e| SoftCryptoError::BadPublicKey(e.to_string()))?;
+    if label != "PUBLIC KEY" {
+        return Err(SoftCryptoError::BadPublicKey(format!(
+            "expected a PEM PUBLIC KEY, found {label}"
+        )));
+    }
+    key_type_of_spki(&der)?;
+    Ok(der)
+}
+
+/// The kind of key an SPKI holds: EC P-384, or RSA (3072/4096 bits).
+pub fn key_type_of_spki(der: &[u8]) -> Result<KeyType, SoftCryptoError> {
+    use rsa::traits::PublicKeyParts as _;
+    if p384::PublicKey::from_public_key_der(der).is_ok() {
+        return Ok(KeyType::EcP384);
+    }
+    match rsa::RsaPublicKey::from_public_key_der(der) {
+        Ok(k) if k.size() == 384 => Ok(KeyType::Rsa3072),
+        Ok(k) if k.size() == 512 => Ok(KeyType::Rsa4096),
+        _ => Err(SoftCryptoError::BadPublicKey(
+            "approval keys must be EC P-384 or RSA 3072/4096".into(),
+        )),
+    }
+}
+
 /// RSA-OAEP (SHA-1, MGF1-SHA-1: what SoftHSM2 can decrypt) encryption to the stored public key.
 pub fn rsa_oaep_encrypt(spki_der: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SoftCryptoError> {
     use rsa::traits::PublicKeyParts as _;

@@ -1,6 +1,7 @@
 //! The officer command line: clap definitions, one file per noun, each command a thin call into
 //! the engine. No command opens a token or the inventory itself.
 
+mod access;
 mod audit;
 mod grant;
 mod io;
@@ -51,9 +52,12 @@ pub enum Command {
     /// Principals: who may call the service.
     #[command(subcommand)]
     Principal(principal::PrincipalCmd),
-    /// Grants: which principal may do what with which key, until when.
+    /// Grants: list, and break-glass grants by a security officer (outside the workflow).
     #[command(subcommand)]
     Grant(grant::GrantCmd),
+    /// Access workflow: request, verify, approve (signed on your token), review, revoke.
+    #[command(subcommand)]
+    Access(access::AccessCmd),
     /// Run the mutual-TLS HTTPS service for applications.
     Serve(serve::ServeArgs),
 }
@@ -104,6 +108,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Audit(cmd) => audit::run(&engine, &caller, cmd),
         Command::Principal(cmd) => principal::run(&engine, &caller, cmd),
         Command::Grant(cmd) => grant::run(&engine, &caller, cmd),
+        Command::Access(cmd) => access::run(&engine, &caller, cmd),
         Command::Serve(args) => serve::run(engine, args),
     }
 }

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use super::io::read_input;
 use super::output::{fmt_time, print_json, print_table};
 use super::CliError;
-use crate::engine::{Caller, Engine};
+use crate::engine::{ApprovalKey, Caller, Engine, NewPrincipal};
 use crate::model::Role;
 
 #[derive(Debug, Subcommand)]
@@ -22,6 +22,19 @@ pub enum PrincipalCmd {
         /// Client certificate (PEM); required for applications.
         #[arg(long, value_name = "PEM")]
         cert: Option<PathBuf>,
+        /// The person's approval key on the token they hold: an RFC 7512 PKCS#11 URI,
+        /// e.g. pkcs11:token=alice-card;object=approval (required for security admins, managers).
+        #[arg(long, value_name = "PKCS11-URI")]
+        approval_key: Option<String>,
+        /// PIN source for reading that token: env:VAR, file:PATH or prompt.
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        card_pin: String,
+        /// The approval public key as PEM, when the card cannot be reached from this host.
+        #[arg(long, value_name = "PEM", conflicts_with = "approval_key")]
+        approval_pubkey: Option<PathBuf>,
+        /// Networks (CIDR, comma-separated) the service accepts this principal from.
+        #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
+        allow_from: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -46,10 +59,31 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: PrincipalCmd) -> Result<(), Cl
             name,
             role,
             cert,
+            approval_key,
+            card_pin,
+            approval_pubkey,
+            allow_from,
             json,
         } => {
             let pem = cert.as_deref().map(read_input).transpose()?;
-            let p = engine.add_principal(caller, &name, role, pem.as_deref())?;
+            let approval_key = match (approval_key, approval_pubkey) {
+                (Some(uri), _) => Some(ApprovalKey::Card {
+                    uri,
+                    pin: super::access::pin_source(&card_pin)?,
+                }),
+                (None, Some(path)) => Some(ApprovalKey::Pem(read_input(&path)?)),
+                (None, None) => None,
+            };
+            let p = engine.add_principal(
+                caller,
+                NewPrincipal {
+                    name,
+                    role,
+                    cert_pem: pem,
+                    approval_key,
+                    allowed_networks: allow_from,
+                },
+            )?;
             if json {
                 return print_json(&p);
             }

@@ -3,11 +3,34 @@
 
 use time::{Date, OffsetDateTime, Time};
 
-use super::policy::require_officer;
+use sha2::Digest as _;
+
+use super::policy::{require_role, INVENTORY_READERS};
 use super::{Caller, CallerKind, Engine, EngineError, Refusal};
+use crate::config::PinSource;
+use crate::hsm::{card_public_key, Pkcs11Uri};
 use crate::identity::CertIdentity;
 use crate::inventory::{Grant, GrantFilter, Outcome, Principal};
 use crate::model::{GrantOps, Role};
+
+/// Where a person's approval key is: on a token (read through PKCS#11), or given as a PEM
+/// public key when the card cannot be reached from the KMS host.
+#[derive(Debug, Clone)]
+pub enum ApprovalKey {
+    Card { uri: String, pin: PinSource },
+    Pem(Vec<u8>),
+}
+
+/// What `kms principal add` asks for.
+#[derive(Debug, Clone)]
+pub struct NewPrincipal {
+    pub name: String,
+    pub role: Role,
+    pub cert_pem: Option<Vec<u8>>,
+    pub approval_key: Option<ApprovalKey>,
+    /// CIDR networks the service accepts this principal from (empty: any).
+    pub allowed_networks: Vec<String>,
+}
 
 /// What `kms grant add` asks for.
 #[derive(Debug, Clone)]
@@ -22,23 +45,34 @@ pub struct NewGrantRequest {
 }
 
 impl Engine {
-    /// Register a principal; for applications, by the SHA-256 fingerprint of `cert_pem`.
+    /// Register a principal: applications by the SHA-256 fingerprint of their client
+    /// certificate; people by the public key of the approval key on the token they hold.
+    /// The first security officer may be registered by whoever operates the KMS host
+    /// (bootstrap); after that only a security officer registers principals.
     pub fn add_principal(
         &self,
         caller: &Caller,
-        name: &str,
-        role: Role,
-        cert_pem: Option<&[u8]>,
+        req: NewPrincipal,
     ) -> Result<Principal, EngineError> {
         self.audited(caller, "principal.add", None, |note| {
-            require_officer(caller, "register principals")?;
-            validate_name(name, "principal")?;
-            let cert = match cert_pem {
+            let bootstrap = !self.inventory.has_security_officer()?;
+            if bootstrap {
+                if req.role != Role::SecurityOfficer || req.name != caller.actor {
+                    return Err(EngineError::denied(
+                        Refusal::WrongRole,
+                        "no security officer is registered yet: first register yourself as one (kms principal add YOUR-NAME --role security-officer --as YOUR-NAME)",
+                    ));
+                }
+            } else {
+                require_role(&self.inventory, caller, &[Role::SecurityOfficer], "register principals")?;
+            }
+            validate_name(&req.name, "principal")?;
+            let cert = match req.cert_pem.as_deref() {
                 Some(pem) => Some(
                     CertIdentity::from_pem(pem)
                         .map_err(|e| EngineError::InvalidInput(format!("--cert: {e}")))?,
                 ),
-                None if role == Role::Application => {
+                None if req.role == Role::Application => {
                     return Err(EngineError::InvalidInput(
                         "an application principal needs --cert (its client certificate, PEM)"
                             .into(),
@@ -46,11 +80,45 @@ impl Engine {
                 }
                 None => None,
             };
+            let mut networks = Vec::new();
+            for n in &req.allowed_networks {
+                let net: ipnet::IpNet = n.parse().map_err(|_| {
+                    EngineError::InvalidInput(format!(
+                        "--allow-from '{n}' is not a network; write CIDR like 10.20.0.0/16 or 127.0.0.1/32"
+                    ))
+                })?;
+                networks.push(net.to_string());
+            }
+            let (approval_key, approval_key_uri) = match &req.approval_key {
+                Some(ApprovalKey::Card { uri, pin }) => {
+                    let parsed: Pkcs11Uri = uri
+                        .parse()
+                        .map_err(|e: crate::hsm::UriError| EngineError::InvalidInput(e.to_string()))?;
+                    let (spki, _) = card_public_key(&parsed, &self.config.access.card_module, pin.clone())?;
+                    (Some(spki), Some(uri.clone()))
+                }
+                Some(ApprovalKey::Pem(pem)) => {
+                    let spki = crate::softverify::spki_from_pem(pem)?;
+                    (Some(spki), None)
+                }
+                None => (None, None),
+            };
+            if approval_key.is_none()
+                && matches!(req.role, Role::SecurityAdmin | Role::Manager)
+            {
+                return Err(EngineError::InvalidInput(format!(
+                    "a {} signs approvals: register them with --approval-key pkcs11:token=...;object=... (the key on the token they hold) or --approval-pubkey PEM",
+                    req.role
+                )));
+            }
             let p = Principal {
-                name: name.to_owned(),
-                role,
+                name: req.name.clone(),
+                role: req.role,
                 cert_fingerprint: cert.as_ref().map(|c| c.fingerprint.clone()),
                 cert_subject: cert.as_ref().map(CertIdentity::describe),
+                approval_key,
+                approval_key_uri,
+                allowed_networks: networks,
                 disabled_at: None,
                 disabled_by: None,
                 created_by: caller.actor.clone(),
@@ -58,9 +126,21 @@ impl Engine {
             };
             self.inventory.add_principal(&p)?;
             note.detail = Some(format!(
-                "registered principal '{name}' role={role}{}",
+                "registered principal '{}' role={}{}{}{}{}",
+                p.name,
+                p.role,
+                if bootstrap { " (bootstrap)" } else { "" },
                 cert.map(|c| format!(" cert sha256={} subject={}", c.fingerprint, c.describe()))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                p.approval_key
+                    .as_deref()
+                    .map(|k| format!(" approval-key sha256={}", hex::encode(sha2::Sha256::digest(k))))
+                    .unwrap_or_default(),
+                if p.allowed_networks.is_empty() {
+                    String::new()
+                } else {
+                    format!(" allow-from={}", p.allowed_networks.join(","))
+                }
             ));
             Ok(p)
         })
@@ -68,14 +148,14 @@ impl Engine {
 
     pub fn list_principals(&self, caller: &Caller) -> Result<Vec<Principal>, EngineError> {
         self.audited(caller, "principal.list", None, |_| {
-            require_officer(caller, "list principals")?;
+            require_role(&self.inventory, caller, INVENTORY_READERS, "list principals")?;
             Ok(self.inventory.principals()?)
         })
     }
 
     pub fn show_principal(&self, caller: &Caller, name: &str) -> Result<Principal, EngineError> {
         self.audited(caller, "principal.show", None, |_| {
-            require_officer(caller, "read principals")?;
+            require_role(&self.inventory, caller, INVENTORY_READERS, "read principals")?;
             Ok(self.inventory.principal(name)?)
         })
     }
@@ -83,7 +163,7 @@ impl Engine {
     /// Disable a principal: refused from its next request on, even on an open connection.
     pub fn disable_principal(&self, caller: &Caller, name: &str) -> Result<(), EngineError> {
         self.audited(caller, "principal.disable", None, |note| {
-            require_officer(caller, "disable principals")?;
+            require_role(&self.inventory, caller, &[Role::SecurityOfficer], "disable principals")?;
             self.inventory
                 .disable_principal(name, &caller.actor, OffsetDateTime::now_utc())?;
             note.detail = Some(format!("disabled principal '{name}'"));
@@ -91,10 +171,23 @@ impl Engine {
         })
     }
 
-    /// Grant a principal operations on a key until the end of a day.
+    /// Break-glass: a security officer grants operations on a key directly, outside the signed
+    /// request → verify → approve workflow, with a reason; never to themselves. Recorded as
+    /// break-glass in the grant and the audit trail, and due for review like any grant.
     pub fn add_grant(&self, caller: &Caller, req: NewGrantRequest) -> Result<Grant, EngineError> {
-        self.audited(caller, "grant.add", Some(&req.key), |note| {
-            require_officer(caller, "grant access")?;
+        self.audited(caller, "grant.break-glass", Some(&req.key), |note| {
+            require_role(&self.inventory, caller, &[Role::SecurityOfficer], "grant access directly (break-glass)")?;
+            if caller.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+                return Err(EngineError::InvalidInput(
+                    "a break-glass grant needs --reason (the emergency that justifies skipping the approval workflow)".into(),
+                ));
+            }
+            if req.principal == caller.actor {
+                return Err(EngineError::denied(
+                    Refusal::SeparationOfDuties,
+                    "a security officer may not grant themselves access; use kms access request",
+                ));
+            }
             if req.ops.is_empty() {
                 return Err(EngineError::InvalidInput(
                     "--ops must list at least one operation".into(),
@@ -135,11 +228,14 @@ impl Engine {
                     ticket: req.ticket.clone(),
                     justification: req.justification.clone(),
                     created_by: caller.actor.clone(),
+                    request_id: None,
+                    review_due: Some(now + self.config.access.review_every.to_time()),
+                    break_glass: true,
                 },
                 now,
             )?;
             note.detail = Some(format!(
-                "grant {} to '{}': {} until {} (ticket {}; {})",
+                "BREAK-GLASS grant {} to '{}': {} until {} (ticket {}; {})",
                 g.id,
                 g.principal,
                 g.ops,
@@ -157,7 +253,7 @@ impl Engine {
         filter: &GrantFilter,
     ) -> Result<Vec<Grant>, EngineError> {
         self.audited(caller, "grant.list", filter.key_name.as_deref(), |_| {
-            require_officer(caller, "list grants")?;
+            require_role(&self.inventory, caller, INVENTORY_READERS, "list grants")?;
             Ok(self.inventory.grants(filter, OffsetDateTime::now_utc())?)
         })
     }
@@ -170,7 +266,12 @@ impl Engine {
         reason: &str,
     ) -> Result<Grant, EngineError> {
         self.audited(caller, "grant.revoke", None, |note| {
-            require_officer(caller, "revoke grants")?;
+            require_role(
+                &self.inventory,
+                caller,
+                &[Role::SecurityOfficer, Role::SecurityAdmin, Role::Manager],
+                "revoke grants",
+            )?;
             if reason.trim().is_empty() {
                 return Err(EngineError::InvalidInput(
                     "--reason is required to revoke".into(),
@@ -212,6 +313,14 @@ impl Engine {
                 Refusal::PrincipalDisabled,
                 format!("principal '{}' is disabled", p.name),
             )),
+            Some(p) if !source_allowed(&p.allowed_networks, source) => Some((
+                Refusal::SourceNotAllowed,
+                format!(
+                    "principal '{}' may connect only from {}, not from {source}",
+                    p.name,
+                    p.allowed_networks.join(", ")
+                ),
+            )),
             Some(_) => None,
         };
         if let Some((why, message)) = refusal {
@@ -247,6 +356,25 @@ impl Engine {
             kind: CallerKind::Principal { role: p.role },
         })
     }
+}
+
+/// Whether `source` ("ip:port" or "ip") lies in one of `networks` (none = anywhere).
+fn source_allowed(networks: &[String], source: &str) -> bool {
+    if networks.is_empty() {
+        return true;
+    }
+    let ip: Option<std::net::IpAddr> = source
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip())
+        .ok()
+        .or_else(|| source.parse().ok());
+    let Some(ip) = ip else {
+        return false;
+    };
+    networks
+        .iter()
+        .filter_map(|n| n.parse::<ipnet::IpNet>().ok())
+        .any(|n| n.contains(&ip))
 }
 
 /// Names of principals (and keys) are short, printable identifiers.

@@ -2,6 +2,7 @@
 
 use time::OffsetDateTime;
 
+use crate::model::Role;
 use super::{Caller, Engine, EngineError};
 use crate::inventory::{AuditEntry, Outcome};
 
@@ -81,7 +82,7 @@ impl Engine {
         limit: u32,
     ) -> Result<Vec<crate::inventory::AuditRow>, EngineError> {
         self.audited(caller, "audit.read", key_name, |_| {
-            super::policy::require_officer(caller, "read the audit trail")?;
+            super::policy::require_role(&self.inventory, caller, &[Role::Auditor, Role::SecurityOfficer], "read the audit trail")?;
             Ok(self.inventory.audit_rows(key_name, limit)?)
         })
     }

@@ -6,8 +6,9 @@ use crate::model::Role;
 /// How the caller reached the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallerKind {
-    /// A security officer at the console (the `kms` CLI on the KMS host).
-    Officer,
+    /// A person at the console (the `kms` CLI on the KMS host), acting as the registered
+    /// principal named by `--as` (or the OS user); the principal's role decides what it may do.
+    Console,
     /// A registered principal authenticated by the service (mutual TLS).
     Principal { role: Role },
 }
@@ -15,8 +16,8 @@ pub enum CallerKind {
 /// The caller of an engine operation.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// Identity recorded in the audit trail: the principal's name, or for the officer CLI
-    /// `--as NAME` / the OS user (asserted, not authenticated, until officer principals arrive).
+    /// The principal's name: from the client certificate (service), or `--as NAME` / the OS user
+    /// at the console, which must name a registered principal.
     pub actor: String,
     /// System or device the request came from (host name, or the client's address).
     pub host: String,
@@ -42,7 +43,7 @@ impl Caller {
             actor,
             host,
             reason: reason.filter(|r| !r.trim().is_empty()),
-            kind: CallerKind::Officer,
+            kind: CallerKind::Console,
         }
     }
 
@@ -53,7 +54,7 @@ impl Caller {
         c
     }
 
-    pub fn is_officer(&self) -> bool {
-        self.kind == CallerKind::Officer
+    pub fn is_console(&self) -> bool {
+        self.kind == CallerKind::Console
     }
 }

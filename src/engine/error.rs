@@ -49,8 +49,18 @@ pub enum Refusal {
     GrantExpired,
     /// A grant exists but does not include this operation.
     OperationNotGranted,
-    /// Only a security officer at the console may do this.
-    OfficerOnly,
+    /// The principal's role does not allow this.
+    WrongRole,
+    /// A grant whose review deadline passed without re-certification.
+    ReviewLapsed,
+    /// The request came from a network the principal is not allowed to connect from.
+    SourceNotAllowed,
+    /// Separation of duties: the same person may not request and approve, or verify and approve.
+    SeparationOfDuties,
+    /// A signature does not verify against the signer's registered key.
+    BadSignature,
+    /// The request is not in the state this step needs.
+    WrongState,
     /// The key's type cannot do this operation at all.
     NotSupported,
     /// The key's inventory usage does not include this operation.
@@ -68,7 +78,12 @@ impl Refusal {
             Refusal::NoGrant => "no-grant",
             Refusal::GrantExpired => "grant-expired",
             Refusal::OperationNotGranted => "operation-not-granted",
-            Refusal::OfficerOnly => "officer-only",
+            Refusal::WrongRole => "wrong-role",
+            Refusal::ReviewLapsed => "review-lapsed",
+            Refusal::SourceNotAllowed => "source-not-allowed",
+            Refusal::SeparationOfDuties => "separation-of-duties",
+            Refusal::BadSignature => "bad-signature",
+            Refusal::WrongState => "wrong-state",
             Refusal::NotSupported => "operation-not-supported",
             Refusal::UsageNotAllowed => "usage-not-allowed",
             Refusal::KeyExpired => "key-expired",

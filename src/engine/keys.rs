@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use time::{Date, OffsetDateTime};
 
-use super::policy::{check_grant, require_officer};
+use super::policy::{check_grant, check_inventory_read, require_role, INVENTORY_READERS};
+use crate::model::Role;
 use super::{Caller, Engine, EngineError, Refusal};
 use crate::duration::HumanDuration;
 use crate::inventory::{KeyFilter, KeyRecord, NewKey, PendingVersion};
@@ -62,7 +63,7 @@ impl Engine {
     /// version that `kms reconcile` reports.
     pub fn create_key(&self, caller: &Caller, req: CreateKey) -> Result<KeyRecord, EngineError> {
         self.audited(caller, "key.create", Some(&req.name), |note| {
-            require_officer(caller, "create keys")?;
+            require_role(&self.inventory, caller, &[Role::SecurityOfficer], "create keys")?;
             validate(&req, OffsetDateTime::now_utc().date())?;
             let token_name = self.config.key_token.clone();
             let token = self.hsm.token(&token_name)?;
@@ -174,7 +175,7 @@ impl Engine {
     /// crash): destroy whatever the token holds under its CKA_IDs, then delete its rows.
     pub fn abandon_key(&self, caller: &Caller, name: &str) -> Result<usize, EngineError> {
         self.audited(caller, "key.abandon", Some(name), |note| {
-            require_officer(caller, "abandon keys")?;
+            require_role(&self.inventory, caller, &[Role::SecurityOfficer], "abandon keys")?;
             let key = self.inventory.key(name)?;
             if key
                 .versions
@@ -206,8 +207,9 @@ impl Engine {
     ) -> Result<Vec<KeyRecord>, EngineError> {
         self.audited(caller, "key.list", None, |note| {
             let mut keys = self.inventory.keys(filter)?;
-            if !caller.is_officer() {
-                // A principal sees only the keys it may read; none at all is a refusal.
+            let me = super::policy::acting_principal(&self.inventory, caller)?;
+            if !INVENTORY_READERS.contains(&me.role) {
+                // Others see only the keys they may read; none at all is a refusal.
                 let now = OffsetDateTime::now_utc();
                 keys.retain(|k| {
                     check_grant(
@@ -236,13 +238,7 @@ impl Engine {
         self.audited(caller, "key.show", Some(name), |_| {
             let key = self.inventory.key(name)?;
             let now = OffsetDateTime::now_utc();
-            check_grant(
-                &self.inventory,
-                caller,
-                name,
-                Some(GrantOp::ReadInventory),
-                now,
-            )?;
+            check_inventory_read(&self.inventory, caller, name, now)?;
             Ok(key)
         })
     }
@@ -257,7 +253,10 @@ impl Engine {
         self.audited(caller, "key.public", Some(name), |note| {
             let key = self.inventory.key(name)?;
             let now = OffsetDateTime::now_utc();
-            check_grant(&self.inventory, caller, name, None, now)?;
+            // Public keys: anyone who may read the inventory entry or holds any grant on it.
+            if check_inventory_read(&self.inventory, caller, name, now).is_err() {
+                check_grant(&self.inventory, caller, name, None, now)?;
+            }
             let version = key.current_version().ok_or_else(|| {
                 EngineError::denied(
                     Refusal::KeyState,

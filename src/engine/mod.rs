@@ -13,14 +13,19 @@ mod error;
 mod keys;
 mod policy;
 mod reconcile;
+mod requests;
 mod tokens;
 
-pub use access::NewGrantRequest;
+pub use access::{ApprovalKey, NewGrantRequest, NewPrincipal};
 pub use caller::{Caller, CallerKind};
 pub use crypto::{IssuedDataKey, Signed, ToSign, VerifyOutcome};
 pub use error::{EngineError, Refusal};
 pub use keys::CreateKey;
 pub use reconcile::{Finding, ReconcileReport};
+pub use requests::{
+    approval_message, recertify_message, CardAccess, RequestEvidence, RequestInput, Step,
+    StepEvidence,
+};
 pub use tokens::{Health, TokenHealth, TokenStatus};
 
 use crate::config::Config;

@@ -1,28 +1,93 @@
 //! Authorization: the one place that decides whether a caller may do something.
 //!
-//! - Officers at the console (the CLI) administer: keys, principals, grants, audit, reconcile.
-//!   Roles for humans, and signed approvals, arrive with the access workflow (issue 4).
-//! - Principals (applications over mutual TLS) may use a key only through an active grant naming
-//!   the key and the operation; expiry is checked here, at the moment of use.
+//! - Every caller is a registered principal with a role. Administration needs a role: keys and
+//!   principals the security officer; the audit trail the auditor or officer; the whole inventory
+//!   officer, security admin, manager or auditor.
+//! - Key *use* needs an active grant naming the key and the operation, for everyone, officers
+//!   included; expiry and the review deadline are checked here, at the moment of use.
 //! - Then the key's own policy: its type supports the operation, its inventory usage allows it,
 //!   it is not expired for operations that protect new data, the version is active.
 
 use time::OffsetDateTime;
 
-use super::{Caller, CallerKind, EngineError, Refusal};
-use crate::inventory::{Grant, GrantFilter, Inventory, KeyRecord, KeyVersion};
-use crate::model::{GrantOp, Operation, VersionState};
+use super::{Caller, EngineError, Refusal};
+use crate::inventory::{
+    Grant, GrantFilter, Inventory, InventoryError, KeyRecord, KeyVersion, Principal,
+};
+use crate::model::{GrantOp, Operation, Role, VersionState};
 
-/// Only an officer may do `what`.
-pub(crate) fn require_officer(caller: &Caller, what: &str) -> Result<(), EngineError> {
-    if caller.is_officer() {
-        Ok(())
-    } else {
-        Err(EngineError::denied(
-            Refusal::OfficerOnly,
-            format!("only a security officer at the console may {what}"),
-        ))
+/// Roles that may read the whole key inventory (the "site permission"); others need a
+/// read-inventory grant per key.
+pub(crate) const INVENTORY_READERS: &[Role] = &[
+    Role::SecurityOfficer,
+    Role::SecurityAdmin,
+    Role::Manager,
+    Role::Auditor,
+];
+
+/// The registered, enabled principal the caller acts as.
+pub(crate) fn acting_principal(
+    inventory: &Inventory,
+    caller: &Caller,
+) -> Result<Principal, EngineError> {
+    let p = match inventory.principal(&caller.actor) {
+        Ok(p) => p,
+        Err(InventoryError::NoSuchPrincipal(_)) => {
+            return Err(EngineError::denied(
+                Refusal::UnknownPrincipal,
+                format!(
+                    "'{}' is not a registered principal; a security officer registers people with `kms principal add NAME --role ROLE --approval-key URI` (pass --as NAME)",
+                    caller.actor
+                ),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if p.disabled_at.is_some() {
+        return Err(EngineError::denied(
+            Refusal::PrincipalDisabled,
+            format!("principal '{}' is disabled", p.name),
+        ));
     }
+    Ok(p)
+}
+
+/// The caller must hold one of `roles` to do `what`.
+pub(crate) fn require_role(
+    inventory: &Inventory,
+    caller: &Caller,
+    roles: &[Role],
+    what: &str,
+) -> Result<Principal, EngineError> {
+    let p = acting_principal(inventory, caller)?;
+    if roles.contains(&p.role) {
+        return Ok(p);
+    }
+    let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    Err(EngineError::denied(
+        Refusal::WrongRole,
+        format!(
+            "'{}' is {} and may not {what}; that needs the role {}",
+            p.name,
+            p.role,
+            names.join(" or ")
+        ),
+    ))
+}
+
+/// Whether the caller may read key `key_name`'s inventory entry: an inventory-reading role, or
+/// a read-inventory grant on the key.
+pub(crate) fn check_inventory_read(
+    inventory: &Inventory,
+    caller: &Caller,
+    key_name: &str,
+    now: OffsetDateTime,
+) -> Result<(), EngineError> {
+    let p = acting_principal(inventory, caller)?;
+    if INVENTORY_READERS.contains(&p.role) {
+        return Ok(());
+    }
+    check_grant(inventory, caller, key_name, Some(GrantOp::ReadInventory), now).map(drop)
 }
 
 /// The caller may do `op` on key `key_name` (officers always; principals through a grant).
@@ -34,9 +99,6 @@ pub(crate) fn check_grant(
     op: Option<GrantOp>,
     now: OffsetDateTime,
 ) -> Result<Option<Grant>, EngineError> {
-    if let CallerKind::Officer = caller.kind {
-        return Ok(None);
-    }
     let grants = inventory.grants(
         &GrantFilter {
             principal: Some(caller.actor.clone()),
@@ -58,6 +120,17 @@ pub(crate) fn check_grant(
             format!(
                 "'{}' may {} with key '{key_name}' (grant {}), but not {op}",
                 caller.actor, g.ops, g.id
+            ),
+        ));
+    }
+    if let Some(g) = grants.iter().find(|g| g.review_lapsed(now)) {
+        return Err(EngineError::denied(
+            Refusal::ReviewLapsed,
+            format!(
+                "grant {} of '{}' on key '{key_name}' lapsed: it was not re-certified by {}",
+                g.id,
+                caller.actor,
+                g.review_due.map(crate::inventory::fmt_time).unwrap_or_default()
             ),
         ));
     }

@@ -13,10 +13,12 @@ mod error;
 mod keygen;
 mod module;
 mod objects;
+mod personal;
 mod pool;
 mod public_key;
 mod sign;
 mod token;
+mod uri;
 mod wrap;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,7 +27,9 @@ use std::sync::{Arc, Mutex};
 pub use error::HsmError;
 pub use keygen::GeneratedKey;
 pub use objects::TokenObject;
+pub use personal::{card_public_key, sign_with_card, CardSignature};
 pub use token::{Token, TokenDescription};
+pub use uri::{Pkcs11Uri, UriError};
 pub use wrap::DataKey;
 
 use crate::config::{Config, TokenConfig};

@@ -30,6 +30,8 @@ pub enum InventoryError {
     NoSuchKey(String),
     #[error("no principal named '{0}' (kms principal list shows them)")]
     NoSuchPrincipal(String),
+    #[error("no access request {0} (kms access list shows them)")]
+    NoSuchRequest(String),
     #[error("no grant {0} (kms grant list --all shows them)")]
     NoSuchGrant(String),
     #[error("{0}")]

@@ -1,63 +1,29 @@
-//! Grants: which principal may do what with which key, until when.
+//! Grants: which principal may do what with which key, until when; and their reviews.
 
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
 use super::records::{Grant, GrantFilter, NewGrant};
 use super::{fmt_time, parse_time, Inventory, InventoryError};
 
-const SELECT: &str =
-    "SELECT g.id, g.principal, k.name, g.ops, g.not_before, g.not_after, g.ticket, \
-     g.justification, g.created_by, g.created_at, g.revoked_at, g.revoked_by, g.revoke_reason \
+const SELECT: &str = "SELECT g.id, g.principal, k.name, g.ops, g.not_before, g.not_after, \
+     g.ticket, g.justification, g.created_by, g.created_at, g.revoked_at, g.revoked_by, \
+     g.revoke_reason, g.request_id, g.review_due, g.break_glass \
      FROM grants g JOIN keys k ON k.id = g.key_id";
 
 impl Inventory {
     /// Record a grant. The principal and the key must exist.
     pub fn add_grant(&self, g: &NewGrant, now: OffsetDateTime) -> Result<Grant, InventoryError> {
-        let id = format!("g-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        {
+        let id = {
             let conn = self.conn();
-            let key_id: Option<String> = conn
-                .query_row("SELECT id FROM keys WHERE name = ?1", [&g.key_name], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            let key_id = key_id.ok_or_else(|| InventoryError::NoSuchKey(g.key_name.clone()))?;
-            let exists: Option<String> = conn
-                .query_row(
-                    "SELECT name FROM principals WHERE name = ?1",
-                    [&g.principal],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if exists.is_none() {
-                return Err(InventoryError::NoSuchPrincipal(g.principal.clone()));
-            }
-            conn.execute(
-                "INSERT INTO grants (id, principal, key_id, ops, not_before, not_after, ticket, justification, created_by, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    id,
-                    g.principal,
-                    key_id,
-                    g.ops.to_string(),
-                    fmt_time(g.not_before),
-                    fmt_time(g.not_after),
-                    g.ticket,
-                    g.justification,
-                    g.created_by,
-                    fmt_time(now)
-                ],
-            )?;
-        }
+            insert_grant(&conn, g, now)?
+        };
         self.grant(&id)
     }
 
     pub fn grant(&self, id: &str) -> Result<Grant, InventoryError> {
         let conn = self.conn();
-        conn.query_row(&format!("{SELECT} WHERE g.id = ?1"), [id], read)
-            .optional()?
-            .ok_or_else(|| InventoryError::NoSuchGrant(id.to_owned()))?
+        grant_on(&conn, id)
     }
 
     /// Grants matching `filter`; without `all`, only those in force at `now`.
@@ -105,9 +71,61 @@ impl Inventory {
     }
 }
 
+/// Insert a grant inside the caller's transaction; returns its id.
+pub(crate) fn insert_grant(
+    conn: &Connection,
+    g: &NewGrant,
+    now: OffsetDateTime,
+) -> Result<String, InventoryError> {
+    let id = format!("g-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let key_id: Option<String> = conn
+        .query_row("SELECT id FROM keys WHERE name = ?1", [&g.key_name], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let key_id = key_id.ok_or_else(|| InventoryError::NoSuchKey(g.key_name.clone()))?;
+    let exists: Option<String> = conn
+        .query_row(
+            "SELECT name FROM principals WHERE name = ?1",
+            [&g.principal],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if exists.is_none() {
+        return Err(InventoryError::NoSuchPrincipal(g.principal.clone()));
+    }
+    conn.execute(
+        "INSERT INTO grants (id, principal, key_id, ops, not_before, not_after, ticket,
+             justification, created_by, created_at, request_id, review_due, break_glass)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        params![
+            id,
+            g.principal,
+            key_id,
+            g.ops.to_string(),
+            fmt_time(g.not_before),
+            fmt_time(g.not_after),
+            g.ticket,
+            g.justification,
+            g.created_by,
+            fmt_time(now),
+            g.request_id,
+            g.review_due.map(fmt_time),
+            g.break_glass,
+        ],
+    )?;
+    Ok(id)
+}
+
+pub(crate) fn grant_on(conn: &Connection, id: &str) -> Result<Grant, InventoryError> {
+    conn.query_row(&format!("{SELECT} WHERE g.id = ?1"), [id], read)
+        .optional()?
+        .ok_or_else(|| InventoryError::NoSuchGrant(id.to_owned()))?
+}
+
 fn read(r: &Row<'_>) -> rusqlite::Result<Result<Grant, InventoryError>> {
     let ops: String = r.get(3)?;
-    let times: [Option<String>; 4] = [r.get(4)?, r.get(5)?, r.get(9)?, r.get(10)?];
+    let times: [Option<String>; 5] = [r.get(4)?, r.get(5)?, r.get(9)?, r.get(10)?, r.get(14)?];
     let (id, principal, key_name, ticket, justification, created_by, revoked_by, revoke_reason) = (
         r.get(0)?,
         r.get(1)?,
@@ -118,6 +136,7 @@ fn read(r: &Row<'_>) -> rusqlite::Result<Result<Grant, InventoryError>> {
         r.get(11)?,
         r.get(12)?,
     );
+    let (request_id, break_glass): (Option<String>, bool) = (r.get(13)?, r.get(15)?);
     Ok((|| {
         let t = |i: usize| -> Result<Option<OffsetDateTime>, InventoryError> {
             times[i].as_deref().map(parse_time).transpose()
@@ -141,6 +160,9 @@ fn read(r: &Row<'_>) -> rusqlite::Result<Result<Grant, InventoryError>> {
             revoked_at: t(3)?,
             revoked_by,
             revoke_reason,
+            request_id,
+            review_due: t(4)?,
+            break_glass,
         })
     })())
 }

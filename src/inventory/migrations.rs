@@ -82,6 +82,40 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX grants_principal_key ON grants (principal, key_id);
     "#,
+    // 3: access workflow (A9): approval keys, source networks, requests, signed steps, reviews.
+    r#"
+    ALTER TABLE principals ADD COLUMN approval_key BLOB;
+    ALTER TABLE principals ADD COLUMN approval_key_uri TEXT;
+    ALTER TABLE principals ADD COLUMN allowed_networks TEXT;
+    ALTER TABLE grants ADD COLUMN request_id TEXT;
+    ALTER TABLE grants ADD COLUMN review_due TEXT;
+    ALTER TABLE grants ADD COLUMN break_glass INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE access_requests (
+        id             TEXT PRIMARY KEY,
+        requester      TEXT NOT NULL REFERENCES principals(name),
+        grantee        TEXT NOT NULL REFERENCES principals(name),
+        key_id         TEXT NOT NULL REFERENCES keys(id),
+        ops            TEXT NOT NULL,
+        duration_secs  INTEGER NOT NULL CHECK (duration_secs > 0),
+        ticket         TEXT NOT NULL,
+        justification  TEXT NOT NULL,
+        state          TEXT NOT NULL CHECK (state IN ('pending','verified','approved','denied')),
+        created_at     TEXT NOT NULL,
+        grant_id       TEXT
+    );
+    CREATE TABLE signatures (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        subject     TEXT NOT NULL,
+        step        TEXT NOT NULL CHECK (step IN ('verify','approve','deny','recertify')),
+        signer      TEXT NOT NULL REFERENCES principals(name),
+        message     BLOB NOT NULL,
+        signature   BLOB NOT NULL,
+        public_key  BLOB NOT NULL,
+        signed_at   TEXT NOT NULL,
+        note        TEXT
+    );
+    CREATE INDEX signatures_subject ON signatures (subject, seq);
+    "#,
 ];
 
 /// `PRAGMA application_id` of a KMS inventory ("KMSI"): a SQLite file of another application is

@@ -11,6 +11,7 @@ mod keys;
 mod migrations;
 mod principals;
 mod records;
+mod requests;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -25,8 +26,8 @@ pub use error::InventoryError;
 pub use keys::PendingVersion;
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub use records::{
-    AuditEntry, AuditRow, Grant, GrantFilter, KeyFilter, KeyRecord, KeyVersion, NewGrant, NewKey,
-    Outcome, Principal,
+    AccessRequest, AuditEntry, AuditRow, Grant, GrantFilter, KeyFilter, KeyRecord, KeyVersion,
+    NewGrant, NewKey, Outcome, Principal, RequestState, SignedStep,
 };
 
 /// The opened inventory. One connection behind a mutex: SQLite serialises writers anyway.

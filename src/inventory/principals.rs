@@ -6,15 +6,17 @@ use time::OffsetDateTime;
 use super::records::Principal;
 use super::{fmt_time, parse_time, Inventory, InventoryError};
 
-const COLUMNS: &str =
-    "name, role, cert_fingerprint, cert_subject, disabled_at, disabled_by, created_by, created_at";
+const COLUMNS: &str = "name, role, cert_fingerprint, cert_subject, disabled_at, disabled_by, \
+     created_by, created_at, approval_key, approval_key_uri, allowed_networks";
 
 impl Inventory {
     /// Register a principal. A duplicate name or certificate is refused.
     pub fn add_principal(&self, p: &Principal) -> Result<(), InventoryError> {
         let conn = self.conn();
         let res = conn.execute(
-            &format!("INSERT INTO principals ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+            &format!(
+                "INSERT INTO principals ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            ),
             params![
                 p.name,
                 p.role.as_str(),
@@ -24,6 +26,9 @@ impl Inventory {
                 p.disabled_by,
                 p.created_by,
                 fmt_time(p.created_at),
+                p.approval_key,
+                p.approval_key_uri,
+                (!p.allowed_networks.is_empty()).then(|| p.allowed_networks.join(",")),
             ],
         );
         match res {
@@ -62,6 +67,17 @@ impl Inventory {
         ))?;
         let found = stmt.query_row([fp], read).optional()?;
         found.transpose()
+    }
+
+    /// Whether any enabled security officer exists (bootstrap: the first one may be registered
+    /// by whoever operates the KMS host).
+    pub fn has_security_officer(&self) -> Result<bool, InventoryError> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM principals WHERE role = 'security-officer' AND disabled_at IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
     }
 
     pub fn principals(&self) -> Result<Vec<Principal>, InventoryError> {
@@ -104,6 +120,8 @@ fn read(r: &Row<'_>) -> rusqlite::Result<Result<Principal, InventoryError>> {
     let created_at: String = r.get(7)?;
     let (name, cert_fingerprint, cert_subject, disabled_by, created_by) =
         (r.get(0)?, r.get(2)?, r.get(3)?, r.get(5)?, r.get(6)?);
+    let (approval_key, approval_key_uri, networks): (Option<Vec<u8>>, Option<String>, Option<String>) =
+        (r.get(8)?, r.get(9)?, r.get(10)?);
     Ok((|| {
         Ok(Principal {
             name,
@@ -112,6 +130,11 @@ fn read(r: &Row<'_>) -> rusqlite::Result<Result<Principal, InventoryError>> {
                 .map_err(|e| InventoryError::BadRow(format!("role: {e}")))?,
             cert_fingerprint,
             cert_subject,
+            approval_key,
+            approval_key_uri,
+            allowed_networks: networks
+                .map(|n| n.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
             disabled_at: disabled_at.as_deref().map(parse_time).transpose()?,
             disabled_by,
             created_by,

@@ -160,6 +160,14 @@ pub struct Principal {
     pub role: crate::model::Role,
     pub cert_fingerprint: Option<String>,
     pub cert_subject: Option<String>,
+    /// SubjectPublicKeyInfo DER of the key that signs this person's approvals (its private
+    /// half lives on a token the person holds).
+    #[serde(skip)]
+    pub approval_key: Option<Vec<u8>>,
+    /// Where that key lives (RFC 7512 PKCS#11 URI), for the record.
+    pub approval_key_uri: Option<String>,
+    /// Source networks (CIDR) the service accepts this principal from; empty = any.
+    pub allowed_networks: Vec<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub disabled_at: Option<OffsetDateTime>,
     pub disabled_by: Option<String>,
@@ -188,13 +196,86 @@ pub struct Grant {
     pub revoked_at: Option<OffsetDateTime>,
     pub revoked_by: Option<String>,
     pub revoke_reason: Option<String>,
+    /// The access request this grant was approved from (none for break-glass grants).
+    pub request_id: Option<String>,
+    /// Re-certification deadline: a grant not re-certified by then lapses.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub review_due: Option<OffsetDateTime>,
+    /// Made directly by a security officer outside the approval workflow.
+    pub break_glass: bool,
 }
 
 impl Grant {
-    /// In force at `now`: not revoked, started, not yet expired.
+    /// In force at `now`: not revoked, started, not expired, review not lapsed.
     pub fn is_active(&self, now: OffsetDateTime) -> bool {
-        self.revoked_at.is_none() && self.not_before <= now && now < self.not_after
+        self.revoked_at.is_none()
+            && self.not_before <= now
+            && now < self.not_after
+            && self.review_due.is_none_or(|due| now < due)
     }
+
+    /// Lapsed because its review deadline passed (while otherwise valid).
+    pub fn review_lapsed(&self, now: OffsetDateTime) -> bool {
+        self.revoked_at.is_none()
+            && now < self.not_after
+            && self.review_due.is_some_and(|due| due <= now)
+    }
+}
+
+/// State of an access request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestState {
+    Pending,
+    Verified,
+    Approved,
+    Denied,
+}
+
+impl RequestState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Pending => "pending",
+            RequestState::Verified => "verified",
+            RequestState::Approved => "approved",
+            RequestState::Denied => "denied",
+        }
+    }
+}
+
+/// An access request (A9): who wants what on which key, for how long, why.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessRequest {
+    pub id: String,
+    pub requester: String,
+    pub grantee: String,
+    pub key_name: String,
+    pub key_id: String,
+    pub ops: crate::model::GrantOps,
+    pub duration: HumanDuration,
+    pub ticket: String,
+    pub justification: String,
+    pub state: RequestState,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub grant_id: Option<String>,
+}
+
+/// One signed step (verify, approve, deny, recertify) with the exact bytes that were signed.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignedStep {
+    pub subject: String,
+    pub step: String,
+    pub signer: String,
+    #[serde(skip)]
+    pub message: Vec<u8>,
+    #[serde(skip)]
+    pub signature: Vec<u8>,
+    #[serde(skip)]
+    pub public_key: Vec<u8>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub signed_at: OffsetDateTime,
+    pub note: Option<String>,
 }
 
 /// A grant to record.
@@ -208,6 +289,9 @@ pub struct NewGrant {
     pub ticket: String,
     pub justification: String,
     pub created_by: String,
+    pub request_id: Option<String>,
+    pub review_due: Option<OffsetDateTime>,
+    pub break_glass: bool,
 }
 
 /// Filters of `kms grant list`.

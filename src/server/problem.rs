@@ -84,11 +84,16 @@ impl From<EngineError> for Problem {
                     | Refusal::NoGrant
                     | Refusal::GrantExpired
                     | Refusal::OperationNotGranted
-                    | Refusal::OfficerOnly => S::FORBIDDEN,
+                    | Refusal::WrongRole
+                    | Refusal::ReviewLapsed
+                    | Refusal::SourceNotAllowed
+                    | Refusal::SeparationOfDuties
+                    | Refusal::BadSignature => S::FORBIDDEN,
                     Refusal::NotSupported
                     | Refusal::UsageNotAllowed
                     | Refusal::KeyExpired
-                    | Refusal::KeyState => S::CONFLICT,
+                    | Refusal::KeyState
+                    | Refusal::WrongState => S::CONFLICT,
                 };
                 Problem::new(status, why.code(), m)
             }

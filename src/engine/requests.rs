@@ -1,0 +1,456 @@
+//! The access workflow (A9): request → verification by a security admin → approval by a manager,
+//! each step a signature made on the signer's own token over a canonical text of the request;
+//! then a time-bound grant, re-certified periodically (also signed) or lapsing.
+//!
+//! The signed text ("approval message") is documented in README; it is stored with each signature
+//! so anyone can check a step offline with openssl and the signer's public key.
+
+use time::OffsetDateTime;
+
+use super::policy::{acting_principal, require_role, INVENTORY_READERS};
+use super::{Caller, CallerKind, Engine, EngineError, Refusal};
+use crate::config::PinSource;
+use crate::duration::HumanDuration;
+use crate::hsm::{sign_with_card, Pkcs11Uri};
+use crate::inventory::{AccessRequest, Grant, GrantFilter, NewGrant, Principal, RequestState, SignedStep};
+use crate::model::{GrantOp, GrantOps, Role};
+use crate::softverify;
+
+/// What `kms access request` asks for.
+#[derive(Debug, Clone)]
+pub struct RequestInput {
+    pub key: String,
+    pub ops: GrantOps,
+    pub duration: HumanDuration,
+    pub ticket: String,
+    pub justification: String,
+    /// Who gets the access (default: the requester).
+    pub grantee: Option<String>,
+}
+
+/// A signing step of the workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Verify,
+    Approve,
+    Deny,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Verify => "verify",
+            Step::Approve => "approve",
+            Step::Deny => "deny",
+        }
+    }
+}
+
+/// How to reach the signer's token: its URI (default: the one registered for the signer) and
+/// where its PIN comes from.
+#[derive(Debug, Clone)]
+pub struct CardAccess {
+    pub uri: Option<String>,
+    pub pin: PinSource,
+}
+
+/// A request with every signed step and whether each still verifies.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RequestEvidence {
+    pub request: AccessRequest,
+    pub steps: Vec<StepEvidence>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepEvidence {
+    #[serde(flatten)]
+    pub step: SignedStep,
+    /// The stored message is exactly what the current request text says (nothing altered).
+    pub message_matches_request: bool,
+    /// The signature verifies over the stored message with the stored public key.
+    pub signature_valid: bool,
+    /// The stored public key is still the signer's registered approval key.
+    pub key_is_registered: bool,
+    pub message_text: String,
+    pub signature_b64: String,
+    pub public_key_pem: String,
+}
+
+/// The canonical text a signer signs. One `field: value` per line, fixed order, values with `\`,
+/// CR and LF escaped; UTF-8; trailing newline.
+pub fn approval_message(
+    r: &AccessRequest,
+    step: &str,
+    signer: &str,
+    note: Option<&str>,
+) -> Vec<u8> {
+    let esc = |v: &str| v.replace('\\', "\\\\").replace('\n', "\\n").replace('\r', "\\r");
+    let mut m = String::from("kms-access-approval/v1\n");
+    for (k, v) in [
+        ("request", r.id.as_str()),
+        ("step", step),
+        ("signer", signer),
+        ("requester", r.requester.as_str()),
+        ("grantee", r.grantee.as_str()),
+        ("key", r.key_name.as_str()),
+        ("key-id", r.key_id.as_str()),
+        ("operations", &r.ops.to_string()),
+        ("duration", &r.duration.to_string()),
+        ("ticket", r.ticket.as_str()),
+        ("justification", r.justification.as_str()),
+    ] {
+        m.push_str(&format!("{k}: {}\n", esc(v)));
+    }
+    if let Some(n) = note {
+        m.push_str(&format!("note: {}\n", esc(n)));
+    }
+    m.into_bytes()
+}
+
+/// The text a reviewer signs to re-certify a grant.
+pub fn recertify_message(g: &Grant, signer: &str, review_due: OffsetDateTime) -> Vec<u8> {
+    let esc = |v: &str| v.replace('\\', "\\\\").replace('\n', "\\n").replace('\r', "\\r");
+    let mut m = String::from("kms-access-recertification/v1\n");
+    for (k, v) in [
+        ("grant", g.id.clone()),
+        ("step", "recertify".to_owned()),
+        ("signer", signer.to_owned()),
+        ("grantee", g.principal.clone()),
+        ("key", g.key_name.clone()),
+        ("operations", g.ops.to_string()),
+        ("not-after", crate::inventory::fmt_time(g.not_after)),
+        ("review-due", crate::inventory::fmt_time(review_due)),
+    ] {
+        m.push_str(&format!("{k}: {}\n", esc(&v)));
+    }
+    m.into_bytes()
+}
+
+impl Engine {
+    /// File an access request (pending until verified and approved).
+    pub fn request_access(
+        &self,
+        caller: &Caller,
+        input: RequestInput,
+    ) -> Result<AccessRequest, EngineError> {
+        self.audited(caller, "access.request", Some(&input.key), |note| {
+            let me = acting_principal(&self.inventory, caller)?;
+            let grantee = input.grantee.clone().unwrap_or_else(|| me.name.clone());
+            if matches!(caller.kind, CallerKind::Principal { .. }) && grantee != me.name {
+                return Err(EngineError::denied(
+                    Refusal::WrongRole,
+                    "over the API a principal requests access for itself only",
+                ));
+            }
+            let g = self.inventory.principal(&grantee)?;
+            if g.disabled_at.is_some() {
+                return Err(EngineError::denied(
+                    Refusal::PrincipalDisabled,
+                    format!("principal '{grantee}' is disabled"),
+                ));
+            }
+            if input.ticket.trim().is_empty() || input.justification.trim().is_empty() {
+                return Err(EngineError::InvalidInput(
+                    "an access request needs --ticket and --justification".into(),
+                ));
+            }
+            if input.ops.is_empty() {
+                return Err(EngineError::InvalidInput("--ops must list at least one operation".into()));
+            }
+            let key = self.inventory.key(&input.key)?;
+            for op in input.ops.0.iter().copied() {
+                if op == GrantOp::ReadInventory {
+                    continue;
+                }
+                let allowed = key
+                    .usage
+                    .iter()
+                    .any(|u| GrantOp::from(u) == op);
+                if !allowed {
+                    return Err(EngineError::InvalidInput(format!(
+                        "key '{}' may not {op} at all (its acceptable usage is {}); request only operations it allows",
+                        key.name, key.usage
+                    )));
+                }
+            }
+            let r = AccessRequest {
+                id: format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+                requester: me.name.clone(),
+                grantee,
+                key_name: key.name.clone(),
+                key_id: key.id.clone(),
+                ops: input.ops.clone(),
+                duration: input.duration,
+                ticket: input.ticket.clone(),
+                justification: input.justification.clone(),
+                state: RequestState::Pending,
+                created_at: OffsetDateTime::now_utc(),
+                grant_id: None,
+            };
+            self.inventory.add_request(&r)?;
+            note.detail = Some(format!(
+                "request {} by '{}' for '{}': {} on '{}' for {} (ticket {}; {})",
+                r.id, r.requester, r.grantee, r.ops, r.key_name, r.duration, r.ticket, r.justification
+            ));
+            Ok(r)
+        })
+    }
+
+    /// Verify (security admin), approve (manager) or deny (either) a request, signing the
+    /// canonical text on the signer's own token. Approval creates the grant.
+    pub fn sign_request(
+        &self,
+        caller: &Caller,
+        id: &str,
+        step: Step,
+        card: &CardAccess,
+        note_text: Option<&str>,
+    ) -> Result<(AccessRequest, Option<Grant>), EngineError> {
+        let action = format!("access.{}", step.as_str());
+        self.audited(caller, &action, None, |note| {
+            let roles: &[Role] = match step {
+                Step::Verify => &[Role::SecurityAdmin],
+                Step::Approve => &[Role::Manager],
+                Step::Deny => &[Role::SecurityAdmin, Role::Manager],
+            };
+            let signer = require_role(&self.inventory, caller, roles, &format!("{} access requests", step.as_str()))?;
+            let r = self.inventory.request(id)?;
+            if signer.name == r.requester || signer.name == r.grantee {
+                return Err(EngineError::denied(
+                    Refusal::SeparationOfDuties,
+                    format!("'{}' requested or would receive this access and may not {} it", signer.name, step.as_str()),
+                ));
+            }
+            let earlier = self.inventory.signed_steps(id)?;
+            let wanted_state = match step {
+                Step::Verify => RequestState::Pending,
+                Step::Approve => RequestState::Verified,
+                Step::Deny => r.state,
+            };
+            if r.state != wanted_state || matches!(r.state, RequestState::Approved | RequestState::Denied) {
+                return Err(EngineError::denied(
+                    Refusal::WrongState,
+                    format!("request {id} is {}; it cannot be {} now", r.state.as_str(), match step { Step::Verify => "verified", Step::Approve => "approved", Step::Deny => "denied" }),
+                ));
+            }
+            if step == Step::Approve {
+                // The verification must still hold for the request as it reads now.
+                let verify = earlier
+                    .iter()
+                    .find(|s| s.step == "verify")
+                    .ok_or_else(|| EngineError::denied(Refusal::WrongState, format!("request {id} has no verification")))?;
+                if verify.signer == signer.name {
+                    return Err(EngineError::denied(
+                        Refusal::SeparationOfDuties,
+                        format!("'{}' verified this request and may not also approve it", signer.name),
+                    ));
+                }
+                self.check_step(&r, verify)?;
+            }
+            let message = approval_message(&r, step.as_str(), &signer.name, note_text);
+            let signed = self.sign_on_card(&signer, card, &message)?;
+            let now = OffsetDateTime::now_utc();
+            let record = SignedStep {
+                subject: id.to_owned(),
+                step: step.as_str().to_owned(),
+                signer: signer.name.clone(),
+                message,
+                signature: signed,
+                public_key: signer.approval_key.clone().unwrap_or_default(),
+                signed_at: now,
+                note: note_text.map(str::to_owned),
+            };
+            let grant = match step {
+                Step::Verify => {
+                    self.inventory.verify_request(id, &record)?;
+                    None
+                }
+                Step::Deny => {
+                    self.inventory.deny_request(id, &record)?;
+                    None
+                }
+                Step::Approve => Some(self.inventory.approve_request(
+                    id,
+                    &record,
+                    &NewGrant {
+                        principal: r.grantee.clone(),
+                        key_name: r.key_name.clone(),
+                        ops: r.ops.clone(),
+                        not_before: now,
+                        not_after: now + r.duration.to_time(),
+                        ticket: r.ticket.clone(),
+                        justification: r.justification.clone(),
+                        created_by: signer.name.clone(),
+                        request_id: Some(id.to_owned()),
+                        review_due: Some(now + self.config.access.review_every.to_time()),
+                        break_glass: false,
+                    },
+                )?),
+            };
+            note.detail = Some(match &grant {
+                Some(g) => format!(
+                    "approved request {id} (signed); grant {} to '{}': {} on '{}' until {}",
+                    g.id, g.principal, g.ops, g.key_name, crate::inventory::fmt_time(g.not_after)
+                ),
+                None => format!("{} request {id} (signed){}", step.as_str(), note_text.map(|n| format!(": {n}")).unwrap_or_default()),
+            });
+            Ok((self.inventory.request(id)?, grant))
+        })
+    }
+
+    /// Grants whose review is due within `horizon` (or overdue), for reviewers.
+    pub fn grants_due_for_review(
+        &self,
+        caller: &Caller,
+        horizon: HumanDuration,
+    ) -> Result<Vec<Grant>, EngineError> {
+        self.audited(caller, "access.review", None, |_| {
+            require_role(&self.inventory, caller, INVENTORY_READERS, "list grants due for review")?;
+            let now = OffsetDateTime::now_utc();
+            let limit = now + horizon.to_time();
+            let all = self.inventory.grants(&GrantFilter { all: true, ..Default::default() }, now)?;
+            Ok(all
+                .into_iter()
+                .filter(|g| g.revoked_at.is_none() && now < g.not_after)
+                .filter(|g| g.review_due.is_some_and(|d| d <= limit))
+                .collect())
+        })
+    }
+
+    /// Re-certify a grant (security admin or manager, not its holder), signed on the reviewer's
+    /// token: its review deadline moves one review period on.
+    pub fn recertify_grant(
+        &self,
+        caller: &Caller,
+        grant_id: &str,
+        card: &CardAccess,
+    ) -> Result<Grant, EngineError> {
+        self.audited(caller, "access.recertify", None, |note| {
+            let signer = require_role(&self.inventory, caller, &[Role::SecurityAdmin, Role::Manager], "re-certify grants")?;
+            let g = self.inventory.grant(grant_id)?;
+            if g.principal == signer.name {
+                return Err(EngineError::denied(Refusal::SeparationOfDuties, "nobody re-certifies their own access"));
+            }
+            let now = OffsetDateTime::now_utc();
+            if g.revoked_at.is_some() || g.not_after <= now {
+                return Err(EngineError::denied(Refusal::WrongState, format!("grant {grant_id} is revoked or expired")));
+            }
+            let due = now + self.config.access.review_every.to_time();
+            let message = recertify_message(&g, &signer.name, due);
+            let signature = self.sign_on_card(&signer, card, &message)?;
+            let record = SignedStep {
+                subject: grant_id.to_owned(),
+                step: "recertify".into(),
+                signer: signer.name.clone(),
+                message,
+                signature,
+                public_key: signer.approval_key.clone().unwrap_or_default(),
+                signed_at: now,
+                note: None,
+            };
+            let g = self.inventory.recertify_grant(grant_id, &record, due)?;
+            note.detail = Some(format!("re-certified grant {grant_id} (signed); next review by {}", crate::inventory::fmt_time(due)));
+            Ok(g)
+        })
+    }
+
+    /// Requests, newest first.
+    pub fn list_requests(
+        &self,
+        caller: &Caller,
+        state: Option<RequestState>,
+    ) -> Result<Vec<AccessRequest>, EngineError> {
+        self.audited(caller, "access.list", None, |_| {
+            let me = acting_principal(&self.inventory, caller)?;
+            let mut all = self.inventory.requests(state)?;
+            if !INVENTORY_READERS.contains(&me.role) {
+                all.retain(|r| r.requester == me.name || r.grantee == me.name);
+            }
+            Ok(all)
+        })
+    }
+
+    /// A request with each signed step checked: message still matches, signature verifies,
+    /// key still registered.
+    pub fn request_evidence(&self, caller: &Caller, id: &str) -> Result<RequestEvidence, EngineError> {
+        self.audited(caller, "access.show", None, |_| {
+            let me = acting_principal(&self.inventory, caller)?;
+            let request = self.inventory.request(id)?;
+            if !INVENTORY_READERS.contains(&me.role) && request.requester != me.name && request.grantee != me.name {
+                return Err(EngineError::denied(Refusal::WrongRole, "only its requester, its grantee and inventory readers may see a request"));
+            }
+            let mut steps = Vec::new();
+            for s in self.inventory.signed_steps(id)? {
+                steps.push(self.step_evidence(&request, s)?);
+            }
+            Ok(RequestEvidence { request, steps })
+        })
+    }
+
+    fn step_evidence(&self, r: &AccessRequest, s: SignedStep) -> Result<StepEvidence, EngineError> {
+        let expected = approval_message(r, &s.step, &s.signer, s.note.as_deref());
+        let signature_valid = softverify::key_type_of_spki(&s.public_key)
+            .and_then(|kt| softverify::verify(kt, &s.public_key, &s.message, &s.signature))
+            .unwrap_or(false);
+        let key_is_registered = self
+            .inventory
+            .principal(&s.signer)
+            .ok()
+            .and_then(|p| p.approval_key)
+            .is_some_and(|k| k == s.public_key);
+        let pem = der::pem::encode_string("PUBLIC KEY", der::pem::LineEnding::LF, &s.public_key)
+            .unwrap_or_default();
+        use base64::Engine as _;
+        Ok(StepEvidence {
+            message_matches_request: expected == s.message,
+            signature_valid,
+            key_is_registered,
+            message_text: String::from_utf8_lossy(&s.message).into_owned(),
+            signature_b64: base64::engine::general_purpose::STANDARD.encode(&s.signature),
+            public_key_pem: pem,
+            step: s,
+        })
+    }
+
+    /// A stored step must still be valid for the request as it reads now.
+    fn check_step(&self, r: &AccessRequest, s: &SignedStep) -> Result<(), EngineError> {
+        let e = self.step_evidence(r, s.clone())?;
+        if !e.message_matches_request {
+            return Err(EngineError::denied(
+                Refusal::BadSignature,
+                format!("request {} was altered after '{}' signed its {} step; it cannot proceed", r.id, s.signer, s.step),
+            ));
+        }
+        if !e.signature_valid || !e.key_is_registered {
+            return Err(EngineError::denied(
+                Refusal::BadSignature,
+                format!("the {} signature of '{}' on request {} does not verify against their registered key", s.step, s.signer, r.id),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sign on the signer's card and check the signature against their *registered* key.
+    fn sign_on_card(&self, signer: &Principal, card: &CardAccess, message: &[u8]) -> Result<Vec<u8>, EngineError> {
+        let registered = signer.approval_key.as_deref().ok_or_else(|| {
+            EngineError::denied(Refusal::BadSignature, format!("'{}' has no registered approval key", signer.name))
+        })?;
+        let uri_text = card
+            .uri
+            .clone()
+            .or_else(|| signer.approval_key_uri.clone())
+            .ok_or_else(|| EngineError::InvalidInput(format!("no token URI for '{}': pass --card pkcs11:...", signer.name)))?;
+        let uri: Pkcs11Uri = uri_text
+            .parse()
+            .map_err(|e: crate::hsm::UriError| EngineError::InvalidInput(e.to_string()))?;
+        let signed = sign_with_card(&uri, &self.config.access.card_module, card.pin.clone(), message)?;
+        let kt = softverify::key_type_of_spki(registered)?;
+        if signed.public_key != registered || !softverify::verify(kt, registered, message, &signed.signature)? {
+            return Err(EngineError::denied(
+                Refusal::BadSignature,
+                format!("the key on {uri_text} is not the approval key registered for '{}'", signer.name),
+            ));
+        }
+        Ok(signed.signature)
+    }
+}
