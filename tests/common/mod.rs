@@ -1,12 +1,33 @@
 //! Test fixture: a fresh pair of real SoftHSM2 tokens per test, made by the project's own
 //! `scripts/setup-softhsm` in a temporary directory, and the real `kms` binary run against them.
+//!
+//! Every caller is a registered principal. The fixture registers `test-officer` (security
+//! officer: administration) and `test-user` (user: key use through grants). `Env::run`/`ok`
+//! act as the officer, except key-use commands (`key sign|verify|encrypt|decrypt|public`),
+//! which act as `test-user`; `Env::create` gives `test-user` a break-glass grant on the new key
+//! for every operation, so the key's own policy is what those tests exercise.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+pub mod cards;
 pub mod service;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// The security officer every test environment has.
+pub const OFFICER: &str = "test-officer";
+/// The ordinary user that uses keys through grants.
+pub const USER: &str = "test-user";
+
+/// Key use acts as the user; administration as the officer.
+pub fn actor_for(args: &[&str]) -> &'static str {
+    let cmd: Vec<&str> = args.iter().copied().filter(|a| !a.starts_with("--")).collect();
+    match cmd.as_slice() {
+        ["key", "sign" | "verify" | "encrypt" | "decrypt" | "public", ..] => USER,
+        _ => OFFICER,
+    }
+}
 pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 pub struct Env {
@@ -34,7 +55,10 @@ impl Env {
             )
             .into());
         }
-        Ok(Env { dir })
+        let env = Env { dir };
+        env.ok(&["principal", "add", OFFICER, "--role", "security-officer"])?;
+        env.ok(&["principal", "add", USER, "--role", "user"])?;
+        Ok(env)
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -65,19 +89,54 @@ impl Env {
     }
 
     pub fn kms_with_config(&self, config: &Path) -> Command {
+        self.kms_as_with_config(OFFICER, config)
+    }
+
+    /// The real `kms` binary acting as principal `actor`.
+    pub fn kms_as(&self, actor: &str) -> Command {
+        self.kms_as_with_config(actor, &self.config())
+    }
+
+    fn kms_as_with_config(&self, actor: &str, config: &Path) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_kms"));
         c.env_remove("KMS_CONFIG")
             .env("SOFTHSM2_CONF", self.softhsm_conf())
             .arg("--config")
             .arg(config)
             .arg("--as")
-            .arg("test-officer");
+            .arg(actor);
         c
     }
 
-    /// Run `kms ARGS`, returning the output whatever the exit status.
+    /// Run `kms ARGS`, returning the output whatever the exit status. Key use acts as
+    /// `test-user`, everything else as `test-officer`.
     pub fn run(&self, args: &[&str]) -> Res<Output> {
-        Ok(self.kms().args(args).output()?)
+        Ok(self.kms_as(actor_for(args)).args(args).output()?)
+    }
+
+    /// Run `kms ARGS` as `actor`.
+    pub fn run_as(&self, actor: &str, args: &[&str]) -> Res<Output> {
+        Ok(self.kms_as(actor).args(args).output()?)
+    }
+
+    /// A break-glass grant of every operation on `key` to `test-user`.
+    pub fn grant_user(&self, key: &str) -> Res<Output> {
+        self.ok(&[
+            "--reason",
+            "test fixture",
+            "grant",
+            "add",
+            USER,
+            key,
+            "--ops",
+            "sign,verify,encrypt,decrypt,wrap,unwrap,read-inventory",
+            "--until",
+            "2099-12-31",
+            "--ticket",
+            "TEST-1",
+            "--justification",
+            "test fixture",
+        ])
     }
 
     /// Run `kms ARGS` and fail the test unless it exits 0.
@@ -95,14 +154,16 @@ impl Env {
         Ok(out)
     }
 
-    /// Create a key with sensible inventory fields.
+    /// Create a key with sensible inventory fields, and grant `test-user` its use.
     pub fn create(&self, name: &str, key_type: &str, usage: &str) -> Res<Output> {
-        self.ok(&create_args(
+        let out = self.ok(&create_args(
             name,
             key_type,
             usage,
             &["--reason", "CHG-1 test setup"],
-        ))
+        ))?;
+        self.grant_user(name)?;
+        Ok(out)
     }
 
     /// The PKCS#11 module setup-softhsm found (as written into kms.toml).

@@ -1,0 +1,65 @@
+//! People's approval cards for tests: real SoftHSM2 tokens (one per person) in the test's token
+//! directory, each holding an EC P-384 key pair labelled `approval`.
+
+use std::process::Command;
+
+use super::{Env, Res};
+
+/// The PIN of `person`'s test card (dev only).
+pub fn card_pin(person: &str) -> String {
+    format!("pin-{person}-0000")
+}
+
+/// The URI of `person`'s approval key.
+pub fn card_uri(person: &str) -> String {
+    format!("pkcs11:token={person}-card;object=approval")
+}
+
+impl Env {
+    /// Make `person`'s card: a token `<person>-card` with an approval key pair on it.
+    pub fn make_card(&self, person: &str) -> Res<()> {
+        let label = format!("{person}-card");
+        let pin = card_pin(person);
+        let out = Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", self.softhsm_conf())
+            .args(["--init-token", "--free", "--label", &label, "--so-pin", "so-pin-0000"])
+            .args(["--pin", &pin])
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("init {label}: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        let out = Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", self.softhsm_conf())
+            .args(["--module", &self.module()?, "--token-label", &label, "--login", "--pin", &pin])
+            .args(["--keypairgen", "--key-type", "EC:secp384r1", "--label", "approval", "--id", "01"])
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("keygen on {label}: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(())
+    }
+
+    /// Register `person` with `role` and the approval key on their card.
+    pub fn register_person(&self, person: &str, role: &str) -> Res<()> {
+        self.make_card(person)?;
+        let out = self
+            .kms_as(super::OFFICER)
+            .env("CARD_PIN", card_pin(person))
+            .args(["principal", "add", person, "--role", role])
+            .args(["--approval-key", &card_uri(person), "--card-pin", "env:CARD_PIN"])
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("register {person}: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(())
+    }
+
+    /// `kms ARGS` as `person`, with their card's PIN in CARD_PIN (pass `--card-pin env:CARD_PIN`).
+    pub fn as_person(&self, person: &str, args: &[&str]) -> Res<std::process::Output> {
+        Ok(self
+            .kms_as(person)
+            .env("CARD_PIN", card_pin(person))
+            .args(args)
+            .output()?)
+    }
+}
