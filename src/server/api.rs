@@ -37,6 +37,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/keys/{name}/data-key"),
     ("POST", "/v1/keys/{name}/unwrap"),
     ("POST", "/v1/keys/{name}/rewrap"),
+    ("POST", "/v1/access/requests"),
+    ("GET", "/v1/access/requests/{id}"),
 ];
 
 /// Header carrying the caller's reason for the audit row.
@@ -69,6 +71,8 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/v1/keys/{name}/data-key", post(data_key))
         .route("/v1/keys/{name}/unwrap", post(unwrap))
         .route("/v1/keys/{name}/rewrap", post(rewrap))
+        .route("/v1/access/requests", post(access_request))
+        .route("/v1/access/requests/{id}", get(access_show))
         .fallback(|| async {
             Problem::new(
                 StatusCode::NOT_FOUND,
@@ -125,6 +129,17 @@ struct DecryptReq {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct DataKeyReq {
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessReq {
+    key: String,
+    ops: Vec<String>,
+    duration: String,
+    ticket: String,
+    justification: String,
     reason: Option<String>,
 }
 
@@ -611,6 +626,58 @@ async fn rewrap(
             let (w, v) = engine.rewrap(caller, &name, &wrapped).map_err(engine_err)?;
             Ok(serde_json::json!({ "wrapped": b64(&w), "key_version": v }))
         },
+    )
+    .await
+}
+
+async fn access_request(
+    State(app): State<AppState>,
+    Extension(conn): Extension<ConnInfo>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let parsed = required::<AccessReq>(body);
+    let body_reason = parsed.as_ref().ok().and_then(|r| r.reason.clone());
+    let key = parsed.as_ref().ok().map(|r| r.key.clone());
+    let input = parsed.and_then(|r| {
+        let ops = r.ops.join(",").parse().map_err(|e: crate::model::ParseError| {
+            Problem::bad_request("bad-request", e.to_string())
+        })?;
+        let duration = r.duration.parse().map_err(|e: crate::duration::DurationError| {
+            Problem::bad_request("bad-request", e.to_string())
+        })?;
+        Ok(crate::engine::RequestInput {
+            key: r.key,
+            ops,
+            duration,
+            ticket: r.ticket,
+            justification: r.justification,
+            grantee: None,
+        })
+    });
+    let reason = reason_of(&headers, body_reason);
+    app.call(
+        endpoint("access-request", "access.request", key.as_deref()),
+        conn,
+        reason,
+        input,
+        move |engine, caller, input| engine.request_access(caller, input).map_err(engine_err),
+    )
+    .await
+}
+
+async fn access_show(
+    State(app): State<AppState>,
+    Extension(conn): Extension<ConnInfo>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    app.call(
+        endpoint("access-show", "access.show", None),
+        conn,
+        header_reason(&headers),
+        Ok(()),
+        move |engine, caller, ()| engine.request_evidence(caller, &id).map_err(engine_err),
     )
     .await
 }

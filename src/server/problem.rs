@@ -77,6 +77,14 @@ impl From<EngineError> for Problem {
             EngineError::Inventory(InventoryError::NoSuchKey(k)) => {
                 Problem::new(S::NOT_FOUND, "key-not-found", format!("no key named '{k}'"))
             }
+            EngineError::Inventory(InventoryError::NoSuchRequest(id)) => Problem::new(
+                S::NOT_FOUND,
+                "request-not-found",
+                format!("no access request {id}"),
+            ),
+            EngineError::Inventory(InventoryError::NoSuchPrincipal(p)) => {
+                Problem::bad_request("bad-request", format!("no principal named '{p}'"))
+            }
             EngineError::Denied(why, m) => {
                 let status = match why {
                     Refusal::UnknownPrincipal

@@ -1,0 +1,413 @@
+//! The access workflow (A9) on real SoftHSM tokens standing in for each person's card:
+//! request → verify (security admin, signed) → approve (manager, signed) → use; refusals,
+//! tampering, reviews, revocation, source networks, and offline evidence checked with openssl.
+
+mod common;
+use common::cards::card_uri;
+use common::service::Service;
+use common::*;
+
+/// alice: security admin, bob: manager, carol: user; key `k` (ec-p384, sign,verify).
+fn people() -> Res<Env> {
+    let env = Env::new()?;
+    env.register_person("alice", "security-admin")?;
+    env.register_person("bob", "manager")?;
+    env.ok(&["principal", "add", "carol", "--role", "user"])?;
+    env.ok(&create_args("k", "ec-p384", "sign,verify", &[]))?;
+    Ok(env)
+}
+
+fn request(env: &Env, who: &str, extra: &[&str]) -> Res<String> {
+    let mut args = vec![
+        "access",
+        "request",
+        "--key",
+        "k",
+        "--ops",
+        "sign",
+        "--duration",
+        "30d",
+        "--ticket",
+        "CHG-1234",
+        "--justification",
+        "release signing for v2",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = env.run_as(who, &args)?;
+    if !out.status.success() {
+        return Err(format!("request failed: {}", stderr(&out)).into());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v["id"].as_str().ok_or("no id")?.to_owned())
+}
+
+fn step(env: &Env, who: &str, verb: &str, id: &str) -> Res<std::process::Output> {
+    env.as_person(who, &["access", verb, id, "--card-pin", "env:CARD_PIN"])
+}
+
+fn sign_as(env: &Env, who: &str) -> Res<std::process::Output> {
+    let m = env.write("msg", b"release v2")?;
+    let m = m.to_str().ok_or("path")?.to_owned();
+    env.run_as(who, &["key", "sign", "k", "--in", &m, "--out", "-"])
+}
+
+fn denied_rows(env: &Env, action: &str) -> Res<usize> {
+    let out = env.ok(&["audit", "list", "--json", "--limit", "1000"])?;
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(rows
+        .as_array()
+        .ok_or("array")?
+        .iter()
+        .filter(|r| r["action"] == action && r["outcome"] == "denied")
+        .count())
+}
+
+#[test]
+fn request_verify_approve_then_use() -> TestResult {
+    let env = people()?;
+    let id = request(&env, "carol", &[])?;
+    assert_fails(&sign_as(&env, "carol")?, 4, &["no active grant"]);
+    let o = step(&env, "alice", "verify", &id)?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_fails(&sign_as(&env, "carol")?, 4, &["no active grant"]);
+    let o = step(&env, "bob", "approve", &id)?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("approved"), "{}", stdout(&o));
+    let o = sign_as(&env, "carol")?;
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let o = env.ok(&["access", "show", &id, "--json"])?;
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(e["request"]["state"], "approved");
+    let steps = e["steps"].as_array().ok_or("steps")?;
+    assert_eq!(steps.len(), 2);
+    for s in steps {
+        assert_eq!(s["signature_valid"], true, "{s}");
+        assert_eq!(s["message_matches_request"], true, "{s}");
+        assert_eq!(s["key_is_registered"], true, "{s}");
+    }
+    assert_eq!(steps[0]["signer"], "alice");
+    assert_eq!(steps[1]["signer"], "bob");
+    // The grant carries the request, a review deadline, and is not break-glass.
+    let o = env.ok(&["grant", "list", "--principal", "carol", "--json"])?;
+    let g: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(g[0]["request_id"], id.as_str());
+    assert_eq!(g[0]["break_glass"], false);
+    assert!(g[0]["review_due"].is_string());
+    Ok(())
+}
+
+#[test]
+fn nobody_verifies_or_approves_their_own_request_and_roles_are_enforced() -> TestResult {
+    let env = people()?;
+    // alice (security admin) requests for herself: she cannot verify it.
+    let own = request(&env, "alice", &[])?;
+    assert_fails(
+        &step(&env, "alice", "verify", &own)?,
+        4,
+        &["may not verify"],
+    );
+    // A request filed by carol for alice: alice (the grantee) still cannot verify it.
+    let for_alice = request(&env, "carol", &["--for", "alice"])?;
+    assert_fails(
+        &step(&env, "alice", "verify", &for_alice)?,
+        4,
+        &["may not verify"],
+    );
+
+    let id = request(&env, "carol", &[])?;
+    // Wrong roles: a user cannot verify; a security admin cannot approve; a manager cannot verify.
+    assert_fails(&step(&env, "carol", "verify", &id)?, 4, &["security-admin"]);
+    assert_fails(&step(&env, "bob", "verify", &id)?, 4, &["security-admin"]);
+    assert!(step(&env, "alice", "verify", &id)?.status.success());
+    assert_fails(&step(&env, "alice", "approve", &id)?, 4, &["manager"]);
+    // The same person twice: verifying again is refused (the request moved on).
+    assert_fails(&step(&env, "alice", "verify", &id)?, 4, &["verified"]);
+    // Each refusal is on the audit trail.
+    assert!(denied_rows(&env, "access.verify")? >= 5);
+    assert!(denied_rows(&env, "access.approve")? >= 1);
+    Ok(())
+}
+
+#[test]
+fn a_request_altered_after_signing_cannot_be_approved() -> TestResult {
+    let env = people()?;
+    let id = request(&env, "carol", &[])?;
+    assert!(step(&env, "alice", "verify", &id)?.status.success());
+    // Someone with database access widens the request after the admin signed it.
+    let db = rusqlite::Connection::open(env.db())?;
+    db.execute(
+        "UPDATE access_requests SET ops = 'sign,verify', duration_secs = 31536000",
+        [],
+    )?;
+    drop(db);
+    assert_fails(
+        &step(&env, "bob", "approve", &id)?,
+        4,
+        &["altered after 'alice' signed"],
+    );
+    let o = env.ok(&["access", "show", &id])?;
+    assert!(stdout(&o).contains("signature INVALID"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("request altered since signing"),
+        "{}",
+        stdout(&o)
+    );
+    assert_fails(&sign_as(&env, "carol")?, 4, &["no active grant"]);
+    assert!(denied_rows(&env, "access.approve")? >= 1);
+    Ok(())
+}
+
+#[test]
+fn a_signature_from_an_unregistered_key_is_refused() -> TestResult {
+    let env = people()?;
+    env.make_card("mallory")?;
+    let id = request(&env, "carol", &[])?;
+    // alice signs with a card that is not hers (mallory's key, mallory's PIN).
+    let o = env
+        .kms_as("alice")
+        .env("CARD_PIN", common::cards::card_pin("mallory"))
+        .args([
+            "access",
+            "verify",
+            &id,
+            "--card",
+            &card_uri("mallory"),
+            "--card-pin",
+            "env:CARD_PIN",
+        ])
+        .output()?;
+    assert_fails(&o, 4, &["is not the approval key registered for 'alice'"]);
+    let o = env.ok(&["access", "show", &id, "--json"])?;
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(e["request"]["state"], "pending");
+    assert!(denied_rows(&env, "access.verify")? >= 1);
+    Ok(())
+}
+
+#[test]
+fn expired_and_lapsed_grants_deny_use_and_recertification_restores_it() -> TestResult {
+    let env = people()?;
+    let id = request(&env, "carol", &[])?;
+    assert!(step(&env, "alice", "verify", &id)?.status.success());
+    assert!(step(&env, "bob", "approve", &id)?.status.success());
+    assert!(sign_as(&env, "carol")?.status.success());
+
+    let db = rusqlite::Connection::open(env.db())?;
+    db.execute("UPDATE grants SET review_due = '2020-01-01T00:00:00Z'", [])?;
+    assert_fails(&sign_as(&env, "carol")?, 4, &["lapsed", "not re-certified"]);
+    let o = env.ok(&["access", "review"])?;
+    assert!(stdout(&o).contains("LAPSED"), "{}", stdout(&o));
+    let o = env.ok(&["grant", "list", "--principal", "carol", "--all", "--json"])?;
+    let g: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let gid = g[0]["id"].as_str().ok_or("grant id")?.to_owned();
+    // carol cannot re-certify her own access; alice (security admin) can, signed.
+    assert_fails(
+        &step(&env, "carol", "recertify", &gid)?,
+        4,
+        &["security-admin or manager"],
+    );
+    let o = step(&env, "alice", "recertify", &gid)?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(sign_as(&env, "carol")?.status.success());
+
+    db.execute("UPDATE grants SET not_after = '2020-01-01T00:00:00Z'", [])?;
+    assert_fails(&sign_as(&env, "carol")?, 4, &["expired"]);
+    Ok(())
+}
+
+#[test]
+fn an_exported_bundle_verifies_with_openssl_alone() -> TestResult {
+    let env = people()?;
+    let id = request(&env, "carol", &[])?;
+    assert!(step(&env, "alice", "verify", &id)?.status.success());
+    assert!(step(&env, "bob", "approve", &id)?.status.success());
+    let dir = env.path("evidence");
+    env.ok(&[
+        "access",
+        "export",
+        &id,
+        "--out",
+        dir.to_str().ok_or("path")?,
+    ])?;
+    let bundle: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("bundle.json"))?)?;
+    let steps = bundle["steps"].as_array().ok_or("steps")?;
+    assert_eq!(steps.len(), 2);
+    for s in steps {
+        // The README's command, run in the bundle directory.
+        let cmd = s["verify_with"].as_str().ok_or("verify_with")?;
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(&dir)
+            .output()?;
+        assert!(
+            stdout(&out).contains("Verified OK"),
+            "{cmd}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let msg = std::fs::read_to_string(dir.join(s["message"].as_str().ok_or("message")?))?;
+        assert!(msg.starts_with("kms-access-approval/v1\n"));
+        assert!(msg.contains(&format!("request: {id}\n")));
+        assert!(msg.contains("justification: release signing for v2\n"));
+    }
+    // A changed message no longer verifies.
+    let first = steps[0]["message"].as_str().ok_or("message")?;
+    let text = std::fs::read_to_string(dir.join(first))?.replace("30d", "365d");
+    std::fs::write(dir.join(first), text)?;
+    let cmd = steps[0]["verify_with"].as_str().ok_or("verify_with")?;
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(&dir)
+        .output()?;
+    assert!(!stdout(&out).contains("Verified OK"));
+    Ok(())
+}
+
+#[test]
+fn break_glass_grants_need_a_reason_an_officer_and_another_grantee() -> TestResult {
+    let env = people()?;
+    let base = [
+        "grant",
+        "add",
+        "carol",
+        "k",
+        "--ops",
+        "sign",
+        "--until",
+        "2099-01-01",
+        "--ticket",
+        "INC-9",
+        "--justification",
+        "outage",
+    ];
+    assert_fails(&env.run(&base)?, 2, &["--reason"]);
+    let mut with_reason = base.to_vec();
+    with_reason.extend_from_slice(&["--reason", "INC-9 signing service down"]);
+    assert_fails(
+        &env.run_as("alice", &with_reason)?,
+        4,
+        &["security-officer"],
+    );
+    let mut to_self = with_reason.clone();
+    to_self[2] = OFFICER;
+    assert_fails(&env.run(&to_self)?, 4, &["themselves"]);
+    env.ok(&with_reason)?;
+    let out = env.ok(&["audit", "list", "--json"])?;
+    assert!(stdout(&out).contains("grant.break-glass"));
+    assert!(stdout(&out).contains("BREAK-GLASS grant"));
+    Ok(())
+}
+
+#[test]
+fn only_a_registered_security_officer_bootstraps_and_administers() -> TestResult {
+    let env = Env::new()?; // registers test-officer by bootstrap
+                           // An unregistered name is refused with what to do.
+    let o = env.run_as("nobody", &["key", "list"])?;
+    assert_fails(&o, 4, &["not a registered principal", "kms principal add"]);
+    // A user may not create keys or read the audit trail.
+    let o = env.run_as(USER, &create_args("x", "aes-256", "encrypt,decrypt", &[]))?;
+    assert_fails(&o, 4, &["security-officer"]);
+    assert_fails(&env.run_as(USER, &["audit", "list"])?, 4, &["auditor"]);
+    // An auditor reads the trail but administers nothing.
+    env.ok(&["principal", "add", "audrey", "--role", "auditor"])?;
+    assert!(env.run_as("audrey", &["audit", "list"])?.status.success());
+    assert_fails(
+        &env.run_as("audrey", &["principal", "add", "eve", "--role", "user"])?,
+        4,
+        &["security-officer"],
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_requests_over_the_api_and_loses_access_at_once_on_revocation() -> TestResult
+{
+    let svc = Service::start()?;
+    let env = &svc.env;
+    env.register_person("alice", "security-admin")?;
+    env.register_person("bob", "manager")?;
+    env.ok(&create_args("k", "ec-p384", "sign,verify", &[]))?;
+    svc.register("demo-app")?;
+    let mut c = svc.connect("demo-app").await?;
+    let r = c
+        .request(
+            "POST",
+            "/v1/access/requests",
+            Some(&serde_json::json!({
+                "key": "k", "ops": ["sign"], "duration": "7d",
+                "ticket": "CHG-55", "justification": "nightly build signing"
+            })),
+            None,
+        )
+        .await?;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let id = r.json()?["id"].as_str().ok_or("id")?.to_owned();
+    let body = serde_json::json!({ "message": "aGVsbG8=" });
+    let r = c
+        .request("POST", "/v1/keys/k/sign", Some(&body), None)
+        .await?;
+    assert_eq!(r.status, 403);
+    assert!(step(env, "alice", "verify", &id)?.status.success());
+    assert!(step(env, "bob", "approve", &id)?.status.success());
+    let r = c
+        .request("POST", "/v1/keys/k/sign", Some(&body), None)
+        .await?;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = c
+        .request("GET", &format!("/v1/access/requests/{id}"), None, None)
+        .await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()?["request"]["state"], "approved");
+
+    let o = env.ok(&["grant", "list", "--principal", "demo-app", "--json"])?;
+    let g: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let gid = g[0]["id"].as_str().ok_or("grant id")?.to_owned();
+    env.as_person(
+        "alice",
+        &["access", "revoke", &gid, "--reason", "app retired"],
+    )
+    .and_then(|o| {
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(stderr(&o).into())
+        }
+    })?;
+    // Same connection, next request: refused.
+    let r = c
+        .request("POST", "/v1/keys/k/sign", Some(&body), None)
+        .await?;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()?["code"], "no-grant");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_is_accepted_only_from_its_allowed_networks() -> TestResult {
+    let svc = Service::start()?;
+    let env = &svc.env;
+    let pki = svc.pki().to_owned();
+    let cert = pki.join("client-other-app.pem");
+    env.ok(&[
+        "principal",
+        "add",
+        "other-app",
+        "--role",
+        "application",
+        "--cert",
+        cert.to_str().ok_or("path")?,
+        "--allow-from",
+        "10.20.0.0/16",
+    ])?;
+    let mut c = svc.connect("other-app").await?;
+    let r = c.request("GET", "/v1/keys", None, None).await?;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()?["code"], "source-not-allowed");
+    assert!(denied_rows(env, "auth.identify")? >= 1);
+    Ok(())
+}
