@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use kms::client::{tls_config, Connection};
 use kms::config::Config;
-use kms::engine::{Caller, CreateKey, Engine, NewGrantRequest};
+use kms::engine::{Caller, CreateKey, Engine, NewGrantRequest, NewPrincipal};
 use kms::model::{Classification, KeyType, Role};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -161,10 +161,29 @@ fn main() -> Res<()> {
         "wrap,unwrap".parse()?,
     );
     dek.purpose = "benchmark".into();
+    engine.add_principal(
+        &officer,
+        NewPrincipal {
+            name: "bench".into(),
+            role: Role::SecurityOfficer,
+            cert_pem: None,
+            approval_key: None,
+            allowed_networks: Vec::new(),
+        },
+    )?;
     let ec = engine.create_key(&officer, ec)?;
     let kek = engine.create_key(&officer, dek)?;
     let app_pem = std::fs::read(pki.join("client-bench-app.pem"))?;
-    engine.add_principal(&officer, "bench-app", Role::Application, Some(&app_pem))?;
+    engine.add_principal(
+        &officer,
+        NewPrincipal {
+            name: "bench-app".into(),
+            role: Role::Application,
+            cert_pem: Some(app_pem.clone()),
+            approval_key: None,
+            allowed_networks: Vec::new(),
+        },
+    )?;
     let until = (time::OffsetDateTime::now_utc() + time::Duration::days(1)).date();
     for (key, ops) in [("bench-ec", "sign"), ("bench-kek", "wrap,unwrap")] {
         engine.add_grant(
@@ -179,7 +198,12 @@ fn main() -> Res<()> {
             },
         )?;
     }
-    let issued = engine.data_key(&officer, "bench-kek")?;
+    let app = engine.identify(
+        &kms::identity::CertIdentity::from_pem(&app_pem)?,
+        "bench",
+        None,
+    )?;
+    let issued = engine.data_key(&app, "bench-kek")?;
     let wrapped_envelope = issued.wrapped.clone();
     let wrapped_raw = wrapped_envelope[26..].to_vec();
 
@@ -208,11 +232,6 @@ fn main() -> Res<()> {
         raw_unwrap.push(s);
     }
     // --- the engine in process: authorize, token, inventory, audit (no TLS, no HTTP) ---
-    let app = engine.identify(
-        &kms::identity::CertIdentity::from_pem(&app_pem)?,
-        "bench",
-        None,
-    )?;
     for t in [1, 2] {
         let s = run_threads(t, secs, &|| {
             Ok(engine.sign(&app, "bench-ec", &[0x5a; 256]).map(drop)?)
