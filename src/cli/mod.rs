@@ -27,7 +27,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Identity recorded in the audit trail (default: the OS user).
-    #[arg(long = "as", global = true, value_name = "NAME")]
+    #[arg(long = "as", global = true, value_name = "NAME", env = "KMS_AS")]
     pub actor: Option<String>,
     /// Why you are doing this; recorded in the audit row.
     #[arg(long, global = true, value_name = "TEXT")]
