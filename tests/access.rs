@@ -411,3 +411,44 @@ async fn a_principal_is_accepted_only_from_its_allowed_networks() -> TestResult 
     assert!(denied_rows(env, "auth.identify")? >= 1);
     Ok(())
 }
+
+#[test]
+fn a_denied_request_is_final_and_a_manager_cannot_approve_their_own() -> TestResult {
+    let env = people()?;
+    let id = request(&env, "carol", &[])?;
+    // Deny needs a reason, and is signed like every step.
+    assert_fails(&step(&env, "alice", "deny", &id)?, 2, &["--reason"]);
+    let o = env.as_person(
+        "alice",
+        &[
+            "--reason",
+            "no ticket approval",
+            "access",
+            "deny",
+            &id,
+            "--card-pin",
+            "env:CARD_PIN",
+        ],
+    )?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = env.ok(&["access", "show", &id, "--json"])?;
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(e["request"]["state"], "denied");
+    assert_eq!(e["steps"][0]["step"], "deny");
+    assert_eq!(e["steps"][0]["signature_valid"], true);
+    assert!(e["steps"][0]["message_text"]
+        .as_str()
+        .is_some_and(|m| m.contains("note: no ticket approval\n")));
+    assert_fails(&step(&env, "alice", "verify", &id)?, 4, &["denied"]);
+    assert_fails(&sign_as(&env, "carol")?, 4, &["no active grant"]);
+
+    // bob (manager) asks for access himself: alice verifies, but bob may not approve it.
+    let own = request(&env, "bob", &[])?;
+    assert!(step(&env, "alice", "verify", &own)?.status.success());
+    assert_fails(
+        &step(&env, "bob", "approve", &own)?,
+        4,
+        &["may not approve"],
+    );
+    Ok(())
+}
