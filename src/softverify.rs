@@ -97,7 +97,8 @@ pub fn verify_signed(
 
 /// SubjectPublicKeyInfo DER from a PEM public key (EC P-384 or RSA).
 pub fn spki_from_pem(pem: &[u8]) -> Result<Vec<u8>, SoftCryptoError> {
-    let text = std::str::from_utf8(pem).map_err(|e| SoftCryptoError::BadPublicKey(e.to_string()))?;
+    let text =
+        std::str::from_utf8(pem).map_err(|e| SoftCryptoError::BadPublicKey(e.to_string()))?;
     let (label, der) = der::pem::decode_vec(text.as_bytes())
         .map_err(|e| SoftCryptoError::BadPublicKey(e.to_string()))?;
     if label != "PUBLIC KEY" {

@@ -638,9 +638,10 @@ fn a_refusal_is_audited_as_denied() -> TestResult {
     let env = Env::new()?;
     env.create("ec", "ec-p384", "sign,verify")?;
     let pt = env.write("pt", b"secret")?;
-    let out = env
-        .kms()
-        .args([
+    // test-user holds a grant of every operation on `ec`, so the key's own policy refuses.
+    let out = env.run_as(
+        USER,
+        &[
             "--reason",
             "CHG-13 probing policy",
             "key",
@@ -650,8 +651,8 @@ fn a_refusal_is_audited_as_denied() -> TestResult {
             &pt.to_string_lossy(),
             "--out",
             &env.path("ct").to_string_lossy(),
-        ])
-        .output()?;
+        ],
+    )?;
     assert_fails(&out, 4, &["cannot encrypt"]);
 
     let audit = env.ok(&["audit", "list", "--key", "ec", "--json"])?;
@@ -668,7 +669,7 @@ fn a_refusal_is_audited_as_denied() -> TestResult {
     );
     let row = denied[0];
     assert_eq!(row["key_name"], "ec");
-    assert_eq!(row["actor"], "test-officer");
+    assert_eq!(row["actor"], USER);
     assert_eq!(row["reason"], "CHG-13 probing policy");
     let detail = row["detail"].as_str().unwrap_or_default();
     assert!(

@@ -233,6 +233,8 @@ fn rsa_4096_and_all_inventory_fields_are_recorded() -> TestResult {
         "--reason",
         "CHG-77",
     ])?;
+    // Reading the public key is key use: the user needs a grant on the key.
+    env.grant_user("archive-kek")?;
     let o = env.ok(&["key", "show", "archive-kek", "--json"])?;
     let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
     assert_eq!(v["name"], "archive-kek");
@@ -351,8 +353,9 @@ fn every_command_touching_a_key_is_audited() -> TestResult {
     env.create("k", "ec-p384", "sign,verify")?;
     let m = env.write("m", b"hello")?;
     let s = env.path("m.sig");
-    env.kms()
-        .args([
+    let o = env.run_as(
+        USER,
+        &[
             "--reason",
             "INC-9 release",
             "key",
@@ -362,8 +365,9 @@ fn every_command_touching_a_key_is_audited() -> TestResult {
             path(&m)?,
             "--out",
             path(&s)?,
-        ])
-        .output()?;
+        ],
+    )?;
+    assert_eq!(o.status.code(), Some(0), "sign: {}", stderr(&o));
     env.ok(&["key", "verify", "k", "--in", path(&m)?, "--sig", path(&s)?])?;
     env.ok(&["key", "public", "k"])?;
     let o = env.ok(&["audit", "list", "--key", "k", "--json"])?;
@@ -375,13 +379,20 @@ fn every_command_touching_a_key_is_audited() -> TestResult {
         [
             "key.create-intent",
             "key.create",
+            "grant.break-glass",
             "key.sign",
             "key.verify",
             "key.public"
         ]
     );
+    // Administration by the officer; key use by the user the fixture granted it to.
+    let actors: Vec<&str> = rows.iter().filter_map(|r| r["actor"].as_str()).collect();
+    assert_eq!(
+        actors,
+        [OFFICER, OFFICER, OFFICER, USER, USER, USER],
+        "{rows:#?}"
+    );
     for r in rows {
-        assert_eq!(r["actor"], "test-officer");
         assert_eq!(r["outcome"], "ok");
         assert!(r["host"].as_str().is_some_and(|h| !h.is_empty()));
         assert!(r["at"].as_str().is_some_and(|t| t.ends_with('Z')));
@@ -394,7 +405,8 @@ fn every_command_touching_a_key_is_audited() -> TestResult {
             .as_str()
             .is_some_and(|d| d.contains("cka_id=")));
     }
-    assert_eq!(rows[2]["reason"], "INC-9 release");
+    assert_eq!(rows[2]["reason"], "test fixture");
+    assert_eq!(rows[3]["reason"], "INC-9 release");
     Ok(())
 }
 
@@ -582,7 +594,7 @@ fn reconcile_flags_versions_no_config_entry_reaches() -> TestResult {
     // And using the key through the re-pointed entry is refused as a config mismatch.
     let m = env.write("m", b"x")?;
     let o = env
-        .kms_with_config(&moved)
+        .kms_as_with_config(USER, &moved)
         .args(["key", "sign", "k", "--in", path(&m)?])
         .output()?;
     assert_fails(&o, 7, &["configuration mismatch"]);

@@ -9,7 +9,7 @@ use super::output::{fmt_time, print_json, print_table};
 use super::CliError;
 use crate::config::PinSource;
 use crate::duration::HumanDuration;
-use crate::engine::{CardAccess, Caller, Engine, RequestEvidence, RequestInput, Step};
+use crate::engine::{Caller, CardAccess, Engine, RequestEvidence, RequestInput, Step};
 use crate::inventory::RequestState;
 use crate::model::GrantOps;
 
@@ -163,7 +163,9 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: AccessCmd) -> Result<(), CliEr
         AccessCmd::Approve { id, card: c } => sign(engine, caller, &id, Step::Approve, c),
         AccessCmd::Deny { id, card: c } => {
             if caller.reason.is_none() {
-                return Err(CliError::Usage("denying a request needs --reason TEXT".into()));
+                return Err(CliError::Usage(
+                    "denying a request needs --reason TEXT".into(),
+                ));
             }
             sign(engine, caller, &id, Step::Deny, c)
         }
@@ -189,7 +191,17 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: AccessCmd) -> Result<(), CliEr
                 })
                 .collect();
             print_table(
-                &["ID", "STATE", "REQUESTER", "GRANTEE", "KEY", "OPS", "DURATION", "TICKET", "CREATED"],
+                &[
+                    "ID",
+                    "STATE",
+                    "REQUESTER",
+                    "GRANTEE",
+                    "KEY",
+                    "OPS",
+                    "DURATION",
+                    "TICKET",
+                    "CREATED",
+                ],
                 &rows,
             );
             Ok(())
@@ -223,12 +235,31 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: AccessCmd) -> Result<(), CliEr
                         g.key_name.clone(),
                         g.ops.to_string(),
                         g.review_due.map(fmt_time).unwrap_or_default(),
-                        if g.review_lapsed(now) { "LAPSED".into() } else { "due".into() },
-                        if g.break_glass { "break-glass".into() } else { g.request_id.clone().unwrap_or_default() },
+                        if g.review_lapsed(now) {
+                            "LAPSED".into()
+                        } else {
+                            "due".into()
+                        },
+                        if g.break_glass {
+                            "break-glass".into()
+                        } else {
+                            g.request_id.clone().unwrap_or_default()
+                        },
                     ]
                 })
                 .collect();
-            print_table(&["GRANT", "PRINCIPAL", "KEY", "OPS", "REVIEW-DUE", "STATE", "ORIGIN"], &rows);
+            print_table(
+                &[
+                    "GRANT",
+                    "PRINCIPAL",
+                    "KEY",
+                    "OPS",
+                    "REVIEW-DUE",
+                    "STATE",
+                    "ORIGIN",
+                ],
+                &rows,
+            );
             Ok(())
         }
         AccessCmd::Recertify { grant, card: c } => {
@@ -241,18 +272,32 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: AccessCmd) -> Result<(), CliEr
             Ok(())
         }
         AccessCmd::Revoke { grant } => {
-            let reason = caller.reason.clone().ok_or_else(|| {
-                CliError::Usage("revoking a grant needs --reason TEXT".into())
-            })?;
+            let reason = caller
+                .reason
+                .clone()
+                .ok_or_else(|| CliError::Usage("revoking a grant needs --reason TEXT".into()))?;
             let g = engine.revoke_grant(caller, &grant, &reason)?;
-            println!("grant {} of '{}' on '{}' revoked", g.id, g.principal, g.key_name);
+            println!(
+                "grant {} of '{}' on '{}' revoked",
+                g.id, g.principal, g.key_name
+            );
             Ok(())
         }
     }
 }
 
-fn sign(engine: &Engine, caller: &Caller, id: &str, step: Step, c: CardArgs) -> Result<(), CliError> {
-    let note = if step == Step::Deny { caller.reason.clone() } else { None };
+fn sign(
+    engine: &Engine,
+    caller: &Caller,
+    id: &str,
+    step: Step,
+    c: CardArgs,
+) -> Result<(), CliError> {
+    let note = if step == Step::Deny {
+        caller.reason.clone()
+    } else {
+        None
+    };
     let (r, grant) = engine.sign_request(caller, id, step, &card(c)?, note.as_deref())?;
     match grant {
         Some(g) => println!(
@@ -291,9 +336,21 @@ fn print_evidence(e: &RequestEvidence) {
             s.step.step,
             s.step.signer,
             fmt_time(s.step.signed_at),
-            if ok { "signature VALID" } else { "signature INVALID" },
-            if s.message_matches_request { "" } else { "; request altered since signing" },
-            if s.key_is_registered { "" } else { "; key no longer registered" },
+            if ok {
+                "signature VALID"
+            } else {
+                "signature INVALID"
+            },
+            if s.message_matches_request {
+                ""
+            } else {
+                "; request altered since signing"
+            },
+            if s.key_is_registered {
+                ""
+            } else {
+                "; key no longer registered"
+            },
         );
     }
 }
@@ -321,7 +378,11 @@ fn export(e: &RequestEvidence, dir: &std::path::Path) -> Result<(), CliError> {
             .map_err(|e| CliError::Usage(e.to_string()))?;
         write(&format!("{base}.sig"), &sig)?;
         write(&format!("{base}.pub.pem"), s.public_key_pem.as_bytes())?;
-        let digest = if s.public_key_pem.len() > 400 { "-sha256 -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:32" } else { "-sha384" };
+        let digest = if s.public_key_pem.len() > 400 {
+            "-sha256 -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:32"
+        } else {
+            "-sha384"
+        };
         manifest.push(serde_json::json!({
             "step": s.step.step,
             "signer": s.step.signer,

@@ -148,14 +148,24 @@ impl Engine {
 
     pub fn list_principals(&self, caller: &Caller) -> Result<Vec<Principal>, EngineError> {
         self.audited(caller, "principal.list", None, |_| {
-            require_role(&self.inventory, caller, INVENTORY_READERS, "list principals")?;
+            require_role(
+                &self.inventory,
+                caller,
+                INVENTORY_READERS,
+                "list principals",
+            )?;
             Ok(self.inventory.principals()?)
         })
     }
 
     pub fn show_principal(&self, caller: &Caller, name: &str) -> Result<Principal, EngineError> {
         self.audited(caller, "principal.show", None, |_| {
-            require_role(&self.inventory, caller, INVENTORY_READERS, "read principals")?;
+            require_role(
+                &self.inventory,
+                caller,
+                INVENTORY_READERS,
+                "read principals",
+            )?;
             Ok(self.inventory.principal(name)?)
         })
     }
@@ -163,7 +173,12 @@ impl Engine {
     /// Disable a principal: refused from its next request on, even on an open connection.
     pub fn disable_principal(&self, caller: &Caller, name: &str) -> Result<(), EngineError> {
         self.audited(caller, "principal.disable", None, |note| {
-            require_role(&self.inventory, caller, &[Role::SecurityOfficer], "disable principals")?;
+            require_role(
+                &self.inventory,
+                caller,
+                &[Role::SecurityOfficer],
+                "disable principals",
+            )?;
             self.inventory
                 .disable_principal(name, &caller.actor, OffsetDateTime::now_utc())?;
             note.detail = Some(format!("disabled principal '{name}'"));
@@ -210,6 +225,13 @@ impl Engine {
                     "--until {} is in the past",
                     req.until
                 )));
+            }
+            let key = self.inventory.key(&req.key)?;
+            if key.current_version().is_none() {
+                return Err(EngineError::denied(
+                    Refusal::KeyState,
+                    format!("key '{}' has no active version; nothing to grant", key.name),
+                ));
             }
             let principal = self.inventory.principal(&req.principal)?;
             if principal.disabled_at.is_some() {

@@ -2,9 +2,9 @@
 
 use time::OffsetDateTime;
 
-use crate::model::Role;
 use super::{Caller, Engine, EngineError};
 use crate::inventory::{AuditEntry, Outcome};
+use crate::model::Role;
 
 /// What an operation tells its audit row while it runs.
 #[derive(Debug, Default)]
@@ -82,7 +82,12 @@ impl Engine {
         limit: u32,
     ) -> Result<Vec<crate::inventory::AuditRow>, EngineError> {
         self.audited(caller, "audit.read", key_name, |_| {
-            super::policy::require_role(&self.inventory, caller, &[Role::Auditor, Role::SecurityOfficer], "read the audit trail")?;
+            super::policy::require_role(
+                &self.inventory,
+                caller,
+                &[Role::Auditor, Role::SecurityOfficer],
+                "read the audit trail",
+            )?;
             Ok(self.inventory.audit_rows(key_name, limit)?)
         })
     }

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use time::{Date, OffsetDateTime};
 
 use super::policy::{check_grant, check_inventory_read, require_role, INVENTORY_READERS};
-use crate::model::Role;
 use super::{Caller, Engine, EngineError, Refusal};
 use crate::duration::HumanDuration;
 use crate::inventory::{KeyFilter, KeyRecord, NewKey, PendingVersion};
+use crate::model::Role;
 use crate::model::{Classification, GrantOp, KeyType, OperationSet};
 
 /// What an officer asks for with `kms key create`.
@@ -152,7 +152,7 @@ impl Engine {
             if let Err(e) = activated {
                 // Roll the token back so no key exists that the record does not show.
                 let undone = token.destroy(&object_id);
-                let cleaned = self.inventory.delete_pending_key(&key_id);
+                let cleaned = self.inventory.delete_pending_key(&key_id).map(drop);
                 let name = &req.name;
                 return Err(match (undone, cleaned) {
                     (Ok(_), Ok(())) => EngineError::Incomplete(format!(
@@ -191,9 +191,9 @@ impl Engine {
             for v in &key.versions {
                 destroyed += self.token_for(v)?.destroy(&v.object_id)?;
             }
-            self.inventory.delete_pending_key(&key.id)?;
+            let grants = self.inventory.delete_pending_key(&key.id)?;
             note.detail = Some(format!(
-                "abandoned unfinished key; destroyed {destroyed} token object(s)"
+                "abandoned unfinished key; destroyed {destroyed} token object(s); removed {grants} grant(s) that named it"
             ));
             Ok(destroyed)
         })

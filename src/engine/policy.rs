@@ -87,7 +87,14 @@ pub(crate) fn check_inventory_read(
     if INVENTORY_READERS.contains(&p.role) {
         return Ok(());
     }
-    check_grant(inventory, caller, key_name, Some(GrantOp::ReadInventory), now).map(drop)
+    check_grant(
+        inventory,
+        caller,
+        key_name,
+        Some(GrantOp::ReadInventory),
+        now,
+    )
+    .map(drop)
 }
 
 /// The caller may do `op` on key `key_name` (officers always; principals through a grant).
@@ -130,7 +137,9 @@ pub(crate) fn check_grant(
                 "grant {} of '{}' on key '{key_name}' lapsed: it was not re-certified by {}",
                 g.id,
                 caller.actor,
-                g.review_due.map(crate::inventory::fmt_time).unwrap_or_default()
+                g.review_due
+                    .map(crate::inventory::fmt_time)
+                    .unwrap_or_default()
             ),
         ));
     }

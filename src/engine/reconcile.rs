@@ -4,9 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::model::Role;
 use super::{Caller, Engine, EngineError};
 use crate::inventory::KeyFilter;
+use crate::model::Role;
 use crate::model::{ObjectId, VersionState};
 
 /// One discrepancy between inventory and tokens.
@@ -73,7 +73,12 @@ pub struct ReconcileReport {
 impl Engine {
     pub fn reconcile(&self, caller: &Caller) -> Result<ReconcileReport, EngineError> {
         self.audited(caller, "inventory.reconcile", None, |note| {
-            super::policy::require_role(&self.inventory, caller, &[Role::SecurityOfficer, Role::Auditor], "reconcile the inventory")?;
+            super::policy::require_role(
+                &self.inventory,
+                caller,
+                &[Role::SecurityOfficer, Role::Auditor],
+                "reconcile the inventory",
+            )?;
             let keys = self.inventory.keys(&KeyFilter::default())?;
             let mut report = ReconcileReport {
                 tokens_checked: Vec::new(),

@@ -12,7 +12,9 @@ use super::{Caller, CallerKind, Engine, EngineError, Refusal};
 use crate::config::PinSource;
 use crate::duration::HumanDuration;
 use crate::hsm::{sign_with_card, Pkcs11Uri};
-use crate::inventory::{AccessRequest, Grant, GrantFilter, NewGrant, Principal, RequestState, SignedStep};
+use crate::inventory::{
+    AccessRequest, Grant, GrantFilter, NewGrant, Principal, RequestState, SignedStep,
+};
 use crate::model::{GrantOp, GrantOps, Role};
 use crate::softverify;
 
@@ -84,7 +86,11 @@ pub fn approval_message(
     signer: &str,
     note: Option<&str>,
 ) -> Vec<u8> {
-    let esc = |v: &str| v.replace('\\', "\\\\").replace('\n', "\\n").replace('\r', "\\r");
+    let esc = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('\n', "\\n")
+            .replace('\r', "\\r")
+    };
     let mut m = String::from("kms-access-approval/v1\n");
     for (k, v) in [
         ("request", r.id.as_str()),
@@ -109,7 +115,11 @@ pub fn approval_message(
 
 /// The text a reviewer signs to re-certify a grant.
 pub fn recertify_message(g: &Grant, signer: &str, review_due: OffsetDateTime) -> Vec<u8> {
-    let esc = |v: &str| v.replace('\\', "\\\\").replace('\n', "\\n").replace('\r', "\\r");
+    let esc = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('\n', "\\n")
+            .replace('\r', "\\r")
+    };
     let mut m = String::from("kms-access-recertification/v1\n");
     for (k, v) in [
         ("grant", g.id.clone()),
@@ -158,6 +168,12 @@ impl Engine {
                 return Err(EngineError::InvalidInput("--ops must list at least one operation".into()));
             }
             let key = self.inventory.key(&input.key)?;
+            if key.current_version().is_none() {
+                return Err(EngineError::denied(
+                    Refusal::KeyState,
+                    format!("key '{}' has no active version; there is nothing to request access to", key.name),
+                ));
+            }
             for op in input.ops.0.iter().copied() {
                 if op == GrantOp::ReadInventory {
                     continue;
@@ -213,12 +229,21 @@ impl Engine {
                 Step::Approve => &[Role::Manager],
                 Step::Deny => &[Role::SecurityAdmin, Role::Manager],
             };
-            let signer = require_role(&self.inventory, caller, roles, &format!("{} access requests", step.as_str()))?;
+            let signer = require_role(
+                &self.inventory,
+                caller,
+                roles,
+                &format!("{} access requests", step.as_str()),
+            )?;
             let r = self.inventory.request(id)?;
             if signer.name == r.requester || signer.name == r.grantee {
                 return Err(EngineError::denied(
                     Refusal::SeparationOfDuties,
-                    format!("'{}' requested or would receive this access and may not {} it", signer.name, step.as_str()),
+                    format!(
+                        "'{}' requested or would receive this access and may not {} it",
+                        signer.name,
+                        step.as_str()
+                    ),
                 ));
             }
             let earlier = self.inventory.signed_steps(id)?;
@@ -227,22 +252,37 @@ impl Engine {
                 Step::Approve => RequestState::Verified,
                 Step::Deny => r.state,
             };
-            if r.state != wanted_state || matches!(r.state, RequestState::Approved | RequestState::Denied) {
+            if r.state != wanted_state
+                || matches!(r.state, RequestState::Approved | RequestState::Denied)
+            {
                 return Err(EngineError::denied(
                     Refusal::WrongState,
-                    format!("request {id} is {}; it cannot be {} now", r.state.as_str(), match step { Step::Verify => "verified", Step::Approve => "approved", Step::Deny => "denied" }),
+                    format!(
+                        "request {id} is {}; it cannot be {} now",
+                        r.state.as_str(),
+                        match step {
+                            Step::Verify => "verified",
+                            Step::Approve => "approved",
+                            Step::Deny => "denied",
+                        }
+                    ),
                 ));
             }
             if step == Step::Approve {
                 // The verification must still hold for the request as it reads now.
-                let verify = earlier
-                    .iter()
-                    .find(|s| s.step == "verify")
-                    .ok_or_else(|| EngineError::denied(Refusal::WrongState, format!("request {id} has no verification")))?;
+                let verify = earlier.iter().find(|s| s.step == "verify").ok_or_else(|| {
+                    EngineError::denied(
+                        Refusal::WrongState,
+                        format!("request {id} has no verification"),
+                    )
+                })?;
                 if verify.signer == signer.name {
                     return Err(EngineError::denied(
                         Refusal::SeparationOfDuties,
-                        format!("'{}' verified this request and may not also approve it", signer.name),
+                        format!(
+                            "'{}' verified this request and may not also approve it",
+                            signer.name
+                        ),
                     ));
                 }
                 self.check_step(&r, verify)?;
@@ -290,9 +330,17 @@ impl Engine {
             note.detail = Some(match &grant {
                 Some(g) => format!(
                     "approved request {id} (signed); grant {} to '{}': {} on '{}' until {}",
-                    g.id, g.principal, g.ops, g.key_name, crate::inventory::fmt_time(g.not_after)
+                    g.id,
+                    g.principal,
+                    g.ops,
+                    g.key_name,
+                    crate::inventory::fmt_time(g.not_after)
                 ),
-                None => format!("{} request {id} (signed){}", step.as_str(), note_text.map(|n| format!(": {n}")).unwrap_or_default()),
+                None => format!(
+                    "{} request {id} (signed){}",
+                    step.as_str(),
+                    note_text.map(|n| format!(": {n}")).unwrap_or_default()
+                ),
             });
             Ok((self.inventory.request(id)?, grant))
         })
@@ -305,10 +353,21 @@ impl Engine {
         horizon: HumanDuration,
     ) -> Result<Vec<Grant>, EngineError> {
         self.audited(caller, "access.review", None, |_| {
-            require_role(&self.inventory, caller, INVENTORY_READERS, "list grants due for review")?;
+            require_role(
+                &self.inventory,
+                caller,
+                INVENTORY_READERS,
+                "list grants due for review",
+            )?;
             let now = OffsetDateTime::now_utc();
             let limit = now + horizon.to_time();
-            let all = self.inventory.grants(&GrantFilter { all: true, ..Default::default() }, now)?;
+            let all = self.inventory.grants(
+                &GrantFilter {
+                    all: true,
+                    ..Default::default()
+                },
+                now,
+            )?;
             Ok(all
                 .into_iter()
                 .filter(|g| g.revoked_at.is_none() && now < g.not_after)
@@ -326,14 +385,25 @@ impl Engine {
         card: &CardAccess,
     ) -> Result<Grant, EngineError> {
         self.audited(caller, "access.recertify", None, |note| {
-            let signer = require_role(&self.inventory, caller, &[Role::SecurityAdmin, Role::Manager], "re-certify grants")?;
+            let signer = require_role(
+                &self.inventory,
+                caller,
+                &[Role::SecurityAdmin, Role::Manager],
+                "re-certify grants",
+            )?;
             let g = self.inventory.grant(grant_id)?;
             if g.principal == signer.name {
-                return Err(EngineError::denied(Refusal::SeparationOfDuties, "nobody re-certifies their own access"));
+                return Err(EngineError::denied(
+                    Refusal::SeparationOfDuties,
+                    "nobody re-certifies their own access",
+                ));
             }
             let now = OffsetDateTime::now_utc();
             if g.revoked_at.is_some() || g.not_after <= now {
-                return Err(EngineError::denied(Refusal::WrongState, format!("grant {grant_id} is revoked or expired")));
+                return Err(EngineError::denied(
+                    Refusal::WrongState,
+                    format!("grant {grant_id} is revoked or expired"),
+                ));
             }
             let due = now + self.config.access.review_every.to_time();
             let message = recertify_message(&g, &signer.name, due);
@@ -349,7 +419,10 @@ impl Engine {
                 note: None,
             };
             let g = self.inventory.recertify_grant(grant_id, &record, due)?;
-            note.detail = Some(format!("re-certified grant {grant_id} (signed); next review by {}", crate::inventory::fmt_time(due)));
+            note.detail = Some(format!(
+                "re-certified grant {grant_id} (signed); next review by {}",
+                crate::inventory::fmt_time(due)
+            ));
             Ok(g)
         })
     }
@@ -372,12 +445,22 @@ impl Engine {
 
     /// A request with each signed step checked: message still matches, signature verifies,
     /// key still registered.
-    pub fn request_evidence(&self, caller: &Caller, id: &str) -> Result<RequestEvidence, EngineError> {
+    pub fn request_evidence(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<RequestEvidence, EngineError> {
         self.audited(caller, "access.show", None, |_| {
             let me = acting_principal(&self.inventory, caller)?;
             let request = self.inventory.request(id)?;
-            if !INVENTORY_READERS.contains(&me.role) && request.requester != me.name && request.grantee != me.name {
-                return Err(EngineError::denied(Refusal::WrongRole, "only its requester, its grantee and inventory readers may see a request"));
+            if !INVENTORY_READERS.contains(&me.role)
+                && request.requester != me.name
+                && request.grantee != me.name
+            {
+                return Err(EngineError::denied(
+                    Refusal::WrongRole,
+                    "only its requester, its grantee and inventory readers may see a request",
+                ));
             }
             let mut steps = Vec::new();
             for s in self.inventory.signed_steps(id)? {
@@ -418,7 +501,10 @@ impl Engine {
         if !e.message_matches_request {
             return Err(EngineError::denied(
                 Refusal::BadSignature,
-                format!("request {} was altered after '{}' signed its {} step; it cannot proceed", r.id, s.signer, s.step),
+                format!(
+                    "request {} was altered after '{}' signed its {} step; it cannot proceed",
+                    r.id, s.signer, s.step
+                ),
             ));
         }
         if !e.signature_valid || !e.key_is_registered {
@@ -431,24 +517,47 @@ impl Engine {
     }
 
     /// Sign on the signer's card and check the signature against their *registered* key.
-    fn sign_on_card(&self, signer: &Principal, card: &CardAccess, message: &[u8]) -> Result<Vec<u8>, EngineError> {
+    fn sign_on_card(
+        &self,
+        signer: &Principal,
+        card: &CardAccess,
+        message: &[u8],
+    ) -> Result<Vec<u8>, EngineError> {
         let registered = signer.approval_key.as_deref().ok_or_else(|| {
-            EngineError::denied(Refusal::BadSignature, format!("'{}' has no registered approval key", signer.name))
+            EngineError::denied(
+                Refusal::BadSignature,
+                format!("'{}' has no registered approval key", signer.name),
+            )
         })?;
         let uri_text = card
             .uri
             .clone()
             .or_else(|| signer.approval_key_uri.clone())
-            .ok_or_else(|| EngineError::InvalidInput(format!("no token URI for '{}': pass --card pkcs11:...", signer.name)))?;
+            .ok_or_else(|| {
+                EngineError::InvalidInput(format!(
+                    "no token URI for '{}': pass --card pkcs11:...",
+                    signer.name
+                ))
+            })?;
         let uri: Pkcs11Uri = uri_text
             .parse()
             .map_err(|e: crate::hsm::UriError| EngineError::InvalidInput(e.to_string()))?;
-        let signed = sign_with_card(&uri, &self.config.access.card_module, card.pin.clone(), message)?;
+        let signed = sign_with_card(
+            &uri,
+            &self.config.access.card_module,
+            card.pin.clone(),
+            message,
+        )?;
         let kt = softverify::key_type_of_spki(registered)?;
-        if signed.public_key != registered || !softverify::verify(kt, registered, message, &signed.signature)? {
+        if signed.public_key != registered
+            || !softverify::verify(kt, registered, message, &signed.signature)?
+        {
             return Err(EngineError::denied(
                 Refusal::BadSignature,
-                format!("the key on {uri_text} is not the approval key registered for '{}'", signer.name),
+                format!(
+                    "the key on {uri_text} is not the approval key registered for '{}'",
+                    signer.name
+                ),
             ));
         }
         Ok(signed.signature)

@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use crate::model::Role;
 use super::{Caller, Engine, EngineError};
+use crate::model::Role;
 
 /// One configured token as `kms token list` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -26,7 +26,12 @@ impl Engine {
     /// reported in its row and does not hide the others.
     pub fn token_status(&self, caller: &Caller) -> Result<Vec<TokenStatus>, EngineError> {
         self.audited(caller, "token.list", None, |note| {
-            super::policy::require_role(&self.inventory, caller, &[Role::SecurityOfficer, Role::Auditor], "list tokens")?;
+            super::policy::require_role(
+                &self.inventory,
+                caller,
+                &[Role::SecurityOfficer, Role::Auditor],
+                "list tokens",
+            )?;
             let mut out = Vec::new();
             for name in self.hsm.names() {
                 let Some(cfg) = self.hsm.config(name) else {

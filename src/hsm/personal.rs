@@ -28,7 +28,11 @@ fn card_config(uri: &Pkcs11Uri, default_module: &Path, pin: PinSource) -> TokenC
         (None, None) => TokenSelector::Label(String::new()),
     };
     TokenConfig {
-        name: uri.token.clone().or_else(|| uri.serial.clone()).unwrap_or_default(),
+        name: uri
+            .token
+            .clone()
+            .or_else(|| uri.serial.clone())
+            .unwrap_or_default(),
         module: uri
             .module_path
             .clone()
@@ -114,7 +118,11 @@ fn locate(token: &Token, uri: &Pkcs11Uri) -> Result<(ObjectId, KeyType), HsmErro
         let attrs = s
             .get_attributes(
                 handle,
-                &[AttributeType::Id, AttributeType::KeyType, AttributeType::Modulus],
+                &[
+                    AttributeType::Id,
+                    AttributeType::KeyType,
+                    AttributeType::Modulus,
+                ],
             )
             .map_err(HsmError::ck(token.name(), "reading the approval key"))?;
         let (mut id, mut kt, mut bits) = (None, None, 0usize);

@@ -17,7 +17,9 @@ pub struct Pkcs11Uri {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid PKCS#11 URI '{uri}': {why} (expected e.g. pkcs11:token=alice-card;object=approval)")]
+#[error(
+    "invalid PKCS#11 URI '{uri}': {why} (expected e.g. pkcs11:token=alice-card;object=approval)"
+)]
 pub struct UriError {
     uri: String,
     why: String,
@@ -36,7 +38,9 @@ impl FromStr for Pkcs11Uri {
             uri: s.split("pin-value").next().unwrap_or(s).to_owned(),
             why: why.to_owned(),
         };
-        let rest = s.strip_prefix("pkcs11:").ok_or_else(|| err("it must start with pkcs11:"))?;
+        let rest = s
+            .strip_prefix("pkcs11:")
+            .ok_or_else(|| err("it must start with pkcs11:"))?;
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let mut uri = Pkcs11Uri {
             token: None,
@@ -47,21 +51,31 @@ impl FromStr for Pkcs11Uri {
             text: s.to_owned(),
         };
         for attr in path.split(';').filter(|a| !a.is_empty()) {
-            let (k, v) = attr.split_once('=').ok_or_else(|| err("attribute without '='"))?;
+            let (k, v) = attr
+                .split_once('=')
+                .ok_or_else(|| err("attribute without '='"))?;
             let v = decode(v).ok_or_else(|| err("bad percent-encoding"))?;
             match k {
                 "token" => uri.token = Some(utf8(v).ok_or_else(|| err("token is not UTF-8"))?),
                 "serial" => uri.serial = Some(utf8(v).ok_or_else(|| err("serial is not UTF-8"))?),
                 "object" => uri.object = Some(utf8(v).ok_or_else(|| err("object is not UTF-8"))?),
                 "id" => uri.id = Some(v),
-                "type" | "manufacturer" | "model" | "library-description"
-                | "library-manufacturer" | "library-version" | "slot-description"
-                | "slot-id" | "slot-manufacturer" => {}
+                "type"
+                | "manufacturer"
+                | "model"
+                | "library-description"
+                | "library-manufacturer"
+                | "library-version"
+                | "slot-description"
+                | "slot-id"
+                | "slot-manufacturer" => {}
                 other => return Err(err(&format!("unknown attribute '{other}'"))),
             }
         }
         for attr in query.split('&').filter(|a| !a.is_empty()) {
-            let (k, v) = attr.split_once('=').ok_or_else(|| err("query attribute without '='"))?;
+            let (k, v) = attr
+                .split_once('=')
+                .ok_or_else(|| err("query attribute without '='"))?;
             match k {
                 "module-path" => {
                     let v = decode(v).ok_or_else(|| err("bad percent-encoding"))?;
@@ -127,7 +141,10 @@ mod tests {
     #[test]
     fn refuses_pins_and_incomplete_uris() {
         let e = "pkcs11:token=a;object=b?pin-value=1234".parse::<Pkcs11Uri>();
-        assert!(e.as_ref().is_err_and(|e| !e.to_string().contains("1234")), "{e:?}");
+        assert!(
+            e.as_ref().is_err_and(|e| !e.to_string().contains("1234")),
+            "{e:?}"
+        );
         assert!("pkcs11:object=b".parse::<Pkcs11Uri>().is_err());
         assert!("pkcs11:token=a".parse::<Pkcs11Uri>().is_err());
         assert!("token=a;object=b".parse::<Pkcs11Uri>().is_err());

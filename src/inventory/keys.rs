@@ -101,8 +101,10 @@ impl Inventory {
         Ok(())
     }
 
-    /// Remove a key whose creation failed before it became active (only pending versions).
-    pub fn delete_pending_key(&self, key_id: &str) -> Result<(), InventoryError> {
+    /// Remove a key whose creation failed before it became active (only pending versions),
+    /// with any grants, requests and their signatures that named it (they could never be used).
+    /// Returns how many grants were removed.
+    pub fn delete_pending_key(&self, key_id: &str) -> Result<usize, InventoryError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let active: i64 = tx.query_row(
@@ -110,12 +112,20 @@ impl Inventory {
             [key_id],
             |r| r.get(0),
         )?;
+        let mut grants = 0;
         if active == 0 {
+            tx.execute(
+                "DELETE FROM signatures WHERE subject IN (SELECT id FROM access_requests WHERE key_id = ?1)
+                    OR subject IN (SELECT id FROM grants WHERE key_id = ?1)",
+                [key_id],
+            )?;
+            grants = tx.execute("DELETE FROM grants WHERE key_id = ?1", [key_id])?;
+            tx.execute("DELETE FROM access_requests WHERE key_id = ?1", [key_id])?;
             tx.execute("DELETE FROM key_versions WHERE key_id = ?1", [key_id])?;
             tx.execute("DELETE FROM keys WHERE id = ?1", [key_id])?;
         }
         tx.commit()?;
-        Ok(())
+        Ok(grants)
     }
 
     /// The key named `name`, with all its versions.

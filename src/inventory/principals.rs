@@ -120,8 +120,11 @@ fn read(r: &Row<'_>) -> rusqlite::Result<Result<Principal, InventoryError>> {
     let created_at: String = r.get(7)?;
     let (name, cert_fingerprint, cert_subject, disabled_by, created_by) =
         (r.get(0)?, r.get(2)?, r.get(3)?, r.get(5)?, r.get(6)?);
-    let (approval_key, approval_key_uri, networks): (Option<Vec<u8>>, Option<String>, Option<String>) =
-        (r.get(8)?, r.get(9)?, r.get(10)?);
+    let (approval_key, approval_key_uri, networks): (
+        Option<Vec<u8>>,
+        Option<String>,
+        Option<String>,
+    ) = (r.get(8)?, r.get(9)?, r.get(10)?);
     Ok((|| {
         Ok(Principal {
             name,

@@ -43,7 +43,10 @@ impl Inventory {
     }
 
     /// Requests, newest first, optionally only those in `state`.
-    pub fn requests(&self, state: Option<RequestState>) -> Result<Vec<AccessRequest>, InventoryError> {
+    pub fn requests(
+        &self,
+        state: Option<RequestState>,
+    ) -> Result<Vec<AccessRequest>, InventoryError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
             "{SELECT} WHERE (?1 IS NULL OR r.state = ?1) ORDER BY r.created_at DESC"
@@ -146,9 +149,11 @@ impl Inventory {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let state: Option<String> = tx
-            .query_row("SELECT state FROM access_requests WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT state FROM access_requests WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
             .optional()?;
         let state = state.ok_or_else(|| InventoryError::NoSuchRequest(id.to_owned()))?;
         if !from.contains(&state.as_str()) {

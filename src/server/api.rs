@@ -640,12 +640,19 @@ async fn access_request(
     let body_reason = parsed.as_ref().ok().and_then(|r| r.reason.clone());
     let key = parsed.as_ref().ok().map(|r| r.key.clone());
     let input = parsed.and_then(|r| {
-        let ops = r.ops.join(",").parse().map_err(|e: crate::model::ParseError| {
-            Problem::bad_request("bad-request", e.to_string())
-        })?;
-        let duration = r.duration.parse().map_err(|e: crate::duration::DurationError| {
-            Problem::bad_request("bad-request", e.to_string())
-        })?;
+        let ops = r
+            .ops
+            .join(",")
+            .parse()
+            .map_err(|e: crate::model::ParseError| {
+                Problem::bad_request("bad-request", e.to_string())
+            })?;
+        let duration = r
+            .duration
+            .parse()
+            .map_err(|e: crate::duration::DurationError| {
+                Problem::bad_request("bad-request", e.to_string())
+            })?;
         Ok(crate::engine::RequestInput {
             key: r.key,
             ops,

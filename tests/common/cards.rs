@@ -22,7 +22,14 @@ impl Env {
         let pin = card_pin(person);
         let out = Command::new("softhsm2-util")
             .env("SOFTHSM2_CONF", self.softhsm_conf())
-            .args(["--init-token", "--free", "--label", &label, "--so-pin", "so-pin-0000"])
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                &label,
+                "--so-pin",
+                "so-pin-0000",
+            ])
             .args(["--pin", &pin])
             .output()?;
         if !out.status.success() {
@@ -30,11 +37,31 @@ impl Env {
         }
         let out = Command::new("pkcs11-tool")
             .env("SOFTHSM2_CONF", self.softhsm_conf())
-            .args(["--module", &self.module()?, "--token-label", &label, "--login", "--pin", &pin])
-            .args(["--keypairgen", "--key-type", "EC:secp384r1", "--label", "approval", "--id", "01"])
+            .args([
+                "--module",
+                &self.module()?,
+                "--token-label",
+                &label,
+                "--login",
+                "--pin",
+                &pin,
+            ])
+            .args([
+                "--keypairgen",
+                "--key-type",
+                "EC:secp384r1",
+                "--label",
+                "approval",
+                "--id",
+                "01",
+            ])
             .output()?;
         if !out.status.success() {
-            return Err(format!("keygen on {label}: {}", String::from_utf8_lossy(&out.stderr)).into());
+            return Err(format!(
+                "keygen on {label}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
         }
         Ok(())
     }
@@ -46,10 +73,19 @@ impl Env {
             .kms_as(super::OFFICER)
             .env("CARD_PIN", card_pin(person))
             .args(["principal", "add", person, "--role", role])
-            .args(["--approval-key", &card_uri(person), "--card-pin", "env:CARD_PIN"])
+            .args([
+                "--approval-key",
+                &card_uri(person),
+                "--card-pin",
+                "env:CARD_PIN",
+            ])
             .output()?;
         if !out.status.success() {
-            return Err(format!("register {person}: {}", String::from_utf8_lossy(&out.stderr)).into());
+            return Err(format!(
+                "register {person}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
         }
         Ok(())
     }

@@ -22,7 +22,11 @@ pub const USER: &str = "test-user";
 
 /// Key use acts as the user; administration as the officer.
 pub fn actor_for(args: &[&str]) -> &'static str {
-    let cmd: Vec<&str> = args.iter().copied().filter(|a| !a.starts_with("--")).collect();
+    let cmd: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     match cmd.as_slice() {
         ["key", "sign" | "verify" | "encrypt" | "decrypt" | "public", ..] => USER,
         _ => OFFICER,
@@ -97,7 +101,8 @@ impl Env {
         self.kms_as_with_config(actor, &self.config())
     }
 
-    fn kms_as_with_config(&self, actor: &str, config: &Path) -> Command {
+    /// The real `kms` binary acting as principal `actor`, with another config file.
+    pub fn kms_as_with_config(&self, actor: &str, config: &Path) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_kms"));
         c.env_remove("KMS_CONFIG")
             .env("SOFTHSM2_CONF", self.softhsm_conf())

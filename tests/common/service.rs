@@ -189,7 +189,8 @@ impl Service {
         Ok(())
     }
 
-    /// `kms grant add PRINCIPAL KEY --ops OPS --until <in 30 days>`; returns the grant ID.
+    /// `kms grant add PRINCIPAL KEY --ops OPS --until <in 30 days> --reason ...` (break-glass,
+    /// by the fixture's security officer); returns the grant ID.
     pub fn grant(&self, principal: &str, key: &str, ops: &str) -> Res<String> {
         let until = (time::OffsetDateTime::now_utc().date() + time::Duration::days(30)).to_string();
         let out = self.env.ok(&[
@@ -205,6 +206,8 @@ impl Service {
             "CHG-3",
             "--justification",
             "integration test",
+            "--reason",
+            "CHG-3 break-glass grant for the service test",
             "--json",
         ])?;
         let g: serde_json::Value = serde_json::from_slice(&out.stdout)?;
