@@ -4,6 +4,7 @@
 //! public keys) and the audit trail. Every caller goes through [`engine::Engine`].
 //!
 //! # Layout
+//! - [`audit`]: delivery of the audit trail to the log server (RFC 5424 over TCP/TLS).
 //! - [`cli`]: clap definitions and the dispatch of each officer command into the engine.
 //! - [`client`]: a minimal mTLS keep-alive client for the service (tests, bench, Rust applications).
 //! - [`config`]: `kms.toml` -> typed configuration; PIN sources (`env:`, `file:`, `prompt`), masked `Debug`.
@@ -18,6 +19,7 @@
 //! - [`softverify`]: signature verification in software from a stored SPKI (p384 / rsa).
 //! - [`envelope`]: the versioned, self-describing ciphertext format.
 
+pub mod audit;
 pub mod cli;
 pub mod client;
 pub mod config;

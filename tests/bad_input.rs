@@ -123,8 +123,8 @@ fn duplicate_key_name_is_refused_before_the_token_is_touched() -> TestResult {
     env.create("k1", "ec-p384", "sign,verify")?;
     let before = snapshot(&env)?;
     assert_eq!(
-        before.primary, 2,
-        "an ec-p384 key is a public + private object"
+        before.primary, 4,
+        "an ec-p384 key is a public + private object (plus the audit key's two)"
     );
 
     let out = try_create(&env, "k1", "ec-p384", "sign,verify", &[])?;
@@ -297,7 +297,7 @@ fn wrong_pin_is_named_and_never_echoed() -> TestResult {
     let rows = rows.as_array().ok_or("audit list --json is not an array")?;
     let failed: Vec<&serde_json::Value> = rows
         .iter()
-        .filter(|r| r["action"] == "key.create")
+        .filter(|r| r["action"] == "key.create" && r["key_name"] == "k")
         .collect();
     assert_eq!(failed.len(), 1, "the failed login is audited: {rows:#?}");
     let detail = failed[0]["detail"].as_str().unwrap_or_default();

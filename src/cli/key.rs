@@ -53,6 +53,14 @@ pub enum KeyCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Every access to one key: who, when, why, from where, with what outcome.
+    History {
+        name: String,
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a key whose creation never finished (all versions pending), token objects included.
     Abandon { name: String },
     /// The key inventory.
@@ -228,6 +236,14 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
                 ],
                 &rows,
             );
+            Ok(())
+        }
+        KeyCmd::History { name, limit, json } => {
+            let rows = engine.key_history(caller, &name, limit)?;
+            if json {
+                return print_json(&rows);
+            }
+            super::audit::print_rows(&rows);
             Ok(())
         }
         KeyCmd::Abandon { name } => {

@@ -101,14 +101,26 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let config = Config::load(&path)?;
     let engine = Engine::open(config)?;
     let caller = Caller::local(cli.actor, cli.reason);
-    match cli.command {
-        Command::Token(cmd) => token::run(&engine, &caller, cmd),
-        Command::Key(cmd) => key::run(&engine, &caller, cmd),
-        Command::Reconcile(args) => reconcile::run(&engine, &caller, args),
-        Command::Audit(cmd) => audit::run(&engine, &caller, cmd),
-        Command::Principal(cmd) => principal::run(&engine, &caller, cmd),
-        Command::Grant(cmd) => grant::run(&engine, &caller, cmd),
-        Command::Access(cmd) => access::run(&engine, &caller, cmd),
-        Command::Serve(args) => serve::run(engine, args),
+    if let Command::Serve(args) = cli.command {
+        return serve::run(engine, args);
+    }
+    let result = dispatch(&engine, &caller, cli.command);
+    if result.is_ok() {
+        // "At shutdown": sign a checkpoint over what this command recorded, unless one is recent.
+        engine.checkpoint_on_exit();
+    }
+    result
+}
+
+fn dispatch(engine: &Engine, caller: &Caller, command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Token(cmd) => token::run(engine, caller, cmd),
+        Command::Key(cmd) => key::run(engine, caller, cmd),
+        Command::Reconcile(args) => reconcile::run(engine, caller, args),
+        Command::Audit(cmd) => audit::run(engine, caller, cmd),
+        Command::Principal(cmd) => principal::run(engine, caller, cmd),
+        Command::Grant(cmd) => grant::run(engine, caller, cmd),
+        Command::Access(cmd) => access::run(engine, caller, cmd),
+        Command::Serve(_) => Err(CliError::Usage("serve is dispatched before this".into())),
     }
 }

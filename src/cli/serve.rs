@@ -1,12 +1,16 @@
-//! `kms serve`: the mutual-TLS HTTPS service.
+//! `kms serve`: the mutual-TLS HTTPS service, and (with `[audit.syslog]`) the audit shipping
+//! loop beside it.
 
+use std::sync::mpsc;
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 
 use super::CliError;
 use crate::engine::Engine;
-use crate::server::Server;
+use crate::server::{Metrics, Server};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -32,19 +36,118 @@ pub fn run(engine: Engine, args: ServeArgs) -> Result<(), CliError> {
         .max_blocking_threads((sessions * 2).clamp(4, 256))
         .build()
         .map_err(|e| CliError::Usage(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(async move {
-        let server = Server::bind(Arc::new(engine), &config)
+    let engine = Arc::new(engine);
+    let (served, shipper) = runtime.block_on(async {
+        let server = Server::bind(Arc::clone(&engine), &config)
             .await
             .map_err(|e| CliError::Usage(e.to_string()))?;
         let addr = server
             .local_addr()
             .map_err(|e| CliError::Usage(e.to_string()))?;
+        let shipper = AuditShipper::start(Arc::clone(&engine), server.metrics())?;
         // One line on stdout that scripts and tests read to find the port.
         println!("kms listening on https://{addr}");
         tracing::info!(%addr, "serving");
-        server
+        let served = server
             .run(crate::server::shutdown_signal())
             .await
-            .map_err(|e| CliError::Usage(e.to_string()))
-    })
+            .map_err(|e| CliError::Usage(e.to_string()));
+        Ok::<_, CliError>((served, shipper))
+    })?;
+    // In-flight requests have finished: ship what they recorded, once more, before exiting.
+    if let Some(shipper) = shipper {
+        shipper.finish();
+    }
+    served
+}
+
+/// How often the same shipping error is logged at most.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// A thread that ships the audit trail every `interval_secs` while the service runs and once
+/// more when it stops. A failure keeps the records in the outbox; the next round retries.
+struct AuditShipper {
+    stop: mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl AuditShipper {
+    /// `None` when no log server is configured.
+    fn start(engine: Arc<Engine>, metrics: Arc<Metrics>) -> Result<Option<AuditShipper>, CliError> {
+        let Some(syslog) = &engine.config().audit.syslog else {
+            return Ok(None);
+        };
+        let interval = Duration::from_secs(syslog.interval_secs);
+        tracing::info!(server = %syslog.address, ?interval, "shipping the audit trail");
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("kms-audit-ship".into())
+            .spawn(move || {
+                let mut log = FailureLog::default();
+                loop {
+                    ship_once(&engine, &metrics, &mut log);
+                    match stopped.recv_timeout(interval) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                ship_once(&engine, &metrics, &mut log);
+            })
+            .map_err(|e| CliError::Usage(format!("cannot start the audit shipping thread: {e}")))?;
+        Ok(Some(AuditShipper { stop, thread }))
+    }
+
+    /// Run the last round and wait for it.
+    fn finish(self) {
+        let _ = self.stop.send(());
+        if self.thread.join().is_err() {
+            tracing::error!("the audit shipping thread panicked");
+        }
+    }
+}
+
+fn ship_once(engine: &Engine, metrics: &Metrics, log: &mut FailureLog) {
+    match engine.ship_audit() {
+        Ok(report) => {
+            metrics.set_audit_backlog(report.backlog);
+            log.recovered(report.sent);
+        }
+        Err(e) => {
+            if let Ok(backlog) = engine.audit_backlog() {
+                metrics.set_audit_backlog(backlog);
+            }
+            log.failed(&e.to_string());
+        }
+    }
+}
+
+/// Logs a shipping failure at warn, but the same failure at most once per [`WARN_EVERY`].
+#[derive(Default)]
+struct FailureLog {
+    /// The last failure (digits masked, so a growing backlog count is still "the same error")
+    /// and when it was last logged.
+    last: Option<(String, Instant)>,
+}
+
+impl FailureLog {
+    fn failed(&mut self, message: &str) {
+        let key: String = message
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .collect();
+        let repeat = self
+            .last
+            .as_ref()
+            .is_some_and(|(k, at)| *k == key && at.elapsed() < WARN_EVERY);
+        if !repeat {
+            tracing::warn!(error = %message, "audit shipping failed; records stay in the outbox and are retried");
+            self.last = Some((key, Instant::now()));
+        }
+    }
+
+    fn recovered(&mut self, sent: usize) {
+        if self.last.take().is_some() {
+            tracing::info!(sent, "audit shipping resumed");
+        }
+    }
 }

@@ -125,6 +125,7 @@ impl Engine {
                 created_at: OffsetDateTime::now_utc(),
             };
             self.inventory.add_principal(&p)?;
+            note.diff = super::audit::diff(serde_json::Value::Null, serde_json::to_value(&p).unwrap_or_default());
             note.detail = Some(format!(
                 "registered principal '{}' role={}{}{}{}{}",
                 p.name,
@@ -182,6 +183,10 @@ impl Engine {
             self.inventory
                 .disable_principal(name, &caller.actor, OffsetDateTime::now_utc())?;
             note.detail = Some(format!("disabled principal '{name}'"));
+            note.diff = super::audit::diff(
+                serde_json::json!({ "principal": name, "disabled": false }),
+                serde_json::json!({ "principal": name, "disabled": true }),
+            );
             Ok(())
         })
     }
@@ -227,6 +232,12 @@ impl Engine {
                 )));
             }
             let key = self.inventory.key(&req.key)?;
+            if key.name == super::AUDIT_KEY {
+                return Err(EngineError::denied(
+                    Refusal::WrongRole,
+                    "the audit key is used by kms itself and is never granted",
+                ));
+            }
             if key.current_version().is_none() {
                 return Err(EngineError::denied(
                     Refusal::KeyState,
@@ -265,6 +276,7 @@ impl Engine {
                 g.ticket,
                 g.justification
             ));
+            note.diff = super::audit::diff(serde_json::Value::Null, serde_json::to_value(&g).unwrap_or_default());
             Ok(g)
         })
     }
@@ -299,12 +311,17 @@ impl Engine {
                     "--reason is required to revoke".into(),
                 ));
             }
+            let before = self.inventory.grant(id)?;
             let g = self.inventory.revoke_grant(
                 id,
                 &caller.actor,
                 reason,
                 OffsetDateTime::now_utc(),
             )?;
+            note.diff = super::audit::diff(
+                serde_json::to_value(&before).unwrap_or_default(),
+                serde_json::to_value(&g).unwrap_or_default(),
+            );
             note.detail = Some(format!(
                 "revoked grant {} of '{}' on '{}': {reason}",
                 g.id, g.principal, g.key_name
@@ -358,6 +375,9 @@ impl Engine {
                     kind: CallerKind::Principal {
                         role: Role::Application,
                     },
+                    role: found.as_ref().map(|p| p.role),
+                    os_user: None,
+                    cert_fingerprint: Some(cert.fingerprint.clone()),
                 },
                 "auth.identify",
                 None,
@@ -376,6 +396,9 @@ impl Engine {
             host: source.to_owned(),
             reason: reason.filter(|r| !r.trim().is_empty()),
             kind: CallerKind::Principal { role: p.role },
+            role: Some(p.role),
+            os_user: None,
+            cert_fingerprint: Some(cert.fingerprint.clone()),
         })
     }
 }

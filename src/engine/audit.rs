@@ -14,6 +14,16 @@ pub(crate) struct AuditNote {
     pub detail: Option<String>,
     /// Set when the operation already wrote its success row inside its own transaction.
     pub recorded: bool,
+    /// For changes: the metadata before and after.
+    pub diff: Option<serde_json::Value>,
+}
+
+/// `{"before": …, "after": …}` for an audit row's diff.
+pub(crate) fn diff(
+    before: serde_json::Value,
+    after: serde_json::Value,
+) -> Option<serde_json::Value> {
+    Some(serde_json::json!({ "before": before, "after": after }))
 }
 
 /// Audit fields come partly from callers (names, reasons): control characters are replaced so
@@ -36,14 +46,19 @@ impl Engine {
     ) -> Result<T, EngineError> {
         let mut note = AuditNote::default();
         let result = op(&mut note);
-        let (outcome, detail) = match &result {
+        let (outcome, detail, code) = match &result {
             Ok(_) if note.recorded => return result,
-            Ok(_) => (Outcome::Ok, note.detail.clone()),
-            Err(e) => (e.outcome(), Some(e.to_string())),
+            Ok(_) => (Outcome::Ok, note.detail.clone(), None),
+            Err(e) => (e.outcome(), Some(e.to_string()), Some(e.code())),
         };
-        let entry = self.entry(caller, action, key_name, note.key_version, outcome, detail);
+        let mut entry = self.entry(caller, action, key_name, note.key_version, outcome, detail);
+        entry.code = code.map(str::to_owned);
+        entry.diff = note.diff.take();
         match (self.inventory.append_audit(&entry), result) {
-            (Ok(_), result) => result,
+            (Ok(_), result) => {
+                self.checkpoint_if_due();
+                result
+            }
             (Err(audit_err), Ok(_)) => Err(EngineError::AuditFailed(audit_err)),
             (Err(audit_err), Err(e)) => {
                 tracing::error!(action, error = %audit_err, "could not audit a failed operation");
@@ -71,7 +86,59 @@ impl Engine {
             reason: caller.reason.as_deref().map(printable),
             outcome,
             detail: detail.as_deref().map(printable),
+            role: caller.role.map(|r| r.as_str().to_owned()).or_else(|| {
+                self.inventory
+                    .principal(&caller.actor)
+                    .ok()
+                    .map(|p| p.role.as_str().to_owned())
+            }),
+            os_user: caller.os_user.clone(),
+            cert_fingerprint: caller.cert_fingerprint.clone(),
+            code: None,
+            diff: None,
         }
+    }
+
+    /// Audit records matching `filter`. Reading the trail is itself audited.
+    pub fn audit_records(
+        &self,
+        caller: &Caller,
+        filter: &crate::inventory::AuditFilter,
+    ) -> Result<Vec<crate::inventory::AuditRow>, EngineError> {
+        self.audited(caller, "audit.read", filter.key_name.as_deref(), |_| {
+            super::policy::require_role(
+                &self.inventory,
+                caller,
+                &[Role::Auditor, Role::SecurityOfficer],
+                "read the audit trail",
+            )?;
+            Ok(self.inventory.audit_rows_filtered(filter)?)
+        })
+    }
+
+    /// Every record about one key: who used it, when, why, from where (`kms key history`).
+    /// Inventory readers may see it, as well as the auditor.
+    pub fn key_history(
+        &self,
+        caller: &Caller,
+        key: &str,
+        limit: u32,
+    ) -> Result<Vec<crate::inventory::AuditRow>, EngineError> {
+        self.audited(caller, "key.history", Some(key), |_| {
+            super::policy::require_role(
+                &self.inventory,
+                caller,
+                super::policy::INVENTORY_READERS,
+                "read a key's history",
+            )?;
+            Ok(self
+                .inventory
+                .audit_rows_filtered(&crate::inventory::AuditFilter {
+                    key_name: Some(key.to_owned()),
+                    limit,
+                    ..Default::default()
+                })?)
+        })
     }
 
     /// Audit rows, newest `limit`, optionally for one key. Reading the trail is itself audited.

@@ -11,6 +11,8 @@ pub enum CallerKind {
     Console,
     /// A registered principal authenticated by the service (mutual TLS).
     Principal { role: Role },
+    /// The KMS itself, for its own housekeeping (the audit key, checkpoints).
+    System,
 }
 
 /// The caller of an engine operation.
@@ -24,17 +26,26 @@ pub struct Caller {
     /// Free-text reason, recorded as given.
     pub reason: Option<String>,
     pub kind: CallerKind,
+    /// The role, when already known (the service resolves it with the identity).
+    pub role: Option<Role>,
+    /// At the console: the operating-system user running `kms`.
+    pub os_user: Option<String>,
+    /// Over the service: SHA-256 of the client certificate.
+    pub cert_fingerprint: Option<String>,
 }
 
 impl Caller {
     /// An officer on this machine: `actor` if given, else the OS user.
     pub fn local(actor: Option<String>, reason: Option<String>) -> Caller {
-        let actor = actor
-            .filter(|a| !a.trim().is_empty())
-            .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        let os_user = std::env::var("USER")
+            .ok()
+            .filter(|u| !u.is_empty())
             .or_else(|| std::env::var("LOGNAME").ok().filter(|u| !u.is_empty()))
             .or_else(|| whoami::fallible::username().ok())
             .unwrap_or_else(|| "unknown-os-user".to_owned());
+        let actor = actor
+            .filter(|a| !a.trim().is_empty())
+            .unwrap_or_else(|| os_user.clone());
         let host = hostname::get()
             .ok()
             .and_then(|h| h.into_string().ok())
@@ -44,6 +55,9 @@ impl Caller {
             host,
             reason: reason.filter(|r| !r.trim().is_empty()),
             kind: CallerKind::Console,
+            role: None,
+            os_user: Some(os_user),
+            cert_fingerprint: None,
         }
     }
 

@@ -117,6 +117,27 @@ impl EngineError {
         }
     }
 
+    /// A stable code for the audit row and the logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::Denied(r, _) => r.code(),
+            EngineError::InvalidInput(_) => "bad-request",
+            EngineError::Envelope(_) => "bad-ciphertext",
+            EngineError::Inventory(InventoryError::DuplicateName(_)) => "duplicate-name",
+            EngineError::Inventory(InventoryError::NoSuchKey(_)) => "key-not-found",
+            EngineError::Inventory(_) => "inventory-error",
+            EngineError::Hsm(HsmError::DecryptionFailed { .. }) => "bad-ciphertext",
+            EngineError::Hsm(HsmError::WrongPin { .. }) => "wrong-pin",
+            EngineError::Hsm(HsmError::PinLocked { .. }) => "pin-locked",
+            EngineError::Hsm(_) => "token-error",
+            EngineError::SoftCrypto(_) => "crypto-error",
+            EngineError::Config(_) => "config-error",
+            EngineError::Misconfigured(_) => "config-mismatch",
+            EngineError::AuditFailed(_) => "audit-failed",
+            EngineError::Incomplete(_) => "incomplete",
+        }
+    }
+
     /// The audit outcome this error stands for.
     pub(crate) fn outcome(&self) -> crate::inventory::Outcome {
         match self {

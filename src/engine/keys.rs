@@ -142,6 +142,17 @@ impl Engine {
                 crate::inventory::Outcome::Ok,
                 Some(detail),
             );
+            let mut entry = entry;
+            entry.diff = super::audit::diff(
+                serde_json::Value::Null,
+                serde_json::json!({
+                    "name": new.name, "type": new.key_type, "owner": new.owner,
+                    "classification": new.classification, "usage": new.usage,
+                    "purpose": new.purpose, "handling": new.handling, "disposal": new.disposal,
+                    "expires": new.expires.map(|d| d.to_string()), "rotate_every": new.rotate_every,
+                    "labels": new.labels, "token": token_name, "cka_id": object_id.to_hex(),
+                }),
+            );
             let activated = self.inventory.activate_version(
                 &key_id,
                 1,

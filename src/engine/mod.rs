@@ -8,16 +8,19 @@
 mod access;
 mod audit;
 mod caller;
+mod checkpoint;
 mod crypto;
 mod error;
 mod keys;
 mod policy;
 mod reconcile;
 mod requests;
+mod shipping;
 mod tokens;
 
 pub use access::{ApprovalKey, NewGrantRequest, NewPrincipal};
 pub use caller::{Caller, CallerKind};
+pub use checkpoint::{checkpoint_message, AuditVerification, CheckpointReport, AUDIT_KEY};
 pub use crypto::{IssuedDataKey, Signed, ToSign, VerifyOutcome};
 pub use error::{EngineError, Refusal};
 pub use keys::CreateKey;
@@ -26,6 +29,7 @@ pub use requests::{
     approval_message, recertify_message, CardAccess, RequestEvidence, RequestInput, Step,
     StepEvidence,
 };
+pub use shipping::{ShipReport, ShipStatus};
 pub use tokens::{Health, TokenHealth, TokenStatus};
 
 use crate::config::Config;
@@ -37,6 +41,8 @@ pub struct Engine {
     config: Config,
     hsm: Hsm,
     inventory: Inventory,
+    /// Audit records written by this process since its last checkpoint.
+    since_checkpoint: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -48,6 +54,7 @@ impl Engine {
             config,
             hsm,
             inventory,
+            since_checkpoint: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

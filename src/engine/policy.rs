@@ -30,6 +30,21 @@ pub(crate) fn acting_principal(
     inventory: &Inventory,
     caller: &Caller,
 ) -> Result<Principal, EngineError> {
+    if caller.kind == super::CallerKind::System {
+        return Ok(Principal {
+            name: caller.actor.clone(),
+            role: Role::SecurityOfficer,
+            cert_fingerprint: None,
+            cert_subject: None,
+            approval_key: None,
+            approval_key_uri: None,
+            allowed_networks: Vec::new(),
+            disabled_at: None,
+            disabled_by: None,
+            created_by: "kms".into(),
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+        });
+    }
     let p = match inventory.principal(&caller.actor) {
         Ok(p) => p,
         Err(InventoryError::NoSuchPrincipal(_)) => {

@@ -168,6 +168,12 @@ impl Engine {
                 return Err(EngineError::InvalidInput("--ops must list at least one operation".into()));
             }
             let key = self.inventory.key(&input.key)?;
+            if key.name == super::AUDIT_KEY {
+                return Err(EngineError::denied(
+                    Refusal::WrongRole,
+                    "the audit key is used by kms itself and is never granted",
+                ));
+            }
             if key.current_version().is_none() {
                 return Err(EngineError::denied(
                     Refusal::KeyState,
@@ -204,6 +210,7 @@ impl Engine {
                 grant_id: None,
             };
             self.inventory.add_request(&r)?;
+            note.diff = super::audit::diff(serde_json::Value::Null, serde_json::to_value(&r).unwrap_or_default());
             note.detail = Some(format!(
                 "request {} by '{}' for '{}': {} on '{}' for {} (ticket {}; {})",
                 r.id, r.requester, r.grantee, r.ops, r.key_name, r.duration, r.ticket, r.justification
@@ -342,7 +349,16 @@ impl Engine {
                     note_text.map(|n| format!(": {n}")).unwrap_or_default()
                 ),
             });
-            Ok((self.inventory.request(id)?, grant))
+            let after = self.inventory.request(id)?;
+            note.diff = super::audit::diff(
+                serde_json::json!({ "request": id, "state": r.state.as_str() }),
+                serde_json::json!({
+                    "request": id,
+                    "state": after.state.as_str(),
+                    "grant": grant.as_ref().map(|g| serde_json::to_value(g).unwrap_or_default()),
+                }),
+            );
+            Ok((after, grant))
         })
     }
 
@@ -418,7 +434,12 @@ impl Engine {
                 signed_at: now,
                 note: None,
             };
+            let before_due = g.review_due;
             let g = self.inventory.recertify_grant(grant_id, &record, due)?;
+            note.diff = super::audit::diff(
+                serde_json::json!({ "grant": grant_id, "review_due": before_due.map(crate::inventory::fmt_time) }),
+                serde_json::json!({ "grant": grant_id, "review_due": g.review_due.map(crate::inventory::fmt_time) }),
+            );
             note.detail = Some(format!(
                 "re-certified grant {grant_id} (signed); next review by {}",
                 crate::inventory::fmt_time(due)

@@ -1,14 +1,107 @@
-//! Audit rows: appended, never updated or deleted by the KMS.
+//! Audit rows: appended, never updated or deleted by the KMS. Each row carries the SHA-384 of
+//! the previous row and its own hash over a canonical form, so an altered, removed or inserted
+//! row breaks the chain; checkpoints over the chain head are signed by the audit key on the HSM.
 
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+use sha2::{Digest, Sha384};
 
-use super::records::{AuditEntry, AuditRow, Outcome};
+use super::records::{AuditCheckpoint, AuditEntry, AuditFilter, AuditRow, Outcome};
 use super::{fmt_time, parse_time, Inventory, InventoryError};
 
+/// `prev_hash` of the first record.
+pub const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000";
+
+/// The canonical form a record's hash covers: every stored column but the two hashes, in this
+/// order, as JSON.
+#[derive(Serialize)]
+struct Canon<'a> {
+    seq: i64,
+    at: &'a str,
+    actor: &'a str,
+    host: &'a str,
+    action: &'a str,
+    key_name: Option<&'a str>,
+    key_version: Option<u32>,
+    reason: Option<&'a str>,
+    outcome: &'a str,
+    detail: Option<&'a str>,
+    role: Option<&'a str>,
+    os_user: Option<&'a str>,
+    cert_fingerprint: Option<&'a str>,
+    code: Option<&'a str>,
+    diff: Option<&'a str>,
+}
+
+/// The stored columns of one row, as text, for hashing and verification.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub seq: i64,
+    pub at: String,
+    pub actor: String,
+    pub host: String,
+    pub action: String,
+    pub key_name: Option<String>,
+    pub key_version: Option<u32>,
+    pub reason: Option<String>,
+    pub outcome: String,
+    pub detail: Option<String>,
+    pub role: Option<String>,
+    pub os_user: Option<String>,
+    pub cert_fingerprint: Option<String>,
+    pub code: Option<String>,
+    pub diff: Option<String>,
+    pub prev_hash: Option<String>,
+    pub hash: Option<String>,
+}
+
+impl StoredRecord {
+    /// SHA-384 over `prev_hash` and the canonical form (hex).
+    pub fn compute_hash(&self, prev_hash: &str) -> String {
+        let canon = Canon {
+            seq: self.seq,
+            at: &self.at,
+            actor: &self.actor,
+            host: &self.host,
+            action: &self.action,
+            key_name: self.key_name.as_deref(),
+            key_version: self.key_version,
+            reason: self.reason.as_deref(),
+            outcome: &self.outcome,
+            detail: self.detail.as_deref(),
+            role: self.role.as_deref(),
+            os_user: self.os_user.as_deref(),
+            cert_fingerprint: self.cert_fingerprint.as_deref(),
+            code: self.code.as_deref(),
+            diff: self.diff.as_deref(),
+        };
+        let mut h = Sha384::new();
+        h.update(prev_hash.as_bytes());
+        h.update(b"\n");
+        h.update(serde_json::to_vec(&canon).unwrap_or_default());
+        hex::encode(h.finalize())
+    }
+}
+
+const COLUMNS: &str = "seq, at, actor, host, action, key_name, key_version, reason, outcome, \
+     detail, role, os_user, cert_fingerprint, code, diff, prev_hash, hash";
+
+/// Append `e` inside the caller's (immediate) transaction, chained to the last row.
 pub(crate) fn insert(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<i64> {
+    let prev: Option<String> = conn
+        .query_row(
+            "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    let prev = prev.unwrap_or_else(|| GENESIS.to_owned());
+    let diff = e.diff.as_ref().map(|d| d.to_string());
     conn.execute(
-        "INSERT INTO audit (at, actor, host, action, key_name, key_version, reason, outcome, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO audit (at, actor, host, action, key_name, key_version, reason, outcome, detail,
+             role, os_user, cert_fingerprint, code, diff, prev_hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         params![
             fmt_time(e.at),
             e.actor,
@@ -18,10 +111,26 @@ pub(crate) fn insert(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<i64>
             e.key_version,
             e.reason,
             e.outcome.as_str(),
-            e.detail
+            e.detail,
+            e.role,
+            e.os_user,
+            e.cert_fingerprint,
+            e.code,
+            diff,
+            prev,
         ],
     )?;
-    Ok(conn.last_insert_rowid())
+    let seq = conn.last_insert_rowid();
+    let stored = conn.query_row(
+        &format!("SELECT {COLUMNS} FROM audit WHERE seq = ?1"),
+        [seq],
+        read_stored,
+    )?;
+    conn.execute(
+        "UPDATE audit SET hash = ?2 WHERE seq = ?1",
+        params![seq, stored.compute_hash(&prev)],
+    )?;
+    Ok(seq)
 }
 
 impl Inventory {
@@ -31,49 +140,203 @@ impl Inventory {
         self.audit.append(e)
     }
 
+    /// Audit rows matching `filter`: the newest `limit`, oldest first (or, with `after_seq`,
+    /// the first `limit` after it).
+    pub fn audit_rows_filtered(&self, f: &AuditFilter) -> Result<Vec<AuditRow>, InventoryError> {
+        let conn = self.conn();
+        let order = if f.after_seq.is_some() { "ASC" } else { "DESC" };
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM audit
+             WHERE (?1 IS NULL OR key_name = ?1) AND (?2 IS NULL OR actor = ?2)
+               AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR at <= ?4)
+               AND (?5 IS NULL OR seq > ?5)
+             ORDER BY seq {order} LIMIT ?6"
+        ))?;
+        let rows = stmt.query_map(
+            params![
+                f.key_name,
+                f.actor,
+                f.since.map(fmt_time),
+                f.until.map(fmt_time),
+                f.after_seq,
+                f.limit
+            ],
+            read_stored,
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(to_row(r?)?);
+        }
+        if f.after_seq.is_none() {
+            out.reverse();
+        }
+        Ok(out)
+    }
+
     /// The newest `limit` audit rows, optionally for one key, oldest first.
     pub fn audit_rows(
         &self,
         key_name: Option<&str>,
         limit: u32,
     ) -> Result<Vec<AuditRow>, InventoryError> {
+        self.audit_rows_filtered(&AuditFilter {
+            key_name: key_name.map(str::to_owned),
+            limit,
+            ..Default::default()
+        })
+    }
+
+    /// Every stored record in sequence order, raw, for chain verification.
+    pub fn audit_chain(&self) -> Result<Vec<StoredRecord>, InventoryError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT seq, at, actor, host, action, key_name, key_version, reason, outcome, detail
-             FROM audit WHERE (?1 IS NULL OR key_name = ?1) ORDER BY seq DESC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![key_name, limit], read_row)?;
+        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY seq"))?;
+        let rows = stmt.query_map([], read_stored)?;
         let mut out = Vec::new();
         for r in rows {
-            out.push(r??);
+            out.push(r?);
         }
-        out.reverse();
         Ok(out)
+    }
+
+    /// The newest record's sequence number and hash.
+    pub fn audit_head(&self) -> Result<Option<(i64, String)>, InventoryError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)),
+            )
+            .optional()?
+            .map(|(s, h)| (s, h.unwrap_or_default())))
+    }
+
+    pub fn add_checkpoint(&self, c: &AuditCheckpoint) -> Result<(), InventoryError> {
+        self.conn().execute(
+            "INSERT INTO audit_checkpoints (seq, head_hash, at, key_name, key_version, signature)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                c.seq,
+                c.head_hash,
+                fmt_time(c.at),
+                c.key_name,
+                c.key_version,
+                c.signature
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn last_checkpoint(&self) -> Result<Option<AuditCheckpoint>, InventoryError> {
+        Ok(self.checkpoints_where("ORDER BY id DESC LIMIT 1")?.pop())
+    }
+
+    pub fn checkpoints(&self) -> Result<Vec<AuditCheckpoint>, InventoryError> {
+        self.checkpoints_where("ORDER BY id")
+    }
+
+    fn checkpoints_where(&self, tail: &str) -> Result<Vec<AuditCheckpoint>, InventoryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT id, seq, head_hash, at, key_name, key_version, signature
+             FROM audit_checkpoints {tail}"
+        ))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, u32>(5)?,
+                r.get::<_, Vec<u8>>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, seq, head_hash, at, key_name, key_version, signature) = r?;
+            out.push(AuditCheckpoint {
+                id,
+                seq,
+                head_hash,
+                at: parse_time(&at)?,
+                key_name,
+                key_version,
+                signature,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A named counter (e.g. the shipping cursor), 0 when unset.
+    pub fn audit_state(&self, name: &str) -> Result<i64, InventoryError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT value FROM audit_state WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    pub fn set_audit_state(&self, name: &str, value: i64) -> Result<(), InventoryError> {
+        self.conn().execute(
+            "INSERT INTO audit_state (name, value) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            params![name, value],
+        )?;
+        Ok(())
     }
 }
 
-fn read_row(r: &Row<'_>) -> rusqlite::Result<Result<AuditRow, InventoryError>> {
-    let at: String = r.get(1)?;
-    let outcome: String = r.get(8)?;
-    let build = || -> Result<AuditRow, InventoryError> {
-        Ok(AuditRow {
-            seq: r.get(0)?,
-            entry: AuditEntry {
-                at: parse_time(&at)?,
-                actor: r.get(2)?,
-                host: r.get(3)?,
-                action: r.get(4)?,
-                key_name: r.get(5)?,
-                key_version: r.get(6)?,
-                reason: r.get(7)?,
-                outcome: match outcome.as_str() {
-                    "ok" => Outcome::Ok,
-                    "denied" => Outcome::Denied,
-                    _ => Outcome::Error,
-                },
-                detail: r.get(9)?,
+fn read_stored(r: &Row<'_>) -> rusqlite::Result<StoredRecord> {
+    Ok(StoredRecord {
+        seq: r.get(0)?,
+        at: r.get(1)?,
+        actor: r.get(2)?,
+        host: r.get(3)?,
+        action: r.get(4)?,
+        key_name: r.get(5)?,
+        key_version: r.get(6)?,
+        reason: r.get(7)?,
+        outcome: r.get(8)?,
+        detail: r.get(9)?,
+        role: r.get(10)?,
+        os_user: r.get(11)?,
+        cert_fingerprint: r.get(12)?,
+        code: r.get(13)?,
+        diff: r.get(14)?,
+        prev_hash: r.get(15)?,
+        hash: r.get(16)?,
+    })
+}
+
+fn to_row(s: StoredRecord) -> Result<AuditRow, InventoryError> {
+    Ok(AuditRow {
+        seq: s.seq,
+        entry: AuditEntry {
+            at: parse_time(&s.at)?,
+            actor: s.actor,
+            host: s.host,
+            action: s.action,
+            key_name: s.key_name,
+            key_version: s.key_version,
+            reason: s.reason,
+            outcome: match s.outcome.as_str() {
+                "ok" => Outcome::Ok,
+                "denied" => Outcome::Denied,
+                _ => Outcome::Error,
             },
-        })
-    };
-    Ok(build())
+            detail: s.detail,
+            role: s.role,
+            os_user: s.os_user,
+            cert_fingerprint: s.cert_fingerprint,
+            code: s.code,
+            diff: s.diff.and_then(|d| serde_json::from_str(&d).ok()),
+        },
+        prev_hash: s.prev_hash,
+        hash: s.hash,
+    })
 }

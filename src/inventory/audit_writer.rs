@@ -107,7 +107,7 @@ fn commit<'a>(
     conn: &mut Connection,
     entries: impl Iterator<Item = &'a AuditEntry>,
 ) -> rusqlite::Result<Vec<i64>> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut seqs = Vec::new();
     for e in entries {
         seqs.push(insert(&tx, e)?);

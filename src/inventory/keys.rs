@@ -38,7 +38,7 @@ impl Inventory {
         let labels = serde_json::to_string(&key.labels)
             .map_err(|e| InventoryError::BadRow(e.to_string()))?;
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let inserted = tx.execute(
             &format!(
                 "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)"
@@ -86,7 +86,7 @@ impl Inventory {
         audit_entry: &AuditEntry,
     ) -> Result<(), InventoryError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "UPDATE key_versions SET state = 'active', public_key = ?3, activated_at = ?4
              WHERE key_id = ?1 AND version = ?2 AND state = 'pending'",
@@ -106,7 +106,7 @@ impl Inventory {
     /// Returns how many grants were removed.
     pub fn delete_pending_key(&self, key_id: &str) -> Result<usize, InventoryError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let active: i64 = tx.query_row(
             "SELECT COUNT(*) FROM key_versions WHERE key_id = ?1 AND state <> 'pending'",
             [key_id],

@@ -116,6 +116,29 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX signatures_subject ON signatures (subject, seq);
     "#,
+    // 4: complete, tamper-evident audit records (hash chain), signed checkpoints, shipping cursor.
+    r#"
+    ALTER TABLE audit ADD COLUMN role TEXT;
+    ALTER TABLE audit ADD COLUMN os_user TEXT;
+    ALTER TABLE audit ADD COLUMN cert_fingerprint TEXT;
+    ALTER TABLE audit ADD COLUMN code TEXT;
+    ALTER TABLE audit ADD COLUMN diff TEXT;
+    ALTER TABLE audit ADD COLUMN prev_hash TEXT;
+    ALTER TABLE audit ADD COLUMN hash TEXT;
+    CREATE TABLE audit_checkpoints (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq         INTEGER NOT NULL,
+        head_hash   TEXT NOT NULL,
+        at          TEXT NOT NULL,
+        key_name    TEXT NOT NULL,
+        key_version INTEGER NOT NULL,
+        signature   BLOB NOT NULL
+    );
+    CREATE TABLE audit_state (
+        name   TEXT PRIMARY KEY,
+        value  INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// `PRAGMA application_id` of a KMS inventory ("KMSI"): a SQLite file of another application is

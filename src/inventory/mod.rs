@@ -22,12 +22,14 @@ use rusqlite::Connection;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+pub use audit::{StoredRecord, GENESIS};
 pub use error::InventoryError;
 pub use keys::PendingVersion;
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub use records::{
-    AccessRequest, AuditEntry, AuditRow, Grant, GrantFilter, KeyFilter, KeyRecord, KeyVersion,
-    NewGrant, NewKey, Outcome, Principal, RequestState, SignedStep,
+    AccessRequest, AuditCheckpoint, AuditEntry, AuditFilter, AuditRow, Grant, GrantFilter,
+    KeyFilter, KeyRecord, KeyVersion, NewGrant, NewKey, Outcome, Principal, RequestState,
+    SignedStep,
 };
 
 /// The opened inventory. One connection behind a mutex: SQLite serialises writers anyway.
@@ -185,6 +187,11 @@ mod tests {
             reason: None,
             outcome: Outcome::Ok,
             detail: None,
+            role: None,
+            os_user: None,
+            cert_fingerprint: None,
+            code: None,
+            diff: None,
         };
         let id = inv.insert_pending_key(&new_key("a")?, &pending(1), now, &intent)?;
         assert!(matches!(

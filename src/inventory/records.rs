@@ -135,14 +135,54 @@ pub struct AuditEntry {
     pub outcome: Outcome,
     /// What changed, or why it failed. Never key material or a PIN.
     pub detail: Option<String>,
+    /// The actor's role at the time.
+    pub role: Option<String>,
+    /// At the console: the operating-system user running `kms`.
+    pub os_user: Option<String>,
+    /// Over the service: SHA-256 of the client certificate.
+    pub cert_fingerprint: Option<String>,
+    /// Stable error or refusal code, when the outcome is not ok.
+    pub code: Option<String>,
+    /// For changes: `{"before": …, "after": …}` of the metadata.
+    pub diff: Option<serde_json::Value>,
 }
 
-/// An audit row as stored, with its sequence number.
+/// An audit row as stored, with its sequence number and its place in the hash chain.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditRow {
     pub seq: i64,
     #[serde(flatten)]
     pub entry: AuditEntry,
+    /// SHA-384 (hex) of the previous record; 96 zeros for the first.
+    pub prev_hash: Option<String>,
+    /// SHA-384 (hex) over `prev_hash` and this record's canonical form.
+    pub hash: Option<String>,
+}
+
+/// A signed checkpoint over the chain head.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditCheckpoint {
+    pub id: i64,
+    pub seq: i64,
+    pub head_hash: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub key_name: String,
+    pub key_version: u32,
+    #[serde(skip)]
+    pub signature: Vec<u8>,
+}
+
+/// Filters of `kms audit list`.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub key_name: Option<String>,
+    pub actor: Option<String>,
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+    /// Only rows after this sequence number (shipping, paging).
+    pub after_seq: Option<i64>,
+    pub limit: u32,
 }
 
 /// Filters of `kms key list`.

@@ -1,10 +1,12 @@
-//! Prometheus metrics: request counts and latency histograms per operation, token errors.
+//! Prometheus metrics: request counts and latency histograms per operation, token errors, and
+//! the audit records not yet shipped to the log server.
 
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -24,6 +26,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<OperationLabels, Histogram>,
     token_errors: Family<OperationLabels, Counter>,
+    audit_backlog: Gauge,
 }
 
 impl Metrics {
@@ -52,11 +55,18 @@ impl Metrics {
             "Requests that failed at the token",
             token_errors.clone(),
         );
+        let audit_backlog = Gauge::default();
+        registry.register(
+            "audit_backlog",
+            "Audit records not yet taken by the log server",
+            audit_backlog.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             token_errors,
+            audit_backlog,
         }
     }
 
@@ -76,6 +86,11 @@ impl Metrics {
         if token_error {
             self.token_errors.get_or_create(&op).inc();
         }
+    }
+
+    /// `kms_audit_backlog`, set by the audit shipping loop.
+    pub fn set_audit_backlog(&self, records: i64) {
+        self.audit_backlog.set(records);
     }
 
     /// The exposition text.

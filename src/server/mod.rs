@@ -48,6 +48,7 @@ pub struct Server {
     acceptor: TlsAcceptor,
     app: axum::Router,
     config: ServerConfig,
+    metrics: Arc<Metrics>,
 }
 
 /// How long a client gets to finish its TLS handshake.
@@ -64,16 +65,23 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
+        let metrics = Arc::new(Metrics::new());
         let state = api::AppState {
             engine,
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::clone(&metrics),
         };
         Ok(Server {
             listener,
             acceptor: TlsAcceptor::from(Arc::new(tls)),
             app: api::router(state, config.max_body_bytes),
             config: config.clone(),
+            metrics,
         })
+    }
+
+    /// The metrics `/metrics` serves (for gauges fed from outside the request path).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, ServerError> {
