@@ -1,0 +1,256 @@
+//! The audit trail is complete, tamper-evident and fail-closed. Tampering is done the way an
+//! intruder with file access would: with the `sqlite3` tool on the inventory file.
+
+mod common;
+use common::*;
+
+fn sqlite3(env: &Env, sql: &str) -> TestResult {
+    let out = std::process::Command::new("sqlite3")
+        .arg(env.db())
+        .arg(sql)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("sqlite3: {}", stderr(&out)).into());
+    }
+    Ok(())
+}
+
+/// A trail with some history: keys, use, a refusal, a checkpoint.
+fn with_history() -> Res<Env> {
+    let env = Env::new()?;
+    env.create("k", "ec-p384", "sign,verify")?;
+    let m = env.write("m", b"payload")?;
+    let m = m.to_str().ok_or("path")?.to_owned();
+    env.ok(&["key", "sign", "k", "--in", &m, "--out", "/dev/null"])?;
+    let _ = env.run_as(USER, &["audit", "list"])?; // refused: users do not read the trail
+    env.ok(&["audit", "checkpoint"])?;
+    env.ok(&["key", "show", "k"])?;
+    Ok(env)
+}
+
+fn verify(env: &Env) -> Res<(Option<i32>, String)> {
+    let o = env.run(&["audit", "verify"])?;
+    Ok((o.status.code(), stdout(&o) + &stderr(&o)))
+}
+
+#[test]
+fn an_untouched_trail_verifies_also_with_the_key_kept_outside() -> TestResult {
+    let env = with_history()?;
+    let (code, out) = verify(&env)?;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("audit trail intact"), "{out}");
+    let pem = env.ok(&["audit", "public-key"])?;
+    let pem_path = env.write("audit.pem", &pem.stdout)?;
+    let o = openssl(&[
+        "pkey",
+        "-pubin",
+        "-in",
+        pem_path.to_str().ok_or("path")?,
+        "-noout",
+        "-text",
+    ])?;
+    assert!(stdout(&o).contains("384 bit"), "{}", stdout(&o));
+    let o = env.ok(&[
+        "audit",
+        "verify",
+        "--pubkey",
+        pem_path.to_str().ok_or("path")?,
+        "--json",
+    ])?;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(v["ok"], true);
+    assert!(
+        v["valid_checkpoints"].as_u64().is_some_and(|n| n >= 1),
+        "{v}"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_altered_record_is_named() -> TestResult {
+    let env = with_history()?;
+    sqlite3(
+        &env,
+        "UPDATE audit SET actor = 'someone-else' WHERE seq = 5",
+    )?;
+    let (code, out) = verify(&env)?;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("record 5 was altered"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn a_removed_record_is_named() -> TestResult {
+    let env = with_history()?;
+    sqlite3(&env, "DELETE FROM audit WHERE seq = 6")?;
+    let (code, out) = verify(&env)?;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("record(s) 6..6 were removed"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn an_inserted_record_is_named() -> TestResult {
+    let env = with_history()?;
+    sqlite3(
+        &env,
+        "INSERT INTO audit (at, actor, host, action, outcome, prev_hash, hash)
+         SELECT '2026-01-01T00:00:00Z', 'ghost', 'nowhere', 'key.sign', 'ok',
+                'f00d', 'f00d' FROM audit LIMIT 1",
+    )?;
+    let (code, out) = verify(&env)?;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("does not follow its predecessor"), "{out}");
+    // A forged record with a self-consistent hash but the wrong predecessor is caught the same way.
+    Ok(())
+}
+
+#[test]
+fn records_cut_from_the_end_are_caught_by_the_checkpoint() -> TestResult {
+    let env = with_history()?;
+    env.ok(&["audit", "checkpoint"])?;
+    sqlite3(
+        &env,
+        "DELETE FROM audit WHERE seq > (SELECT MAX(seq) - 3 FROM audit)",
+    )?;
+    let (code, out) = verify(&env)?;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("removed from the end"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn a_forged_checkpoint_is_refused() -> TestResult {
+    let env = with_history()?;
+    sqlite3(
+        &env,
+        "UPDATE audit_checkpoints SET head_hash = 'aa' || substr(head_hash, 3)",
+    )?;
+    let (code, out) = verify(&env)?;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("no valid signature from the audit key"),
+        "{out}"
+    );
+    Ok(())
+}
+
+#[test]
+fn when_the_audit_store_is_unwritable_nothing_happens() -> TestResult {
+    let env = with_history()?;
+    let before_objects = env.object_count("kms-primary")?;
+    let before_keys = stdout(&env.ok(&["key", "list", "--json"])?);
+    sqlite3(
+        &env,
+        "CREATE TRIGGER audit_down BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )?;
+    let o = env.run(&create_args("new-key", "aes-256", "encrypt,decrypt", &[]))?;
+    assert!(
+        !o.status.success(),
+        "creation went ahead without its audit record"
+    );
+    let m = env.write("m2", b"x")?;
+    let o = env.run(&[
+        "key",
+        "sign",
+        "k",
+        "--in",
+        m.to_str().ok_or("path")?,
+        "--out",
+        "-",
+    ])?;
+    assert_fails(&o, 6, &["audit record could not be written"]);
+    assert!(
+        o.stdout.is_empty(),
+        "a signature was released without its audit record"
+    );
+    sqlite3(&env, "DROP TRIGGER audit_down")?;
+    assert_eq!(env.object_count("kms-primary")?, before_objects);
+    let after_keys = stdout(&env.ok(&["key", "list", "--json"])?);
+    assert_eq!(before_keys, after_keys, "nothing else changed");
+    let (code, out) = verify(&env)?;
+    assert_eq!(code, Some(0), "{out}");
+    Ok(())
+}
+
+#[test]
+fn records_are_complete_and_a_key_history_shows_every_access() -> TestResult {
+    let env = with_history()?;
+    let o = env.ok(&["audit", "list", "--json"])?;
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let rows = rows.as_array().ok_or("array")?;
+    let sign = rows
+        .iter()
+        .find(|r| r["action"] == "key.sign")
+        .ok_or("no sign record")?;
+    assert_eq!(sign["actor"], USER);
+    assert_eq!(sign["role"], "user");
+    assert!(
+        sign["os_user"].as_str().is_some_and(|u| !u.is_empty()),
+        "{sign}"
+    );
+    assert!(sign["host"].as_str().is_some_and(|h| !h.is_empty()));
+    assert_eq!(sign["key_name"], "k");
+    assert_eq!(sign["key_version"], 1);
+    assert!(sign["at"]
+        .as_str()
+        .is_some_and(|t| t.contains('.') && t.ends_with('Z')));
+    assert_eq!(sign["hash"].as_str().map(str::len), Some(96), "SHA-384 hex");
+    let refused = rows
+        .iter()
+        .find(|r| r["action"] == "audit.read" && r["outcome"] == "denied")
+        .ok_or("no refusal record")?;
+    assert_eq!(refused["code"], "wrong-role");
+    // A change carries before -> after.
+    let grant = rows
+        .iter()
+        .find(|r| r["action"] == "grant.break-glass")
+        .ok_or("no grant record")?;
+    assert!(grant["diff"]["before"].is_null());
+    assert_eq!(grant["diff"]["after"]["principal"], USER);
+    let gid = grant["diff"]["after"]["id"]
+        .as_str()
+        .ok_or("grant id")?
+        .to_owned();
+    env.ok(&["grant", "revoke", &gid, "--reason", "rotation of staff"])?;
+    let o = env.ok(&["audit", "list", "--json", "--actor", OFFICER])?;
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let revoke = rows
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["action"] == "grant.revoke"))
+        .ok_or("no revoke record")?;
+    assert!(revoke["diff"]["before"]["revoked_at"].is_null());
+    assert!(revoke["diff"]["after"]["revoked_at"].is_string());
+    assert_eq!(revoke["reason"], "rotation of staff");
+
+    // Every access to k: creation, grant, use, reads.
+    let o = env.ok(&["key", "history", "k", "--json"])?;
+    let h: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let actions: Vec<&str> = h
+        .as_array()
+        .ok_or("array")?
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    for a in ["key.create", "grant.break-glass", "key.sign", "key.show"] {
+        assert!(actions.contains(&a), "{a} missing from {actions:?}");
+    }
+    // Exports.
+    let o = env.ok(&["audit", "export", "--format", "csv", "--key", "k"])?;
+    let csv = stdout(&o);
+    assert!(csv.starts_with("seq,at,actor,role,"), "{csv}");
+    assert!(csv.contains("key.sign"));
+    let o = env.ok(&[
+        "audit",
+        "export",
+        "--format",
+        "jsonl",
+        "--since",
+        "2020-01-01",
+    ])?;
+    for line in stdout(&o).lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        assert!(v["seq"].is_i64());
+    }
+    Ok(())
+}
