@@ -196,6 +196,13 @@ fn records_are_complete_and_a_key_history_shows_every_access() -> TestResult {
         .as_str()
         .is_some_and(|t| t.contains('.') && t.ends_with('Z')));
     assert_eq!(sign["hash"].as_str().map(str::len), Some(96), "SHA-384 hex");
+    // The reason of a key use names the grant, its ticket and its justification.
+    assert!(
+        sign["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("ticket TEST-1: test fixture")),
+        "{sign}"
+    );
     let refused = rows
         .iter()
         .find(|r| r["action"] == "audit.read" && r["outcome"] == "denied")

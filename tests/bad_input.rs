@@ -670,7 +670,12 @@ fn a_refusal_is_audited_as_denied() -> TestResult {
     let row = denied[0];
     assert_eq!(row["key_name"], "ec");
     assert_eq!(row["actor"], USER);
-    assert_eq!(row["reason"], "CHG-13 probing policy");
+    // The caller's reason, then the grant that let the request reach the key's own policy.
+    let reason = row["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("CHG-13 probing policy; grant g-") && reason.contains("ticket TEST-1"),
+        "{reason}"
+    );
     let detail = row["detail"].as_str().unwrap_or_default();
     assert!(
         detail.contains("cannot encrypt"),

@@ -406,7 +406,11 @@ fn every_command_touching_a_key_is_audited() -> TestResult {
             .is_some_and(|d| d.contains("cka_id=")));
     }
     assert_eq!(rows[2]["reason"], "test fixture");
-    assert_eq!(rows[3]["reason"], "INC-9 release");
+    let reason = rows[3]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("INC-9 release; grant g-") && reason.contains("ticket TEST-1"),
+        "the caller's reason, then the grant used: {reason}"
+    );
     Ok(())
 }
 

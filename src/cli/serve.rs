@@ -140,7 +140,7 @@ impl FailureLog {
             .as_ref()
             .is_some_and(|(k, at)| *k == key && at.elapsed() < WARN_EVERY);
         if !repeat {
-            tracing::warn!(error = %message, "audit shipping failed; records stay in the outbox and are retried");
+            tracing::warn!(error = %message, "cannot ship the audit trail now; the records stay in the outbox and are retried");
             self.last = Some((key, Instant::now()));
         }
     }

@@ -45,7 +45,9 @@ impl Engine {
         op: impl FnOnce(&mut AuditNote) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
         let mut note = AuditNote::default();
+        let _ = super::policy::take_used_grant();
         let result = op(&mut note);
+        let grant = super::policy::take_used_grant();
         let (outcome, detail, code) = match &result {
             Ok(_) if note.recorded => return result,
             Ok(_) => (Outcome::Ok, note.detail.clone(), None),
@@ -54,6 +56,16 @@ impl Engine {
         let mut entry = self.entry(caller, action, key_name, note.key_version, outcome, detail);
         entry.code = code.map(str::to_owned);
         entry.diff = note.diff.take();
+        if let Some(g) = grant {
+            // The reason for a key use includes the grant's ticket and justification.
+            entry.reason = Some(match entry.reason.take() {
+                Some(r) => format!("{r}; {}", printable(&g)),
+                None => printable(&g),
+            });
+        }
+        if outcome == Outcome::Denied {
+            self.note_denial(&entry);
+        }
         match (self.inventory.append_audit(&entry), result) {
             (Ok(_), result) => {
                 self.checkpoint_if_due();
@@ -160,7 +172,47 @@ impl Engine {
     }
 }
 
+/// Denials per actor in the current minute, to notice bursts.
+static DENIALS: std::sync::Mutex<Option<(i64, std::collections::HashMap<String, u32>)>> =
+    std::sync::Mutex::new(None);
+
+/// How many denials of one actor within a minute make a burst worth a warning.
+const DENIAL_BURST: u32 = 5;
+
 impl Engine {
+    /// Log every denial at warn level, and a burst of denials for one actor once per minute.
+    fn note_denial(&self, e: &AuditEntry) {
+        tracing::warn!(
+            actor = %e.actor,
+            role = e.role.as_deref().unwrap_or("-"),
+            from = %e.host,
+            action = %e.action,
+            key = e.key_name.as_deref().unwrap_or("-"),
+            code = e.code.as_deref().unwrap_or("-"),
+            "access denied"
+        );
+        let minute = e.at.unix_timestamp() / 60;
+        let mut d = DENIALS.lock().unwrap_or_else(|p| p.into_inner());
+        let (m, counts) = d.get_or_insert_with(|| (minute, Default::default()));
+        if *m != minute {
+            *m = minute;
+            counts.clear();
+        }
+        let n = counts.entry(e.actor.clone()).or_default();
+        *n += 1;
+        if *n == DENIAL_BURST {
+            tracing::warn!(
+                actor = %e.actor,
+                from = %e.host,
+                denials = *n,
+                last_action = %e.action,
+                last_key = e.key_name.as_deref().unwrap_or("-"),
+                "denied-access burst: {} refusals for '{}' within a minute; check `kms audit list --actor {}`",
+                n, e.actor, e.actor
+            );
+        }
+    }
+
     /// Record a request the service refused before it reached an operation (malformed body, bad
     /// base64, too large): the attempt is on the record like any other.
     pub fn audit_rejected_request(

@@ -282,6 +282,17 @@ impl Engine {
             }
         }
         problems.dedup();
+        if let Some(first) = problems.first() {
+            tracing::warn!(
+                problems = problems.len(),
+                first = %first,
+                "audit trail verification FAILED: the trail was altered; keep the file for investigation and compare with the log server's copy"
+            );
+            let failures = self.inventory.audit_state("verify_failures").unwrap_or(0);
+            let _ = self
+                .inventory
+                .set_audit_state("verify_failures", failures + 1);
+        }
         Ok(AuditVerification {
             records: chain.len(),
             checkpoints: checkpoints.len(),

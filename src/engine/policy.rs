@@ -182,6 +182,18 @@ pub(crate) fn check_grant(
     ))
 }
 
+thread_local! {
+    /// The grant that authorized the current operation on this thread, for its audit record
+    /// (ticket and justification belong to the record's "reason"). Set by `authorize_use`,
+    /// taken by `Engine::audited`, which runs the operation on the same thread.
+    static USED_GRANT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Take the grant recorded by the last `authorize_use` on this thread.
+pub(crate) fn take_used_grant() -> Option<String> {
+    USED_GRANT.with(|g| g.borrow_mut().take())
+}
+
 /// The caller may use `key` for `op` now: grant (for principals) and the key's own policy.
 /// Picks the version to use: the current one, or the one a ciphertext names.
 pub(crate) fn authorize_use<'k>(
@@ -192,7 +204,10 @@ pub(crate) fn authorize_use<'k>(
     version: Option<u32>,
     now: OffsetDateTime,
 ) -> Result<&'k KeyVersion, EngineError> {
-    check_grant(inventory, caller, &key.name, Some(op.into()), now)?;
+    if let Some(g) = check_grant(inventory, caller, &key.name, Some(op.into()), now)? {
+        let text = format!("grant {} (ticket {}: {})", g.id, g.ticket, g.justification);
+        USED_GRANT.with(|u| *u.borrow_mut() = Some(text));
+    }
     authorize_key(key, op, version, now)
 }
 
