@@ -190,6 +190,25 @@ mod tests {
         Ok(())
     }
 
+    /// A server that goes away without reading everything resets the connection: not taken.
+    #[test]
+    fn a_server_that_stops_reading_midway_is_an_error() -> Result<(), Box<dyn std::error::Error>> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let server = std::thread::spawn(move || -> io::Result<()> {
+            let (mut s, _) = listener.accept()?;
+            let mut one = [0u8; 1];
+            s.read_exact(&mut one)?;
+            std::thread::sleep(Duration::from_millis(200));
+            Ok(()) // dropped with unread data: the kernel answers with a reset
+        });
+        let frames = vec![crate::audit::syslog::frame(&"x".repeat(1000)); 50];
+        let r = send_all(&cfg(addr.to_string()), &frames);
+        server.join().map_err(|_| "server thread panicked")??;
+        assert!(r.is_err(), "{r:?}");
+        Ok(())
+    }
+
     #[test]
     fn a_closed_port_is_an_error() -> Result<(), Box<dyn std::error::Error>> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?

@@ -45,6 +45,18 @@ pub fn run(engine: Engine, args: ServeArgs) -> Result<(), CliError> {
             .local_addr()
             .map_err(|e| CliError::Usage(e.to_string()))?;
         let shipper = AuditShipper::start(Arc::clone(&engine), server.metrics())?;
+        // Sign a checkpoint over the audit chain head every checkpoint_secs (when it moved).
+        let ticker_engine = Arc::clone(&engine);
+        let every = std::time::Duration::from_secs(engine.config().audit.checkpoint_secs);
+        let ticker = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let e = Arc::clone(&ticker_engine);
+                let _ = tokio::task::spawn_blocking(move || e.checkpoint_on_exit()).await;
+            }
+        });
         // One line on stdout that scripts and tests read to find the port.
         println!("kms listening on https://{addr}");
         tracing::info!(%addr, "serving");
@@ -52,8 +64,11 @@ pub fn run(engine: Engine, args: ServeArgs) -> Result<(), CliError> {
             .run(crate::server::shutdown_signal())
             .await
             .map_err(|e| CliError::Usage(e.to_string()));
+        ticker.abort();
         Ok::<_, CliError>((served, shipper))
     })?;
+    // At shutdown: a last checkpoint over everything the service recorded.
+    engine.checkpoint_on_exit();
     // In-flight requests have finished: ship what they recorded, once more, before exiting.
     if let Some(shipper) = shipper {
         shipper.finish();

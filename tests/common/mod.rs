@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 pub mod cards;
+pub mod rsyslog;
 pub mod service;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
