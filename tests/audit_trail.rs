@@ -261,3 +261,27 @@ fn records_are_complete_and_a_key_history_shows_every_access() -> TestResult {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_signs_a_checkpoint_at_shutdown() -> TestResult {
+    let mut svc = common::service::Service::start()?;
+    let before = {
+        let o = svc.env.ok(&["audit", "verify", "--json"])?;
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+        v["checkpoints"].as_u64().unwrap_or(0)
+    };
+    // Something the service records: an unregistered client is refused and audited.
+    let mut c = svc.connect("stranger").await?;
+    let r = c.request("GET", "/v1/keys", None, None).await?;
+    assert_eq!(r.status, 403);
+    let status = svc.stop()?;
+    assert!(status.success());
+    let o = svc.env.ok(&["audit", "verify", "--json"])?;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(
+        v["checkpoints"].as_u64().unwrap_or(0) > before,
+        "no checkpoint at shutdown: {v}"
+    );
+    Ok(())
+}
