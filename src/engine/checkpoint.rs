@@ -153,6 +153,11 @@ impl Engine {
         Ok(Some(CheckpointReport { seq, head_hash }))
     }
 
+    /// How many verifications found the trail altered (for the metrics).
+    pub fn audit_verify_failures(&self) -> i64 {
+        self.inventory.audit_state("verify_failures").unwrap_or(0)
+    }
+
     /// The audit public key (PEM), for keeping outside the KMS and verifying offline.
     pub fn audit_public_key(&self, caller: &Caller) -> Result<String, EngineError> {
         self.audited(caller, "audit.public-key", Some(AUDIT_KEY), |_| {

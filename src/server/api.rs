@@ -350,6 +350,10 @@ async fn health(State(app): State<AppState>) -> Response {
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
+    let engine = Arc::clone(&app.engine);
+    if let Ok(n) = tokio::task::spawn_blocking(move || engine.audit_verify_failures()).await {
+        app.metrics.set_audit_verify_failures(n);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -27,6 +27,7 @@ pub struct Metrics {
     latency: Family<OperationLabels, Histogram>,
     token_errors: Family<OperationLabels, Counter>,
     audit_backlog: Gauge,
+    audit_verify_failures: Gauge,
 }
 
 impl Metrics {
@@ -56,6 +57,12 @@ impl Metrics {
             token_errors.clone(),
         );
         let audit_backlog = Gauge::default();
+        let audit_verify_failures = Gauge::default();
+        registry.register(
+            "audit_verify_failures",
+            "Audit-trail verifications (kms audit verify) that found the trail altered",
+            audit_verify_failures.clone(),
+        );
         registry.register(
             "audit_backlog",
             "Audit records not yet taken by the log server",
@@ -67,6 +74,7 @@ impl Metrics {
             latency,
             token_errors,
             audit_backlog,
+            audit_verify_failures,
         }
     }
 
@@ -86,6 +94,11 @@ impl Metrics {
         if token_error {
             self.token_errors.get_or_create(&op).inc();
         }
+    }
+
+    /// `kms_audit_verify_failures`, read from the inventory when metrics are scraped.
+    pub fn set_audit_verify_failures(&self, n: i64) {
+        self.audit_verify_failures.set(n);
     }
 
     /// `kms_audit_backlog`, set by the audit shipping loop.
