@@ -21,7 +21,16 @@ fn with_history() -> Res<Env> {
     env.create("k", "ec-p384", "sign,verify")?;
     let m = env.write("m", b"payload")?;
     let m = m.to_str().ok_or("path")?.to_owned();
-    env.ok(&["key", "sign", "k", "--in", &m, "--out", "/dev/null"])?;
+    let sig = env.path("sig");
+    env.ok(&[
+        "key",
+        "sign",
+        "k",
+        "--in",
+        &m,
+        "--out",
+        sig.to_str().ok_or("path")?,
+    ])?;
     let _ = env.run_as(USER, &["audit", "list"])?; // refused: users do not read the trail
     env.ok(&["audit", "checkpoint"])?;
     env.ok(&["key", "show", "k"])?;

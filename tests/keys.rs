@@ -617,3 +617,18 @@ fn reconcile_flags_versions_no_config_entry_reaches() -> TestResult {
     assert_fails(&o, 7, &["configuration mismatch"]);
     Ok(())
 }
+
+#[test]
+fn writing_to_a_device_leaves_the_device_in_place() -> TestResult {
+    let env = Env::new()?;
+    env.create("d", "ec-p384", "sign,verify")?;
+    let m = env.write("m", b"x")?;
+    env.ok(&["key", "sign", "d", "--in", path(&m)?, "--out", "/dev/null"])?;
+    use std::os::unix::fs::FileTypeExt;
+    let t = std::fs::metadata("/dev/null")?.file_type();
+    assert!(
+        t.is_char_device(),
+        "/dev/null was replaced by a regular file"
+    );
+    Ok(())
+}

@@ -31,6 +31,17 @@ pub fn write_output(path: Option<&Path>, data: &[u8], private: bool) -> Result<(
                 path: p.to_owned(),
                 source,
             };
+            // A device, FIFO or socket (e.g. /dev/null, /dev/stdout) is written in place: renaming
+            // a temporary file over it would replace the device node with a regular file.
+            if let Ok(meta) = std::fs::metadata(p) {
+                if !meta.is_file() {
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(p)
+                        .map_err(io)?;
+                    return f.write_all(data).and_then(|()| f.flush()).map_err(io);
+                }
+            }
             let tmp = temp_name(p);
             let mut opts = std::fs::OpenOptions::new();
             opts.write(true).create_new(true);
