@@ -195,14 +195,15 @@ fn expired_and_lapsed_grants_deny_use_and_recertification_restores_it() -> TestR
     assert!(sign_as(&env, "carol")?.status.success());
 
     let db = rusqlite::Connection::open(env.db())?;
-    db.execute("UPDATE grants SET review_due = '2020-01-01T00:00:00Z'", [])?;
-    assert_fails(&sign_as(&env, "carol")?, 4, &["lapsed", "not re-certified"]);
-    let o = env.ok(&["access", "review"])?;
-    assert!(stdout(&o).contains("LAPSED"), "{}", stdout(&o));
     let o = env.ok(&["grant", "list", "--principal", "carol", "--all", "--json"])?;
     let g: serde_json::Value = serde_json::from_slice(&o.stdout)?;
     let gid = g[0]["id"].as_str().ok_or("grant id")?.to_owned();
-    // carol cannot re-certify her own access; alice (security admin) can, signed.
+    // Review due soon: listed; carol cannot re-certify her own access; alice (signed) can.
+    let soon = (time::OffsetDateTime::now_utc() + time::Duration::days(3))
+        .format(&time::format_description::well_known::Rfc3339)?;
+    db.execute("UPDATE grants SET review_due = ?1", [&soon])?;
+    let o = env.ok(&["access", "review"])?;
+    assert!(stdout(&o).contains(&gid), "{}", stdout(&o));
     assert_fails(
         &step(&env, "carol", "recertify", &gid)?,
         4,
@@ -211,6 +212,16 @@ fn expired_and_lapsed_grants_deny_use_and_recertification_restores_it() -> TestR
     let o = step(&env, "alice", "recertify", &gid)?;
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(sign_as(&env, "carol")?.status.success());
+    // Not re-certified by the deadline: lapsed, refused, and final (a new request is needed).
+    db.execute("UPDATE grants SET review_due = '2020-01-01T00:00:00Z'", [])?;
+    assert_fails(&sign_as(&env, "carol")?, 4, &["lapsed", "not re-certified"]);
+    let o = env.ok(&["access", "review"])?;
+    assert!(stdout(&o).contains("LAPSED"), "{}", stdout(&o));
+    assert_fails(
+        &step(&env, "alice", "recertify", &gid)?,
+        4,
+        &["new access request"],
+    );
 
     db.execute("UPDATE grants SET not_after = '2020-01-01T00:00:00Z'", [])?;
     assert_fails(&sign_as(&env, "carol")?, 4, &["expired"]);
@@ -449,6 +460,57 @@ fn a_denied_request_is_final_and_a_manager_cannot_approve_their_own() -> TestRes
         &step(&env, "bob", "approve", &own)?,
         4,
         &["may not approve"],
+    );
+    Ok(())
+}
+
+#[test]
+fn review_findings_stay_fixed() -> TestResult {
+    let env = people()?;
+    // A disabled principal is refused at the console at once, grants or not.
+    let id = request(&env, "carol", &[])?;
+    assert!(step(&env, "alice", "verify", &id)?.status.success());
+    assert!(step(&env, "bob", "approve", &id)?.status.success());
+    assert!(sign_as(&env, "carol")?.status.success());
+    env.ok(&["principal", "disable", "carol"])?;
+    assert_fails(&sign_as(&env, "carol")?, 4, &["disabled"]);
+
+    // One approval key, one person: alice's card cannot be registered again as a manager.
+    let o = env
+        .kms_as(OFFICER)
+        .env("CARD_PIN", common::cards::card_pin("alice"))
+        .args(["principal", "add", "alice-mgr", "--role", "manager"])
+        .args([
+            "--approval-key",
+            &card_uri("alice"),
+            "--card-pin",
+            "env:CARD_PIN",
+        ])
+        .output()?;
+    assert_fails(&o, 4, &["already registered to 'alice'"]);
+
+    // A URI may not load an arbitrary PKCS#11 library.
+    let uri = format!("{}?module-path=/tmp/evil.so", card_uri("alice"));
+    let id = request(&env, OFFICER, &[])?;
+    let o = env.as_person(
+        "alice",
+        &[
+            "access",
+            "verify",
+            &id,
+            "--card",
+            &uri,
+            "--card-pin",
+            "env:CARD_PIN",
+        ],
+    )?;
+    assert_fails(&o, 5, &["not the configured card module"]);
+
+    // The last enabled security officer cannot be disabled, so bootstrap never reopens.
+    assert_fails(
+        &env.run(&["principal", "disable", OFFICER])?,
+        4,
+        &["last enabled security officer"],
     );
     Ok(())
 }

@@ -154,7 +154,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: AuditCmd) -> Result<(), CliErr
             write_output(None, pem.as_bytes(), false)
         }
         AuditCmd::Checkpoint => {
-            match engine.checkpoint()? {
+            match engine.checkpoint_for(caller)? {
                 Some(c) => println!("checkpoint signed over record {} ({})", c.seq, c.head_hash),
                 None => println!("nothing new since the last checkpoint"),
             }
@@ -175,7 +175,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: AuditCmd) -> Result<(), CliErr
                 );
                 return Ok(());
             }
-            let r = engine.ship_audit()?;
+            let r = engine.ship_audit_for(caller)?;
             if json {
                 return print_json(&r);
             }

@@ -103,6 +103,14 @@ impl Engine {
                 }
                 None => (None, None),
             };
+            if let Some(k) = &approval_key {
+                if let Some(owner) = self.inventory.principal_by_approval_key(k)? {
+                    return Err(EngineError::denied(
+                        Refusal::SeparationOfDuties,
+                        format!("this approval key is already registered to '{owner}'; one key, one person"),
+                    ));
+                }
+            }
             if approval_key.is_none()
                 && matches!(req.role, Role::SecurityAdmin | Role::Manager)
             {
@@ -180,6 +188,16 @@ impl Engine {
                 &[Role::SecurityOfficer],
                 "disable principals",
             )?;
+            let target = self.inventory.principal(name)?;
+            if target.role == Role::SecurityOfficer
+                && target.disabled_at.is_none()
+                && self.inventory.enabled_security_officers()? <= 1
+            {
+                return Err(EngineError::denied(
+                    Refusal::WrongRole,
+                    "this is the last enabled security officer; register another one first",
+                ));
+            }
             self.inventory
                 .disable_principal(name, &caller.actor, OffsetDateTime::now_utc())?;
             note.detail = Some(format!("disabled principal '{name}'"));
@@ -299,7 +317,8 @@ impl Engine {
         id: &str,
         reason: &str,
     ) -> Result<Grant, EngineError> {
-        self.audited(caller, "grant.revoke", None, |note| {
+        let key_name = self.inventory.grant(id).ok().map(|g| g.key_name);
+        self.audited(caller, "grant.revoke", key_name.as_deref(), |note| {
             require_role(
                 &self.inventory,
                 caller,
@@ -413,7 +432,7 @@ fn source_allowed(networks: &[String], source: &str) -> bool {
         .map(|a| a.ip())
         .ok()
         .or_else(|| source.parse().ok());
-    let Some(ip) = ip else {
+    let Some(ip) = ip.map(|i| i.to_canonical()) else {
         return false;
     };
     networks

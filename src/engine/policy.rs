@@ -121,6 +121,9 @@ pub(crate) fn check_grant(
     op: Option<GrantOp>,
     now: OffsetDateTime,
 ) -> Result<Option<Grant>, EngineError> {
+    // The caller must be a registered, enabled principal right now (disabling takes effect at
+    // once, at the console as over the service).
+    acting_principal(inventory, caller)?;
     let grants = inventory.grants(
         &GrantFilter {
             principal: Some(caller.actor.clone()),

@@ -230,7 +230,8 @@ impl Engine {
         note_text: Option<&str>,
     ) -> Result<(AccessRequest, Option<Grant>), EngineError> {
         let action = format!("access.{}", step.as_str());
-        self.audited(caller, &action, None, |note| {
+        let key_name = self.inventory.request(id).ok().map(|r| r.key_name);
+        self.audited(caller, &action, key_name.as_deref(), |note| {
             let roles: &[Role] = match step {
                 Step::Verify => &[Role::SecurityAdmin],
                 Step::Approve => &[Role::Manager],
@@ -283,7 +284,9 @@ impl Engine {
                         format!("request {id} has no verification"),
                     )
                 })?;
-                if verify.signer == signer.name {
+                if verify.signer == signer.name
+                    || signer.approval_key.as_deref() == Some(verify.public_key.as_slice())
+                {
                     return Err(EngineError::denied(
                         Refusal::SeparationOfDuties,
                         format!(
@@ -400,7 +403,8 @@ impl Engine {
         grant_id: &str,
         card: &CardAccess,
     ) -> Result<Grant, EngineError> {
-        self.audited(caller, "access.recertify", None, |note| {
+        let key_name = self.inventory.grant(grant_id).ok().map(|g| g.key_name);
+        self.audited(caller, "access.recertify", key_name.as_deref(), |note| {
             let signer = require_role(
                 &self.inventory,
                 caller,
@@ -419,6 +423,14 @@ impl Engine {
                 return Err(EngineError::denied(
                     Refusal::WrongState,
                     format!("grant {grant_id} is revoked or expired"),
+                ));
+            }
+            if g.review_lapsed(now) {
+                return Err(EngineError::denied(
+                    Refusal::WrongState,
+                    format!(
+                        "grant {grant_id} lapsed when its review deadline passed; a new access request is needed"
+                    ),
                 ));
             }
             let due = now + self.config.access.review_every.to_time();

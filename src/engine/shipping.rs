@@ -48,6 +48,22 @@ pub struct ShipStatus {
 }
 
 impl Engine {
+    /// `kms audit ship`: an officer or auditor ships the backlog now.
+    pub fn ship_audit_for(&self, caller: &Caller) -> Result<ShipReport, EngineError> {
+        super::policy::require_role(
+            &self.inventory,
+            caller,
+            &[
+                crate::model::Role::SecurityOfficer,
+                crate::model::Role::Auditor,
+            ],
+            "ship the audit trail",
+        )?;
+        self.ship_audit()
+    }
+}
+
+impl Engine {
     /// Ship every record after the cursor, in order; advance the cursor as the server takes them.
     /// Without `[audit.syslog]` nothing is sent and the backlog is reported. On failure the
     /// records not taken stay in the outbox for the next run, and the error says how many.

@@ -21,6 +21,23 @@ pub struct CardSignature {
     pub key_type: KeyType,
 }
 
+/// A URI's `module-path` is honoured only when it names the configured card module: loading a
+/// library named by a command-line argument would run its code inside kms.
+fn check_module(uri: &Pkcs11Uri, default_module: &Path) -> Result<(), HsmError> {
+    match &uri.module_path {
+        Some(p) if p.as_path() != default_module => Err(HsmError::PublicKey {
+            token: uri.token.clone().unwrap_or_default(),
+            id: uri.to_string(),
+            reason: format!(
+                "module-path {} is not the configured card module ([access] card_module = {}); remove it from the URI",
+                p.display(),
+                default_module.display()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn card_config(uri: &Pkcs11Uri, default_module: &Path, pin: PinSource) -> TokenConfig {
     let selector = match (&uri.token, &uri.serial) {
         (_, Some(s)) => TokenSelector::Serial(s.clone()),
@@ -51,6 +68,7 @@ pub fn sign_with_card(
     pin: PinSource,
     message: &[u8],
 ) -> Result<CardSignature, HsmError> {
+    check_module(uri, default_module)?;
     let cfg = card_config(uri, default_module, pin);
     let token = Token::open(&cfg)?;
     let (id, key_type) = locate(&token, uri)?;
@@ -79,6 +97,7 @@ pub fn card_public_key(
     default_module: &Path,
     pin: PinSource,
 ) -> Result<(Vec<u8>, KeyType), HsmError> {
+    check_module(uri, default_module)?;
     let cfg = card_config(uri, default_module, pin);
     let token = Token::open(&cfg)?;
     let (id, key_type) = locate(&token, uri)?;

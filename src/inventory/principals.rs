@@ -69,15 +69,36 @@ impl Inventory {
         found.transpose()
     }
 
-    /// Whether any enabled security officer exists (bootstrap: the first one may be registered
-    /// by whoever operates the KMS host).
+    /// Whether a security officer was ever registered (bootstrap — the first one registered by
+    /// whoever operates the KMS host — happens once, even if officers are later disabled).
     pub fn has_security_officer(&self) -> Result<bool, InventoryError> {
         let n: i64 = self.conn().query_row(
-            "SELECT COUNT(*) FROM principals WHERE role = 'security-officer' AND disabled_at IS NULL",
+            "SELECT COUNT(*) FROM principals WHERE role = 'security-officer'",
             [],
             |r| r.get(0),
         )?;
         Ok(n > 0)
+    }
+
+    /// Enabled security officers.
+    pub fn enabled_security_officers(&self) -> Result<i64, InventoryError> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*) FROM principals WHERE role = 'security-officer' AND disabled_at IS NULL",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The principal an approval key (SPKI DER) is registered to, if any.
+    pub fn principal_by_approval_key(&self, spki: &[u8]) -> Result<Option<String>, InventoryError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT name FROM principals WHERE approval_key = ?1",
+                [spki],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     pub fn principals(&self) -> Result<Vec<Principal>, InventoryError> {
