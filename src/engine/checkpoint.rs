@@ -153,6 +153,17 @@ impl Engine {
         Ok(Some(CheckpointReport { seq, head_hash }))
     }
 
+    /// `kms audit checkpoint`: an officer or auditor asks for a checkpoint now.
+    pub fn checkpoint_for(&self, caller: &Caller) -> Result<Option<CheckpointReport>, EngineError> {
+        require_role(
+            &self.inventory,
+            caller,
+            &[Role::SecurityOfficer, Role::Auditor],
+            "sign audit checkpoints",
+        )?;
+        self.checkpoint()
+    }
+
     /// How many verifications found the trail altered (for the metrics).
     pub fn audit_verify_failures(&self) -> i64 {
         self.inventory.audit_state("verify_failures").unwrap_or(0)
