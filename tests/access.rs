@@ -514,3 +514,43 @@ fn review_findings_stay_fixed() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn no_change_takes_effect_without_its_audit_record() -> TestResult {
+    let env = people()?;
+    let id = request(&env, "carol", &[])?;
+    assert!(step(&env, "alice", "verify", &id)?.status.success());
+    let db = rusqlite::Connection::open(env.db())?;
+    db.execute_batch(
+        "CREATE TRIGGER no_audit BEFORE INSERT ON audit
+         WHEN NEW.action IN ('access.approve', 'principal.add', 'grant.revoke', 'grant.break-glass')
+         BEGIN SELECT RAISE(ABORT, 'audit store full'); END;",
+    )?;
+    // The approval, the grant it would create and the signature all roll back with the record.
+    assert!(!step(&env, "bob", "approve", &id)?.status.success());
+    db.execute_batch("DROP TRIGGER no_audit")?;
+    let o = env.ok(&["access", "show", &id, "--json"])?;
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(e["request"]["state"], "verified");
+    assert_eq!(
+        e["steps"].as_array().map(Vec::len),
+        Some(1),
+        "no approval signature kept"
+    );
+    assert_fails(&sign_as(&env, "carol")?, 4, &["no active grant"]);
+    db.execute_batch(
+        "CREATE TRIGGER no_audit BEFORE INSERT ON audit WHEN NEW.action = 'principal.add'
+         BEGIN SELECT RAISE(ABORT, 'audit store full'); END;",
+    )?;
+    assert!(!env
+        .run(&["principal", "add", "ghost", "--role", "user"])?
+        .status
+        .success());
+    db.execute_batch("DROP TRIGGER no_audit")?;
+    assert_fails(
+        &env.run(&["principal", "show", "ghost"])?,
+        3,
+        &["no principal named 'ghost'"],
+    );
+    Ok(())
+}

@@ -132,7 +132,6 @@ impl Engine {
                 created_by: caller.actor.clone(),
                 created_at: OffsetDateTime::now_utc(),
             };
-            self.inventory.add_principal(&p)?;
             note.diff = super::audit::diff(serde_json::Value::Null, serde_json::to_value(&p).unwrap_or_default());
             note.detail = Some(format!(
                 "registered principal '{}' role={}{}{}{}{}",
@@ -151,6 +150,9 @@ impl Engine {
                     format!(" allow-from={}", p.allowed_networks.join(","))
                 }
             ));
+            let entry = self.change_entry(caller, "principal.add", None, note);
+            self.inventory.add_principal(&p, &entry)?;
+            note.recorded = true;
             Ok(p)
         })
     }
@@ -198,13 +200,19 @@ impl Engine {
                     "this is the last enabled security officer; register another one first",
                 ));
             }
-            self.inventory
-                .disable_principal(name, &caller.actor, OffsetDateTime::now_utc())?;
             note.detail = Some(format!("disabled principal '{name}'"));
             note.diff = super::audit::diff(
                 serde_json::json!({ "principal": name, "disabled": false }),
                 serde_json::json!({ "principal": name, "disabled": true }),
             );
+            let entry = self.change_entry(caller, "principal.disable", None, note);
+            self.inventory.disable_principal(
+                name,
+                &caller.actor,
+                OffsetDateTime::now_utc(),
+                &entry,
+            )?;
+            note.recorded = true;
             Ok(())
         })
     }
@@ -269,32 +277,42 @@ impl Engine {
                     format!("principal '{}' is disabled", req.principal),
                 ));
             }
-            let g = self.inventory.add_grant(
-                &crate::inventory::NewGrant {
-                    principal: req.principal.clone(),
-                    key_name: req.key.clone(),
-                    ops: req.ops.clone(),
-                    not_before: now,
-                    not_after,
-                    ticket: req.ticket.clone(),
-                    justification: req.justification.clone(),
-                    created_by: caller.actor.clone(),
-                    request_id: None,
-                    review_due: Some(now + self.config.access.review_every.to_time()),
-                    break_glass: true,
-                },
-                now,
-            )?;
+            let new = crate::inventory::NewGrant {
+                id: crate::inventory::new_grant_id(),
+                principal: req.principal.clone(),
+                key_name: req.key.clone(),
+                ops: req.ops.clone(),
+                not_before: now,
+                not_after,
+                ticket: req.ticket.clone(),
+                justification: req.justification.clone(),
+                created_by: caller.actor.clone(),
+                request_id: None,
+                review_due: Some(now + self.config.access.review_every.to_time()),
+                break_glass: true,
+            };
             note.detail = Some(format!(
                 "BREAK-GLASS grant {} to '{}': {} until {} (ticket {}; {})",
-                g.id,
-                g.principal,
-                g.ops,
-                crate::inventory::fmt_time(g.not_after),
-                g.ticket,
-                g.justification
+                new.id,
+                new.principal,
+                new.ops,
+                crate::inventory::fmt_time(new.not_after),
+                new.ticket,
+                new.justification
             ));
-            note.diff = super::audit::diff(serde_json::Value::Null, serde_json::to_value(&g).unwrap_or_default());
+            note.diff = super::audit::diff(
+                serde_json::Value::Null,
+                serde_json::json!({
+                    "id": new.id, "principal": new.principal, "key_name": new.key_name,
+                    "ops": new.ops, "not_before": crate::inventory::fmt_time(new.not_before),
+                    "not_after": crate::inventory::fmt_time(new.not_after), "ticket": new.ticket,
+                    "justification": new.justification, "break_glass": true,
+                    "review_due": new.review_due.map(crate::inventory::fmt_time),
+                }),
+            );
+            let entry = self.change_entry(caller, "grant.break-glass", Some(&req.key), note);
+            let g = self.inventory.add_grant(&new, now, &entry)?;
+            note.recorded = true;
             Ok(g)
         })
     }
@@ -331,20 +349,22 @@ impl Engine {
                 ));
             }
             let before = self.inventory.grant(id)?;
-            let g = self.inventory.revoke_grant(
-                id,
-                &caller.actor,
-                reason,
-                OffsetDateTime::now_utc(),
-            )?;
-            note.diff = super::audit::diff(
-                serde_json::to_value(&before).unwrap_or_default(),
-                serde_json::to_value(&g).unwrap_or_default(),
-            );
+            let now = OffsetDateTime::now_utc();
+            let mut after = serde_json::to_value(&before).unwrap_or_default();
+            after["revoked_at"] = serde_json::json!(crate::inventory::fmt_time(now));
+            after["revoked_by"] = serde_json::json!(caller.actor);
+            after["revoke_reason"] = serde_json::json!(reason);
+            note.diff =
+                super::audit::diff(serde_json::to_value(&before).unwrap_or_default(), after);
             note.detail = Some(format!(
                 "revoked grant {} of '{}' on '{}': {reason}",
-                g.id, g.principal, g.key_name
+                before.id, before.principal, before.key_name
             ));
+            let entry = self.change_entry(caller, "grant.revoke", Some(&before.key_name), note);
+            let g = self
+                .inventory
+                .revoke_grant(id, &caller.actor, reason, now, &entry)?;
+            note.recorded = true;
             Ok(g)
         })
     }

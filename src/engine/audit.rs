@@ -18,6 +18,29 @@ pub(crate) struct AuditNote {
     pub diff: Option<serde_json::Value>,
 }
 
+impl Engine {
+    /// The audit record of a change, built from its note before the change is made, so the
+    /// inventory can write both in one transaction (no change without its record).
+    pub(crate) fn change_entry(
+        &self,
+        caller: &Caller,
+        action: &str,
+        key_name: Option<&str>,
+        note: &AuditNote,
+    ) -> AuditEntry {
+        let mut e = self.entry(
+            caller,
+            action,
+            key_name,
+            note.key_version,
+            Outcome::Ok,
+            note.detail.clone(),
+        );
+        e.diff = note.diff.clone();
+        e
+    }
+}
+
 /// `{"before": …, "after": …}` for an audit row's diff.
 pub(crate) fn diff(
     before: serde_json::Value,

@@ -103,7 +103,12 @@ impl EngineError {
         match self {
             EngineError::InvalidInput(_) | EngineError::Envelope(_) => 2,
             EngineError::Inventory(InventoryError::DuplicateName(_)) => 2,
-            EngineError::Inventory(InventoryError::NoSuchKey(_)) => 3,
+            EngineError::Inventory(
+                InventoryError::NoSuchKey(_)
+                | InventoryError::NoSuchPrincipal(_)
+                | InventoryError::NoSuchGrant(_)
+                | InventoryError::NoSuchRequest(_),
+            ) => 3,
             EngineError::Hsm(HsmError::ObjectNotFound { .. }) => 3,
             EngineError::Hsm(HsmError::DecryptionFailed { .. }) => 2,
             EngineError::Denied(..) => 4,

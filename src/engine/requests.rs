@@ -209,12 +209,14 @@ impl Engine {
                 created_at: OffsetDateTime::now_utc(),
                 grant_id: None,
             };
-            self.inventory.add_request(&r)?;
             note.diff = super::audit::diff(serde_json::Value::Null, serde_json::to_value(&r).unwrap_or_default());
             note.detail = Some(format!(
                 "request {} by '{}' for '{}': {} on '{}' for {} (ticket {}; {})",
                 r.id, r.requester, r.grantee, r.ops, r.key_name, r.duration, r.ticket, r.justification
             ));
+            let entry = self.change_entry(caller, "access.request", Some(&input.key), note);
+            self.inventory.add_request(&r, &entry)?;
+            note.recorded = true;
             Ok(r)
         })
     }
@@ -310,34 +312,26 @@ impl Engine {
                 signed_at: now,
                 note: note_text.map(str::to_owned),
             };
-            let grant = match step {
-                Step::Verify => {
-                    self.inventory.verify_request(id, &record)?;
-                    None
-                }
-                Step::Deny => {
-                    self.inventory.deny_request(id, &record)?;
-                    None
-                }
-                Step::Approve => Some(self.inventory.approve_request(
-                    id,
-                    &record,
-                    &NewGrant {
-                        principal: r.grantee.clone(),
-                        key_name: r.key_name.clone(),
-                        ops: r.ops.clone(),
-                        not_before: now,
-                        not_after: now + r.duration.to_time(),
-                        ticket: r.ticket.clone(),
-                        justification: r.justification.clone(),
-                        created_by: signer.name.clone(),
-                        request_id: Some(id.to_owned()),
-                        review_due: Some(now + self.config.access.review_every.to_time()),
-                        break_glass: false,
-                    },
-                )?),
+            let new_grant = (step == Step::Approve).then(|| NewGrant {
+                id: crate::inventory::new_grant_id(),
+                principal: r.grantee.clone(),
+                key_name: r.key_name.clone(),
+                ops: r.ops.clone(),
+                not_before: now,
+                not_after: now + r.duration.to_time(),
+                ticket: r.ticket.clone(),
+                justification: r.justification.clone(),
+                created_by: signer.name.clone(),
+                request_id: Some(id.to_owned()),
+                review_due: Some(now + self.config.access.review_every.to_time()),
+                break_glass: false,
+            });
+            let to_state = match step {
+                Step::Verify => "verified",
+                Step::Approve => "approved",
+                Step::Deny => "denied",
             };
-            note.detail = Some(match &grant {
+            note.detail = Some(match &new_grant {
                 Some(g) => format!(
                     "approved request {id} (signed); grant {} to '{}': {} on '{}' until {}",
                     g.id,
@@ -352,15 +346,29 @@ impl Engine {
                     note_text.map(|n| format!(": {n}")).unwrap_or_default()
                 ),
             });
-            let after = self.inventory.request(id)?;
             note.diff = super::audit::diff(
                 serde_json::json!({ "request": id, "state": r.state.as_str() }),
                 serde_json::json!({
                     "request": id,
-                    "state": after.state.as_str(),
-                    "grant": grant.as_ref().map(|g| serde_json::to_value(g).unwrap_or_default()),
+                    "state": to_state,
+                    "grant": new_grant.as_ref().map(|g| g.id.clone()),
                 }),
             );
+            // The step, its effect and its audit record commit together.
+            let entry = self.change_entry(caller, &action, Some(&r.key_name), note);
+            let grant = match &new_grant {
+                None if step == Step::Verify => {
+                    self.inventory.verify_request(id, &record, &entry)?;
+                    None
+                }
+                None => {
+                    self.inventory.deny_request(id, &record, &entry)?;
+                    None
+                }
+                Some(g) => Some(self.inventory.approve_request(id, &record, g, &entry)?),
+            };
+            note.recorded = true;
+            let after = self.inventory.request(id)?;
             Ok((after, grant))
         })
     }
@@ -446,16 +454,17 @@ impl Engine {
                 signed_at: now,
                 note: None,
             };
-            let before_due = g.review_due;
-            let g = self.inventory.recertify_grant(grant_id, &record, due)?;
             note.diff = super::audit::diff(
-                serde_json::json!({ "grant": grant_id, "review_due": before_due.map(crate::inventory::fmt_time) }),
                 serde_json::json!({ "grant": grant_id, "review_due": g.review_due.map(crate::inventory::fmt_time) }),
+                serde_json::json!({ "grant": grant_id, "review_due": crate::inventory::fmt_time(due) }),
             );
             note.detail = Some(format!(
                 "re-certified grant {grant_id} (signed); next review by {}",
                 crate::inventory::fmt_time(due)
             ));
+            let entry = self.change_entry(caller, "access.recertify", Some(&g.key_name), note);
+            let g = self.inventory.recertify_grant(grant_id, &record, due, &entry)?;
+            note.recorded = true;
             Ok(g)
         })
     }

@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
-use super::records::{Grant, GrantFilter, NewGrant};
+use super::records::{AuditEntry, Grant, GrantFilter, NewGrant};
 use super::{fmt_time, parse_time, Inventory, InventoryError};
 
 const SELECT: &str = "SELECT g.id, g.principal, k.name, g.ops, g.not_before, g.not_after, \
@@ -13,12 +13,20 @@ const SELECT: &str = "SELECT g.id, g.principal, k.name, g.ops, g.not_before, g.n
 
 impl Inventory {
     /// Record a grant. The principal and the key must exist.
-    pub fn add_grant(&self, g: &NewGrant, now: OffsetDateTime) -> Result<Grant, InventoryError> {
-        let id = {
-            let conn = self.conn();
-            insert_grant(&conn, g, now)?
-        };
-        self.grant(&id)
+    /// Record a grant and its audit record in one transaction. `g.id` names it.
+    pub fn add_grant(
+        &self,
+        g: &NewGrant,
+        now: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> Result<Grant, InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let id = insert_grant(&tx, g, now)?;
+        super::audit::insert(&tx, audit)?;
+        let made = grant_on(&tx, &id)?;
+        tx.commit()?;
+        Ok(made)
     }
 
     pub fn grant(&self, id: &str) -> Result<Grant, InventoryError> {
@@ -55,20 +63,30 @@ impl Inventory {
         by: &str,
         reason: &str,
         now: OffsetDateTime,
+        audit: &AuditEntry,
     ) -> Result<Grant, InventoryError> {
-        let n = self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = tx.execute(
             "UPDATE grants SET revoked_at = ?2, revoked_by = ?3, revoke_reason = ?4
              WHERE id = ?1 AND revoked_at IS NULL",
             params![id, fmt_time(now), by, reason],
         )?;
-        let g = self.grant(id)?;
+        let g = grant_on(&tx, id)?;
         if n == 0 {
             return Err(InventoryError::Conflict(format!(
                 "grant {id} is already revoked"
             )));
         }
+        super::audit::insert(&tx, audit)?;
+        tx.commit()?;
         Ok(g)
     }
+}
+
+/// A fresh grant id.
+pub fn new_grant_id() -> String {
+    format!("g-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
 /// Insert a grant inside the caller's transaction; returns its id.
@@ -77,7 +95,7 @@ pub(crate) fn insert_grant(
     g: &NewGrant,
     now: OffsetDateTime,
 ) -> Result<String, InventoryError> {
-    let id = format!("g-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let id = g.id.clone();
     let key_id: Option<String> = conn
         .query_row("SELECT id FROM keys WHERE name = ?1", [&g.key_name], |r| {
             r.get(0)

@@ -24,6 +24,7 @@ use time::OffsetDateTime;
 
 pub use audit::{StoredRecord, GENESIS};
 pub use error::InventoryError;
+pub use grants::new_grant_id;
 pub use keys::PendingVersion;
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub use records::{

@@ -3,7 +3,7 @@
 use rusqlite::{params, ErrorCode, OptionalExtension, Row};
 use time::OffsetDateTime;
 
-use super::records::Principal;
+use super::records::{AuditEntry, Principal};
 use super::{fmt_time, parse_time, Inventory, InventoryError};
 
 const COLUMNS: &str = "name, role, cert_fingerprint, cert_subject, disabled_at, disabled_by, \
@@ -11,9 +11,12 @@ const COLUMNS: &str = "name, role, cert_fingerprint, cert_subject, disabled_at, 
 
 impl Inventory {
     /// Register a principal. A duplicate name or certificate is refused.
-    pub fn add_principal(&self, p: &Principal) -> Result<(), InventoryError> {
-        let conn = self.conn();
-        let res = conn.execute(
+    /// The audit record of the registration is written in the same transaction: no principal
+    /// exists without its record.
+    pub fn add_principal(&self, p: &Principal, audit: &AuditEntry) -> Result<(), InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let res = tx.execute(
             &format!(
                 "INSERT INTO principals ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
             ),
@@ -44,7 +47,12 @@ impl Inventory {
                     },
                 ))
             }
-            other => other.map(|_| ()).map_err(Into::into),
+            Err(e) => Err(e.into()),
+            Ok(_) => {
+                super::audit::insert(&tx, audit)?;
+                tx.commit()?;
+                Ok(())
+            }
         }
     }
 
@@ -118,19 +126,24 @@ impl Inventory {
         name: &str,
         by: &str,
         now: OffsetDateTime,
+        audit: &AuditEntry,
     ) -> Result<(), InventoryError> {
-        let conn = self.conn();
-        let n = conn.execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = tx.execute(
             "UPDATE principals SET disabled_at = ?2, disabled_by = ?3 WHERE name = ?1 AND disabled_at IS NULL",
             params![name, fmt_time(now), by],
         )?;
         if n == 0 {
+            drop(tx);
             drop(conn);
             self.principal(name)?;
             return Err(InventoryError::Conflict(format!(
                 "principal '{name}' is already disabled"
             )));
         }
+        super::audit::insert(&tx, audit)?;
+        tx.commit()?;
         Ok(())
     }
 }

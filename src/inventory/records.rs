@@ -321,6 +321,8 @@ pub struct SignedStep {
 /// A grant to record.
 #[derive(Debug, Clone)]
 pub struct NewGrant {
+    /// Chosen before recording (see `new_grant_id`), so the audit record can name it.
+    pub id: String,
     pub principal: String,
     pub key_name: String,
     pub ops: crate::model::GrantOps,

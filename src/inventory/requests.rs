@@ -5,7 +5,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
 use super::grants::{grant_on, insert_grant};
-use super::records::{AccessRequest, Grant, NewGrant, RequestState, SignedStep};
+use super::records::{AccessRequest, AuditEntry, Grant, NewGrant, RequestState, SignedStep};
 use super::{fmt_time, parse_time, Inventory, InventoryError};
 use crate::duration::HumanDuration;
 
@@ -15,8 +15,10 @@ const SELECT: &str = "SELECT r.id, r.requester, r.grantee, k.name, r.key_id, r.o
 
 impl Inventory {
     /// Record a new request in state `pending`.
-    pub fn add_request(&self, r: &AccessRequest) -> Result<(), InventoryError> {
-        self.conn().execute(
+    pub fn add_request(&self, r: &AccessRequest, audit: &AuditEntry) -> Result<(), InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
             "INSERT INTO access_requests (id, requester, grantee, key_id, ops, duration_secs,
                  ticket, justification, state, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9)",
@@ -32,6 +34,8 @@ impl Inventory {
                 fmt_time(r.created_at),
             ],
         )?;
+        super::audit::insert(&tx, audit)?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -92,14 +96,24 @@ impl Inventory {
     }
 
     /// `pending` → `verified`, with the security admin's signature.
-    pub fn verify_request(&self, id: &str, step: &SignedStep) -> Result<(), InventoryError> {
-        self.transition(id, &["pending"], "verified", step, None)
+    pub fn verify_request(
+        &self,
+        id: &str,
+        step: &SignedStep,
+        audit: &AuditEntry,
+    ) -> Result<(), InventoryError> {
+        self.transition(id, &["pending"], "verified", step, None, audit)
             .map(drop)
     }
 
     /// `pending`/`verified` → `denied`, with the signature of whoever denied it.
-    pub fn deny_request(&self, id: &str, step: &SignedStep) -> Result<(), InventoryError> {
-        self.transition(id, &["pending", "verified"], "denied", step, None)
+    pub fn deny_request(
+        &self,
+        id: &str,
+        step: &SignedStep,
+        audit: &AuditEntry,
+    ) -> Result<(), InventoryError> {
+        self.transition(id, &["pending", "verified"], "denied", step, None, audit)
             .map(drop)
     }
 
@@ -109,8 +123,9 @@ impl Inventory {
         id: &str,
         step: &SignedStep,
         grant: &NewGrant,
+        audit: &AuditEntry,
     ) -> Result<Grant, InventoryError> {
-        let g = self.transition(id, &["verified"], "approved", step, Some(grant))?;
+        let g = self.transition(id, &["verified"], "approved", step, Some(grant), audit)?;
         g.ok_or_else(|| InventoryError::BadRow("approval made no grant".into()))
     }
 
@@ -120,9 +135,10 @@ impl Inventory {
         id: &str,
         step: &SignedStep,
         review_due: OffsetDateTime,
+        audit: &AuditEntry,
     ) -> Result<Grant, InventoryError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let n = tx.execute(
             "UPDATE grants SET review_due = ?2 WHERE id = ?1 AND revoked_at IS NULL",
             params![id, fmt_time(review_due)],
@@ -134,6 +150,7 @@ impl Inventory {
         }
         insert_step(&tx, step)?;
         let g = grant_on(&tx, id)?;
+        super::audit::insert(&tx, audit)?;
         tx.commit()?;
         Ok(g)
     }
@@ -145,9 +162,10 @@ impl Inventory {
         to: &str,
         step: &SignedStep,
         grant: Option<&NewGrant>,
+        audit: &AuditEntry,
     ) -> Result<Option<Grant>, InventoryError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let state: Option<String> = tx
             .query_row(
                 "SELECT state FROM access_requests WHERE id = ?1",
@@ -178,6 +196,7 @@ impl Inventory {
             "UPDATE access_requests SET state = ?2 WHERE id = ?1",
             params![id, to],
         )?;
+        super::audit::insert(&tx, audit)?;
         tx.commit()?;
         Ok(made)
     }
