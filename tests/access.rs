@@ -282,6 +282,7 @@ fn an_exported_bundle_verifies_with_openssl_alone() -> TestResult {
 #[test]
 fn break_glass_grants_need_a_reason_an_officer_and_another_grantee() -> TestResult {
     let env = people()?;
+    let until = (time::OffsetDateTime::now_utc().date() + time::Duration::days(7)).to_string();
     let base = [
         "grant",
         "add",
@@ -290,7 +291,7 @@ fn break_glass_grants_need_a_reason_an_officer_and_another_grantee() -> TestResu
         "--ops",
         "sign",
         "--until",
-        "2099-01-01",
+        &until,
         "--ticket",
         "INC-9",
         "--justification",
@@ -307,6 +308,10 @@ fn break_glass_grants_need_a_reason_an_officer_and_another_grantee() -> TestResu
     let mut to_self = with_reason.clone();
     to_self[2] = OFFICER;
     assert_fails(&env.run(&to_self)?, 4, &["themselves"]);
+    // At most 30 days: longer access goes through the workflow.
+    let mut too_long = with_reason.clone();
+    too_long[7] = "2099-01-01";
+    assert_fails(&env.run(&too_long)?, 2, &["at most 30 days"]);
     env.ok(&with_reason)?;
     let out = env.ok(&["audit", "list", "--json"])?;
     assert!(stdout(&out).contains("grant.break-glass"));

@@ -562,6 +562,8 @@ fn the_service_ships_in_the_background() -> TestResult {
     // The service fixture makes the dev PKI; its own `kms serve` is replaced by one that ships.
     let mut svc = service::Service::start()?;
     svc.stop()?;
+    // /metrics answers registered principals only.
+    svc.register("demo-app")?;
     let env = &svc.env;
     let base = std::fs::read_to_string(env.config())?;
     let mut rs = Rsyslog::start(&env.path("rsyslog"))?;

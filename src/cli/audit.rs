@@ -66,8 +66,8 @@ pub struct FilterArgs {
     /// Up to this time (same forms).
     #[arg(long, value_parser = parse_time)]
     until: Option<time::OffsetDateTime>,
-    /// How many records at most.
-    #[arg(long, default_value_t = 1000)]
+    /// How many records at most (the newest).
+    #[arg(long, default_value_t = u32::MAX)]
     limit: u32,
 }
 

@@ -56,7 +56,7 @@ pub enum KeyCmd {
     /// Every access to one key: who, when, why, from where, with what outcome.
     History {
         name: String,
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = u32::MAX)]
         limit: u32,
         #[arg(long)]
         json: bool,

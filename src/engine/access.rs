@@ -32,6 +32,9 @@ pub struct NewPrincipal {
     pub allowed_networks: Vec<String>,
 }
 
+/// Break-glass grants end within this many days.
+pub const BREAK_GLASS_MAX_DAYS: i64 = 30;
+
 /// What `kms grant add` asks for.
 #[derive(Debug, Clone)]
 pub struct NewGrantRequest {
@@ -255,6 +258,11 @@ impl Engine {
                 return Err(EngineError::InvalidInput(format!(
                     "--until {} is in the past",
                     req.until
+                )));
+            }
+            if not_after - now > time::Duration::days(BREAK_GLASS_MAX_DAYS + 1) {
+                return Err(EngineError::InvalidInput(format!(
+                    "a break-glass grant lasts at most {BREAK_GLASS_MAX_DAYS} days; longer access goes through kms access request"
                 )));
             }
             let key = self.inventory.key(&req.key)?;

@@ -329,7 +329,33 @@ fn reason_of(headers: &HeaderMap, body_reason: Option<String>) -> Option<String>
 
 // ---- handlers ----
 
-async fn health(State(app): State<AppState>) -> Response {
+/// Health and metrics need a registered, enabled principal connecting from an allowed network
+/// (refusals are audited by `identify`); successful polls are not audited — monitors poll often
+/// and they touch no key.
+async fn identified(app: &AppState, conn: ConnInfo) -> Result<(), Response> {
+    let engine = Arc::clone(&app.engine);
+    let who = tokio::task::spawn_blocking(move || {
+        engine
+            .identify(&conn.cert, &conn.peer.to_string(), None)
+            .map(drop)
+    })
+    .await;
+    match who {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Problem::from(e).into_response()),
+        Err(_) => Err(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+        .into_response()),
+    }
+}
+
+async fn health(State(app): State<AppState>, Extension(conn): Extension<ConnInfo>) -> Response {
+    if let Err(r) = identified(&app, conn).await {
+        return r;
+    }
     let engine = Arc::clone(&app.engine);
     match tokio::task::spawn_blocking(move || engine.health()).await {
         Ok(h) => {
@@ -349,7 +375,10 @@ async fn health(State(app): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(app): State<AppState>) -> Response {
+async fn metrics(State(app): State<AppState>, Extension(conn): Extension<ConnInfo>) -> Response {
+    if let Err(r) = identified(&app, conn).await {
+        return r;
+    }
     let engine = Arc::clone(&app.engine);
     if let Ok(n) = tokio::task::spawn_blocking(move || engine.audit_verify_failures()).await {
         app.metrics.set_audit_verify_failures(n);

@@ -127,6 +127,8 @@ impl Env {
 
     /// A break-glass grant of every operation on `key` to `test-user`.
     pub fn grant_user(&self, key: &str) -> Res<Output> {
+        // Break-glass grants last 30 days at most.
+        let until = (time::OffsetDateTime::now_utc().date() + time::Duration::days(20)).to_string();
         self.ok(&[
             "--reason",
             "test fixture",
@@ -137,7 +139,7 @@ impl Env {
             "--ops",
             "sign,verify,encrypt,decrypt,wrap,unwrap,read-inventory",
             "--until",
-            "2099-12-31",
+            &until,
             "--ticket",
             "TEST-1",
             "--justification",
