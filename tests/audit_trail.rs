@@ -294,3 +294,442 @@ async fn the_service_signs_a_checkpoint_at_shutdown() -> TestResult {
     );
     Ok(())
 }
+
+// ---- Attacks on the chain's start, on the checkpoints and on the audit key ----
+
+/// The output of `sqlite3 DB SQL` (rows separated by newlines, columns by '|').
+fn sqlite3_query(env: &Env, sql: &str) -> Res<String> {
+    let out = std::process::Command::new("sqlite3")
+        .arg(env.db())
+        .arg(sql)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("sqlite3: {}", stderr(&out)).into());
+    }
+    Ok(stdout(&out).trim().to_owned())
+}
+
+fn sqlite3_i64(env: &Env, sql: &str) -> Res<i64> {
+    Ok(sqlite3_query(env, sql)?.parse()?)
+}
+
+/// What an intruder who read the source does after altering records: recompute `prev_hash` and
+/// `hash` of every record from `from` on, so the chain is consistent again.
+fn rechain_from(env: &Env, from: i64) -> TestResult {
+    use kms::inventory::{StoredRecord, GENESIS};
+    let db = rusqlite::Connection::open(env.db())?;
+    let mut prev: String = db.query_row(
+        "SELECT COALESCE((SELECT hash FROM audit WHERE seq < ?1 ORDER BY seq DESC LIMIT 1), ?2)",
+        rusqlite::params![from, GENESIS],
+        |r| r.get(0),
+    )?;
+    let records = {
+        let mut stmt = db.prepare(
+            "SELECT seq, at, actor, host, action, key_name, key_version, reason, outcome, detail,
+                    role, os_user, cert_fingerprint, code, diff, prev_hash, hash
+             FROM audit WHERE seq >= ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([from], |r| {
+            Ok(StoredRecord {
+                seq: r.get(0)?,
+                at: r.get(1)?,
+                actor: r.get(2)?,
+                host: r.get(3)?,
+                action: r.get(4)?,
+                key_name: r.get(5)?,
+                key_version: r.get(6)?,
+                reason: r.get(7)?,
+                outcome: r.get(8)?,
+                detail: r.get(9)?,
+                role: r.get(10)?,
+                os_user: r.get(11)?,
+                cert_fingerprint: r.get(12)?,
+                code: r.get(13)?,
+                diff: r.get(14)?,
+                prev_hash: r.get(15)?,
+                hash: r.get(16)?,
+            })
+        })?;
+        rows.collect::<Result<Vec<_>, _>>()?
+    };
+    for r in records {
+        let hash = r.compute_hash(&prev);
+        db.execute(
+            "UPDATE audit SET prev_hash = ?2, hash = ?3 WHERE seq = ?1",
+            rusqlite::params![r.seq, prev, hash],
+        )?;
+        prev = hash;
+    }
+    Ok(())
+}
+
+/// `kms audit verify --json`: exit code and the problems, in report order.
+fn verify_json(env: &Env) -> Res<(Option<i32>, Vec<String>)> {
+    let o = env.run(&["audit", "verify", "--json"])?;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let problems = v["problems"]
+        .as_array()
+        .ok_or("problems")?
+        .iter()
+        .filter_map(|p| p.as_str().map(str::to_owned))
+        .collect();
+    Ok((o.status.code(), problems))
+}
+
+/// A longer trail: the history, then a second key created and used by further commands.
+fn with_longer_history() -> Res<Env> {
+    let env = with_history()?;
+    env.create("k2", "ec-p384", "sign,verify")?;
+    env.ok(&["key", "show", "k2"])?;
+    env.ok(&["key", "list"])?;
+    env.ok(&["key", "show", "k"])?;
+    Ok(env)
+}
+
+#[test]
+fn records_removed_from_the_start_with_their_checkpoints_are_named() -> TestResult {
+    let env = with_longer_history()?;
+    assert!(sqlite3_i64(&env, "SELECT MAX(seq) FROM audit")? > 20);
+    sqlite3(
+        &env,
+        "DELETE FROM audit WHERE seq <= 10; DELETE FROM audit_checkpoints WHERE seq <= 10;",
+    )?;
+    let (code, problems) = verify_json(&env)?;
+    assert_eq!(code, Some(1), "{problems:?}");
+    assert!(
+        problems[0].starts_with("records 1..10 were removed"),
+        "{problems:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn unhashed_records_are_named_even_when_rewritten() -> TestResult {
+    let env = with_history()?;
+    sqlite3(
+        &env,
+        "UPDATE audit SET hash = NULL, actor = 'someone-else' WHERE seq <= 3",
+    )?;
+    let (code, problems) = verify_json(&env)?;
+    assert_eq!(code, Some(1), "{problems:?}");
+    assert!(
+        problems[0].starts_with("record 1 has no hash"),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("record 3 has no hash")),
+        "{problems:?}"
+    );
+    // The rewritten content is noticed too: the next record was chained to other content.
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("record 3 was altered")),
+        "{problems:?}"
+    );
+
+    // Moving the start of the chain on (as if records 1..3 were from before the hash chain)
+    // does not help: record 4 was not the first of a chain.
+    let env = with_history()?;
+    sqlite3(
+        &env,
+        "UPDATE audit SET hash = NULL, actor = 'someone-else' WHERE seq <= 3;
+         UPDATE audit_state SET value = 4 WHERE name = 'chain_from';",
+    )?;
+    let (code, problems) = verify_json(&env)?;
+    assert_eq!(code, Some(1), "{problems:?}");
+    assert!(
+        problems[0].contains("before the start of the chain (record 4)"),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("record 4 does not start the chain")),
+        "{problems:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn removed_checkpoints_are_named() -> TestResult {
+    // All of them.
+    let env = with_history()?;
+    let n = sqlite3_i64(&env, "SELECT COUNT(*) FROM audit_checkpoints")?;
+    assert!(n >= 3, "{n} checkpoints");
+    sqlite3(&env, "DELETE FROM audit_checkpoints")?;
+    let (code, problems) = verify_json(&env)?;
+    assert_eq!(code, Some(1), "{problems:?}");
+    for id in 1..=n {
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with(&format!("checkpoint {id} was removed"))),
+            "checkpoint {id}: {problems:?}"
+        );
+    }
+
+    // One in the middle.
+    let env = with_history()?;
+    sqlite3(&env, "DELETE FROM audit_checkpoints WHERE id = 2")?;
+    let (code, problems) = verify_json(&env)?;
+    assert_eq!(code, Some(1), "{problems:?}");
+    assert!(
+        problems[0].starts_with("checkpoint 2 was removed"),
+        "{problems:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_trail_without_checkpoints_beyond_checkpoint_every_is_refused() -> TestResult {
+    let env = Env::new()?;
+    let mut cfg = std::fs::read_to_string(env.config())?;
+    cfg.push_str("\n[audit]\ncheckpoint_every = 3\n");
+    std::fs::write(env.config(), cfg)?;
+    env.create("k", "ec-p384", "sign,verify")?;
+    env.ok(&["key", "show", "k"])?;
+    env.ok(&["key", "list"])?;
+    let (code, problems) = verify_json(&env)?;
+    assert_eq!(code, Some(0), "{problems:?}");
+    // Every checkpoint and every trace of one removed, the records renumbered and the chain
+    // recomputed: a consistent chain, but far more records than checkpoint_every unsigned.
+    let first = sqlite3_i64(
+        &env,
+        "SELECT MIN(seq) FROM audit WHERE action = 'audit.checkpoint'",
+    )?;
+    sqlite3(
+        &env,
+        "DELETE FROM audit_checkpoints; DELETE FROM audit WHERE action = 'audit.checkpoint';
+         UPDATE audit SET seq = (SELECT COUNT(*) FROM audit a WHERE a.seq <= audit.seq);
+         UPDATE sqlite_sequence SET seq = (SELECT MAX(seq) FROM audit) WHERE name = 'audit';",
+    )?;
+    rechain_from(&env, first)?;
+    let (code, problems) = verify_json(&env)?;
+    assert_eq!(code, Some(1), "{problems:?}");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("covered by no checkpoint")
+            && problems[0].contains("no checkpoint at all")
+            && problems[0].contains("more than checkpoint_every (3)"),
+        "{problems:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn checkpoints_are_records_in_the_trail() -> TestResult {
+    let env = with_history()?;
+    // Asking again adds nothing: the only record after the last checkpoint is its own.
+    let o = env.ok(&["audit", "checkpoint"])?;
+    assert!(
+        stdout(&o).contains("nothing new since the last checkpoint"),
+        "{}",
+        stdout(&o)
+    );
+    let before = sqlite3_i64(&env, "SELECT COUNT(*) FROM audit_checkpoints")?;
+    let o = env.ok(&["audit", "checkpoint"])?;
+    assert!(stdout(&o).contains("nothing new"), "{}", stdout(&o));
+    assert_eq!(
+        sqlite3_i64(&env, "SELECT COUNT(*) FROM audit_checkpoints")?,
+        before
+    );
+
+    // Each checkpoint is a record (what `kms audit list` shows is what is shipped).
+    let last = sqlite3_query(
+        &env,
+        "SELECT id, seq, head_hash FROM audit_checkpoints ORDER BY id DESC LIMIT 1",
+    )?;
+    let o = env.ok(&["audit", "list", "--json"])?;
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let rows = rows.as_array().ok_or("array")?;
+    let cps: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| r["action"] == "audit.checkpoint")
+        .collect();
+    assert_eq!(cps.len() as i64, before, "{cps:?}");
+    let mut f = last.split('|');
+    let (id, seq, head) = (
+        f.next().ok_or("id")?,
+        f.next().ok_or("seq")?,
+        f.next().ok_or("head")?,
+    );
+    let rec = cps
+        .iter()
+        .find(|r| {
+            r["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with(&format!("checkpoint={id} ")))
+        })
+        .ok_or("no record of the last checkpoint")?;
+    assert_eq!(rec["actor"], "kms");
+    assert_eq!(rec["outcome"], "ok");
+    let detail = rec["detail"].as_str().ok_or("detail")?;
+    assert!(detail.contains(&format!(" seq={seq} ")), "{detail}");
+    assert!(detail.contains(&format!(" head={head} ")), "{detail}");
+    assert!(detail.contains(" signature=M"), "base64 DER: {detail}");
+    assert!(rec["seq"]
+        .as_i64()
+        .is_some_and(|s| s > seq.parse().unwrap_or(i64::MAX)));
+    // They are part of the chain and the trail still verifies.
+    let (code, problems) = verify(&env)?;
+    assert_eq!(code, Some(0), "{problems}");
+
+    // Cutting the tail with the checkpoints over it: a checkpoint whose record was cut goes
+    // noticed. (A cut right after a checkpoint's own record, with every later checkpoint, leaves
+    // nothing behind locally: the log server's copy has the records and the checkpoints.)
+    let cp_record = sqlite3_i64(
+        &env,
+        "SELECT MAX(seq) FROM audit WHERE action = 'audit.checkpoint'",
+    )?;
+    let last = sqlite3_query(
+        &env,
+        "SELECT id || ' (over record ' || seq || ')' FROM audit_checkpoints ORDER BY id DESC LIMIT 1",
+    )?;
+    sqlite3(
+        &env,
+        &format!(
+            "DELETE FROM audit WHERE seq >= {cp_record};
+             DELETE FROM audit_checkpoints WHERE seq >= {cp_record};"
+        ),
+    )?;
+    let (code, problems) = verify_json(&env)?;
+    assert_eq!(code, Some(1), "{problems:?}");
+    assert!(
+        problems[0].starts_with(&format!("checkpoint {last} has no audit record")),
+        "{problems:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_record_altered_with_the_chain_recomputed_is_named() -> TestResult {
+    let env = with_longer_history()?;
+    // The creation intent of k2: not the record its checkpoint signed (that is the creation
+    // right after it), so naming the checkpoint's record would name the wrong one.
+    let target = sqlite3_i64(
+        &env,
+        "SELECT seq FROM audit WHERE action = 'key.create-intent' AND key_name = 'k2'",
+    )?;
+    let signed = sqlite3_i64(
+        &env,
+        &format!("SELECT MIN(seq) FROM audit_checkpoints WHERE seq >= {target}"),
+    )?;
+    assert!(signed > target, "checkpoint over {signed}, target {target}");
+    sqlite3(
+        &env,
+        &format!("UPDATE audit SET actor = 'someone-else' WHERE seq = {target}"),
+    )?;
+    rechain_from(&env, target)?;
+    let (code, problems) = verify_json(&env)?;
+    assert_eq!(code, Some(1), "{problems:?}");
+    assert!(
+        problems[0].starts_with(&format!("record {target} differs from what checkpoint")),
+        "{problems:?}"
+    );
+    assert!(
+        !problems
+            .iter()
+            .any(|p| p.starts_with(&format!("record {} ", target - 1))),
+        "{problems:?}"
+    );
+    Ok(())
+}
+
+/// The v2 text of checkpoint row `id`, as an intruder rebuilds it from the row.
+fn checkpoint_text(env: &Env, id: &str) -> Res<Vec<u8>> {
+    use sha2::Digest as _;
+    let row = sqlite3_query(
+        env,
+        &format!(
+            "SELECT seq, head_hash, at, prev_checkpoint_id, prev_head_hash, covered
+             FROM audit_checkpoints WHERE id = {id}"
+        ),
+    )?;
+    let f: Vec<&str> = row.split('|').collect();
+    let [seq, head, at, prev, prev_head, covered] = f.as_slice() else {
+        return Err(format!("row {row}").into());
+    };
+    let digest = hex::encode(sha2::Sha384::digest(covered.as_bytes()));
+    Ok(format!(
+        "kms-audit-checkpoint/v2\nid: {id}\nseq: {seq}\nhead: {head}\nat: {at}\nprev: {prev}\nprev_head: {prev_head}\ncovered: {digest}\n"
+    )
+    .into_bytes())
+}
+
+#[test]
+fn a_substituted_audit_key_is_named() -> TestResult {
+    let env = with_history()?;
+    let genuine = stdout(&env.ok(&["audit", "public-key"])?);
+    // The intruder's own P-384 key; its public half replaces the audit key's in the inventory,
+    // and every checkpoint is signed again with it.
+    let key = env.path("intruder.pem");
+    let key_s = key.to_str().ok_or("path")?;
+    let o = openssl(&[
+        "ecparam",
+        "-name",
+        "secp384r1",
+        "-genkey",
+        "-noout",
+        "-out",
+        key_s,
+    ])?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let spki = env.path("intruder.der");
+    let o = openssl(&[
+        "ec",
+        "-in",
+        key_s,
+        "-pubout",
+        "-outform",
+        "DER",
+        "-out",
+        spki.to_str().ok_or("path")?,
+    ])?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let spki_hex = hex::encode(std::fs::read(&spki)?);
+    sqlite3(
+        &env,
+        &format!(
+            "UPDATE key_versions SET public_key = X'{spki_hex}'
+             WHERE key_id = (SELECT id FROM keys WHERE name = 'kms-audit')"
+        ),
+    )?;
+    let ids = sqlite3_query(&env, "SELECT id FROM audit_checkpoints ORDER BY id")?;
+    for id in ids.lines() {
+        let msg = env.write(&format!("cp-{id}.txt"), &checkpoint_text(&env, id)?)?;
+        let sig = env.path(&format!("cp-{id}.sig"));
+        let o = openssl(&[
+            "dgst",
+            "-sha384",
+            "-sign",
+            key_s,
+            "-out",
+            sig.to_str().ok_or("path")?,
+            msg.to_str().ok_or("path")?,
+        ])?;
+        assert!(o.status.success(), "{}", stderr(&o));
+        let sig_hex = hex::encode(std::fs::read(&sig)?);
+        sqlite3(
+            &env,
+            &format!("UPDATE audit_checkpoints SET signature = X'{sig_hex}' WHERE id = {id}"),
+        )?;
+    }
+    let (code, problems) = verify_json(&env)?;
+    assert_eq!(code, Some(1), "{problems:?}");
+    assert!(
+        problems[0].starts_with("the audit key in the inventory is not the one on the HSM"),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("has no valid signature from the audit key")),
+        "the intruder's signatures were accepted: {problems:?}"
+    );
+    // The key printed for safekeeping is still the HSM's.
+    assert_eq!(stdout(&env.ok(&["audit", "public-key"])?), genuine);
+    Ok(())
+}

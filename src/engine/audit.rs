@@ -72,7 +72,11 @@ impl Engine {
         let result = op(&mut note);
         let grant = super::policy::take_used_grant();
         let (outcome, detail, code) = match &result {
-            Ok(_) if note.recorded => return result,
+            Ok(_) if note.recorded => {
+                // Written in the change's own transaction; it counts towards the next checkpoint.
+                self.checkpoint_if_due();
+                return result;
+            }
             Ok(_) => (Outcome::Ok, note.detail.clone(), None),
             Err(e) => (e.outcome(), Some(e.to_string()), Some(e.code())),
         };

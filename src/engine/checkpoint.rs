@@ -1,9 +1,18 @@
 //! Tamper evidence for the audit trail: checkpoints over the hash-chain head, signed by the
 //! audit key (EC P-384, generated inside the HSM as key `kms-audit`), and offline verification
 //! of the whole chain and every checkpoint from the audit public key (p384).
+//!
+//! Checkpoints are chained too: each one signs its own id, the id and head hash of the
+//! checkpoint before it, and the hashes of the records it covers since that one (so that a
+//! record altered later, with the chain after it recomputed, can be named). Each checkpoint is
+//! also an audit record (`audit.checkpoint`, written in the same transaction), so it is in the
+//! hash chain and travels to the log server with the records; a removed checkpoint row leaves
+//! its record behind, and a removed record breaks the chain.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
+use base64::Engine as _;
 use p384::ecdsa::signature::Verifier as _;
 use p384::pkcs8::DecodePublicKey as _;
 use sha2::{Digest, Sha384};
@@ -11,18 +20,137 @@ use time::OffsetDateTime;
 
 use super::policy::require_role;
 use super::{Caller, CallerKind, Engine, EngineError};
-use crate::inventory::{AuditCheckpoint, GENESIS};
+use crate::inventory::{AuditCheckpoint, AuditFilter, Outcome, StoredRecord, GENESIS};
 use crate::model::{Classification, KeyType, Role};
 
 /// The inventory name of the audit key.
 pub const AUDIT_KEY: &str = "kms-audit";
 
+/// The action of the audit record every checkpoint leaves in the trail.
+pub const CHECKPOINT_ACTION: &str = "audit.checkpoint";
+
+/// The actor of the KMS's own records.
+const SYSTEM_ACTOR: &str = "kms";
+
+/// At most this many record hashes are kept with a checkpoint (the newest ones it covers).
+const COVERED_MAX: i64 = 4096;
+
+/// Hex digits of each record hash kept with a checkpoint: enough to find the altered record.
+const COVERED_DIGITS: usize = 16;
+
 /// Only one checkpoint at a time per process.
 static CHECKPOINTING: Mutex<()> = Mutex::new(());
 
-/// The text a checkpoint signs (SHA-384, ECDSA P-384).
+/// The text a format-1 checkpoint signs (SHA-384, ECDSA P-384). Only rows written before
+/// schema 5 have it; they are still verified.
 pub fn checkpoint_message(seq: i64, head_hash: &str, at: &str) -> Vec<u8> {
     format!("kms-audit-checkpoint/v1\nseq: {seq}\nhead: {head_hash}\nat: {at}\n").into_bytes()
+}
+
+/// The text a checkpoint signs (format 2): its id, the record it covers and that record's hash,
+/// the time, the checkpoint before it (id 0 and `GENESIS` for the first) and the SHA-384 (hex)
+/// of its `covered` list.
+pub fn checkpoint_message_v2(
+    id: i64,
+    seq: i64,
+    head_hash: &str,
+    at: &str,
+    prev_id: i64,
+    prev_head_hash: &str,
+    covered_digest: &str,
+) -> Vec<u8> {
+    format!(
+        "kms-audit-checkpoint/v2\nid: {id}\nseq: {seq}\nhead: {head_hash}\nat: {at}\n\
+         prev: {prev_id}\nprev_head: {prev_head_hash}\ncovered: {covered_digest}\n"
+    )
+    .into_bytes()
+}
+
+/// The text checkpoint row `c` must carry a signature over, by its format.
+fn signed_text(c: &AuditCheckpoint) -> Option<Vec<u8>> {
+    let at = crate::inventory::fmt_time(c.at);
+    match c.format {
+        1 => Some(checkpoint_message(c.seq, &c.head_hash, &at)),
+        2 => Some(checkpoint_message_v2(
+            c.id,
+            c.seq,
+            &c.head_hash,
+            &at,
+            c.prev_checkpoint_id?,
+            c.prev_head_hash.as_deref()?,
+            &covered_digest(c.covered.as_deref().unwrap_or("")),
+        )),
+        _ => None,
+    }
+}
+
+fn covered_digest(covered: &str) -> String {
+    hex::encode(Sha384::digest(covered.as_bytes()))
+}
+
+/// `FROM:h,h,…`: the first digits of the hash of each record from `from` to `to`.
+fn covered_list(from: i64, to: i64, hashes: &[(i64, Option<String>)]) -> String {
+    let by_seq: HashMap<i64, &str> = hashes
+        .iter()
+        .filter_map(|(s, h)| h.as_deref().map(|h| (*s, h)))
+        .collect();
+    let parts: Vec<&str> = (from..=to)
+        .map(|s| by_seq.get(&s).map_or("-", |h| prefix(h)))
+        .collect();
+    format!("{from}:{}", parts.join(","))
+}
+
+fn prefix(hash: &str) -> &str {
+    hash.get(..COVERED_DIGITS).unwrap_or(hash)
+}
+
+/// What an `audit.checkpoint` record says about its checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CheckpointDetail {
+    id: i64,
+    seq: i64,
+    head: String,
+    signature: String,
+}
+
+/// The detail of the `audit.checkpoint` record: every field the checkpoint signs, its key
+/// version and its signature (base64), so the log server's copy can be checked on its own.
+#[allow(clippy::too_many_arguments)]
+fn checkpoint_detail(
+    id: i64,
+    seq: i64,
+    head: &str,
+    at: &str,
+    prev_id: i64,
+    prev_head: &str,
+    covered: &str,
+    key_version: u32,
+    signature: &[u8],
+) -> String {
+    format!(
+        "checkpoint={id} seq={seq} head={head} at={at} prev={prev_id} prev_head={prev_head} \
+         covered={covered} key={AUDIT_KEY} key_version={key_version} signature={}",
+        base64::engine::general_purpose::STANDARD.encode(signature)
+    )
+}
+
+fn parse_detail(detail: &str) -> Option<CheckpointDetail> {
+    let mut fields: HashMap<&str, &str> = HashMap::new();
+    for token in detail.split_whitespace() {
+        let (k, v) = token.split_once('=')?;
+        fields.insert(k, v);
+    }
+    Some(CheckpointDetail {
+        id: fields.get("checkpoint")?.parse().ok()?,
+        seq: fields.get("seq")?.parse().ok()?,
+        head: (*fields.get("head")?).to_owned(),
+        signature: (*fields.get("signature")?).to_owned(),
+    })
+}
+
+/// Whether a record is the `audit.checkpoint` record of a checkpoint (written by the KMS).
+fn is_checkpoint_record(action: &str, actor: &str, detail: Option<&str>) -> bool {
+    action == CHECKPOINT_ACTION && actor == SYSTEM_ACTOR && detail.is_some()
 }
 
 /// A checkpoint that was made.
@@ -44,11 +172,149 @@ pub struct AuditVerification {
     pub ok: bool,
 }
 
+/// Problems found, each with the record it is about (for the order of the report).
+#[derive(Default)]
+struct Problems(Vec<(i64, String)>);
+
+impl Problems {
+    fn push(&mut self, seq: i64, text: String) {
+        self.0.push((seq, text));
+    }
+
+    /// In record order (the order found for the same record), each text once.
+    fn into_sorted(mut self) -> Vec<String> {
+        self.0.sort_by_key(|(seq, _)| *seq);
+        let mut seen = std::collections::HashSet::new();
+        self.0
+            .into_iter()
+            .filter_map(|(_, t)| seen.insert(t.clone()).then_some(t))
+            .collect()
+    }
+}
+
+/// Check the hash chain from `start` on; returns each record's hash as the chain has it (for an
+/// unhashed record, the hash of its content) by sequence number.
+fn check_chain(chain: &[StoredRecord], start: i64, p: &mut Problems) -> HashMap<i64, String> {
+    let mut hashes = HashMap::new();
+    let mut prev_hash = GENESIS.to_owned();
+    let mut expected_seq = start;
+    let mut first = true;
+    // The previous record, when it had no hash of its own.
+    let mut prev_unhashed: Option<i64> = None;
+    for r in chain {
+        if r.seq < start {
+            // Written before migration 4: never hashed.
+            if r.hash.is_some() {
+                p.push(
+                    r.seq,
+                    format!(
+                        "record {} is hashed but lies before the start of the chain (record {start}): where the chain starts was changed",
+                        r.seq
+                    ),
+                );
+            }
+            continue;
+        }
+        if r.seq != expected_seq {
+            if first {
+                p.push(
+                    start,
+                    format!(
+                        "records {}..{} were removed (the chain starts at record {start}; its first record now is {})",
+                        start,
+                        r.seq - 1,
+                        r.seq
+                    ),
+                );
+            } else {
+                p.push(
+                    expected_seq,
+                    format!(
+                        "record(s) {}..{} were removed (the chain jumps from {} to {})",
+                        expected_seq,
+                        r.seq - 1,
+                        expected_seq - 1,
+                        r.seq
+                    ),
+                );
+            }
+            prev_unhashed = None;
+        }
+        let claimed_prev = r.prev_hash.as_deref();
+        if claimed_prev != Some(prev_hash.as_str()) {
+            match prev_unhashed {
+                Some(u) => p.push(
+                    u,
+                    format!(
+                        "record {u} was altered (record {} was chained to other content)",
+                        r.seq
+                    ),
+                ),
+                None if first && r.seq == start => p.push(
+                    r.seq,
+                    format!(
+                        "record {} does not start the chain (its prev_hash is not the genesis value): the records before it were removed or altered",
+                        r.seq
+                    ),
+                ),
+                None => p.push(
+                    r.seq,
+                    format!(
+                        "record {} does not follow its predecessor (inserted, or the record before it was removed or altered)",
+                        r.seq
+                    ),
+                ),
+            }
+        }
+        let hash = match r.hash.as_deref() {
+            Some(stored) => {
+                if r.compute_hash(claimed_prev.unwrap_or(GENESIS)) != stored {
+                    p.push(
+                        r.seq,
+                        format!(
+                            "record {} was altered (its content no longer matches its hash)",
+                            r.seq
+                        ),
+                    );
+                }
+                stored.to_owned()
+            }
+            None => {
+                p.push(
+                    r.seq,
+                    format!("record {} has no hash: altered or inserted", r.seq),
+                );
+                r.compute_hash(claimed_prev.unwrap_or(&prev_hash))
+            }
+        };
+        prev_unhashed = r.hash.is_none().then_some(r.seq);
+        hashes.insert(r.seq, hash.clone());
+        prev_hash = hash;
+        expected_seq = r.seq + 1;
+        first = false;
+    }
+    hashes
+}
+
+/// The first record whose hash differs from what checkpoint `c` signed for it (`c.covered`).
+fn first_changed(c: &AuditCheckpoint, hashes: &HashMap<i64, String>) -> Option<i64> {
+    let (from, list) = c.covered.as_deref()?.split_once(':')?;
+    let from: i64 = from.parse().ok()?;
+    list.split(',')
+        .zip(from..)
+        .find(|(signed, seq)| {
+            !signed.is_empty()
+                && *signed != "-"
+                && hashes.get(seq).map(|h| prefix(h)) != Some(*signed)
+        })
+        .map(|(_, seq)| seq)
+}
+
 impl Engine {
     /// The caller the KMS itself acts as for its own housekeeping (audit key, checkpoints).
     fn system_caller(&self) -> Caller {
         Caller {
-            actor: "kms".into(),
+            actor: SYSTEM_ACTOR.into(),
             host: hostname::get()
                 .ok()
                 .and_then(|h| h.into_string().ok())
@@ -67,10 +333,48 @@ impl Engine {
         use std::sync::atomic::Ordering;
         let n = self.since_checkpoint.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= self.config.audit.checkpoint_every {
+            // Not re-entrantly: creating the audit key inside `checkpoint()` writes records too.
+            let busy = CHECKPOINTING.try_lock().is_err();
+            if busy {
+                return;
+            }
             self.since_checkpoint.store(0, Ordering::Relaxed);
             if let Err(e) = self.checkpoint() {
                 tracing::warn!(error = %e, "audit checkpoint failed");
             }
+        }
+    }
+
+    /// Whether checkpoint `c` covers the chain up to record `head`: it signed `head`, or the
+    /// only record after the one it signed is its own `audit.checkpoint` record.
+    fn covers_head(&self, c: &AuditCheckpoint, head: i64) -> bool {
+        if head == c.seq {
+            return true;
+        }
+        if c.format < 2 {
+            return false;
+        }
+        let after = self.inventory.audit_rows_filtered(&AuditFilter {
+            after_seq: Some(c.seq),
+            limit: 2,
+            ..Default::default()
+        });
+        match after.as_deref() {
+            Ok([only]) => {
+                only.seq == head
+                    && is_checkpoint_record(
+                        &only.entry.action,
+                        &only.entry.actor,
+                        only.entry.detail.as_deref(),
+                    )
+                    && only
+                        .entry
+                        .detail
+                        .as_deref()
+                        .and_then(parse_detail)
+                        .is_some_and(|d| d.id == c.id)
+            }
+            _ => false,
         }
     }
 
@@ -90,7 +394,7 @@ impl Engine {
                         .audit_head()
                         .ok()
                         .flatten()
-                        .is_some_and(|(s, _)| s == c.seq)
+                        .is_some_and(|(s, _)| self.covers_head(&c, s))
             });
         if !recent {
             if let Err(e) = self.checkpoint() {
@@ -99,7 +403,8 @@ impl Engine {
         }
     }
 
-    /// Sign the current chain head with the audit key (created on the key token on first use).
+    /// Sign the current chain head with the audit key (created on the key token on first use),
+    /// chained to the previous checkpoint, and record the checkpoint in the trail.
     pub fn checkpoint(&self) -> Result<Option<CheckpointReport>, EngineError> {
         let _one = CHECKPOINTING.lock().unwrap_or_else(|p| p.into_inner());
         let key = match self.inventory.key(AUDIT_KEY) {
@@ -123,34 +428,85 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         };
-        let Some((seq, head_hash)) = self.inventory.audit_head()? else {
-            return Ok(None);
-        };
-        if self
-            .inventory
-            .last_checkpoint()?
-            .is_some_and(|c| c.seq == seq)
-        {
-            return Ok(None);
-        }
         let version = key.current_version().ok_or_else(|| {
             EngineError::Incomplete(format!("the audit key '{AUDIT_KEY}' has no active version"))
         })?;
         let token = self.token_for(version)?;
-        let now = OffsetDateTime::now_utc();
-        let at = crate::inventory::fmt_time(now);
-        let digest: [u8; 48] = Sha384::digest(checkpoint_message(seq, &head_hash, &at)).into();
-        let signature = token.sign_ecdsa_p384(&version.object_id, &digest)?;
-        self.inventory.add_checkpoint(&AuditCheckpoint {
-            id: 0,
-            seq,
-            head_hash: head_hash.clone(),
-            at: now,
-            key_name: AUDIT_KEY.into(),
-            key_version: version.version,
-            signature,
-        })?;
-        Ok(Some(CheckpointReport { seq, head_hash }))
+        // Another process (the service and a CLI command) may store a checkpoint between our
+        // reading the last one and storing ours: then ours is prepared and signed again.
+        for _ in 0..5 {
+            let Some((seq, head_hash)) = self.inventory.audit_head()? else {
+                return Ok(None);
+            };
+            let last = self.inventory.last_checkpoint()?;
+            if last.as_ref().is_some_and(|c| self.covers_head(c, seq)) {
+                return Ok(None);
+            }
+            let (prev_id, prev_head, from) = match &last {
+                Some(c) => (c.id, c.head_hash.clone(), c.seq + 1),
+                None => (0, GENESIS.to_owned(), self.inventory.chain_start()?),
+            };
+            let from = from.max(seq - COVERED_MAX + 1);
+            let covered = covered_list(from, seq, &self.inventory.audit_hashes(from, seq)?);
+            let digest_of_covered = covered_digest(&covered);
+            let id = self.inventory.next_checkpoint_id()?;
+            let now = OffsetDateTime::now_utc();
+            let at = crate::inventory::fmt_time(now);
+            let message = checkpoint_message_v2(
+                id,
+                seq,
+                &head_hash,
+                &at,
+                prev_id,
+                &prev_head,
+                &digest_of_covered,
+            );
+            let digest: [u8; 48] = Sha384::digest(&message).into();
+            let signature = token.sign_ecdsa_p384(&version.object_id, &digest)?;
+            let detail = checkpoint_detail(
+                id,
+                seq,
+                &head_hash,
+                &at,
+                prev_id,
+                &prev_head,
+                &digest_of_covered,
+                version.version,
+                &signature,
+            );
+            let entry = self.entry(
+                &self.system_caller(),
+                CHECKPOINT_ACTION,
+                None,
+                None,
+                Outcome::Ok,
+                Some(detail),
+            );
+            let checkpoint = AuditCheckpoint {
+                id,
+                seq,
+                head_hash: head_hash.clone(),
+                at: now,
+                key_name: AUDIT_KEY.into(),
+                key_version: version.version,
+                signature,
+                format: 2,
+                prev_checkpoint_id: Some(prev_id),
+                prev_head_hash: Some(prev_head),
+                covered: Some(covered),
+            };
+            if self
+                .inventory
+                .add_checkpoint(&checkpoint, &entry)
+                .map_err(EngineError::AuditFailed)?
+                .is_some()
+            {
+                return Ok(Some(CheckpointReport { seq, head_hash }));
+            }
+        }
+        Err(EngineError::Incomplete(
+            "no audit checkpoint: other processes kept storing checkpoints meanwhile".into(),
+        ))
     }
 
     /// `kms audit checkpoint`: an officer or auditor asks for a checkpoint now.
@@ -169,7 +525,38 @@ impl Engine {
         self.inventory.audit_state("verify_failures").unwrap_or(0)
     }
 
-    /// The audit public key (PEM), for keeping outside the KMS and verifying offline.
+    /// Version `version` of the audit key as the HSM has it (SPKI DER), read from the object
+    /// the inventory names, and the inventory's copy of it. The object must be labelled as the
+    /// audit key: an inventory pointed at another key's object is refused.
+    fn audit_key_from_hsm(&self, version: u32) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
+        let key = self
+            .inventory
+            .key(AUDIT_KEY)
+            .map_err(|e| format!("the audit key '{AUDIT_KEY}' is not in the inventory ({e})"))?;
+        let v = key.version(version).ok_or_else(|| {
+            format!("the audit key '{AUDIT_KEY}' has no version {version} in the inventory")
+        })?;
+        let token = self.token_for(v).map_err(|e| e.to_string())?;
+        let label = format!("kms:{AUDIT_KEY}:");
+        let objects = token.list_objects().map_err(|e| e.to_string())?;
+        if let Some(o) = objects
+            .iter()
+            .find(|o| o.id == v.object_id && !o.label.starts_with(&label))
+        {
+            return Err(format!(
+                "the HSM object {} that the inventory names as {AUDIT_KEY} v{version} is labelled '{}', not as the audit key: the inventory was pointed at another key",
+                v.object_id.to_hex(),
+                o.label
+            ));
+        }
+        let der = token
+            .public_key(&v.object_id, KeyType::EcP384)
+            .map_err(|e| e.to_string())?;
+        Ok((der, v.public_key.clone()))
+    }
+
+    /// The audit public key (PEM), for keeping outside the KMS and verifying offline. It is
+    /// read from the HSM, never from the inventory's copy.
     pub fn audit_public_key(&self, caller: &Caller) -> Result<String, EngineError> {
         self.audited(caller, "audit.public-key", Some(AUDIT_KEY), |_| {
             require_role(
@@ -179,19 +566,82 @@ impl Engine {
                 "read the audit key",
             )?;
             let key = self.inventory.key(AUDIT_KEY)?;
-            let der = key
-                .current_version()
-                .and_then(|v| v.public_key.clone())
-                .ok_or_else(|| {
-                    EngineError::InvalidInput("the audit key has no public key yet".into())
-                })?;
+            let version = key.current_version().ok_or_else(|| {
+                EngineError::InvalidInput("the audit key has no public key yet".into())
+            })?;
+            let (der, stored) = self
+                .audit_key_from_hsm(version.version)
+                .map_err(EngineError::Incomplete)?;
+            if stored.as_deref() != Some(der.as_slice()) {
+                tracing::warn!(
+                    key = AUDIT_KEY,
+                    version = version.version,
+                    "the audit key in the inventory is not the one on the HSM: the inventory's copy was replaced; printing the HSM's"
+                );
+            }
             der::pem::encode_string("PUBLIC KEY", der::pem::LineEnding::LF, &der)
                 .map_err(|e| EngineError::InvalidInput(e.to_string()))
         })
     }
 
-    /// Check the whole chain and every checkpoint. `public_key_pem` is the audit key kept
-    /// outside the KMS; without it the key recorded in the inventory is used.
+    /// The keys to check checkpoints with, by audit-key version: the one kept outside the KMS
+    /// (`public_key_pem`) for every version, or else each version as the HSM has it.
+    fn checkpoint_keys(
+        &self,
+        public_key_pem: Option<&str>,
+        checkpoints: &[AuditCheckpoint],
+        p: &mut Problems,
+    ) -> Result<HashMap<u32, Option<p384::ecdsa::VerifyingKey>>, EngineError> {
+        let mut versions: BTreeSet<u32> = checkpoints.iter().map(|c| c.key_version).collect();
+        if let Ok(k) = self.inventory.key(AUDIT_KEY) {
+            versions.extend(k.current_version().map(|v| v.version));
+        }
+        let mut keys = HashMap::new();
+        if let Some(pem) = public_key_pem {
+            let der = crate::softverify::spki_from_pem(pem.as_bytes())?;
+            let vk = p384::ecdsa::VerifyingKey::from_public_key_der(&der).ok();
+            if vk.is_none() {
+                p.push(
+                    0,
+                    "the given audit public key is not an EC P-384 key".into(),
+                );
+            }
+            for v in versions {
+                keys.insert(v, vk);
+            }
+            return Ok(keys);
+        }
+        for v in versions {
+            let vk = match self.audit_key_from_hsm(v) {
+                Ok((der, stored)) => {
+                    if stored.as_deref() != Some(der.as_slice()) {
+                        p.push(
+                            0,
+                            format!(
+                                "the audit key in the inventory is not the one on the HSM ({AUDIT_KEY} v{v}): its copy in the inventory was replaced; checkpoints are checked with the HSM's key"
+                            ),
+                        );
+                    }
+                    p384::ecdsa::VerifyingKey::from_public_key_der(&der).ok()
+                }
+                Err(e) => {
+                    p.push(
+                        0,
+                        format!(
+                            "checkpoints signed by {AUDIT_KEY} v{v} cannot be checked: {e}; verify with --pubkey and the audit key kept outside the KMS"
+                        ),
+                    );
+                    None
+                }
+            };
+            keys.insert(v, vk);
+        }
+        Ok(keys)
+    }
+
+    /// Check the whole chain, every checkpoint, the chain of checkpoints and their records.
+    /// `public_key_pem` is the audit key kept outside the KMS; without it the audit key is read
+    /// from the HSM (and compared with the inventory's copy).
     pub fn verify_audit(
         &self,
         caller: &Caller,
@@ -205,99 +655,265 @@ impl Engine {
         )?;
         let chain = self.inventory.audit_chain()?;
         let checkpoints = self.inventory.checkpoints()?;
-        let mut problems = Vec::new();
-        let mut prev_hash = GENESIS.to_owned();
-        let mut expected_seq = chain.first().map(|r| r.seq).unwrap_or(1);
-        let mut hashes = std::collections::BTreeMap::new();
-        let mut started = false;
-        for r in &chain {
-            let Some(stored_hash) = r.hash.as_deref() else {
-                if started {
-                    problems.push(format!("record {} has no hash: inserted or altered", r.seq));
-                }
-                expected_seq = r.seq + 1;
-                continue;
-            };
-            if !started {
-                started = true;
-                prev_hash = r.prev_hash.clone().unwrap_or_else(|| GENESIS.to_owned());
-                if r.seq != 1 && r.prev_hash.as_deref() == Some(GENESIS) && r.seq != expected_seq {
-                    problems.push(format!("records before {} were removed", r.seq));
-                }
-                if r.seq > 1 && r.prev_hash.as_deref() == Some(GENESIS) && chain[0].seq == r.seq {
-                    problems.push(format!("records 1..{} were removed", r.seq - 1));
-                }
-            }
-            if r.seq != expected_seq {
-                problems.push(format!(
-                    "record(s) {}..{} were removed (the chain jumps from {} to {})",
-                    expected_seq,
-                    r.seq - 1,
-                    expected_seq - 1,
-                    r.seq
-                ));
-            }
-            if r.prev_hash.as_deref() != Some(prev_hash.as_str()) {
-                problems.push(format!(
-                    "record {} does not follow its predecessor (inserted, or the record before it was removed or altered)",
-                    r.seq
-                ));
-            }
-            let recomputed = r.compute_hash(r.prev_hash.as_deref().unwrap_or(GENESIS));
-            if recomputed != stored_hash {
-                problems.push(format!(
-                    "record {} was altered (its content no longer matches its hash)",
-                    r.seq
-                ));
-            }
-            hashes.insert(r.seq, stored_hash.to_owned());
-            prev_hash = stored_hash.to_owned();
-            expected_seq = r.seq + 1;
-        }
+        let start = self.inventory.chain_start()?;
+        let mut p = Problems::default();
+        let hashes = check_chain(&chain, start, &mut p);
         let head = chain.last().map(|r| r.seq).unwrap_or(0);
-        let key_der = match public_key_pem {
-            Some(pem) => Some(crate::softverify::spki_from_pem(pem.as_bytes())?),
-            None => self
-                .inventory
-                .key(AUDIT_KEY)
-                .ok()
-                .and_then(|k| k.versions.first().and_then(|v| v.public_key.clone())),
-        };
-        let vk = key_der
-            .as_deref()
-            .and_then(|d| p384::ecdsa::VerifyingKey::from_public_key_der(d).ok());
-        let mut valid = 0;
+        let keys = self.checkpoint_keys(public_key_pem, &checkpoints, &mut p)?;
+
+        // The checkpoints' own records in the trail, by checkpoint id.
+        let mut recorded: HashMap<i64, (i64, CheckpointDetail)> = HashMap::new();
+        for r in &chain {
+            if !is_checkpoint_record(&r.action, &r.actor, r.detail.as_deref()) {
+                continue;
+            }
+            match r.detail.as_deref().and_then(parse_detail) {
+                Some(d) => {
+                    if let Some((other, _)) = recorded.get(&d.id) {
+                        p.push(
+                            r.seq,
+                            format!(
+                                "records {other} and {} both record checkpoint {}",
+                                r.seq, d.id
+                            ),
+                        );
+                    }
+                    recorded.insert(d.id, (r.seq, d));
+                }
+                None => p.push(
+                    r.seq,
+                    format!(
+                        "record {} is a checkpoint record that cannot be read",
+                        r.seq
+                    ),
+                ),
+            }
+        }
+
+        // Checkpoint ids that no longer have a row: gaps in the ids, and checkpoints whose record
+        // remains. Each with the record to sort its problem by.
+        let mut removed: Vec<(i64, i64)> = Vec::new();
+        let mut expected_id = 1;
         for c in &checkpoints {
-            let at = crate::inventory::fmt_time(c.at);
-            let msg = checkpoint_message(c.seq, &c.head_hash, &at);
-            let sig_ok = match (&vk, p384::ecdsa::Signature::from_der(&c.signature)) {
-                (Some(vk), Ok(sig)) => vk.verify(&msg, &sig).is_ok(),
+            if c.id > expected_id {
+                if c.id - expected_id > 10_000 {
+                    p.push(
+                        c.seq,
+                        format!(
+                            "checkpoints {expected_id}..{} were removed (the checkpoint ids jump to {})",
+                            c.id - 1,
+                            c.id
+                        ),
+                    );
+                } else {
+                    removed.extend((expected_id..c.id).map(|id| (id, c.seq)));
+                }
+            }
+            expected_id = expected_id.max(c.id + 1);
+        }
+        let rows: HashMap<i64, &AuditCheckpoint> = checkpoints.iter().map(|c| (c.id, c)).collect();
+        for (id, (_, d)) in &recorded {
+            if !rows.contains_key(id) && !removed.iter().any(|(r, _)| r == id) {
+                removed.push((*id, d.seq));
+            }
+        }
+        let removed_ids: BTreeSet<i64> = removed.iter().map(|(id, _)| *id).collect();
+        for (id, next_seq) in &removed {
+            match recorded.get(id) {
+                Some((record, d)) => p.push(
+                    d.seq.min(*next_seq),
+                    format!(
+                        "checkpoint {id} was removed (it signed record {}; its audit record {record} remains)",
+                        d.seq
+                    ),
+                ),
+                None => p.push(*next_seq, format!("checkpoint {id} was removed")),
+            }
+        }
+
+        let mut valid = 0;
+        let mut prev: Option<&AuditCheckpoint> = None;
+        let mut last_good_seq = start - 1;
+        let mut rewritten_from: Option<i64> = None;
+        for c in &checkpoints {
+            let pred = prev.replace(c);
+            if c.key_name != AUDIT_KEY {
+                p.push(
+                    c.seq,
+                    format!(
+                        "checkpoint {} names key '{}', not the audit key",
+                        c.id, c.key_name
+                    ),
+                );
+            }
+            match c.format {
+                2 => {
+                    let (want_id, want_head) = pred
+                        .map(|q| (q.id, q.head_hash.as_str()))
+                        .unwrap_or((0, GENESIS));
+                    let named = c.prev_checkpoint_id.unwrap_or(-1);
+                    if named != want_id && !removed_ids.contains(&named) {
+                        p.push(
+                            c.seq,
+                            format!(
+                                "checkpoint {} is not chained to checkpoint {want_id} before it (it was signed after checkpoint {named}): checkpoints were removed or replaced",
+                                c.id
+                            ),
+                        );
+                    } else if named == want_id && c.prev_head_hash.as_deref() != Some(want_head) {
+                        p.push(
+                            c.seq,
+                            format!(
+                                "checkpoint {} signed another head for its predecessor checkpoint {want_id}: checkpoint {want_id} was replaced",
+                                c.id
+                            ),
+                        );
+                    }
+                    match recorded.get(&c.id) {
+                        None => p.push(
+                            c.seq,
+                            format!(
+                                "checkpoint {} (over record {}) has no audit record: its record was removed",
+                                c.id, c.seq
+                            ),
+                        ),
+                        Some((record, d)) => {
+                            let sig =
+                                base64::engine::general_purpose::STANDARD.encode(&c.signature);
+                            if d.seq != c.seq || d.head != c.head_hash || d.signature != sig {
+                                p.push(
+                                    *record,
+                                    format!(
+                                        "checkpoint {} does not match its audit record {record}: one of them was replaced",
+                                        c.id
+                                    ),
+                                );
+                            } else if *record <= c.seq {
+                                p.push(
+                                    *record,
+                                    format!(
+                                        "checkpoint {} is recorded in record {record}, before the record {} it signed",
+                                        c.id, c.seq
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                }
+                1 if pred.is_some_and(|q| q.format >= 2) => p.push(
+                    c.seq,
+                    format!(
+                        "checkpoint {} has the old unchained format but follows chained checkpoints: it was inserted",
+                        c.id
+                    ),
+                ),
+                _ => {}
+            }
+            let text = signed_text(c);
+            let sig_ok = match (
+                keys.get(&c.key_version).and_then(Option::as_ref),
+                p384::ecdsa::Signature::from_der(&c.signature),
+                text,
+            ) {
+                (Some(vk), Ok(sig), Some(text)) => vk.verify(&text, &sig).is_ok(),
                 _ => false,
             };
             if !sig_ok {
-                problems.push(format!(
-                    "checkpoint {} (record {}) has no valid signature from the audit key",
-                    c.id, c.seq
-                ));
+                p.push(
+                    c.seq,
+                    format!(
+                        "checkpoint {} (record {}) has no valid signature from the audit key",
+                        c.id, c.seq
+                    ),
+                );
                 continue;
             }
             match hashes.get(&c.seq) {
-                Some(h) if *h == c.head_hash => valid += 1,
-                Some(_) => problems.push(format!(
-                    "record {} differs from what checkpoint {} signed: the chain up to it was rewritten",
-                    c.seq, c.id
-                )),
-                None if c.seq > head => problems.push(format!(
-                    "records {}..{} were removed from the end (checkpoint {} signed record {})",
-                    head + 1,
+                Some(h) if *h == c.head_hash => {
+                    valid += 1;
+                    last_good_seq = last_good_seq.max(c.seq);
+                }
+                Some(_) => match rewritten_from {
+                    Some(f) => p.push(
+                        c.seq,
+                        format!(
+                            "record {} differs from what checkpoint {} signed: the chain was rewritten from record {f} on",
+                            c.seq, c.id
+                        ),
+                    ),
+                    None => match first_changed(c, &hashes) {
+                        Some(f) => {
+                            rewritten_from = Some(f);
+                            p.push(
+                                f,
+                                format!(
+                                    "record {f} differs from what checkpoint {} signed (over record {}): it was altered and the chain after it recomputed",
+                                    c.id, c.seq
+                                ),
+                            );
+                        }
+                        None => {
+                            let f = last_good_seq + 1;
+                            rewritten_from = Some(f);
+                            p.push(
+                                f,
+                                format!(
+                                    "records {f}..{}: one of them differs from what checkpoint {} signed (over record {}): altered, and the chain after it recomputed",
+                                    c.seq, c.id, c.seq
+                                ),
+                            );
+                        }
+                    },
+                },
+                None if c.seq < start => p.push(
                     c.seq,
-                    c.id,
-                    c.seq
-                )),
-                None => problems.push(format!("record {} signed by checkpoint {} is missing", c.seq, c.id)),
+                    format!(
+                        "checkpoint {} signed record {}, which lies before the start of the chain (record {start}): where the chain starts was changed",
+                        c.id, c.seq
+                    ),
+                ),
+                None if c.seq > head => p.push(
+                    head + 1,
+                    format!(
+                        "records {}..{} were removed from the end (checkpoint {} signed record {})",
+                        head + 1,
+                        c.seq,
+                        c.id,
+                        c.seq
+                    ),
+                ),
+                None => p.push(
+                    c.seq,
+                    format!("record {} signed by checkpoint {} is missing", c.seq, c.id),
+                ),
             }
         }
-        problems.dedup();
+
+        // Records after the last checkpoint: at most `checkpoint_every` are normal.
+        let covered_to = checkpoints.iter().map(|c| c.seq).max();
+        let uncovered: Vec<i64> = chain
+            .iter()
+            .map(|r| r.seq)
+            .filter(|s| *s >= start && covered_to.is_none_or(|c| *s > c))
+            .collect();
+        let every = self.config.audit.checkpoint_every;
+        if let (Some(first), Some(last)) = (uncovered.first(), uncovered.last()) {
+            if uncovered.len() as u64 > every {
+                let what = match covered_to {
+                    Some(c) => format!("after the last checkpoint (over record {c})"),
+                    None => "and there is no checkpoint at all".into(),
+                };
+                p.push(
+                    *first,
+                    format!(
+                        "{} records ({first}..{last}) are covered by no checkpoint {what}, more than checkpoint_every ({every}): checkpoints were removed or never made",
+                        uncovered.len()
+                    ),
+                );
+            }
+        }
+
+        let problems = p.into_sorted();
         if let Some(first) = problems.first() {
             tracing::warn!(
                 problems = problems.len(),

@@ -211,20 +211,75 @@ impl Inventory {
             .map(|(s, h)| (s, h.unwrap_or_default())))
     }
 
-    pub fn add_checkpoint(&self, c: &AuditCheckpoint) -> Result<(), InventoryError> {
-        self.conn().execute(
-            "INSERT INTO audit_checkpoints (seq, head_hash, at, key_name, key_version, signature)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    /// Store checkpoint `c` (format 2, `c.id` chosen with [`Inventory::next_checkpoint_id`])
+    /// and append its audit record `record` in one transaction, so a checkpoint never exists
+    /// without its record or the other way round. Nothing is stored, and `None` is returned,
+    /// when another checkpoint was stored since `c` was prepared (its predecessor or its id are
+    /// no longer the latest): the caller prepares and signs again. Returns the record's seq.
+    pub fn add_checkpoint(
+        &self,
+        c: &AuditCheckpoint,
+        record: &AuditEntry,
+    ) -> Result<Option<i64>, InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let last: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(id), 0) FROM audit_checkpoints",
+            [],
+            |r| r.get(0),
+        )?;
+        if last != c.prev_checkpoint_id.unwrap_or(0) || next_checkpoint_id(&tx)? != c.id {
+            return Ok(None);
+        }
+        tx.execute(
+            "INSERT INTO audit_checkpoints (id, seq, head_hash, at, key_name, key_version,
+                 signature, format, prev_checkpoint_id, prev_head_hash, covered)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
+                c.id,
                 c.seq,
                 c.head_hash,
                 fmt_time(c.at),
                 c.key_name,
                 c.key_version,
-                c.signature
+                c.signature,
+                c.format,
+                c.prev_checkpoint_id,
+                c.prev_head_hash,
+                c.covered,
             ],
         )?;
-        Ok(())
+        let seq = insert(&tx, record)?;
+        tx.commit()?;
+        Ok(Some(seq))
+    }
+
+    /// The id the next checkpoint gets: ids are never reused, also after rows were deleted.
+    pub fn next_checkpoint_id(&self) -> Result<i64, InventoryError> {
+        Ok(next_checkpoint_id(&self.conn())?)
+    }
+
+    /// The first record of the hash chain (`audit_state.chain_from`, set by migration 5): 1,
+    /// unless the database holds records from before migration 4, which carry no hash.
+    pub fn chain_start(&self) -> Result<i64, InventoryError> {
+        Ok(self.audit_state("chain_from")?.max(1))
+    }
+
+    /// `(seq, hash)` of the stored records `from..=to`, in order.
+    pub fn audit_hashes(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, Option<String>)>, InventoryError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT seq, hash FROM audit WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq")?;
+        let rows = stmt.query_map([from, to], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r?);
+        }
+        Ok(out)
     }
 
     pub fn last_checkpoint(&self) -> Result<Option<AuditCheckpoint>, InventoryError> {
@@ -238,23 +293,35 @@ impl Inventory {
     fn checkpoints_where(&self, tail: &str) -> Result<Vec<AuditCheckpoint>, InventoryError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
-            "SELECT id, seq, head_hash, at, key_name, key_version, signature
+            "SELECT id, seq, head_hash, at, key_name, key_version, signature, format,
+                    prev_checkpoint_id, prev_head_hash, covered
              FROM audit_checkpoints {tail}"
         ))?;
         let rows = stmt.query_map([], |r| {
             Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, u32>(5)?,
-                r.get::<_, Vec<u8>>(6)?,
+                (
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, u32>(5)?,
+                    r.get::<_, Vec<u8>>(6)?,
+                ),
+                (
+                    r.get::<_, u32>(7)?,
+                    r.get::<_, Option<i64>>(8)?,
+                    r.get::<_, Option<String>>(9)?,
+                    r.get::<_, Option<String>>(10)?,
+                ),
             ))
         })?;
         let mut out = Vec::new();
         for r in rows {
-            let (id, seq, head_hash, at, key_name, key_version, signature) = r?;
+            let (
+                (id, seq, head_hash, at, key_name, key_version, signature),
+                (format, prev_checkpoint_id, prev_head_hash, covered),
+            ) = r?;
             out.push(AuditCheckpoint {
                 id,
                 seq,
@@ -263,6 +330,10 @@ impl Inventory {
                 key_name,
                 key_version,
                 signature,
+                format,
+                prev_checkpoint_id,
+                prev_head_hash,
+                covered,
             });
         }
         Ok(out)
@@ -289,6 +360,17 @@ impl Inventory {
         )?;
         Ok(())
     }
+}
+
+/// One more than the highest checkpoint id ever used (AUTOINCREMENT's counter, or the rows).
+fn next_checkpoint_id(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT MAX(
+             COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_checkpoints'), 0),
+             COALESCE((SELECT MAX(id) FROM audit_checkpoints), 0)) + 1",
+        [],
+        |r| r.get(0),
+    )
 }
 
 fn read_stored(r: &Row<'_>) -> rusqlite::Result<StoredRecord> {

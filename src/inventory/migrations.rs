@@ -139,6 +139,20 @@ const MIGRATIONS: &[&str] = &[
         value  INTEGER NOT NULL
     );
     "#,
+    // 5: chained checkpoints (each signs its predecessor) and where the hash chain starts:
+    // `audit_state.chain_from` is the first hashed record; records before it were written
+    // before migration 4 and carry no hash. From it on, every record must be hashed and the
+    // chain must start there with prev_hash = GENESIS (1 for every database created at 4 or later).
+    r#"
+    ALTER TABLE audit_checkpoints ADD COLUMN format INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE audit_checkpoints ADD COLUMN prev_checkpoint_id INTEGER;
+    ALTER TABLE audit_checkpoints ADD COLUMN prev_head_hash TEXT;
+    ALTER TABLE audit_checkpoints ADD COLUMN covered TEXT;
+    INSERT OR IGNORE INTO audit_state (name, value) VALUES ('chain_from', COALESCE(
+        (SELECT MIN(seq) FROM audit WHERE hash IS NOT NULL),
+        (SELECT MAX(seq) + 1 FROM audit),
+        1));
+    "#,
 ];
 
 /// `PRAGMA application_id` of a KMS inventory ("KMSI"): a SQLite file of another application is

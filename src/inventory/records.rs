@@ -171,6 +171,18 @@ pub struct AuditCheckpoint {
     pub key_version: u32,
     #[serde(skip)]
     pub signature: Vec<u8>,
+    /// What the signature covers: 1 (rows from before schema 5) signs seq, head and time; 2 also
+    /// signs the checkpoint's own id, its predecessor (id and head hash) and `covered`.
+    pub format: u32,
+    /// The checkpoint before this one (0 for the first), format 2.
+    pub prev_checkpoint_id: Option<i64>,
+    /// That checkpoint's head hash (`GENESIS` for the first), format 2.
+    pub prev_head_hash: Option<String>,
+    /// The records signed since the predecessor, to name the first one altered later:
+    /// `FROM:h,h,…` with the first 16 hex digits of each record's hash from record FROM on
+    /// (`-` for a record that was missing or unhashed), format 2.
+    #[serde(skip)]
+    pub covered: Option<String>,
 }
 
 /// Filters of `kms audit list`.
