@@ -733,3 +733,24 @@ fn a_substituted_audit_key_is_named() -> TestResult {
     assert_eq!(stdout(&env.ok(&["audit", "public-key"])?), genuine);
     Ok(())
 }
+
+#[test]
+fn a_grant_put_into_the_inventory_behind_kms_back_is_named() -> TestResult {
+    let env = with_history()?;
+    let (code, out) = verify(&env)?;
+    assert_eq!(code, Some(0), "{out}");
+    // An intruder with write access to the inventory file grants himself a key.
+    sqlite3(
+        &env,
+        "INSERT INTO grants (id, principal, key_id, ops, not_before, not_after, ticket,
+             justification, created_by, created_at, break_glass)
+         SELECT 'g-forged000001', 'test-user', id, 'sign', '2020-01-01T00:00:00Z',
+                '2099-01-01T00:00:00Z', 'X', 'x', 'nobody', '2020-01-01T00:00:00Z', 0
+         FROM keys WHERE name = 'k'",
+    )?;
+    let (code, out) = verify(&env)?;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("grant g-forged000001"), "{out}");
+    assert!(out.contains("outside kms"), "{out}");
+    Ok(())
+}

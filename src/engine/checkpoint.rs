@@ -647,12 +647,28 @@ impl Engine {
         caller: &Caller,
         public_key_pem: Option<&str>,
     ) -> Result<AuditVerification, EngineError> {
-        require_role(
-            &self.inventory,
-            caller,
-            &[Role::SecurityOfficer, Role::Auditor],
-            "verify the audit trail",
-        )?;
+        self.audited(caller, "audit.verify", None, |note| {
+            require_role(
+                &self.inventory,
+                caller,
+                &[Role::SecurityOfficer, Role::Auditor],
+                "verify the audit trail",
+            )?;
+            let v = self.verify_trail(public_key_pem)?;
+            note.detail = Some(match v.problems.first() {
+                None => format!(
+                    "{} records, {} checkpoints: intact",
+                    v.records, v.checkpoints
+                ),
+                Some(first) => {
+                    format!("NOT intact ({} problems); first: {first}", v.problems.len())
+                }
+            });
+            Ok(v)
+        })
+    }
+
+    fn verify_trail(&self, public_key_pem: Option<&str>) -> Result<AuditVerification, EngineError> {
         let chain = self.inventory.audit_chain()?;
         let checkpoints = self.inventory.checkpoints()?;
         let start = self.inventory.chain_start()?;
@@ -908,6 +924,35 @@ impl Engine {
                     format!(
                         "{} records ({first}..{last}) are covered by no checkpoint {what}, more than checkpoint_every ({every}): checkpoints were removed or never made",
                         uncovered.len()
+                    ),
+                );
+            }
+        }
+
+        // Every grant must have the record that created it (break-glass or an approval, both
+        // written in the grant's own transaction): a grant without one was put into the inventory
+        // from outside kms.
+        let grants = self.inventory.grants(
+            &crate::inventory::GrantFilter {
+                all: true,
+                ..Default::default()
+            },
+            time::OffsetDateTime::now_utc(),
+        )?;
+        for g in &grants {
+            let created = chain.iter().any(|r| {
+                matches!(r.action.as_str(), "grant.break-glass" | "access.approve")
+                    && r.outcome == "ok"
+                    && r.detail
+                        .as_deref()
+                        .is_some_and(|d| d.contains(&format!("grant {} ", g.id)))
+            });
+            if !created {
+                p.push(
+                    head + 1,
+                    format!(
+                        "grant {} ('{}' on '{}') has no record of its creation: it was put into the inventory outside kms",
+                        g.id, g.principal, g.key_name
                     ),
                 );
             }
