@@ -122,8 +122,10 @@ pub(crate) fn check_grant(
     now: OffsetDateTime,
 ) -> Result<Option<Grant>, EngineError> {
     // The caller must be a registered, enabled principal right now (disabling takes effect at
-    // once, at the console as over the service).
-    acting_principal(inventory, caller)?;
+    // once, at the console as over the service — where `identify` checked it for this request).
+    if !matches!(caller.kind, super::CallerKind::Principal { .. }) {
+        acting_principal(inventory, caller)?;
+    }
     let grants = inventory.grants(
         &GrantFilter {
             principal: Some(caller.actor.clone()),

@@ -89,48 +89,62 @@ const COLUMNS: &str = "seq, at, actor, host, action, key_name, key_version, reas
 /// Append `e` inside the caller's (immediate) transaction, chained to the last row.
 pub(crate) fn insert(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<i64> {
     let prev: Option<String> = conn
-        .query_row(
-            "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| r.get(0))
         .optional()?
         .flatten();
     let prev = prev.unwrap_or_else(|| GENESIS.to_owned());
-    let diff = e.diff.as_ref().map(|d| d.to_string());
-    conn.execute(
-        "INSERT INTO audit (at, actor, host, action, key_name, key_version, reason, outcome, detail,
-             role, os_user, cert_fingerprint, code, diff, prev_hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-        params![
-            fmt_time(e.at),
-            e.actor,
-            e.host,
-            e.action,
-            e.key_name,
-            e.key_version,
-            e.reason,
-            e.outcome.as_str(),
-            e.detail,
-            e.role,
-            e.os_user,
-            e.cert_fingerprint,
-            e.code,
-            diff,
-            prev,
-        ],
-    )?;
-    let seq = conn.last_insert_rowid();
-    let stored = conn.query_row(
-        &format!("SELECT {COLUMNS} FROM audit WHERE seq = ?1"),
-        [seq],
-        read_stored,
-    )?;
-    conn.execute(
-        "UPDATE audit SET hash = ?2 WHERE seq = ?1",
-        params![seq, stored.compute_hash(&prev)],
-    )?;
-    Ok(seq)
+    // The next sequence number, as AUTOINCREMENT would give it (never reused), so the hash can
+    // be computed before the row is written and the row written once.
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'audit'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    let record = StoredRecord {
+        seq: last.unwrap_or(0) + 1,
+        at: fmt_time(e.at),
+        actor: e.actor.clone(),
+        host: e.host.clone(),
+        action: e.action.clone(),
+        key_name: e.key_name.clone(),
+        key_version: e.key_version,
+        reason: e.reason.clone(),
+        outcome: e.outcome.as_str().to_owned(),
+        detail: e.detail.clone(),
+        role: e.role.clone(),
+        os_user: e.os_user.clone(),
+        cert_fingerprint: e.cert_fingerprint.clone(),
+        code: e.code.clone(),
+        diff: e.diff.as_ref().map(|d| d.to_string()),
+        prev_hash: Some(prev.clone()),
+        hash: None,
+    };
+    let hash = record.compute_hash(&prev);
+    conn.prepare_cached(
+        "INSERT INTO audit (seq, at, actor, host, action, key_name, key_version, reason, outcome,
+             detail, role, os_user, cert_fingerprint, code, diff, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )?
+    .execute(params![
+        record.seq,
+        record.at,
+        record.actor,
+        record.host,
+        record.action,
+        record.key_name,
+        record.key_version,
+        record.reason,
+        record.outcome,
+        record.detail,
+        record.role,
+        record.os_user,
+        record.cert_fingerprint,
+        record.code,
+        record.diff,
+        prev,
+        hash,
+    ])?;
+    Ok(record.seq)
 }
 
 impl Inventory {
