@@ -271,18 +271,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: AccessCmd) -> Result<(), CliEr
             );
             Ok(())
         }
-        AccessCmd::Revoke { grant } => {
-            let reason = caller
-                .reason
-                .clone()
-                .ok_or_else(|| CliError::Usage("revoking a grant needs --reason TEXT".into()))?;
-            let g = engine.revoke_grant(caller, &grant, &reason)?;
-            println!(
-                "grant {} of '{}' on '{}' revoked",
-                g.id, g.principal, g.key_name
-            );
-            Ok(())
-        }
+        AccessCmd::Revoke { grant } => super::grant::revoke(engine, caller, &grant),
     }
 }
 

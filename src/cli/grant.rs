@@ -124,17 +124,20 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: GrantCmd) -> Result<(), CliErr
             );
             Ok(())
         }
-        GrantCmd::Revoke { id } => {
-            let reason = caller
-                .reason
-                .clone()
-                .ok_or_else(|| CliError::Usage("revoking a grant needs --reason TEXT".into()))?;
-            let g = engine.revoke_grant(caller, &id, &reason)?;
-            println!(
-                "grant {} of '{}' on '{}' revoked",
-                g.id, g.principal, g.key_name
-            );
-            Ok(())
-        }
+        GrantCmd::Revoke { id } => revoke(engine, caller, &id),
     }
+}
+
+/// `kms grant revoke` and `kms access revoke`: at once, with the global --reason.
+pub(crate) fn revoke(engine: &Engine, caller: &Caller, id: &str) -> Result<(), CliError> {
+    let reason = caller
+        .reason
+        .clone()
+        .ok_or_else(|| CliError::Usage("revoking a grant needs --reason TEXT".into()))?;
+    let g = engine.revoke_grant(caller, id, &reason)?;
+    println!(
+        "grant {} of '{}' on '{}' revoked",
+        g.id, g.principal, g.key_name
+    );
+    Ok(())
 }
