@@ -559,3 +559,27 @@ fn no_change_takes_effect_without_its_audit_record() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn a_grant_row_put_in_by_hand_is_not_honoured() -> TestResult {
+    let env = people()?;
+    let db = rusqlite::Connection::open(env.db())?;
+    // Out of nothing.
+    db.execute_batch(
+        "INSERT INTO grants (id, principal, key_id, ops, not_before, not_after, ticket,
+             justification, created_by, created_at, break_glass)
+         SELECT 'g-forged000001', 'carol', id, 'sign', '2020-01-01T00:00:00Z',
+                '2099-01-01T00:00:00Z', 'X', 'x', 'nobody', '2020-01-01T00:00:00Z', 1
+         FROM keys WHERE name = 'k'",
+    )?;
+    assert_fails(&sign_as(&env, "carol")?, 4, &["was not made by kms"]);
+    db.execute_batch("DELETE FROM grants")?;
+    // Widened after a real approval: the approved request says 30 days and sign only.
+    let id = request(&env, "carol", &[])?;
+    assert!(step(&env, "alice", "verify", &id)?.status.success());
+    assert!(step(&env, "bob", "approve", &id)?.status.success());
+    assert!(sign_as(&env, "carol")?.status.success());
+    db.execute_batch("UPDATE grants SET ops = 'sign,verify', not_after = '2099-01-01T00:00:00Z'")?;
+    assert_fails(&sign_as(&env, "carol")?, 4, &["was not made by kms"]);
+    Ok(())
+}

@@ -139,6 +139,7 @@ pub(crate) fn check_grant(
         .iter()
         .find(|g| op.is_none_or(|op| g.ops.contains(op)))
     {
+        check_provenance(inventory, g)?;
         return Ok(Some((*g).clone()));
     }
     if let (Some(g), Some(op)) = (active.first(), op) {
@@ -197,6 +198,109 @@ thread_local! {
 /// Take the grant recorded by the last `authorize_use` on this thread.
 pub(crate) fn take_used_grant() -> Option<String> {
     USED_GRANT.with(|g| g.borrow_mut().take())
+}
+
+/// Grants proven to come from kms itself in this process (checked once, then trusted).
+static PROVEN: std::sync::Mutex<Option<std::collections::HashSet<String>>> =
+    std::sync::Mutex::new(None);
+
+/// A grant row counts only if kms made it: an approved request whose verify and approve steps
+/// still carry valid signatures by the signers' registered keys over the request as it reads, and
+/// whose grantee, key, operations and time match the grant; or a break-glass grant whose creation
+/// record is in the audit trail. A row put into the inventory file by hand has neither.
+fn check_provenance(inventory: &Inventory, g: &Grant) -> Result<(), EngineError> {
+    // Cached by everything the proof covers, so a row changed later is proven again.
+    let fingerprint = format!(
+        "{}|{}|{}|{}|{}|{}|{:?}|{}",
+        g.id,
+        g.principal,
+        g.key_name,
+        g.ops,
+        crate::inventory::fmt_time(g.not_before),
+        crate::inventory::fmt_time(g.not_after),
+        g.request_id,
+        g.break_glass
+    );
+    {
+        let proven = PROVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if proven.as_ref().is_some_and(|p| p.contains(&fingerprint)) {
+            return Ok(());
+        }
+    }
+    let refuse = |why: String| {
+        Err(EngineError::denied(
+            Refusal::BadSignature,
+            format!(
+                "grant {} was not made by kms ({why}); it is not honoured",
+                g.id
+            ),
+        ))
+    };
+    match (&g.request_id, g.break_glass) {
+        (Some(rid), false) => {
+            let r = match inventory.request(rid) {
+                Ok(r) => r,
+                Err(_) => return refuse(format!("its request {rid} does not exist")),
+            };
+            let matches = r.grant_id.as_deref() == Some(g.id.as_str())
+                && r.grantee == g.principal
+                && r.key_name == g.key_name
+                && r.ops == g.ops
+                && r.state == crate::inventory::RequestState::Approved;
+            if !matches {
+                return refuse(format!("it does not match approved request {rid}"));
+            }
+            let steps = inventory.signed_steps(rid)?;
+            for needed in ["verify", "approve"] {
+                let Some(s) = steps.iter().find(|s| s.step == needed) else {
+                    return refuse(format!("request {rid} has no {needed} signature"));
+                };
+                let expected = super::approval_message(&r, needed, &s.signer, s.note.as_deref());
+                let registered = inventory
+                    .principal(&s.signer)
+                    .ok()
+                    .and_then(|p| p.approval_key)
+                    .is_some_and(|k| k == s.public_key);
+                let valid = crate::softverify::key_type_of_spki(&s.public_key)
+                    .and_then(|kt| {
+                        crate::softverify::verify(kt, &s.public_key, &s.message, &s.signature)
+                    })
+                    .unwrap_or(false);
+                if expected != s.message || !registered || !valid {
+                    return refuse(format!(
+                        "the {needed} signature on request {rid} does not hold"
+                    ));
+                }
+                if needed == "approve"
+                    && g.not_after > s.signed_at + r.duration.to_time() + time::Duration::minutes(1)
+                {
+                    return refuse("it lasts longer than the approved duration".into());
+                }
+            }
+        }
+        (None, true) => {
+            // The creation record names the grant, its grantee, operations and end exactly.
+            let prefix = format!(
+                "BREAK-GLASS grant {} to '{}': {} until {} ",
+                g.id,
+                g.principal,
+                g.ops,
+                crate::inventory::fmt_time(g.not_after)
+            );
+            if !inventory.has_record_starting("grant.break-glass", &prefix)? {
+                return refuse("there is no record of its creation".into());
+            }
+        }
+        _ => {
+            return refuse("it names neither an approved request nor a break-glass creation".into())
+        }
+    }
+    PROVEN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(Default::default)
+        .insert(fingerprint);
+    Ok(())
 }
 
 /// The caller may use `key` for `op` now: grant (for principals) and the key's own policy.

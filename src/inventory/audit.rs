@@ -353,6 +353,19 @@ impl Inventory {
         Ok(out)
     }
 
+    /// Whether the trail holds a successful `action` record whose detail starts with `prefix`
+    /// (how a grant proves it was created by kms).
+    pub fn has_record_starting(&self, action: &str, prefix: &str) -> Result<bool, InventoryError> {
+        let conn = self.conn();
+        let n: i64 = conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM audit WHERE action = ?1 AND outcome = 'ok'
+                 AND substr(detail, 1, length(?2)) = ?2",
+            )?
+            .query_row(params![action, prefix], |r| r.get(0))?;
+        Ok(n > 0)
+    }
+
     /// A named counter (e.g. the shipping cursor), 0 when unset.
     pub fn audit_state(&self, name: &str) -> Result<i64, InventoryError> {
         let conn = self.conn();
