@@ -17,10 +17,11 @@ mod reconcile;
 mod requests;
 mod shipping;
 mod tokens;
+mod verify_audit;
 
 pub use access::{ApprovalKey, NewGrantRequest, NewPrincipal};
 pub use caller::{Caller, CallerKind};
-pub use checkpoint::{checkpoint_message, AuditVerification, CheckpointReport, AUDIT_KEY};
+pub use checkpoint::{checkpoint_message, CheckpointReport, AUDIT_KEY};
 pub use crypto::{IssuedDataKey, Signed, ToSign, VerifyOutcome};
 pub use error::{EngineError, Refusal};
 pub use keys::CreateKey;
@@ -31,6 +32,7 @@ pub use requests::{
 };
 pub use shipping::{ShipReport, ShipStatus};
 pub use tokens::{Health, TokenHealth, TokenStatus};
+pub use verify_audit::AuditVerification;
 
 use crate::config::Config;
 use crate::hsm::Hsm;
