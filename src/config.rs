@@ -76,6 +76,18 @@ pub struct Config {
     pub access: AccessConfig,
     /// The audit trail: checkpoints and shipping.
     pub audit: AuditConfig,
+    /// The backup token, when backup is configured.
+    pub backup: Option<BackupConfig>,
+}
+
+/// `[backup]`: where copies go, how often the service drills them, whether it fails over.
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    pub token: String,
+    /// How often `kms serve` runs the restore drill over every copy (seconds).
+    pub drill_every_secs: u64,
+    /// Serve from backup copies while the primary token is down.
+    pub failover: bool,
 }
 
 /// `[audit]`: tamper evidence and delivery to the log server.
@@ -136,6 +148,8 @@ pub struct TokenConfig {
     pub module: PathBuf,
     pub selector: TokenSelector,
     pub user_pin: PinSource,
+    /// The security officer's PIN, needed only for key ceremonies (default: prompt).
+    pub so_pin: PinSource,
     pub sessions: usize,
 }
 
@@ -163,8 +177,13 @@ pub enum PinSource {
 }
 
 impl PinSource {
-    /// Resolve the PIN. The value is returned as a `SecretString`: zeroized on drop, masked in `Debug`.
+    /// Resolve the user PIN. The value is returned as a `SecretString`: zeroized on drop, masked in `Debug`.
     pub fn resolve(&self, token: &str) -> Result<SecretString, ConfigError> {
+        self.resolve_kind(token, "User")
+    }
+
+    /// Resolve a PIN of kind `kind` ("User", "SO"); the kind is what a prompt asks for.
+    pub fn resolve_kind(&self, token: &str, kind: &str) -> Result<SecretString, ConfigError> {
         let pin = match self {
             PinSource::Env(var) => std::env::var(var).map_err(|_| ConfigError::PinEnvMissing {
                 token: token.to_owned(),
@@ -177,7 +196,7 @@ impl PinSource {
                         token: token.to_owned(),
                     });
                 }
-                rpassword::prompt_password(format!("User PIN for token '{token}': ")).map_err(
+                rpassword::prompt_password(format!("{kind} PIN for token '{token}': ")).map_err(
                     |source| ConfigError::PinPrompt {
                         token: token.to_owned(),
                         source,
@@ -232,6 +251,15 @@ struct RawConfig {
     access: RawAccess,
     #[serde(default)]
     audit: RawAudit,
+    backup: Option<RawBackup>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackup {
+    token: String,
+    drill_every_secs: Option<u64>,
+    failover: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -343,6 +371,7 @@ struct RawToken {
     label: Option<String>,
     serial: Option<String>,
     user_pin: String,
+    so_pin: Option<String>,
     #[serde(default = "default_sessions")]
     sessions: usize,
 }
@@ -408,6 +437,14 @@ impl Config {
                     "token '{name}': user_pin must be `env:VAR`, `file:PATH` or `prompt`; a PIN is never written in the config itself"
                 ))
             })?;
+            let so_pin = match &t.so_pin {
+                None => PinSource::Prompt,
+                Some(p) => parse_pin_source(p, &resolve).ok_or_else(|| {
+                    invalid(format!(
+                        "token '{name}': so_pin must be `env:VAR`, `file:PATH` or `prompt`; a PIN is never written in the config itself"
+                    ))
+                })?,
+            };
             if !(1..=64).contains(&t.sessions) {
                 return Err(invalid(format!(
                     "token '{name}': sessions must be between 1 and 64, not {}",
@@ -421,6 +458,7 @@ impl Config {
                     module: resolve(&t.module),
                     selector,
                     user_pin,
+                    so_pin,
                     sessions: t.sessions,
                 },
             );
@@ -491,7 +529,30 @@ impl Config {
                 interval_secs: s.interval_secs.unwrap_or(2).max(1),
             }),
         };
+        let backup = match raw.backup {
+            None => None,
+            Some(b) => {
+                if !tokens.contains_key(&b.token) {
+                    return Err(invalid(format!(
+                        "[backup] token = '{}' names no [tokens.{}] entry",
+                        b.token, b.token
+                    )));
+                }
+                if b.token == raw.keys.token {
+                    return Err(invalid(format!(
+                        "[backup] token = '{}' is the [keys] token itself; a backup must live on a second token",
+                        b.token
+                    )));
+                }
+                Some(BackupConfig {
+                    token: b.token,
+                    drill_every_secs: b.drill_every_secs.unwrap_or(86_400).max(1),
+                    failover: b.failover.unwrap_or(true),
+                })
+            }
+        };
         Ok(Config {
+            backup,
             server,
             access,
             audit,

@@ -3,6 +3,7 @@
 
 mod access;
 mod audit;
+mod backup;
 mod grant;
 mod io;
 mod key;
@@ -58,6 +59,9 @@ pub enum Command {
     /// Access workflow: request, verify, approve (signed on your token), review, revoke.
     #[command(subcommand)]
     Access(access::AccessCmd),
+    /// Backup to the second HSM: key ceremony, copies, restore drills, restore, offline files.
+    #[command(subcommand)]
+    Backup(backup::BackupCmd),
     /// Run the mutual-TLS HTTPS service for applications.
     Serve(serve::ServeArgs),
 }
@@ -121,6 +125,7 @@ fn dispatch(engine: &Engine, caller: &Caller, command: Command) -> Result<(), Cl
         Command::Principal(cmd) => principal::run(engine, caller, cmd),
         Command::Grant(cmd) => grant::run(engine, caller, cmd),
         Command::Access(cmd) => access::run(engine, caller, cmd),
+        Command::Backup(cmd) => backup::run(engine, caller, cmd),
         Command::Serve(_) => Err(CliError::Usage("serve is dispatched before this".into())),
     }
 }

@@ -54,6 +54,9 @@ fn describe(f: &Finding) -> String {
             "unfinished creation: key '{key}' v{version} (CKA_ID {cka_id} on token '{token}') is still pending; object {} the token",
             if *on_token { "IS on" } else { "is not on" }
         ),
+        Finding::MissingCopy { token, key, version, cka_id } => format!(
+            "missing backup copy: key '{key}' v{version} should have a copy on token '{token}' as CKA_ID {cka_id}, but it is not there; run `kms backup verify` and `kms backup sync`"
+        ),
         Finding::DuplicateId { token, cka_id, class, count } => format!(
             "duplicate CKA_ID: {count} {class} objects on token '{token}' share CKA_ID {cka_id}"
         ),

@@ -29,6 +29,8 @@ pub fn run(engine: Engine, args: ServeArgs) -> Result<(), CliError> {
     if let Some(l) = args.listen {
         config.listen = l;
     }
+    // Marks this inventory's tokens as held by a running service (key ceremonies check it).
+    let _lock = engine.hold_service_lock()?;
     // Blocking threads carry the PKCS#11 and SQLite calls; sessions bound the real concurrency.
     let sessions: usize = engine.config().tokens.values().map(|t| t.sessions).sum();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -57,6 +59,29 @@ pub fn run(engine: Engine, args: ServeArgs) -> Result<(), CliError> {
                 let _ = tokio::task::spawn_blocking(move || e.checkpoint_on_exit()).await;
             }
         });
+        // The restore drill over every backup copy, every [backup] drill_every_secs.
+        let drill = engine.config().backup.as_ref().map(|b| {
+            let e = Arc::clone(&engine);
+            let every = std::time::Duration::from_secs(b.drill_every_secs);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let e = Arc::clone(&e);
+                    match tokio::task::spawn_blocking(move || e.scheduled_drill()).await {
+                        Ok(Ok(r)) if r.failures() > 0 => {
+                            tracing::error!(
+                                failures = r.failures(),
+                                "restore drill found problems; see `kms backup verify`"
+                            )
+                        }
+                        Ok(Ok(_)) => tracing::info!("restore drill passed"),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "restore drill could not run"),
+                        Err(_) => {}
+                    }
+                }
+            })
+        });
         // One line on stdout that scripts and tests read to find the port.
         println!("kms listening on https://{addr}");
         tracing::info!(%addr, "serving");
@@ -65,6 +90,9 @@ pub fn run(engine: Engine, args: ServeArgs) -> Result<(), CliError> {
             .await
             .map_err(|e| CliError::Usage(e.to_string()));
         ticker.abort();
+        if let Some(d) = drill {
+            d.abort();
+        }
         Ok::<_, CliError>((served, shipper))
     })?;
     // At shutdown: a last checkpoint over everything the service recorded.

@@ -69,8 +69,15 @@ impl Engine {
     ) -> Result<T, EngineError> {
         let mut note = AuditNote::default();
         let _ = super::policy::take_used_grant();
+        let _ = super::failover::take_served_by();
         let result = op(&mut note);
         let grant = super::policy::take_used_grant();
+        if let Some(served) = super::failover::take_served_by() {
+            note.detail = Some(match note.detail.take() {
+                Some(d) => format!("{d}; {served}"),
+                None => served,
+            });
+        }
         let (outcome, detail, code) = match &result {
             Ok(_) if note.recorded => {
                 // Written in the change's own transaction; it counts towards the next checkpoint.

@@ -63,14 +63,13 @@ impl Engine {
             let now = OffsetDateTime::now_utc();
             let version = authorize_use(&self.inventory, caller, &key, Operation::Sign, None, now)?;
             note.key_version = Some(version.version);
-            let token = self.token_for(version)?;
             let (signature, algorithm, digest_hex) = match key.key_type {
                 KeyType::EcP384 => {
                     let digest: [u8; 48] = match data {
                         ToSign::Message(m) => Sha384::digest(m).into(),
                         ToSign::Digest(d) => digest_of(d, "SHA-384", &key)?,
                     };
-                    let sig = token.sign_ecdsa_p384(&version.object_id, &digest)?;
+                    let sig = self.on_version(version, |t, id| t.sign_ecdsa_p384(id, &digest))?;
                     (sig, "ecdsa-p384-sha384", hex::encode(digest))
                 }
                 KeyType::Rsa3072 | KeyType::Rsa4096 => {
@@ -78,7 +77,8 @@ impl Engine {
                         ToSign::Message(m) => Sha256::digest(m).into(),
                         ToSign::Digest(d) => digest_of(d, "SHA-256", &key)?,
                     };
-                    let sig = token.sign_rsa_pss_sha256(&version.object_id, &digest)?;
+                    let sig =
+                        self.on_version(version, |t, id| t.sign_rsa_pss_sha256(id, &digest))?;
                     (sig, "rsa-pss-sha256", hex::encode(digest))
                 }
                 KeyType::Aes256 => {
@@ -193,13 +193,10 @@ impl Engine {
                         key_version: version.version,
                         iv: Some(iv),
                     };
-                    let token = self.token_for(version)?;
-                    let body = token.aes_gcm_encrypt(
-                        &version.object_id,
-                        &iv,
-                        &header.gcm_aad(aad),
-                        plaintext,
-                    )?;
+                    let gcm_aad = header.gcm_aad(aad);
+                    let body = self.on_version(version, |t, id| {
+                        t.aes_gcm_encrypt(id, &iv, &gcm_aad, plaintext)
+                    })?;
                     let mut out = header.encode();
                     out.extend_from_slice(&body);
                     out
@@ -242,10 +239,10 @@ impl Engine {
             let key = self.inventory.key(name)?;
             let version = self.version_for(caller, &key, &header, Operation::Decrypt)?;
             note.key_version = Some(version.version);
-            let token = self.token_for(version)?;
             let plaintext = match (header.algorithm, header.iv) {
                 (Algorithm::Aes256Gcm, Some(iv)) if key.key_type == KeyType::Aes256 => {
-                    token.aes_gcm_decrypt(&version.object_id, &iv, &header.gcm_aad(aad), body)?
+                    let gcm_aad = header.gcm_aad(aad);
+                    self.on_version(version, |t, id| t.aes_gcm_decrypt(id, &iv, &gcm_aad, body))?
                 }
                 (Algorithm::RsaOaepSha1, None) if key.key_type.rsa_bits().is_some() => {
                     let modulus_bytes = key.key_type.rsa_bits().unwrap_or(0) as usize / 8;
@@ -255,7 +252,7 @@ impl Engine {
                             body.len()
                         )));
                     }
-                    token.rsa_oaep_decrypt(&version.object_id, body)?
+                    self.on_version(version, |t, id| t.rsa_oaep_decrypt(id, body))?
                 }
                 _ => {
                     return Err(EngineError::InvalidInput(format!(
@@ -350,8 +347,7 @@ impl Engine {
                 ),
             ));
         }
-        let token = self.token_for(version)?;
-        let dk = token.generate_data_key(&version.object_id)?;
+        let dk = self.on_version(version, |t, id| t.generate_data_key(id))?;
         let header = Header {
             algorithm: Algorithm::AesKeyWrapPad,
             key_id: uuid_bytes(&key.id)?,
@@ -381,8 +377,7 @@ impl Engine {
                 "this is not a wrapped data key (use decrypt for ciphertexts)".into(),
             ));
         }
-        let token = self.token_for(version)?;
-        let plaintext = token.unwrap_data_key(&version.object_id, body)?;
+        let plaintext = self.on_version(version, |t, id| t.unwrap_data_key(id, body))?;
         Ok((plaintext, version.version))
     }
 

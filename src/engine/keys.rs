@@ -153,10 +153,46 @@ impl Engine {
                     "labels": new.labels, "token": token_name, "cka_id": object_id.to_hex(),
                 }),
             );
+            // Every key is backed up before it counts: with a pairing in place, the version is
+            // copied to the backup token (and the copy proven) before it becomes active. A failed
+            // copy leaves the version pending with the reason; `kms backup sync` finishes it.
+            let copy = match self.backup_target() {
+                Ok(None) => None,
+                Ok(Some(pair)) => {
+                    let pending_key = self.inventory.key(&req.name)?;
+                    let copied = pending_key
+                        .version(1)
+                        .ok_or_else(|| {
+                            EngineError::Incomplete(format!("key '{}' lost its pending version", req.name))
+                        })
+                        .and_then(|v| {
+                            self.copy_version(
+                                &pending_key,
+                                v,
+                                generated.public_key_der.as_deref(),
+                                &pair,
+                            )
+                        });
+                    match copied {
+                        Ok(c) => Some(c),
+                        Err(e) => return Err(self.copy_failed(caller, &key_id, &req.name, e)),
+                    }
+                }
+                Err(e) => return Err(self.copy_failed(caller, &key_id, &req.name, e)),
+            };
+            if let Some(c) = &copy {
+                entry.detail = entry.detail.take().map(|d| {
+                    format!(
+                        "{d}; backup copy on token '{}' (serial {}) proven by drill",
+                        c.token, c.token_serial
+                    )
+                });
+            }
             let activated = self.inventory.activate_version(
                 &key_id,
                 1,
                 generated.public_key_der.as_deref(),
+                copy.as_ref(),
                 OffsetDateTime::now_utc(),
                 &entry,
             );
@@ -180,6 +216,35 @@ impl Engine {
             note.recorded = true;
             Ok(self.inventory.key(&req.name)?)
         })
+    }
+
+    /// The backup copy of a new version failed: the version stays pending, with the reason on
+    /// record, and is not usable. The error says what to do.
+    fn copy_failed(
+        &self,
+        caller: &Caller,
+        key_id: &str,
+        name: &str,
+        e: EngineError,
+    ) -> EngineError {
+        let reason = format!("backup copy failed: {e}");
+        let entry = self.entry(
+            caller,
+            "key.backup-failed",
+            Some(name),
+            Some(1),
+            crate::inventory::Outcome::Error,
+            Some(reason.clone()),
+        );
+        if let Err(e2) = self
+            .inventory
+            .set_pending_reason(key_id, 1, &reason, &entry)
+        {
+            tracing::error!(error = %e2, "could not record why a key is pending");
+        }
+        EngineError::Incomplete(format!(
+            "key '{name}' was generated but is NOT active: its {reason}. It stays pending until `kms backup sync` copies it (or `kms key abandon {name}` removes it)"
+        ))
     }
 
     /// Remove a key whose creation never finished (every version still `pending`, e.g. after a

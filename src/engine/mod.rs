@@ -7,29 +7,37 @@
 
 mod access;
 mod audit;
+mod backup;
+mod backup_file;
 mod caller;
 mod checkpoint;
 mod crypto;
 mod error;
+mod failover;
 mod keys;
 mod policy;
 mod reconcile;
 mod requests;
+mod service_lock;
 mod shipping;
 mod tokens;
 mod verify_audit;
 
 pub use access::{ApprovalKey, NewGrantRequest, NewPrincipal};
+pub use backup::{DrillReport, DrillResult, RestoreReport, SyncReport};
+pub use backup_file::{ExportReport, ImportReport, SEAL_KEY};
 pub use caller::{Caller, CallerKind};
 pub use checkpoint::{checkpoint_message, CheckpointReport, AUDIT_KEY};
 pub use crypto::{IssuedDataKey, Signed, ToSign, VerifyOutcome};
 pub use error::{EngineError, Refusal};
+pub use failover::TokenDown;
 pub use keys::CreateKey;
 pub use reconcile::{Finding, ReconcileReport};
 pub use requests::{
     approval_message, recertify_message, CardAccess, RequestEvidence, RequestInput, Step,
     StepEvidence,
 };
+pub use service_lock::ServiceLock;
 pub use shipping::{ShipReport, ShipStatus};
 pub use tokens::{Health, TokenHealth, TokenStatus};
 pub use verify_audit::AuditVerification;
@@ -45,6 +53,10 @@ pub struct Engine {
     inventory: Inventory,
     /// Audit records written by this process since its last checkpoint.
     since_checkpoint: std::sync::atomic::AtomicU64,
+    /// Failures found by the last restore drill (copies, pairings, missing copies).
+    drill_failures: std::sync::atomic::AtomicU64,
+    /// Tokens out of service and when to probe them again.
+    failover: failover::Failover,
 }
 
 impl Engine {
@@ -57,6 +69,8 @@ impl Engine {
             hsm,
             inventory,
             since_checkpoint: std::sync::atomic::AtomicU64::new(0),
+            drill_failures: std::sync::atomic::AtomicU64::new(0),
+            failover: failover::Failover::default(),
         })
     }
 

@@ -58,6 +58,13 @@ pub enum Finding {
         token: String,
         token_serial: String,
     },
+    /// A backup copy the inventory records that is not on its token.
+    MissingCopy {
+        token: String,
+        key: String,
+        version: u32,
+        cka_id: ObjectId,
+    },
     /// Two config entries that resolve to the same physical token.
     SameToken { tokens: Vec<String>, serial: String },
 }
@@ -80,6 +87,7 @@ impl Engine {
                 "reconcile the inventory",
             )?;
             let keys = self.inventory.keys(&KeyFilter::default())?;
+            let pairs = self.inventory.backup_pairs()?;
             let mut report = ReconcileReport {
                 tokens_checked: Vec::new(),
                 versions_checked: 0,
@@ -111,6 +119,32 @@ impl Engine {
                 report.objects_checked += objects.len();
                 let on_token: BTreeSet<&ObjectId> = objects.iter().map(|o| &o.id).collect();
                 let mut known: BTreeSet<&ObjectId> = BTreeSet::new();
+                // The key ceremonies' objects: the KEK on both tokens, the trusted transport
+                // public key on the `from` token.
+                for p in &pairs {
+                    if p.from_serial == desc.serial {
+                        known.insert(&p.kek_id);
+                        known.insert(&p.transport_id);
+                    }
+                    if p.to_serial == desc.serial {
+                        known.insert(&p.kek_id);
+                    }
+                }
+                for key in &keys {
+                    for v in &key.versions {
+                        for c in v.copies.iter().filter(|c| c.token_serial == desc.serial) {
+                            known.insert(&c.object_id);
+                            if v.state == VersionState::Active && !on_token.contains(&c.object_id) {
+                                report.findings.push(Finding::MissingCopy {
+                                    token: name.clone(),
+                                    key: key.name.clone(),
+                                    version: v.version,
+                                    cka_id: c.object_id.clone(),
+                                });
+                            }
+                        }
+                    }
+                }
                 for key in &keys {
                     for v in &key.versions {
                         if v.token_serial != desc.serial {

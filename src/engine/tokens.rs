@@ -91,12 +91,18 @@ pub struct TokenHealth {
     pub sessions_idle: usize,
     pub sessions_max: usize,
     pub error: Option<String>,
+    /// Out of service since (failover): operations use backup copies meanwhile.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub down_since: Option<time::OffsetDateTime>,
 }
 
-/// Service health: `ok` when the key token is reachable and logged in.
+/// Service health: `ok` when the key token is reachable and logged in; `failover` when it is
+/// down and its keys are served from the backup token; `degraded` when neither serves.
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {
     pub status: &'static str,
+    /// The token that serves key operations right now.
+    pub serving: Option<String>,
     pub tokens: Vec<TokenHealth>,
 }
 
@@ -105,6 +111,7 @@ impl Engine {
     /// Opening a token here (re-)establishes its login.
     pub fn health(&self) -> Health {
         let mut tokens = Vec::new();
+        let down = self.tokens_down();
         for name in self.hsm.names() {
             let mut h = TokenHealth {
                 name: name.to_owned(),
@@ -116,7 +123,15 @@ impl Engine {
                 sessions_idle: 0,
                 sessions_max: 0,
                 error: None,
+                down_since: None,
             };
+            if let Some(d) = down.iter().find(|d| d.token == name) {
+                // Not touched here: the failover probe decides when it is back.
+                h.down_since = Some(d.since);
+                h.error = Some("token down; failover to backup copies".into());
+                tokens.push(h);
+                continue;
+            }
             let token = self.hsm.token(name);
             if let Ok(t) = &token {
                 (h.sessions_open, h.sessions_idle, h.sessions_max) = t.session_stats();
@@ -135,8 +150,25 @@ impl Engine {
         let key_token_ok = tokens
             .iter()
             .any(|t| t.name == self.config.key_token && t.logged_in);
+        let backup = self
+            .config
+            .backup
+            .as_ref()
+            .filter(|b| b.failover)
+            .map(|b| b.token.clone());
+        let backup_ok = backup
+            .as_ref()
+            .is_some_and(|b| tokens.iter().any(|t| &t.name == b && t.logged_in));
+        let (status, serving) = if key_token_ok {
+            ("ok", Some(self.config.key_token.clone()))
+        } else if backup_ok {
+            ("failover", backup)
+        } else {
+            ("degraded", None)
+        };
         Health {
-            status: if key_token_ok { "ok" } else { "degraded" },
+            status,
+            serving,
             tokens,
         }
     }

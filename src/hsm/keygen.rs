@@ -1,7 +1,11 @@
 //! Key generation on the device. Every private or secret key is created CKA_TOKEN, CKA_PRIVATE,
-//! CKA_SENSITIVE=true and CKA_EXTRACTABLE=false, with a fresh random 16-byte CKA_ID and a readable
-//! CKA_LABEL; its CKA_SIGN/DECRYPT/... flags follow the key's usage policy, so the token itself
-//! refuses what the inventory does not allow.
+//! CKA_SENSITIVE=true, and backup-eligible: CKA_EXTRACTABLE=true *with* CKA_WRAP_WITH_TRUSTED=true,
+//! so the only key that can ever wrap it is a CKA_TRUSTED one, which only the token's security
+//! officer can create (the backup ceremony's KEK); no user session can export it, in plaintext or
+//! under a key of its own. Both attributes are fixed at creation (SoftHSM2 refuses to change them
+//! later), so a key made non-extractable could never be backed up. Each key gets a fresh random
+//! 16-byte CKA_ID and a readable CKA_LABEL; its CKA_SIGN/DECRYPT/... flags follow the key's usage
+//! policy, so the token itself refuses what the inventory does not allow.
 
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType as CkKeyType, ObjectClass};
@@ -83,7 +87,8 @@ fn common_private(id: &ObjectId, label: Vec<u8>) -> Vec<Attribute> {
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Sensitive(true),
-        Attribute::Extractable(false),
+        Attribute::Extractable(true),
+        Attribute::WrapWithTrusted(true),
         Attribute::Modifiable(false),
         Attribute::Id(id.0.clone()),
         Attribute::Label(label),

@@ -8,6 +8,7 @@
 //! [`Hsm`] is the registry of configured tokens, opened lazily so one unreachable token does not
 //! stop work on the others.
 
+mod backup;
 mod cipher;
 mod error;
 mod keygen;
@@ -24,6 +25,7 @@ mod wrap;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+pub use backup::{KekState, TransportPublicKey, WrappedKey};
 pub use error::HsmError;
 pub use keygen::GeneratedKey;
 pub use objects::TokenObject;
@@ -78,6 +80,87 @@ impl Hsm {
         let token = Arc::new(Token::open(cfg)?);
         open.insert(name.to_owned(), Arc::clone(&token));
         Ok(token)
+    }
+
+    /// Step 2 of a key ceremony, as the SO of token `name`: see [`backup::so_make_trusted_kek`].
+    /// Refused while this process holds the token open (the user login must be gone first).
+    pub fn so_make_trusted_kek(
+        &self,
+        name: &str,
+        so_pin: &secrecy::SecretString,
+        transport: &TransportPublicKey,
+        transport_id: &crate::model::ObjectId,
+        kek_id: &crate::model::ObjectId,
+        label: &str,
+    ) -> Result<Vec<u8>, HsmError> {
+        let cfg = self
+            .configs
+            .get(name)
+            .ok_or_else(|| self.not_configured(name))?;
+        if !self.release(name) {
+            return Err(HsmError::UserHoldsToken {
+                token: name.to_owned(),
+            });
+        }
+        backup::so_make_trusted_kek(cfg, so_pin, transport, transport_id, kek_id, label)
+    }
+
+    /// Close this process's hold on token `name` (its sessions and so its user login). False if
+    /// the token is still in use elsewhere in the process.
+    pub fn release(&self, name: &str) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        match open.remove(name) {
+            None => true,
+            Some(t) => match Arc::try_unwrap(t) {
+                Ok(token) => {
+                    drop(token);
+                    true
+                }
+                Err(t) => {
+                    open.insert(name.to_owned(), t);
+                    false
+                }
+            },
+        }
+    }
+
+    /// Forget a token that stopped answering: the next `token(name)` finds it and logs in
+    /// afresh. Returns a weak handle that dies when the last in-flight user lets go.
+    pub fn forget(&self, name: &str) -> Option<std::sync::Weak<Token>> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.remove(name).map(|t| Arc::downgrade(&t))
+    }
+
+    /// Re-initialise the module of token `name` (C_Finalize, then C_Initialize on next use),
+    /// which SoftHSM2 and several HSM clients need to see a token again after it was lost. Only
+    /// done when no other configured token uses the module and nothing holds the old token:
+    /// stale sessions of other tokens must never outlive a re-initialisation.
+    pub fn reset_module(&self, name: &str, old: &std::sync::Weak<Token>) -> bool {
+        let Some(cfg) = self.configs.get(name) else {
+            return false;
+        };
+        let shared = self
+            .configs
+            .values()
+            .any(|c| c.name != cfg.name && c.module == cfg.module);
+        if shared || old.strong_count() > 0 {
+            return false;
+        }
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.contains_key(name) {
+            return false;
+        }
+        module::reset(&cfg.module);
+        true
+    }
+
+    /// Whether token `name` shares its PKCS#11 module with another configured token.
+    pub fn module_shared(&self, name: &str) -> bool {
+        self.configs.get(name).is_some_and(|cfg| {
+            self.configs
+                .values()
+                .any(|c| c.name != cfg.name && c.module == cfg.module)
+        })
     }
 
     /// What the token says about itself, without logging in.

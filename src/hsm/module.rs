@@ -44,3 +44,15 @@ pub fn load(path: &Path) -> Result<Pkcs11, HsmError> {
     modules.insert(path.to_owned(), ctx.clone());
     Ok(ctx)
 }
+
+/// Finalize the module at `path` and forget it, so the next `load` initialises it afresh. The
+/// caller guarantees no session of this module is still open.
+pub fn reset(path: &Path) {
+    let modules = MODULES.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut modules = modules.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(ctx) = modules.remove(path) {
+        if let Err(e) = ctx.finalize() {
+            tracing::warn!(module = %path.display(), error = %e, "C_Finalize failed");
+        }
+    }
+}

@@ -56,6 +56,7 @@ fn card_config(uri: &Pkcs11Uri, default_module: &Path, pin: PinSource) -> TokenC
             .unwrap_or_else(|| default_module.to_owned()),
         selector,
         user_pin: pin,
+        so_pin: crate::config::PinSource::Prompt,
         sessions: 1,
     }
 }

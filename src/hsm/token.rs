@@ -196,7 +196,10 @@ fn login_user(
     }
 }
 
-fn find_slot(ctx: &Pkcs11, cfg: &TokenConfig) -> Result<(Slot, TokenDescription), HsmError> {
+pub(super) fn find_slot(
+    ctx: &Pkcs11,
+    cfg: &TokenConfig,
+) -> Result<(Slot, TokenDescription), HsmError> {
     // A slot whose token info cannot be read right now (SoftHSM2's file store under concurrent
     // processes, a busy HSM) is retried a few times before the token is called absent.
     let mut attempt = 0u64;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 use time::OffsetDateTime;
 
-use super::records::{AuditEntry, KeyFilter, KeyRecord, KeyVersion, NewKey};
+use super::records::{AuditEntry, KeyCopy, KeyFilter, KeyRecord, KeyVersion, NewKey};
 use super::{audit, fmt_time, parse_time, Inventory, InventoryError};
 use crate::duration::HumanDuration;
 use crate::model::{ObjectId, VersionState};
@@ -22,7 +22,7 @@ pub struct PendingVersion {
 const KEY_COLUMNS: &str = "id, name, key_type, owner, classification, usage, purpose, handling, \
      disposal, expires, rotate_every_secs, labels, created_by, created_at, updated_at";
 const VERSION_COLUMNS: &str = "version, token, token_label, token_serial, object_id, state, \
-     public_key, created_at, activated_at, destroyed_at";
+     public_key, created_at, activated_at, destroyed_at, pending_reason";
 
 impl Inventory {
     /// Record the intent to create `key` as version 1 on a token, state `pending`, and return its
@@ -82,16 +82,26 @@ impl Inventory {
         key_id: &str,
         version: u32,
         public_key: Option<&[u8]>,
+        copy: Option<&KeyCopy>,
         now: OffsetDateTime,
         audit_entry: &AuditEntry,
     ) -> Result<(), InventoryError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute(
-            "UPDATE key_versions SET state = 'active', public_key = ?3, activated_at = ?4
+        let changed = tx.execute(
+            "UPDATE key_versions SET state = 'active', public_key = ?3, activated_at = ?4,
+                    pending_reason = NULL
              WHERE key_id = ?1 AND version = ?2 AND state = 'pending'",
             params![key_id, version, public_key, fmt_time(now)],
         )?;
+        if changed != 1 {
+            return Err(InventoryError::BadRow(format!(
+                "version {version} of key {key_id} is not pending"
+            )));
+        }
+        if let Some(copy) = copy {
+            super::backups::upsert_copy(&tx, key_id, version, copy)?;
+        }
         tx.execute(
             "UPDATE keys SET updated_at = ?2 WHERE id = ?1",
             params![key_id, fmt_time(now)],
@@ -192,7 +202,9 @@ fn versions(conn: &Connection, key_id: &str) -> Result<Vec<KeyVersion>, Inventor
     let rows = stmt.query_map([key_id], read_version)?;
     let mut out = Vec::new();
     for r in rows {
-        out.push(r??);
+        let mut v = r??;
+        v.copies = super::backups::copies_of(conn, key_id, v.version)?;
+        out.push(v);
     }
     Ok(out)
 }
@@ -274,6 +286,7 @@ fn read_version(r: &Row<'_>) -> RowResult<KeyVersion> {
     let created_at: String = r.get(7)?;
     let activated_at: Option<String> = r.get(8)?;
     let destroyed_at: Option<String> = r.get(9)?;
+    let pending_reason: Option<String> = r.get(10)?;
     let (version, token, token_label, token_serial, public_key): (
         u32,
         String,
@@ -293,6 +306,8 @@ fn read_version(r: &Row<'_>) -> RowResult<KeyVersion> {
             created_at: parse_time(&created_at)?,
             activated_at: activated_at.as_deref().map(parse_time).transpose()?,
             destroyed_at: destroyed_at.as_deref().map(parse_time).transpose()?,
+            pending_reason,
+            copies: Vec::new(),
         })
     };
     Ok(build())

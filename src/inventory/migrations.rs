@@ -153,6 +153,38 @@ const MIGRATIONS: &[&str] = &[
         (SELECT MAX(seq) + 1 FROM audit),
         1));
     "#,
+    // 6: backup to a second token (issue 6). A pairing is one key ceremony: a trusted
+    // key-encryption key (same CKA_ID on both tokens) made by the `from` token's SO. A copy is
+    // one key version unwrapped on another token under the same CKA_ID, with its last drill.
+    // `pending_reason` says why a version is not active yet (e.g. its backup copy failed).
+    r#"
+    CREATE TABLE backup_pairs (
+        id INTEGER PRIMARY KEY,
+        from_token TEXT NOT NULL,
+        from_serial TEXT NOT NULL,
+        to_token TEXT NOT NULL,
+        to_serial TEXT NOT NULL,
+        kek_id TEXT NOT NULL,
+        transport_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL
+    );
+    CREATE TABLE key_copies (
+        key_id TEXT NOT NULL REFERENCES keys(id) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        token TEXT NOT NULL,
+        token_label TEXT NOT NULL,
+        token_serial TEXT NOT NULL,
+        object_id TEXT NOT NULL,
+        pair_id INTEGER NOT NULL REFERENCES backup_pairs(id),
+        copied_at TEXT NOT NULL,
+        verified_at TEXT,
+        drill_failed_at TEXT,
+        drill_error TEXT,
+        PRIMARY KEY (key_id, version, token_serial)
+    );
+    ALTER TABLE key_versions ADD COLUMN pending_reason TEXT;
+    "#,
 ];
 
 /// `PRAGMA application_id` of a KMS inventory ("KMSI"): a SQLite file of another application is

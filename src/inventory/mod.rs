@@ -5,6 +5,7 @@
 
 mod audit;
 mod audit_writer;
+mod backups;
 mod error;
 mod grants;
 mod keys;
@@ -23,14 +24,15 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 pub use audit::{StoredRecord, GENESIS};
+pub use backups::NewBackupPair;
 pub use error::InventoryError;
 pub use grants::new_grant_id;
 pub use keys::PendingVersion;
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub use records::{
-    AccessRequest, AuditCheckpoint, AuditEntry, AuditFilter, AuditRow, Grant, GrantFilter,
-    KeyFilter, KeyRecord, KeyVersion, NewGrant, NewKey, Outcome, Principal, RequestState,
-    SignedStep,
+    AccessRequest, AuditCheckpoint, AuditEntry, AuditFilter, AuditRow, BackupPair, Grant,
+    GrantFilter, KeyCopy, KeyFilter, KeyRecord, KeyVersion, NewGrant, NewKey, Outcome, Principal,
+    RequestState, SignedStep,
 };
 
 /// The opened inventory. One connection behind a mutex: SQLite serialises writers anyway.

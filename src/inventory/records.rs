@@ -83,6 +83,55 @@ pub struct KeyVersion {
     pub activated_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub destroyed_at: Option<OffsetDateTime>,
+    /// Why a version is not active yet (e.g. its backup copy failed); `None` once active.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<String>,
+    /// Backup copies of this version on other tokens.
+    pub copies: Vec<KeyCopy>,
+}
+
+/// A backup copy of one key version: unwrapped on another token under the same CKA_ID.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyCopy {
+    pub token: String,
+    pub token_label: String,
+    pub token_serial: String,
+    pub object_id: ObjectId,
+    /// The key ceremony (pairing) whose key-encryption key carried it.
+    pub pair_id: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub copied_at: OffsetDateTime,
+    /// Last restore drill that proved the copy works.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub verified_at: Option<OffsetDateTime>,
+    /// Last failed drill, if it is more recent than the last success.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub drill_failed_at: Option<OffsetDateTime>,
+    pub drill_error: Option<String>,
+}
+
+impl KeyCopy {
+    /// The copy's last drill failed (and no later drill passed).
+    pub fn drill_failing(&self) -> bool {
+        self.drill_failed_at.is_some()
+    }
+}
+
+/// One key ceremony: `from` token's SO made a trusted key-encryption key that also lives on `to`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupPair {
+    pub id: i64,
+    pub from_token: String,
+    pub from_serial: String,
+    pub to_token: String,
+    pub to_serial: String,
+    /// CKA_ID of the key-encryption key (the same on both tokens).
+    pub kek_id: ObjectId,
+    /// CKA_ID of the RSA transport pair on `to` (and its trusted public key on `from`).
+    pub transport_id: ObjectId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub created_by: String,
 }
 
 /// A key about to be created, with its first version.

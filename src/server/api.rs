@@ -359,7 +359,8 @@ async fn health(State(app): State<AppState>, Extension(conn): Extension<ConnInfo
     let engine = Arc::clone(&app.engine);
     match tokio::task::spawn_blocking(move || engine.health()).await {
         Ok(h) => {
-            let status = if h.status == "ok" {
+            // During failover the service still serves: a load balancer must keep sending.
+            let status = if h.status == "ok" || h.status == "failover" {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -380,8 +381,17 @@ async fn metrics(State(app): State<AppState>, Extension(conn): Extension<ConnInf
         return r;
     }
     let engine = Arc::clone(&app.engine);
-    if let Ok(n) = tokio::task::spawn_blocking(move || engine.audit_verify_failures()).await {
+    if let Ok((n, drill, down)) = tokio::task::spawn_blocking(move || {
+        (
+            engine.audit_verify_failures(),
+            engine.backup_drill_failures(),
+            engine.tokens_down().len(),
+        )
+    })
+    .await
+    {
         app.metrics.set_audit_verify_failures(n);
+        app.metrics.set_backup(drill, down);
     }
     (
         [(

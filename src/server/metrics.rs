@@ -28,6 +28,8 @@ pub struct Metrics {
     token_errors: Family<OperationLabels, Counter>,
     audit_backlog: Gauge,
     audit_verify_failures: Gauge,
+    backup_drill_failures: Gauge,
+    tokens_down: Gauge,
 }
 
 impl Metrics {
@@ -68,7 +70,21 @@ impl Metrics {
             "Audit records not yet taken by the log server",
             audit_backlog.clone(),
         );
+        let backup_drill_failures = Gauge::default();
+        let tokens_down = Gauge::default();
+        registry.register(
+            "backup_drill_failures",
+            "Problems found by the last restore drill (failed copies, pairings, keys without a copy)",
+            backup_drill_failures.clone(),
+        );
+        registry.register(
+            "tokens_down",
+            "Tokens out of service; their keys are served from backup copies",
+            tokens_down.clone(),
+        );
         Metrics {
+            backup_drill_failures,
+            tokens_down,
             registry,
             requests,
             latency,
@@ -99,6 +115,14 @@ impl Metrics {
     /// `kms_audit_verify_failures`, read from the inventory when metrics are scraped.
     pub fn set_audit_verify_failures(&self, n: i64) {
         self.audit_verify_failures.set(n);
+    }
+
+    /// `kms_backup_drill_failures` and `kms_tokens_down`, read when metrics are scraped.
+    pub fn set_backup(&self, drill_failures: u64, tokens_down: usize) {
+        self.backup_drill_failures
+            .set(i64::try_from(drill_failures).unwrap_or(i64::MAX));
+        self.tokens_down
+            .set(i64::try_from(tokens_down).unwrap_or(i64::MAX));
     }
 
     /// `kms_audit_backlog`, set by the audit shipping loop.

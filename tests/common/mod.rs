@@ -184,6 +184,15 @@ impl Env {
             .ok_or_else(|| "no module in kms.toml".into())
     }
 
+    /// The CKA_ID (hex) of the newest version of `key`, from `kms key show --json`.
+    pub fn object_id(&self, key: &str) -> Res<String> {
+        let o = self.ok(&["key", "show", key, "--json"])?;
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+        let versions = v["versions"].as_array().ok_or("no versions")?;
+        let last = versions.last().ok_or("no versions")?;
+        Ok(last["object_id"].as_str().ok_or("no object_id")?.to_owned())
+    }
+
     /// pkcs11-tool against one of this environment's tokens, logged in as user.
     pub fn pkcs11_tool(&self, label: &str, args: &[&str]) -> Res<Output> {
         let pin = self.user_pin(label)?;

@@ -1,0 +1,240 @@
+//! High availability: when the token holding a key version stops answering, operations run on
+//! the version's backup copy; the primary is probed again every few seconds and used again as
+//! soon as it answers. Both transitions are audited.
+//!
+//! "Stops answering" is decided by asking the token, not by the error: an operation error is
+//! followed by a health probe (token info + a session call); only a token that fails the probe
+//! is taken out. A wrong ciphertext or a missing object on a healthy token is the caller's error.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::{Engine, EngineError};
+use crate::hsm::{HsmError, Token};
+use crate::inventory::{KeyVersion, Outcome};
+use crate::model::ObjectId;
+
+/// How long a failed token rests before the next attempt to use it again.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+pub(crate) struct Failover {
+    down: Mutex<HashMap<String, Down>>,
+}
+
+struct Down {
+    since: OffsetDateTime,
+    next_probe: Instant,
+    old: Option<Weak<Token>>,
+    reason: String,
+}
+
+/// A token that is out of service right now.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenDown {
+    pub token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+    pub reason: String,
+}
+
+thread_local! {
+    /// Which copy served the current operation, for its audit record.
+    static SERVED_BY: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Take the failover note of the last operation on this thread.
+pub(crate) fn take_served_by() -> Option<String> {
+    SERVED_BY.with(|s| s.borrow_mut().take())
+}
+
+impl Failover {
+    pub(crate) fn down_list(&self) -> Vec<TokenDown> {
+        let down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<TokenDown> = down
+            .iter()
+            .map(|(k, d)| TokenDown {
+                token: k.clone(),
+                since: d.since,
+                reason: d.reason.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.token.cmp(&b.token));
+        out
+    }
+
+    pub(crate) fn is_down(&self, token: &str) -> bool {
+        let down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        down.contains_key(token)
+    }
+
+    /// Whether to try the token now: up, or down and its rest is over (one caller at a time
+    /// gets the probe; the others keep using the copy meanwhile).
+    fn should_try(&self, token: &str) -> bool {
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        match down.get_mut(token) {
+            None => true,
+            Some(d) if Instant::now() >= d.next_probe => {
+                d.next_probe = Instant::now() + PROBE_EVERY;
+                true
+            }
+            Some(_) => false,
+        }
+    }
+}
+
+impl Engine {
+    /// Run `op` on the token object holding `version`: on its own token, or — when that token
+    /// stopped answering and failover is on — on its first healthy backup copy.
+    pub(crate) fn on_version<T>(
+        &self,
+        version: &KeyVersion,
+        op: impl Fn(&Token, &ObjectId) -> Result<T, HsmError>,
+    ) -> Result<T, EngineError> {
+        let failover = self.config.backup.as_ref().is_some_and(|b| b.failover);
+        if !failover {
+            let token = self.token_for(version)?;
+            return Ok(op(&token, &version.object_id)?);
+        }
+        let primary = version.token.as_str();
+        let mut first_error = None;
+        if self.failover.should_try(primary) {
+            self.prepare_probe(primary);
+            match self.token_for(version) {
+                Ok(token) => match op(&token, &version.object_id) {
+                    Ok(v) => {
+                        self.token_back(primary);
+                        return Ok(v);
+                    }
+                    Err(e) => {
+                        if token.responds() {
+                            // The token is fine: the request failed on its own merits.
+                            self.token_back(primary);
+                            return Err(e.into());
+                        }
+                        self.token_lost(primary, &e.to_string());
+                        first_error = Some(EngineError::from(e));
+                    }
+                },
+                Err(EngineError::Misconfigured(m)) => return Err(EngineError::Misconfigured(m)),
+                Err(e) => {
+                    self.token_lost(primary, &e.to_string());
+                    first_error = Some(e);
+                }
+            }
+        }
+        let mut last = first_error;
+        for copy in version.copies.iter().filter(|c| !c.drill_failing()) {
+            if self.failover.is_down(&copy.token) && !self.failover.should_try(&copy.token) {
+                continue;
+            }
+            let token = match self.hsm.token(&copy.token) {
+                Ok(t) if t.serial() == copy.token_serial => t,
+                Ok(_) => continue,
+                Err(e) => {
+                    last = Some(e.into());
+                    continue;
+                }
+            };
+            match op(&token, &copy.object_id) {
+                Ok(v) => {
+                    SERVED_BY.with(|s| {
+                        *s.borrow_mut() = Some(format!(
+                            "served by the backup copy on token '{}' (serial {}): token '{primary}' is down",
+                            copy.token, copy.token_serial
+                        ))
+                    });
+                    return Ok(v);
+                }
+                Err(e) => last = Some(e.into()),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            EngineError::Incomplete(format!(
+                "token '{primary}' is down and version {} has no usable backup copy; see `kms token health`",
+                version.version
+            ))
+        }))
+    }
+
+    /// Before probing a token that is down: let the module start afresh if it can.
+    fn prepare_probe(&self, token: &str) {
+        let mut down = self.failover.down.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = down.get_mut(token) {
+            if let Some(old) = &d.old {
+                if self.hsm.reset_module(token, old) {
+                    d.old = None;
+                }
+            }
+        }
+    }
+
+    fn token_lost(&self, token: &str, reason: &str) {
+        let old = self.hsm.forget(token);
+        let mut down = self.failover.down.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = down.get_mut(token) {
+            if d.old.is_none() {
+                d.old = old;
+            }
+            return;
+        }
+        down.insert(
+            token.to_owned(),
+            Down {
+                since: OffsetDateTime::now_utc(),
+                next_probe: Instant::now() + PROBE_EVERY,
+                old,
+                reason: reason.to_owned(),
+            },
+        );
+        drop(down);
+        tracing::error!(token, reason, "token failed; serving from backup copies");
+        self.system_event(
+            "token.failover",
+            Outcome::Error,
+            format!(
+                "token '{token}' stopped answering ({reason}); operations are served from backup copies until it answers again{}",
+                if self.hsm.module_shared(token) {
+                    " (its PKCS#11 module is shared with another token, so kms cannot re-initialise it; if the token does not come back by itself, restart kms)"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
+
+    fn token_back(&self, token: &str) {
+        let was = {
+            let mut down = self.failover.down.lock().unwrap_or_else(|p| p.into_inner());
+            down.remove(token)
+        };
+        if let Some(d) = was {
+            let secs = (OffsetDateTime::now_utc() - d.since).whole_seconds();
+            tracing::warn!(token, "token answers again; serving from it");
+            self.system_event(
+                "token.failback",
+                Outcome::Ok,
+                format!("token '{token}' answers again after {secs} s; operations use it again"),
+            );
+        }
+    }
+
+    /// An audit record of something kms itself noticed.
+    fn system_event(&self, action: &str, outcome: Outcome, detail: String) {
+        let caller = self.system_caller();
+        let mut entry = self.entry(&caller, action, None, None, outcome, Some(detail));
+        entry.reason = Some("availability".into());
+        if let Err(e) = self.inventory.append_audit(&entry) {
+            tracing::error!(action, error = %e, "could not audit a token state change");
+        }
+    }
+
+    /// Tokens out of service right now.
+    pub fn tokens_down(&self) -> Vec<TokenDown> {
+        self.failover.down_list()
+    }
+}

@@ -1,0 +1,95 @@
+//! Which process holds the tokens' user login: `kms serve` takes an exclusive advisory lock on
+//! `<inventory>.serve.lock` for its whole life (the file holds its pid). A key ceremony needs the
+//! security officer logged in, which PKCS#11 allows only while no user is logged in to the token,
+//! so the ceremony checks this lock and refuses clearly instead of failing half-way on a token
+//! that shares login state across processes (as network HSMs do).
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read as _, Seek as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::PathBuf;
+
+use super::{Engine, EngineError, Refusal};
+
+/// Held by `kms serve`; released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct ServiceLock {
+    _file: File,
+}
+
+impl Engine {
+    fn service_lock_path(&self) -> PathBuf {
+        let mut p = self.config.inventory_path.clone().into_os_string();
+        p.push(".serve.lock");
+        PathBuf::from(p)
+    }
+
+    fn open_lock(&self) -> Result<File, EngineError> {
+        let path = self.service_lock_path();
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| EngineError::Incomplete(format!("{}: {e}", path.display())))
+    }
+
+    /// Take the service lock for the life of `kms serve`; refused if another service runs on
+    /// the same inventory.
+    pub fn hold_service_lock(&self) -> Result<ServiceLock, EngineError> {
+        let mut file = self.open_lock()?;
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = file.set_len(0);
+                let _ = file.rewind();
+                let _ = write!(file, "{}", std::process::id());
+                let _ = file.flush();
+                Ok(ServiceLock { _file: file })
+            }
+            Err(TryLockError::WouldBlock) => Err(EngineError::denied(
+                Refusal::KeyState,
+                format!(
+                    "another `kms serve` (pid {}) already runs with this inventory",
+                    read_pid(&mut file)
+                ),
+            )),
+            Err(TryLockError::Error(e)) => Err(EngineError::Incomplete(format!(
+                "{}: {e}",
+                self.service_lock_path().display()
+            ))),
+        }
+    }
+
+    /// Refuse when `kms serve` runs on this inventory: it holds the user login on the tokens.
+    pub(crate) fn refuse_while_serving(&self, token: &str) -> Result<(), EngineError> {
+        let mut file = self.open_lock()?;
+        match file.try_lock() {
+            Ok(()) => Ok(()),
+            Err(TryLockError::WouldBlock) => Err(EngineError::denied(
+                Refusal::KeyState,
+                format!(
+                    "`kms serve` (pid {}) is running and holds the user login on token '{token}'; the security officer can log in only when no user is. Stop the service (SIGTERM lets in-flight requests finish), run the ceremony, then start it again",
+                    read_pid(&mut file)
+                ),
+            )),
+            Err(TryLockError::Error(e)) => Err(EngineError::Incomplete(format!(
+                "{}: {e}",
+                self.service_lock_path().display()
+            ))),
+        }
+    }
+}
+
+fn read_pid(file: &mut File) -> String {
+    let mut s = String::new();
+    let _ = file.rewind();
+    let _ = file.read_to_string(&mut s);
+    let s = s.trim();
+    if s.is_empty() {
+        "unknown".into()
+    } else {
+        s.to_owned()
+    }
+}

@@ -1,0 +1,557 @@
+//! Backup by trusted wrapping (see docs/backup-groundwork.md for the SoftHSM2 facts behind it).
+//!
+//! A key ceremony pairs a `from` token with a `to` token:
+//! 1. `to` (user) generates an RSA-3072 transport pair ([`Token::generate_transport_pair`]);
+//! 2. `from`'s security officer imports the transport public key as a CKA_TRUSTED wrapping key,
+//!    generates a trusted AES-256 key-encryption key (KEK) and wraps it under the transport key
+//!    with RSA-OAEP/SHA-1 ([`so_make_trusted_kek`]);
+//! 3. `to` (user) unwraps the KEK under the same CKA_ID as an unwrap-only key and destroys the
+//!    transport pair ([`Token::receive_kek`]).
+//!
+//! From then on each key version is wrapped on `from` under the KEK with CKM_AES_KEY_WRAP_PAD
+//! ([`Token::wrap_for_copy`]) and unwrapped on `to` under the same CKA_ID with every attribute
+//! set explicitly ([`Token::unwrap_copy`]). Keys carry CKA_WRAP_WITH_TRUSTED, so only a trusted
+//! key — one only the SO can make — can ever wrap them.
+
+use cryptoki::context::Pkcs11;
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass};
+use cryptoki::session::{Session, UserType};
+use secrecy::SecretString;
+use zeroize::Zeroizing;
+
+use super::objects::{find, KeyClass};
+use super::{module, token, HsmError, Token};
+use crate::config::TokenConfig;
+use crate::model::{KeyType, ObjectId, Operation, OperationSet};
+
+/// The public half of the transport pair, as the `from` token's SO imports it.
+#[derive(Debug, Clone)]
+pub struct TransportPublicKey {
+    pub modulus: Vec<u8>,
+    pub exponent: Vec<u8>,
+}
+
+/// A key version wrapped under a KEK, plus the public attributes of a key pair (public values
+/// only). Never plaintext key material.
+pub struct WrappedKey {
+    blob: Zeroizing<Vec<u8>>,
+    public: Vec<Attribute>,
+}
+
+impl WrappedKey {
+    /// The wrapped bytes (AES_KEY_WRAP_PAD ciphertext), for an offline backup file.
+    pub fn blob(&self) -> &[u8] {
+        &self.blob
+    }
+
+    /// The public half's attributes as (CKA type, value) for an offline backup file.
+    pub fn public_parts(&self) -> Vec<(String, Vec<u8>)> {
+        self.public
+            .iter()
+            .filter_map(|a| match a {
+                Attribute::Modulus(v) => Some(("modulus".into(), v.clone())),
+                Attribute::PublicExponent(v) => Some(("public_exponent".into(), v.clone())),
+                Attribute::EcParams(v) => Some(("ec_params".into(), v.clone())),
+                Attribute::EcPoint(v) => Some(("ec_point".into(), v.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Rebuild from an offline backup file's fields.
+    pub fn from_parts(blob: Vec<u8>, public: &[(String, Vec<u8>)]) -> Result<WrappedKey, String> {
+        let mut attrs = Vec::new();
+        for (name, v) in public {
+            attrs.push(match name.as_str() {
+                "modulus" => Attribute::Modulus(v.clone()),
+                "public_exponent" => Attribute::PublicExponent(v.clone()),
+                "ec_params" => Attribute::EcParams(v.clone()),
+                "ec_point" => Attribute::EcPoint(v.clone()),
+                other => return Err(format!("unknown public attribute '{other}'")),
+            });
+        }
+        Ok(WrappedKey {
+            blob: Zeroizing::new(blob),
+            public: attrs,
+        })
+    }
+}
+
+impl std::fmt::Debug for WrappedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WrappedKey")
+            .field("wrapped_len", &self.blob.len())
+            .field("public_attributes", &self.public.len())
+            .finish()
+    }
+}
+
+fn oaep_sha1() -> Mechanism<'static> {
+    // SoftHSM2 2.6.1 wraps with RSA-OAEP only with SHA-1 (SHA-256 gives CKR_ARGUMENTS_BAD). It
+    // carries one random AES key once per ceremony; OAEP-SHA-1 has no known weakness there.
+    Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
+        MechanismType::SHA1,
+        PkcsMgfType::MGF1_SHA1,
+        PkcsOaepSource::empty(),
+    ))
+}
+
+impl Token {
+    /// Step 1 (on `to`): an RSA-3072 transport pair whose private half can only unwrap.
+    pub fn generate_transport_pair(
+        &self,
+        id: &ObjectId,
+        label: &str,
+    ) -> Result<TransportPublicKey, HsmError> {
+        self.run(|s| {
+            let public = vec![
+                Attribute::Token(true),
+                Attribute::Private(false),
+                Attribute::Id(id.0.clone()),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::ModulusBits(3072u64.into()),
+                Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
+                Attribute::Wrap(true),
+                Attribute::Encrypt(false),
+                Attribute::Verify(false),
+            ];
+            let private = vec![
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Id(id.0.clone()),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Unwrap(true),
+                Attribute::Decrypt(false),
+                Attribute::Sign(false),
+                Attribute::Derive(false),
+            ];
+            let (pub_h, _) = s
+                .generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
+                .map_err(HsmError::ck(
+                    self.name(),
+                    "generating the RSA-3072 transport pair",
+                ))?;
+            let attrs = s
+                .get_attributes(
+                    pub_h,
+                    &[AttributeType::Modulus, AttributeType::PublicExponent],
+                )
+                .map_err(HsmError::ck(
+                    self.name(),
+                    "reading the transport public key",
+                ))?;
+            let mut out = TransportPublicKey {
+                modulus: Vec::new(),
+                exponent: Vec::new(),
+            };
+            for a in attrs {
+                match a {
+                    Attribute::Modulus(v) => out.modulus = v,
+                    Attribute::PublicExponent(v) => out.exponent = v,
+                    _ => {}
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Step 3 (on `to`): unwrap the KEK under its CKA_ID as an unwrap-only, never extractable key,
+    /// then destroy the transport pair (its job is done).
+    pub fn receive_kek(
+        &self,
+        transport: &ObjectId,
+        kek: &ObjectId,
+        label: &str,
+        wrapped: &[u8],
+    ) -> Result<(), HsmError> {
+        self.run(|s| {
+            let unwrapping = find(self.name(), s, transport, KeyClass::Private)?;
+            let template = vec![
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(CkKeyType::AES),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Wrap(false),
+                Attribute::Unwrap(true),
+                Attribute::Encrypt(false),
+                Attribute::Decrypt(false),
+                Attribute::Sign(false),
+                Attribute::Verify(false),
+                Attribute::Derive(false),
+                Attribute::Id(kek.0.clone()),
+                Attribute::Label(label.as_bytes().to_vec()),
+                // SoftHSM2 applies unwrap templates in order: MODIFIABLE=false must come last.
+                Attribute::Modifiable(false),
+            ];
+            s.unwrap_key(&oaep_sha1(), unwrapping, wrapped, &template)
+                .map_err(HsmError::ck(
+                    self.name(),
+                    "unwrapping the key-encryption key",
+                ))?;
+            super::objects::destroy_id(self.name(), s, transport)?;
+            Ok(())
+        })
+    }
+
+    /// Whether the KEK `kek` is on this token and usable as the ceremony made it: on the `from`
+    /// side trusted and able to wrap, on the `to` side able to unwrap.
+    pub fn kek_state(&self, kek: &ObjectId) -> Result<KekState, HsmError> {
+        self.run(|s| {
+            let found = s
+                .find_objects(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::Id(kek.0.clone()),
+                ])
+                .map_err(HsmError::ck(self.name(), "finding the key-encryption key"))?;
+            let Some(h) = found.into_iter().next() else {
+                return Ok(KekState::default());
+            };
+            let attrs = s
+                .get_attributes(
+                    h,
+                    &[
+                        AttributeType::Trusted,
+                        AttributeType::Wrap,
+                        AttributeType::Unwrap,
+                    ],
+                )
+                .map_err(HsmError::ck(self.name(), "reading the key-encryption key"))?;
+            let mut st = KekState {
+                present: true,
+                ..KekState::default()
+            };
+            for a in attrs {
+                match a {
+                    Attribute::Trusted(v) => st.trusted = v,
+                    Attribute::Wrap(v) => st.wrap = v,
+                    Attribute::Unwrap(v) => st.unwrap = v,
+                    _ => {}
+                }
+            }
+            Ok(st)
+        })
+    }
+
+    /// Wrap key version `id` under the trusted KEK `kek` (CKM_AES_KEY_WRAP_PAD), with its public
+    /// half's attributes for a key pair.
+    pub fn wrap_for_copy(
+        &self,
+        kek: &ObjectId,
+        id: &ObjectId,
+        key_type: KeyType,
+    ) -> Result<WrappedKey, HsmError> {
+        self.run(|s| {
+            let wrapping = find(self.name(), s, kek, KeyClass::Secret)?;
+            let class = if key_type.is_symmetric() {
+                KeyClass::Secret
+            } else {
+                KeyClass::Private
+            };
+            let key = find(self.name(), s, id, class)?;
+            let blob = s
+                .wrap_key(&Mechanism::AesKeyWrapPad, wrapping, key)
+                .map_err(HsmError::ck(
+                    self.name(),
+                    "wrapping a key for its backup copy (CKM_AES_KEY_WRAP_PAD)",
+                ))?;
+            let public = if key_type.is_symmetric() {
+                Vec::new()
+            } else {
+                let h = find(self.name(), s, id, KeyClass::Public)?;
+                let wanted = if key_type.rsa_bits().is_some() {
+                    vec![AttributeType::Modulus, AttributeType::PublicExponent]
+                } else {
+                    vec![AttributeType::EcParams, AttributeType::EcPoint]
+                };
+                s.get_attributes(h, &wanted)
+                    .map_err(HsmError::ck(self.name(), "reading the public key"))?
+            };
+            Ok(WrappedKey {
+                blob: Zeroizing::new(blob),
+                public,
+            })
+        })
+    }
+
+    /// Unwrap a copy under the same CKA_ID: sensitive, extractable only under a trusted key, the
+    /// usage flags of the original; for a key pair also the public object. Reads the attributes
+    /// back; on any failure whatever was created is destroyed again.
+    pub fn unwrap_copy(
+        &self,
+        kek: &ObjectId,
+        id: &ObjectId,
+        key_type: KeyType,
+        label: &str,
+        usage: &OperationSet,
+        wrapped: &WrappedKey,
+    ) -> Result<(), HsmError> {
+        self.run(|s| {
+            let result = unwrap_copy_in(self.name(), s, kek, id, key_type, label, usage, wrapped);
+            if result.is_err() {
+                let _ = super::objects::destroy_id(self.name(), s, id);
+            }
+            result
+        })
+    }
+
+    /// Whether this token answers at all right now (token info readable, a session usable).
+    /// Tells a failed token from a failed request.
+    pub fn responds(&self) -> bool {
+        self.description().is_ok()
+            && self
+                .run(|s| {
+                    s.get_session_info()
+                        .map(drop)
+                        .map_err(HsmError::ck(self.name(), "reading session info"))
+                })
+                .is_ok()
+    }
+}
+
+/// What a token holds of a ceremony's KEK.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KekState {
+    pub present: bool,
+    pub trusted: bool,
+    pub wrap: bool,
+    pub unwrap: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn unwrap_copy_in(
+    token: &str,
+    s: &Session,
+    kek: &ObjectId,
+    id: &ObjectId,
+    key_type: KeyType,
+    label: &str,
+    usage: &OperationSet,
+    wrapped: &WrappedKey,
+) -> Result<(), HsmError> {
+    let unwrapping = find(token, s, kek, KeyClass::Secret)?;
+    let label = label.as_bytes().to_vec();
+    let mut template = vec![
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(true),
+        Attribute::WrapWithTrusted(true),
+    ];
+    if key_type.is_symmetric() {
+        template.extend([
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(CkKeyType::AES),
+            Attribute::Encrypt(usage.contains(Operation::Encrypt)),
+            Attribute::Decrypt(usage.contains(Operation::Decrypt)),
+            Attribute::Wrap(usage.contains(Operation::Wrap)),
+            Attribute::Unwrap(usage.contains(Operation::Unwrap)),
+            Attribute::Sign(false),
+            Attribute::Verify(false),
+        ]);
+    } else {
+        let kt = if key_type.rsa_bits().is_some() {
+            CkKeyType::RSA
+        } else {
+            CkKeyType::EC
+        };
+        template.extend([
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(kt),
+            Attribute::Sign(usage.contains(Operation::Sign)),
+            Attribute::Decrypt(usage.contains(Operation::Decrypt)),
+            Attribute::Unwrap(usage.contains(Operation::Unwrap)),
+        ]);
+    }
+    template.extend([
+        Attribute::Derive(false),
+        Attribute::Id(id.0.clone()),
+        Attribute::Label(label.clone()),
+        // SoftHSM2 applies unwrap templates in order: MODIFIABLE=false must come last.
+        Attribute::Modifiable(false),
+    ]);
+    let handle = s
+        .unwrap_key(
+            &Mechanism::AesKeyWrapPad,
+            unwrapping,
+            &wrapped.blob,
+            &template,
+        )
+        .map_err(HsmError::ck(
+            token,
+            "unwrapping a backup copy (CKM_AES_KEY_WRAP_PAD)",
+        ))?;
+    // Read back: a module that ignored part of the template must not leave a weaker copy.
+    let got = s
+        .get_attributes(
+            handle,
+            &[
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::WrapWithTrusted,
+                AttributeType::Token,
+            ],
+        )
+        .map_err(HsmError::ck(token, "reading the copy's attributes back"))?;
+    let all_true = got.iter().all(|a| {
+        matches!(
+            a,
+            Attribute::Sensitive(true)
+                | Attribute::Extractable(true)
+                | Attribute::WrapWithTrusted(true)
+                | Attribute::Token(true)
+        )
+    });
+    if !all_true || got.len() != 4 {
+        return Err(HsmError::BadTokenOutput {
+            token: token.to_owned(),
+            what: "backup copy (not sensitive, token and wrap-with-trusted as asked)",
+            len: got.len(),
+        });
+    }
+    if !key_type.is_symmetric() {
+        let kt = if key_type.rsa_bits().is_some() {
+            CkKeyType::RSA
+        } else {
+            CkKeyType::EC
+        };
+        let mut public = vec![
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(kt),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Id(id.0.clone()),
+            Attribute::Label(label),
+            Attribute::Verify(usage.contains(Operation::Verify)),
+            Attribute::Encrypt(usage.contains(Operation::Encrypt)),
+            Attribute::Wrap(usage.contains(Operation::Wrap)),
+        ];
+        public.extend(wrapped.public.iter().cloned());
+        public.push(Attribute::Modifiable(false));
+        s.create_object(&public)
+            .map_err(HsmError::ck(token, "creating the copy's public key"))?;
+    }
+    Ok(())
+}
+
+/// Step 2 (on `from`, as its security officer): import the transport public key as a trusted
+/// wrapping key, generate the trusted KEK and return it wrapped under the transport key.
+///
+/// The SO login needs the user logged out of the token in this process, and no read-only
+/// session open: the caller must not hold the token open (see `Hsm::so_ceremony`).
+pub fn so_make_trusted_kek(
+    cfg: &TokenConfig,
+    so_pin: &SecretString,
+    transport: &TransportPublicKey,
+    transport_id: &ObjectId,
+    kek_id: &ObjectId,
+    label: &str,
+) -> Result<Vec<u8>, HsmError> {
+    let ctx = module::load(&cfg.module)?;
+    let (slot, _) = token::find_slot(&ctx, cfg)?;
+    let session = ctx
+        .open_rw_session(slot)
+        .map_err(HsmError::ck(&cfg.name, "opening the SO session"))?;
+    so_login(&ctx, slot, &session, so_pin, &cfg.name)?;
+    let result = (|| {
+        let label = label.as_bytes().to_vec();
+        let trusted_pub = session
+            .create_object(&[
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::KeyType(CkKeyType::RSA),
+                Attribute::Token(true),
+                Attribute::Private(false),
+                Attribute::Trusted(true),
+                Attribute::Wrap(true),
+                Attribute::Encrypt(false),
+                Attribute::Verify(false),
+                Attribute::Modulus(transport.modulus.clone()),
+                Attribute::PublicExponent(transport.exponent.clone()),
+                Attribute::Id(transport_id.0.clone()),
+                Attribute::Label(label.clone()),
+                Attribute::Modifiable(false),
+            ])
+            .map_err(HsmError::ck(
+                &cfg.name,
+                "importing the transport key as a trusted wrapping key (SO)",
+            ))?;
+        let kek = session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(CkKeyType::AES),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Token(true),
+                    Attribute::Private(false),
+                    Attribute::Trusted(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(true),
+                    Attribute::WrapWithTrusted(true),
+                    Attribute::Wrap(true),
+                    Attribute::Unwrap(true),
+                    Attribute::Encrypt(false),
+                    Attribute::Decrypt(false),
+                    Attribute::Sign(false),
+                    Attribute::Verify(false),
+                    Attribute::Derive(false),
+                    Attribute::Id(kek_id.0.clone()),
+                    Attribute::Label(label),
+                    Attribute::Modifiable(false),
+                ],
+            )
+            .map_err(HsmError::ck(
+                &cfg.name,
+                "generating the trusted key-encryption key (SO)",
+            ))?;
+        let wrapped = session
+            .wrap_key(&oaep_sha1(), trusted_pub, kek)
+            .map_err(HsmError::ck(
+                &cfg.name,
+                "wrapping the key-encryption key for transport (RSA-OAEP SHA-1)",
+            ));
+        if wrapped.is_err() {
+            let _ = session.destroy_object(kek);
+            let _ = session.destroy_object(trusted_pub);
+        }
+        wrapped
+    })();
+    let _ = session.logout();
+    drop(session);
+    result
+}
+
+fn so_login(
+    ctx: &Pkcs11,
+    slot: cryptoki::slot::Slot,
+    session: &Session,
+    pin: &SecretString,
+    token: &str,
+) -> Result<(), HsmError> {
+    match session.login(UserType::So, Some(pin)) {
+        Ok(()) => Ok(()),
+        Err(CkError::Pkcs11(RvError::UserAnotherAlreadyLoggedIn, _))
+        | Err(CkError::Pkcs11(RvError::SessionReadOnlyExists, _)) => {
+            Err(HsmError::UserHoldsToken {
+                token: token.to_owned(),
+            })
+        }
+        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+            let info = ctx.get_token_info(slot).ok();
+            Err(HsmError::WrongSoPin {
+                token: token.to_owned(),
+                final_try: info.as_ref().is_some_and(|i| i.so_pin_final_try()),
+            })
+        }
+        Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(HsmError::SoPinLocked {
+            token: token.to_owned(),
+        }),
+        Err(e) => Err(HsmError::ck(token, "logging in as security officer")(e)),
+    }
+}

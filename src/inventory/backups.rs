@@ -1,0 +1,319 @@
+//! Backup pairings (key ceremonies), backup copies of key versions and their drills.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use time::OffsetDateTime;
+
+use super::records::{AuditEntry, BackupPair, KeyCopy};
+use super::{audit, fmt_time, parse_time, Inventory, InventoryError};
+use crate::model::ObjectId;
+
+/// A pairing about to be recorded (its id is assigned by the inventory).
+#[derive(Debug, Clone)]
+pub struct NewBackupPair {
+    pub from_token: String,
+    pub from_serial: String,
+    pub to_token: String,
+    pub to_serial: String,
+    pub kek_id: ObjectId,
+    pub transport_id: ObjectId,
+    pub created_by: String,
+}
+
+const PAIR_COLUMNS: &str = "id, from_token, from_serial, to_token, to_serial, kek_id, \
+     transport_id, created_at, created_by";
+const COPY_COLUMNS: &str = "token, token_label, token_serial, object_id, pair_id, copied_at, \
+     verified_at, drill_failed_at, drill_error";
+
+impl Inventory {
+    /// Record a finished key ceremony together with its audit record.
+    pub fn insert_backup_pair(
+        &self,
+        pair: &NewBackupPair,
+        now: OffsetDateTime,
+        entry: &AuditEntry,
+    ) -> Result<BackupPair, InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO backup_pairs (from_token, from_serial, to_token, to_serial, kek_id,
+                transport_id, created_at, created_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                pair.from_token,
+                pair.from_serial,
+                pair.to_token,
+                pair.to_serial,
+                pair.kek_id.to_hex(),
+                pair.transport_id.to_hex(),
+                fmt_time(now),
+                pair.created_by
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        audit::insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(BackupPair {
+            id,
+            from_token: pair.from_token.clone(),
+            from_serial: pair.from_serial.clone(),
+            to_token: pair.to_token.clone(),
+            to_serial: pair.to_serial.clone(),
+            kek_id: pair.kek_id.clone(),
+            transport_id: pair.transport_id.clone(),
+            created_at: now,
+            created_by: pair.created_by.clone(),
+        })
+    }
+
+    /// Every pairing, oldest first.
+    pub fn backup_pairs(&self) -> Result<Vec<BackupPair>, InventoryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {PAIR_COLUMNS} FROM backup_pairs ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([], read_pair)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r??);
+        }
+        Ok(out)
+    }
+
+    /// The newest pairing from the token with serial `from_serial` to the token with serial
+    /// `to_serial`.
+    pub fn backup_pair(
+        &self,
+        from_serial: &str,
+        to_serial: &str,
+    ) -> Result<Option<BackupPair>, InventoryError> {
+        let conn = self.conn();
+        let row = conn
+            .prepare_cached(&format!(
+                "SELECT {PAIR_COLUMNS} FROM backup_pairs WHERE from_serial = ?1 AND to_serial = ?2
+                 ORDER BY id DESC LIMIT 1"
+            ))?
+            .query_row([from_serial, to_serial], read_pair)
+            .optional()?;
+        row.transpose()
+    }
+
+    /// Say why a version is not active (yet), with its audit record.
+    pub fn set_pending_reason(
+        &self,
+        key_id: &str,
+        version: u32,
+        reason: &str,
+        entry: &AuditEntry,
+    ) -> Result<(), InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE key_versions SET pending_reason = ?3
+             WHERE key_id = ?1 AND version = ?2 AND state = 'pending'",
+            params![key_id, version, reason],
+        )?;
+        audit::insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Record a backup copy of an active version (made by `kms backup sync` or a restore).
+    pub fn record_copy(
+        &self,
+        key_id: &str,
+        version: u32,
+        copy: &KeyCopy,
+        entry: &AuditEntry,
+    ) -> Result<(), InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        upsert_copy(&tx, key_id, version, copy)?;
+        audit::insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Record a restore drill's outcome on the copy held by the token with serial `serial`.
+    pub fn record_drill(
+        &self,
+        key_id: &str,
+        version: u32,
+        serial: &str,
+        outcome: Result<(), &str>,
+        now: OffsetDateTime,
+        entry: &AuditEntry,
+    ) -> Result<(), InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        match outcome {
+            Ok(()) => tx.execute(
+                "UPDATE key_copies SET verified_at = ?4, drill_failed_at = NULL, drill_error = NULL
+                 WHERE key_id = ?1 AND version = ?2 AND token_serial = ?3",
+                params![key_id, version, serial, fmt_time(now)],
+            )?,
+            Err(why) => tx.execute(
+                "UPDATE key_copies SET drill_failed_at = ?4, drill_error = ?5
+                 WHERE key_id = ?1 AND version = ?2 AND token_serial = ?3",
+                params![key_id, version, serial, fmt_time(now), why],
+            )?,
+        };
+        audit::insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// After a restore: the version now lives on another token (same CKA_ID); the inventory
+    /// follows, with the audit record in the same transaction.
+    pub fn relocate_version(
+        &self,
+        key_id: &str,
+        version: u32,
+        token: &str,
+        token_label: &str,
+        token_serial: &str,
+        entry: &AuditEntry,
+    ) -> Result<(), InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE key_versions SET token = ?3, token_label = ?4, token_serial = ?5
+             WHERE key_id = ?1 AND version = ?2",
+            params![key_id, version, token, token_label, token_serial],
+        )?;
+        audit::insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A consistent copy of the whole inventory written to `dest` with SQLite's online backup,
+    /// while other connections keep working.
+    pub fn snapshot_to(&self, dest: &Path) -> Result<(), InventoryError> {
+        let conn = self.conn();
+        conn.backup(rusqlite::MAIN_DB, dest, None)?;
+        Ok(())
+    }
+
+    /// Number of keys in the inventory (an import refuses to overwrite a used inventory).
+    pub fn key_count(&self) -> Result<i64, InventoryError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM keys", [], |r| r.get(0))?)
+    }
+
+    /// Replace this inventory's content with the database at `src` (SQLite online backup in the
+    /// other direction). The caller has checked `src` (authenticated, a KMS inventory).
+    pub fn restore_from(&self, src: &Path) -> Result<(), InventoryError> {
+        let mut conn = self.conn();
+        conn.restore(
+            rusqlite::MAIN_DB,
+            src,
+            None::<fn(rusqlite::backup::Progress)>,
+        )?;
+        Ok(())
+    }
+}
+
+pub(super) fn upsert_copy(
+    conn: &Connection,
+    key_id: &str,
+    version: u32,
+    c: &KeyCopy,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO key_copies (key_id, version, token, token_label, token_serial, object_id,
+            pair_id, copied_at, verified_at, drill_failed_at, drill_error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL)
+         ON CONFLICT (key_id, version, token_serial) DO UPDATE SET
+            token = excluded.token, token_label = excluded.token_label,
+            object_id = excluded.object_id, pair_id = excluded.pair_id,
+            copied_at = excluded.copied_at, verified_at = excluded.verified_at,
+            drill_failed_at = NULL, drill_error = NULL",
+        params![
+            key_id,
+            version,
+            c.token,
+            c.token_label,
+            c.token_serial,
+            c.object_id.to_hex(),
+            c.pair_id,
+            fmt_time(c.copied_at),
+            c.verified_at.map(fmt_time),
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) fn copies_of(
+    conn: &Connection,
+    key_id: &str,
+    version: u32,
+) -> Result<Vec<KeyCopy>, InventoryError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COPY_COLUMNS} FROM key_copies WHERE key_id = ?1 AND version = ?2 ORDER BY token"
+    ))?;
+    let rows = stmt.query_map(params![key_id, version], read_copy)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(r??);
+    }
+    Ok(out)
+}
+
+type RowResult<T> = rusqlite::Result<Result<T, InventoryError>>;
+
+fn object_id(hex_id: &str, what: &str) -> Result<ObjectId, InventoryError> {
+    hex::decode(hex_id)
+        .map(ObjectId)
+        .map_err(|e| InventoryError::BadRow(format!("{what}: {e}")))
+}
+
+fn read_pair(r: &Row<'_>) -> RowResult<BackupPair> {
+    let kek: String = r.get(5)?;
+    let transport: String = r.get(6)?;
+    let created_at: String = r.get(7)?;
+    let (id, from_token, from_serial, to_token, to_serial, created_by) = (
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(8)?,
+    );
+    Ok((|| {
+        Ok(BackupPair {
+            id,
+            from_token,
+            from_serial,
+            to_token,
+            to_serial,
+            kek_id: object_id(&kek, "kek_id")?,
+            transport_id: object_id(&transport, "transport_id")?,
+            created_at: parse_time(&created_at)?,
+            created_by,
+        })
+    })())
+}
+
+fn read_copy(r: &Row<'_>) -> RowResult<KeyCopy> {
+    let oid: String = r.get(3)?;
+    let copied_at: String = r.get(5)?;
+    let verified_at: Option<String> = r.get(6)?;
+    let failed_at: Option<String> = r.get(7)?;
+    let (token, token_label, token_serial, pair_id, drill_error) =
+        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(4)?, r.get(8)?);
+    Ok((|| {
+        Ok(KeyCopy {
+            token,
+            token_label,
+            token_serial,
+            object_id: object_id(&oid, "object_id")?,
+            pair_id,
+            copied_at: parse_time(&copied_at)?,
+            verified_at: verified_at.as_deref().map(parse_time).transpose()?,
+            drill_failed_at: failed_at.as_deref().map(parse_time).transpose()?,
+            drill_error,
+        })
+    })())
+}
