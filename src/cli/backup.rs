@@ -91,6 +91,20 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: BackupCmd) -> Result<(), CliEr
                 pair.kek_id,
                 pair.id
             );
+            let keys = engine.list_keys(caller, &Default::default())?;
+            let without: usize = keys
+                .iter()
+                .flat_map(|k| &k.versions)
+                .filter(|v| v.state == crate::model::VersionState::Active)
+                .filter(|v| v.token_serial == pair.from_serial)
+                .filter(|v| !v.copies.iter().any(|c| c.token_serial == pair.to_serial))
+                .count();
+            if without > 0 {
+                println!(
+                    "{without} active key version(s) on '{}' have no copy on '{}' yet: run `kms backup sync`",
+                    pair.from_token, pair.to_token
+                );
+            }
             Ok(())
         }
         BackupCmd::Sync { json } => {

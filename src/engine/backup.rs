@@ -106,7 +106,8 @@ impl Engine {
             }
             let transport_id = dst.new_object_id()?;
             let kek_id = dst.new_object_id()?;
-            let label = format!("kms:backup:{from}->{to}");
+            // Unique per ceremony: a token may hold the KEKs of several pairings.
+            let label = format!("kms:backup:{from}->{to}:{}", &kek_id.to_hex()[..8]);
             let transport = dst.generate_transport_pair(&transport_id, &label)?;
             say(&format!(
                 "2/4  Logging in to '{from}' (serial {}) as its security officer: importing the transport public key as a trusted wrapping key, generating a trusted AES-256 key-encryption key (KEK), and wrapping the KEK under the transport key (RSA-OAEP). Only a trusted key can wrap kms keys, and only the SO can make one.",

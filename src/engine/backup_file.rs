@@ -254,7 +254,9 @@ impl Engine {
                 present: Vec::new(),
                 failed: Vec::new(),
             };
-            if self.inventory.key_count()? == 0 {
+            // A fresh inventory holds no keys but the audit key its first command made.
+            let own = self.inventory.keys(&Default::default())?;
+            if own.iter().all(|k| k.name == super::AUDIT_KEY) {
                 let bytes = b64()
                     .decode(&payload.inventory)
                     .map_err(|_| altered("bad inventory snapshot"))?;
@@ -272,6 +274,15 @@ impl Engine {
                 }
                 restored?;
                 report.inventory_restored = true;
+                // The fresh inventory's own audit key is replaced by the restored one: its
+                // objects would be orphans.
+                for k in &own {
+                    for v in &k.versions {
+                        if let Ok(t) = self.token_for(v) {
+                            let _ = t.destroy(&v.object_id);
+                        }
+                    }
+                }
             }
             let kek = ObjectId(hex::decode(&header.kek_id).map_err(|_| altered("bad KEK id"))?);
             for fk in &payload.keys {
@@ -309,6 +320,12 @@ impl Engine {
                 fk.version, fk.key
             ))
         })?;
+        if fk.object_id != v.object_id.to_hex() {
+            return Err(EngineError::InvalidInput(format!(
+                "the file holds CKA_ID {} for this version, the inventory {}; not restored",
+                fk.object_id, v.object_id
+            )));
+        }
         let token = match to {
             Some(name) => self.hsm.token(name)?,
             None => self.token_for(v)?,

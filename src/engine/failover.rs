@@ -165,10 +165,10 @@ impl Engine {
     fn prepare_probe(&self, token: &str) {
         let mut down = self.failover.down.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(d) = down.get_mut(token) {
-            if let Some(old) = &d.old {
-                if self.hsm.reset_module(token, old) {
-                    d.old = None;
-                }
+            // A token that was never open has no old handle: nothing can still use it.
+            let old = d.old.clone().unwrap_or_default();
+            if self.hsm.reset_module(token, &old) {
+                d.old = None;
             }
         }
     }

@@ -134,7 +134,13 @@ impl Engine {
                     for v in &key.versions {
                         for c in v.copies.iter().filter(|c| c.token_serial == desc.serial) {
                             known.insert(&c.object_id);
-                            if v.state == VersionState::Active && !on_token.contains(&c.object_id) {
+                            // The copy's key half (private or secret) must be there, not only
+                            // its public half.
+                            let key_half = objects.iter().any(|o| {
+                                o.id == c.object_id
+                                    && (o.class == "private-key" || o.class == "secret-key")
+                            });
+                            if v.state == VersionState::Active && !key_half {
                                 report.findings.push(Finding::MissingCopy {
                                     token: name.clone(),
                                     key: key.name.clone(),

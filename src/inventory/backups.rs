@@ -195,13 +195,6 @@ impl Inventory {
         Ok(())
     }
 
-    /// Number of keys in the inventory (an import refuses to overwrite a used inventory).
-    pub fn key_count(&self) -> Result<i64, InventoryError> {
-        Ok(self
-            .conn()
-            .query_row("SELECT COUNT(*) FROM keys", [], |r| r.get(0))?)
-    }
-
     /// Replace this inventory's content with the database at `src` (SQLite online backup in the
     /// other direction). The caller has checked `src` (authenticated, a KMS inventory).
     pub fn restore_from(&self, src: &Path) -> Result<(), InventoryError> {

@@ -53,7 +53,14 @@ pub struct Service {
 impl Service {
     /// Fresh tokens, a dev PKI under `<dir>/pki`, and `kms serve --listen 127.0.0.1:0` running.
     pub fn start() -> Res<Service> {
+        Service::start_with(|_| Ok(()))
+    }
+
+    /// Like [`Service::start`], with `prepare` run on the environment before the service starts
+    /// (edit the config, create keys, run a key ceremony, ...).
+    pub fn start_with(prepare: impl FnOnce(&Env) -> Res<()>) -> Res<Service> {
         let env = Env::new()?;
+        prepare(&env)?;
         let pki = env.path("pki");
         dev_pki::ensure(&pki, CLIENTS, false)?;
         let log = std::fs::File::create(env.path("serve.log"))?;
