@@ -304,3 +304,72 @@ fn the_key_ceremony_is_refused_while_the_service_holds_the_login() -> TestResult
     svc.env.ok(&["backup", "init"])?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_drill_reports_a_broken_copy_in_metrics_and_audit() -> TestResult {
+    let svc = Service::start_with(|env| {
+        let cfg = std::fs::read_to_string(env.config())?;
+        let cfg = cfg.replacen(
+            "[backup]\ntoken = \"backup\"",
+            "[backup]\ntoken = \"backup\"\ndrill_every_secs = 1",
+            1,
+        );
+        std::fs::write(env.config(), cfg)?;
+        env.ok(&["--reason", "CHG-9 ceremony", "backup", "init"])?;
+        env.ok(&["backup", "sync"])?;
+        env.create("sig", "ec-p384", "sign,verify")?;
+        Ok(())
+    })?;
+    svc.register("demo-app")?;
+    let metric = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("kms_backup_drill_failures "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let scrape = || async {
+        let r = svc.fetch("demo-app", "GET", "/metrics", Vec::new()).await?;
+        Ok::<String, Box<dyn std::error::Error>>(String::from_utf8_lossy(&r.body).into_owned())
+    };
+    // Healthy copies: the drill passes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let text = scrape().await?;
+    assert_eq!(metric(&text), Some(0.0), "{text}");
+
+    // The copy is destroyed behind the service's back; the next scheduled drill notices.
+    let id = svc.env.object_id("sig")?;
+    let o = svc.env.pkcs11_tool(
+        "kms-backup",
+        &["--delete-object", "--type", "privkey", "--id", &id],
+    )?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = scrape().await?;
+        if metric(&text).is_some_and(|n| n >= 1.0) {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the drill failure never showed in metrics:\n{text}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let rows = svc.audit(Some("sig"))?;
+    let failed = rows
+        .iter()
+        .find(|r| r["action"] == "backup.drill" && r["outcome"] == "error")
+        .ok_or("no failed drill record")?;
+    assert_eq!(failed["actor"], "kms");
+    assert!(
+        failed["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("scheduled restore drill")),
+        "{failed}"
+    );
+    assert!(
+        svc.log().contains("restore drill found problems"),
+        "{}",
+        svc.log()
+    );
+    Ok(())
+}
