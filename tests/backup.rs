@@ -542,3 +542,91 @@ fn offline_backup_file_is_sealed_and_restores_lost_objects() -> TestResult {
 fn path(p: &std::path::Path) -> Res<&str> {
     p.to_str().ok_or_else(|| "non-UTF-8 path".into())
 }
+
+/// The attack an independent review found against the first version: with the user PIN alone,
+/// wrap a key under the backup KEK, then unwrap the blob as a non-sensitive object and read it.
+/// The KEKs now carry a CKA_UNWRAP_TEMPLATE (private, sensitive, wrap-with-trusted, no derive) and
+/// are never extractable, so every such unwrap fails on both tokens, and a KEK cannot be wrapped.
+#[test]
+fn the_user_pin_cannot_unwrap_a_backup_blob_in_the_clear() -> TestResult {
+    let env = Env::new()?;
+    let o = init(&env)?;
+    let kek = stdout(&o)
+        .split("key-encryption key ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .ok_or("no KEK id in the ceremony output")?
+        .to_owned();
+    env.create("dek", "aes-256", "encrypt,decrypt")?;
+    let dek = env.object_id("dek")?;
+    let blob = env.path("blob.bin");
+    let o = env.pkcs11_tool(
+        "kms-primary",
+        &[
+            "--wrap",
+            "--id",
+            &kek,
+            "--application-id",
+            &dek,
+            "--mechanism",
+            "AES-KEY-WRAP",
+            "-o",
+            path(&blob)?,
+        ],
+    )?;
+    assert!(
+        o.status.success(),
+        "the user session can wrap under the public KEK: {}",
+        stderr(&o)
+    );
+    for token in ["kms-primary", "kms-backup"] {
+        for extra in [&[][..], &["--sensitive"][..]] {
+            let mut args = vec![
+                "--unwrap",
+                "--id",
+                &kek,
+                "--application-id",
+                "0bad01",
+                "--mechanism",
+                "AES-KEY-WRAP",
+                "-i",
+                path(&blob)?,
+                "--key-type",
+                "AES:",
+            ];
+            args.extend_from_slice(extra);
+            let o = env.pkcs11_tool(token, &args)?;
+            assert!(
+                !o.status.success(),
+                "{token}: unwrapped a kms key outside the template"
+            );
+            assert!(
+                stderr(&o).contains("CKR_TEMPLATE_INCONSISTENT"),
+                "{token}: {}",
+                stderr(&o)
+            );
+        }
+    }
+    // The KEK itself can be wrapped by nothing, itself included.
+    let o = env.pkcs11_tool(
+        "kms-primary",
+        &[
+            "--wrap",
+            "--id",
+            &kek,
+            "--application-id",
+            &kek,
+            "--mechanism",
+            "AES-KEY-WRAP",
+            "-o",
+            path(&blob)?,
+        ],
+    )?;
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("CKR_KEY_UNEXTRACTABLE"),
+        "{}",
+        stderr(&o)
+    );
+    Ok(())
+}

@@ -2,11 +2,18 @@
 //!
 //! A key ceremony pairs a `from` token with a `to` token:
 //! 1. `to` (user) generates an RSA-3072 transport pair ([`Token::generate_transport_pair`]);
-//! 2. `from`'s security officer imports the transport public key as a CKA_TRUSTED wrapping key,
-//!    generates a trusted AES-256 key-encryption key (KEK) and wraps it under the transport key
-//!    with RSA-OAEP/SHA-1 ([`so_make_trusted_kek`]);
-//! 3. `to` (user) unwraps the KEK under the same CKA_ID as an unwrap-only key and destroys the
-//!    transport pair ([`Token::receive_kek`]).
+//! 2. `from`'s security officer ([`so_make_trusted_kek`]) imports the transport public key as a
+//!    trusted *session* object, generates a session AES-256 key K, wraps K under the transport key
+//!    (RSA-OAEP/SHA-1) for `to`, and installs K on `from` as the persistent key-encryption key
+//!    (KEK): trusted, **never extractable**, wrap and unwrap, with a CKA_UNWRAP_TEMPLATE;
+//! 3. `to` (user) unwraps K under the same CKA_ID as an unwrap-only, never extractable key with
+//!    the same CKA_UNWRAP_TEMPLATE, and destroys the transport pair ([`Token::receive_kek`]).
+//!
+//! Why this shape (found by review and measured on SoftHSM2 2.6.1): a trusted KEK that were itself
+//! extractable could be wrapped — even under itself — and unwrapped somewhere without the template;
+//! and an unwrap-capable KEK without a CKA_UNWRAP_TEMPLATE lets any user session unwrap a key's
+//! backup blob as a *non-sensitive* object and read it. The template forces every key unwrapped
+//! under a KEK to be private, sensitive, wrappable only under a trusted key and not derivable.
 //!
 //! From then on each key version is wrapped on `from` under the KEK with CKM_AES_KEY_WRAP_PAD
 //! ([`Token::wrap_for_copy`]) and unwrapped on `to` under the same CKA_ID with every attribute
@@ -23,7 +30,7 @@ use secrecy::SecretString;
 use zeroize::Zeroizing;
 
 use super::objects::{find, KeyClass};
-use super::{module, token, HsmError, Token};
+use super::{module, raw, token, HsmError, Token};
 use crate::config::TokenConfig;
 use crate::model::{KeyType, ObjectId, Operation, OperationSet};
 
@@ -160,8 +167,8 @@ impl Token {
         })
     }
 
-    /// Step 3 (on `to`): unwrap the KEK under its CKA_ID as an unwrap-only, never extractable key,
-    /// then destroy the transport pair (its job is done).
+    /// Step 3 (on `to`): unwrap the KEK under its CKA_ID as an unwrap-only, never extractable key
+    /// carrying the pinned CKA_UNWRAP_TEMPLATE, then destroy the transport pair (its job is done).
     pub fn receive_kek(
         &self,
         transport: &ObjectId,
@@ -169,32 +176,40 @@ impl Token {
         label: &str,
         wrapped: &[u8],
     ) -> Result<(), HsmError> {
+        use cryptoki_sys as sys;
+        use raw::Value::{Bool, Bytes, Ulong};
         self.run(|s| {
             let unwrapping = find(self.name(), s, transport, KeyClass::Private)?;
             let template = vec![
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(CkKeyType::AES),
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Wrap(false),
-                Attribute::Unwrap(true),
-                Attribute::Encrypt(false),
-                Attribute::Decrypt(false),
-                Attribute::Sign(false),
-                Attribute::Verify(false),
-                Attribute::Derive(false),
-                Attribute::Id(kek.0.clone()),
-                Attribute::Label(label.as_bytes().to_vec()),
+                (sys::CKA_CLASS, Ulong(sys::CKO_SECRET_KEY)),
+                (sys::CKA_KEY_TYPE, Ulong(sys::CKK_AES)),
+                (sys::CKA_TOKEN, Bool(true)),
+                (sys::CKA_PRIVATE, Bool(true)),
+                (sys::CKA_SENSITIVE, Bool(true)),
+                (sys::CKA_EXTRACTABLE, Bool(false)),
+                (sys::CKA_WRAP, Bool(false)),
+                (sys::CKA_UNWRAP, Bool(true)),
+                (sys::CKA_ENCRYPT, Bool(false)),
+                (sys::CKA_DECRYPT, Bool(false)),
+                (sys::CKA_SIGN, Bool(false)),
+                (sys::CKA_VERIFY, Bool(false)),
+                (sys::CKA_DERIVE, Bool(false)),
+                (sys::CKA_UNWRAP_TEMPLATE, raw::pinned_unwrap_template()),
+                (sys::CKA_ID, Bytes(kek.0.clone())),
+                (sys::CKA_LABEL, Bytes(label.as_bytes().to_vec())),
                 // SoftHSM2 applies unwrap templates in order: MODIFIABLE=false must come last.
-                Attribute::Modifiable(false),
+                (sys::CKA_MODIFIABLE, Bool(false)),
             ];
-            s.unwrap_key(&oaep_sha1(), unwrapping, wrapped, &template)
-                .map_err(HsmError::ck(
-                    self.name(),
-                    "unwrapping the key-encryption key",
-                ))?;
+            raw::unwrap_key(
+                self.module(),
+                self.name(),
+                s,
+                raw::Unwrapping::RsaOaepSha1,
+                unwrapping,
+                wrapped,
+                &template,
+                "unwrapping the key-encryption key",
+            )?;
             super::objects::destroy_id(self.name(), s, transport)?;
             Ok(())
         })
@@ -440,11 +455,13 @@ fn unwrap_copy_in(
     Ok(())
 }
 
-/// Step 2 (on `from`, as its security officer): import the transport public key as a trusted
-/// wrapping key, generate the trusted KEK and return it wrapped under the transport key.
+/// Step 2 (on `from`, as its security officer): returns the KEK wrapped under the transport key.
 ///
-/// The SO login needs the user logged out of the token in this process, and no read-only
-/// session open: the caller must not hold the token open (see `Hsm::so_ceremony`).
+/// Everything but the KEK is a session object of this SO session (gone when it closes): the
+/// trusted transport public key, the KEK's transient extractable twin K, and the session key W
+/// that carries K into the persistent, non-extractable KEK. The SO login needs the user logged
+/// out of the token in this process, and no read-only session open: the caller must not hold the
+/// token open (see `Hsm::so_make_trusted_kek`).
 pub fn so_make_trusted_kek(
     cfg: &TokenConfig,
     so_pin: &SecretString,
@@ -459,72 +476,107 @@ pub fn so_make_trusted_kek(
         .open_rw_session(slot)
         .map_err(HsmError::ck(&cfg.name, "opening the SO session"))?;
     so_login(&ctx, slot, &session, so_pin, &cfg.name)?;
-    let result = (|| {
-        let label = label.as_bytes().to_vec();
-        let trusted_pub = session
-            .create_object(&[
-                Attribute::Class(ObjectClass::PUBLIC_KEY),
-                Attribute::KeyType(CkKeyType::RSA),
-                Attribute::Token(true),
-                Attribute::Private(false),
-                Attribute::Trusted(true),
-                Attribute::Wrap(true),
-                Attribute::Encrypt(false),
-                Attribute::Verify(false),
-                Attribute::Modulus(transport.modulus.clone()),
-                Attribute::PublicExponent(transport.exponent.clone()),
-                Attribute::Id(transport_id.0.clone()),
-                Attribute::Label(label.clone()),
-                Attribute::Modifiable(false),
-            ])
-            .map_err(HsmError::ck(
-                &cfg.name,
-                "importing the transport key as a trusted wrapping key (SO)",
-            ))?;
-        let kek = session
-            .generate_key(
-                &Mechanism::AesKeyGen,
-                &[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(CkKeyType::AES),
-                    Attribute::ValueLen(32.into()),
-                    Attribute::Token(true),
-                    Attribute::Private(false),
-                    Attribute::Trusted(true),
-                    Attribute::Sensitive(true),
-                    Attribute::Extractable(true),
-                    Attribute::WrapWithTrusted(true),
-                    Attribute::Wrap(true),
-                    Attribute::Unwrap(true),
-                    Attribute::Encrypt(false),
-                    Attribute::Decrypt(false),
-                    Attribute::Sign(false),
-                    Attribute::Verify(false),
-                    Attribute::Derive(false),
-                    Attribute::Id(kek_id.0.clone()),
-                    Attribute::Label(label),
-                    Attribute::Modifiable(false),
-                ],
-            )
-            .map_err(HsmError::ck(
-                &cfg.name,
-                "generating the trusted key-encryption key (SO)",
-            ))?;
-        let wrapped = session
-            .wrap_key(&oaep_sha1(), trusted_pub, kek)
-            .map_err(HsmError::ck(
-                &cfg.name,
-                "wrapping the key-encryption key for transport (RSA-OAEP SHA-1)",
-            ));
-        if wrapped.is_err() {
-            let _ = session.destroy_object(kek);
-            let _ = session.destroy_object(trusted_pub);
-        }
-        wrapped
-    })();
+    let result = so_steps(cfg, &session, transport, transport_id, kek_id, label);
     let _ = session.logout();
     drop(session);
     result
+}
+
+fn so_steps(
+    cfg: &TokenConfig,
+    session: &Session,
+    transport: &TransportPublicKey,
+    transport_id: &ObjectId,
+    kek_id: &ObjectId,
+    label: &str,
+) -> Result<Vec<u8>, HsmError> {
+    use cryptoki_sys as sys;
+    use raw::Value::{Bool, Bytes, Ulong};
+    let name = cfg.name.as_str();
+    let trusted_pub = session
+        .create_object(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(CkKeyType::RSA),
+            Attribute::Token(false),
+            Attribute::Private(false),
+            Attribute::Trusted(true),
+            Attribute::Wrap(true),
+            Attribute::Encrypt(false),
+            Attribute::Verify(false),
+            Attribute::Modulus(transport.modulus.clone()),
+            Attribute::PublicExponent(transport.exponent.clone()),
+            Attribute::Id(transport_id.0.clone()),
+        ])
+        .map_err(HsmError::ck(
+            name,
+            "importing the transport key as a trusted wrapping key (SO)",
+        ))?;
+    let transient = |wrap: bool, extractable: bool| {
+        vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(CkKeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(false),
+            Attribute::Private(false),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(extractable),
+            Attribute::WrapWithTrusted(false),
+            Attribute::Wrap(wrap),
+            Attribute::Unwrap(wrap),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+            Attribute::Derive(false),
+        ]
+    };
+    let k = session
+        .generate_key(&Mechanism::AesKeyGen, &transient(false, true))
+        .map_err(HsmError::ck(name, "generating the key-encryption key (SO)"))?;
+    let w = session
+        .generate_key(&Mechanism::AesKeyGen, &transient(true, false))
+        .map_err(HsmError::ck(name, "generating a session wrapping key (SO)"))?;
+    let for_to = session
+        .wrap_key(&oaep_sha1(), trusted_pub, k)
+        .map_err(HsmError::ck(
+            name,
+            "wrapping the key-encryption key for transport (RSA-OAEP SHA-1)",
+        ))?;
+    let local = Zeroizing::new(session.wrap_key(&Mechanism::AesKeyWrapPad, w, k).map_err(
+        HsmError::ck(name, "wrapping the key-encryption key locally"),
+    )?);
+    let template = vec![
+        (sys::CKA_CLASS, Ulong(sys::CKO_SECRET_KEY)),
+        (sys::CKA_KEY_TYPE, Ulong(sys::CKK_AES)),
+        (sys::CKA_TOKEN, Bool(true)),
+        (sys::CKA_PRIVATE, Bool(false)),
+        (sys::CKA_TRUSTED, Bool(true)),
+        (sys::CKA_SENSITIVE, Bool(true)),
+        (sys::CKA_EXTRACTABLE, Bool(false)),
+        (sys::CKA_WRAP, Bool(true)),
+        (sys::CKA_UNWRAP, Bool(true)),
+        (sys::CKA_ENCRYPT, Bool(false)),
+        (sys::CKA_DECRYPT, Bool(false)),
+        (sys::CKA_SIGN, Bool(false)),
+        (sys::CKA_VERIFY, Bool(false)),
+        (sys::CKA_DERIVE, Bool(false)),
+        (sys::CKA_UNWRAP_TEMPLATE, raw::pinned_unwrap_template()),
+        (sys::CKA_ID, Bytes(kek_id.0.clone())),
+        (sys::CKA_LABEL, Bytes(label.as_bytes().to_vec())),
+        (sys::CKA_MODIFIABLE, Bool(false)),
+    ];
+    raw::unwrap_key(
+        &cfg.module,
+        name,
+        session,
+        raw::Unwrapping::AesKeyWrapPad,
+        w,
+        &local,
+        &template,
+        "installing the trusted key-encryption key (SO)",
+    )?;
+    for h in [k, w, trusted_pub] {
+        let _ = session.destroy_object(h);
+    }
+    Ok(for_to)
 }
 
 fn so_login(

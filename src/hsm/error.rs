@@ -43,6 +43,8 @@ pub enum HsmError {
     PinLocked { token: String },
     #[error("token '{token}': the security officer cannot log in while a user session holds the token (PKCS#11 allows one login type at a time); stop `kms serve` and any other kms process using this token, then run the ceremony again")]
     UserHoldsToken { token: String },
+    #[error("token '{token}': {what}")]
+    Raw { token: String, what: String },
     #[error("wrong SO PIN for token '{token}'{}", if *.final_try { "; the next wrong SO PIN locks the token for good" } else { "" })]
     WrongSoPin { token: String, final_try: bool },
     #[error("the SO PIN of token '{token}' is locked; only re-initialising the token (losing every key on it) unlocks it")]

@@ -17,6 +17,7 @@ mod objects;
 mod personal;
 mod pool;
 mod public_key;
+mod raw;
 mod sign;
 mod token;
 mod uri;
