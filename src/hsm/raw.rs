@@ -124,6 +124,7 @@ pub(super) enum Unwrapping {
 }
 
 /// C_UnwrapKey under `unwrapping` with a template that may hold attribute arrays.
+#[allow(clippy::too_many_arguments)] // a thin FFI wrapper: one argument per C_UnwrapKey input
 pub(super) fn unwrap_key(
     module: &Path,
     token: &str,
