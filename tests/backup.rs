@@ -512,7 +512,9 @@ fn offline_backup_file_is_sealed_and_restores_lost_objects() -> TestResult {
         let _ = std::fs::remove_file(format!("{}{suffix}", env.db().display()));
     }
     env.ok(&["principal", "add", OFFICER, "--role", "security-officer"])?;
-    let o = env.ok(&["backup", "import", path(&file)?])?;
+    let o = env.run(&["backup", "import", path(&file)?])?;
+    assert_fails(&o, 2, &["--replace-inventory", "Nothing was changed"]);
+    let o = env.ok(&["backup", "import", path(&file)?, "--replace-inventory"])?;
     assert!(stdout(&o).contains("inventory restored"), "{}", stdout(&o));
     let v = json(&env.ok(&["key", "list", "--json"])?)?;
     let names: Vec<&str> = v
@@ -628,5 +630,56 @@ fn the_user_pin_cannot_unwrap_a_backup_blob_in_the_clear() -> TestResult {
         "{}",
         stderr(&o)
     );
+    Ok(())
+}
+
+#[test]
+fn kms_internal_keys_and_useless_aes_usages_are_refused_clearly() -> TestResult {
+    let env = Env::new()?;
+    init(&env)?;
+    let o = env.run(&create_args(
+        "kms-backup-seal",
+        "aes-256",
+        "encrypt,decrypt",
+        &[],
+    ))?;
+    assert_fails(&o, 2, &["a key kms makes for itself"]);
+    let o = env.run(&create_args("dec-only", "aes-256", "decrypt", &[]))?;
+    assert_fails(
+        &o,
+        2,
+        &[
+            "could never protect anything",
+            "include encrypt, or both wrap and unwrap",
+        ],
+    );
+    // An encrypt-only key is fine: its copy is proven by identical ciphertexts.
+    env.create("enc-only", "aes-256", "encrypt")?;
+    let o = env.ok(&["backup", "verify", "enc-only"])?;
+    assert!(
+        stdout(&o).contains("encrypt to the same ciphertext"),
+        "{}",
+        stdout(&o)
+    );
+    // The seal key (made by the first export) is never granted.
+    env.ok(&["backup", "export", path(&env.path("f.backup"))?])?;
+    let until = (time::OffsetDateTime::now_utc().date() + time::Duration::days(5)).to_string();
+    let o = env.run(&[
+        "--reason",
+        "r",
+        "grant",
+        "add",
+        USER,
+        "kms-backup-seal",
+        "--ops",
+        "decrypt",
+        "--until",
+        &until,
+        "--ticket",
+        "T-1",
+        "--justification",
+        "j",
+    ])?;
+    assert_fails(&o, 4, &["used by kms itself and is never granted"]);
     Ok(())
 }

@@ -62,6 +62,10 @@ pub enum BackupCmd {
         /// Token to unwrap missing keys on (must hold the backup key-encryption key).
         #[arg(long)]
         to: Option<String>,
+        /// Rebuild a fresh inventory (one holding no keys) from the file: principals, grants,
+        /// keys and audit trail as they were when the file was written.
+        #[arg(long)]
+        replace_inventory: bool,
         #[arg(long)]
         json: bool,
     },
@@ -267,15 +271,20 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: BackupCmd) -> Result<(), CliEr
             );
             Ok(())
         }
-        BackupCmd::Import { file, to, json } => {
+        BackupCmd::Import {
+            file,
+            to,
+            json,
+            replace_inventory,
+        } => {
             let bytes = super::io::read_input(&file)?;
-            let r = engine.backup_import(caller, &bytes, to.as_deref())?;
+            let r = engine.backup_import(caller, &bytes, to.as_deref(), replace_inventory)?;
             if json {
                 return print_json(&r);
             }
             println!(
-                "authentic backup file written {} ({} key versions)",
-                r.written_at, r.keys
+                "authentic backup file written {} by {} ({} key versions; its audit trail ends at record {}, hash {})",
+                r.written_at, r.written_by, r.keys, r.audit_seq, r.audit_head
             );
             if r.inventory_restored {
                 println!("inventory restored from the file");

@@ -92,7 +92,7 @@ impl Engine {
                     "no token '{to}' in the configuration"
                 )));
             }
-            self.refuse_while_serving(from)?;
+            let _no_service = self.refuse_while_serving(from)?;
             let from_desc = self.hsm.describe(from)?;
             say(&format!(
                 "1/4  Opening '{to}' as its user and generating an RSA-3072 transport key pair there. Its private half can only unwrap, never leaves '{to}', and is destroyed at the end."
@@ -110,7 +110,11 @@ impl Engine {
             let label = format!("kms:backup:{from}->{to}:{}", &kek_id.to_hex()[..8]);
             let transport = dst.generate_transport_pair(&transport_id, &label)?;
             say(&format!(
-                "2/4  Logging in to '{from}' (serial {}) as its security officer: importing the transport public key as a trusted wrapping key, generating a trusted AES-256 key-encryption key (KEK), and wrapping the KEK under the transport key (RSA-OAEP). Only a trusted key can wrap kms keys, and only the SO can make one.",
+                "2/4  The KEK will go to '{to}' = token '{}' serial {} ({}). Check this is your backup HSM before typing the SO PIN. Logging in to '{from}' = token '{}' serial {} as its security officer: importing the transport public key as a trusted session key, generating an AES-256 key-encryption key (KEK), wrapping it under the transport key (RSA-OAEP) for '{to}', and installing it on '{from}' as a trusted, never-extractable key whose unwrap template forces every key unwrapped under it to stay sensitive. Only a trusted key can wrap kms keys, and only the SO can make one.",
+                dst.label(),
+                dst.serial(),
+                dst.description().map(|d| d.model).unwrap_or_default(),
+                from_desc.label,
                 from_desc.serial
             ));
             let so_pin = from_cfg.so_pin.resolve_kind(from, "SO")?;
@@ -135,7 +139,7 @@ impl Engine {
             if let Err(e) = dst.receive_kek(&transport_id, &kek_id, &label, &wrapped) {
                 let _ = dst.destroy(&transport_id);
                 return Err(EngineError::Incomplete(format!(
-                    "the KEK was made on '{from}' but could not be unwrapped on '{to}' ({e}); nothing was recorded. Run the ceremony again (the unused trusted objects labelled '{label}' stay on '{from}' and are harmless)"
+                    "the KEK was made on '{from}' but could not be unwrapped on '{to}' ({e}); no pairing was recorded. The unused KEK labelled '{label}' stays on '{from}' (non-extractable; anything wrapped under it can only be unwrapped sensitive), and `kms reconcile` lists it as an orphan until the SO removes it. Run the ceremony again"
                 )));
             }
             say(&format!(
@@ -211,19 +215,6 @@ impl Engine {
     ) -> Result<KeyCopy, EngineError> {
         let src = self.paired_token(&pair.from_token, &pair.from_serial)?;
         let dst = self.paired_token(&pair.to_token, &pair.to_serial)?;
-        let wrapped = src.wrap_for_copy(&pair.kek_id, &version.object_id, key.key_type)?;
-        if dst.exists(&version.object_id)? {
-            dst.destroy(&version.object_id)?;
-        }
-        let label = format!("kms:{}:v{}", key.name, version.version);
-        dst.unwrap_copy(
-            &pair.kek_id,
-            &version.object_id,
-            key.key_type,
-            &label,
-            &key.usage,
-            &wrapped,
-        )?;
         let mut copy = KeyCopy {
             token: pair.to_token.clone(),
             token_label: dst.label().to_owned(),
@@ -235,6 +226,25 @@ impl Engine {
             drill_failed_at: None,
             drill_error: None,
         };
+        if dst.exists(&version.object_id)? {
+            // A copy (or part of one) is already there: keep it if it proves itself, so a good
+            // copy is never destroyed for a retry that might fail.
+            if drill(key, version, public_key, Some(&src), &dst, &copy).is_ok() {
+                copy.verified_at = Some(OffsetDateTime::now_utc());
+                return Ok(copy);
+            }
+            dst.destroy(&version.object_id)?;
+        }
+        let wrapped = src.wrap_for_copy(&pair.kek_id, &version.object_id, key.key_type)?;
+        let label = format!("kms:{}:v{}", key.name, version.version);
+        dst.unwrap_copy(
+            &pair.kek_id,
+            &version.object_id,
+            key.key_type,
+            &label,
+            &key.usage,
+            &wrapped,
+        )?;
         match drill(key, version, public_key, Some(&src), &dst, &copy) {
             Ok(_) => copy.verified_at = Some(OffsetDateTime::now_utc()),
             Err(why) => {
@@ -685,6 +695,23 @@ pub(crate) fn drill(
         }
         KeyType::Aes256 => {
             let src = src.ok_or(ORIGINAL_UNREACHABLE)?;
+            if key.usage.contains(Operation::Encrypt) && !key.usage.contains(Operation::Decrypt) {
+                // Encrypt-only: GCM is deterministic for one key, IV and input, so the same
+                // ciphertext from both proves the same key.
+                let iv: [u8; 12] = rand::random();
+                let aad = b"kms backup drill";
+                let a = src
+                    .aes_gcm_encrypt(&version.object_id, &iv, aad, &challenge)
+                    .map_err(e)?;
+                let b = dst
+                    .aes_gcm_encrypt(&copy.object_id, &iv, aad, &challenge)
+                    .map_err(e)?;
+                return if a == b {
+                    Ok("original and copy encrypt to the same ciphertext".into())
+                } else {
+                    Err("the copy encrypts differently from the original".into())
+                };
+            }
             if key.usage.contains(Operation::Encrypt) && key.usage.contains(Operation::Decrypt) {
                 let iv: [u8; 12] = rand::random();
                 let aad = b"kms backup drill";

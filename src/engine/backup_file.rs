@@ -41,6 +41,9 @@ struct Header {
     iv: String,
     keys: usize,
     kek_id: String,
+    /// The audit trail's head in the snapshot: shown at import, so an old file is recognised.
+    audit_seq: i64,
+    audit_head: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -74,6 +77,10 @@ pub struct ExportReport {
 pub struct ImportReport {
     #[serde(with = "time::serde::rfc3339")]
     pub written_at: OffsetDateTime,
+    pub written_by: String,
+    /// Audit trail head (sequence number, hash) of the file's inventory snapshot.
+    pub audit_seq: i64,
+    pub audit_head: String,
     pub keys: usize,
     pub inventory_restored: bool,
     pub restored: Vec<String>,
@@ -131,6 +138,7 @@ impl Engine {
             })();
             let _ = std::fs::remove_file(&tmp);
             let snapshot = snapshot?;
+            let (audit_seq, audit_head) = self.inventory.audit_head()?.unwrap_or_default();
             let payload = serde_json::to_vec(&Payload {
                 inventory: b64().encode(&snapshot),
                 keys,
@@ -153,6 +161,8 @@ impl Engine {
                 iv: hex::encode(iv),
                 keys: count,
                 kek_id: pair.kek_id.to_hex(),
+                audit_seq,
+                audit_head,
             };
             let mut head = MAGIC.to_vec();
             head.extend(
@@ -189,9 +199,11 @@ impl Engine {
         caller: &Caller,
         file: &[u8],
         to: Option<&str>,
+        replace_inventory: bool,
     ) -> Result<ImportReport, EngineError> {
         self.audited(caller, "backup.import", None, |note| {
             require_role(&self.inventory, caller, &[Role::SecurityOfficer], "import backups")?;
+            let _no_service = self.refuse_while_serving(&self.config.key_token)?;
             let altered = |why: &str| {
                 EngineError::InvalidInput(format!(
                     "this is not an intact kms backup file ({why}); it was altered, truncated or is another file. Nothing was changed"
@@ -213,6 +225,13 @@ impl Engine {
             let seal_id = ObjectId(
                 hex::decode(&header.seal_object_id).map_err(|_| altered("bad seal key id"))?,
             );
+            // The seal key the header names must be kms's own: the inventory's, or (in a fresh
+            // inventory) an object labelled as it on the token.
+            if let Ok(seal) = self.inventory.key(SEAL_KEY) {
+                if !seal.versions.iter().any(|v| v.object_id == seal_id) {
+                    return Err(altered("the seal key named in the header is not this inventory's"));
+                }
+            }
             // Open the seal on any configured token holding the seal key.
             let mut opened = None;
             let mut tried = Vec::new();
@@ -220,6 +239,15 @@ impl Engine {
             for name in names {
                 let Ok(t) = self.hsm.token(&name) else { continue };
                 if !header.seal_tokens.iter().any(|s| s == t.serial()) {
+                    continue;
+                }
+                let is_seal = t.list_objects().is_ok_and(|objects| {
+                    objects.iter().any(|o| {
+                        o.id == seal_id && o.label.starts_with(&format!("kms:{SEAL_KEY}:v"))
+                    })
+                });
+                if !is_seal {
+                    tried.push(format!("{name} (no seal key)"));
                     continue;
                 }
                 tried.push(name.clone());
@@ -231,7 +259,10 @@ impl Engine {
                     Err(crate::hsm::HsmError::DecryptionFailed { .. }) => {
                         return Err(altered("authentication failed"))
                     }
-                    Err(_) => continue,
+                    Err(e) => {
+                        tried.push(format!("{name}: {e}"));
+                        continue;
+                    }
                 }
             }
             let payload = opened.ok_or_else(|| {
@@ -248,6 +279,9 @@ impl Engine {
                 serde_json::from_slice(&payload).map_err(|_| altered("unreadable payload"))?;
             let mut report = ImportReport {
                 written_at: header.written_at,
+                written_by: header.written_by.clone(),
+                audit_seq: header.audit_seq,
+                audit_head: header.audit_head.clone(),
                 keys: payload.keys.len(),
                 inventory_restored: false,
                 restored: Vec::new(),
@@ -256,7 +290,23 @@ impl Engine {
             };
             // A fresh inventory holds no keys but the audit key its first command made.
             let own = self.inventory.keys(&Default::default())?;
-            if own.iter().all(|k| k.name == super::AUDIT_KEY) {
+            let fresh = own.iter().all(|k| k.name == super::AUDIT_KEY);
+            if replace_inventory && !fresh {
+                return Err(EngineError::denied(
+                    Refusal::KeyState,
+                    format!(
+                        "--replace-inventory refused: this inventory holds {} key(s); an inventory is replaced only on a fresh installation. Nothing was changed",
+                        own.len()
+                    ),
+                ));
+            }
+            if fresh && !replace_inventory && !payload.keys.is_empty() {
+                return Err(EngineError::InvalidInput(format!(
+                    "this inventory holds none of the file's keys; to rebuild it from the file (written {} by {}, audit trail up to record {}), run the import again with --replace-inventory. Nothing was changed",
+                    header.written_at, header.written_by, header.audit_seq
+                )));
+            }
+            if fresh && replace_inventory {
                 let bytes = b64()
                     .decode(&payload.inventory)
                     .map_err(|_| altered("bad inventory snapshot"))?;
@@ -287,7 +337,7 @@ impl Engine {
             let kek = ObjectId(hex::decode(&header.kek_id).map_err(|_| altered("bad KEK id"))?);
             for fk in &payload.keys {
                 let label = format!("{}@v{}", fk.key, fk.version);
-                match self.import_one(fk, &kek, to) {
+                match self.import_one(caller, fk, &kek, to) {
                     Ok(true) => report.restored.push(label),
                     Ok(false) => report.present.push(label),
                     Err(e) => report.failed.push((label, e.to_string())),
@@ -309,6 +359,7 @@ impl Engine {
 
     fn import_one(
         &self,
+        caller: &Caller,
         fk: &FileKey,
         kek: &ObjectId,
         to: Option<&str>,
@@ -320,6 +371,15 @@ impl Engine {
                 fk.version, fk.key
             ))
         })?;
+        if v.state != VersionState::Active {
+            return Err(EngineError::denied(
+                Refusal::KeyState,
+                format!(
+                    "v{} is {} in the inventory; only active versions are put back",
+                    v.version, v.state
+                ),
+            ));
+        }
         if fk.object_id != v.object_id.to_hex() {
             return Err(EngineError::InvalidInput(format!(
                 "the file holds CKA_ID {} for this version, the inventory {}; not restored",
@@ -364,7 +424,7 @@ impl Engine {
             &wrapped,
         )?;
         let entry = self.entry(
-            &self.system_caller(),
+            caller,
             "backup.import-key",
             Some(&key.name),
             Some(v.version),
@@ -402,7 +462,9 @@ impl Engine {
                 req.handling = "never granted to anyone; lives on the HSMs only".into();
                 req.disposal =
                     "keep while any offline backup file sealed with it must stay readable".into();
-                self.create_key(&self.system_caller(), req)
+                let mut system = self.system_caller();
+                system.reason = Some("offline backup seal key, made on first export".into());
+                self.create_key(&system, req)
             }
             Err(e) => Err(e.into()),
         }

@@ -29,7 +29,9 @@ pub(crate) struct Failover {
 struct Down {
     since: OffsetDateTime,
     next_probe: Instant,
-    old: Option<Weak<Token>>,
+    /// Every handle of the token forgotten while it was down: the module may be re-initialised
+    /// only when all of them are gone (their sessions closed).
+    old: Vec<Weak<Token>>,
     reason: String,
 }
 
@@ -161,25 +163,27 @@ impl Engine {
         }))
     }
 
-    /// Before probing a token that is down: let the module start afresh if it can.
+    /// Before probing a token that is down: let the module start afresh if it can. The `down`
+    /// map is not held meanwhile, so a slow module never blocks requests served by copies.
     fn prepare_probe(&self, token: &str) {
-        let mut down = self.failover.down.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(d) = down.get_mut(token) {
-            // A token that was never open has no old handle: nothing can still use it.
-            let old = d.old.clone().unwrap_or_default();
-            if self.hsm.reset_module(token, &old) {
-                d.old = None;
+        let old = {
+            let mut down = self.failover.down.lock().unwrap_or_else(|p| p.into_inner());
+            match down.get_mut(token) {
+                Some(d) => {
+                    d.old.retain(|w| w.strong_count() > 0);
+                    d.old.clone()
+                }
+                None => return,
             }
-        }
+        };
+        self.hsm.reset_module(token, &old);
     }
 
     fn token_lost(&self, token: &str, reason: &str) {
         let old = self.hsm.forget(token);
         let mut down = self.failover.down.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(d) = down.get_mut(token) {
-            if d.old.is_none() {
-                d.old = old;
-            }
+            d.old.extend(old);
             return;
         }
         down.insert(
@@ -187,7 +191,7 @@ impl Engine {
             Down {
                 since: OffsetDateTime::now_utc(),
                 next_probe: Instant::now() + PROBE_EVERY,
-                old,
+                old: old.into_iter().collect(),
                 reason: reason.to_owned(),
             },
         );

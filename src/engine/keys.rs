@@ -65,6 +65,12 @@ impl Engine {
         self.audited(caller, "key.create", Some(&req.name), |note| {
             require_role(&self.inventory, caller, &[Role::SecurityOfficer], "create keys")?;
             validate(&req, OffsetDateTime::now_utc().date())?;
+            if super::internal_key(&req.name) && caller.kind != super::CallerKind::System {
+                return Err(EngineError::InvalidInput(format!(
+                    "'{}' is the name of a key kms makes for itself; choose another name",
+                    req.name
+                )));
+            }
             let token_name = self.config.key_token.clone();
             let token = self.hsm.token(&token_name)?;
             let object_id = token.new_object_id()?;
@@ -197,7 +203,13 @@ impl Engine {
                 &entry,
             );
             if let Err(e) = activated {
-                // Roll the token back so no key exists that the record does not show.
+                // Roll the tokens back so no key exists that the record does not show: the
+                // backup copy first, then the original.
+                if let Some(c) = &copy {
+                    if let Err(e2) = self.hsm.token(&c.token).and_then(|t| t.destroy(&c.object_id)) {
+                        tracing::error!(error = %e2, token = %c.token, "could not destroy the backup copy of a key that was not created");
+                    }
+                }
                 let undone = token.destroy(&object_id);
                 let cleaned = self.inventory.delete_pending_key(&key_id).map(drop);
                 let name = &req.name;
@@ -380,6 +392,16 @@ fn validate(req: &CreateKey, today: Date) -> Result<(), EngineError> {
             unsupported.join(", "),
             req.key_type,
             can.join(", ")
+        ));
+    }
+    if req.key_type == KeyType::Aes256
+        && !req.usage.contains(crate::model::Operation::Encrypt)
+        && !(req.usage.contains(crate::model::Operation::Wrap)
+            && req.usage.contains(crate::model::Operation::Unwrap))
+    {
+        return bad(format!(
+            "an aes-256 key with usage {} could never protect anything: include encrypt, or both wrap and unwrap",
+            req.usage
         ));
     }
     if let Some(expires) = req.expires {

@@ -47,6 +47,11 @@ use crate::hsm::Hsm;
 use crate::inventory::Inventory;
 
 /// The engine: configuration, the tokens and the inventory, behind one set of operations.
+/// Keys kms itself uses (audit checkpoints, sealing offline backups): never granted to anyone.
+pub(crate) fn internal_key(name: &str) -> bool {
+    name == AUDIT_KEY || name == SEAL_KEY
+}
+
 pub struct Engine {
     config: Config,
     hsm: Hsm,

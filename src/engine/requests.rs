@@ -168,10 +168,10 @@ impl Engine {
                 return Err(EngineError::InvalidInput("--ops must list at least one operation".into()));
             }
             let key = self.inventory.key(&input.key)?;
-            if key.name == super::AUDIT_KEY {
+            if super::internal_key(&key.name) {
                 return Err(EngineError::denied(
                     Refusal::WrongRole,
-                    "the audit key is used by kms itself and is never granted",
+                    format!("'{}' is used by kms itself and is never granted", key.name),
                 ));
             }
             if key.current_version().is_none() {

@@ -51,7 +51,7 @@ impl Engine {
             Err(TryLockError::WouldBlock) => Err(EngineError::denied(
                 Refusal::KeyState,
                 format!(
-                    "another `kms serve` (pid {}) already runs with this inventory",
+                    "another kms process (pid {}) holds this inventory's tokens: a running `kms serve`, or a key ceremony or backup import in progress",
                     read_pid(&mut file)
                 ),
             )),
@@ -62,15 +62,16 @@ impl Engine {
         }
     }
 
-    /// Refuse when `kms serve` runs on this inventory: it holds the user login on the tokens.
-    pub(crate) fn refuse_while_serving(&self, token: &str) -> Result<(), EngineError> {
+    /// Refuse when `kms serve` runs on this inventory (it holds the user login on the tokens);
+    /// otherwise hold the lock until the returned guard drops, so no service starts meanwhile.
+    pub(crate) fn refuse_while_serving(&self, token: &str) -> Result<ServiceLock, EngineError> {
         let mut file = self.open_lock()?;
         match file.try_lock() {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(ServiceLock { _file: file }),
             Err(TryLockError::WouldBlock) => Err(EngineError::denied(
                 Refusal::KeyState,
                 format!(
-                    "`kms serve` (pid {}) is running and holds the user login on token '{token}'; the security officer can log in only when no user is. Stop the service (SIGTERM lets in-flight requests finish), run the ceremony, then start it again",
+                    "`kms serve` (pid {}) is running and holds the user login on token '{token}' (or another ceremony or import runs); the security officer can log in only when no user is. Stop the service (SIGTERM lets in-flight requests finish), run this again, then start it",
                     read_pid(&mut file)
                 ),
             )),

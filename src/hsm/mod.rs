@@ -70,17 +70,23 @@ impl Hsm {
 
     /// The logged-in token `name`, opening it on first use.
     pub fn token(&self, name: &str) -> Result<Arc<Token>, HsmError> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = open.get(name) {
-            return Ok(Arc::clone(t));
+        {
+            let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(t) = open.get(name) {
+                return Ok(Arc::clone(t));
+            }
         }
         let cfg = self
             .configs
             .get(name)
             .ok_or_else(|| self.not_configured(name))?;
+        // Opened without holding the registry: a token that hangs on login must not block
+        // every other token (the backup serving during a failover, say).
         let token = Arc::new(Token::open(cfg)?);
-        open.insert(name.to_owned(), Arc::clone(&token));
-        Ok(token)
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Arc::clone(
+            open.entry(name.to_owned()).or_insert_with(|| token),
+        ))
     }
 
     /// Step 2 of a key ceremony, as the SO of token `name`: see [`backup::so_make_trusted_kek`].
@@ -136,15 +142,14 @@ impl Hsm {
     /// which SoftHSM2 and several HSM clients need to see a token again after it was lost. Only
     /// done when no other configured token uses the module and nothing holds the old token:
     /// stale sessions of other tokens must never outlive a re-initialisation.
-    pub fn reset_module(&self, name: &str, old: &std::sync::Weak<Token>) -> bool {
+    pub fn reset_module(&self, name: &str, old: &[std::sync::Weak<Token>]) -> bool {
+        if !self.configs.contains_key(name) || self.module_shared(name) {
+            return false;
+        }
         let Some(cfg) = self.configs.get(name) else {
             return false;
         };
-        let shared = self
-            .configs
-            .values()
-            .any(|c| c.name != cfg.name && c.module == cfg.module);
-        if shared || old.strong_count() > 0 {
+        if old.iter().any(|w| w.strong_count() > 0) {
             return false;
         }
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
@@ -155,12 +160,15 @@ impl Hsm {
         true
     }
 
-    /// Whether token `name` shares its PKCS#11 module with another configured token.
+    /// Whether token `name` shares its PKCS#11 module with another configured token (compared
+    /// as canonical paths: two paths to one library file are one module instance).
     pub fn module_shared(&self, name: &str) -> bool {
+        let canon = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
         self.configs.get(name).is_some_and(|cfg| {
+            let mine = canon(&cfg.module);
             self.configs
                 .values()
-                .any(|c| c.name != cfg.name && c.module == cfg.module)
+                .any(|c| c.name != cfg.name && canon(&c.module) == mine)
         })
     }
 
