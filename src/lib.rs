@@ -22,6 +22,7 @@
 pub mod audit;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod duration;
 pub mod engine;

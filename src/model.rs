@@ -238,20 +238,38 @@ impl FromStr for OperationSet {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VersionState {
-    /// Intent recorded; the object may or may not exist on the token yet.
+    /// Pre-active: intent recorded; the object may or may not exist on the token yet (or its
+    /// backup copy is missing).
     Pending,
     /// Usable for every allowed operation.
     Active,
-    /// Destroyed on the token; the row stays for the record.
+    /// Replaced by a newer version: decrypt, unwrap and verify only, until destroyed.
+    Deactivated,
+    /// Declared compromised: no operation at all (an officer's audited break-glass may decrypt).
+    Compromised,
+    /// Destroyed on every token; the row stays for the record.
     Destroyed,
+    /// A compromised version, destroyed on every token once its data was re-encrypted.
+    DestroyedCompromised,
 }
 
 impl VersionState {
+    /// Destroyed on every token (either way).
+    pub fn is_destroyed(self) -> bool {
+        matches!(
+            self,
+            VersionState::Destroyed | VersionState::DestroyedCompromised
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             VersionState::Pending => "pending",
             VersionState::Active => "active",
+            VersionState::Deactivated => "deactivated",
+            VersionState::Compromised => "compromised",
             VersionState::Destroyed => "destroyed",
+            VersionState::DestroyedCompromised => "destroyed-compromised",
         }
     }
 }
@@ -262,11 +280,15 @@ impl FromStr for VersionState {
         match s {
             "pending" => Ok(VersionState::Pending),
             "active" => Ok(VersionState::Active),
+            "deactivated" => Ok(VersionState::Deactivated),
+            "compromised" => Ok(VersionState::Compromised),
             "destroyed" => Ok(VersionState::Destroyed),
+            "destroyed-compromised" => Ok(VersionState::DestroyedCompromised),
             _ => Err(ParseError {
                 what: "version state",
                 given: s.to_owned(),
-                expected: "pending, active, destroyed",
+                expected:
+                    "pending, active, deactivated, compromised, destroyed, destroyed-compromised",
             }),
         }
     }

@@ -121,7 +121,7 @@ pub fn pin_source(s: &str) -> Result<PinSource, CliError> {
     })
 }
 
-fn card(c: CardArgs) -> Result<CardAccess, CliError> {
+pub fn card(c: CardArgs) -> Result<CardAccess, CliError> {
     Ok(CardAccess {
         uri: c.card,
         pin: pin_source(&c.card_pin)?,

@@ -49,6 +49,16 @@ pub enum KeyCmd {
         /// Free label, key=value; repeatable.
         #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
         labels: Vec<(String, String)>,
+        /// After a rotation, how long the old version still decrypts/unwraps/verifies before it
+        /// is destroyed (e.g. 7d; 0 destroys it at once). Default: [lifecycle] reencrypt_window.
+        #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_window)]
+        reencrypt_window: Option<u64>,
+        /// Originator usage period of each version: no new sign/encrypt/wrap after it.
+        #[arg(long, value_name = "DURATION")]
+        protect_for: Option<HumanDuration>,
+        /// Recipient usage period of each version: no decrypt/unwrap/verify after it either.
+        #[arg(long, value_name = "DURATION")]
+        process_for: Option<HumanDuration>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -125,7 +135,23 @@ pub enum KeyCmd {
         out: PathBuf,
         #[arg(long, value_name = "TEXT")]
         aad: Option<String>,
+        /// Security officer only, with --reason: decrypt data of a compromised version.
+        #[arg(long)]
+        break_glass: bool,
     },
+    /// Rotate now: a new version on the device; the old one decrypts/verifies only for the
+    /// key's re-encryption window, then is destroyed on every token.
+    Rotate(super::lifecycle::RotateArgs),
+    /// Declare a version compromised (--reason required): out of service at once, replaced, with
+    /// a report of who used it; --status shows it, --close destroys the version.
+    Compromise(super::lifecycle::CompromiseArgs),
+    /// Dispose of a key on contract termination: request (--contract-ref, --justification),
+    /// --verify / --approve (signed on cards), --cancel, --execute after the waiting period.
+    Dispose(super::lifecycle::DisposeArgs),
+    /// Disposal requests; --show ID for one with its signatures and destruction record.
+    Disposals(super::lifecycle::DisposalsArgs),
+    /// Move a ciphertext or wrapped data key to the key's current version.
+    Rewrap(super::lifecycle::RewrapArgs),
 }
 
 pub(crate) fn parse_date(s: &str) -> Result<time::Date, String> {
@@ -154,6 +180,9 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             rotate_every,
             expires,
             labels,
+            reencrypt_window,
+            protect_for,
+            process_for,
             json,
         } => {
             let labels: BTreeMap<String, String> = labels.into_iter().collect();
@@ -171,6 +200,9 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
                     rotate_every,
                     expires,
                     labels,
+                    reencrypt_window_secs: reencrypt_window,
+                    protect_for,
+                    process_for,
                 },
             )?;
             if json {
@@ -302,12 +334,22 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             input,
             out,
             aad,
+            break_glass,
         } => {
             let ct = read_input(&input)?;
             let aad = aad.unwrap_or_default();
-            let (pt, _) = engine.decrypt(caller, &name, &ct, aad.as_bytes())?;
+            let (pt, _) = if break_glass {
+                engine.decrypt_break_glass(caller, &name, &ct, aad.as_bytes())?
+            } else {
+                engine.decrypt(caller, &name, &ct, aad.as_bytes())?
+            };
             write_output(Some(&out), &pt, true)
         }
+        KeyCmd::Rotate(a) => super::lifecycle::rotate(engine, caller, a),
+        KeyCmd::Compromise(a) => super::lifecycle::compromise(engine, caller, a),
+        KeyCmd::Dispose(a) => super::lifecycle::dispose(engine, caller, a),
+        KeyCmd::Disposals(a) => super::lifecycle::disposals(engine, caller, a),
+        KeyCmd::Rewrap(a) => super::lifecycle::rewrap(engine, caller, a),
     }
 }
 

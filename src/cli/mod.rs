@@ -7,6 +7,7 @@ mod backup;
 mod grant;
 mod io;
 mod key;
+mod lifecycle;
 mod output;
 mod principal;
 mod reconcile;
@@ -59,6 +60,12 @@ pub enum Command {
     /// Access workflow: request, verify, approve (signed on your token), review, revoke.
     #[command(subcommand)]
     Access(access::AccessCmd),
+    /// Reports: keys due and overdue for rotation.
+    #[command(subcommand)]
+    Report(lifecycle::ReportCmd),
+    /// Scheduled lifecycle procedures (what `kms serve` runs by itself).
+    #[command(subcommand)]
+    Schedule(lifecycle::ScheduleCmd),
     /// Backup to the second HSM: key ceremony, copies, restore drills, restore, offline files.
     #[command(subcommand)]
     Backup(backup::BackupCmd),
@@ -126,6 +133,8 @@ fn dispatch(engine: &Engine, caller: &Caller, command: Command) -> Result<(), Cl
         Command::Grant(cmd) => grant::run(engine, caller, cmd),
         Command::Access(cmd) => access::run(engine, caller, cmd),
         Command::Backup(cmd) => backup::run(engine, caller, cmd),
+        Command::Report(cmd) => lifecycle::report(engine, caller, cmd),
+        Command::Schedule(cmd) => lifecycle::schedule(engine, caller, cmd),
         Command::Serve(_) => Err(CliError::Usage("serve is dispatched before this".into())),
     }
 }

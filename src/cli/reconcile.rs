@@ -11,9 +11,31 @@ pub struct ReconcileArgs {
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+    /// First finish or roll back the procedures (rotation, destruction, disposal) a crash left
+    /// unfinished.
+    #[arg(long)]
+    repair: bool,
 }
 
 pub fn run(engine: &Engine, caller: &Caller, args: ReconcileArgs) -> Result<(), CliError> {
+    if args.repair {
+        let r = engine.repair(caller)?;
+        for p in &r.finished {
+            eprintln!("repair: finished    {p}");
+        }
+        for p in &r.rolled_back {
+            eprintln!("repair: rolled back {p}");
+        }
+        for (p, why) in &r.failed {
+            eprintln!("repair: FAILED      {p}: {why}");
+        }
+        if !r.failed.is_empty() {
+            return Err(CliError::Negative(format!(
+                "{} procedure(s) could not be repaired",
+                r.failed.len()
+            )));
+        }
+    }
     let report = engine.reconcile(caller)?;
     if args.json {
         print_json(&report)?;

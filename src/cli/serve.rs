@@ -82,6 +82,46 @@ pub fn run(engine: Engine, args: ServeArgs) -> Result<(), CliError> {
                 }
             })
         });
+        // Lifecycle: finish interrupted procedures, rotate what is due, destroy versions whose
+        // window ended, carry out approved disposals — at start and every check_every_secs.
+        let lifecycle = {
+            let e = Arc::clone(&engine);
+            let every = std::time::Duration::from_secs(engine.config().lifecycle.check_every_secs);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let e = Arc::clone(&e);
+                    match tokio::task::spawn_blocking(move || e.run_due(&e.scheduler_caller()))
+                        .await
+                    {
+                        Ok(Ok(r)) if !r.failed.is_empty() || !r.repaired.failed.is_empty() => {
+                            tracing::error!(
+                                failed = r.failed.len() + r.repaired.failed.len(),
+                                "scheduled lifecycle procedures failed; see `kms schedule run`"
+                            )
+                        }
+                        Ok(Ok(r)) => {
+                            if !(r.rotated.is_empty()
+                                && r.destroyed.is_empty()
+                                && r.disposed.is_empty())
+                            {
+                                tracing::info!(
+                                    rotated = r.rotated.len(),
+                                    destroyed = r.destroyed.len(),
+                                    disposed = r.disposed.len(),
+                                    "lifecycle procedures done"
+                                )
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "lifecycle scheduler could not run")
+                        }
+                        Err(_) => {}
+                    }
+                }
+            })
+        };
         // One line on stdout that scripts and tests read to find the port.
         println!("kms listening on https://{addr}");
         tracing::info!(%addr, "serving");
@@ -90,6 +130,7 @@ pub fn run(engine: Engine, args: ServeArgs) -> Result<(), CliError> {
             .await
             .map_err(|e| CliError::Usage(e.to_string()));
         ticker.abort();
+        lifecycle.abort();
         if let Some(d) = drill {
             d.abort();
         }

@@ -142,6 +142,8 @@ impl Engine {
                 valid: false,
                 key_version: None,
             };
+            let lifecycle_now = crate::clock::lifecycle_now();
+            let mut untrusted = None;
             for v in key.versions.iter().rev() {
                 let Some(spki) = v.public_key.as_deref() else {
                     continue;
@@ -149,19 +151,27 @@ impl Engine {
                 if v.state == VersionState::Pending {
                     continue;
                 }
-                if softverify::verify_signed(key.key_type, spki, signed, signature)? {
-                    outcome = VerifyOutcome {
-                        valid: true,
-                        key_version: Some(v.version),
-                    };
-                    break;
+                if !softverify::verify_signed(key.key_type, spki, signed, signature)? {
+                    continue;
                 }
+                match super::policy::version_allows(&key, v, Operation::Verify, lifecycle_now) {
+                    Ok(()) => {
+                        outcome = VerifyOutcome {
+                            valid: true,
+                            key_version: Some(v.version),
+                        };
+                    }
+                    Err(e) => untrusted = Some(e.to_string()),
+                }
+                break;
             }
             note.key_version = outcome.key_version;
-            note.detail = Some(if outcome.valid {
-                "signature valid".to_owned()
-            } else {
-                "signature NOT valid".to_owned()
+            note.detail = Some(match (&outcome.valid, &untrusted) {
+                (true, _) => "signature valid".to_owned(),
+                (false, Some(why)) => {
+                    format!("signature made by a version that is no longer trusted: {why}")
+                }
+                (false, None) => "signature NOT valid".to_owned(),
             });
             Ok(outcome)
         })
@@ -302,35 +312,215 @@ impl Engine {
         name: &str,
         wrapped: &[u8],
     ) -> Result<(Vec<u8>, u32), EngineError> {
-        self.audited(caller, "key.rewrap", Some(name), |note| {
-            let (header, body) = envelope::parse(wrapped)?;
+        self.rewrap_with(caller, name, wrapped, b"", false)
+    }
+
+    /// Move data made with an older version of `name` to its current version: a wrapped data key
+    /// (re-wrapped on the token), an AES-GCM ciphertext (decrypted and re-encrypted on the token,
+    /// same AAD) or an RSA-OAEP ciphertext. With `break_glass`, a security officer (with a
+    /// reason) moves data off a **compromised** version — the one way such data is still read.
+    pub fn rewrap_with(
+        &self,
+        caller: &Caller,
+        name: &str,
+        data: &[u8],
+        aad: &[u8],
+        break_glass: bool,
+    ) -> Result<(Vec<u8>, u32), EngineError> {
+        let action = if break_glass {
+            "key.rewrap-break-glass"
+        } else {
+            "key.rewrap"
+        };
+        self.audited(caller, action, Some(name), |note| {
+            let (header, body) = envelope::parse(data)?;
             let key = self.inventory.key(name)?;
-            let from = self.version_for(caller, &key, &header, Operation::Unwrap)?;
             let now = OffsetDateTime::now_utc();
-            let to = authorize_use(&self.inventory, caller, &key, Operation::Wrap, None, now)?;
-            note.key_version = Some(to.version);
-            let from_token = self.token_for(from)?;
-            let to_token = self.token_for(to)?;
-            if from_token.serial() != to_token.serial() {
-                return Err(EngineError::InvalidInput(
-                    "re-wrapping across tokens is not supported".into(),
-                ));
-            }
-            let rewrapped = to_token.rewrap_data_key(&from.object_id, body, &to.object_id)?;
-            let header = Header {
-                algorithm: Algorithm::AesKeyWrapPad,
-                key_id: uuid_bytes(&key.id)?,
-                key_version: to.version,
-                iv: None,
+            let op_from = if header.algorithm == Algorithm::AesKeyWrapPad {
+                Operation::Unwrap
+            } else {
+                Operation::Decrypt
             };
-            let mut out = header.encode();
-            out.extend_from_slice(&rewrapped);
-            note.detail = Some(format!(
-                "re-wrapped a data key from v{} to v{}",
-                from.version, to.version
-            ));
+            let from = if break_glass {
+                self.break_glass_version(caller, &key, &header)?
+            } else {
+                self.version_for(caller, &key, &header, op_from)?
+            };
+            let op_to = if header.algorithm == Algorithm::AesKeyWrapPad {
+                Operation::Wrap
+            } else {
+                Operation::Encrypt
+            };
+            let to = if break_glass {
+                super::policy::authorize_key(&key, op_to, None, now)?
+            } else {
+                authorize_use(&self.inventory, caller, &key, op_to, None, now)?
+            };
+            note.key_version = Some(to.version);
+            let key_id = uuid_bytes(&key.id)?;
+            let out = match (header.algorithm, header.iv) {
+                (Algorithm::AesKeyWrapPad, _) => {
+                    let from_token = self.token_for(from)?;
+                    let to_token = self.token_for(to)?;
+                    if from_token.serial() != to_token.serial() {
+                        return Err(EngineError::InvalidInput(
+                            "re-wrapping across tokens is not supported".into(),
+                        ));
+                    }
+                    let rewrapped =
+                        to_token.rewrap_data_key(&from.object_id, body, &to.object_id)?;
+                    let h = Header {
+                        algorithm: Algorithm::AesKeyWrapPad,
+                        key_id,
+                        key_version: to.version,
+                        iv: None,
+                    };
+                    note.detail = Some(format!(
+                        "re-wrapped a data key from v{} to v{}",
+                        from.version, to.version
+                    ));
+                    let mut out = h.encode();
+                    out.extend_from_slice(&rewrapped);
+                    out
+                }
+                (Algorithm::Aes256Gcm, Some(iv)) if key.key_type == KeyType::Aes256 => {
+                    let old_aad = header.gcm_aad(aad);
+                    let plaintext =
+                        self.on_version(from, |t, id| t.aes_gcm_decrypt(id, &iv, &old_aad, body))?;
+                    let mut new_iv = [0u8; envelope::GCM_IV_LEN];
+                    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut new_iv);
+                    let h = Header {
+                        algorithm: Algorithm::Aes256Gcm,
+                        key_id,
+                        key_version: to.version,
+                        iv: Some(new_iv),
+                    };
+                    let new_aad = h.gcm_aad(aad);
+                    let sealed = self.on_version(to, |t, id| {
+                        t.aes_gcm_encrypt(id, &new_iv, &new_aad, &plaintext)
+                    })?;
+                    note.detail = Some(format!(
+                        "re-encrypted a ciphertext from v{} to v{} on the token",
+                        from.version, to.version
+                    ));
+                    let mut out = h.encode();
+                    out.extend_from_slice(&sealed);
+                    out
+                }
+                (Algorithm::RsaOaepSha1, None) if key.key_type.rsa_bits().is_some() => {
+                    let plaintext = self.on_version(from, |t, id| t.rsa_oaep_decrypt(id, body))?;
+                    let spki = to.public_key.as_deref().ok_or_else(|| {
+                        EngineError::InvalidInput(format!("key '{name}' has no stored public key"))
+                    })?;
+                    let h = Header {
+                        algorithm: Algorithm::RsaOaepSha1,
+                        key_id,
+                        key_version: to.version,
+                        iv: None,
+                    };
+                    note.detail = Some(format!(
+                        "re-encrypted a ciphertext from v{} to v{}",
+                        from.version, to.version
+                    ));
+                    let mut out = h.encode();
+                    out.extend_from_slice(&softverify::rsa_oaep_encrypt(spki, &plaintext)?);
+                    out
+                }
+                _ => {
+                    return Err(EngineError::InvalidInput(format!(
+                        "this data's algorithm does not match key '{name}' ({})",
+                        key.key_type
+                    )))
+                }
+            };
+            if break_glass {
+                note.detail = note
+                    .detail
+                    .take()
+                    .map(|d| format!("BREAK-GLASS off compromised v{}: {d}", from.version));
+            }
             Ok((out, to.version))
         })
+    }
+
+    /// `kms key decrypt --break-glass`: a security officer, with a reason, decrypts data made
+    /// with a **compromised** version (to re-encrypt it elsewhere). Audited as break-glass.
+    pub fn decrypt_break_glass(
+        &self,
+        caller: &Caller,
+        name: &str,
+        ciphertext: &[u8],
+        aad: &[u8],
+    ) -> Result<(Zeroizing<Vec<u8>>, u32), EngineError> {
+        self.audited(caller, "key.decrypt-break-glass", Some(name), |note| {
+            let (header, body) = envelope::parse(ciphertext)?;
+            let key = self.inventory.key(name)?;
+            let v = self.break_glass_version(caller, &key, &header)?;
+            note.key_version = Some(v.version);
+            let plaintext = match (header.algorithm, header.iv) {
+                (Algorithm::Aes256Gcm, Some(iv)) if key.key_type == KeyType::Aes256 => {
+                    let a = header.gcm_aad(aad);
+                    self.on_version(v, |t, id| t.aes_gcm_decrypt(id, &iv, &a, body))?
+                }
+                (Algorithm::RsaOaepSha1, None) if key.key_type.rsa_bits().is_some() => {
+                    self.on_version(v, |t, id| t.rsa_oaep_decrypt(id, body))?
+                }
+                _ => {
+                    return Err(EngineError::InvalidInput(format!(
+                        "ciphertext algorithm does not match key '{name}' ({})",
+                        key.key_type
+                    )))
+                }
+            };
+            note.detail = Some(format!(
+                "BREAK-GLASS decryption of {} bytes with compromised v{}",
+                plaintext.len(),
+                v.version
+            ));
+            Ok((plaintext, v.version))
+        })
+    }
+
+    /// The compromised version a break-glass operation may read: officer, reason, compromised.
+    fn break_glass_version<'k>(
+        &self,
+        caller: &Caller,
+        key: &'k KeyRecord,
+        header: &Header,
+    ) -> Result<&'k KeyVersion, EngineError> {
+        super::policy::require_role(
+            &self.inventory,
+            caller,
+            &[crate::model::Role::SecurityOfficer],
+            "use the break-glass path",
+        )?;
+        if caller.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+            return Err(EngineError::InvalidInput(
+                "break-glass needs --reason (the incident and why the data must be read)".into(),
+            ));
+        }
+        if header.key_id != uuid_bytes(&key.id)? {
+            return Err(EngineError::InvalidInput(format!(
+                "this data was not made with key '{}'",
+                key.name
+            )));
+        }
+        let v = key.version(header.key_version).ok_or_else(|| {
+            EngineError::InvalidInput(format!(
+                "key '{}' has no version {}",
+                key.name, header.key_version
+            ))
+        })?;
+        if v.state != VersionState::Compromised {
+            return Err(EngineError::denied(
+                super::Refusal::KeyState,
+                format!(
+                    "break-glass is only for data of a compromised version; v{} of '{}' is {} (use the normal path)",
+                    v.version, key.name, v.state
+                ),
+            ));
+        }
+        Ok(v)
     }
 
     fn wrap_new_data_key(

@@ -25,6 +25,12 @@ pub struct CreateKey {
     pub rotate_every: Option<HumanDuration>,
     pub expires: Option<Date>,
     pub labels: BTreeMap<String, String>,
+    /// Re-encryption window after a rotation, seconds (default: `[lifecycle] reencrypt_window`).
+    pub reencrypt_window_secs: Option<u64>,
+    /// Originator usage period of each version (no new sign/encrypt/wrap after it).
+    pub protect_for: Option<HumanDuration>,
+    /// Recipient usage period of each version (no decrypt/unwrap/verify after it either).
+    pub process_for: Option<HumanDuration>,
 }
 
 impl CreateKey {
@@ -49,6 +55,9 @@ impl CreateKey {
             rotate_every: None,
             expires: None,
             labels: BTreeMap::new(),
+            reencrypt_window_secs: None,
+            protect_for: None,
+            process_for: None,
         }
     }
 }
@@ -88,6 +97,11 @@ impl Engine {
                 rotate_every: req.rotate_every.unwrap_or(self.config.rotate_every),
                 labels: req.labels.clone(),
                 created_by: caller.actor.clone(),
+                reencrypt_window_secs: req
+                    .reencrypt_window_secs
+                    .unwrap_or(self.config.lifecycle.reencrypt_window_secs),
+                protect_for: req.protect_for,
+                process_for: req.process_for,
             };
             let pending = PendingVersion {
                 token: token_name.clone(),
@@ -403,6 +417,13 @@ fn validate(req: &CreateKey, today: Date) -> Result<(), EngineError> {
             "an aes-256 key with usage {} could never protect anything: include encrypt, or both wrap and unwrap",
             req.usage
         ));
+    }
+    if let (Some(p), Some(q)) = (req.protect_for, req.process_for) {
+        if q < p {
+            return bad(format!(
+                "--process-for {q} is shorter than --protect-for {p}: data protected near the end could never be read"
+            ));
+        }
     }
     if let Some(expires) = req.expires {
         if expires <= today {

@@ -16,6 +16,7 @@ mod error;
 mod failover;
 mod keys;
 mod policy;
+mod procedures;
 mod reconcile;
 mod requests;
 mod service_lock;
@@ -32,6 +33,10 @@ pub use crypto::{IssuedDataKey, Signed, ToSign, VerifyOutcome};
 pub use error::{EngineError, Refusal};
 pub use failover::TokenDown;
 pub use keys::CreateKey;
+pub use procedures::{
+    disposal_message, CompromiseReport, DestructionReport, DisposalEvidence, DueReport,
+    RepairReport, RotationReport, RotationStatus, UsageSummary,
+};
 pub use reconcile::{Finding, ReconcileReport};
 pub use requests::{
     approval_message, recertify_message, CardAccess, RequestEvidence, RequestInput, Step,

@@ -355,6 +355,19 @@ pub(crate) fn authorize_key(
         ));
     }
     let protects_new_data = matches!(op, Operation::Sign | Operation::Encrypt | Operation::Wrap);
+    let _ = now;
+    // Lifecycle decisions use the lifecycle clock (real time, or a test offset).
+    let now = crate::clock::lifecycle_now();
+    if let Some(at) = key.disposed_at {
+        return Err(EngineError::denied(
+            Refusal::KeyState,
+            format!(
+                "key '{}' was disposed of on {}: every version is destroyed",
+                key.name,
+                crate::inventory::fmt_time(at)
+            ),
+        ));
+    }
     if let Some(expires) = key.expires {
         if protects_new_data && now.date() > expires {
             return Err(EngineError::denied(
@@ -380,14 +393,80 @@ pub(crate) fn authorize_key(
             )
         })?,
     };
-    if chosen.state != VersionState::Active {
-        return Err(EngineError::denied(
-            Refusal::KeyState,
-            format!(
-                "version {} of key '{}' is {}, not active",
-                chosen.version, key.name, chosen.state
-            ),
-        ));
-    }
+    version_allows(key, chosen, op, now)?;
     Ok(chosen)
+}
+
+/// What a version's state and usage periods allow (NIST SP 800-57): active versions do all their
+/// key's usage; deactivated ones only decrypt, unwrap and verify; compromised, pending and
+/// destroyed ones nothing. After the originator period no new sign / encrypt / wrap; after the
+/// recipient period nothing.
+pub(crate) fn version_allows(
+    key: &KeyRecord,
+    v: &KeyVersion,
+    op: Operation,
+    now: OffsetDateTime,
+) -> Result<(), EngineError> {
+    let processes = matches!(
+        op,
+        Operation::Decrypt | Operation::Unwrap | Operation::Verify
+    );
+    let current = key.current_version().map(|c| c.version);
+    let refuse = |m: String| Err(EngineError::denied(Refusal::KeyState, m));
+    match v.state {
+        VersionState::Active => {}
+        VersionState::Deactivated if processes => {}
+        VersionState::Deactivated => {
+            return refuse(format!(
+                "version {} of key '{}' was rotated out{}: it only decrypts, unwraps and verifies now{}; new data uses {}",
+                v.version,
+                key.name,
+                v.deactivated_at.map(|t| format!(" on {}", crate::inventory::fmt_time(t))).unwrap_or_default(),
+                v.destroy_after.map(|t| format!(" (until it is destroyed after {})", crate::inventory::fmt_time(t))).unwrap_or_default(),
+                current.map(|c| format!("v{c}")).unwrap_or_else(|| "the current version".into())
+            ))
+        }
+        VersionState::Compromised => {
+            return refuse(format!(
+                "version {} of key '{}' is compromised: no operation is allowed (a security officer may decrypt it through the audited break-glass, `kms key decrypt --break-glass`, to re-encrypt the data)",
+                v.version, key.name
+            ))
+        }
+        other => {
+            return refuse(format!(
+                "version {} of key '{}' is {other}, not usable",
+                v.version, key.name
+            ))
+        }
+    }
+    let start = v.activated_at.unwrap_or(v.created_at);
+    if let Some(p) = key.protect_for {
+        let end = start + p.to_time();
+        if !processes && now > end {
+            return Err(EngineError::denied(
+                Refusal::KeyExpired,
+                format!(
+                    "the originator usage period of version {} of key '{}' ended on {} ({p} after activation): it may still decrypt, unwrap and verify, but not {op}; rotate the key",
+                    v.version,
+                    key.name,
+                    crate::inventory::fmt_time(end)
+                ),
+            ));
+        }
+    }
+    if let Some(q) = key.process_for {
+        let end = start + q.to_time();
+        if now > end {
+            return Err(EngineError::denied(
+                Refusal::KeyExpired,
+                format!(
+                    "the recipient usage period of version {} of key '{}' ended on {} ({q} after activation): no operation is allowed",
+                    v.version,
+                    key.name,
+                    crate::inventory::fmt_time(end)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -559,7 +559,7 @@ impl Engine {
     }
 
     /// Sign on the signer's card and check the signature against their *registered* key.
-    fn sign_on_card(
+    pub(crate) fn sign_on_card(
         &self,
         signer: &Principal,
         card: &CardAccess,

@@ -20,9 +20,11 @@ pub struct PendingVersion {
 }
 
 const KEY_COLUMNS: &str = "id, name, key_type, owner, classification, usage, purpose, handling, \
-     disposal, expires, rotate_every_secs, labels, created_by, created_at, updated_at";
+     disposal, expires, rotate_every_secs, labels, created_by, created_at, updated_at, \
+     reencrypt_window_secs, protect_for_secs, process_for_secs, disposed_at";
 const VERSION_COLUMNS: &str = "version, token, token_label, token_serial, object_id, state, \
-     public_key, created_at, activated_at, destroyed_at, pending_reason";
+     public_key, created_at, activated_at, destroyed_at, pending_reason, deactivated_at, \
+     destroy_after, compromised_at";
 
 impl Inventory {
     /// Record the intent to create `key` as version 1 on a token, state `pending`, and return its
@@ -41,7 +43,7 @@ impl Inventory {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let inserted = tx.execute(
             &format!(
-                "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)"
+                "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15, ?16, ?17, NULL)"
             ),
             params![
                 id,
@@ -59,6 +61,10 @@ impl Inventory {
                 labels,
                 key.created_by,
                 fmt_time(now),
+                i64::try_from(key.reencrypt_window_secs)
+                    .map_err(|_| InventoryError::BadRow("re-encryption window out of range".into()))?,
+                key.protect_for.map(|d| d.as_secs() as i64),
+                key.process_for.map(|d| d.as_secs() as i64),
             ],
         );
         match inserted {
@@ -224,6 +230,10 @@ fn read_key(r: &Row<'_>) -> RowResult<KeyRecord> {
     let labels: String = r.get(11)?;
     let created_at: String = r.get(13)?;
     let updated_at: String = r.get(14)?;
+    let window: i64 = r.get(15)?;
+    let protect_for: Option<i64> = r.get(16)?;
+    let process_for: Option<i64> = r.get(17)?;
+    let disposed_at: Option<String> = r.get(18)?;
     let (id, name, owner, purpose, handling, disposal, created_by): (
         String,
         String,
@@ -274,6 +284,14 @@ fn read_key(r: &Row<'_>) -> RowResult<KeyRecord> {
             created_by,
             created_at: parse_time(&created_at)?,
             updated_at: parse_time(&updated_at)?,
+            reencrypt_window_secs: u64::try_from(window).unwrap_or(0),
+            protect_for: protect_for
+                .and_then(|s| u64::try_from(s).ok())
+                .and_then(HumanDuration::from_secs),
+            process_for: process_for
+                .and_then(|s| u64::try_from(s).ok())
+                .and_then(HumanDuration::from_secs),
+            disposed_at: disposed_at.as_deref().map(parse_time).transpose()?,
             versions: Vec::new(),
         })
     };
@@ -287,6 +305,9 @@ fn read_version(r: &Row<'_>) -> RowResult<KeyVersion> {
     let activated_at: Option<String> = r.get(8)?;
     let destroyed_at: Option<String> = r.get(9)?;
     let pending_reason: Option<String> = r.get(10)?;
+    let deactivated_at: Option<String> = r.get(11)?;
+    let destroy_after: Option<String> = r.get(12)?;
+    let compromised_at: Option<String> = r.get(13)?;
     let (version, token, token_label, token_serial, public_key): (
         u32,
         String,
@@ -308,6 +329,9 @@ fn read_version(r: &Row<'_>) -> RowResult<KeyVersion> {
             destroyed_at: destroyed_at.as_deref().map(parse_time).transpose()?,
             pending_reason,
             copies: Vec::new(),
+            deactivated_at: deactivated_at.as_deref().map(parse_time).transpose()?,
+            destroy_after: destroy_after.as_deref().map(parse_time).transpose()?,
+            compromised_at: compromised_at.as_deref().map(parse_time).transpose()?,
         })
     };
     Ok(build())

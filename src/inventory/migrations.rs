@@ -185,6 +185,80 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE key_versions ADD COLUMN pending_reason TEXT;
     "#,
+    // 7: key lifecycle (issue 7). Version states after NIST SP 800-57 / KMIP; when a deactivated
+    // version is due for destruction; compromise and disposal records; multi-step procedures
+    // with their progress (intent recorded before any token is touched); the key's tombstone.
+    r#"
+    CREATE TABLE key_versions_v7 (
+        key_id        TEXT NOT NULL REFERENCES keys(id) ON DELETE CASCADE,
+        version       INTEGER NOT NULL,
+        token         TEXT NOT NULL,
+        token_label   TEXT NOT NULL,
+        token_serial  TEXT NOT NULL,
+        object_id     TEXT NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN ('pending','active','deactivated',
+                          'compromised','destroyed','destroyed-compromised')),
+        public_key    BLOB,
+        created_at    TEXT NOT NULL,
+        activated_at  TEXT,
+        destroyed_at  TEXT,
+        pending_reason TEXT,
+        deactivated_at TEXT,
+        destroy_after TEXT,
+        compromised_at TEXT,
+        PRIMARY KEY (key_id, version)
+    );
+    INSERT INTO key_versions_v7 (key_id, version, token, token_label, token_serial, object_id,
+        state, public_key, created_at, activated_at, destroyed_at, pending_reason)
+    SELECT key_id, version, token, token_label, token_serial, object_id, state, public_key,
+        created_at, activated_at, destroyed_at, pending_reason FROM key_versions;
+    DROP TABLE key_versions;
+    ALTER TABLE key_versions_v7 RENAME TO key_versions;
+    CREATE UNIQUE INDEX key_versions_object ON key_versions (token_serial, object_id);
+    ALTER TABLE keys ADD COLUMN reencrypt_window_secs INTEGER NOT NULL DEFAULT 604800;
+    ALTER TABLE keys ADD COLUMN protect_for_secs INTEGER;
+    ALTER TABLE keys ADD COLUMN process_for_secs INTEGER;
+    ALTER TABLE keys ADD COLUMN disposed_at TEXT;
+    CREATE TABLE procedures (
+        id          TEXT PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        key_id      TEXT NOT NULL,
+        version     INTEGER,
+        step        TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('running','done','rolled-back')),
+        data        TEXT NOT NULL,
+        started_by  TEXT NOT NULL,
+        started_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    );
+    CREATE TABLE compromises (
+        id          TEXT PRIMARY KEY,
+        key_id      TEXT NOT NULL REFERENCES keys(id),
+        version     INTEGER NOT NULL,
+        reason      TEXT NOT NULL,
+        declared_by TEXT NOT NULL,
+        declared_at TEXT NOT NULL,
+        replaced_by INTEGER,
+        report      TEXT NOT NULL,
+        closed_at   TEXT,
+        closed_by   TEXT
+    );
+    CREATE TABLE disposals (
+        id            TEXT PRIMARY KEY,
+        key_id        TEXT NOT NULL REFERENCES keys(id),
+        contract_ref  TEXT NOT NULL,
+        justification TEXT NOT NULL,
+        requested_by  TEXT NOT NULL,
+        requested_at  TEXT NOT NULL,
+        wait_secs     INTEGER NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN ('requested','verified','approved',
+                          'cancelled','done')),
+        not_before    TEXT,
+        done_at       TEXT,
+        record        TEXT,
+        record_signature BLOB
+    );
+    "#,
 ];
 
 /// `PRAGMA application_id` of a KMS inventory ("KMSI"): a SQLite file of another application is

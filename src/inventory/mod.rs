@@ -9,6 +9,7 @@ mod backups;
 mod error;
 mod grants;
 mod keys;
+mod lifecycle;
 mod migrations;
 mod principals;
 mod records;
@@ -28,6 +29,7 @@ pub use backups::NewBackupPair;
 pub use error::InventoryError;
 pub use grants::new_grant_id;
 pub use keys::PendingVersion;
+pub use lifecycle::{Compromise, Disposal, Procedure};
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub use records::{
     AccessRequest, AuditCheckpoint, AuditEntry, AuditFilter, AuditRow, BackupPair, Grant,
@@ -158,6 +160,9 @@ mod tests {
             rotate_every: "90d".parse()?,
             labels: Default::default(),
             created_by: "tester".into(),
+            reencrypt_window_secs: 7 * 86_400,
+            protect_for: None,
+            process_for: None,
         })
     }
 

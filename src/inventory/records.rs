@@ -37,6 +37,17 @@ pub struct KeyRecord {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// After a rotation, how long the old version still decrypts / unwraps / verifies before it
+    /// is destroyed (0: destroyed at once).
+    pub reencrypt_window_secs: u64,
+    /// Originator usage period of each version (NIST SP 800-57): no new sign / encrypt / wrap
+    /// after it. `None`: until rotation.
+    pub protect_for: Option<HumanDuration>,
+    /// Recipient usage period of each version: no decrypt / unwrap / verify after it either.
+    pub process_for: Option<HumanDuration>,
+    /// Disposed of (tombstone): every version destroyed, the name never reused.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub disposed_at: Option<OffsetDateTime>,
     pub versions: Vec<KeyVersion>,
 }
 
@@ -88,6 +99,13 @@ pub struct KeyVersion {
     pub pending_reason: Option<String>,
     /// Backup copies of this version on other tokens.
     pub copies: Vec<KeyCopy>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub deactivated_at: Option<OffsetDateTime>,
+    /// A deactivated version is destroyed on every token after this.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub destroy_after: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub compromised_at: Option<OffsetDateTime>,
 }
 
 /// A backup copy of one key version: unwrapped on another token under the same CKA_ID.
@@ -149,6 +167,9 @@ pub struct NewKey {
     pub rotate_every: HumanDuration,
     pub labels: BTreeMap<String, String>,
     pub created_by: String,
+    pub reencrypt_window_secs: u64,
+    pub protect_for: Option<HumanDuration>,
+    pub process_for: Option<HumanDuration>,
 }
 
 /// Outcome of an audited action.

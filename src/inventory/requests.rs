@@ -202,7 +202,7 @@ impl Inventory {
     }
 }
 
-fn insert_step(conn: &Connection, s: &SignedStep) -> Result<(), InventoryError> {
+pub(super) fn insert_step(conn: &Connection, s: &SignedStep) -> Result<(), InventoryError> {
     conn.execute(
         "INSERT INTO signatures (subject, step, signer, message, signature, public_key, signed_at, note)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",

@@ -1,0 +1,507 @@
+//! Disposal on contract termination: a request naming the contract and a justification; a
+//! security admin's verification and a manager's approval, each signed on their own card as in the
+//! access workflow; a waiting period (cancellable); then secure deletion of every version on every
+//! token, validated by searching each token for the CKA_IDs, and a destruction record signed by the
+//! audit key. The key stays in the inventory as a tombstone: its name is never reused.
+
+use serde::Serialize;
+use sha2::{Digest as _, Sha384};
+use time::OffsetDateTime;
+
+use super::super::policy::require_role;
+use super::super::requests::{CardAccess, Step};
+use super::super::{Caller, Engine, EngineError, Refusal};
+use super::DestructionReport;
+use crate::clock::{failpoint, lifecycle_now};
+use crate::inventory::{Disposal, KeyRecord, Outcome, SignedStep};
+use crate::model::{Role, VersionState};
+
+/// The canonical text signers sign for a disposal step (same escaping as access approvals).
+pub fn disposal_message(d: &Disposal, key: &str, step: &str, signer: &str) -> Vec<u8> {
+    let esc = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('\n', "\\n")
+            .replace('\r', "\\r")
+    };
+    let mut m = String::from("kms-key-disposal/v1\n");
+    for (k, v) in [
+        ("disposal", d.id.as_str()),
+        ("step", step),
+        ("signer", signer),
+        ("requester", d.requested_by.as_str()),
+        ("key", key),
+        ("key-id", d.key_id.as_str()),
+        ("contract", d.contract_ref.as_str()),
+        ("justification", d.justification.as_str()),
+        (
+            "wait",
+            &crate::duration::HumanDuration::from_secs(d.wait_secs)
+                .map(|w| w.to_string())
+                .unwrap_or_else(|| "0".into()),
+        ),
+    ] {
+        m.push_str(&format!("{k}: {}\n", esc(v)));
+    }
+    m.into_bytes()
+}
+
+/// A disposal with its signed steps and, once done, its signed destruction record.
+#[derive(Debug, Clone, Serialize)]
+pub struct DisposalEvidence {
+    pub disposal: Disposal,
+    pub key: String,
+    pub steps: Vec<SignedStep>,
+    /// The destruction record is signed by the audit key (ECDSA P-384 over SHA-384, DER,
+    /// base64), verifiable with `kms audit public-key`.
+    pub record_signature_b64: Option<String>,
+    pub audit_key_version: Option<u32>,
+}
+
+impl Engine {
+    /// `kms key dispose NAME --contract-ref REF --justification TEXT [--wait D]`.
+    pub fn request_disposal(
+        &self,
+        caller: &Caller,
+        name: &str,
+        contract_ref: &str,
+        justification: &str,
+        wait_secs: Option<u64>,
+    ) -> Result<Disposal, EngineError> {
+        self.audited(caller, "key.dispose-request", Some(name), |note| {
+            require_role(&self.inventory, caller, &[Role::SecurityOfficer], "request disposals")?;
+            if contract_ref.trim().is_empty() {
+                return Err(EngineError::InvalidInput(
+                    "--contract-ref must name the terminated contract (its reference confirms the termination)".into(),
+                ));
+            }
+            if justification.trim().is_empty() {
+                return Err(EngineError::InvalidInput(
+                    "--justification must give the business reason for deleting the key".into(),
+                ));
+            }
+            let wait = wait_secs.unwrap_or(self.config.lifecycle.disposal_wait_secs);
+            let min = self.config.lifecycle.disposal_wait_min_secs;
+            if wait < min {
+                return Err(EngineError::InvalidInput(format!(
+                    "--wait is shorter than the configured minimum waiting period ({} s, [lifecycle] disposal_wait_min)",
+                    min
+                )));
+            }
+            let key = self.inventory.key(name)?;
+            if super::super::internal_key(name) {
+                return Err(EngineError::denied(
+                    Refusal::NotSupported,
+                    format!("'{name}' is kms's own key and is not disposed of"),
+                ));
+            }
+            if key.disposed_at.is_some() {
+                return Err(EngineError::denied(
+                    Refusal::KeyState,
+                    format!("key '{name}' was disposed of already"),
+                ));
+            }
+            if self
+                .inventory
+                .disposals()?
+                .iter()
+                .any(|d| d.key_id == key.id && matches!(d.state.as_str(), "requested" | "verified" | "approved"))
+            {
+                return Err(EngineError::denied(
+                    Refusal::WrongState,
+                    format!("key '{name}' already has an open disposal request (`kms key disposals`)"),
+                ));
+            }
+            let d = Disposal {
+                id: format!("d-{}", uuid::Uuid::new_v4()),
+                key_id: key.id.clone(),
+                contract_ref: contract_ref.to_owned(),
+                justification: justification.to_owned(),
+                requested_by: caller.actor.clone(),
+                requested_at: OffsetDateTime::now_utc(),
+                wait_secs: wait,
+                state: "requested".into(),
+                not_before: None,
+                done_at: None,
+                record: None,
+                record_signature: None,
+            };
+            note.detail = Some(format!(
+                "disposal {} requested: contract {contract_ref}; {justification}; waiting period {wait} s after approval",
+                d.id
+            ));
+            let entry = self.change_entry(caller, "key.dispose-request", Some(name), note);
+            self.inventory.insert_disposal(&d, &entry)?;
+            note.recorded = true;
+            Ok(self.inventory.disposal(&d.id)?)
+        })
+    }
+
+    /// Verify (security admin) or approve (manager) a disposal, signing on the signer's card.
+    pub fn sign_disposal(
+        &self,
+        caller: &Caller,
+        id: &str,
+        step: Step,
+        card: &CardAccess,
+    ) -> Result<Disposal, EngineError> {
+        let d0 = self.inventory.disposal(id)?;
+        let key_name = self.key_name_of(&d0.key_id);
+        let action = format!("key.dispose-{}", step.as_str());
+        self.audited(caller, &action, key_name.as_deref(), |note| {
+            let roles: &[Role] = match step {
+                Step::Verify => &[Role::SecurityAdmin],
+                Step::Approve => &[Role::Manager],
+                Step::Deny => {
+                    return Err(EngineError::InvalidInput(
+                        "a disposal is stopped with --cancel".into(),
+                    ))
+                }
+            };
+            let signer = require_role(
+                &self.inventory,
+                caller,
+                roles,
+                &format!("{} disposals", step.as_str()),
+            )?;
+            let d = self.inventory.disposal(id)?;
+            let key = key_name.clone().unwrap_or_default();
+            if signer.name == d.requested_by {
+                return Err(EngineError::denied(
+                    Refusal::SeparationOfDuties,
+                    format!(
+                        "'{}' requested this disposal and may not {} it",
+                        signer.name,
+                        step.as_str()
+                    ),
+                ));
+            }
+            let wanted = if step == Step::Verify {
+                "requested"
+            } else {
+                "verified"
+            };
+            if d.state != wanted {
+                return Err(EngineError::denied(
+                    Refusal::WrongState,
+                    format!(
+                        "disposal {id} is {}; it cannot be {} now",
+                        d.state,
+                        if step == Step::Verify {
+                            "verified"
+                        } else {
+                            "approved"
+                        }
+                    ),
+                ));
+            }
+            let earlier = self.inventory.signed_steps(id)?;
+            if step == Step::Approve {
+                let v = earlier.iter().find(|s| s.step == "verify").ok_or_else(|| {
+                    EngineError::denied(
+                        Refusal::WrongState,
+                        format!("disposal {id} has no verification"),
+                    )
+                })?;
+                if v.signer == signer.name
+                    || signer.approval_key.as_deref() == Some(v.public_key.as_slice())
+                {
+                    return Err(EngineError::denied(
+                        Refusal::SeparationOfDuties,
+                        format!(
+                            "'{}' verified this disposal and may not also approve it",
+                            signer.name
+                        ),
+                    ));
+                }
+                self.check_disposal_step(&d, &key, v)?;
+            }
+            let message = disposal_message(&d, &key, step.as_str(), &signer.name);
+            let signature = self.sign_on_card(&signer, card, &message)?;
+            let now = OffsetDateTime::now_utc();
+            let record = SignedStep {
+                subject: id.to_owned(),
+                step: step.as_str().to_owned(),
+                signer: signer.name.clone(),
+                message,
+                signature,
+                public_key: signer.approval_key.clone().unwrap_or_default(),
+                signed_at: now,
+                note: None,
+            };
+            let (to, not_before) = match step {
+                Step::Verify => ("verified", None),
+                _ => (
+                    "approved",
+                    Some(lifecycle_now() + time::Duration::seconds(d.wait_secs as i64)),
+                ),
+            };
+            note.detail = Some(match not_before {
+                Some(t) => format!(
+                    "disposal {id} approved (signed); key destroyed on every token after {}",
+                    crate::inventory::fmt_time(t)
+                ),
+                None => format!("disposal {id} verified (signed)"),
+            });
+            let entry = self.change_entry(caller, &action, key_name.as_deref(), note);
+            self.inventory
+                .disposal_step(id, &record, to, not_before, &entry)?;
+            note.recorded = true;
+            Ok(self.inventory.disposal(id)?)
+        })
+    }
+
+    /// Stop a disposal before its destruction.
+    pub fn cancel_disposal(&self, caller: &Caller, id: &str) -> Result<Disposal, EngineError> {
+        let d0 = self.inventory.disposal(id)?;
+        let key_name = self.key_name_of(&d0.key_id);
+        self.audited(caller, "key.dispose-cancel", key_name.as_deref(), |note| {
+            require_role(
+                &self.inventory,
+                caller,
+                &[Role::SecurityOfficer, Role::SecurityAdmin, Role::Manager],
+                "cancel disposals",
+            )?;
+            note.detail = Some(format!("disposal {id} cancelled; the key stays as it is"));
+            let entry = self.change_entry(caller, "key.dispose-cancel", key_name.as_deref(), note);
+            self.inventory
+                .cancel_disposal(id, &entry)
+                .map_err(|e| EngineError::denied(Refusal::WrongState, e.to_string()))?;
+            note.recorded = true;
+            Ok(self.inventory.disposal(id)?)
+        })
+    }
+
+    /// Carry out an approved disposal whose waiting period is over (officer, or the scheduler).
+    pub fn execute_disposal(&self, caller: &Caller, id: &str) -> Result<Disposal, EngineError> {
+        let d0 = self.inventory.disposal(id)?;
+        let key_name = self.key_name_of(&d0.key_id);
+        self.audited(caller, "key.dispose", key_name.as_deref(), |note| {
+            require_role(&self.inventory, caller, &[Role::SecurityOfficer], "carry out disposals")?;
+            let d = self.inventory.disposal(id)?;
+            let name = key_name.clone().unwrap_or_default();
+            if d.state != "approved" {
+                return Err(EngineError::denied(
+                    Refusal::WrongState,
+                    format!("disposal {id} is {}; only an approved disposal is carried out", d.state),
+                ));
+            }
+            let now = lifecycle_now();
+            if let Some(nb) = d.not_before {
+                if now < nb {
+                    return Err(EngineError::denied(
+                        Refusal::WrongState,
+                        format!(
+                            "disposal {id} is in its waiting period until {} (`kms key dispose --cancel {id}` stops it)",
+                            crate::inventory::fmt_time(nb)
+                        ),
+                    ));
+                }
+            }
+            // Both signatures must still hold for the request as it reads now.
+            let steps = self.inventory.signed_steps(id)?;
+            for want in ["verify", "approve"] {
+                let s = steps.iter().find(|s| s.step == want).ok_or_else(|| {
+                    EngineError::denied(Refusal::BadSignature, format!("disposal {id} lacks its {want} signature"))
+                })?;
+                self.check_disposal_step(&d, &name, s)?;
+            }
+            let key = self.inventory.key(&name)?;
+            let record = self.dispose_tokens(caller, &d, &key)?;
+            failpoint("dispose:destroyed");
+            let text = serde_json::to_string(&record)
+                .map_err(|e| EngineError::Incomplete(format!("encoding the destruction record: {e}")))?;
+            let (signature, audit_version) = self.sign_with_audit_key(text.as_bytes())?;
+            note.detail = Some(format!(
+                "disposal {id} carried out: contract {}; {} version(s) destroyed and validated absent on every token; destruction record signed by audit key v{audit_version}",
+                d.contract_ref,
+                record["versions"].as_array().map(Vec::len).unwrap_or(0)
+            ));
+            let entry = self.change_entry(caller, "key.dispose", Some(&name), note);
+            self.inventory.finish_disposal(id, &key.id, &text, &signature, &entry)?;
+            note.recorded = true;
+            Ok(self.inventory.disposal(id)?)
+        })
+    }
+
+    /// A disposal with its evidence (for `kms key disposals --show ID`).
+    pub fn disposal_evidence(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<DisposalEvidence, EngineError> {
+        self.audited(caller, "key.dispose-show", None, |_| {
+            require_role(
+                &self.inventory,
+                caller,
+                &[
+                    Role::SecurityOfficer,
+                    Role::SecurityAdmin,
+                    Role::Manager,
+                    Role::Auditor,
+                ],
+                "read disposals",
+            )?;
+            let d = self.inventory.disposal(id)?;
+            let key = self.key_name_of(&d.key_id).unwrap_or_default();
+            use base64::Engine as _;
+            let audit_key_version = d
+                .record
+                .as_deref()
+                .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+                .and_then(|v| v["audit_key_version"].as_u64())
+                .and_then(|v| u32::try_from(v).ok());
+            Ok(DisposalEvidence {
+                steps: self.inventory.signed_steps(id)?,
+                record_signature_b64: d
+                    .record_signature
+                    .as_ref()
+                    .map(|s| base64::engine::general_purpose::STANDARD.encode(s)),
+                audit_key_version,
+                key,
+                disposal: d,
+            })
+        })
+    }
+
+    /// Every disposal request.
+    pub fn list_disposals(&self, caller: &Caller) -> Result<Vec<(Disposal, String)>, EngineError> {
+        self.audited(caller, "key.dispose-list", None, |_| {
+            require_role(
+                &self.inventory,
+                caller,
+                &[
+                    Role::SecurityOfficer,
+                    Role::SecurityAdmin,
+                    Role::Manager,
+                    Role::Auditor,
+                ],
+                "read disposals",
+            )?;
+            Ok(self
+                .inventory
+                .disposals()?
+                .into_iter()
+                .map(|d| {
+                    let k = self.key_name_of(&d.key_id).unwrap_or_default();
+                    (d, k)
+                })
+                .collect())
+        })
+    }
+
+    /// Destroy every remaining version on every token (idempotent, validated) and build the
+    /// destruction record.
+    fn dispose_tokens(
+        &self,
+        caller: &Caller,
+        d: &Disposal,
+        key: &KeyRecord,
+    ) -> Result<serde_json::Value, EngineError> {
+        let data = serde_json::json!({"disposal": d.id});
+        let intent = self.entry(
+            caller,
+            "key.dispose-intent",
+            Some(&key.name),
+            None,
+            Outcome::Ok,
+            Some(format!(
+                "about to destroy every version of '{}' on every token (disposal {})",
+                key.name, d.id
+            )),
+        );
+        let proc_id = self.inventory.start_procedure(
+            "disposal",
+            &key.id,
+            None,
+            &data,
+            &caller.actor,
+            &intent,
+        )?;
+        failpoint("dispose:intent");
+        let mut versions = Vec::new();
+        for v in &key.versions {
+            let mut places = vec![(v.token.clone(), v.token_serial.clone(), v.object_id.clone())];
+            for c in &v.copies {
+                places.push((c.token.clone(), c.token_serial.clone(), c.object_id.clone()));
+            }
+            let target = if matches!(
+                v.state,
+                VersionState::Compromised | VersionState::DestroyedCompromised
+            ) {
+                VersionState::DestroyedCompromised
+            } else {
+                VersionState::Destroyed
+            };
+            let report: DestructionReport = self.destroy_places(key, v.version, target, &places)?;
+            versions.push(report);
+            failpoint("dispose:version-destroyed");
+        }
+        self.inventory.end_procedure(&proc_id, "done")?;
+        let audit_key_version = self
+            .inventory
+            .key(super::super::AUDIT_KEY)
+            .ok()
+            .and_then(|k| k.current_version().map(|v| v.version));
+        Ok(serde_json::json!({
+            "format": "kms-destruction-record/v1",
+            "disposal": d.id,
+            "key": key.name,
+            "key_id": key.id,
+            "contract": d.contract_ref,
+            "justification": d.justification,
+            "requested_by": d.requested_by,
+            "signed_steps": self.inventory.signed_steps(&d.id)?.iter().map(|s| serde_json::json!({"step": s.step, "signer": s.signer, "signed_at": crate::inventory::fmt_time(s.signed_at)})).collect::<Vec<_>>(),
+            "versions": versions,
+            "done_at": crate::inventory::fmt_time(OffsetDateTime::now_utc()),
+            "audit_key_version": audit_key_version,
+        }))
+    }
+
+    fn check_disposal_step(
+        &self,
+        d: &Disposal,
+        key: &str,
+        s: &SignedStep,
+    ) -> Result<(), EngineError> {
+        let expected = disposal_message(d, key, &s.step, &s.signer);
+        let valid = crate::softverify::key_type_of_spki(&s.public_key)
+            .and_then(|kt| crate::softverify::verify(kt, &s.public_key, &s.message, &s.signature))
+            .unwrap_or(false);
+        let registered = self
+            .inventory
+            .principal(&s.signer)
+            .ok()
+            .and_then(|p| p.approval_key)
+            .is_some_and(|k| k == s.public_key);
+        if expected != s.message || !valid || !registered {
+            return Err(EngineError::denied(
+                Refusal::BadSignature,
+                format!(
+                    "the {} signature of '{}' on disposal {} does not hold for the disposal as it reads now (altered, or not by their registered key)",
+                    s.step, s.signer, d.id
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sign `message` (SHA-384) with the audit key; returns (DER signature, audit key version).
+    fn sign_with_audit_key(&self, message: &[u8]) -> Result<(Vec<u8>, u32), EngineError> {
+        let key = self.inventory.key(super::super::AUDIT_KEY)?;
+        let v = key
+            .current_version()
+            .ok_or_else(|| EngineError::Incomplete("the audit key has no active version".into()))?;
+        let token = self.token_for(v)?;
+        let digest: [u8; 48] = Sha384::digest(message).into();
+        Ok((token.sign_ecdsa_p384(&v.object_id, &digest)?, v.version))
+    }
+
+    fn key_name_of(&self, key_id: &str) -> Option<String> {
+        self.inventory
+            .keys(&Default::default())
+            .ok()?
+            .into_iter()
+            .find(|k| k.id == key_id)
+            .map(|k| k.name)
+    }
+}

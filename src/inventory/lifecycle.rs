@@ -1,0 +1,569 @@
+//! Key lifecycle rows: version state transitions, multi-step procedures with their progress,
+//! compromise records and disposal requests. Every change writes its audit record in the same
+//! transaction.
+
+use rusqlite::{params, OptionalExtension, Row};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::keys::PendingVersion;
+use super::records::{AuditEntry, KeyCopy};
+use super::{audit, fmt_time, parse_time, Inventory, InventoryError};
+use crate::model::VersionState;
+
+/// A multi-step procedure: what it is doing and how far it got. Written before a token is
+/// touched; a crash leaves it `running` for `kms reconcile --repair` (or the service) to finish or
+/// roll back.
+#[derive(Debug, Clone, Serialize)]
+pub struct Procedure {
+    pub id: String,
+    pub kind: String,
+    pub key_id: String,
+    pub version: Option<u32>,
+    pub step: String,
+    pub state: String,
+    pub data: serde_json::Value,
+    pub started_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// A declared compromise and what is known about the compromised version's use.
+#[derive(Debug, Clone, Serialize)]
+pub struct Compromise {
+    pub id: String,
+    pub key_id: String,
+    pub version: u32,
+    pub reason: String,
+    pub declared_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub declared_at: OffsetDateTime,
+    pub replaced_by: Option<u32>,
+    pub report: serde_json::Value,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub closed_at: Option<OffsetDateTime>,
+    pub closed_by: Option<String>,
+}
+
+/// A disposal request (contract termination) and its progress.
+#[derive(Debug, Clone, Serialize)]
+pub struct Disposal {
+    pub id: String,
+    pub key_id: String,
+    pub contract_ref: String,
+    pub justification: String,
+    pub requested_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub requested_at: OffsetDateTime,
+    /// Waiting period between approval and destruction.
+    pub wait_secs: u64,
+    pub state: String,
+    /// Destruction may not happen before this (set at approval).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub not_before: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub done_at: Option<OffsetDateTime>,
+    /// The destruction record (JSON text) and its signature by the audit key.
+    pub record: Option<String>,
+    #[serde(skip)]
+    pub record_signature: Option<Vec<u8>>,
+}
+
+const PROC_COLUMNS: &str =
+    "id, kind, key_id, version, step, state, data, started_by, started_at, updated_at";
+const COMPROMISE_COLUMNS: &str = "id, key_id, version, reason, declared_by, declared_at, \
+     replaced_by, report, closed_at, closed_by";
+const DISPOSAL_COLUMNS: &str = "id, key_id, contract_ref, justification, requested_by, \
+     requested_at, state, not_before, done_at, record, record_signature, wait_secs";
+
+impl Inventory {
+    /// Record a procedure's intent (and its audit record) before anything is touched.
+    pub fn start_procedure(
+        &self,
+        kind: &str,
+        key_id: &str,
+        version: Option<u32>,
+        data: &serde_json::Value,
+        started_by: &str,
+        entry: &AuditEntry,
+    ) -> Result<String, InventoryError> {
+        let id = format!("p-{}", uuid::Uuid::new_v4());
+        let now = fmt_time(OffsetDateTime::now_utc());
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            &format!(
+                "INSERT INTO procedures ({PROC_COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'intent', 'running', ?5, ?6, ?7, ?7)"
+            ),
+            params![id, kind, key_id, version, data.to_string(), started_by, now],
+        )?;
+        audit::insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Record that procedure `id` reached `step` (with updated data).
+    pub fn procedure_step(
+        &self,
+        id: &str,
+        step: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), InventoryError> {
+        self.conn().execute(
+            "UPDATE procedures SET step = ?2, data = ?3, updated_at = ?4 WHERE id = ?1",
+            params![
+                id,
+                step,
+                data.to_string(),
+                fmt_time(OffsetDateTime::now_utc())
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// End procedure `id` (`done` or `rolled-back`).
+    pub fn end_procedure(&self, id: &str, state: &str) -> Result<(), InventoryError> {
+        self.conn().execute(
+            "UPDATE procedures SET state = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, state, fmt_time(OffsetDateTime::now_utc())],
+        )?;
+        Ok(())
+    }
+
+    /// Procedures a crash left running, oldest first.
+    pub fn running_procedures(&self) -> Result<Vec<Procedure>, InventoryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {PROC_COLUMNS} FROM procedures WHERE state = 'running' ORDER BY started_at"
+        ))?;
+        let rows = stmt.query_map([], read_procedure)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r??);
+        }
+        Ok(out)
+    }
+
+    /// A new pending version of an existing key (rotation), recorded before the token is touched.
+    pub fn insert_pending_version(
+        &self,
+        key_id: &str,
+        version: u32,
+        pending: &PendingVersion,
+        procedure: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO key_versions (key_id, version, token, token_label, token_serial, object_id, state, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)",
+            params![
+                key_id,
+                version,
+                pending.token,
+                pending.token_label,
+                pending.token_serial,
+                pending.object_id.to_hex(),
+                fmt_time(OffsetDateTime::now_utc())
+            ],
+        )?;
+        tx.execute(
+            "UPDATE procedures SET step = 'pending-recorded', data = ?2, updated_at = ?3 WHERE id = ?1",
+            params![procedure, data.to_string(), fmt_time(OffsetDateTime::now_utc())],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Remove a pending version whose generation was rolled back.
+    pub fn delete_pending_version(&self, key_id: &str, version: u32) -> Result<(), InventoryError> {
+        self.conn().execute(
+            "DELETE FROM key_versions WHERE key_id = ?1 AND version = ?2 AND state = 'pending'",
+            params![key_id, version],
+        )?;
+        Ok(())
+    }
+
+    /// The rotation's switch, in one transaction: the new version becomes active (with its backup
+    /// copy), the old one deactivated until `destroy_after`, the procedure step recorded, and the
+    /// audit record written.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rotate_switch(
+        &self,
+        key_id: &str,
+        new_version: u32,
+        public_key: Option<&[u8]>,
+        copy: Option<&KeyCopy>,
+        old_version: Option<u32>,
+        destroy_after: OffsetDateTime,
+        procedure: &str,
+        entry: &AuditEntry,
+    ) -> Result<(), InventoryError> {
+        let now = fmt_time(OffsetDateTime::now_utc());
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE key_versions SET state = 'active', public_key = ?3, activated_at = ?4,
+                    pending_reason = NULL
+             WHERE key_id = ?1 AND version = ?2 AND state = 'pending'",
+            params![key_id, new_version, public_key, now],
+        )?;
+        let m = match old_version {
+            Some(old) => tx.execute(
+                "UPDATE key_versions SET state = 'deactivated', deactivated_at = ?3, destroy_after = ?4
+                 WHERE key_id = ?1 AND version = ?2 AND state = 'active'",
+                params![key_id, old, now, fmt_time(destroy_after)],
+            )?,
+            None => 1,
+        };
+        if n != 1 || m != 1 {
+            return Err(InventoryError::BadRow(format!(
+                "rotation of key {key_id}: v{new_version} was not pending or v{old_version:?} not active"
+            )));
+        }
+        if let Some(c) = copy {
+            super::backups::upsert_copy(&tx, key_id, new_version, c)?;
+        }
+        tx.execute(
+            "UPDATE keys SET updated_at = ?2 WHERE id = ?1",
+            params![key_id, now],
+        )?;
+        tx.execute(
+            "UPDATE procedures SET step = 'switched', updated_at = ?2 WHERE id = ?1",
+            params![procedure, now],
+        )?;
+        audit::insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Move a version from `from` to `to` state (checked), with its audit record.
+    pub fn set_version_state(
+        &self,
+        key_id: &str,
+        version: u32,
+        from: &[VersionState],
+        to: VersionState,
+        entry: &AuditEntry,
+    ) -> Result<(), InventoryError> {
+        let now = fmt_time(OffsetDateTime::now_utc());
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let current: Option<String> = tx
+            .query_row(
+                "SELECT state FROM key_versions WHERE key_id = ?1 AND version = ?2",
+                params![key_id, version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let current = current.ok_or_else(|| {
+            InventoryError::BadRow(format!("no version {version} of key {key_id}"))
+        })?;
+        let current: VersionState = current
+            .parse()
+            .map_err(|e: crate::model::ParseError| InventoryError::BadRow(e.to_string()))?;
+        if !from.contains(&current) {
+            return Err(InventoryError::BadRow(format!(
+                "version {version} is {current}; it cannot become {to}"
+            )));
+        }
+        let column = match to {
+            VersionState::Compromised => "compromised_at",
+            VersionState::Deactivated => "deactivated_at",
+            VersionState::Destroyed | VersionState::DestroyedCompromised => "destroyed_at",
+            VersionState::Active => "activated_at",
+            VersionState::Pending => "created_at",
+        };
+        tx.execute(
+            &format!(
+                "UPDATE key_versions SET state = ?3, {column} = ?4 WHERE key_id = ?1 AND version = ?2"
+            ),
+            params![key_id, version, to.as_str(), now],
+        )?;
+        tx.execute(
+            "UPDATE keys SET updated_at = ?2 WHERE id = ?1",
+            params![key_id, now],
+        )?;
+        audit::insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Record a compromise (the version state change is a separate, earlier transaction).
+    pub fn insert_compromise(&self, c: &Compromise) -> Result<(), InventoryError> {
+        self.conn().execute(
+            &format!("INSERT INTO compromises ({COMPROMISE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, NULL)"),
+            params![
+                c.id,
+                c.key_id,
+                c.version,
+                c.reason,
+                c.declared_by,
+                fmt_time(c.declared_at),
+                c.replaced_by,
+                c.report.to_string()
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn update_compromise_report(
+        &self,
+        id: &str,
+        report: &serde_json::Value,
+        replaced_by: Option<u32>,
+    ) -> Result<(), InventoryError> {
+        self.conn().execute(
+            "UPDATE compromises SET report = ?2, replaced_by = COALESCE(?3, replaced_by) WHERE id = ?1",
+            params![id, report.to_string(), replaced_by],
+        )?;
+        Ok(())
+    }
+
+    pub fn close_compromise(&self, id: &str, by: &str) -> Result<(), InventoryError> {
+        self.conn().execute(
+            "UPDATE compromises SET closed_at = ?2, closed_by = ?3 WHERE id = ?1",
+            params![id, fmt_time(OffsetDateTime::now_utc()), by],
+        )?;
+        Ok(())
+    }
+
+    /// Compromises of a key, newest first.
+    pub fn compromises(&self, key_id: &str) -> Result<Vec<Compromise>, InventoryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COMPROMISE_COLUMNS} FROM compromises WHERE key_id = ?1 ORDER BY declared_at DESC"
+        ))?;
+        let rows = stmt.query_map([key_id], read_compromise)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r??);
+        }
+        Ok(out)
+    }
+
+    /// File a disposal request, with its audit record.
+    pub fn insert_disposal(&self, d: &Disposal, entry: &AuditEntry) -> Result<(), InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            &format!("INSERT INTO disposals ({DISPOSAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'requested', NULL, NULL, NULL, NULL, ?7)"),
+            params![
+                d.id,
+                d.key_id,
+                d.contract_ref,
+                d.justification,
+                d.requested_by,
+                fmt_time(d.requested_at),
+                d.wait_secs as i64
+            ],
+        )?;
+        audit::insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn disposal(&self, id: &str) -> Result<Disposal, InventoryError> {
+        let conn = self.conn();
+        let row = conn
+            .prepare_cached(&format!(
+                "SELECT {DISPOSAL_COLUMNS} FROM disposals WHERE id = ?1"
+            ))?
+            .query_row([id], read_disposal)
+            .optional()?;
+        row.ok_or_else(|| InventoryError::BadRow(format!("no disposal request '{id}'")))?
+    }
+
+    /// Every disposal request, newest first.
+    pub fn disposals(&self) -> Result<Vec<Disposal>, InventoryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {DISPOSAL_COLUMNS} FROM disposals ORDER BY requested_at DESC"
+        ))?;
+        let rows = stmt.query_map([], read_disposal)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r??);
+        }
+        Ok(out)
+    }
+
+    /// A signed disposal step (verify / approve) and the new state, with the audit record.
+    pub fn disposal_step(
+        &self,
+        id: &str,
+        step: &super::SignedStep,
+        to_state: &str,
+        not_before: Option<OffsetDateTime>,
+        entry: &AuditEntry,
+    ) -> Result<(), InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        super::requests::insert_step(&tx, step)?;
+        tx.execute(
+            "UPDATE disposals SET state = ?2, not_before = COALESCE(?3, not_before) WHERE id = ?1",
+            params![id, to_state, not_before.map(fmt_time)],
+        )?;
+        audit::insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Cancel a disposal that has not been carried out.
+    pub fn cancel_disposal(&self, id: &str, entry: &AuditEntry) -> Result<(), InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE disposals SET state = 'cancelled' WHERE id = ?1 AND state IN ('requested','verified','approved')",
+            [id],
+        )?;
+        if n != 1 {
+            return Err(InventoryError::BadRow(format!(
+                "disposal {id} is done or cancelled already"
+            )));
+        }
+        audit::insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The end of a disposal: every version destroyed, the key a tombstone, the signed
+    /// destruction record stored, and the audit record — one transaction.
+    pub fn finish_disposal(
+        &self,
+        id: &str,
+        key_id: &str,
+        record: &str,
+        signature: &[u8],
+        entry: &AuditEntry,
+    ) -> Result<(), InventoryError> {
+        let now = fmt_time(OffsetDateTime::now_utc());
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE key_versions SET state = CASE WHEN state IN ('compromised','destroyed-compromised')
+                    THEN 'destroyed-compromised' ELSE 'destroyed' END,
+                    destroyed_at = COALESCE(destroyed_at, ?2)
+             WHERE key_id = ?1 AND state <> 'pending'",
+            params![key_id, now],
+        )?;
+        tx.execute(
+            "DELETE FROM key_versions WHERE key_id = ?1 AND state = 'pending'",
+            [key_id],
+        )?;
+        tx.execute(
+            "UPDATE keys SET disposed_at = ?2, updated_at = ?2 WHERE id = ?1",
+            params![key_id, now],
+        )?;
+        tx.execute(
+            "UPDATE grants SET revoked_at = ?2, revoked_by = 'kms', revoke_reason = 'key disposed'
+             WHERE key_id = ?1 AND revoked_at IS NULL",
+            params![key_id, now],
+        )?;
+        tx.execute(
+            "UPDATE disposals SET state = 'done', done_at = ?2, record = ?3, record_signature = ?4 WHERE id = ?1",
+            params![id, now, record, signature],
+        )?;
+        audit::insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+type RowResult<T> = rusqlite::Result<Result<T, InventoryError>>;
+
+fn read_procedure(r: &Row<'_>) -> RowResult<Procedure> {
+    let data: String = r.get(6)?;
+    let started_at: String = r.get(8)?;
+    let updated_at: String = r.get(9)?;
+    let (id, kind, key_id, version, step, state, started_by) = (
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(7)?,
+    );
+    Ok((|| {
+        Ok(Procedure {
+            id,
+            kind,
+            key_id,
+            version,
+            step,
+            state,
+            data: serde_json::from_str(&data)
+                .map_err(|e| InventoryError::BadRow(format!("procedure data: {e}")))?,
+            started_by,
+            started_at: parse_time(&started_at)?,
+            updated_at: parse_time(&updated_at)?,
+        })
+    })())
+}
+
+fn read_compromise(r: &Row<'_>) -> RowResult<Compromise> {
+    let declared_at: String = r.get(5)?;
+    let report: String = r.get(7)?;
+    let closed_at: Option<String> = r.get(8)?;
+    let (id, key_id, version, reason, declared_by, replaced_by, closed_by) = (
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(6)?,
+        r.get(9)?,
+    );
+    Ok((|| {
+        Ok(Compromise {
+            id,
+            key_id,
+            version,
+            reason,
+            declared_by,
+            declared_at: parse_time(&declared_at)?,
+            replaced_by,
+            report: serde_json::from_str(&report)
+                .map_err(|e| InventoryError::BadRow(format!("compromise report: {e}")))?,
+            closed_at: closed_at.as_deref().map(parse_time).transpose()?,
+            closed_by,
+        })
+    })())
+}
+
+fn read_disposal(r: &Row<'_>) -> RowResult<Disposal> {
+    let requested_at: String = r.get(5)?;
+    let not_before: Option<String> = r.get(7)?;
+    let done_at: Option<String> = r.get(8)?;
+    let wait: i64 = r.get(11)?;
+    let (id, key_id, contract_ref, justification, requested_by, state, record, record_signature) = (
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(6)?,
+        r.get(9)?,
+        r.get(10)?,
+    );
+    Ok((|| {
+        Ok(Disposal {
+            id,
+            key_id,
+            contract_ref,
+            justification,
+            requested_by,
+            requested_at: parse_time(&requested_at)?,
+            wait_secs: u64::try_from(wait).unwrap_or(0),
+            state,
+            not_before: not_before.as_deref().map(parse_time).transpose()?,
+            done_at: done_at.as_deref().map(parse_time).transpose()?,
+            record,
+            record_signature,
+        })
+    })())
+}
