@@ -236,7 +236,7 @@ impl FromStr for OperationSet {
 
 /// Lifecycle state of one key version on its token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum VersionState {
     /// Pre-active: intent recorded; the object may or may not exist on the token yet (or its
     /// backup copy is missing).

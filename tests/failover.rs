@@ -59,7 +59,10 @@ fn own_primary_module(env: &Env) -> TestResult {
 }
 
 async fn health(svc: &Service) -> Res<(u16, Value)> {
-    let mut c = svc.connect("demo-app").await?;
+    let mut c = svc
+        .connect("demo-app")
+        .await
+        .map_err(|e| format!("{e}; service log:\n{}", svc.log()))?;
     let r = c.request("GET", "/v1/health", None, None).await?;
     Ok((r.status, r.json()?))
 }

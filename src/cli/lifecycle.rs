@@ -22,8 +22,8 @@ pub struct RotateArgs {
 pub struct CompromiseArgs {
     name: String,
     /// The compromised version (default: the current one).
-    #[arg(long)]
-    version: Option<u32>,
+    #[arg(long = "key-version", value_name = "N")]
+    key_version: Option<u32>,
     /// Show the kept report(s): who used the version, re-encryption progress.
     #[arg(long, conflicts_with = "close")]
     status: bool,
@@ -196,10 +196,10 @@ pub fn compromise(engine: &Engine, caller: &Caller, a: CompromiseArgs) -> Result
     let reports = if a.status {
         engine.compromise_status(caller, &a.name)?
     } else if a.close {
-        vec![engine.close_compromise(caller, &a.name, a.version)?]
+        vec![engine.close_compromise(caller, &a.name, a.key_version)?]
     } else {
         let reason = caller.reason.clone().unwrap_or_default();
-        vec![engine.compromise_key(caller, &a.name, a.version, &reason)?]
+        vec![engine.compromise_key(caller, &a.name, a.key_version, &reason)?]
     };
     if a.json {
         return print_json(&reports);

@@ -354,7 +354,7 @@ impl Engine {
                 v.version,
                 public_key.as_deref(),
                 Some(&copy),
-                OffsetDateTime::now_utc(),
+                crate::clock::lifecycle_now(),
                 &entry,
             )?;
         } else {

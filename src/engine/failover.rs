@@ -74,17 +74,17 @@ impl Failover {
         down.contains_key(token)
     }
 
-    /// Whether to try the token now: up, or down and its rest is over (one caller at a time
-    /// gets the probe; the others keep using the copy meanwhile).
-    fn should_try(&self, token: &str) -> bool {
+    /// Whether to try the token now: `Some(false)` it is up; `Some(true)` it is down and this
+    /// caller probes it (one at a time, every PROBE_EVERY); `None` it is down, use the copy.
+    fn should_try(&self, token: &str) -> Option<bool> {
         let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
         match down.get_mut(token) {
-            None => true,
+            None => Some(false),
             Some(d) if Instant::now() >= d.next_probe => {
                 d.next_probe = Instant::now() + PROBE_EVERY;
-                true
+                Some(true)
             }
-            Some(_) => false,
+            Some(_) => None,
         }
     }
 }
@@ -104,18 +104,26 @@ impl Engine {
         }
         let primary = version.token.as_str();
         let mut first_error = None;
-        if self.failover.should_try(primary) {
-            self.prepare_probe(primary);
+        if let Some(probe) = self.failover.should_try(primary) {
+            if probe {
+                self.prepare_probe(primary);
+            }
+            // Only a probe brings a token back: a request that started before the token was
+            // marked down and happened to succeed proves nothing.
             match self.token_for(version) {
                 Ok(token) => match op(&token, &version.object_id) {
                     Ok(v) => {
-                        self.token_back(primary);
+                        if probe {
+                            self.token_back(primary);
+                        }
                         return Ok(v);
                     }
                     Err(e) => {
                         if token.responds() {
                             // The token is fine: the request failed on its own merits.
-                            self.token_back(primary);
+                            if probe {
+                                self.token_back(primary);
+                            }
                             return Err(e.into());
                         }
                         self.token_lost(primary, &e.to_string());
@@ -131,7 +139,8 @@ impl Engine {
         }
         let mut last = first_error;
         for copy in version.copies.iter().filter(|c| !c.drill_failing()) {
-            if self.failover.is_down(&copy.token) && !self.failover.should_try(&copy.token) {
+            if self.failover.is_down(&copy.token) && self.failover.should_try(&copy.token).is_none()
+            {
                 continue;
             }
             let token = match self.hsm.token(&copy.token) {

@@ -213,7 +213,7 @@ impl Engine {
                 1,
                 generated.public_key_der.as_deref(),
                 copy.as_ref(),
-                OffsetDateTime::now_utc(),
+                crate::clock::lifecycle_now(),
                 &entry,
             );
             if let Err(e) = activated {

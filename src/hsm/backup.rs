@@ -470,6 +470,7 @@ pub fn so_make_trusted_kek(
     kek_id: &ObjectId,
     label: &str,
 ) -> Result<Vec<u8>, HsmError> {
+    let _gate = module::gate();
     let ctx = module::load(&cfg.module)?;
     let (slot, _) = token::find_slot(&ctx, cfg)?;
     let session = ctx

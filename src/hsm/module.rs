@@ -12,6 +12,16 @@ use super::HsmError;
 
 static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
 
+/// Calls made on a module outside a `Token` (finding slots, logging in, describing) hold this for
+/// reading; re-initialising a module holds it for writing, so `C_Finalize` never runs while such a
+/// call is in flight.
+static GATE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Hold while calling a module outside a `Token`'s sessions.
+pub fn gate() -> std::sync::RwLockReadGuard<'static, ()> {
+    GATE.read().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Set the environment the modules read at `C_Initialize` (e.g. `SOFTHSM2_CONF`): the config file
 /// says where its tokens are, so its values win over whatever the shell exported. Called when the
 /// engine opens, before any module is loaded and before the process starts worker threads.
@@ -48,6 +58,7 @@ pub fn load(path: &Path) -> Result<Pkcs11, HsmError> {
 /// Finalize the module at `path` and forget it, so the next `load` initialises it afresh. The
 /// caller guarantees no session of this module is still open.
 pub fn reset(path: &Path) {
+    let _exclusive = GATE.write().unwrap_or_else(|p| p.into_inner());
     let modules = MODULES.get_or_init(|| Mutex::new(HashMap::new()));
     let mut modules = modules.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(ctx) = modules.remove(path) {

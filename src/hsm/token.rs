@@ -57,6 +57,7 @@ impl std::fmt::Debug for Token {
 
 /// Find the configured token without logging in.
 pub fn describe(cfg: &TokenConfig) -> Result<TokenDescription, HsmError> {
+    let _gate = module::gate();
     let ctx = module::load(&cfg.module)?;
     let (_, description) = find_slot(&ctx, cfg)?;
     Ok(description)
@@ -65,6 +66,7 @@ pub fn describe(cfg: &TokenConfig) -> Result<TokenDescription, HsmError> {
 impl Token {
     /// Find the token, resolve its PIN from the configured source and log in.
     pub(crate) fn open(cfg: &TokenConfig) -> Result<Token, HsmError> {
+        let _gate = module::gate();
         let ctx = module::load(&cfg.module)?;
         let (slot, description) = find_slot(&ctx, cfg)?;
         if description.user_pin_locked {

@@ -200,9 +200,10 @@ impl Inventory {
         old_version: Option<u32>,
         destroy_after: OffsetDateTime,
         procedure: &str,
+        now: OffsetDateTime,
         entry: &AuditEntry,
     ) -> Result<(), InventoryError> {
-        let now = fmt_time(OffsetDateTime::now_utc());
+        let now = fmt_time(now);
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let n = tx.execute(
@@ -249,7 +250,7 @@ impl Inventory {
         to: VersionState,
         entry: &AuditEntry,
     ) -> Result<(), InventoryError> {
-        let now = fmt_time(OffsetDateTime::now_utc());
+        let now = fmt_time(crate::clock::lifecycle_now());
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let current: Option<String> = tx

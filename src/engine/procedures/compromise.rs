@@ -250,7 +250,7 @@ impl Engine {
             if e.outcome != Outcome::Ok {
                 continue;
             }
-            if e.action == "key.rewrap"
+            if (e.action == "key.rewrap" || e.action == "key.rewrap-break-glass")
                 && e.at >= c.declared_at
                 && e.detail
                     .as_deref()

@@ -306,7 +306,7 @@ impl Engine {
                 self.check_disposal_step(&d, &name, s)?;
             }
             let key = self.inventory.key(&name)?;
-            let record = self.dispose_tokens(caller, &d, &key)?;
+            let (proc_id, record) = self.dispose_tokens(caller, &d, &key)?;
             failpoint("dispose:destroyed");
             let text = serde_json::to_string(&record)
                 .map_err(|e| EngineError::Incomplete(format!("encoding the destruction record: {e}")))?;
@@ -318,6 +318,7 @@ impl Engine {
             ));
             let entry = self.change_entry(caller, "key.dispose", Some(&name), note);
             self.inventory.finish_disposal(id, &key.id, &text, &signature, &entry)?;
+            self.inventory.end_procedure(&proc_id, "done")?;
             note.recorded = true;
             Ok(self.inventory.disposal(id)?)
         })
@@ -396,7 +397,7 @@ impl Engine {
         caller: &Caller,
         d: &Disposal,
         key: &KeyRecord,
-    ) -> Result<serde_json::Value, EngineError> {
+    ) -> Result<(String, serde_json::Value), EngineError> {
         let data = serde_json::json!({"disposal": d.id});
         let intent = self.entry(
             caller,
@@ -436,25 +437,27 @@ impl Engine {
             versions.push(report);
             failpoint("dispose:version-destroyed");
         }
-        self.inventory.end_procedure(&proc_id, "done")?;
         let audit_key_version = self
             .inventory
             .key(super::super::AUDIT_KEY)
             .ok()
             .and_then(|k| k.current_version().map(|v| v.version));
-        Ok(serde_json::json!({
-            "format": "kms-destruction-record/v1",
-            "disposal": d.id,
-            "key": key.name,
-            "key_id": key.id,
-            "contract": d.contract_ref,
-            "justification": d.justification,
-            "requested_by": d.requested_by,
-            "signed_steps": self.inventory.signed_steps(&d.id)?.iter().map(|s| serde_json::json!({"step": s.step, "signer": s.signer, "signed_at": crate::inventory::fmt_time(s.signed_at)})).collect::<Vec<_>>(),
-            "versions": versions,
-            "done_at": crate::inventory::fmt_time(OffsetDateTime::now_utc()),
-            "audit_key_version": audit_key_version,
-        }))
+        Ok((
+            proc_id,
+            serde_json::json!({
+                "format": "kms-destruction-record/v1",
+                "disposal": d.id,
+                "key": key.name,
+                "key_id": key.id,
+                "contract": d.contract_ref,
+                "justification": d.justification,
+                "requested_by": d.requested_by,
+                "signed_steps": self.inventory.signed_steps(&d.id)?.iter().map(|s| serde_json::json!({"step": s.step, "signer": s.signer, "signed_at": crate::inventory::fmt_time(s.signed_at)})).collect::<Vec<_>>(),
+                "versions": versions,
+                "done_at": crate::inventory::fmt_time(OffsetDateTime::now_utc()),
+                "audit_key_version": audit_key_version,
+            }),
+        ))
     }
 
     fn check_disposal_step(

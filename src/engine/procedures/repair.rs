@@ -147,8 +147,10 @@ impl Engine {
             }
             "disposal" => {
                 let id = p.data["disposal"].as_str().unwrap_or_default().to_owned();
+                if self.inventory.disposal(&id)?.state != "done" {
+                    self.execute_disposal(caller, &id)?;
+                }
                 self.inventory.end_procedure(&p.id, "done")?;
-                self.execute_disposal(caller, &id)?;
                 Ok(true)
             }
             other => Err(EngineError::Incomplete(format!(

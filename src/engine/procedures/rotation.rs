@@ -265,6 +265,7 @@ impl Engine {
                 Some(old.version),
                 destroy_after,
                 &proc_id,
+                lifecycle_now(),
                 &entry,
             ),
             Retire::AlreadyCompromised => self.inventory.rotate_switch(
@@ -275,6 +276,7 @@ impl Engine {
                 None,
                 destroy_after,
                 &proc_id,
+                lifecycle_now(),
                 &entry,
             ),
         };
