@@ -444,6 +444,94 @@ async fn data_keys_unwrap_and_rewrap() -> TestResult {
 // ---- 6. encrypt / decrypt with AAD -------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_rotation_rewrap_moves_ciphertexts_and_data_keys_to_the_new_version() -> TestResult
+{
+    let svc = Service::start()?;
+    create_keys(&svc)?;
+    svc.register("demo-app")?;
+    svc.grant("demo-app", "dek", "encrypt,decrypt,wrap,unwrap")?;
+    let mut c = svc.connect("demo-app").await?;
+    let (pt, aad) = (b"ledger row 17".to_vec(), b"tenant=9".to_vec());
+    let enc = expect(
+        &post(
+            &mut c,
+            "/v1/keys/dek/encrypt",
+            json!({ "plaintext": b64(&pt), "aad": b64(&aad) }),
+        )
+        .await?,
+        200,
+        None,
+        "encrypt",
+    )?;
+    let dk = expect(
+        &post(&mut c, "/v1/keys/dek/data-key", json!({})).await?,
+        200,
+        None,
+        "data-key",
+    )?;
+    svc.env
+        .ok(&["--reason", "CHG-11", "key", "rotate", "dek"])?;
+    let re = expect(
+        &post(
+            &mut c,
+            "/v1/keys/dek/rewrap",
+            json!({ "ciphertext": enc["ciphertext"], "aad": b64(&aad) }),
+        )
+        .await?,
+        200,
+        None,
+        "rewrap ciphertext",
+    )?;
+    assert_eq!(re["key_version"], 2, "{re}");
+    let dec = expect(
+        &post(
+            &mut c,
+            "/v1/keys/dek/decrypt",
+            json!({ "ciphertext": re["ciphertext"], "aad": b64(&aad) }),
+        )
+        .await?,
+        200,
+        None,
+        "decrypt the moved ciphertext",
+    )?;
+    assert_eq!(unb64(&dec["plaintext"])?, pt);
+    assert_eq!(dec["key_version"], 2);
+    let rw = expect(
+        &post(
+            &mut c,
+            "/v1/keys/dek/rewrap",
+            json!({ "wrapped": dk["wrapped"] }),
+        )
+        .await?,
+        200,
+        None,
+        "rewrap data key",
+    )?;
+    assert_eq!(rw["key_version"], 2);
+    let un = expect(
+        &post(
+            &mut c,
+            "/v1/keys/dek/unwrap",
+            json!({ "wrapped": rw["wrapped"] }),
+        )
+        .await?,
+        200,
+        None,
+        "unwrap",
+    )?;
+    assert_eq!(unb64(&un["plaintext"])?, unb64(&dk["plaintext"])?);
+    // Both fields, or none: a clear 400.
+    let r = post(
+        &mut c,
+        "/v1/keys/dek/rewrap",
+        json!({ "wrapped": dk["wrapped"], "ciphertext": enc["ciphertext"] }),
+    )
+    .await?;
+    expect(&r, 400, Some("bad-request"), "both fields")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypt_decrypt_with_aad() -> TestResult {
     let svc = Service::start()?;
     create_keys(&svc)?;

@@ -150,6 +150,16 @@ struct WrappedReq {
     reason: Option<String>,
 }
 
+/// `POST /v1/keys/{name}/rewrap`: a wrapped data key, or a ciphertext (with its AAD).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RewrapReq {
+    wrapped: Option<String>,
+    ciphertext: Option<String>,
+    aad: Option<String>,
+    reason: Option<String>,
+}
+
 #[derive(Serialize)]
 struct KeySummary {
     name: String,
@@ -656,18 +666,31 @@ async fn rewrap(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let parsed = required::<WrappedReq>(body);
+    let parsed = required::<RewrapReq>(body);
     let body_reason = parsed.as_ref().ok().and_then(|r| r.reason.clone());
-    let input = parsed.and_then(|r| unb64("wrapped", &r.wrapped));
+    let input = parsed.and_then(|r| {
+        let aad = r.aad.as_deref().map(|a| unb64("aad", a)).transpose()?;
+        match (r.wrapped, r.ciphertext) {
+            (Some(w), None) => Ok((unb64("wrapped", &w)?, aad.unwrap_or_default(), "wrapped")),
+            (None, Some(c)) => Ok((unb64("ciphertext", &c)?, aad.unwrap_or_default(), "ciphertext")),
+            _ => Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "send exactly one of `wrapped` (a data key) or `ciphertext` (with its `aad`, if any)",
+            )),
+        }
+    });
     let reason = reason_of(&headers, body_reason);
     app.call(
         endpoint("rewrap", "key.rewrap", Some(&name)),
         conn,
         reason,
         input,
-        move |engine, caller, wrapped| {
-            let (w, v) = engine.rewrap(caller, &name, &wrapped).map_err(engine_err)?;
-            Ok(serde_json::json!({ "wrapped": b64(&w), "key_version": v }))
+        move |engine, caller, (data, aad, field)| {
+            let (w, v) = engine
+                .rewrap_with(caller, &name, &data, &aad, false)
+                .map_err(engine_err)?;
+            Ok(serde_json::json!({ field: b64(&w), "key_version": v }))
         },
     )
     .await
