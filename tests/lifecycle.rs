@@ -257,6 +257,21 @@ fn rotation_moves_keys_through_their_windows() -> TestResult {
         ],
     )?;
     assert_eq!(std::fs::read(&plain)?, b"quarterly numbers");
+    // The public half outlives the private one: v1's signature still verifies.
+    assert_eq!(state_of(&env, "sig", 1)?, "destroyed");
+    ok_at(
+        &env,
+        "99d",
+        &[
+            "key",
+            "verify",
+            "sig",
+            "--in",
+            path(&msg)?,
+            "--sig",
+            path(&sig1)?,
+        ],
+    )?;
 
     // Every step is on the record.
     let rows = json(&env.ok(&["audit", "list", "--key", "dek", "--json"])?)?;
@@ -492,7 +507,8 @@ fn a_compromised_version_stops_at_once_and_its_users_are_reported() -> TestResul
         path(&plain)?,
     ])?;
     assert_eq!(std::fs::read(&plain)?, b"card numbers");
-    env.ok(&[
+    // Plaintext out of a compromised version: never by the officer who declared it.
+    let read = [
         "--reason",
         "INC-7 read",
         "key",
@@ -503,7 +519,22 @@ fn a_compromised_version_stops_at_once_and_its_users_are_reported() -> TestResul
         "--out",
         path(&plain)?,
         "--break-glass",
+    ];
+    assert_fails(&env.run(&read)?, 4, &["second security officer"]);
+    env.ok(&[
+        "principal",
+        "add",
+        "officer-2",
+        "--role",
+        "security-officer",
     ])?;
+    let o = env.run_as("officer-2", &read)?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_fails(
+        &env.run(&["--reason", "x", "key", "compromise", "kms-audit"])?,
+        4,
+        &["kms's own key"],
+    );
     // Re-encryption progress: 1 rewrap of 2 ciphertexts made with v1.
     let r = json(&env.ok(&["key", "compromise", "dek", "--status", "--json"])?)?;
     assert_eq!(r[0]["rewraps_done"], 1, "{r}");
@@ -528,7 +559,30 @@ fn a_compromised_version_stops_at_once_and_its_users_are_reported() -> TestResul
         .as_str()
         .ok_or("id")?
         .to_owned();
-    env.ok(&["key", "compromise", "dek", "--close"])?;
+    // Closing destroys data not yet moved: a second officer, and --accept-loss for the rest.
+    assert_fails(
+        &env.run(&["key", "compromise", "dek", "--close"])?,
+        4,
+        &["second security officer"],
+    );
+    assert_fails(
+        &env.run_as("officer-2", &["key", "compromise", "dek", "--close"])?,
+        4,
+        &["1 of 2 protections"],
+    );
+    let o = env.run_as(
+        "officer-2",
+        &[
+            "--reason",
+            "INC-7: ct2 re-created from source",
+            "key",
+            "compromise",
+            "dek",
+            "--close",
+            "--accept-loss",
+        ],
+    )?;
+    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(state_of(&env, "dek", 1)?, "destroyed-compromised");
     assert!(!on_token(&env, "kms-primary", &v1)? && !on_token(&env, "kms-backup", &v1)?);
     env.ok(&["reconcile"])?;
@@ -879,6 +933,95 @@ fn sigkill_at_every_step_of_rotation_and_disposal_loses_nothing() -> TestResult 
             "{fp}"
         );
     }
+    // A repair never touches a procedure a live process is running.
+    let mut live = env
+        .kms_as(OFFICER)
+        .env("KMS_FAILPOINT", "rotate:generated")
+        .args(["--reason", "CHG-7", "key", "rotate", "dek"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let err = live.stderr.take().ok_or("stderr")?;
+    let mut lines = BufReader::new(err).lines();
+    while let Some(l) = lines.next().transpose()? {
+        if l.contains("failpoint rotate:generated reached") {
+            break;
+        }
+    }
+    let o = env.run(&["reconcile", "--repair"])?;
+    let pending = versions(&env, "dek")?
+        .iter()
+        .filter(|v| v["state"] == "pending")
+        .count();
+    assert_eq!(
+        pending,
+        1,
+        "the live rotation's pending version was rolled back: {}",
+        stderr(&o)
+    );
+    Command::new("kill")
+        .args(["-KILL", &live.id().to_string()])
+        .status()?;
+    let _ = live.wait();
+    let o = env.run(&["reconcile", "--repair"])?;
+    assert!(
+        stdout(&o).contains("inventory and tokens agree"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+
+    // A compromise killed while generating its replacement: the repair rolls the replacement
+    // forward (the compromised version is out of service, so there is no going back).
+    env.create("leaked", "aes-256", "encrypt,decrypt")?;
+    kill_at(
+        &env,
+        "0d",
+        "rotate:generated",
+        &["--reason", "INC-9", "key", "compromise", "leaked"],
+    )?;
+    let o = env.run(&["reconcile", "--repair"])?;
+    assert!(
+        stdout(&o).contains("inventory and tokens agree"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert_eq!(state_of(&env, "leaked", 1)?, "compromised");
+    assert_eq!(state_of(&env, "leaked", 2)?, "active");
+    env.ok(&[
+        "key",
+        "encrypt",
+        "leaked",
+        "--in",
+        path(&secret)?,
+        "--out",
+        path(&env.path("l"))?,
+    ])?;
+
+    // A disposal interrupted mid-destruction can no longer be cancelled: it only rolls forward.
+    env.create("half", "ec-p384", "sign,verify")?;
+    let id = dispose_request(&env, "half", "1d")?;
+    assert!(dispose_step(&env, "alice", "--verify", &id)?
+        .status
+        .success());
+    assert!(dispose_step(&env, "bob", "--approve", &id)?
+        .status
+        .success());
+    kill_at(
+        &env,
+        "2d",
+        "dispose:version-destroyed",
+        &["key", "dispose", "--execute", &id],
+    )?;
+    assert_fails(&env.run(&["key", "dispose", "--cancel", &id])?, 4, &[]);
+    let o = at(&env, "2d", OFFICER, &["schedule", "run"])?;
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let e = json(&env.ok(&["key", "disposals", "--show", &id])?)?;
+    assert_eq!(e["disposal"]["state"], "done", "{e}");
+    assert_eq!(e["record_signature_valid"], true, "{e}");
+    env.ok(&["reconcile"])?;
     eprintln!("fault injection took {:?}", started.elapsed());
     Ok(())
 }

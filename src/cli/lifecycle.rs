@@ -27,9 +27,13 @@ pub struct CompromiseArgs {
     /// Show the kept report(s): who used the version, re-encryption progress.
     #[arg(long, conflicts_with = "close")]
     status: bool,
-    /// Close the compromise: destroy the version on every token (destroyed-compromised).
+    /// Close the compromise: destroy the version on every token (destroyed-compromised). A
+    /// second security officer (not the one who declared it) closes it.
     #[arg(long)]
     close: bool,
+    /// With --close and --reason: close although not every protection was moved off it.
+    #[arg(long, requires = "close")]
+    accept_loss: bool,
     #[arg(long)]
     json: bool,
 }
@@ -196,7 +200,7 @@ pub fn compromise(engine: &Engine, caller: &Caller, a: CompromiseArgs) -> Result
     let reports = if a.status {
         engine.compromise_status(caller, &a.name)?
     } else if a.close {
-        vec![engine.close_compromise(caller, &a.name, a.key_version)?]
+        vec![engine.close_compromise(caller, &a.name, a.key_version, a.accept_loss)?]
     } else {
         let reason = caller.reason.clone().unwrap_or_default();
         vec![engine.compromise_key(caller, &a.name, a.key_version, &reason)?]

@@ -286,7 +286,7 @@ impl Engine {
                 for v in &key.versions {
                     let label = format!("{}@v{}", key.name, v.version);
                     let waiting = v.state == VersionState::Pending && v.pending_reason.is_some();
-                    if v.state != VersionState::Active && !waiting {
+                    if !holds_data(v.state) && !waiting {
                         continue;
                     }
                     if v.token_serial != pair.from_serial {
@@ -393,7 +393,7 @@ impl Engine {
             }
             let backup_on = self.config.backup.is_some() && self.backup_target()?.is_some();
             for key in &keys {
-                for v in key.versions.iter().filter(|v| v.state == VersionState::Active) {
+                for v in key.versions.iter().filter(|v| holds_data(v.state)) {
                     if v.copies.is_empty() {
                         if backup_on {
                             report
@@ -568,7 +568,7 @@ impl Engine {
                 })?;
             let mut report = RestoreReport::default();
             for key in self.inventory.keys(&Default::default())? {
-                for v in key.versions.iter().filter(|v| v.state == VersionState::Active) {
+                for v in key.versions.iter().filter(|v| holds_data(v.state)) {
                     let label = format!("{}@v{}", key.name, v.version);
                     if v.token_serial == dst_desc.serial {
                         continue;
@@ -623,6 +623,16 @@ impl Engine {
 
 /// A drill of a symmetric copy needs the original; without it the copy is not blamed.
 const ORIGINAL_UNREACHABLE: &str = "not drilled: the original's token is unreachable (a symmetric copy is proven against the original)";
+
+/// Versions whose key still protects data somewhere: active, deactivated (within its
+/// re-encryption window) and compromised (until its data is moved off it). Backed up, drilled,
+/// restored and exported alike.
+pub(crate) fn holds_data(s: VersionState) -> bool {
+    matches!(
+        s,
+        VersionState::Active | VersionState::Deactivated | VersionState::Compromised
+    )
+}
 
 fn pair_name(p: &BackupPair) -> String {
     format!("{} -> {}", p.from_token, p.to_token)

@@ -22,7 +22,7 @@ use super::policy::require_role;
 use super::{Caller, CreateKey, Engine, EngineError, Refusal};
 use crate::hsm::WrappedKey;
 use crate::inventory::{Inventory, KeyRecord, Outcome};
-use crate::model::{Classification, KeyType, ObjectId, Role, VersionState};
+use crate::model::{Classification, KeyType, ObjectId, Role};
 
 /// The key that seals offline backup files.
 pub const SEAL_KEY: &str = "kms-backup-seal";
@@ -110,7 +110,7 @@ impl Engine {
             // Keys first, then the snapshot: the snapshot then also lists the seal key.
             let mut keys = Vec::new();
             for key in self.inventory.keys(&Default::default())? {
-                for v in key.versions.iter().filter(|v| v.state == VersionState::Active) {
+                for v in key.versions.iter().filter(|v| super::backup::holds_data(v.state)) {
                     if v.token_serial != pair.from_serial {
                         continue;
                     }
@@ -371,11 +371,11 @@ impl Engine {
                 fk.version, fk.key
             ))
         })?;
-        if v.state != VersionState::Active {
+        if !super::backup::holds_data(v.state) {
             return Err(EngineError::denied(
                 Refusal::KeyState,
                 format!(
-                    "v{} is {} in the inventory; only active versions are put back",
+                    "v{} is {} in the inventory; only versions that still hold data are put back",
                     v.version, v.state
                 ),
             ));

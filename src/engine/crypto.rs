@@ -457,6 +457,23 @@ impl Engine {
             let key = self.inventory.key(name)?;
             let v = self.break_glass_version(caller, &key, &header)?;
             note.key_version = Some(v.version);
+            // Plaintext out of a compromised version: never by the officer who declared the
+            // compromise (otherwise one officer could compromise any key and read its data).
+            let declared_by = self
+                .inventory
+                .compromises(&key.id)?
+                .into_iter()
+                .find(|c| c.version == v.version && c.closed_at.is_none())
+                .map(|c| c.declared_by);
+            if declared_by.as_deref() == Some(caller.actor.as_str()) {
+                return Err(EngineError::denied(
+                    super::Refusal::SeparationOfDuties,
+                    format!(
+                        "'{}' declared v{} of '{name}' compromised; a second security officer performs break-glass decryption (or use `kms key rewrap --break-glass`, which never releases the plaintext)",
+                        caller.actor, v.version
+                    ),
+                ));
+            }
             let plaintext = match (header.algorithm, header.iv) {
                 (Algorithm::Aes256Gcm, Some(iv)) if key.key_type == KeyType::Aes256 => {
                     let a = header.gcm_aad(aad);

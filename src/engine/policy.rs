@@ -416,6 +416,9 @@ pub(crate) fn version_allows(
     match v.state {
         VersionState::Active => {}
         VersionState::Deactivated if processes => {}
+        // The public half outlives the private one (NIST SP 800-57): signatures made before
+        // a routine destruction still verify, within the recipient period.
+        VersionState::Destroyed if op == Operation::Verify => {}
         VersionState::Deactivated => {
             return refuse(format!(
                 "version {} of key '{}' was rotated out{}: it only decrypts, unwraps and verifies now{}; new data uses {}",

@@ -132,6 +132,11 @@ impl Engine {
                 }
                 for key in &keys {
                     for v in &key.versions {
+                        // A destroyed version's CKA_ID is not "known": anything still under it is
+                        // reported as an orphan.
+                        if v.state.is_destroyed() {
+                            continue;
+                        }
                         for c in v.copies.iter().filter(|c| c.token_serial == desc.serial) {
                             known.insert(&c.object_id);
                             // The copy's key half (private or secret) must be there, not only
@@ -140,7 +145,7 @@ impl Engine {
                                 o.id == c.object_id
                                     && (o.class == "private-key" || o.class == "secret-key")
                             });
-                            if v.state == VersionState::Active && !key_half {
+                            if v.state != VersionState::Pending && !key_half {
                                 report.findings.push(Finding::MissingCopy {
                                     token: name.clone(),
                                     key: key.name.clone(),
@@ -157,7 +162,9 @@ impl Engine {
                             continue;
                         }
                         report.versions_checked += 1;
-                        known.insert(&v.object_id);
+                        if !v.state.is_destroyed() {
+                            known.insert(&v.object_id);
+                        }
                         let present = on_token.contains(&v.object_id);
                         match v.state {
                             VersionState::Pending => {
@@ -169,7 +176,11 @@ impl Engine {
                                     on_token: present,
                                 })
                             }
-                            VersionState::Active if !present => {
+                            VersionState::Active
+                            | VersionState::Deactivated
+                            | VersionState::Compromised
+                                if !present =>
+                            {
                                 report.findings.push(Finding::MissingObject {
                                     token: name.clone(),
                                     key: key.name.clone(),

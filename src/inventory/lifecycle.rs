@@ -82,6 +82,7 @@ impl Inventory {
     /// Record a procedure's intent (and its audit record) before anything is touched.
     pub fn start_procedure(
         &self,
+        id: &str,
         kind: &str,
         key_id: &str,
         version: Option<u32>,
@@ -89,7 +90,6 @@ impl Inventory {
         started_by: &str,
         entry: &AuditEntry,
     ) -> Result<String, InventoryError> {
-        let id = format!("p-{}", uuid::Uuid::new_v4());
         let now = fmt_time(OffsetDateTime::now_utc());
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -101,7 +101,43 @@ impl Inventory {
         )?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
-        Ok(id)
+        Ok(id.to_owned())
+    }
+
+    /// A disposal's execution: the disposal moves approved -> executing (when `disposal` is
+    /// given) in the transaction that records the procedure's intent.
+    pub fn start_procedure_for_disposal(
+        &self,
+        id: &str,
+        disposal: Option<&str>,
+        key_id: &str,
+        data: &serde_json::Value,
+        started_by: &str,
+        entry: &AuditEntry,
+    ) -> Result<String, InventoryError> {
+        let now = fmt_time(OffsetDateTime::now_utc());
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if let Some(d) = disposal {
+            let n = tx.execute(
+                "UPDATE disposals SET state = 'executing' WHERE id = ?1 AND state = 'approved'",
+                [d],
+            )?;
+            if n != 1 {
+                return Err(InventoryError::BadRow(format!(
+                    "disposal {d} is no longer approved (cancelled?)"
+                )));
+            }
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO procedures ({PROC_COLUMNS}) VALUES (?1, 'disposal', ?2, NULL, 'intent', 'running', ?3, ?4, ?5, ?5)"
+            ),
+            params![id, key_id, data.to_string(), started_by, now],
+        )?;
+        audit::insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(id.to_owned())
     }
 
     /// Record that procedure `id` reached `step` (with updated data).
@@ -293,9 +329,28 @@ impl Inventory {
         Ok(())
     }
 
-    /// Record a compromise (the version state change is a separate, earlier transaction).
-    pub fn insert_compromise(&self, c: &Compromise) -> Result<(), InventoryError> {
-        self.conn().execute(
+    /// Declare a compromise: the version becomes compromised and the compromise record is kept,
+    /// with the audit record, in one transaction.
+    pub fn declare_compromise(
+        &self,
+        c: &Compromise,
+        entry: &AuditEntry,
+    ) -> Result<(), InventoryError> {
+        let now = fmt_time(c.declared_at);
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE key_versions SET state = 'compromised', compromised_at = ?3
+             WHERE key_id = ?1 AND version = ?2 AND state IN ('active','deactivated')",
+            params![c.key_id, c.version, now],
+        )?;
+        if n != 1 {
+            return Err(InventoryError::BadRow(format!(
+                "version {} is not active or deactivated",
+                c.version
+            )));
+        }
+        tx.execute(
             &format!("INSERT INTO compromises ({COMPROMISE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, NULL)"),
             params![
                 c.id,
@@ -303,11 +358,17 @@ impl Inventory {
                 c.version,
                 c.reason,
                 c.declared_by,
-                fmt_time(c.declared_at),
+                now,
                 c.replaced_by,
                 c.report.to_string()
             ],
         )?;
+        tx.execute(
+            "UPDATE keys SET updated_at = ?2 WHERE id = ?1",
+            params![c.key_id, now],
+        )?;
+        audit::insert(&tx, entry)?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -324,11 +385,21 @@ impl Inventory {
         Ok(())
     }
 
-    pub fn close_compromise(&self, id: &str, by: &str) -> Result<(), InventoryError> {
-        self.conn().execute(
-            "UPDATE compromises SET closed_at = ?2, closed_by = ?3 WHERE id = ?1",
+    /// Close a compromise (its version is destroyed), with the audit record.
+    pub fn close_compromise(
+        &self,
+        id: &str,
+        by: &str,
+        entry: &AuditEntry,
+    ) -> Result<(), InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE compromises SET closed_at = ?2, closed_by = ?3 WHERE id = ?1 AND closed_at IS NULL",
             params![id, fmt_time(OffsetDateTime::now_utc()), by],
         )?;
+        audit::insert(&tx, entry)?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -464,10 +535,16 @@ impl Inventory {
              WHERE key_id = ?1 AND revoked_at IS NULL",
             params![key_id, now],
         )?;
-        tx.execute(
-            "UPDATE disposals SET state = 'done', done_at = ?2, record = ?3, record_signature = ?4 WHERE id = ?1",
+        let n = tx.execute(
+            "UPDATE disposals SET state = 'done', done_at = ?2, record = ?3, record_signature = ?4
+             WHERE id = ?1 AND state = 'executing'",
             params![id, now, record, signature],
         )?;
+        if n != 1 {
+            return Err(InventoryError::BadRow(format!(
+                "disposal {id} is not executing"
+            )));
+        }
         audit::insert(&tx, entry)?;
         tx.commit()?;
         Ok(())

@@ -252,7 +252,7 @@ const MIGRATIONS: &[&str] = &[
         requested_at  TEXT NOT NULL,
         wait_secs     INTEGER NOT NULL,
         state         TEXT NOT NULL CHECK (state IN ('requested','verified','approved',
-                          'cancelled','done')),
+                          'executing','cancelled','done')),
         not_before    TEXT,
         done_at       TEXT,
         record        TEXT,

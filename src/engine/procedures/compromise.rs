@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use time::OffsetDateTime;
 
 use super::super::policy::require_role;
 use super::super::{Caller, Engine, EngineError, Refusal};
@@ -66,6 +65,14 @@ impl Engine {
                     "--reason must say what happened (incident ticket, what was exposed)".into(),
                 ));
             }
+            if super::super::internal_key(name) {
+                return Err(EngineError::denied(
+                    Refusal::NotSupported,
+                    format!(
+                        "'{name}' is kms's own key; replacing it while keeping what it signed or sealed verifiable is not supported yet (see ARCHITECTURE.md). Stop kms and contact the project"
+                    ),
+                ));
+            }
             let key = self.inventory.key(name)?;
             let v = match version {
                 Some(n) => key.version(n).cloned().ok_or_else(|| {
@@ -101,14 +108,7 @@ impl Engine {
                 serde_json::json!({"version": v.version, "state": v.state.as_str()}),
                 serde_json::json!({"version": v.version, "state": "compromised"}),
             );
-            self.inventory.set_version_state(
-                &key.id,
-                v.version,
-                &[VersionState::Active, VersionState::Deactivated],
-                VersionState::Compromised,
-                &entry,
-            )?;
-            let declared_at = OffsetDateTime::now_utc();
+            let declared_at = crate::clock::lifecycle_now();
             let id = format!("c-{}", uuid::Uuid::new_v4());
             let record = Compromise {
                 id: id.clone(),
@@ -122,7 +122,7 @@ impl Engine {
                 closed_at: None,
                 closed_by: None,
             };
-            self.inventory.insert_compromise(&record)?;
+            self.inventory.declare_compromise(&record, &entry)?;
             // 2. A new version replaces it, if it was the one in use.
             let mut new_version = None;
             if v.state == VersionState::Active {
@@ -183,6 +183,7 @@ impl Engine {
         caller: &Caller,
         name: &str,
         version: Option<u32>,
+        accept_loss: bool,
     ) -> Result<CompromiseReport, EngineError> {
         self.audited(caller, "key.compromise-close", Some(name), |note| {
             require_role(
@@ -213,9 +214,47 @@ impl Engine {
                 }
             };
             note.key_version = Some(c.version);
+            if caller.actor == c.declared_by {
+                return Err(EngineError::denied(
+                    Refusal::SeparationOfDuties,
+                    format!(
+                        "'{}' declared this compromise; a second security officer closes it (destroying v{} cannot be one person's decision)",
+                        caller.actor, c.version
+                    ),
+                ));
+            }
             let before = self.compromise_report(&key, &c.id)?;
+            if before.rewraps_done < before.protections_seen && !accept_loss {
+                return Err(EngineError::denied(
+                    Refusal::KeyState,
+                    format!(
+                        "only {} of {} protections made with v{} were moved off it (`kms key rewrap --break-glass`); closing now makes the rest unreadable for good. Move them first, or pass --accept-loss with --reason",
+                        before.rewraps_done, before.protections_seen, c.version
+                    ),
+                ));
+            }
+            if accept_loss && caller.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+                return Err(EngineError::InvalidInput("--accept-loss needs --reason".into()));
+            }
             self.destroy_version(caller, &key, c.version, "compromise closed")?;
-            self.inventory.close_compromise(&c.id, &caller.actor)?;
+            let entry = self.entry(
+                caller,
+                "key.compromise-closed",
+                Some(name),
+                Some(c.version),
+                Outcome::Ok,
+                Some(format!(
+                    "compromise {} of v{} closed by '{}' (declared by '{}'); {} of {} protections moved{}",
+                    c.id,
+                    c.version,
+                    caller.actor,
+                    c.declared_by,
+                    before.rewraps_done,
+                    before.protections_seen,
+                    if accept_loss { "; the rest accepted as lost" } else { "" }
+                )),
+            );
+            self.inventory.close_compromise(&c.id, &caller.actor, &entry)?;
             note.detail = Some(format!(
                 "compromise of v{} closed: destroyed on every token (destroyed-compromised); {} rewrap(s) done against {} protection(s) seen",
                 c.version, before.rewraps_done, before.protections_seen
@@ -244,7 +283,7 @@ impl Engine {
         let mut users: BTreeMap<String, UsageSummary> = BTreeMap::new();
         let mut protections = 0;
         let mut rewraps = 0;
-        let from_marker = format!("from v{}", c.version);
+        let from_marker = format!("from v{} to", c.version);
         for r in &rows {
             let e = &r.entry;
             if e.outcome != Outcome::Ok {

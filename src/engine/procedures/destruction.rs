@@ -76,7 +76,9 @@ impl Engine {
                     .join(", ")
             )),
         );
+        let (proc_id, _owner) = self.new_procedure()?;
         let proc_id = self.inventory.start_procedure(
+            &proc_id,
             "destroy-version",
             &key.id,
             Some(version),

@@ -55,6 +55,10 @@ pub struct DisposalEvidence {
     /// base64), verifiable with `kms audit public-key`.
     pub record_signature_b64: Option<String>,
     pub audit_key_version: Option<u32>,
+    /// The record's signature verifies with that audit key version's public key.
+    pub record_signature_valid: Option<bool>,
+    /// SHA-384 of the record, as the `key.dispose` audit record states it.
+    pub record_sha384: Option<String>,
 }
 
 impl Engine {
@@ -279,42 +283,47 @@ impl Engine {
             require_role(&self.inventory, caller, &[Role::SecurityOfficer], "carry out disposals")?;
             let d = self.inventory.disposal(id)?;
             let name = key_name.clone().unwrap_or_default();
-            if d.state != "approved" {
-                return Err(EngineError::denied(
-                    Refusal::WrongState,
-                    format!("disposal {id} is {}; only an approved disposal is carried out", d.state),
-                ));
-            }
-            let now = lifecycle_now();
-            if let Some(nb) = d.not_before {
-                if now < nb {
+            // `executing`: an execution was interrupted (a crash); it only rolls forward.
+            let resuming = d.state == "executing";
+            if !resuming {
+                if d.state != "approved" {
                     return Err(EngineError::denied(
                         Refusal::WrongState,
-                        format!(
-                            "disposal {id} is in its waiting period until {} (`kms key dispose --cancel {id}` stops it)",
-                            crate::inventory::fmt_time(nb)
-                        ),
+                        format!("disposal {id} is {}; only an approved disposal is carried out", d.state),
                     ));
                 }
-            }
-            // Both signatures must still hold for the request as it reads now.
-            let steps = self.inventory.signed_steps(id)?;
-            for want in ["verify", "approve"] {
-                let s = steps.iter().find(|s| s.step == want).ok_or_else(|| {
-                    EngineError::denied(Refusal::BadSignature, format!("disposal {id} lacks its {want} signature"))
-                })?;
-                self.check_disposal_step(&d, &name, s)?;
+                let now = lifecycle_now();
+                if let Some(nb) = d.not_before {
+                    if now < nb {
+                        return Err(EngineError::denied(
+                            Refusal::WrongState,
+                            format!(
+                                "disposal {id} is in its waiting period until {} (`kms key dispose --cancel {id}` stops it)",
+                                crate::inventory::fmt_time(nb)
+                            ),
+                        ));
+                    }
+                }
+                // Both signatures must still hold for the request as it reads now.
+                let steps = self.inventory.signed_steps(id)?;
+                for want in ["verify", "approve"] {
+                    let s = steps.iter().find(|s| s.step == want).ok_or_else(|| {
+                        EngineError::denied(Refusal::BadSignature, format!("disposal {id} lacks its {want} signature"))
+                    })?;
+                    self.check_disposal_step(&d, &name, s)?;
+                }
             }
             let key = self.inventory.key(&name)?;
-            let (proc_id, record) = self.dispose_tokens(caller, &d, &key)?;
+            let (proc_id, _owner, record) = self.dispose_tokens(caller, &d, &key, !resuming)?;
             failpoint("dispose:destroyed");
             let text = serde_json::to_string(&record)
                 .map_err(|e| EngineError::Incomplete(format!("encoding the destruction record: {e}")))?;
             let (signature, audit_version) = self.sign_with_audit_key(text.as_bytes())?;
             note.detail = Some(format!(
-                "disposal {id} carried out: contract {}; {} version(s) destroyed and validated absent on every token; destruction record signed by audit key v{audit_version}",
+                "disposal {id} carried out: contract {}; {} version(s) destroyed and validated absent on every token; destruction record sha384={} signed by audit key v{audit_version}",
                 d.contract_ref,
-                record["versions"].as_array().map(Vec::len).unwrap_or(0)
+                record["versions"].as_array().map(Vec::len).unwrap_or(0),
+                hex::encode(Sha384::digest(text.as_bytes()))
             ));
             let entry = self.change_entry(caller, "key.dispose", Some(&name), note);
             self.inventory.finish_disposal(id, &key.id, &text, &signature, &entry)?;
@@ -351,7 +360,31 @@ impl Engine {
                 .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
                 .and_then(|v| v["audit_key_version"].as_u64())
                 .and_then(|v| u32::try_from(v).ok());
+            let audit_key = self.inventory.key(super::super::AUDIT_KEY).ok();
+            let record_signature_valid = match (&d.record, &d.record_signature, audit_key_version) {
+                (Some(r), Some(sig), Some(v)) => Some(
+                    audit_key
+                        .as_ref()
+                        .and_then(|k| k.version(v))
+                        .and_then(|kv| kv.public_key.as_deref())
+                        .is_some_and(|spki| {
+                            crate::softverify::verify(
+                                crate::model::KeyType::EcP384,
+                                spki,
+                                r.as_bytes(),
+                                sig,
+                            )
+                            .unwrap_or(false)
+                        }),
+                ),
+                _ => None,
+            };
             Ok(DisposalEvidence {
+                record_signature_valid,
+                record_sha384: d
+                    .record
+                    .as_deref()
+                    .map(|r| hex::encode(Sha384::digest(r.as_bytes()))),
                 steps: self.inventory.signed_steps(id)?,
                 record_signature_b64: d
                     .record_signature
@@ -397,7 +430,8 @@ impl Engine {
         caller: &Caller,
         d: &Disposal,
         key: &KeyRecord,
-    ) -> Result<(String, serde_json::Value), EngineError> {
+        begin: bool,
+    ) -> Result<(String, super::ownership::ProcedureLock, serde_json::Value), EngineError> {
         let data = serde_json::json!({"disposal": d.id});
         let intent = self.entry(
             caller,
@@ -410,10 +444,13 @@ impl Engine {
                 key.name, d.id
             )),
         );
-        let proc_id = self.inventory.start_procedure(
-            "disposal",
+        let (proc_id, _owner) = self.new_procedure()?;
+        // The disposal becomes `executing` (no longer cancellable) in the same transaction that
+        // records the procedure's intent.
+        let proc_id = self.inventory.start_procedure_for_disposal(
+            &proc_id,
+            begin.then_some(d.id.as_str()),
             &key.id,
-            None,
             &data,
             &caller.actor,
             &intent,
@@ -444,6 +481,7 @@ impl Engine {
             .and_then(|k| k.current_version().map(|v| v.version));
         Ok((
             proc_id,
+            _owner,
             serde_json::json!({
                 "format": "kms-destruction-record/v1",
                 "disposal": d.id,
@@ -455,6 +493,7 @@ impl Engine {
                 "signed_steps": self.inventory.signed_steps(&d.id)?.iter().map(|s| serde_json::json!({"step": s.step, "signer": s.signer, "signed_at": crate::inventory::fmt_time(s.signed_at)})).collect::<Vec<_>>(),
                 "versions": versions,
                 "done_at": crate::inventory::fmt_time(OffsetDateTime::now_utc()),
+            "note": "offline backup files (kms backup export) written before this disposal still hold the key wrapped under the backup KEK; destroy them too",
                 "audit_key_version": audit_key_version,
             }),
         ))

@@ -10,6 +10,7 @@
 mod compromise;
 mod destruction;
 mod disposal;
+mod ownership;
 mod repair;
 mod rotation;
 mod schedule;

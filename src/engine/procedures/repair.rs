@@ -15,6 +15,8 @@ pub struct RepairReport {
     pub finished: Vec<String>,
     pub rolled_back: Vec<String>,
     pub failed: Vec<(String, String)>,
+    /// Procedures another live process is running (left alone).
+    pub in_progress: Vec<String>,
 }
 
 impl Engine {
@@ -34,6 +36,10 @@ impl Engine {
             let mut report = RepairReport::default();
             for p in &running {
                 let what = format!("{} {} ({})", p.kind, p.id, p.step);
+                let Some(_owner) = self.lock_procedure(&p.id)? else {
+                    report.in_progress.push(what);
+                    continue;
+                };
                 match self.repair_one(caller, p) {
                     Ok(true) => report.finished.push(what),
                     Ok(false) => report.rolled_back.push(what),
@@ -108,6 +114,20 @@ impl Engine {
                             .delete_pending_version(&key.id, new_version)?;
                     }
                     self.inventory.end_procedure(&p.id, "rolled-back")?;
+                    // A compromise's replacement cannot be rolled back to "nothing": the
+                    // compromised version is out of service, so generate the replacement now.
+                    if p.data["retire"].as_str() == Some("compromised") {
+                        let fresh = self.inventory.key(&key.name)?;
+                        if fresh.current_version().is_none() {
+                            self.rotate_inner(
+                                caller,
+                                &fresh,
+                                super::rotation::Retire::AlreadyCompromised,
+                                "compromise replacement (repaired)",
+                            )?;
+                            return Ok(true);
+                        }
+                    }
                     Ok(false)
                 }
             }
@@ -143,6 +163,25 @@ impl Engine {
                     "destruction finished by repair",
                 )?;
                 self.inventory.end_procedure(&p.id, "done")?;
+                if target == VersionState::DestroyedCompromised {
+                    for c in self.inventory.compromises(&key.id)? {
+                        if c.version == version && c.closed_at.is_none() {
+                            let entry = self.entry(
+                                caller,
+                                "key.compromise-closed",
+                                Some(&key.name),
+                                Some(version),
+                                crate::inventory::Outcome::Ok,
+                                Some(format!(
+                                    "compromise {} of v{version} closed by repair after its destruction finished",
+                                    c.id
+                                )),
+                            );
+                            self.inventory
+                                .close_compromise(&c.id, &caller.actor, &entry)?;
+                        }
+                    }
+                }
                 Ok(true)
             }
             "disposal" => {

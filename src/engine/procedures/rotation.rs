@@ -101,6 +101,19 @@ impl Engine {
                 format!("key '{}' was disposed of", key.name),
             ));
         }
+        // A key left with only a compromised version (its replacement was interrupted) is
+        // rotated the compromise way: the new version simply becomes the active one.
+        let retire = if retire == Retire::Deactivate
+            && key.current_version().is_none()
+            && key
+                .versions
+                .iter()
+                .any(|v| v.state == VersionState::Compromised)
+        {
+            Retire::AlreadyCompromised
+        } else {
+            retire
+        };
         let old = match retire {
             Retire::Deactivate => key.current_version().cloned().ok_or_else(|| {
                 EngineError::denied(
@@ -157,7 +170,9 @@ impl Engine {
                 old.version
             )),
         );
+        let (proc_id, _owner) = self.new_procedure()?;
         let proc_id = self.inventory.start_procedure(
+            &proc_id,
             "rotation",
             &key.id,
             Some(new_version),
@@ -320,6 +335,30 @@ impl Engine {
         if v.state != VersionState::Pending {
             return Ok(());
         }
+        let entry = self.entry(
+            &self.system_caller(),
+            "key.rotate-rolled-back",
+            Some(name),
+            Some(new_version),
+            Outcome::Ok,
+            Some(format!(
+                "rotation to v{new_version} rolled back: objects under cka_id={} destroyed on the key and backup tokens, pending version removed",
+                v.object_id
+            )),
+        );
+        self.inventory.append_audit(&entry)?;
+        let entry = self.entry(
+            &self.system_caller(),
+            "key.rotate-rolled-back",
+            Some(name),
+            Some(new_version),
+            Outcome::Ok,
+            Some(format!(
+                "rotation to v{new_version} rolled back: objects under cka_id={} destroyed on the key and backup tokens, pending version removed",
+                v.object_id
+            )),
+        );
+        self.inventory.append_audit(&entry)?;
         let mut names: Vec<String> = vec![v.token.clone()];
         if let Some(b) = &self.config.backup {
             names.push(b.token.clone());

@@ -133,7 +133,16 @@ impl Engine {
             }
         }
         for d in self.inventory.disposals()? {
-            if d.state == "approved" && d.not_before.is_some_and(|t| t <= now) {
+            let due = d.state == "approved" && d.not_before.is_some_and(|t| t <= now);
+            // An `executing` disposal with no live procedure was interrupted before its intent
+            // was recorded: roll it forward too.
+            let stalled = d.state == "executing"
+                && !self
+                    .inventory
+                    .running_procedures()?
+                    .iter()
+                    .any(|p| p.kind == "disposal" && p.data["disposal"] == d.id.as_str());
+            if due || stalled {
                 match self.execute_disposal(caller, &d.id) {
                     Ok(_) => report.disposed.push(d.id.clone()),
                     Err(e) => report
