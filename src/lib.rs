@@ -32,4 +32,5 @@ pub mod identity;
 pub mod inventory;
 pub mod model;
 pub mod server;
+pub mod smartcard;
 pub mod softverify;

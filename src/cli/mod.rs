@@ -4,6 +4,7 @@
 mod access;
 mod audit;
 mod backup;
+mod card;
 mod grant;
 mod io;
 mod key;
@@ -60,6 +61,9 @@ pub enum Command {
     /// Access workflow: request, verify, approve (signed on your token), review, revoke.
     #[command(subcommand)]
     Access(access::AccessCmd),
+    /// YubiKey PIV smartcards: list, status, enrol a person's approval key, unblock.
+    #[command(subcommand)]
+    Card(card::CardCmd),
     /// Reports: keys due and overdue for rotation.
     #[command(subcommand)]
     Report(lifecycle::ReportCmd),
@@ -134,6 +138,7 @@ fn dispatch(engine: &Engine, caller: &Caller, command: Command) -> Result<(), Cl
         Command::Access(cmd) => access::run(engine, caller, cmd),
         Command::Backup(cmd) => backup::run(engine, caller, cmd),
         Command::Report(cmd) => lifecycle::report(engine, caller, cmd),
+        Command::Card(cmd) => card::run(engine, caller, cmd),
         Command::Schedule(cmd) => lifecycle::schedule(engine, caller, cmd),
         Command::Serve(_) => Err(CliError::Usage("serve is dispatched before this".into())),
     }

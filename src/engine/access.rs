@@ -17,8 +17,16 @@ use crate::model::{GrantOps, Role};
 /// public key when the card cannot be reached from the KMS host.
 #[derive(Debug, Clone)]
 pub enum ApprovalKey {
-    Card { uri: String, pin: PinSource },
+    Card {
+        uri: String,
+        pin: PinSource,
+    },
     Pem(Vec<u8>),
+    /// Generated on a PIV card by `kms card enrol` (its public key and `piv:` URI).
+    Piv {
+        spki: Vec<u8>,
+        uri: String,
+    },
 }
 
 /// What `kms principal add` asks for.
@@ -104,6 +112,7 @@ impl Engine {
                     let spki = crate::softverify::spki_from_pem(pem)?;
                     (Some(spki), None)
                 }
+                Some(ApprovalKey::Piv { spki, uri }) => (Some(spki.clone()), Some(uri.clone())),
                 None => (None, None),
             };
             if let Some(k) = &approval_key {

@@ -19,6 +19,8 @@ pub enum EngineError {
     Envelope(#[from] EnvelopeError),
     #[error(transparent)]
     SoftCrypto(#[from] SoftCryptoError),
+    #[error(transparent)]
+    Card(#[from] crate::smartcard::CardError),
     /// The request itself is malformed; the message says what to change.
     #[error("{0}")]
     InvalidInput(String),
@@ -115,7 +117,10 @@ impl EngineError {
             EngineError::Hsm(HsmError::Pin(_) | HsmError::NotConfigured { .. })
             | EngineError::Config(_)
             | EngineError::Misconfigured(_) => 7,
-            EngineError::Hsm(_) | EngineError::SoftCrypto(_) => 5,
+            EngineError::Card(crate::smartcard::CardError::BadSlot(_))
+            | EngineError::Card(crate::smartcard::CardError::BadManagementKey) => 2,
+            EngineError::Card(crate::smartcard::CardError::SlotInUse { .. }) => 4,
+            EngineError::Hsm(_) | EngineError::SoftCrypto(_) | EngineError::Card(_) => 5,
             EngineError::Inventory(_)
             | EngineError::AuditFailed(_)
             | EngineError::Incomplete(_) => 6,
@@ -136,6 +141,10 @@ impl EngineError {
             EngineError::Hsm(HsmError::PinLocked { .. }) => "pin-locked",
             EngineError::Hsm(_) => "token-error",
             EngineError::SoftCrypto(_) => "crypto-error",
+            EngineError::Card(crate::smartcard::CardError::WrongPin { .. }) => "wrong-pin",
+            EngineError::Card(crate::smartcard::CardError::PinBlocked) => "pin-locked",
+            EngineError::Card(crate::smartcard::CardError::SlotInUse { .. }) => "slot-in-use",
+            EngineError::Card(_) => "card-error",
             EngineError::Config(_) => "config-error",
             EngineError::Misconfigured(_) => "config-mismatch",
             EngineError::AuditFailed(_) => "audit-failed",

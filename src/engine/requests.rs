@@ -581,6 +581,25 @@ impl Engine {
                     signer.name
                 ))
             })?;
+        if uri_text.starts_with("piv:") {
+            // A YubiKey PIV card, natively over PC/SC.
+            let piv: super::cards::PivUri = uri_text.parse()?;
+            let pin = card
+                .pin
+                .resolve_kind(&format!("card of {}", signer.name), "PIV")?;
+            let signature = super::cards::sign_with_piv(&piv, &pin, message)?;
+            let kt = softverify::key_type_of_spki(registered)?;
+            if !softverify::verify(kt, registered, message, &signature)? {
+                return Err(EngineError::denied(
+                    Refusal::BadSignature,
+                    format!(
+                        "the key in {uri_text} is not the approval key registered for '{}'",
+                        signer.name
+                    ),
+                ));
+            }
+            return Ok(signature);
+        }
         let uri: Pkcs11Uri = uri_text
             .parse()
             .map_err(|e: crate::hsm::UriError| EngineError::InvalidInput(e.to_string()))?;

@@ -56,6 +56,30 @@ impl Inventory {
         }
     }
 
+    /// Replace a principal's approval key (a card enrolment), with the audit record.
+    pub fn set_approval_key(
+        &self,
+        name: &str,
+        spki: &[u8],
+        uri: &str,
+        audit: &AuditEntry,
+    ) -> Result<(), InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE principals SET approval_key = ?2, approval_key_uri = ?3 WHERE name = ?1",
+            params![name, spki, uri],
+        )?;
+        if n != 1 {
+            return Err(InventoryError::Conflict(format!(
+                "no principal named '{name}'"
+            )));
+        }
+        super::audit::insert(&tx, audit)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn principal(&self, name: &str) -> Result<Principal, InventoryError> {
         let conn = self.conn();
         conn.query_row(

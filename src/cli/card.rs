@@ -1,0 +1,138 @@
+//! `kms card ...`: YubiKey PIV smartcards.
+
+use clap::Subcommand;
+
+use super::access::pin_source;
+use super::output::{print_json, print_table};
+use super::CliError;
+use crate::engine::{Caller, Engine};
+use crate::model::Role;
+
+#[derive(Debug, Subcommand)]
+pub enum CardCmd {
+    /// Readers and the cards in them (serial, firmware).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One card: serial, firmware, PIN tries left, slots in use.
+    Status {
+        #[arg(long)]
+        serial: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate an EC P-384 approval key on a person's card (self-signed certificate in the slot)
+    /// and register it as their approval key.
+    Enrol {
+        #[arg(long)]
+        principal: String,
+        /// Register the person with this role if they are new.
+        #[arg(long)]
+        role: Option<Role>,
+        #[arg(long)]
+        serial: Option<u32>,
+        #[arg(long, default_value = "9c")]
+        slot: String,
+        /// PIN source for the card's PIN: env:VAR, file:PATH or prompt.
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        card_pin: String,
+        /// Source of the card's management key (hex); default: the card's factory key.
+        #[arg(long, value_name = "SOURCE")]
+        mgm_key_source: Option<String>,
+        /// Overwrite a key already in the slot / replace the person's approval key (recorded).
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unblock a blocked PIN with the PUK (both from PIN sources).
+    Unblock {
+        #[arg(long)]
+        serial: Option<u32>,
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        puk: String,
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        new_pin: String,
+    },
+}
+
+pub fn run(engine: &Engine, caller: &Caller, cmd: CardCmd) -> Result<(), CliError> {
+    match cmd {
+        CardCmd::List { json } => {
+            let cards = engine.card_list(caller)?;
+            if json {
+                return print_json(&cards);
+            }
+            let rows: Vec<Vec<String>> = cards
+                .iter()
+                .map(|c| vec![c.serial.to_string(), c.version.clone(), c.reader.clone()])
+                .collect();
+            print_table(&["SERIAL", "FIRMWARE", "READER"], &rows);
+            Ok(())
+        }
+        CardCmd::Status { serial, json } => {
+            let s = engine.card_status(caller, serial)?;
+            if json {
+                return print_json(&s);
+            }
+            println!("serial:          {}", s.info.serial);
+            println!("firmware:        {}", s.info.version);
+            println!("reader:          {}", s.info.reader);
+            println!(
+                "PIN tries left:  {}",
+                s.pin_tries_left
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "unknown".into())
+            );
+            let rows: Vec<Vec<String>> = s
+                .slots
+                .iter()
+                .map(|u| vec![u.slot.clone(), u.subject.clone()])
+                .collect();
+            println!("slots in use:");
+            print_table(&["SLOT", "CERTIFICATE SUBJECT"], &rows);
+            Ok(())
+        }
+        CardCmd::Enrol {
+            principal,
+            role,
+            serial,
+            slot,
+            card_pin,
+            mgm_key_source,
+            force,
+            json,
+        } => {
+            let pin = pin_source(&card_pin)?;
+            let mgm = mgm_key_source.as_deref().map(pin_source).transpose()?;
+            let e = engine.card_enrol(
+                caller,
+                &principal,
+                role,
+                serial,
+                &slot,
+                &pin,
+                mgm.as_ref(),
+                force,
+            )?;
+            if json {
+                return print_json(&e);
+            }
+            println!(
+                "enrolled '{}': EC P-384 key generated on card {} in slot {} ({}); registered as their approval key",
+                e.principal, e.card.serial, e.card.slot, e.uri
+            );
+            Ok(())
+        }
+        CardCmd::Unblock {
+            serial,
+            puk,
+            new_pin,
+        } => {
+            engine.card_unblock(caller, serial, &pin_source(&puk)?, &pin_source(&new_pin)?)?;
+            println!("PIN unblocked");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Smartcards (issue 8): listing and inspecting PIV cards, enrolling a person's approval key on
+//! their card, unblocking a PIN — and signing with a card key named by a `piv:` URI
+//! (`piv:serial=12345678;slot=9c`), used for approvals and for card-resident keys.
+
+use secrecy::SecretString;
+use sha2::{Digest as _, Sha384};
+
+use super::access::{ApprovalKey, NewPrincipal};
+use super::policy::require_role;
+use super::{Caller, Engine, EngineError, Refusal};
+use crate::config::PinSource;
+use crate::model::Role;
+use crate::smartcard::{self, CardInfo, CardStatus, Enrolled};
+
+/// A PIV key: card serial and slot, written `piv:serial=N;slot=9c`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PivUri {
+    pub serial: u32,
+    pub slot: String,
+}
+
+impl std::fmt::Display for PivUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "piv:serial={};slot={}", self.serial, self.slot)
+    }
+}
+
+impl std::str::FromStr for PivUri {
+    type Err = EngineError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            EngineError::InvalidInput(format!(
+                "'{s}' is not a PIV key URI; write piv:serial=12345678;slot=9c"
+            ))
+        };
+        let rest = s.strip_prefix("piv:").ok_or_else(bad)?;
+        let (mut serial, mut slot) = (None, None);
+        for part in rest.split(';') {
+            match part.split_once('=') {
+                Some(("serial", v)) => serial = v.parse::<u32>().ok(),
+                Some(("slot", v)) => slot = Some(v.to_ascii_lowercase()),
+                _ => return Err(bad()),
+            }
+        }
+        let slot = slot.ok_or_else(bad)?;
+        smartcard::parse_slot(&slot)?;
+        Ok(PivUri {
+            serial: serial.ok_or_else(bad)?,
+            slot,
+        })
+    }
+}
+
+/// What `kms card enrol` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Enrolment {
+    pub principal: String,
+    pub uri: String,
+    #[serde(flatten)]
+    pub card: Enrolled,
+}
+
+impl Engine {
+    /// Cards the PC/SC stack sees.
+    pub fn card_list(&self, caller: &Caller) -> Result<Vec<CardInfo>, EngineError> {
+        self.audited(caller, "card.list", None, |note| {
+            super::policy::acting_principal(&self.inventory, caller)?;
+            let cards = smartcard::list()?;
+            note.detail = Some(format!("{} card(s)", cards.len()));
+            Ok(cards)
+        })
+    }
+
+    /// Serial, firmware, PIN tries left, slots in use.
+    pub fn card_status(
+        &self,
+        caller: &Caller,
+        serial: Option<u32>,
+    ) -> Result<CardStatus, EngineError> {
+        self.audited(caller, "card.status", None, |note| {
+            super::policy::acting_principal(&self.inventory, caller)?;
+            let s = smartcard::status(serial)?;
+            note.detail = Some(format!(
+                "card {} firmware {}: {} slot(s) in use, {} PIN tries left",
+                s.info.serial,
+                s.info.version,
+                s.slots.len(),
+                s.pin_tries_left
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "?".into())
+            ));
+            Ok(s)
+        })
+    }
+
+    /// Generate an EC P-384 key on `principal`'s card and register it as their approval key
+    /// (creating the principal with `role` if they are new). The card's PIN and management key
+    /// come from PIN sources (prompted by default), never from argv.
+    #[allow(clippy::too_many_arguments)]
+    pub fn card_enrol(
+        &self,
+        caller: &Caller,
+        principal: &str,
+        role: Option<Role>,
+        serial: Option<u32>,
+        slot: &str,
+        pin: &PinSource,
+        mgm: Option<&PinSource>,
+        force: bool,
+    ) -> Result<Enrolment, EngineError> {
+        self.audited(caller, "card.enrol", None, |note| {
+            require_role(
+                &self.inventory,
+                caller,
+                &[Role::SecurityOfficer],
+                "enrol cards",
+            )?;
+            super::access::validate_name(principal, "principal")?;
+            let existing = self.inventory.principal(principal).ok();
+            if existing.is_none() && role.is_none() {
+                return Err(EngineError::InvalidInput(format!(
+                    "'{principal}' is not registered; pass --role to register them with this card"
+                )));
+            }
+            if existing.as_ref().is_some_and(|p| p.approval_key.is_some()) && !force {
+                return Err(EngineError::denied(
+                    Refusal::KeyState,
+                    format!(
+                        "'{principal}' already has an approval key; --force replaces it (recorded)"
+                    ),
+                ));
+            }
+            let slot_id = smartcard::parse_slot(slot)?;
+            let pin = pin.resolve_kind(&format!("card of {principal}"), "PIV")?;
+            let mgm = mgm
+                .map(|m| m.resolve_kind(&format!("card of {principal}"), "management key"))
+                .transpose()?;
+            let enrolled = smartcard::generate(
+                serial,
+                slot_id,
+                &pin,
+                mgm.as_ref(),
+                &format!("kms approval key of {principal}"),
+                force,
+            )?;
+            let uri = PivUri {
+                serial: enrolled.serial,
+                slot: enrolled.slot.clone(),
+            }
+            .to_string();
+            if let Some(owner) = self
+                .inventory
+                .principal_by_approval_key(&enrolled.public_key)?
+            {
+                return Err(EngineError::denied(
+                    Refusal::SeparationOfDuties,
+                    format!("this key is already registered to '{owner}'"),
+                ));
+            }
+            let fingerprint = hex::encode(sha2::Sha256::digest(&enrolled.public_key));
+            match existing {
+                None => {
+                    self.add_principal(
+                        caller,
+                        NewPrincipal {
+                            name: principal.to_owned(),
+                            role: role.unwrap_or(Role::User),
+                            cert_pem: None,
+                            approval_key: Some(ApprovalKey::Piv {
+                                spki: enrolled.public_key.clone(),
+                                uri: uri.clone(),
+                            }),
+                            allowed_networks: Vec::new(),
+                        },
+                    )?;
+                }
+                Some(_) => {
+                    note.detail = Some(format!(
+                        "approval key of '{principal}' set to {uri} (sha256 {fingerprint}){}",
+                        enrolled
+                            .replaced
+                            .as_deref()
+                            .map(|s| format!("; FORCED over the key in the slot ({s})"))
+                            .unwrap_or_default()
+                    ));
+                    let entry = self.change_entry(caller, "card.enrol", None, note);
+                    self.inventory.set_approval_key(
+                        principal,
+                        &enrolled.public_key,
+                        &uri,
+                        &entry,
+                    )?;
+                    note.recorded = true;
+                }
+            }
+            if note.detail.is_none() {
+                note.detail = Some(format!(
+                    "enrolled {uri} for new principal '{principal}' (sha256 {fingerprint})"
+                ));
+            }
+            Ok(Enrolment {
+                principal: principal.to_owned(),
+                uri,
+                card: enrolled,
+            })
+        })
+    }
+
+    /// Unblock a card's PIN with its PUK.
+    pub fn card_unblock(
+        &self,
+        caller: &Caller,
+        serial: Option<u32>,
+        puk: &PinSource,
+        new_pin: &PinSource,
+    ) -> Result<(), EngineError> {
+        self.audited(caller, "card.unblock", None, |note| {
+            super::policy::acting_principal(&self.inventory, caller)?;
+            let puk = puk.resolve_kind("card", "PUK")?;
+            let new_pin = new_pin.resolve_kind("card", "new PIV")?;
+            smartcard::unblock(serial, &puk, &new_pin)?;
+            note.detail = Some(format!(
+                "PIN of card {} unblocked with the PUK",
+                serial
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "(the only one)".into())
+            ));
+            Ok(())
+        })
+    }
+}
+
+/// Sign `message` (ECDSA P-384 over SHA-384) with the card key `uri` after the PIN.
+pub(crate) fn sign_with_piv(
+    uri: &PivUri,
+    pin: &SecretString,
+    message: &[u8],
+) -> Result<Vec<u8>, EngineError> {
+    let digest: [u8; 48] = Sha384::digest(message).into();
+    let slot = smartcard::parse_slot(&uri.slot)?;
+    let (_, sig) = smartcard::sign_p384(Some(uri.serial), slot, pin, &digest)?;
+    Ok(sig)
+}

@@ -1,0 +1,71 @@
+//! Errors of the smartcard layer, each saying what to do.
+
+#[derive(Debug, thiserror::Error)]
+pub enum CardError {
+    #[error("no smartcard reader: is pcscd running and the reader plugged in? (`kms card list` lists what PC/SC sees)")]
+    NoReader,
+    #[error("{}", no_card(.serial, .present))]
+    NoCard {
+        serial: Option<u32>,
+        present: Vec<u32>,
+    },
+    #[error("several cards are present ({}); say which with --serial", .0.iter().map(u32::to_string).collect::<Vec<_>>().join(", "))]
+    SeveralCards(Vec<u32>),
+    #[error("wrong PIN; {tries_left} tries left before the PIN is blocked")]
+    WrongPin { tries_left: u8 },
+    #[error("the card's PIN is blocked; unblock it with the PUK: `kms card unblock --serial N` (asks for the PUK and a new PIN)")]
+    PinBlocked,
+    #[error("wrong PUK; {tries_left} tries left before the PUK is blocked too")]
+    WrongPuk { tries_left: u8 },
+    #[error("the card's PUK is blocked: only resetting the PIV application (losing every key on it) recovers the card")]
+    PukBlocked,
+    #[error("the card refused the management key (wrong key, or a card with a non-default key: pass it with --mgm-key-source)")]
+    WrongManagementKey,
+    #[error("a management key is 24 bytes (3DES) or 16/24/32 bytes (AES) written in hex")]
+    BadManagementKey,
+    #[error("slot {slot} already holds a key (certificate '{subject}'); refusing to overwrite it without --force (which is recorded)")]
+    SlotInUse { slot: String, subject: String },
+    #[error("slot {0} holds no key (no certificate)")]
+    EmptySlot(String),
+    #[error("'{0}' is not a usable PIV slot: use 9a, 9c, 9d, 9e or 82..95")]
+    BadSlot(String),
+    #[error("certificate: {0}")]
+    Certificate(String),
+    #[error("smartcard: {0}")]
+    Card(String),
+}
+
+fn no_card(serial: &Option<u32>, present: &[u32]) -> String {
+    let present = if present.is_empty() {
+        "no card is present".to_owned()
+    } else {
+        format!(
+            "cards present: {}",
+            present
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    match serial {
+        Some(s) => format!("no card with serial {s}; {present}"),
+        None => format!("no smartcard found; {present}"),
+    }
+}
+
+impl CardError {
+    pub(crate) fn from_yk(e: yubikey::Error) -> CardError {
+        match e {
+            yubikey::Error::WrongPin { tries } => CardError::WrongPin { tries_left: tries },
+            yubikey::Error::PinLocked => CardError::PinBlocked,
+            yubikey::Error::PcscError {
+                inner: Some(pcsc::Error::NoReadersAvailable),
+            } => CardError::NoReader,
+            yubikey::Error::PcscError {
+                inner: Some(pcsc::Error::NoService | pcsc::Error::ServiceStopped),
+            } => CardError::NoReader,
+            other => CardError::Card(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! YubiKey PIV smartcards, driven natively over PC/SC with the `yubikey` crate — the only module
+//! that imports it. Two uses: people's approval keys (they sign access approvals, reviews and
+//! disposals on the card they hold) and keys that must live offline on a card (a root or escrow
+//! key, generated on the card and inventoried like any other key).
+//!
+//! The same cards also work as PKCS#11 tokens through OpenSC or ykcs11 (`hsm/personal.rs` and a
+//! `[tokens.NAME]` entry); this module is for what PKCS#11 cannot do on a card: enrolment with
+//! the management key, PIN/PUK tries, slot inventory.
+//!
+//! PINs, PUKs and management keys arrive as `SecretString` from PIN sources (never argv), are
+//! passed to the card and dropped (zeroized).
+
+mod error;
+
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Serialize;
+use yubikey::certificate::{CertInfo, Certificate};
+use yubikey::piv::{self, AlgorithmId, SlotId};
+use yubikey::{MgmKey, PinPolicy, Serial, TouchPolicy, YubiKey};
+
+pub use error::CardError;
+
+/// A card the PC/SC stack sees.
+#[derive(Debug, Clone, Serialize)]
+pub struct CardInfo {
+    pub serial: u32,
+    pub version: String,
+    pub reader: String,
+}
+
+/// One slot holding a certificate (and so, by PIV convention, a key).
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotUse {
+    pub slot: String,
+    pub subject: String,
+    /// SubjectPublicKeyInfo DER of the slot's key, from its certificate.
+    #[serde(skip)]
+    pub public_key: Vec<u8>,
+}
+
+/// What `kms card status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct CardStatus {
+    #[serde(flatten)]
+    pub info: CardInfo,
+    pub pin_tries_left: Option<u8>,
+    pub slots: Vec<SlotUse>,
+}
+
+/// The slots kms uses: 9a, 9c, 9d, 9e and the retired 82..95.
+pub fn parse_slot(s: &str) -> Result<SlotId, CardError> {
+    let bad = || CardError::BadSlot(s.to_owned());
+    let byte = u8::from_str_radix(s.trim().trim_start_matches("0x"), 16).map_err(|_| bad())?;
+    if !matches!(byte, 0x9a | 0x9c | 0x9d | 0x9e | 0x82..=0x95) {
+        return Err(bad());
+    }
+    SlotId::try_from(byte).map_err(|_| bad())
+}
+
+/// The slot as kms writes it (`9c`, `82`, ...).
+pub fn slot_name(slot: SlotId) -> String {
+    format!("{:02x}", u8::from(slot))
+}
+
+/// Every card on every reader.
+pub fn list() -> Result<Vec<CardInfo>, CardError> {
+    let mut ctx = yubikey::reader::Context::open().map_err(CardError::from_yk)?;
+    let mut out = Vec::new();
+    for reader in ctx.iter().map_err(CardError::from_yk)? {
+        let name = reader.name().into_owned();
+        if let Ok(yk) = reader.open() {
+            out.push(CardInfo {
+                serial: yk.serial().0,
+                version: yk.version().to_string(),
+                reader: name,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Open the card with `serial`, or the only card present.
+fn open(serial: Option<u32>) -> Result<YubiKey, CardError> {
+    match serial {
+        Some(s) => YubiKey::open_by_serial(Serial(s)).map_err(|e| match e {
+            yubikey::Error::NotFound => CardError::NoCard {
+                serial: Some(s),
+                present: list()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|c| c.serial)
+                    .collect(),
+            },
+            other => CardError::from_yk(other),
+        }),
+        None => {
+            let cards = list()?;
+            match cards.len() {
+                0 => Err(CardError::NoCard {
+                    serial: None,
+                    present: Vec::new(),
+                }),
+                1 => YubiKey::open().map_err(CardError::from_yk),
+                _ => Err(CardError::SeveralCards(
+                    cards.iter().map(|c| c.serial).collect(),
+                )),
+            }
+        }
+    }
+}
+
+fn info(yk: &YubiKey) -> CardInfo {
+    CardInfo {
+        serial: yk.serial().0,
+        version: yk.version().to_string(),
+        reader: yk.name().to_owned(),
+    }
+}
+
+fn slots_in_use(yk: &mut YubiKey) -> Vec<SlotUse> {
+    let mut out = Vec::new();
+    let mut candidates = vec![0x9a, 0x9c, 0x9d, 0x9e];
+    candidates.extend(0x82..=0x95);
+    for b in candidates {
+        let Ok(slot) = SlotId::try_from(b) else {
+            continue;
+        };
+        if let Ok(cert) = Certificate::read(yk, slot) {
+            use x509_cert::der::Encode as _;
+            out.push(SlotUse {
+                slot: slot_name(slot),
+                subject: cert.subject().to_string(),
+                public_key: cert.subject_pki().to_der().unwrap_or_default(),
+            });
+        }
+    }
+    out
+}
+
+/// Serial, firmware, PIN tries left, slots in use.
+pub fn status(serial: Option<u32>) -> Result<CardStatus, CardError> {
+    let mut yk = open(serial)?;
+    let pin_tries_left = yk.get_pin_retries().ok();
+    let slots = slots_in_use(&mut yk);
+    Ok(CardStatus {
+        info: info(&yk),
+        pin_tries_left,
+        slots,
+    })
+}
+
+fn verify_pin(yk: &mut YubiKey, pin: &SecretString) -> Result<(), CardError> {
+    yk.verify_pin(pin.expose_secret().as_bytes())
+        .map_err(CardError::from_yk)
+}
+
+fn mgm_key(mgm: Option<&SecretString>) -> Result<MgmKey, CardError> {
+    match mgm {
+        None => Ok(MgmKey::default()),
+        Some(hex_key) => {
+            let bytes = zeroize::Zeroizing::new(
+                hex::decode(hex_key.expose_secret().trim())
+                    .map_err(|_| CardError::BadManagementKey)?,
+            );
+            MgmKey::from_bytes(bytes.as_slice()).map_err(|_| CardError::BadManagementKey)
+        }
+    }
+}
+
+/// A key generated on a card.
+#[derive(Debug, Clone, Serialize)]
+pub struct Enrolled {
+    pub serial: u32,
+    pub slot: String,
+    /// SubjectPublicKeyInfo DER.
+    #[serde(skip)]
+    pub public_key: Vec<u8>,
+    /// The slot held a key before (only with `force`).
+    pub replaced: Option<String>,
+}
+
+/// Generate an EC P-384 key in `slot` (management key and PIN asked of the caller), store a
+/// self-signed certificate for it there, and return its public key. A slot in use is refused
+/// unless `force`.
+pub fn generate(
+    serial: Option<u32>,
+    slot: SlotId,
+    pin: &SecretString,
+    mgm: Option<&SecretString>,
+    subject_cn: &str,
+    force: bool,
+) -> Result<Enrolled, CardError> {
+    let mut yk = open(serial)?;
+    let existing = slots_in_use(&mut yk)
+        .into_iter()
+        .find(|s| s.slot == slot_name(slot));
+    if existing.is_some() && !force {
+        return Err(CardError::SlotInUse {
+            slot: slot_name(slot),
+            subject: existing.map(|s| s.subject).unwrap_or_default(),
+        });
+    }
+    yk.authenticate(mgm_key(mgm)?).map_err(|e| match e {
+        yubikey::Error::AuthenticationError => CardError::WrongManagementKey,
+        other => CardError::from_yk(other),
+    })?;
+    let spki = piv::generate(
+        &mut yk,
+        slot,
+        AlgorithmId::EccP384,
+        PinPolicy::Default,
+        TouchPolicy::Default,
+    )
+    .map_err(CardError::from_yk)?;
+    verify_pin(&mut yk, pin)?;
+    let name: x509_cert::name::Name = format!("CN={subject_cn}")
+        .parse()
+        .map_err(|e| CardError::Certificate(format!("subject: {e}")))?;
+    let serial_number =
+        x509_cert::serial_number::SerialNumber::new(&rand::random::<[u8; 16]>()[..])
+            .map_err(|e| CardError::Certificate(e.to_string()))?;
+    let validity =
+        x509_cert::time::Validity::from_now(std::time::Duration::from_secs(10 * 365 * 86_400))
+            .map_err(|e| CardError::Certificate(e.to_string()))?;
+    let cert = Certificate::generate_self_signed::<_, p384::NistP384>(
+        &mut yk,
+        slot,
+        serial_number,
+        validity,
+        name,
+        spki.clone(),
+        |_| Ok(()),
+    )
+    .map_err(CardError::from_yk)?;
+    cert.write(&mut yk, slot, CertInfo::Uncompressed)
+        .map_err(CardError::from_yk)?;
+    use x509_cert::der::Encode as _;
+    Ok(Enrolled {
+        serial: yk.serial().0,
+        slot: slot_name(slot),
+        public_key: spki
+            .to_der()
+            .map_err(|e| CardError::Certificate(e.to_string()))?,
+        replaced: existing.map(|s| s.subject),
+    })
+}
+
+/// The public key of the key in `slot` (from its certificate).
+pub fn public_key(serial: Option<u32>, slot: SlotId) -> Result<Vec<u8>, CardError> {
+    let mut yk = open(serial)?;
+    slots_in_use(&mut yk)
+        .into_iter()
+        .find(|s| s.slot == slot_name(slot))
+        .map(|s| s.public_key)
+        .ok_or(CardError::EmptySlot(slot_name(slot)))
+}
+
+/// ECDSA P-384 over a SHA-384 digest with the key in `slot`, after the PIN; DER signature.
+pub fn sign_p384(
+    serial: Option<u32>,
+    slot: SlotId,
+    pin: &SecretString,
+    digest: &[u8; 48],
+) -> Result<(u32, Vec<u8>), CardError> {
+    let mut yk = open(serial)?;
+    verify_pin(&mut yk, pin)?;
+    let sig =
+        piv::sign_data(&mut yk, digest, AlgorithmId::EccP384, slot).map_err(CardError::from_yk)?;
+    Ok((yk.serial().0, sig.to_vec()))
+}
+
+/// PIN tries left.
+pub fn pin_tries(serial: Option<u32>) -> Result<u8, CardError> {
+    open(serial)?.get_pin_retries().map_err(CardError::from_yk)
+}
+
+/// Unblock a blocked PIN with the PUK, setting a new PIN.
+pub fn unblock(
+    serial: Option<u32>,
+    puk: &SecretString,
+    new_pin: &SecretString,
+) -> Result<(), CardError> {
+    let mut yk = open(serial)?;
+    yk.unblock_pin(
+        puk.expose_secret().as_bytes(),
+        new_pin.expose_secret().as_bytes(),
+    )
+    .map_err(|e| match e {
+        yubikey::Error::WrongPin { tries } => CardError::WrongPuk { tries_left: tries },
+        yubikey::Error::PinLocked => CardError::PukBlocked,
+        other => CardError::from_yk(other),
+    })
+}
