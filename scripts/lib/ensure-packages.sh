@@ -3,8 +3,9 @@
 #
 #   ensure_packages "softhsm2-util:softhsm2" "pkcs11-tool:opensc"
 #
-# Each argument is "command:package". Packages whose command is already on
-# PATH are skipped; the rest are installed with one apt-get run (after
+# Each argument is "command:package", or "/path/glob:package" for a file a
+# package provides (e.g. a library to link against). Packages whose command is
+# already on PATH (or whose file exists) are skipped; the rest are installed with one apt-get run (after
 # apt-get update). Needs root when anything is missing.
 
 ensure_packages() {
@@ -13,13 +14,21 @@ ensure_packages() {
     for pair in "$@"; do
         cmd=${pair%%:*}
         pkg=${pair#*:}
-        if ! command -v "$cmd" >/dev/null 2>&1; then
+        if [[ $cmd == /* ]]; then
+            # A file (glob) the package provides.
+            if compgen -G "$cmd" >/dev/null; then
+                continue
+            fi
+        elif command -v "$cmd" >/dev/null 2>&1; then
+            continue
+        fi
+        {
             # Skip duplicates (several commands may come from one package).
             case " ${missing[*]-} " in
                 *" $pkg "*) ;;
                 *) missing+=("$pkg") ;;
             esac
-        fi
+        }
     done
 
     if [ "${#missing[@]}" -eq 0 ]; then
