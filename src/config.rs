@@ -80,6 +80,8 @@ pub struct Config {
     pub backup: Option<BackupConfig>,
     /// Rotation, destruction and disposal timing.
     pub lifecycle: LifecycleConfig,
+    /// PIN sources of PIV cards holding card-resident keys, by card serial.
+    pub cards: BTreeMap<String, PinSource>,
 }
 
 /// `[lifecycle]`: the timing of the lifecycle procedures.
@@ -269,6 +271,14 @@ struct RawConfig {
     backup: Option<RawBackup>,
     #[serde(default)]
     lifecycle: RawLifecycle,
+    #[serde(default)]
+    cards: BTreeMap<String, RawCard>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCard {
+    pin: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -612,7 +622,20 @@ impl Config {
                 "[lifecycle] disposal_wait is shorter than disposal_wait_min".into(),
             ));
         }
+        let mut cards = BTreeMap::new();
+        for (serial, c) in raw.cards {
+            if serial.parse::<u32>().is_err() {
+                return Err(invalid(format!("[cards.{serial}]: the table name is the card's serial number")));
+            }
+            let pin = parse_pin_source(&c.pin, &resolve).ok_or_else(|| {
+                invalid(format!(
+                    "[cards.{serial}] pin must be `env:VAR`, `file:PATH` or `prompt`; a PIN is never written in the config itself"
+                ))
+            })?;
+            cards.insert(serial, pin);
+        }
         Ok(Config {
+            cards,
             lifecycle,
             backup,
             server,

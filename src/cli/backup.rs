@@ -163,6 +163,9 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: BackupCmd) -> Result<(), CliEr
                 for k in &r.uncopied {
                     println!("FAIL  {k} has no backup copy (run `kms backup sync`)");
                 }
+                for k in &r.not_applicable {
+                    println!("n/a   {k}");
+                }
                 println!(
                     "{} copies drilled, {} problem(s)",
                     r.results.len(),

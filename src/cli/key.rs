@@ -59,6 +59,22 @@ pub enum KeyCmd {
         /// Recipient usage period of each version: no decrypt/unwrap/verify after it either.
         #[arg(long, value_name = "DURATION")]
         process_for: Option<HumanDuration>,
+        /// Generate the key on the PIV smartcard with this serial (ec-p384, sign/verify), not on
+        /// the HSM: it never leaves the card.
+        #[arg(long, value_name = "SERIAL")]
+        on_card: Option<u32>,
+        /// The card slot: 9a, 9c, 9d, 9e or 82..95.
+        #[arg(long, requires = "on_card", default_value = "9a")]
+        slot: String,
+        /// With --on-card: PIN source for the card (default: [cards.SERIAL] pin, else prompt).
+        #[arg(long, value_name = "SOURCE", requires = "on_card")]
+        card_pin: Option<String>,
+        /// With --on-card: source of the card's management key (hex); default the factory key.
+        #[arg(long, value_name = "SOURCE", requires = "on_card")]
+        mgm_key_source: Option<String>,
+        /// With --on-card: overwrite a key already in the slot (recorded).
+        #[arg(long, requires = "on_card")]
+        force: bool,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -183,8 +199,23 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             reencrypt_window,
             protect_for,
             process_for,
+            on_card,
+            slot,
+            card_pin,
+            mgm_key_source,
+            force,
             json,
         } => {
+            let card = match on_card {
+                None => None,
+                Some(serial) => Some(crate::engine::OnCard {
+                    serial,
+                    slot,
+                    pin: card_pin.as_deref().map(super::access::pin_source).transpose()?,
+                    mgm: mgm_key_source.as_deref().map(super::access::pin_source).transpose()?,
+                    force,
+                }),
+            };
             let labels: BTreeMap<String, String> = labels.into_iter().collect();
             let key = engine.create_key(
                 caller,
@@ -203,6 +234,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
                     reencrypt_window_secs: reencrypt_window,
                     protect_for,
                     process_for,
+                    on_card: card,
                 },
             )?;
             if json {

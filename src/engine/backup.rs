@@ -46,6 +46,8 @@ pub struct DrillReport {
     pub pair_problems: Vec<String>,
     /// Active versions with no copy at all (backup configured).
     pub uncopied: Vec<String>,
+    /// Versions backup by wrapping cannot apply to (card-resident keys), and why.
+    pub not_applicable: Vec<String>,
 }
 
 impl DrillReport {
@@ -394,6 +396,13 @@ impl Engine {
             let backup_on = self.config.backup.is_some() && self.backup_target()?.is_some();
             for key in &keys {
                 for v in key.versions.iter().filter(|v| holds_data(v.state)) {
+                    if v.token == super::CARD_TOKEN {
+                        report.not_applicable.push(format!(
+                            "{}@v{}: on PIV card {} — a card key cannot be wrapped out of the card, so it has no backup copy",
+                            key.name, v.version, v.token_serial
+                        ));
+                        continue;
+                    }
                     if v.copies.is_empty() {
                         if backup_on {
                             report

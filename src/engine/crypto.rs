@@ -69,7 +69,11 @@ impl Engine {
                         ToSign::Message(m) => Sha384::digest(m).into(),
                         ToSign::Digest(d) => digest_of(d, "SHA-384", &key)?,
                     };
-                    let sig = self.on_version(version, |t, id| t.sign_ecdsa_p384(id, &digest))?;
+                    let sig = if version.token == super::CARD_TOKEN {
+                        self.card_sign(version, &digest)?
+                    } else {
+                        self.on_version(version, |t, id| t.sign_ecdsa_p384(id, &digest))?
+                    };
                     (sig, "ecdsa-p384-sha384", hex::encode(digest))
                 }
                 KeyType::Rsa3072 | KeyType::Rsa4096 => {
@@ -496,6 +500,19 @@ impl Engine {
             ));
             Ok((plaintext, v.version))
         })
+    }
+
+    /// Sign a SHA-384 digest with a card-resident version (PIN from `[cards.SERIAL]`).
+    fn card_sign(&self, version: &KeyVersion, digest: &[u8; 48]) -> Result<Vec<u8>, EngineError> {
+        let serial: u32 = version.token_serial.parse().map_err(|_| {
+            EngineError::Misconfigured(format!("card serial '{}' in the inventory", version.token_serial))
+        })?;
+        let slot = crate::smartcard::parse_slot(&version.object_id.to_hex())?;
+        let pin = self
+            .card_pin_source(serial)
+            .resolve_kind(&format!("card {serial}"), "PIV")?;
+        let (_, sig) = crate::smartcard::sign_p384(Some(serial), slot, &pin, digest)?;
+        Ok(sig)
     }
 
     /// The compromised version a break-glass operation may read: officer, reason, compromised.

@@ -31,7 +31,24 @@ pub struct CreateKey {
     pub protect_for: Option<HumanDuration>,
     /// Recipient usage period of each version (no decrypt/unwrap/verify after it either).
     pub process_for: Option<HumanDuration>,
+    /// Generate on a PIV smartcard instead of the HSM.
+    pub on_card: Option<OnCard>,
 }
+
+/// Where on a card a card-resident key is generated, and how to reach it.
+#[derive(Debug, Clone)]
+pub struct OnCard {
+    pub serial: u32,
+    pub slot: String,
+    /// Default: the `[cards.SERIAL]` pin source, else prompt.
+    pub pin: Option<crate::config::PinSource>,
+    pub mgm: Option<crate::config::PinSource>,
+    pub force: bool,
+}
+
+/// The `token` of a card-resident version in the inventory; its serial is the card's, its CKA_ID
+/// the slot number.
+pub const CARD_TOKEN: &str = "card";
 
 impl CreateKey {
     /// A request with the required fields; the descriptive ones start empty and rotation and
@@ -58,6 +75,7 @@ impl CreateKey {
             reencrypt_window_secs: None,
             protect_for: None,
             process_for: None,
+            on_card: None,
         }
     }
 }
@@ -74,6 +92,9 @@ impl Engine {
         self.audited(caller, "key.create", Some(&req.name), |note| {
             require_role(&self.inventory, caller, &[Role::SecurityOfficer], "create keys")?;
             validate(&req, OffsetDateTime::now_utc().date())?;
+            if let Some(card) = &req.on_card {
+                return self.create_on_card(caller, &req, card, note);
+            }
             if super::internal_key(&req.name) && caller.kind != super::CallerKind::System {
                 return Err(EngineError::InvalidInput(format!(
                     "'{}' is the name of a key kms makes for itself; choose another name",
@@ -242,6 +263,134 @@ impl Engine {
             note.recorded = true;
             Ok(self.inventory.key(&req.name)?)
         })
+    }
+
+    /// A key generated on a PIV card: intent recorded, generated on the card, activated with its
+    /// public key. No backup copy: the key cannot leave the card (wrapping does not apply).
+    fn create_on_card(
+        &self,
+        caller: &Caller,
+        req: &CreateKey,
+        card: &OnCard,
+        note: &mut super::audit::AuditNote,
+    ) -> Result<KeyRecord, EngineError> {
+        if req.key_type != KeyType::EcP384
+            || req
+                .usage
+                .iter()
+                .any(|op| !matches!(op, crate::model::Operation::Sign | crate::model::Operation::Verify))
+        {
+            return Err(EngineError::InvalidInput(format!(
+                "a card-resident key is ec-p384 with usage sign,verify (not {} {})",
+                req.key_type, req.usage
+            )));
+        }
+        let slot = crate::smartcard::parse_slot(&card.slot)?;
+        let slot_byte = crate::smartcard::slot_name(slot);
+        let pin_source = card.pin.clone().unwrap_or_else(|| self.card_pin_source(card.serial));
+        let pin = pin_source.resolve_kind(&format!("card {}", card.serial), "PIV")?;
+        let mgm = card
+            .mgm
+            .as_ref()
+            .map(|m| m.resolve_kind(&format!("card {}", card.serial), "management key"))
+            .transpose()?;
+        let now = OffsetDateTime::now_utc();
+        let new = NewKey {
+            name: req.name.clone(),
+            key_type: req.key_type,
+            owner: req.owner.clone(),
+            classification: req.classification,
+            usage: req.usage.clone(),
+            purpose: req.purpose.clone(),
+            handling: req.handling.clone(),
+            disposal: req.disposal.clone(),
+            expires: req.expires,
+            rotate_every: req.rotate_every.unwrap_or(self.config.rotate_every),
+            labels: req.labels.clone(),
+            created_by: caller.actor.clone(),
+            reencrypt_window_secs: req
+                .reencrypt_window_secs
+                .unwrap_or(self.config.lifecycle.reencrypt_window_secs),
+            protect_for: req.protect_for,
+            process_for: req.process_for,
+        };
+        let pending = PendingVersion {
+            token: CARD_TOKEN.to_owned(),
+            token_label: format!("PIV card {}", card.serial),
+            token_serial: card.serial.to_string(),
+            object_id: crate::model::ObjectId(hex::decode(&slot_byte).unwrap_or_default()),
+        };
+        let intent = self.entry(
+            caller,
+            "key.create-intent",
+            Some(&req.name),
+            Some(1),
+            crate::inventory::Outcome::Ok,
+            Some(format!(
+                "about to generate ec-p384 on PIV card {} slot {slot_byte}",
+                card.serial
+            )),
+        );
+        let key_id = self.inventory.insert_pending_key(&new, &pending, now, &intent)?;
+        note.key_version = Some(1);
+        let generated = match crate::smartcard::generate(
+            Some(card.serial),
+            slot,
+            &pin,
+            mgm.as_ref(),
+            &format!("kms key {} v1", req.name),
+            card.force,
+        ) {
+            Ok(g) => g,
+            Err(e) => {
+                self.inventory.delete_pending_key(&key_id)?;
+                return Err(e.into());
+            }
+        };
+        let mut entry = self.entry(
+            caller,
+            "key.create",
+            Some(&req.name),
+            Some(1),
+            crate::inventory::Outcome::Ok,
+            Some(format!(
+                "created ec-p384 key on PIV card {} slot {slot_byte}: owner={} classification={} usage={}; not backed up (a card key cannot be wrapped out of the card){}",
+                card.serial,
+                req.owner,
+                req.classification,
+                req.usage,
+                generated
+                    .replaced
+                    .as_deref()
+                    .map(|s| format!("; FORCED over the key that was in the slot ({s})"))
+                    .unwrap_or_default()
+            )),
+        );
+        entry.diff = super::audit::diff(
+            serde_json::Value::Null,
+            serde_json::json!({"name": new.name, "type": new.key_type, "owner": new.owner,
+                "classification": new.classification, "usage": new.usage,
+                "card": card.serial, "slot": slot_byte}),
+        );
+        self.inventory.activate_version(
+            &key_id,
+            1,
+            Some(&generated.public_key),
+            None,
+            crate::clock::lifecycle_now(),
+            &entry,
+        )?;
+        note.recorded = true;
+        Ok(self.inventory.key(&req.name)?)
+    }
+
+    /// The PIN source of card `serial`: its `[cards.SERIAL]` entry, else a prompt.
+    pub(crate) fn card_pin_source(&self, serial: u32) -> crate::config::PinSource {
+        self.config
+            .cards
+            .get(&serial.to_string())
+            .cloned()
+            .unwrap_or(crate::config::PinSource::Prompt)
     }
 
     /// The backup copy of a new version failed: the version stays pending, with the reason on

@@ -34,7 +34,7 @@ pub use checkpoint::{checkpoint_message, CheckpointReport, AUDIT_KEY};
 pub use crypto::{IssuedDataKey, Signed, ToSign, VerifyOutcome};
 pub use error::{EngineError, Refusal};
 pub use failover::TokenDown;
-pub use keys::CreateKey;
+pub use keys::{CreateKey, OnCard, CARD_TOKEN};
 pub use procedures::{
     disposal_message, CompromiseReport, DestructionReport, DisposalEvidence, DueReport,
     RepairReport, RotationReport, RotationStatus, UsageSummary,
@@ -96,6 +96,15 @@ impl Engine {
         &self,
         version: &crate::inventory::KeyVersion,
     ) -> Result<std::sync::Arc<crate::hsm::Token>, EngineError> {
+        if version.token == CARD_TOKEN {
+            return Err(EngineError::denied(
+                Refusal::NotSupported,
+                format!(
+                    "version {} lives on PIV card {} (slot {}), not on an HSM: only signing (and verification in software) apply to it",
+                    version.version, version.token_serial, version.object_id
+                ),
+            ));
+        }
         let token = self.hsm.token(&version.token)?;
         if token.serial() != version.token_serial {
             return Err(EngineError::Misconfigured(format!(

@@ -239,7 +239,7 @@ impl Engine {
             for key in &keys {
                 for v in &key.versions {
                     let checked = serials.contains_key(&v.token_serial);
-                    if !checked && v.state != VersionState::Destroyed {
+                    if !checked && !v.state.is_destroyed() && v.token != super::CARD_TOKEN {
                         report.findings.push(Finding::VersionUnchecked {
                             key: key.name.clone(),
                             version: v.version,

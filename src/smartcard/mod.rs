@@ -200,6 +200,8 @@ pub fn generate(
             subject: existing.map(|s| s.subject).unwrap_or_default(),
         });
     }
+    // The PIN first: a wrong PIN must not leave a freshly generated key without its certificate.
+    verify_pin(&mut yk, pin)?;
     yk.authenticate(mgm_key(mgm)?).map_err(|e| match e {
         yubikey::Error::AuthenticationError => CardError::WrongManagementKey,
         other => CardError::from_yk(other),
@@ -212,7 +214,6 @@ pub fn generate(
         TouchPolicy::Default,
     )
     .map_err(CardError::from_yk)?;
-    verify_pin(&mut yk, pin)?;
     let name: x509_cert::name::Name = format!("CN={subject_cn}")
         .parse()
         .map_err(|e| CardError::Certificate(format!("subject: {e}")))?;
