@@ -82,6 +82,9 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     /// PIN sources of PIV cards holding card-resident keys, by card serial.
     pub cards: BTreeMap<String, PinSource>,
+    /// Management-key sources of those cards (rotation and destruction on the card); absent:
+    /// the factory key.
+    pub card_mgm_keys: BTreeMap<String, PinSource>,
 }
 
 /// `[lifecycle]`: the timing of the lifecycle procedures.
@@ -279,6 +282,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawCard {
     pin: String,
+    mgm_key: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -623,9 +627,20 @@ impl Config {
             ));
         }
         let mut cards = BTreeMap::new();
+        let mut card_mgm_keys = BTreeMap::new();
         for (serial, c) in raw.cards {
+            if let Some(m) = &c.mgm_key {
+                let src = parse_pin_source(m, &resolve).ok_or_else(|| {
+                    invalid(format!(
+                        "[cards.{serial}] mgm_key must be `env:VAR`, `file:PATH` or `prompt`"
+                    ))
+                })?;
+                card_mgm_keys.insert(serial.clone(), src);
+            }
             if serial.parse::<u32>().is_err() {
-                return Err(invalid(format!("[cards.{serial}]: the table name is the card's serial number")));
+                return Err(invalid(format!(
+                    "[cards.{serial}]: the table name is the card's serial number"
+                )));
             }
             let pin = parse_pin_source(&c.pin, &resolve).ok_or_else(|| {
                 invalid(format!(
@@ -635,6 +650,7 @@ impl Config {
             cards.insert(serial, pin);
         }
         Ok(Config {
+            card_mgm_keys,
             cards,
             lifecycle,
             backup,

@@ -211,8 +211,14 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
                 Some(serial) => Some(crate::engine::OnCard {
                     serial,
                     slot,
-                    pin: card_pin.as_deref().map(super::access::pin_source).transpose()?,
-                    mgm: mgm_key_source.as_deref().map(super::access::pin_source).transpose()?,
+                    pin: card_pin
+                        .as_deref()
+                        .map(super::access::pin_source)
+                        .transpose()?,
+                    mgm: mgm_key_source
+                        .as_deref()
+                        .map(super::access::pin_source)
+                        .transpose()?,
                     force,
                 }),
             };

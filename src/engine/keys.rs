@@ -275,10 +275,12 @@ impl Engine {
         note: &mut super::audit::AuditNote,
     ) -> Result<KeyRecord, EngineError> {
         if req.key_type != KeyType::EcP384
-            || req
-                .usage
-                .iter()
-                .any(|op| !matches!(op, crate::model::Operation::Sign | crate::model::Operation::Verify))
+            || req.usage.iter().any(|op| {
+                !matches!(
+                    op,
+                    crate::model::Operation::Sign | crate::model::Operation::Verify
+                )
+            })
         {
             return Err(EngineError::InvalidInput(format!(
                 "a card-resident key is ec-p384 with usage sign,verify (not {} {})",
@@ -287,7 +289,10 @@ impl Engine {
         }
         let slot = crate::smartcard::parse_slot(&card.slot)?;
         let slot_byte = crate::smartcard::slot_name(slot);
-        let pin_source = card.pin.clone().unwrap_or_else(|| self.card_pin_source(card.serial));
+        let pin_source = card
+            .pin
+            .clone()
+            .unwrap_or_else(|| self.card_pin_source(card.serial));
         let pin = pin_source.resolve_kind(&format!("card {}", card.serial), "PIV")?;
         let mgm = card
             .mgm
@@ -331,7 +336,9 @@ impl Engine {
                 card.serial
             )),
         );
-        let key_id = self.inventory.insert_pending_key(&new, &pending, now, &intent)?;
+        let key_id = self
+            .inventory
+            .insert_pending_key(&new, &pending, now, &intent)?;
         note.key_version = Some(1);
         let generated = match crate::smartcard::generate(
             Some(card.serial),
@@ -391,6 +398,23 @@ impl Engine {
             .get(&serial.to_string())
             .cloned()
             .unwrap_or(crate::config::PinSource::Prompt)
+    }
+
+    /// PIN and management key of card `serial`, from the `[cards.SERIAL]` sources.
+    pub(crate) fn card_secrets(
+        &self,
+        serial: u32,
+    ) -> Result<(secrecy::SecretString, Option<secrecy::SecretString>), EngineError> {
+        let pin = self
+            .card_pin_source(serial)
+            .resolve_kind(&format!("card {serial}"), "PIV")?;
+        let mgm = self
+            .config
+            .card_mgm_keys
+            .get(&serial.to_string())
+            .map(|m| m.resolve_kind(&format!("card {serial}"), "management key"))
+            .transpose()?;
+        Ok((pin, mgm))
     }
 
     /// The backup copy of a new version failed: the version stays pending, with the reason on

@@ -270,6 +270,53 @@ pub fn sign_p384(
     Ok((yk.serial().0, sig.to_vec()))
 }
 
+/// Destroy the key in `slot`: PIV has no "delete key", so a throwaway key is generated over it
+/// (the old private key is gone) and the slot's certificate deleted. Returns whether the slot
+/// holds no certificate afterwards (the validation).
+pub fn wipe(
+    serial: Option<u32>,
+    slot: SlotId,
+    pin: &SecretString,
+    mgm: Option<&SecretString>,
+) -> Result<bool, CardError> {
+    let mut yk = open(serial)?;
+    verify_pin(&mut yk, pin)?;
+    yk.authenticate(mgm_key(mgm)?).map_err(|e| match e {
+        yubikey::Error::AuthenticationError => CardError::WrongManagementKey,
+        other => CardError::from_yk(other),
+    })?;
+    piv::generate(
+        &mut yk,
+        slot,
+        AlgorithmId::EccP384,
+        PinPolicy::Default,
+        TouchPolicy::Default,
+    )
+    .map_err(CardError::from_yk)?;
+    match Certificate::delete(&mut yk, slot) {
+        Ok(()) | Err(yubikey::Error::NotFound) => {}
+        Err(e) => return Err(CardError::from_yk(e)),
+    }
+    Ok(!slots_in_use(&mut yk)
+        .iter()
+        .any(|s| s.slot == slot_name(slot)))
+}
+
+/// The first retired slot (82..95) holding no certificate and not in `taken`.
+pub fn free_retired_slot(serial: Option<u32>, taken: &[String]) -> Result<SlotId, CardError> {
+    let mut yk = open(serial)?;
+    let used: Vec<String> = slots_in_use(&mut yk).into_iter().map(|s| s.slot).collect();
+    for b in 0x82..=0x95u8 {
+        let name = format!("{b:02x}");
+        if !used.contains(&name) && !taken.contains(&name) {
+            return SlotId::try_from(b).map_err(|_| CardError::BadSlot(name));
+        }
+    }
+    Err(CardError::Card(
+        "no free retired slot (82..95) on the card".into(),
+    ))
+}
+
 /// PIN tries left.
 pub fn pin_tries(serial: Option<u32>) -> Result<u8, CardError> {
     open(serial)?.get_pin_retries().map_err(CardError::from_yk)

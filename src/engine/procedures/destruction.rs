@@ -104,6 +104,29 @@ impl Engine {
     ) -> Result<DestructionReport, EngineError> {
         let mut tokens = Vec::new();
         for (i, (name, serial, oid)) in places.iter().enumerate() {
+            if name == super::super::CARD_TOKEN {
+                // On a PIV card: overwrite the slot's key and delete its certificate.
+                let card: u32 = serial.parse().map_err(|_| {
+                    EngineError::Misconfigured(format!("card serial '{serial}' in the inventory"))
+                })?;
+                let slot = crate::smartcard::parse_slot(&oid.to_hex())?;
+                let (pin, mgm) = self.card_secrets(card)?;
+                let gone = crate::smartcard::wipe(Some(card), slot, &pin, mgm.as_ref())?;
+                if !gone {
+                    return Err(EngineError::Incomplete(format!(
+                        "card {card} slot {oid} still holds a certificate after the wipe"
+                    )));
+                }
+                tokens.push(DestroyedOn {
+                    token: name.clone(),
+                    serial: serial.clone(),
+                    object_id: oid.clone(),
+                    objects_destroyed: 1,
+                    validated: gone,
+                    at: OffsetDateTime::now_utc(),
+                });
+                continue;
+            }
             let t = self.hsm.token(name)?;
             if t.serial() != serial {
                 return Err(EngineError::Misconfigured(format!(

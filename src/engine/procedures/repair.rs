@@ -103,6 +103,17 @@ impl Engine {
                             names.push(b.token.clone());
                         }
                         for n in names {
+                            if n == super::super::CARD_TOKEN {
+                                // A card slot: overwrite whatever was generated there.
+                                let serial: u32 = p.data["serial"]
+                                    .as_str()
+                                    .and_then(|s| s.parse().ok())
+                                    .unwrap_or(0);
+                                let slot = crate::smartcard::parse_slot(&oid.to_hex())?;
+                                let (pin, mgm) = self.card_secrets(serial)?;
+                                crate::smartcard::wipe(Some(serial), slot, &pin, mgm.as_ref())?;
+                                break;
+                            }
                             self.hsm.token(&n)?.destroy(&oid)?;
                         }
                     }

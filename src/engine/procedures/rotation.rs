@@ -143,6 +143,9 @@ impl Engine {
             ));
         }
         let new_version = key.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+        if old.token == super::super::CARD_TOKEN {
+            return self.rotate_on_card(caller, key, &old, new_version, retire, why);
+        }
         let token_name = self.config.key_token.clone();
         let token = self.hsm.token(&token_name)?;
         let object_id = token.new_object_id()?;
@@ -309,6 +312,135 @@ impl Engine {
             old_destroy_after: Some(destroy_after),
             old_destroyed: None,
             backup_copy: copy.map(|c| format!("{} (serial {})", c.token, c.token_serial)),
+        };
+        if window == 0 && retire == Retire::Deactivate {
+            let fresh = self.inventory.key(&key.name)?;
+            report.old_destroyed =
+                Some(self.destroy_version(caller, &fresh, old.version, "rotation, window 0")?);
+            report.old_destroy_after = None;
+        }
+        self.inventory.end_procedure(&proc_id, "done")?;
+        Ok(report)
+    }
+
+    /// Rotation of a card-resident key: the new version is generated on the same card, in a free
+    /// retired slot (82..95); the old one keeps its slot until it is destroyed (wiped).
+    fn rotate_on_card(
+        &self,
+        caller: &Caller,
+        key: &KeyRecord,
+        old: &crate::inventory::KeyVersion,
+        new_version: u32,
+        retire: Retire,
+        why: &str,
+    ) -> Result<RotationReport, EngineError> {
+        let serial: u32 = old.token_serial.parse().map_err(|_| {
+            EngineError::Misconfigured(format!(
+                "card serial '{}' in the inventory",
+                old.token_serial
+            ))
+        })?;
+        let taken: Vec<String> = self
+            .inventory
+            .keys(&Default::default())?
+            .iter()
+            .flat_map(|k| k.versions.iter())
+            .filter(|v| {
+                v.token == super::super::CARD_TOKEN
+                    && v.token_serial == old.token_serial
+                    && !v.state.is_destroyed()
+            })
+            .map(|v| v.object_id.to_hex())
+            .collect();
+        let slot = crate::smartcard::free_retired_slot(Some(serial), &taken)?;
+        let slot_hex = crate::smartcard::slot_name(slot);
+        let (pin, mgm) = self.card_secrets(serial)?;
+        let window = key.reencrypt_window_secs;
+        let data = serde_json::json!({
+            "why": why, "old_version": old.version, "new_version": new_version,
+            "token": super::super::CARD_TOKEN, "serial": old.token_serial, "cka_id": slot_hex,
+            "window_secs": window,
+            "retire": match retire { Retire::Deactivate => "deactivate", Retire::AlreadyCompromised => "compromised" },
+        });
+        let intent = self.entry(
+            caller,
+            "key.rotate-intent",
+            Some(&key.name),
+            Some(new_version),
+            Outcome::Ok,
+            Some(format!("about to generate v{new_version} on PIV card {serial} slot {slot_hex}, replacing v{} ({why})", old.version)),
+        );
+        let (proc_id, _owner) = self.new_procedure()?;
+        self.inventory.start_procedure(
+            &proc_id,
+            "rotation",
+            &key.id,
+            Some(new_version),
+            &data,
+            &caller.actor,
+            &intent,
+        )?;
+        let pending = PendingVersion {
+            token: super::super::CARD_TOKEN.to_owned(),
+            token_label: old.token_label.clone(),
+            token_serial: old.token_serial.clone(),
+            object_id: crate::model::ObjectId(hex::decode(&slot_hex).unwrap_or_default()),
+        };
+        self.inventory
+            .insert_pending_version(&key.id, new_version, &pending, &proc_id, &data)?;
+        failpoint("rotate:pending");
+        let generated = match crate::smartcard::generate(
+            Some(serial),
+            slot,
+            &pin,
+            mgm.as_ref(),
+            &format!("kms key {} v{new_version}", key.name),
+            false,
+        ) {
+            Ok(g) => g,
+            Err(e) => {
+                self.inventory
+                    .delete_pending_version(&key.id, new_version)?;
+                self.inventory.end_procedure(&proc_id, "rolled-back")?;
+                return Err(e.into());
+            }
+        };
+        failpoint("rotate:generated");
+        let destroy_after = lifecycle_now() + time::Duration::seconds(window as i64);
+        let entry = self.entry(
+            caller,
+            "key.rotate-switch",
+            Some(&key.name),
+            Some(new_version),
+            Outcome::Ok,
+            Some(format!(
+                "v{new_version} active on PIV card {serial} slot {slot_hex} (not backed up: a card key cannot be wrapped out); v{} {}",
+                old.version,
+                match retire {
+                    Retire::Deactivate => format!("deactivated (verify only) until {}", crate::inventory::fmt_time(destroy_after)),
+                    Retire::AlreadyCompromised => "stays compromised".to_owned(),
+                }
+            )),
+        );
+        self.inventory.rotate_switch(
+            &key.id,
+            new_version,
+            Some(&generated.public_key),
+            None,
+            (retire == Retire::Deactivate).then_some(old.version),
+            destroy_after,
+            &proc_id,
+            lifecycle_now(),
+            &entry,
+        )?;
+        let mut report = RotationReport {
+            key: key.name.clone(),
+            old_version: old.version,
+            new_version,
+            grants_moved: Vec::new(),
+            old_destroy_after: Some(destroy_after),
+            old_destroyed: None,
+            backup_copy: None,
         };
         if window == 0 && retire == Retire::Deactivate {
             let fresh = self.inventory.key(&key.name)?;
