@@ -19,6 +19,9 @@
 #                        with YubiKey::open_by_serial; YubiKey::open() fails with two cards.
 #   VPIV_STATE_DIRS, VPIV_PORTS, VPIV_PIDS   per card, same order
 #   VPIV_READERS         the PC/SC reader name of each card (same order, '|' separated)
+#   VPIV_SPARE_PORTS     vpcd ports with an empty reader (VPIV_SPARE_SLOTS, and the odd slot
+#                        left when the card count is odd): a test may run its own card there,
+#                        "$VPIV_BIN" STATE_DIR --port PORT, and kill it by its pid
 #   VPIV_BIN             the emulator binary; VPIV_DIR its run directory (logs: $VPIV_DIR/*.log)
 #   VPIV_OPENSC_MODULE, VPIV_YKCS11_MODULE   PKCS#11 modules that see the cards
 # Card defaults: PIN 123456, PUK 12345678, 3 PIN tries, management key (3DES)
@@ -30,7 +33,11 @@
 #   VPIV_VERSION      firmware version the cards report (default 5.4.3; the yubikey crate 0.8
 #                     needs 4.x or 5.x)
 #   VPIV_SERIAL_BASE  serial of card i on its first start is BASE+i (default: random)
+#   VPIV_SPARE_SLOTS  extra empty reader slots to create (default 0)
+#   VPIV_KEEP         when set, vpiv_stop keeps $VPIV_DIR (logs, default card state)
 #   VPIV_TARGET_DIR   cargo target dir (default REPO/target/virtual-piv)
+# STATE_DIRs must not contain spaces. Each card keeps its serial, keys, certificates and PIN/PUK
+# counters in its STATE_DIR (serial, internal.bin, external.bin); a new directory is a new card.
 #
 # pcscd 1.9.9 always creates its socket at /run/pcscd/pcscd.comm (PCSCLITE_CSOCK_NAME is read by
 # clients only), so vpiv_start runs it in a private mount namespace (unshare -m) with a private
@@ -38,6 +45,7 @@
 # unshare is not permitted it falls back to the system path, and only if no pcscd is running.
 # vpcd listens on TCP ports (two card slots per reader entry: PORT and PORT+1, on all
 # interfaces); vpiv_start picks free ports and each card connects to 127.0.0.1:PORT.
+# Reader k/2's name is "$VPIV_READER_NAME K 00 0S" (K = card/2, S = card%2).
 
 _vpiv_lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 _vpiv_repo=$(cd "$_vpiv_lib_dir/../.." && pwd)
@@ -86,14 +94,16 @@ vpiv_build() {
     export VPIV_BIN
 }
 
-# A TCP port on 127.0.0.1 with nothing listening on it and on the next one.
-_vpiv_free_port_pair() {
-    local port tries=0
+# An even TCP port P such that nothing listens on 127.0.0.1 at P .. P+COUNT-1.
+_vpiv_free_ports() {
+    local count=$1 port j tries=0 ok
     while [ $tries -lt 50 ]; do
-        port=$((20000 + RANDOM % 20000 * 2 / 2))
-        port=$((port - port % 2))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null &&
-            ! (exec 3<>"/dev/tcp/127.0.0.1/$((port + 1))") 2>/dev/null; then
+        port=$((20000 + (RANDOM % 10000) * 2))
+        ok=1
+        for ((j = 0; j < count; j++)); do
+            _vpiv_port_free $((port + j)) || { ok=0; break; }
+        done
+        if [ $ok = 1 ]; then
             printf '%s\n' "$port"
             return 0
         fi
@@ -101,6 +111,8 @@ _vpiv_free_port_pair() {
     done
     return 1
 }
+
+_vpiv_port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Number of readers that hold a card, as the private pcscd reports them.
 _vpiv_cards_present() {
@@ -121,23 +133,34 @@ vpiv_start() {
     fi
     n=${#dirs[@]}
     mkdir -p "$VPIV_DIR/conf" "$VPIV_DIR/run"
-    base=$(_vpiv_free_port_pair) || { _vpiv_log "no free TCP port"; return 1; }
-    local name=${VPIV_READER_NAME:-Yubico YubiKey Virtual PIV}
-    # One reader entry per two cards; entry k serves ports base+2k and base+2k+1.
-    for ((k = 0; k < (n + 1) / 2; k++)); do
+    local spare=${VPIV_SPARE_SLOTS:-0} slots
+    slots=$(((n + spare + 1) / 2 * 2))
+    base=$(_vpiv_free_ports "$slots") || { _vpiv_log "no free TCP ports"; return 1; }
+    VPIV_SPARE_PORTS=
+    for ((i = n; i < slots; i++)); do
+        VPIV_SPARE_PORTS+="${VPIV_SPARE_PORTS:+ }$((base + i))"
+    done
+    export VPIV_SPARE_PORTS
+    local name=${VPIV_READER_NAME:-Yubico YubiKey Virtual PIV} driver
+    driver=$(readlink -f /usr/lib/pcsc/drivers/serial/libifdvpcd.so) ||
+        { _vpiv_log "vpcd driver missing: vpiv_ensure_packages"; return 1; }
+    mkdir -p "$VPIV_DIR/lib"
+    # One reader entry per two slots; entry k serves ports base+2k and base+2k+1. The vpcd
+    # driver keeps its two slots in global state, so every entry loads its own copy of it
+    # (pcscd reuses an already loaded driver path, and a second entry on the same copy would
+    # take over the first one's slots).
+    for ((k = 0; k < slots / 2; k++)); do
         local port=$((base + 2 * k))
-        if [ $k -gt 0 ] && ! _vpiv_port_free "$port"; then
-            _vpiv_log "port $port in use"
-            return 1
-        fi
-        printf 'FRIENDLYNAME "%s"\nDEVICENAME /dev/null:0x%04X\nLIBPATH %s\nCHANNELID 0x%04X\n\n' \
-            "$name" "$port" /usr/lib/pcsc/drivers/serial/libifdvpcd.so "$port" \
+        cp "$driver" "$VPIV_DIR/lib/libifdvpcd-$k.so" || return 1
+        printf 'FRIENDLYNAME "%s %s"\nDEVICENAME /dev/null:0x%04X\nLIBPATH %s\nCHANNELID 0x%04X\n\n' \
+            "$name" "$k" "$port" "$VPIV_DIR/lib/libifdvpcd-$k.so" "$port" \
             >"$VPIV_DIR/conf/vpcd-$k"
     done
 
     # pcscd in a private mount namespace whose /run/pcscd is $VPIV_DIR/run.
     mkdir -p /run/pcscd 2>/dev/null
     if unshare -m --propagation private true 2>/dev/null; then
+        # shellcheck disable=SC2016 # $1 and $2 are the inner shell's arguments
         unshare -m --propagation private sh -c \
             'mount --bind "$1" /run/pcscd && exec pcscd -f -c "$2"' sh \
             "$VPIV_DIR/run" "$VPIV_DIR/conf" >"$VPIV_DIR/pcscd.log" 2>&1 </dev/null &
@@ -176,7 +199,7 @@ vpiv_start() {
         VPIV_STATE_DIRS+="${VPIV_STATE_DIRS:+ }$(cd "${dirs[$i]}" && pwd)"
         VPIV_PORTS+="${VPIV_PORTS:+ }$((base + i))"
         VPIV_PIDS+="${VPIV_PIDS:+ }-"
-        VPIV_READERS+="${VPIV_READERS:+|}$name $(printf '%02X %02X' $((i / 2)) $((i % 2)))"
+        VPIV_READERS+="${VPIV_READERS:+|}$name $((i / 2)) 00 $(printf '%02X' $((i % 2)))"
         if [ -n "${VPIV_SERIAL_BASE-}" ] && [ ! -e "${dirs[$i]}/serial" ]; then
             printf '%s\n' $((VPIV_SERIAL_BASE + i)) >"${dirs[$i]}/serial"
         fi
@@ -188,8 +211,6 @@ vpiv_start() {
     _vpiv_wait_present "$n" || { vpiv_stop; return 1; }
     _vpiv_log "$n card(s) up: serials $VPIV_SERIALS; PCSCLITE_CSOCK_NAME=$PCSCLITE_CSOCK_NAME"
 }
-
-_vpiv_port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Waits (up to 20 s) until pcscd reports N readers with a card.
 _vpiv_wait_present() {
@@ -206,18 +227,17 @@ _vpiv_wait_present() {
     done
 }
 
-_vpiv_nth() { # _vpiv_nth INDEX WORDS...
-    local i=$1
-    shift
-    local -a a=("$@")
-    printf '%s\n' "${a[$i]}"
+_vpiv_nth() { # _vpiv_nth VAR INDEX: word INDEX of the space-separated list in VAR
+    local -a a
+    read -r -a a <<<"${!1-}"
+    printf '%s\n' "${a[$2]-}"
 }
 
 _vpiv_set_nth() { # _vpiv_set_nth VAR INDEX VALUE (space-separated list in VAR)
     local var=$1 i=$2 value=$3
     local -a a
     read -r -a a <<<"${!var}"
-    a[$i]=$value
+    a[i]=$value
     printf -v "$var" '%s' "${a[*]}"
     export "${var?}"
 }
@@ -225,10 +245,13 @@ _vpiv_set_nth() { # _vpiv_set_nth VAR INDEX VALUE (space-separated list in VAR)
 # vpiv_card_start I [--no-wait]: (re)start card I on its state directory and port.
 vpiv_card_start() {
     local i=$1 dir port pid
-    dir=$(_vpiv_nth "$i" $VPIV_STATE_DIRS)
-    port=$(_vpiv_nth "$i" $VPIV_PORTS)
-    [ -n "$dir" ] && [ -n "$port" ] || { _vpiv_log "no card $i"; return 1; }
-    [ "$(_vpiv_nth "$i" $VPIV_PIDS)" = - ] || { _vpiv_log "card $i is running"; return 1; }
+    dir=$(_vpiv_nth VPIV_STATE_DIRS "$i")
+    port=$(_vpiv_nth VPIV_PORTS "$i")
+    if [ -z "$dir" ] || [ -z "$port" ]; then
+        _vpiv_log "no card $i"
+        return 1
+    fi
+    [ "$(_vpiv_nth VPIV_PIDS "$i")" = - ] || { _vpiv_log "card $i is running"; return 1; }
     VPIV_VERSION=${VPIV_VERSION:-5.4.3} "$VPIV_BIN" "$dir" --port "$port" \
         >>"$VPIV_DIR/card$i.log" 2>&1 </dev/null &
     pid=$!
@@ -247,23 +270,35 @@ vpiv_card_start() {
     done
     local -a serials
     read -r -a serials <<<"${VPIV_SERIALS-}"
-    serials[$i]=$(tr -d '[:space:]' <"$dir/serial")
+    serials[i]=$(tr -d '[:space:]' <"$dir/serial")
     VPIV_SERIALS="${serials[*]}"
     export VPIV_SERIALS
     if [ "${2-}" != --no-wait ]; then
-        local present=0 p
-        for p in $VPIV_PIDS; do [ "$p" = - ] || present=$((present + 1)); done
-        _vpiv_wait_present "$present"
+        _vpiv_wait_present "$(_vpiv_running)"
     fi
 }
 
 # vpiv_card_stop I: stop card I (pcscd then sees an empty reader); its state stays.
 vpiv_card_stop() {
     local i=$1 pid
-    pid=$(_vpiv_nth "$i" $VPIV_PIDS)
-    [ -n "$pid" ] && [ "$pid" != - ] || return 0
+    pid=$(_vpiv_nth VPIV_PIDS "$i")
+    if [ -z "$pid" ] || [ "$pid" = - ]; then
+        return 0
+    fi
     _vpiv_kill "$pid"
     _vpiv_set_nth VPIV_PIDS "$i" -
+    # Wait until pcscd has noticed (it polls the reader), so that a following start is seen.
+    local waited=0
+    while [ "$(_vpiv_cards_present)" -gt "$(_vpiv_running)" ] && [ $waited -lt 100 ]; do
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+}
+
+_vpiv_running() { # number of cards started and not stopped
+    local p n=0
+    for p in ${VPIV_PIDS-}; do [ "$p" = - ] || n=$((n + 1)); done
+    printf '%s\n' "$n"
 }
 
 _vpiv_kill() { # TERM, then KILL after 5 s; only the given pid.

@@ -289,6 +289,25 @@ impl Engine {
         }
         let slot = crate::smartcard::parse_slot(&card.slot)?;
         let slot_byte = crate::smartcard::slot_name(slot);
+        // A slot holding a key of the inventory is never overwritten (--force or not): that key
+        // would be lost while the inventory still listed it.
+        for k in self.inventory.keys(&Default::default())? {
+            for v in &k.versions {
+                if v.token == CARD_TOKEN
+                    && v.token_serial == card.serial.to_string()
+                    && v.object_id.to_hex() == slot_byte
+                    && !v.state.is_destroyed()
+                {
+                    return Err(EngineError::denied(
+                        Refusal::KeyState,
+                        format!(
+                            "slot {slot_byte} of card {} already holds kms key '{}' v{}; choose another slot",
+                            card.serial, k.name, v.version
+                        ),
+                    ));
+                }
+            }
+        }
         let pin_source = card
             .pin
             .clone()

@@ -57,6 +57,7 @@ fn no_card(serial: &Option<u32>, present: &[u32]) -> String {
 impl CardError {
     pub(crate) fn from_yk(e: yubikey::Error) -> CardError {
         match e {
+            yubikey::Error::WrongPin { tries: 0 } => CardError::PinBlocked,
             yubikey::Error::WrongPin { tries } => CardError::WrongPin { tries_left: tries },
             yubikey::Error::PinLocked => CardError::PinBlocked,
             yubikey::Error::PcscError {

@@ -79,8 +79,23 @@ pub fn list() -> Result<Vec<CardInfo>, CardError> {
     Ok(out)
 }
 
-/// Open the card with `serial`, or the only card present.
+/// Open the card with `serial`, or the only card present. Finding a card by serial reads every
+/// reader; a reader another process is using right now fails that read, so a miss is retried a
+/// few times before the card is called absent.
 fn open(serial: Option<u32>) -> Result<YubiKey, CardError> {
+    let mut attempt = 0u64;
+    loop {
+        match open_once(serial) {
+            Err(CardError::NoCard { .. }) | Err(CardError::Card(_)) if attempt < 8 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn open_once(serial: Option<u32>) -> Result<YubiKey, CardError> {
     match serial {
         Some(s) => YubiKey::open_by_serial(Serial(s)).map_err(|e| match e {
             yubikey::Error::NotFound => CardError::NoCard {
@@ -214,6 +229,8 @@ pub fn generate(
         TouchPolicy::Default,
     )
     .map_err(CardError::from_yk)?;
+    // Slots like 9c want the PIN right before every signature (the certificate's included).
+    verify_pin(&mut yk, pin)?;
     let name: x509_cert::name::Name = format!("CN={subject_cn}")
         .parse()
         .map_err(|e| CardError::Certificate(format!("subject: {e}")))?;
