@@ -90,6 +90,50 @@ fn approvals_are_signed_on_the_approvers_cards() -> TestResult {
             stdout(&o)
         );
     }
+    // A slot holding someone's approval key is never overwritten, --force or not.
+    let o = kms_pin(
+        &env,
+        OFFICER,
+        PIN,
+        &[
+            "card",
+            "enrol",
+            "--principal",
+            "frank",
+            "--role",
+            "manager",
+            "--serial",
+            &a,
+            "--card-pin",
+            "env:CARD_PIN",
+        ],
+    )?;
+    assert_fails(&o, 4, &["holds the approval key of 'alice'"]);
+    let o = enrol(&env, "frank", "manager", &a)?;
+    assert_fails(&o, 4, &["holds the approval key of 'alice'"]);
+    // Even at trace level, no PIN reaches the logs (the yubikey crate traces APDUs).
+    let o = env
+        .kms_as(OFFICER)
+        .env("CARD_PIN", PIN)
+        .env("KMS_LOG", "trace")
+        .args([
+            "card",
+            "enrol",
+            "--principal",
+            "alice",
+            "--serial",
+            &a,
+            "--card-pin",
+            "env:CARD_PIN",
+            "--force",
+        ])
+        .output()?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = stderr(&o);
+    assert!(
+        !log.contains(PIN) && !log.contains("49, 50, 51, 52, 53, 54"),
+        "PIN in the log"
+    );
     let o = env.ok(&["card", "status", "--serial", &a, "--json"])?;
     let s: Value = serde_json::from_slice(&o.stdout)?;
     assert!(
@@ -181,7 +225,14 @@ fn a_card_resident_key_signs_on_the_card_and_openssl_verifies() -> TestResult {
             "root-ca",
             "ec-p384",
             "sign,verify",
-            &["--on-card", &serial, "--slot", "9a"],
+            &[
+                "--on-card",
+                &serial,
+                "--slot",
+                "9a",
+                "--reencrypt-window",
+                "0",
+            ],
         );
         args.extend_from_slice(extra);
         kms_pin(&env, OFFICER, PIN, &args)
@@ -272,6 +323,17 @@ fn a_card_resident_key_signs_on_the_card_and_openssl_verifies() -> TestResult {
         ],
     )?;
     assert!(o.status.success(), "v2 signs: {}", stderr(&o));
+    // Window 0: v1's slot was wiped (key overwritten, certificate deleted) and the card reads fine.
+    assert_eq!(k["versions"][0]["state"], "destroyed");
+    let o = env.ok(&["card", "status", "--serial", &serial, "--json"])?;
+    let st: Value = serde_json::from_slice(&o.stdout)?;
+    let slots: Vec<&str> = st["slots"]
+        .as_array()
+        .ok_or("slots")?
+        .iter()
+        .filter_map(|x| x["slot"].as_str())
+        .collect();
+    assert!(!slots.contains(&"9a"), "9a still holds a certificate: {st}");
     Ok(())
 }
 
@@ -308,9 +370,42 @@ fn a_wrong_pin_counts_down_blocks_and_the_puk_unblocks() -> TestResult {
             ],
         )
     };
-    assert_fails(&enrol_wrong()?, 5, &["wrong PIN; 2 tries left"]);
-    assert_fails(&enrol_wrong()?, 5, &["wrong PIN; 1 tries left"]);
-    assert_fails(&enrol_wrong()?, 5, &["PIN is blocked", "kms card unblock"]);
+    assert_fails(
+        &enrol_wrong()?,
+        5,
+        &["wrong PIN; tries left before the PIN is blocked: 2"],
+    );
+    assert_fails(
+        &enrol_wrong()?,
+        5,
+        &["wrong PIN; tries left before the PIN is blocked: 1"],
+    );
+    // kms does not use the last try on its own (a stale configured PIN must not block a card).
+    assert_fails(
+        &enrol_wrong()?,
+        5,
+        &["one PIN try is left", "KMS_ALLOW_FINAL_PIN_TRY"],
+    );
+    assert_eq!(tries(&env)?, 1);
+    let o = env
+        .kms_as(OFFICER)
+        .env("CARD_PIN", "000000")
+        .env("KMS_ALLOW_FINAL_PIN_TRY", "1")
+        .args([
+            "card",
+            "enrol",
+            "--principal",
+            "dave",
+            "--role",
+            "manager",
+            "--serial",
+            &serial,
+            "--card-pin",
+            "env:CARD_PIN",
+            "--force",
+        ])
+        .output()?;
+    assert_fails(&o, 5, &["PIN is blocked", "kms card unblock"]);
     assert_fails(&enrol_wrong()?, 5, &["PIN is blocked"]);
     assert_eq!(tries(&env)?, 0);
     // A wrong PUK counts down too; the right one unblocks and sets a new PIN.
@@ -481,6 +576,29 @@ fn the_same_card_works_through_opensc_pkcs11() -> TestResult {
     )
     .into_owned();
     assert!(subject.contains("kms approval key of erin"), "{subject}");
+
+    // And as a configured kms token through OpenSC: found by label, logged in, objects listed.
+    let cfg = std::fs::read_to_string(env.config())?;
+    std::fs::write(
+        env.config(),
+        format!(
+            "{cfg}\n[tokens.card]\nmodule = \"{module}\"\nlabel = \"kms approval key of erin\"\nuser_pin = \"env:CARD_PIN\"\nsessions = 1\n"
+        ),
+    )?;
+    let o = kms_pin(&env, OFFICER, PIN, &["token", "list", "--json"])?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tokens: Value = serde_json::from_slice(&o.stdout)?;
+    let card_token = tokens
+        .as_array()
+        .ok_or("tokens")?
+        .iter()
+        .find(|t| t["name"] == "card")
+        .ok_or("no card token")?;
+    assert_eq!(card_token["logged_in"], true, "{card_token}");
+    assert!(
+        card_token["objects"].as_u64().is_some_and(|n| n >= 1),
+        "{card_token}"
+    );
     Ok(())
 }
 

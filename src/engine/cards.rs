@@ -78,7 +78,13 @@ impl Engine {
         serial: Option<u32>,
     ) -> Result<CardStatus, EngineError> {
         self.audited(caller, "card.status", None, |note| {
-            super::policy::acting_principal(&self.inventory, caller)?;
+            // Slot certificates name keys and people: inventory readers only.
+            require_role(
+                &self.inventory,
+                caller,
+                super::policy::INVENTORY_READERS,
+                "read card status",
+            )?;
             let s = smartcard::status(serial)?;
             note.detail = Some(format!(
                 "card {} firmware {}: {} slot(s) in use, {} PIN tries left",
@@ -131,12 +137,27 @@ impl Engine {
                 ));
             }
             let slot_id = smartcard::parse_slot(slot)?;
+            // Which card, and is the slot someone's? A slot holding an inventory key or another
+            // person's approval key is never overwritten, --force or not.
+            let card_serial = smartcard::status(serial)?.info.serial;
+            let slot_hex = smartcard::slot_name(slot_id);
+            let own_uri = PivUri { serial: card_serial, slot: slot_hex.clone() }.to_string();
+            if let Some(owner) = self.card_slot_owner(card_serial, &slot_hex)? {
+                let own = existing.as_ref().and_then(|p| p.approval_key_uri.as_deref())
+                    == Some(own_uri.as_str());
+                if !own {
+                    return Err(EngineError::denied(
+                        Refusal::KeyState,
+                        format!("slot {slot_hex} of card {card_serial} holds {owner}; choose another slot"),
+                    ));
+                }
+            }
             let pin = pin.resolve_kind(&format!("card of {principal}"), "PIV")?;
             let mgm = mgm
                 .map(|m| m.resolve_kind(&format!("card of {principal}"), "management key"))
                 .transpose()?;
             let enrolled = smartcard::generate(
-                serial,
+                Some(card_serial),
                 slot_id,
                 &pin,
                 mgm.as_ref(),
@@ -195,7 +216,12 @@ impl Engine {
             }
             if note.detail.is_none() {
                 note.detail = Some(format!(
-                    "enrolled {uri} for new principal '{principal}' (sha256 {fingerprint})"
+                    "enrolled {uri} for new principal '{principal}' (sha256 {fingerprint}){}",
+                    enrolled
+                        .replaced
+                        .as_deref()
+                        .map(|s| format!("; FORCED over the key that was in the slot ({s})"))
+                        .unwrap_or_default()
                 ));
             }
             Ok(Enrolment {
@@ -215,7 +241,13 @@ impl Engine {
         new_pin: &PinSource,
     ) -> Result<(), EngineError> {
         self.audited(caller, "card.unblock", None, |note| {
-            super::policy::acting_principal(&self.inventory, caller)?;
+            require_role(
+                &self.inventory,
+                caller,
+                &[Role::SecurityOfficer],
+                "unblock cards",
+            )?;
+            let serial = Some(smartcard::status(serial)?.info.serial);
             let puk = puk.resolve_kind("card", "PUK")?;
             let new_pin = new_pin.resolve_kind("card", "new PIV")?;
             smartcard::unblock(serial, &puk, &new_pin)?;
@@ -227,6 +259,39 @@ impl Engine {
             ));
             Ok(())
         })
+    }
+}
+
+impl Engine {
+    /// What holds slot `slot` of card `serial` according to kms: a live inventory key version or
+    /// a person's approval key.
+    pub(crate) fn card_slot_owner(
+        &self,
+        serial: u32,
+        slot: &str,
+    ) -> Result<Option<String>, EngineError> {
+        for k in self.inventory.keys(&Default::default())? {
+            for v in &k.versions {
+                if v.token == super::CARD_TOKEN
+                    && v.token_serial == serial.to_string()
+                    && v.object_id.to_hex() == slot
+                    && !v.state.is_destroyed()
+                {
+                    return Ok(Some(format!("kms key '{}' v{}", k.name, v.version)));
+                }
+            }
+        }
+        let uri = PivUri {
+            serial,
+            slot: slot.to_owned(),
+        }
+        .to_string();
+        for p in self.inventory.principals()? {
+            if p.approval_key_uri.as_deref() == Some(uri.as_str()) && p.disabled_at.is_none() {
+                return Ok(Some(format!("the approval key of '{}'", p.name)));
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -515,6 +515,23 @@ impl Engine {
             .card_pin_source(serial)
             .resolve_kind(&format!("card {serial}"), "PIV")?;
         let (_, sig) = crate::smartcard::sign_p384(Some(serial), slot, &pin, digest)?;
+        // The slot must still hold this version's key (one overwritten behind kms's back would
+        // sign with another key).
+        let spki = version.public_key.as_deref().ok_or_else(|| {
+            EngineError::Incomplete("the inventory has no public key for this card version".into())
+        })?;
+        let ok = crate::softverify::verify_signed(
+            crate::model::KeyType::EcP384,
+            spki,
+            crate::softverify::Signed::Digest(digest),
+            &sig,
+        )?;
+        if !ok {
+            return Err(EngineError::Incomplete(format!(
+                "card {serial} slot {} no longer holds version {}'s key (its signature does not verify with the recorded public key): the card was changed outside kms",
+                version.object_id, version.version
+            )));
+        }
         Ok(sig)
     }
 

@@ -92,14 +92,14 @@ impl Engine {
         self.audited(caller, "key.create", Some(&req.name), |note| {
             require_role(&self.inventory, caller, &[Role::SecurityOfficer], "create keys")?;
             validate(&req, OffsetDateTime::now_utc().date())?;
-            if let Some(card) = &req.on_card {
-                return self.create_on_card(caller, &req, card, note);
-            }
             if super::internal_key(&req.name) && caller.kind != super::CallerKind::System {
                 return Err(EngineError::InvalidInput(format!(
                     "'{}' is the name of a key kms makes for itself; choose another name",
                     req.name
                 )));
+            }
+            if let Some(card) = &req.on_card {
+                return self.create_on_card(caller, &req, card, note);
             }
             let token_name = self.config.key_token.clone();
             let token = self.hsm.token(&token_name)?;
@@ -289,24 +289,16 @@ impl Engine {
         }
         let slot = crate::smartcard::parse_slot(&card.slot)?;
         let slot_byte = crate::smartcard::slot_name(slot);
-        // A slot holding a key of the inventory is never overwritten (--force or not): that key
-        // would be lost while the inventory still listed it.
-        for k in self.inventory.keys(&Default::default())? {
-            for v in &k.versions {
-                if v.token == CARD_TOKEN
-                    && v.token_serial == card.serial.to_string()
-                    && v.object_id.to_hex() == slot_byte
-                    && !v.state.is_destroyed()
-                {
-                    return Err(EngineError::denied(
-                        Refusal::KeyState,
-                        format!(
-                            "slot {slot_byte} of card {} already holds kms key '{}' v{}; choose another slot",
-                            card.serial, k.name, v.version
-                        ),
-                    ));
-                }
-            }
+        // A slot holding an inventory key or a person's approval key is never overwritten
+        // (--force or not): that key would be lost while kms still relies on it.
+        if let Some(owner) = self.card_slot_owner(card.serial, &slot_byte)? {
+            return Err(EngineError::denied(
+                Refusal::KeyState,
+                format!(
+                    "slot {slot_byte} of card {} already holds {owner}; choose another slot",
+                    card.serial
+                ),
+            ));
         }
         let pin_source = card
             .pin

@@ -214,7 +214,8 @@ const MIGRATIONS: &[&str] = &[
         created_at, activated_at, destroyed_at, pending_reason FROM key_versions;
     DROP TABLE key_versions;
     ALTER TABLE key_versions_v7 RENAME TO key_versions;
-    CREATE UNIQUE INDEX key_versions_object ON key_versions (token_serial, object_id);
+    CREATE UNIQUE INDEX key_versions_object ON key_versions (token_serial, object_id)
+        WHERE state NOT IN ('destroyed','destroyed-compromised');
     ALTER TABLE keys ADD COLUMN reencrypt_window_secs INTEGER NOT NULL DEFAULT 604800;
     ALTER TABLE keys ADD COLUMN protect_for_secs INTEGER;
     ALTER TABLE keys ADD COLUMN process_for_secs INTEGER;

@@ -11,15 +11,17 @@ pub enum CardError {
     },
     #[error("several cards are present ({}); say which with --serial", .0.iter().map(u32::to_string).collect::<Vec<_>>().join(", "))]
     SeveralCards(Vec<u32>),
-    #[error("wrong PIN; {tries_left} tries left before the PIN is blocked")]
+    #[error("wrong PIN; tries left before the PIN is blocked: {tries_left}")]
     WrongPin { tries_left: u8 },
-    #[error("the card's PIN is blocked; unblock it with the PUK: `kms card unblock --serial N` (asks for the PUK and a new PIN)")]
+    #[error("the card says one PIN try is left; kms will not risk blocking it. Check the PIN source, then set KMS_ALLOW_FINAL_PIN_TRY=1 for one run")]
+    PinFinalTry,
+    #[error("the card's PIN is blocked; a security officer unblocks it with the PUK: `kms card unblock --serial SERIAL` (asks for the PUK and a new PIN)")]
     PinBlocked,
-    #[error("wrong PUK; {tries_left} tries left before the PUK is blocked too")]
+    #[error("wrong PUK; tries left before the PUK is blocked too: {tries_left}")]
     WrongPuk { tries_left: u8 },
     #[error("the card's PUK is blocked: only resetting the PIV application (losing every key on it) recovers the card")]
     PukBlocked,
-    #[error("the card refused the management key (wrong key, or a card with a non-default key: pass it with --mgm-key-source)")]
+    #[error("the card refused the management key (wrong key, or a card with a non-default key: pass it with --mgm-key-source, or set `mgm_key` in its [cards.SERIAL] entry for rotation and destruction)")]
     WrongManagementKey,
     #[error("a management key is 24 bytes (3DES) or 16/24/32 bytes (AES) written in hex")]
     BadManagementKey,

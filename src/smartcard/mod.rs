@@ -140,6 +140,14 @@ fn slots_in_use(yk: &mut YubiKey) -> Vec<SlotUse> {
         let Ok(slot) = SlotId::try_from(b) else {
             continue;
         };
+        // Certificate::read panics on an empty certificate object (what a deleted certificate
+        // leaves behind), so the object is fetched first and only a non-empty one parsed.
+        let present = yk
+            .fetch_object(cert_object_id(b))
+            .is_ok_and(|buf| buf.len() > 4);
+        if !present {
+            continue;
+        }
         if let Ok(cert) = Certificate::read(yk, slot) {
             use x509_cert::der::Encode as _;
             out.push(SlotUse {
@@ -150,6 +158,18 @@ fn slots_in_use(yk: &mut YubiKey) -> Vec<SlotUse> {
         }
     }
     out
+}
+
+/// The PIV data object holding a slot's certificate (SP 800-73-4 table 3; retired slots 82..95
+/// are 5FC10D..5FC120).
+fn cert_object_id(slot: u8) -> u32 {
+    match slot {
+        0x9a => 0x005f_c105,
+        0x9c => 0x005f_c10a,
+        0x9d => 0x005f_c10b,
+        0x9e => 0x005f_c101,
+        r => 0x005f_c10d + u32::from(r.saturating_sub(0x82)),
+    }
 }
 
 /// Serial, firmware, PIN tries left, slots in use.
@@ -165,6 +185,16 @@ pub fn status(serial: Option<u32>) -> Result<CardStatus, CardError> {
 }
 
 fn verify_pin(yk: &mut YubiKey, pin: &SecretString) -> Result<(), CardError> {
+    // A stale PIN in a config must not block a card: with one try left kms stops (set
+    // KMS_ALLOW_FINAL_PIN_TRY=1 for one run to use it). Reading the counter costs no try.
+    if let Ok(left) = yk.get_pin_retries() {
+        if left == 0 {
+            return Err(CardError::PinBlocked);
+        }
+        if left == 1 && std::env::var_os("KMS_ALLOW_FINAL_PIN_TRY").is_none() {
+            return Err(CardError::PinFinalTry);
+        }
+    }
     yk.verify_pin(pin.expose_secret().as_bytes())
         .map_err(CardError::from_yk)
 }
@@ -230,7 +260,10 @@ pub fn generate(
     )
     .map_err(CardError::from_yk)?;
     // Slots like 9c want the PIN right before every signature (the certificate's included).
-    verify_pin(&mut yk, pin)?;
+    // Verified directly: reading the tries counter re-selects the applet on some cards, which
+    // drops the management-key authentication the certificate write still needs.
+    yk.verify_pin(pin.expose_secret().as_bytes())
+        .map_err(CardError::from_yk)?;
     let name: x509_cert::name::Name = format!("CN={subject_cn}")
         .parse()
         .map_err(|e| CardError::Certificate(format!("subject: {e}")))?;
