@@ -599,6 +599,76 @@ fn the_same_card_works_through_opensc_pkcs11() -> TestResult {
         card_token["objects"].as_u64().is_some_and(|n| n >= 1),
         "{card_token}"
     );
+
+    // kms's own PKCS#11 path: in another installation, erin's card key is registered by a
+    // `pkcs11:` URI through OpenSC, and her verification of a request is signed through it
+    // (slot 9c is always-authenticate: C_SignInit, context-specific login, then the signature).
+    let other = Env::new()?;
+    let cfg = std::fs::read_to_string(other.config())?;
+    std::fs::write(
+        other.config(),
+        format!("{cfg}\n[access]\ncard_module = \"{module}\"\n"),
+    )?;
+    let uri = "pkcs11:token=kms%20approval%20key%20of%20erin;id=%02";
+    let o = kms_pin(
+        &other,
+        OFFICER,
+        PIN,
+        &[
+            "principal",
+            "add",
+            "erin",
+            "--role",
+            "security-admin",
+            "--approval-key",
+            uri,
+            "--card-pin",
+            "env:CARD_PIN",
+        ],
+    )?;
+    assert!(
+        o.status.success(),
+        "register through OpenSC: {}",
+        stderr(&o)
+    );
+    other.ok(&["principal", "add", "carol", "--role", "user"])?;
+    other.ok(&create_args("k", "ec-p384", "sign,verify", &[]))?;
+    let o = other.run_as(
+        "carol",
+        &[
+            "access",
+            "request",
+            "--key",
+            "k",
+            "--ops",
+            "sign",
+            "--duration",
+            "7d",
+            "--ticket",
+            "T-9",
+            "--justification",
+            "through PKCS#11",
+            "--json",
+        ],
+    )?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = serde_json::from_slice::<Value>(&o.stdout)?["id"]
+        .as_str()
+        .ok_or("id")?
+        .to_owned();
+    let o = kms_pin(
+        &other,
+        "erin",
+        PIN,
+        &["access", "verify", &id, "--card-pin", "env:CARD_PIN"],
+    )?;
+    assert!(
+        o.status.success(),
+        "verify signed through OpenSC PKCS#11: {}",
+        stderr(&o)
+    );
+    let ev: Value = serde_json::from_slice(&other.ok(&["access", "show", &id, "--json"])?.stdout)?;
+    assert_eq!(ev["steps"][0]["signature_valid"], true, "{ev}");
     Ok(())
 }
 

@@ -75,6 +75,11 @@ pub fn sign_with_card(
     let (id, key_type) = locate(&token, uri)?;
     let public_key = token.public_key(&id, key_type)?;
     let signature = match key_type {
+        // A PIV card's signature slot (9c) through OpenSC or ykcs11 wants the PIN again right
+        // before each signature.
+        KeyType::EcP384 if token.always_authenticate(&id).unwrap_or(false) => {
+            token.sign_ecdsa_p384_always_authenticate(&id, message)?
+        }
         KeyType::EcP384 => {
             let digest: [u8; 48] = Sha384::digest(message).into();
             token.sign_ecdsa_p384(&id, &digest)?

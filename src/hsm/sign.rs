@@ -27,6 +27,56 @@ impl Token {
         Ok(sig.to_der().as_bytes().to_vec())
     }
 
+    /// ECDSA P-384 over `message` with a key marked CKA_ALWAYS_AUTHENTICATE (a PIV card's slot 9c
+    /// through OpenSC or ykcs11): C_SignInit, then the context-specific login with this token's
+    /// PIN, then the signature (CKM_ECDSA_SHA384, the card middleware hashing). DER result.
+    pub fn sign_ecdsa_p384_always_authenticate(
+        &self,
+        id: &ObjectId,
+        message: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
+        let raw = self.run(|s| {
+            let key = find(self.name(), s, id, KeyClass::Private)?;
+            s.sign_init(&Mechanism::EcdsaSha384, key)
+                .map_err(HsmError::ck(
+                    self.name(),
+                    "starting a signature (CKM_ECDSA_SHA384)",
+                ))?;
+            s.login(
+                cryptoki::session::UserType::ContextSpecific,
+                Some(self.pin()),
+            )
+            .map_err(HsmError::ck(
+                self.name(),
+                "the context-specific login (always-authenticate key)",
+            ))?;
+            s.sign_update(message)
+                .map_err(HsmError::ck(self.name(), "signing (CKM_ECDSA_SHA384)"))?;
+            s.sign_final()
+                .map_err(HsmError::ck(self.name(), "signing (CKM_ECDSA_SHA384)"))
+        })?;
+        let sig =
+            p384::ecdsa::Signature::from_slice(&raw).map_err(|_| HsmError::BadTokenOutput {
+                token: self.name().to_owned(),
+                what: "ECDSA signature (expected 96 bytes r||s)",
+                len: raw.len(),
+            })?;
+        Ok(sig.to_der().as_bytes().to_vec())
+    }
+
+    /// Whether the private key `id` demands a login before every use (CKA_ALWAYS_AUTHENTICATE).
+    pub fn always_authenticate(&self, id: &ObjectId) -> Result<bool, HsmError> {
+        self.run(|s| {
+            let key = find(self.name(), s, id, KeyClass::Private)?;
+            let attrs = s
+                .get_attributes(key, &[cryptoki::object::AttributeType::AlwaysAuthenticate])
+                .map_err(HsmError::ck(self.name(), "reading CKA_ALWAYS_AUTHENTICATE"))?;
+            Ok(attrs
+                .iter()
+                .any(|a| matches!(a, cryptoki::object::Attribute::AlwaysAuthenticate(true))))
+        })
+    }
+
     /// RSASSA-PSS over a SHA-256 digest: MGF1-SHA-256, 32-byte salt (CKM_RSA_PKCS_PSS).
     pub fn sign_rsa_pss_sha256(
         &self,

@@ -110,6 +110,11 @@ impl Token {
         &self.label
     }
 
+    /// The user PIN, for a context-specific login (always-authenticate keys).
+    pub(crate) fn pin(&self) -> &SecretString {
+        &self.pin
+    }
+
     pub fn module(&self) -> &std::path::Path {
         &self.module
     }
