@@ -454,6 +454,38 @@ fn a_wrong_pin_counts_down_blocks_and_the_puk_unblocks() -> TestResult {
         "123456",
     ])?;
     assert_fails(&o, 2, &["never the PIN itself"]);
+
+    // The other errors a person meets, each saying what to do.
+    let o = env
+        .kms_as(OFFICER)
+        .env("CARD_PIN", PIN)
+        .env("MGM", "0102030405060708010203040506070801020304050607ff")
+        .args([
+            "card",
+            "enrol",
+            "--principal",
+            "dave",
+            "--role",
+            "manager",
+            "--serial",
+            &serial,
+            "--card-pin",
+            "env:CARD_PIN",
+            "--mgm-key-source",
+            "env:MGM",
+            "--force",
+        ])
+        .output()?;
+    assert_fails(&o, 5, &["refused the management key", "--mgm-key-source"]);
+    assert_eq!(tries(&env)?, 3, "a wrong management key costs no PIN try");
+    let o = env.run(&["card", "status", "--serial", "1"])?;
+    assert_fails(&o, 5, &["no card with serial 1", "cards present"]);
+    let o = env
+        .kms_as(OFFICER)
+        .env("PCSCLITE_CSOCK_NAME", env.path("no-pcscd.comm"))
+        .args(["card", "list"])
+        .output()?;
+    assert_fails(&o, 5, &["is pcscd running"]);
     Ok(())
 }
 
