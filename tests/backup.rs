@@ -9,10 +9,6 @@ use std::process::Command;
 
 use serde_json::Value;
 
-fn json(o: &std::process::Output) -> Res<Value> {
-    Ok(serde_json::from_slice(&o.stdout)?)
-}
-
 /// The backup copies recorded for the newest version of `key`.
 fn copies(env: &Env, key: &str) -> Res<Vec<Value>> {
     let v = json(&env.ok(&["key", "show", key, "--json"])?)?;
@@ -539,10 +535,6 @@ fn offline_backup_file_is_sealed_and_restores_lost_objects() -> TestResult {
         path(&plain)?,
     ])?;
     Ok(())
-}
-
-fn path(p: &std::path::Path) -> Res<&str> {
-    p.to_str().ok_or_else(|| "non-UTF-8 path".into())
 }
 
 /// The attack an independent review found against the first version: with the user PIN alone,

@@ -603,10 +603,6 @@ fn reconcile_finds_orphans_and_missing_objects() -> TestResult {
     Ok(())
 }
 
-fn path(p: &std::path::Path) -> Res<&str> {
-    p.to_str().ok_or_else(|| "non-UTF-8 path".into())
-}
-
 #[test]
 fn an_unfinished_creation_is_reported_and_can_be_abandoned() -> TestResult {
     let env = Env::new()?;

@@ -12,14 +12,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn path(p: &std::path::Path) -> Res<&str> {
-    p.to_str().ok_or_else(|| "non-UTF-8 path".into())
-}
-
-fn json(o: &Output) -> Res<Value> {
-    Ok(serde_json::from_slice(&o.stdout)?)
-}
-
 /// `kms ARGS` as `actor` with the lifecycle clock moved forward by `offset` (e.g. "91d").
 fn at(env: &Env, offset: &str, actor: &str, args: &[&str]) -> Res<Output> {
     Ok(env

@@ -17,10 +17,6 @@ use serde_json::Value;
 const PIN: &str = "123456";
 const PUK: &str = "12345678";
 
-fn path(p: &std::path::Path) -> Res<&str> {
-    p.to_str().ok_or_else(|| "non-UTF-8 path".into())
-}
-
 /// The cards are shared by the tests of this file: one at a time.
 static CARDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 

@@ -294,3 +294,13 @@ pub fn create_args<'a>(
     args.extend_from_slice(extra);
     args
 }
+
+/// A path as the `&str` argument of a command line.
+pub fn path(p: &Path) -> Res<&str> {
+    p.to_str().ok_or_else(|| "non-UTF-8 path".into())
+}
+
+/// A command's standard output as JSON.
+pub fn json(o: &Output) -> Res<serde_json::Value> {
+    Ok(serde_json::from_slice(&o.stdout)?)
+}
