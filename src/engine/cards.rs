@@ -295,6 +295,27 @@ impl Engine {
     }
 }
 
+/// The card serial of an inventory row (`token_serial` of a card-resident version).
+pub(crate) fn card_serial(s: &str) -> Result<u32, EngineError> {
+    s.parse()
+        .map_err(|_| EngineError::Misconfigured(format!("card serial '{s}' in the inventory")))
+}
+
+impl Engine {
+    /// Destroy the key in a card slot (overwrite it, delete its certificate) with the card's
+    /// configured secrets; true when the slot holds no certificate afterwards.
+    pub(crate) fn wipe_card_slot(
+        &self,
+        serial: &str,
+        slot: &crate::model::ObjectId,
+    ) -> Result<bool, EngineError> {
+        let card = card_serial(serial)?;
+        let slot = smartcard::parse_slot(&slot.to_hex())?;
+        let (pin, mgm) = self.card_secrets(card)?;
+        Ok(smartcard::wipe(Some(card), slot, &pin, mgm.as_ref())?)
+    }
+}
+
 /// Sign `message` (ECDSA P-384 over SHA-384) with the card key `uri` after the PIN.
 pub(crate) fn sign_with_piv(
     uri: &PivUri,

@@ -504,12 +504,7 @@ impl Engine {
 
     /// Sign a SHA-384 digest with a card-resident version (PIN from `[cards.SERIAL]`).
     fn card_sign(&self, version: &KeyVersion, digest: &[u8; 48]) -> Result<Vec<u8>, EngineError> {
-        let serial: u32 = version.token_serial.parse().map_err(|_| {
-            EngineError::Misconfigured(format!(
-                "card serial '{}' in the inventory",
-                version.token_serial
-            ))
-        })?;
+        let serial = super::cards::card_serial(&version.token_serial)?;
         let slot = crate::smartcard::parse_slot(&version.object_id.to_hex())?;
         let pin = self
             .card_pin_source(serial)

@@ -106,15 +106,10 @@ impl Engine {
         for (i, (name, serial, oid)) in places.iter().enumerate() {
             if name == super::super::CARD_TOKEN {
                 // On a PIV card: overwrite the slot's key and delete its certificate.
-                let card: u32 = serial.parse().map_err(|_| {
-                    EngineError::Misconfigured(format!("card serial '{serial}' in the inventory"))
-                })?;
-                let slot = crate::smartcard::parse_slot(&oid.to_hex())?;
-                let (pin, mgm) = self.card_secrets(card)?;
-                let gone = crate::smartcard::wipe(Some(card), slot, &pin, mgm.as_ref())?;
+                let gone = self.wipe_card_slot(serial, oid)?;
                 if !gone {
                     return Err(EngineError::Incomplete(format!(
-                        "card {card} slot {oid} still holds a certificate after the wipe"
+                        "card {serial} slot {oid} still holds a certificate after the wipe"
                     )));
                 }
                 tokens.push(DestroyedOn {

@@ -105,13 +105,10 @@ impl Engine {
                         for n in names {
                             if n == super::super::CARD_TOKEN {
                                 // A card slot: overwrite whatever was generated there.
-                                let serial: u32 = p.data["serial"]
-                                    .as_str()
-                                    .and_then(|s| s.parse().ok())
-                                    .unwrap_or(0);
-                                let slot = crate::smartcard::parse_slot(&oid.to_hex())?;
-                                let (pin, mgm) = self.card_secrets(serial)?;
-                                crate::smartcard::wipe(Some(serial), slot, &pin, mgm.as_ref())?;
+                                self.wipe_card_slot(
+                                    p.data["serial"].as_str().unwrap_or_default(),
+                                    &oid,
+                                )?;
                                 break;
                             }
                             self.hsm.token(&n)?.destroy(&oid)?;

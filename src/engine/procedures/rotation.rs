@@ -334,12 +334,7 @@ impl Engine {
         retire: Retire,
         why: &str,
     ) -> Result<RotationReport, EngineError> {
-        let serial: u32 = old.token_serial.parse().map_err(|_| {
-            EngineError::Misconfigured(format!(
-                "card serial '{}' in the inventory",
-                old.token_serial
-            ))
-        })?;
+        let serial = super::super::cards::card_serial(&old.token_serial)?;
         let taken: Vec<String> = self
             .inventory
             .keys(&Default::default())?
