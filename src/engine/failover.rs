@@ -130,7 +130,11 @@ impl Engine {
                         first_error = Some(EngineError::from(e));
                     }
                 },
-                Err(EngineError::Misconfigured(m)) => return Err(EngineError::Misconfigured(m)),
+                // A configuration mismatch or a refusal (a card-resident version asked for an HSM
+                // operation) says nothing about the token's health.
+                Err(e @ (EngineError::Misconfigured(_) | EngineError::Denied(..))) => {
+                    return Err(e)
+                }
                 Err(e) => {
                     self.token_lost(primary, &e.to_string());
                     first_error = Some(e);
