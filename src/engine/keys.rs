@@ -105,25 +105,7 @@ impl Engine {
             let token = self.hsm.token(&token_name)?;
             let object_id = token.new_object_id()?;
             let now = OffsetDateTime::now_utc();
-            let new = NewKey {
-                name: req.name.clone(),
-                key_type: req.key_type,
-                owner: req.owner.clone(),
-                classification: req.classification,
-                usage: req.usage.clone(),
-                purpose: req.purpose.clone(),
-                handling: req.handling.clone(),
-                disposal: req.disposal.clone(),
-                expires: req.expires,
-                rotate_every: req.rotate_every.unwrap_or(self.config.rotate_every),
-                labels: req.labels.clone(),
-                created_by: caller.actor.clone(),
-                reencrypt_window_secs: req
-                    .reencrypt_window_secs
-                    .unwrap_or(self.config.lifecycle.reencrypt_window_secs),
-                protect_for: req.protect_for,
-                process_for: req.process_for,
-            };
+            let new = self.new_key_record(caller, &req);
             let pending = PendingVersion {
                 token: token_name.clone(),
                 token_label: token.label().to_owned(),
@@ -311,25 +293,7 @@ impl Engine {
             .map(|m| m.resolve_kind(&format!("card {}", card.serial), "management key"))
             .transpose()?;
         let now = OffsetDateTime::now_utc();
-        let new = NewKey {
-            name: req.name.clone(),
-            key_type: req.key_type,
-            owner: req.owner.clone(),
-            classification: req.classification,
-            usage: req.usage.clone(),
-            purpose: req.purpose.clone(),
-            handling: req.handling.clone(),
-            disposal: req.disposal.clone(),
-            expires: req.expires,
-            rotate_every: req.rotate_every.unwrap_or(self.config.rotate_every),
-            labels: req.labels.clone(),
-            created_by: caller.actor.clone(),
-            reencrypt_window_secs: req
-                .reencrypt_window_secs
-                .unwrap_or(self.config.lifecycle.reencrypt_window_secs),
-            protect_for: req.protect_for,
-            process_for: req.process_for,
-        };
+        let new = self.new_key_record(caller, req);
         let pending = PendingVersion {
             token: CARD_TOKEN.to_owned(),
             token_label: format!("PIV card {}", card.serial),
@@ -409,6 +373,29 @@ impl Engine {
             .get(&serial.to_string())
             .cloned()
             .unwrap_or(crate::config::PinSource::Prompt)
+    }
+
+    /// The inventory row of a requested key, with the configured defaults filled in.
+    fn new_key_record(&self, caller: &Caller, req: &CreateKey) -> NewKey {
+        NewKey {
+            name: req.name.clone(),
+            key_type: req.key_type,
+            owner: req.owner.clone(),
+            classification: req.classification,
+            usage: req.usage.clone(),
+            purpose: req.purpose.clone(),
+            handling: req.handling.clone(),
+            disposal: req.disposal.clone(),
+            expires: req.expires,
+            rotate_every: req.rotate_every.unwrap_or(self.config.rotate_every),
+            labels: req.labels.clone(),
+            created_by: caller.actor.clone(),
+            reencrypt_window_secs: req
+                .reencrypt_window_secs
+                .unwrap_or(self.config.lifecycle.reencrypt_window_secs),
+            protect_for: req.protect_for,
+            process_for: req.process_for,
+        }
     }
 
     /// PIN and management key of card `serial`, from the `[cards.SERIAL]` sources.
