@@ -6,6 +6,7 @@ mod audit;
 mod backup;
 mod card;
 mod grant;
+mod inventory;
 mod io;
 mod key;
 mod lifecycle;
@@ -52,6 +53,9 @@ pub enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
+    /// The inventory's own integrity: every row that grants power carries an HSM-made tag.
+    #[command(subcommand)]
+    Inventory(inventory::InventoryCmd),
     /// Principals: who may call the service.
     #[command(subcommand)]
     Principal(principal::PrincipalCmd),
@@ -133,6 +137,7 @@ fn dispatch(engine: &Engine, caller: &Caller, command: Command) -> Result<(), Cl
         Command::Key(cmd) => key::run(engine, caller, cmd),
         Command::Reconcile(args) => reconcile::run(engine, caller, args),
         Command::Audit(cmd) => audit::run(engine, caller, cmd),
+        Command::Inventory(cmd) => inventory::run(engine, caller, cmd),
         Command::Principal(cmd) => principal::run(engine, caller, cmd),
         Command::Grant(cmd) => grant::run(engine, caller, cmd),
         Command::Access(cmd) => access::run(engine, caller, cmd),

@@ -309,9 +309,10 @@ impl Engine {
                 break_glass: true,
             };
             note.detail = Some(format!(
-                "BREAK-GLASS grant {} to '{}': {} until {} (ticket {}; {})",
+                "BREAK-GLASS grant {} to '{}' on key '{}': {} until {} (ticket {}; {})",
                 new.id,
                 new.principal,
+                new.key_name,
                 new.ops,
                 crate::inventory::fmt_time(new.not_after),
                 new.ticket,

@@ -114,6 +114,8 @@ impl EngineError {
             EngineError::Hsm(HsmError::ObjectNotFound { .. }) => 3,
             EngineError::Hsm(HsmError::DecryptionFailed { .. }) => 2,
             EngineError::Denied(..) => 4,
+            EngineError::Inventory(InventoryError::IntegrityUnavailable { config: true, .. }) => 7,
+            EngineError::Inventory(InventoryError::IntegrityUnavailable { .. }) => 5,
             EngineError::Hsm(HsmError::Pin(_) | HsmError::NotConfigured { .. })
             | EngineError::Config(_)
             | EngineError::Misconfigured(_) => 7,
@@ -135,6 +137,13 @@ impl EngineError {
             EngineError::Envelope(_) => "bad-ciphertext",
             EngineError::Inventory(InventoryError::DuplicateName(_)) => "duplicate-name",
             EngineError::Inventory(InventoryError::NoSuchKey(_)) => "key-not-found",
+            EngineError::Inventory(InventoryError::Tampered(_)) => "inventory-tampered",
+            EngineError::Inventory(InventoryError::IntegrityUnavailable { config: true, .. }) => {
+                "config-mismatch"
+            }
+            EngineError::Inventory(InventoryError::IntegrityUnavailable { .. }) => {
+                "integrity-unavailable"
+            }
             EngineError::Inventory(_) => "inventory-error",
             EngineError::Hsm(HsmError::DecryptionFailed { .. }) => "bad-ciphertext",
             EngineError::Hsm(HsmError::WrongPin { .. }) => "wrong-pin",

@@ -15,6 +15,7 @@ mod checkpoint;
 mod crypto;
 mod error;
 mod failover;
+mod integrity;
 mod keys;
 mod policy;
 mod procedures;
@@ -34,6 +35,7 @@ pub use checkpoint::{checkpoint_message, CheckpointReport, AUDIT_KEY};
 pub use crypto::{IssuedDataKey, Signed, ToSign, VerifyOutcome};
 pub use error::{EngineError, Refusal};
 pub use failover::TokenDown;
+pub use integrity::{InventoryVerification, INTEGRITY_KEY};
 pub use keys::{CreateKey, OnCard, CARD_TOKEN};
 pub use procedures::{
     disposal_message, CompromiseReport, DestructionReport, DisposalEvidence, DueReport,
@@ -56,7 +58,7 @@ use crate::inventory::Inventory;
 /// The engine: configuration, the tokens and the inventory, behind one set of operations.
 /// Keys kms itself uses (audit checkpoints, sealing offline backups): never granted to anyone.
 pub(crate) fn internal_key(name: &str) -> bool {
-    name == AUDIT_KEY || name == SEAL_KEY
+    name == AUDIT_KEY || name == SEAL_KEY || name == INTEGRITY_KEY
 }
 
 pub struct Engine {
@@ -69,6 +71,8 @@ pub struct Engine {
     drill_failures: std::sync::atomic::AtomicU64,
     /// Tokens out of service and when to probe them again.
     failover: failover::Failover,
+    /// Inventory rows refused by their integrity check (shared with the installed checker).
+    integrity_failures: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Engine {
@@ -76,14 +80,17 @@ impl Engine {
     pub fn open(config: Config) -> Result<Engine, EngineError> {
         let inventory = Inventory::open(&config.inventory_path)?;
         let hsm = Hsm::new(&config);
-        Ok(Engine {
+        let engine = Engine {
             config,
             hsm,
             inventory,
             since_checkpoint: std::sync::atomic::AtomicU64::new(0),
             drill_failures: std::sync::atomic::AtomicU64::new(0),
             failover: failover::Failover::default(),
-        })
+            integrity_failures: Default::default(),
+        };
+        engine.setup_integrity()?;
+        Ok(engine)
     }
 
     pub fn config(&self) -> &Config {

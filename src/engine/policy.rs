@@ -139,6 +139,9 @@ pub(crate) fn check_grant(
         .iter()
         .find(|g| op.is_none_or(|op| g.ops.contains(op)))
     {
+        // The row must carry its HSM-made tag (an edit of key, principal, operations, validity,
+        // review deadline or revocation behind kms's back fails here), then its provenance.
+        inventory.check_grant_row(&g.id)?;
         check_provenance(inventory, g)?;
         return Ok(Some((*g).clone()));
     }
@@ -279,11 +282,13 @@ fn check_provenance(inventory: &Inventory, g: &Grant) -> Result<(), EngineError>
             }
         }
         (None, true) => {
-            // The creation record names the grant, its grantee, operations and end exactly.
+            // The creation record names the grant, its grantee, key, operations and end exactly
+            // (the key too: a grant re-pointed at another key must not match its record).
             let prefix = format!(
-                "BREAK-GLASS grant {} to '{}': {} until {} ",
+                "BREAK-GLASS grant {} to '{}' on key '{}': {} until {} ",
                 g.id,
                 g.principal,
+                g.key_name,
                 g.ops,
                 crate::inventory::fmt_time(g.not_after)
             );

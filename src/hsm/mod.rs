@@ -38,9 +38,11 @@ pub use wrap::DataKey;
 use crate::config::{Config, TokenConfig};
 
 /// The configured tokens of this process.
+/// Cheap to clone: clones share the open tokens (the inventory's row-integrity signer holds one).
+#[derive(Clone)]
 pub struct Hsm {
-    configs: BTreeMap<String, TokenConfig>,
-    open: Mutex<HashMap<String, Arc<Token>>>,
+    configs: Arc<BTreeMap<String, TokenConfig>>,
+    open: Arc<Mutex<HashMap<String, Arc<Token>>>>,
 }
 
 /// The raw token layer, for `scripts/bench`'s baseline only: compiled in with the `bench-raw`
@@ -54,8 +56,8 @@ impl Hsm {
     pub(crate) fn new(config: &Config) -> Hsm {
         module::prepare_environment(&config.environment);
         Hsm {
-            configs: config.tokens.clone(),
-            open: Mutex::new(HashMap::new()),
+            configs: Arc::new(config.tokens.clone()),
+            open: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -176,6 +178,20 @@ impl Hsm {
     pub fn describe(&self, name: &str) -> Result<TokenDescription, HsmError> {
         match self.configs.get(name) {
             Some(cfg) => token::describe(cfg),
+            None => Err(self.not_configured(name)),
+        }
+    }
+
+    /// The public half (SPKI DER) and label of key pair `id` on token `name`, read without
+    /// logging in (public objects are readable in a plain session), with the token's serial.
+    pub fn public_key_without_login(
+        &self,
+        name: &str,
+        id: &crate::model::ObjectId,
+        key_type: crate::model::KeyType,
+    ) -> Result<(String, Vec<u8>, String), HsmError> {
+        match self.configs.get(name) {
+            Some(cfg) => token::public_key_without_login(cfg, id, key_type),
             None => Err(self.not_configured(name)),
         }
     }

@@ -43,6 +43,21 @@ pub struct TokenObject {
     pub extractable: Option<bool>,
 }
 
+/// The CKA_LABEL of the public object with CKA_ID `id`.
+pub(crate) fn label_of(token: &str, session: &Session, id: &ObjectId) -> Result<String, HsmError> {
+    let handle = find(token, session, id, KeyClass::Public)?;
+    let attrs = session
+        .get_attributes(handle, &[AttributeType::Label])
+        .map_err(HsmError::ck(token, "reading the object label"))?;
+    Ok(attrs
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::Label(l) => Some(String::from_utf8_lossy(&l).into_owned()),
+            _ => None,
+        })
+        .unwrap_or_default())
+}
+
 /// The handle of the `class` object with CKA_ID `id`, valid only within `session`.
 pub(crate) fn find(
     token: &str,

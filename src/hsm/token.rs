@@ -63,6 +63,23 @@ pub fn describe(cfg: &TokenConfig) -> Result<TokenDescription, HsmError> {
     Ok(description)
 }
 
+/// The serial, public half (SPKI DER) and label of key pair `id`, without logging in.
+pub fn public_key_without_login(
+    cfg: &TokenConfig,
+    id: &crate::model::ObjectId,
+    key_type: crate::model::KeyType,
+) -> Result<(String, Vec<u8>, String), HsmError> {
+    let _gate = module::gate();
+    let ctx = module::load(&cfg.module)?;
+    let (slot, description) = find_slot(&ctx, cfg)?;
+    let session = ctx
+        .open_ro_session(slot)
+        .map_err(HsmError::ck(&cfg.name, "opening a session"))?;
+    let spki = super::public_key::export(&cfg.name, &session, id, key_type)?;
+    let label = super::objects::label_of(&cfg.name, &session, id)?;
+    Ok((description.serial, spki, label))
+}
+
 impl Token {
     /// Find the token, resolve its PIN from the configured source and log in.
     pub(crate) fn open(cfg: &TokenConfig) -> Result<Token, HsmError> {

@@ -5,6 +5,7 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
+use super::integrity::{check_where, guarded, tag_where, Table};
 use super::records::{AuditEntry, BackupPair, KeyCopy};
 use super::{audit, fmt_time, parse_time, Inventory, InventoryError};
 use crate::model::ObjectId;
@@ -34,6 +35,7 @@ impl Inventory {
         now: OffsetDateTime,
         entry: &AuditEntry,
     ) -> Result<BackupPair, InventoryError> {
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
@@ -52,6 +54,7 @@ impl Inventory {
             ],
         )?;
         let id = tx.last_insert_rowid();
+        tag_where(&tx, integrity.as_ref(), Table::BackupPairs, "id = ?1", &[&id])?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
         Ok(BackupPair {
@@ -69,7 +72,9 @@ impl Inventory {
 
     /// Every pairing, oldest first.
     pub fn backup_pairs(&self) -> Result<Vec<BackupPair>, InventoryError> {
+        let integrity = self.integrity();
         let conn = self.conn();
+        check_where(&conn, integrity.as_ref(), Table::BackupPairs, "1", &[])?;
         let mut stmt = conn.prepare(&format!(
             "SELECT {PAIR_COLUMNS} FROM backup_pairs ORDER BY id"
         ))?;
@@ -88,6 +93,7 @@ impl Inventory {
         from_serial: &str,
         to_serial: &str,
     ) -> Result<Option<BackupPair>, InventoryError> {
+        let integrity = self.integrity();
         let conn = self.conn();
         let row = conn
             .prepare_cached(&format!(
@@ -95,8 +101,12 @@ impl Inventory {
                  ORDER BY id DESC LIMIT 1"
             ))?
             .query_row([from_serial, to_serial], read_pair)
-            .optional()?;
-        row.transpose()
+            .optional()?
+            .transpose()?;
+        if let Some(p) = &row {
+            check_where(&conn, integrity.as_ref(), Table::BackupPairs, "id = ?1", &[&p.id])?;
+        }
+        Ok(row)
     }
 
     /// Say why a version is not active (yet), with its audit record.
@@ -175,13 +185,16 @@ impl Inventory {
         token_serial: &str,
         entry: &AuditEntry,
     ) -> Result<(), InventoryError> {
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute(
-            "UPDATE key_versions SET token = ?3, token_label = ?4, token_serial = ?5
-             WHERE key_id = ?1 AND version = ?2",
-            params![key_id, version, token, token_label, token_serial],
-        )?;
+        guarded(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1 AND version = ?2", &[&key_id, &version], |tx| {
+            Ok(tx.execute(
+                "UPDATE key_versions SET token = ?3, token_label = ?4, token_serial = ?5
+                 WHERE key_id = ?1 AND version = ?2",
+                params![key_id, version, token, token_label, token_serial],
+            )?)
+        })?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
         Ok(())

@@ -40,6 +40,12 @@ pub enum InventoryError {
     BadRow(String),
     #[error("audit row not written: {0}")]
     AuditWriter(String),
+    #[error("inventory integrity check failed: {0}; the inventory file was changed outside kms. Run `kms inventory verify` to list every such row, find out who changed the file, and restore it from a backup (kms backup import) or undo the change")]
+    Tampered(super::integrity::BadRow),
+    #[error("{}inventory rows cannot be checked: {why}", if *config { "configuration mismatch: " } else { "" })]
+    IntegrityUnavailable { config: bool, why: String },
+    #[error("inventory rows cannot be tagged: {0}")]
+    Integrity(String),
     #[error("inventory database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }

@@ -3,6 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
+use super::integrity::{guarded, Table};
 use super::records::{AuditEntry, Grant, GrantFilter, NewGrant};
 use super::{fmt_time, parse_time, Inventory, InventoryError};
 
@@ -20,9 +21,10 @@ impl Inventory {
         now: OffsetDateTime,
         audit: &AuditEntry,
     ) -> Result<Grant, InventoryError> {
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let id = insert_grant(&tx, g, now)?;
+        let id = insert_grant(&tx, integrity.as_ref(), g, now)?;
         super::audit::insert(&tx, audit)?;
         let made = grant_on(&tx, &id)?;
         tx.commit()?;
@@ -65,13 +67,16 @@ impl Inventory {
         now: OffsetDateTime,
         audit: &AuditEntry,
     ) -> Result<Grant, InventoryError> {
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let n = tx.execute(
-            "UPDATE grants SET revoked_at = ?2, revoked_by = ?3, revoke_reason = ?4
-             WHERE id = ?1 AND revoked_at IS NULL",
-            params![id, fmt_time(now), by, reason],
-        )?;
+        let n = guarded(&tx, integrity.as_ref(), Table::Grants, "id = ?1", &[&id], |tx| {
+            Ok(tx.execute(
+                "UPDATE grants SET revoked_at = ?2, revoked_by = ?3, revoke_reason = ?4
+                 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, fmt_time(now), by, reason],
+            )?)
+        })?;
         let g = grant_on(&tx, id)?;
         if n == 0 {
             return Err(InventoryError::Conflict(format!(
@@ -92,6 +97,7 @@ pub fn new_grant_id() -> String {
 /// Insert a grant inside the caller's transaction; returns its id.
 pub(crate) fn insert_grant(
     conn: &Connection,
+    integrity: Option<&std::sync::Arc<dyn super::integrity::RowIntegrity>>,
     g: &NewGrant,
     now: OffsetDateTime,
 ) -> Result<String, InventoryError> {
@@ -132,6 +138,7 @@ pub(crate) fn insert_grant(
             g.break_glass,
         ],
     )?;
+    super::integrity::tag_where(conn, integrity, super::integrity::Table::Grants, "id = ?1", &[&id])?;
     Ok(id)
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 use time::OffsetDateTime;
 
+use super::integrity::{check_where, guarded, tag_where, Table};
 use super::records::{AuditEntry, KeyCopy, KeyFilter, KeyRecord, KeyVersion, NewKey};
 use super::{audit, fmt_time, parse_time, Inventory, InventoryError};
 use crate::duration::HumanDuration;
@@ -39,6 +40,7 @@ impl Inventory {
         let id = uuid::Uuid::new_v4().to_string();
         let labels = serde_json::to_string(&key.labels)
             .map_err(|e| InventoryError::BadRow(e.to_string()))?;
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let inserted = tx.execute(
@@ -76,6 +78,7 @@ impl Inventory {
             other => other?,
         };
         insert_version(&tx, &id, 1, version, now)?;
+        tag_where(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&id])?;
         audit::insert(&tx, intent)?;
         tx.commit()?;
         Ok(id)
@@ -92,14 +95,17 @@ impl Inventory {
         now: OffsetDateTime,
         audit_entry: &AuditEntry,
     ) -> Result<(), InventoryError> {
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let changed = tx.execute(
-            "UPDATE key_versions SET state = 'active', public_key = ?3, activated_at = ?4,
-                    pending_reason = NULL
-             WHERE key_id = ?1 AND version = ?2 AND state = 'pending'",
-            params![key_id, version, public_key, fmt_time(now)],
-        )?;
+        let changed = guarded(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1 AND version = ?2", &[&key_id, &version], |tx| {
+            Ok(tx.execute(
+                "UPDATE key_versions SET state = 'active', public_key = ?3, activated_at = ?4,
+                        pending_reason = NULL
+                 WHERE key_id = ?1 AND version = ?2 AND state = 'pending'",
+                params![key_id, version, public_key, fmt_time(now)],
+            )?)
+        })?;
         if changed != 1 {
             return Err(InventoryError::BadRow(format!(
                 "version {version} of key {key_id} is not pending"
@@ -146,6 +152,7 @@ impl Inventory {
 
     /// The key named `name`, with all its versions.
     pub fn key(&self, name: &str) -> Result<KeyRecord, InventoryError> {
+        let integrity = self.integrity();
         let conn = self.conn();
         let row = conn
             .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE name = ?1"))?
@@ -153,6 +160,7 @@ impl Inventory {
             .optional()?;
         let mut key = row.ok_or_else(|| InventoryError::NoSuchKey(name.to_owned()))??;
         key.versions = versions(&conn, &key.id)?;
+        check_where(&conn, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&key.id])?;
         Ok(key)
     }
 

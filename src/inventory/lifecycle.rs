@@ -6,6 +6,7 @@ use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::integrity::{check_where, tag_where, Table};
 use super::keys::PendingVersion;
 use super::records::{AuditEntry, KeyCopy};
 use super::{audit, fmt_time, parse_time, Inventory, InventoryError};
@@ -192,6 +193,7 @@ impl Inventory {
         procedure: &str,
         data: &serde_json::Value,
     ) -> Result<(), InventoryError> {
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
@@ -211,6 +213,7 @@ impl Inventory {
             "UPDATE procedures SET step = 'pending-recorded', data = ?2, updated_at = ?3 WHERE id = ?1",
             params![procedure, data.to_string(), fmt_time(OffsetDateTime::now_utc())],
         )?;
+        tag_where(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&key_id])?;
         tx.commit()?;
         Ok(())
     }
@@ -241,8 +244,10 @@ impl Inventory {
         entry: &AuditEntry,
     ) -> Result<(), InventoryError> {
         let now = fmt_time(now);
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        check_where(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&key_id])?;
         let n = tx.execute(
             "UPDATE key_versions SET state = 'active', public_key = ?3, activated_at = ?4,
                     pending_reason = NULL
@@ -273,6 +278,7 @@ impl Inventory {
             "UPDATE procedures SET step = 'switched', updated_at = ?2 WHERE id = ?1",
             params![procedure, now],
         )?;
+        tag_where(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&key_id])?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
         Ok(())
@@ -288,8 +294,10 @@ impl Inventory {
         entry: &AuditEntry,
     ) -> Result<(), InventoryError> {
         let now = fmt_time(crate::clock::lifecycle_now());
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        check_where(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&key_id])?;
         let current: Option<String> = tx
             .query_row(
                 "SELECT state FROM key_versions WHERE key_id = ?1 AND version = ?2",
@@ -325,6 +333,7 @@ impl Inventory {
             "UPDATE keys SET updated_at = ?2 WHERE id = ?1",
             params![key_id, now],
         )?;
+        tag_where(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&key_id])?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
         Ok(())
@@ -338,8 +347,10 @@ impl Inventory {
         entry: &AuditEntry,
     ) -> Result<(), InventoryError> {
         let now = fmt_time(c.declared_at);
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        check_where(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&c.key_id])?;
         let n = tx.execute(
             "UPDATE key_versions SET state = 'compromised', compromised_at = ?3
              WHERE key_id = ?1 AND version = ?2 AND state IN ('active','deactivated')",
@@ -368,6 +379,7 @@ impl Inventory {
             "UPDATE keys SET updated_at = ?2 WHERE id = ?1",
             params![c.key_id, now],
         )?;
+        tag_where(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&c.key_id])?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
         Ok(())
@@ -514,8 +526,11 @@ impl Inventory {
         entry: &AuditEntry,
     ) -> Result<(), InventoryError> {
         let now = fmt_time(OffsetDateTime::now_utc());
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        check_where(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&key_id])?;
+        check_where(&tx, integrity.as_ref(), Table::Grants, "key_id = ?1", &[&key_id])?;
         tx.execute(
             "UPDATE key_versions SET state = CASE WHEN state IN ('compromised','destroyed-compromised')
                     THEN 'destroyed-compromised' ELSE 'destroyed' END,
@@ -546,6 +561,8 @@ impl Inventory {
                 "disposal {id} is not executing"
             )));
         }
+        tag_where(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&key_id])?;
+        tag_where(&tx, integrity.as_ref(), Table::Grants, "key_id = ?1", &[&key_id])?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
         Ok(())

@@ -260,6 +260,14 @@ const MIGRATIONS: &[&str] = &[
         record_signature BLOB
     );
     "#,
+    // 8: rows that prove themselves (issue 17): a tag made on the HSM over each row that grants
+    // power. Existing rows are tagged once by the engine, as an audited step.
+    r#"
+    ALTER TABLE principals ADD COLUMN integrity_tag BLOB;
+    ALTER TABLE grants ADD COLUMN integrity_tag BLOB;
+    ALTER TABLE key_versions ADD COLUMN integrity_tag BLOB;
+    ALTER TABLE backup_pairs ADD COLUMN integrity_tag BLOB;
+    "#,
 ];
 
 /// `PRAGMA application_id` of a KMS inventory ("KMSI"): a SQLite file of another application is

@@ -8,6 +8,7 @@ mod audit_writer;
 mod backups;
 mod error;
 mod grants;
+mod integrity;
 mod keys;
 mod lifecycle;
 mod migrations;
@@ -28,6 +29,7 @@ pub use audit::{StoredRecord, GENESIS};
 pub use backups::NewBackupPair;
 pub use error::InventoryError;
 pub use grants::new_grant_id;
+pub use integrity::{canonical, BadRow, CheckFailure, RowIntegrity, Table as TaggedTable};
 pub use keys::PendingVersion;
 pub use lifecycle::{Compromise, Disposal, Procedure};
 pub use migrations::LATEST as SCHEMA_VERSION;
@@ -42,6 +44,8 @@ pub struct Inventory {
     path: PathBuf,
     conn: Mutex<Connection>,
     audit: audit_writer::AuditWriter,
+    /// Makes and checks row tags once the engine installed its HSM key (`integrity.rs`).
+    integrity: std::sync::RwLock<Option<std::sync::Arc<dyn RowIntegrity>>>,
 }
 
 impl std::fmt::Debug for Inventory {
@@ -114,6 +118,7 @@ impl Inventory {
             path: path.to_owned(),
             conn: Mutex::new(conn),
             audit,
+            integrity: std::sync::RwLock::new(None),
         })
     }
 

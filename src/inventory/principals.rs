@@ -3,6 +3,7 @@
 use rusqlite::{params, ErrorCode, OptionalExtension, Row};
 use time::OffsetDateTime;
 
+use super::integrity::{check_where, guarded, tag_where, Table};
 use super::records::{AuditEntry, Principal};
 use super::{fmt_time, parse_time, Inventory, InventoryError};
 
@@ -14,6 +15,7 @@ impl Inventory {
     /// The audit record of the registration is written in the same transaction: no principal
     /// exists without its record.
     pub fn add_principal(&self, p: &Principal, audit: &AuditEntry) -> Result<(), InventoryError> {
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let res = tx.execute(
@@ -49,6 +51,7 @@ impl Inventory {
             }
             Err(e) => Err(e.into()),
             Ok(_) => {
+                tag_where(&tx, integrity.as_ref(), Table::Principals, "name = ?1", &[&p.name])?;
                 super::audit::insert(&tx, audit)?;
                 tx.commit()?;
                 Ok(())
@@ -64,12 +67,15 @@ impl Inventory {
         uri: &str,
         audit: &AuditEntry,
     ) -> Result<(), InventoryError> {
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let n = tx.execute(
-            "UPDATE principals SET approval_key = ?2, approval_key_uri = ?3 WHERE name = ?1",
-            params![name, spki, uri],
-        )?;
+        let n = guarded(&tx, integrity.as_ref(), Table::Principals, "name = ?1", &[&name], |tx| {
+            Ok(tx.execute(
+                "UPDATE principals SET approval_key = ?2, approval_key_uri = ?3 WHERE name = ?1",
+                params![name, spki, uri],
+            )?)
+        })?;
         if n != 1 {
             return Err(InventoryError::Conflict(format!(
                 "no principal named '{name}'"
@@ -81,14 +87,18 @@ impl Inventory {
     }
 
     pub fn principal(&self, name: &str) -> Result<Principal, InventoryError> {
+        let integrity = self.integrity();
         let conn = self.conn();
-        conn.query_row(
-            &format!("SELECT {COLUMNS} FROM principals WHERE name = ?1"),
-            [name],
-            read,
-        )
-        .optional()?
-        .ok_or_else(|| InventoryError::NoSuchPrincipal(name.to_owned()))?
+        let p = conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM principals WHERE name = ?1"),
+                [name],
+                read,
+            )
+            .optional()?
+            .ok_or_else(|| InventoryError::NoSuchPrincipal(name.to_owned()))??;
+        check_where(&conn, integrity.as_ref(), Table::Principals, "name = ?1", &[&name])?;
+        Ok(p)
     }
 
     /// The principal registered with this certificate fingerprint, if any.
@@ -97,8 +107,12 @@ impl Inventory {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM principals WHERE cert_fingerprint = ?1"
         ))?;
-        let found = stmt.query_row([fp], read).optional()?;
-        found.transpose()
+        let found = stmt.query_row([fp], read).optional()?.transpose()?;
+        if let Some(p) = &found {
+            let integrity = self.integrity();
+            check_where(&conn, integrity.as_ref(), Table::Principals, "name = ?1", &[&p.name])?;
+        }
+        Ok(found)
     }
 
     /// Whether a security officer was ever registered (bootstrap — the first one registered by
@@ -152,12 +166,15 @@ impl Inventory {
         now: OffsetDateTime,
         audit: &AuditEntry,
     ) -> Result<(), InventoryError> {
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let n = tx.execute(
-            "UPDATE principals SET disabled_at = ?2, disabled_by = ?3 WHERE name = ?1 AND disabled_at IS NULL",
-            params![name, fmt_time(now), by],
-        )?;
+        let n = guarded(&tx, integrity.as_ref(), Table::Principals, "name = ?1", &[&name], |tx| {
+            Ok(tx.execute(
+                "UPDATE principals SET disabled_at = ?2, disabled_by = ?3 WHERE name = ?1 AND disabled_at IS NULL",
+                params![name, fmt_time(now), by],
+            )?)
+        })?;
         if n == 0 {
             drop(tx);
             drop(conn);

@@ -137,11 +137,21 @@ impl Inventory {
         review_due: OffsetDateTime,
         audit: &AuditEntry,
     ) -> Result<Grant, InventoryError> {
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let n = tx.execute(
-            "UPDATE grants SET review_due = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-            params![id, fmt_time(review_due)],
+        let n = super::integrity::guarded(
+            &tx,
+            integrity.as_ref(),
+            super::integrity::Table::Grants,
+            "id = ?1",
+            &[&id],
+            |tx| {
+                Ok(tx.execute(
+                    "UPDATE grants SET review_due = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                    params![id, fmt_time(review_due)],
+                )?)
+            },
         )?;
         if n == 0 {
             return Err(InventoryError::Conflict(format!(
@@ -164,6 +174,7 @@ impl Inventory {
         grant: Option<&NewGrant>,
         audit: &AuditEntry,
     ) -> Result<Option<Grant>, InventoryError> {
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let state: Option<String> = tx
@@ -183,7 +194,7 @@ impl Inventory {
         insert_step(&tx, step)?;
         let made = match grant {
             Some(g) => {
-                let gid = insert_grant(&tx, g, step.signed_at)?;
+                let gid = insert_grant(&tx, integrity.as_ref(), g, step.signed_at)?;
                 tx.execute(
                     "UPDATE access_requests SET grant_id = ?2 WHERE id = ?1",
                     params![id, gid],

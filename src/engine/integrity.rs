@@ -1,0 +1,361 @@
+//! The inventory's row integrity key (`kms-integrity`): an EC P-384 key on the HSM that signs
+//! every row granting power (principals, grants, key versions, backup pairings).
+//!
+//! - **Tags are made on the HSM** (CKM_ECDSA over a SHA-384 of the row's canonical encoding), so
+//!   whoever can write the inventory file but not use the token cannot make one.
+//! - **Tags are checked in software** against the public half read **from the token** (never
+//!   from SQLite, which the attacker could rewrite), without logging in; a checked (row, tag) pair
+//!   is remembered for the process, so the hot path pays one hash and a set lookup.
+//! - The key is an ordinary inventory key made by kms itself (like the audit key), so it is
+//!   copied to the backup token, drilled and failed over like every key: the public half is read
+//!   from whichever copy answers.
+//! - **Migration**: an inventory made before tags existed gets its key on first open, and every
+//!   row is tagged once, in one transaction, with an `inventory.integrity-tagged` record. After
+//!   that, a row without a tag is refused like a row with a wrong one.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use p384::ecdsa::signature::hazmat::PrehashVerifier;
+use p384::pkcs8::DecodePublicKey;
+use sha2::{Digest, Sha384};
+use time::OffsetDateTime;
+
+use super::{Engine, EngineError};
+use crate::hsm::Hsm;
+use crate::inventory::{CheckFailure, InventoryError, Outcome, RowIntegrity};
+use crate::model::{Classification, KeyType, ObjectId};
+
+/// The inventory key that tags inventory rows; used by kms itself only.
+pub const INTEGRITY_KEY: &str = "kms-integrity";
+/// The audit action of the one-time tagging of an older inventory's rows.
+pub const TAGGED_ACTION: &str = "inventory.integrity-tagged";
+
+/// Where the integrity key's private half (and its copies) live.
+#[derive(Debug, Clone)]
+struct Place {
+    token: String,
+    serial: String,
+    id: ObjectId,
+}
+
+/// Tags rows on the HSM and checks them in software.
+pub(crate) struct HsmRowIntegrity {
+    hsm: Hsm,
+    places: Vec<Place>,
+    version: u32,
+    public: Mutex<Option<p384::ecdsa::VerifyingKey>>,
+    checked: Mutex<HashSet<[u8; 48]>>,
+    failures: Arc<AtomicU64>,
+    /// Set when the inventory and the tokens disagree about the key itself: every check fails.
+    broken: Option<String>,
+}
+
+const CHECKED_MAX: usize = 200_000;
+
+impl HsmRowIntegrity {
+    fn public_key(&self) -> Result<p384::ecdsa::VerifyingKey, CheckFailure> {
+        let mut slot = self.public.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = slot.as_ref() {
+            return Ok(*k);
+        }
+        let mut errors = Vec::new();
+        let mut config = false;
+        for p in &self.places {
+            if let Ok(d) = self.hsm.describe(&p.token) {
+                if d.serial != p.serial {
+                    config = true;
+                    errors.push(format!(
+                        "token '{}' is now the token with serial {}, but the integrity key was made on serial {}; restore the token entry in the config",
+                        p.token, d.serial, p.serial
+                    ));
+                    continue;
+                }
+            }
+            match self
+                .hsm
+                .public_key_without_login(&p.token, &p.id, KeyType::EcP384)
+            {
+                Ok((serial, spki, label)) => {
+                    if serial != p.serial {
+                        config = true;
+                        errors.push(format!(
+                            "token '{}' is now serial {serial}, not {}",
+                            p.token, p.serial
+                        ));
+                        continue;
+                    }
+                    if !label.starts_with(&format!("kms:{INTEGRITY_KEY}:")) {
+                        errors.push(format!(
+                            "the object under the integrity key's CKA_ID on token '{}' is labelled '{label}', not kms's integrity key",
+                            p.token
+                        ));
+                        continue;
+                    }
+                    match p384::ecdsa::VerifyingKey::from_public_key_der(&spki) {
+                        Ok(k) => {
+                            *slot = Some(k);
+                            return Ok(k);
+                        }
+                        Err(e) => errors.push(format!("token '{}': {e}", p.token)),
+                    }
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        Err(CheckFailure::Unavailable {
+            config,
+            why: format!(
+                "the public half of the inventory's integrity key could not be read from any token ({})",
+                errors.join("; ")
+            ),
+        })
+    }
+}
+
+impl RowIntegrity for HsmRowIntegrity {
+    fn tag(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        if let Some(why) = &self.broken {
+            return Err(why.clone());
+        }
+        let digest: [u8; 48] = Sha384::digest(message).into();
+        let mut errors = Vec::new();
+        for p in &self.places {
+            let token = match self.hsm.token(&p.token) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(e.to_string());
+                    continue;
+                }
+            };
+            if token.serial() != p.serial {
+                errors.push(format!(
+                    "token '{}' is serial {}, not {}",
+                    p.token,
+                    token.serial(),
+                    p.serial
+                ));
+                continue;
+            }
+            match token.sign_ecdsa_p384(&p.id, &digest) {
+                Ok(sig) => return Ok(sig),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        Err(format!(
+            "no token could sign with the integrity key {INTEGRITY_KEY} v{} ({})",
+            self.version,
+            errors.join("; ")
+        ))
+    }
+
+    fn check(&self, message: &[u8], tag: &[u8]) -> Result<(), CheckFailure> {
+        let fail = |why: String| {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(reason = %why, "inventory row failed its integrity check");
+            Err(CheckFailure::Tampered(why))
+        };
+        if let Some(why) = &self.broken {
+            return fail(why.clone());
+        }
+        let digest: [u8; 48] = Sha384::digest(message).into();
+        let memo: [u8; 48] = {
+            let mut h = Sha384::new();
+            h.update(digest);
+            h.update(tag);
+            h.finalize().into()
+        };
+        if self
+            .checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&memo)
+        {
+            return Ok(());
+        }
+        let key = self.public_key()?;
+        let Ok(sig) = p384::ecdsa::Signature::from_der(tag) else {
+            return fail("its integrity tag is not a signature".into());
+        };
+        if key.verify_prehash(&digest, &sig).is_err() {
+            return fail(format!(
+                "its integrity tag does not match its content (checked with {INTEGRITY_KEY} v{})",
+                self.version
+            ));
+        }
+        let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+        if checked.len() >= CHECKED_MAX {
+            checked.clear();
+        }
+        checked.insert(memo);
+        Ok(())
+    }
+}
+
+/// What `kms inventory verify` found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InventoryVerification {
+    pub rows_checked: usize,
+    pub bad: Vec<crate::inventory::BadRow>,
+}
+
+impl Engine {
+    /// Rows that failed their integrity check in this process (the `kms_inventory_integrity_failures_total` metric).
+    pub fn integrity_failures(&self) -> u64 {
+        self.integrity_failures.load(Ordering::Relaxed)
+    }
+
+    fn install_integrity(&self, version: u32, places: Vec<Place>, broken: Option<String>) {
+        self.inventory.set_integrity(Arc::new(HsmRowIntegrity {
+            hsm: self.hsm.clone(),
+            places,
+            version,
+            public: Mutex::new(None),
+            checked: Mutex::new(HashSet::new()),
+            failures: Arc::clone(&self.integrity_failures),
+            broken,
+        }));
+    }
+
+    /// At open: find (or, for a new or older inventory, make) the integrity key and install it
+    /// in the inventory; tag an older inventory's rows once.
+    pub(super) fn setup_integrity(&self) -> Result<(), EngineError> {
+        let key = match self.inventory.key(INTEGRITY_KEY) {
+            Ok(k) => Some(k),
+            Err(InventoryError::NoSuchKey(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let key = match key {
+            Some(k) => k,
+            None => {
+                // The inventory has no record of the key. If a token holds one, the inventory
+                // was replaced or edited: refuse everything rather than make a new key and
+                // bless whatever the file now says.
+                for name in self.hsm.names().map(str::to_owned).collect::<Vec<_>>() {
+                    let Ok(token) = self.hsm.token(&name) else {
+                        continue;
+                    };
+                    let found = token.list_objects().map(|objs| {
+                        objs.into_iter()
+                            .any(|o| o.label.starts_with(&format!("kms:{INTEGRITY_KEY}:")))
+                    });
+                    if let Ok(true) = found {
+                        self.install_integrity(
+                            0,
+                            Vec::new(),
+                            Some(format!(
+                                "token '{name}' holds kms's integrity key but the inventory has no record of it: the inventory file was replaced or edited; restore it from a backup (kms backup import)"
+                            )),
+                        );
+                        return Ok(());
+                    }
+                }
+                let mut req = super::CreateKey::new(
+                    INTEGRITY_KEY,
+                    KeyType::EcP384,
+                    "kms",
+                    Classification::Restricted,
+                    "sign,verify"
+                        .parse()
+                        .map_err(|e: crate::model::ParseError| {
+                            EngineError::InvalidInput(e.to_string())
+                        })?,
+                );
+                req.purpose =
+                    "signs inventory rows that grant power (principals, grants, key versions, backup pairings); used by kms itself only".into();
+                req.handling = "never granted to anyone; generated and kept on the HSM".into();
+                req.disposal = "keep while the inventory is in use".into();
+                let mut caller = self.system_caller();
+                caller.reason = Some("inventory integrity key".into());
+                self.create_key(&caller, req)?
+            }
+        };
+        let Some(v) = key.current_version() else {
+            self.install_integrity(
+                0,
+                Vec::new(),
+                Some(format!(
+                    "the inventory's integrity key {INTEGRITY_KEY} has no active version (its creation was interrupted): run `kms reconcile --repair`"
+                )),
+            );
+            return Ok(());
+        };
+        let mut places = vec![Place {
+            token: v.token.clone(),
+            serial: v.token_serial.clone(),
+            id: v.object_id.clone(),
+        }];
+        places.extend(v.copies.iter().map(|c| Place {
+            token: c.token.clone(),
+            serial: c.token_serial.clone(),
+            id: c.object_id.clone(),
+        }));
+        self.install_integrity(v.version, places, None);
+        // An inventory whose rows were never tagged (made before tags, or a first open
+        // interrupted before the tagging committed) is tagged once, as an audited step.
+        if self.inventory.untagged_rows()? > 0
+            && !self.inventory.has_record_starting(TAGGED_ACTION, "")?
+        {
+            let caller = self.system_caller();
+            let entry = self.entry(
+                &caller,
+                TAGGED_ACTION,
+                Some(INTEGRITY_KEY),
+                Some(v.version),
+                Outcome::Ok,
+                Some(format!(
+                    "rows of principals, grants, key versions and backup pairings tagged with {INTEGRITY_KEY} v{} at {}",
+                    v.version,
+                    crate::inventory::fmt_time(OffsetDateTime::now_utc())
+                )),
+            );
+            let n = self
+                .inventory
+                .tag_untagged(&entry)
+                .map_err(EngineError::AuditFailed)?;
+            tracing::info!(rows = n, "inventory rows tagged with the integrity key");
+        }
+        Ok(())
+    }
+
+    /// `kms inventory verify`: check every tagged row and name the bad ones.
+    pub fn inventory_verify(
+        &self,
+        caller: &super::Caller,
+    ) -> Result<InventoryVerification, EngineError> {
+        self.audited(caller, "inventory.verify", None, |note| {
+            super::policy::require_role(
+                &self.inventory,
+                caller,
+                &[
+                    crate::model::Role::SecurityOfficer,
+                    crate::model::Role::Auditor,
+                ],
+                "verify the inventory",
+            )?;
+            let (rows_checked, bad) = self.inventory.verify_rows()?;
+            let detail = if bad.is_empty() {
+                format!("{rows_checked} rows checked, all intact")
+            } else {
+                format!(
+                    "{rows_checked} rows checked, {} failed: {}",
+                    bad.len(),
+                    bad.iter()
+                        .map(|b| b.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            };
+            note.detail = Some(detail);
+            Ok(InventoryVerification { rows_checked, bad })
+        })
+    }
+
+    /// `testing` builds only: re-tag every row as it reads now (tests that simulate the passing
+    /// of time by editing rows re-seal them this way).
+    #[cfg(feature = "testing")]
+    pub fn retag_for_tests(&self) -> Result<usize, EngineError> {
+        Ok(self.inventory.retag_all_for_tests()?)
+    }
+}
