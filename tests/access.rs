@@ -202,6 +202,7 @@ fn expired_and_lapsed_grants_deny_use_and_recertification_restores_it() -> TestR
     let soon = (time::OffsetDateTime::now_utc() + time::Duration::days(3))
         .format(&time::format_description::well_known::Rfc3339)?;
     db.execute("UPDATE grants SET review_due = ?1", [&soon])?;
+    env.retag()?; // simulated time: kms would rightly refuse a row edited outside it
     let o = env.ok(&["access", "review"])?;
     assert!(stdout(&o).contains(&gid), "{}", stdout(&o));
     assert_fails(
@@ -214,6 +215,7 @@ fn expired_and_lapsed_grants_deny_use_and_recertification_restores_it() -> TestR
     assert!(sign_as(&env, "carol")?.status.success());
     // Not re-certified by the deadline: lapsed, refused, and final (a new request is needed).
     db.execute("UPDATE grants SET review_due = '2020-01-01T00:00:00Z'", [])?;
+    env.retag()?; // simulated time: kms would rightly refuse a row edited outside it
     assert_fails(&sign_as(&env, "carol")?, 4, &["lapsed", "not re-certified"]);
     let o = env.ok(&["access", "review"])?;
     assert!(stdout(&o).contains("LAPSED"), "{}", stdout(&o));
@@ -224,6 +226,7 @@ fn expired_and_lapsed_grants_deny_use_and_recertification_restores_it() -> TestR
     );
 
     db.execute("UPDATE grants SET not_after = '2020-01-01T00:00:00Z'", [])?;
+    env.retag()?; // simulated time: kms would rightly refuse a row edited outside it
     assert_fails(&sign_as(&env, "carol")?, 4, &["expired"]);
     Ok(())
 }

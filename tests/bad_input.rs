@@ -123,8 +123,8 @@ fn duplicate_key_name_is_refused_before_the_token_is_touched() -> TestResult {
     env.create("k1", "ec-p384", "sign,verify")?;
     let before = snapshot(&env)?;
     assert_eq!(
-        before.primary, 4,
-        "an ec-p384 key is a public + private object (plus the audit key's two)"
+        before.primary, 6,
+        "an ec-p384 key is a public + private object (plus the audit and integrity keys' two each)"
     );
 
     let out = try_create(&env, "k1", "ec-p384", "sign,verify", &[])?;
@@ -692,7 +692,7 @@ fn failed_activation_destroys_the_generated_key() -> TestResult {
     let before = snapshot(&env)?; // also creates the inventory file
     sqlite(
         &env,
-        "CREATE TRIGGER fail_activate BEFORE UPDATE ON key_versions \
+        "CREATE TRIGGER fail_activate BEFORE UPDATE OF state ON key_versions \
          BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
     )?;
     let out = try_create(&env, "half", "ec-p384", "sign,verify", &[])?;
@@ -722,7 +722,7 @@ fn failed_activation_and_cleanup_leaves_a_pending_version_reconcile_reports() ->
     let before = snapshot(&env)?;
     sqlite(
         &env,
-        "CREATE TRIGGER fail_activate BEFORE UPDATE ON key_versions \
+        "CREATE TRIGGER fail_activate BEFORE UPDATE OF state ON key_versions \
          BEGIN SELECT RAISE(ABORT, 'injected failure'); END; \
          CREATE TRIGGER fail_delete BEFORE DELETE ON key_versions \
          BEGIN SELECT RAISE(ABORT, 'injected'); END;",

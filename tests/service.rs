@@ -190,6 +190,7 @@ async fn grants_are_enforced_and_refusals_audited() -> TestResult {
         )?;
         assert_eq!(n, 1, "grant {sign_grant} not found in the database");
     }
+    svc.env.retag()?; // simulated time: kms would rightly refuse a row edited outside it
     expect(
         &sign_msg(&mut c, "sig", b"m").await?,
         403,

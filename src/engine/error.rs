@@ -14,7 +14,7 @@ pub enum EngineError {
     #[error(transparent)]
     Hsm(#[from] HsmError),
     #[error(transparent)]
-    Inventory(#[from] InventoryError),
+    Inventory(InventoryError),
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
     #[error(transparent)]
@@ -70,6 +70,26 @@ pub enum Refusal {
     KeyExpired,
     /// The key (version) is not in a state that allows this.
     KeyState,
+    /// An inventory row this decision relies on fails its HSM-made integrity tag: it was
+    /// written or changed outside kms, and is not honoured.
+    InventoryTampered,
+}
+
+impl From<InventoryError> for EngineError {
+    /// A row that fails its integrity check is a refusal (the row was not made by kms), audited
+    /// as a denial like every other; everything else keeps its inventory cause.
+    fn from(e: InventoryError) -> Self {
+        match e {
+            InventoryError::Tampered(bad) => EngineError::Denied(
+                Refusal::InventoryTampered,
+                format!(
+                    "the {} row {} was not made by kms ({}); it is not honoured. The inventory file was changed outside kms: `kms inventory verify` lists every such row; restore the file from a backup (kms backup import) or undo the change",
+                    bad.table, bad.row, bad.why
+                ),
+            ),
+            other => EngineError::Inventory(other),
+        }
+    }
 }
 
 impl Refusal {
@@ -90,6 +110,7 @@ impl Refusal {
             Refusal::UsageNotAllowed => "usage-not-allowed",
             Refusal::KeyExpired => "key-expired",
             Refusal::KeyState => "key-state",
+            Refusal::InventoryTampered => "inventory-tampered",
         }
     }
 }
@@ -137,7 +158,6 @@ impl EngineError {
             EngineError::Envelope(_) => "bad-ciphertext",
             EngineError::Inventory(InventoryError::DuplicateName(_)) => "duplicate-name",
             EngineError::Inventory(InventoryError::NoSuchKey(_)) => "key-not-found",
-            EngineError::Inventory(InventoryError::Tampered(_)) => "inventory-tampered",
             EngineError::Inventory(InventoryError::IntegrityUnavailable { config: true, .. }) => {
                 "config-mismatch"
             }

@@ -229,10 +229,23 @@ impl Engine {
         let key = match key {
             Some(k) => k,
             None => {
-                // The inventory has no record of the key. If a token holds one, the inventory
-                // was replaced or edited: refuse everything rather than make a new key and
-                // bless whatever the file now says.
-                for name in self.hsm.names().map(str::to_owned).collect::<Vec<_>>() {
+                // The inventory has no record of the key. If it holds keys and a token holds an
+                // integrity key, rows were deleted behind kms's back: refuse everything rather
+                // than make a new key and bless whatever the file now says. (An inventory
+                // without keys is a fresh start — e.g. before `kms backup import` — and an
+                // inventory from before issue 17 has keys but no integrity key anywhere.)
+                let has_keys = !self
+                    .inventory
+                    .keys(&crate::inventory::KeyFilter::default())?
+                    .is_empty();
+                for name in self
+                    .hsm
+                    .names()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .filter(|_| has_keys)
+                {
                     let Ok(token) = self.hsm.token(&name) else {
                         continue;
                     };

@@ -96,7 +96,8 @@ impl From<EngineError> for Problem {
                     | Refusal::ReviewLapsed
                     | Refusal::SourceNotAllowed
                     | Refusal::SeparationOfDuties
-                    | Refusal::BadSignature => S::FORBIDDEN,
+                    | Refusal::BadSignature
+                    | Refusal::InventoryTampered => S::FORBIDDEN,
                     Refusal::NotSupported
                     | Refusal::UsageNotAllowed
                     | Refusal::KeyExpired
