@@ -24,6 +24,9 @@ pub struct AuditVerification {
     /// altered, removed or inserted.
     pub problems: Vec<String>,
     pub ok: bool,
+    /// How the checks were made where it matters (e.g. the audit key read from its backup copy
+    /// or from the inventory because its token is unavailable). Not problems.
+    pub notes: Vec<String>,
 }
 
 /// Problems found, each with the record it is about (for the order of the report).
@@ -236,6 +239,7 @@ impl Engine {
         public_key_pem: Option<&str>,
         checkpoints: &[AuditCheckpoint],
         p: &mut Problems,
+        notes: &mut Vec<String>,
     ) -> Result<HashMap<u32, Option<p384::ecdsa::VerifyingKey>>, EngineError> {
         let mut versions: BTreeSet<u32> = checkpoints.iter().map(|c| c.key_version).collect();
         if let Ok(k) = self.inventory.key(AUDIT_KEY) {
@@ -269,19 +273,81 @@ impl Engine {
                     }
                     p384::ecdsa::VerifyingKey::from_public_key_der(&der).ok()
                 }
-                Err(e) => {
-                    p.push(
-                        0,
-                        format!(
-                            "checkpoints signed by {AUDIT_KEY} v{v} cannot be checked: {e}; verify with --pubkey and the audit key kept outside the KMS"
-                        ),
-                    );
-                    None
-                }
+                Err(e) => match self.audit_key_elsewhere(v) {
+                    Ok((der, source)) => {
+                        notes.push(format!(
+                            "the token holding {AUDIT_KEY} v{v} is unavailable ({e}); checkpoints signed by it were checked with its public half {source}"
+                        ));
+                        p384::ecdsa::VerifyingKey::from_public_key_der(&der).ok()
+                    }
+                    Err(why) => {
+                        p.push(
+                            0,
+                            format!(
+                                "checkpoints signed by {AUDIT_KEY} v{v} cannot be checked: {e}; {why}; verify with --pubkey and the audit key kept outside the KMS"
+                            ),
+                        );
+                        None
+                    }
+                },
             };
             keys.insert(v, vk);
         }
         Ok(keys)
+    }
+
+    /// Version `version` of the audit key's public half when its own token is gone: from a
+    /// backup copy the inventory records (read from that token; the copy must carry the audit
+    /// key's label and agree with the inventory), else the copy the inventory stored when the
+    /// key was created. Returns the SPKI DER and where it came from.
+    fn audit_key_elsewhere(&self, version: u32) -> Result<(Vec<u8>, String), String> {
+        let key = self
+            .inventory
+            .key(AUDIT_KEY)
+            .map_err(|e| format!("the audit key is not in the inventory ({e})"))?;
+        let v = key
+            .version(version)
+            .ok_or_else(|| format!("the inventory has no version {version} of the audit key"))?;
+        let stored = v.public_key.clone();
+        let label = format!("kms:{AUDIT_KEY}:");
+        for c in &v.copies {
+            let Ok(token) = self.hsm.token(&c.token) else {
+                continue;
+            };
+            if token.serial() != c.token_serial {
+                continue;
+            }
+            let labelled = token.list_objects().is_ok_and(|objects| {
+                objects
+                    .iter()
+                    .any(|o| o.id == c.object_id && o.label.starts_with(&label))
+            });
+            if !labelled {
+                continue;
+            }
+            if let Ok(der) = token.public_key(&c.object_id, KeyType::EcP384) {
+                if stored.as_deref().is_some_and(|s| s != der.as_slice()) {
+                    return Err(format!(
+                        "its backup copy on token '{}' (serial {}) differs from the inventory's copy: one of them was replaced",
+                        c.token, c.token_serial
+                    ));
+                }
+                return Ok((
+                    der,
+                    format!(
+                        "read from its backup copy on token '{}' (serial {})",
+                        c.token, c.token_serial
+                    ),
+                ));
+            }
+        }
+        match stored {
+            Some(der) => Ok((
+                der,
+                "recorded in the inventory when the key was created (kept by kms, not read from an HSM: for proof independent of this host, verify with --pubkey and the audit key kept outside the KMS)".to_owned(),
+            )),
+            None => Err("no backup copy answers and the inventory holds no copy of its public half".to_owned()),
+        }
     }
 
     /// Check the whole chain, every checkpoint, the chain of checkpoints and their records.
@@ -320,7 +386,8 @@ impl Engine {
         let mut p = Problems::default();
         let hashes = check_chain(&chain, start, &mut p);
         let head = chain.last().map(|r| r.seq).unwrap_or(0);
-        let keys = self.checkpoint_keys(public_key_pem, &checkpoints, &mut p)?;
+        let mut notes = Vec::new();
+        let keys = self.checkpoint_keys(public_key_pem, &checkpoints, &mut p, &mut notes)?;
 
         // The checkpoints' own records in the trail, by checkpoint id.
         let mut recorded: HashMap<i64, (i64, CheckpointDetail)> = HashMap::new();
@@ -621,6 +688,7 @@ impl Engine {
             valid_checkpoints: valid,
             ok: problems.is_empty(),
             problems,
+            notes,
         })
     }
 }
