@@ -8,6 +8,7 @@ mod common;
 use common::*;
 
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::SystemTime;
 
 /// The `token.object` file of the token labelled `label` (its label is stored in the file).
@@ -111,6 +112,66 @@ fn emptied_primary_token_file_is_named_with_the_restore_command() -> TestResult 
         v["valid_checkpoints"].as_u64().is_some_and(|n| n > 0),
         "{v}"
     );
+
+    // The advice works as given: the damaged directory moved out, a fresh token with the same
+    // label and PINs, the restore ceremony and restore; the key signs again, all agree.
+    let mv = err
+        .split("(`mv ")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .ok_or("no mv command in the advice")?;
+    let (from, to) = mv.split_once(' ').ok_or("mv FROM TO")?;
+    std::fs::rename(from, to)?;
+    let o = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", env.softhsm_conf())
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "kms-primary",
+            "--so-pin",
+        ])
+        .arg(std::fs::read_to_string(
+            env.path("pins/kms-primary.so-pin"),
+        )?)
+        .arg("--pin")
+        .arg(env.user_pin("kms-primary")?)
+        .output()?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    env.ok(&[
+        "--reason",
+        "INC-17 restore",
+        "backup",
+        "init",
+        "--from",
+        "backup",
+        "--to",
+        "primary",
+    ])?;
+    env.ok(&[
+        "--reason",
+        "INC-17 restore",
+        "backup",
+        "restore",
+        "--from",
+        "backup",
+        "--to",
+        "primary",
+    ])?;
+    let msg = env.write("msg", b"after the restore")?;
+    env.ok(&[
+        "key",
+        "sign",
+        "k",
+        "--in",
+        path(&msg)?,
+        "--out",
+        path(&env.path("sig"))?,
+    ])?;
+    env.ok(&["token", "list"])?;
+    env.ok(&["reconcile"])?;
+    let o = env.ok(&["audit", "verify"])?;
+    assert!(!stdout(&o).contains("note:"), "{}", stdout(&o));
     Ok(())
 }
 

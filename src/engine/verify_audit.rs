@@ -275,8 +275,9 @@ impl Engine {
                 }
                 Err(e) => match self.audit_key_elsewhere(v) {
                     Ok((der, source)) => {
+                        tracing::warn!(key = AUDIT_KEY, version = v, error = %e, "the audit key's token is unavailable");
                         notes.push(format!(
-                            "the token holding {AUDIT_KEY} v{v} is unavailable ({e}); checkpoints signed by it were checked with its public half {source}"
+                            "the token holding {AUDIT_KEY} v{v} is unavailable (`kms token list` says why and how to restore it); checkpoints signed by it were checked with its public half {source}"
                         ));
                         p384::ecdsa::VerifyingKey::from_public_key_der(&der).ok()
                     }

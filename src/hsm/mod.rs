@@ -214,9 +214,16 @@ impl Hsm {
             advice.push_str(&format!(
                 ". The token store of {conf} has a damaged token file: {files}. SoftHSM2 rewrites that file at every login, and a process killed during the write leaves it empty, so the token (and every key on it) no longer appears"
             ));
-            let dir = damaged
+            // Out of the token directory, or SoftHSM2 (and this check) would still see it.
+            let (dir, aside) = damaged
                 .first()
-                .map(|d| d.dir.display().to_string())
+                .map(|d| {
+                    let aside = match (d.dir.parent().and_then(|p| p.parent()), d.dir.file_name()) {
+                        (Some(up), Some(n)) => up.join(format!("{}.damaged", n.to_string_lossy())),
+                        _ => d.dir.with_extension("damaged"),
+                    };
+                    (d.dir.display().to_string(), aside.display().to_string())
+                })
                 .unwrap_or_default();
             let init = match self.configs.get(&token).map(|c| &c.selector) {
                 Some(crate::config::TokenSelector::Label(l)) => format!(
@@ -227,7 +234,7 @@ impl Hsm {
                 ),
             };
             let fresh =
-                format!("move the damaged directory aside (`mv {dir} {dir}.damaged`), {init}");
+                format!("move the damaged directory out of the token directory (`mv {dir} {aside}`), {init}");
             match self.backup.as_deref() {
                 Some(backup) if backup != token => advice.push_str(&format!(
                     ". To recover: {fresh}, then restore its keys from the backup token: `kms backup init --from {backup} --to {token}` and `kms backup restore --from {backup} --to {token}`; afterwards pair it again with `kms backup init && kms backup sync`. Without a usable backup token, `kms backup import FILE` puts the keys back from the latest offline backup file"
