@@ -168,6 +168,9 @@ fn emptied_primary_token_file_is_named_with_the_restore_command() -> TestResult 
         "--out",
         path(&env.path("sig"))?,
     ])?;
+    env.ok(&["--reason", "INC-17 restore", "backup", "init"])?;
+    env.ok(&["backup", "sync"])?;
+    env.create("k2", "ec-p384", "sign,verify")?; // copied to the backup again
     env.ok(&["token", "list"])?;
     env.ok(&["reconcile"])?;
     let o = env.ok(&["audit", "verify"])?;
