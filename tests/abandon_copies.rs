@@ -207,3 +207,43 @@ fn reconcile_reports_and_repair_removes_leftovers_never_live_keys() -> TestResul
     );
     Ok(())
 }
+
+#[test]
+fn abandon_keeps_the_key_while_a_token_that_may_hold_a_copy_is_unreachable() -> TestResult {
+    let env = Env::new()?;
+    paired(&env)?;
+    kill_at(
+        &env,
+        "create:copied",
+        &create_args("lost", "ec-p384", "sign,verify", &["--reason", "CHG-17"]),
+    )?;
+    let id = env.object_id("lost")?;
+    let cfg = std::fs::read_to_string(env.config())?;
+    let broken = env.write(
+        "broken.toml",
+        cfg.replace("label = \"kms-backup\"", "label = \"kms-elsewhere\"")
+            .as_bytes(),
+    )?;
+    let o = env
+        .kms_with_config(&broken)
+        .args(["key", "abandon", "lost"])
+        .output()?;
+    assert_fails(
+        &o,
+        6,
+        &[
+            "may have a copy on token 'backup'",
+            "run `kms key abandon lost` again",
+        ],
+    );
+    assert!(
+        on_token(&env, "kms-backup", &id)?,
+        "the copy is still there"
+    );
+    env.ok(&["key", "show", "lost"])?; // the rows are kept for the re-run
+
+    env.ok(&["key", "abandon", "lost"])?;
+    assert!(!on_token(&env, "kms-primary", &id)? && !on_token(&env, "kms-backup", &id)?);
+    env.ok(&["reconcile"])?;
+    Ok(())
+}

@@ -465,15 +465,20 @@ impl Engine {
             // records, and every other configured token (a creation killed after its backup copy
             // was made but before activation recorded it leaves an unrecorded copy). The rows go
             // only once a CKA_ID search finds nothing left anywhere, so a failure can be re-run.
+            let pairs = self.inventory.backup_pairs()?;
             let mut destroyed = 0;
             let mut places: Vec<String> = Vec::new();
             for v in &key.versions {
                 let n = self.token_for(v)?.destroy(&v.object_id)?;
                 destroyed += n;
                 places.push(format!("'{}' v{}: {n}", v.token, v.version));
+                // Tokens that may hold a copy: the recorded ones, and the backup token when a
+                // pairing from this version's token exists (the copy precedes its record).
                 let mut required: Vec<&str> = v.copies.iter().map(|c| c.token.as_str()).collect();
                 if let Some(b) = &self.config.backup {
-                    required.push(b.token.as_str());
+                    if pairs.iter().any(|p| p.from_serial == v.token_serial) {
+                        required.push(b.token.as_str());
+                    }
                 }
                 let names: Vec<String> = self.hsm.names().map(str::to_owned).collect();
                 for name in names.iter().filter(|n| **n != v.token) {
