@@ -242,7 +242,7 @@ impl Engine {
                 let named = self
                     .hsm
                     .describe(&name)
-                    .is_ok_and(|d| header.seal_tokens.iter().any(|s| *s == d.serial));
+                    .is_ok_and(|d| header.seal_tokens.contains(&d.serial));
                 if !named {
                     continue;
                 }
