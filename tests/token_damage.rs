@@ -209,3 +209,24 @@ fn audit_verify_without_the_token_uses_the_inventory_copy_and_says_so() -> TestR
     );
     Ok(())
 }
+
+#[test]
+fn an_audit_key_missing_from_a_present_token_is_a_finding_not_a_fallback() -> TestResult {
+    let env = Env::new()?;
+    paired(&env)?;
+    let id = env.object_id("kms-audit")?;
+    for class in ["pubkey", "privkey"] {
+        let o = env.pkcs11_tool(
+            "kms-primary",
+            &["--delete-object", "--type", class, "--id", &id],
+        )?;
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    // The token is there; its audit key is not: the backup copy must not paper over that.
+    let o = env.run(&["audit", "verify"])?;
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("cannot be checked"), "{out}");
+    assert!(!out.contains("note:"), "{out}");
+    Ok(())
+}

@@ -273,6 +273,17 @@ impl Engine {
                     }
                     p384::ecdsa::VerifyingKey::from_public_key_der(&der).ok()
                 }
+                Err(e) if !self.audit_token_gone(v) => {
+                    // The token answers but the key is not as recorded (missing, or another
+                    // key's object): that is a finding, never a reason to look elsewhere.
+                    p.push(
+                        0,
+                        format!(
+                            "checkpoints signed by {AUDIT_KEY} v{v} cannot be checked: {e}; verify with --pubkey and the audit key kept outside the KMS"
+                        ),
+                    );
+                    None
+                }
                 Err(e) => match self.audit_key_elsewhere(v) {
                     Ok((der, source)) => {
                         tracing::warn!(key = AUDIT_KEY, version = v, error = %e, "the audit key's token is unavailable");
@@ -295,6 +306,26 @@ impl Engine {
             keys.insert(v, vk);
         }
         Ok(keys)
+    }
+
+    /// Whether the token that holds version `version` of the audit key cannot be opened at all
+    /// (not found — e.g. its SoftHSM2 file was emptied — or its module does not load).
+    fn audit_token_gone(&self, version: u32) -> bool {
+        use crate::hsm::HsmError as H;
+        let Some(v) = self
+            .inventory
+            .key(AUDIT_KEY)
+            .ok()
+            .and_then(|k| k.version(version).cloned())
+        else {
+            return false;
+        };
+        matches!(
+            self.token_for(&v),
+            Err(EngineError::Hsm(
+                H::TokenNotFound { .. } | H::ModuleLoad { .. } | H::ModuleInit { .. }
+            ))
+        )
     }
 
     /// Version `version` of the audit key's public half when its own token is gone: from a
