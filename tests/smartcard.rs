@@ -613,7 +613,12 @@ fn the_same_card_works_through_opensc_pkcs11() -> TestResult {
             "{cfg}\n[tokens.card]\nmodule = \"{module}\"\nlabel = \"kms approval key of erin\"\nuser_pin = \"env:CARD_PIN\"\nsessions = 1\n"
         ),
     )?;
-    let o = kms_pin(&env, OFFICER, PIN, &["token", "list", "--json"])?;
+    let o = kms_pin(
+        &env,
+        OFFICER,
+        PIN,
+        &["token", "list", "--json", "--objects"],
+    )?;
     assert!(o.status.success(), "{}", stderr(&o));
     let tokens: Value = serde_json::from_slice(&o.stdout)?;
     let card_token = tokens

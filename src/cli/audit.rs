@@ -136,6 +136,9 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: AuditCmd) -> Result<(), CliErr
                 for p in &v.problems {
                     println!("  {p}");
                 }
+                for n in &v.notes {
+                    println!("  note: {n}");
+                }
             }
             if v.ok {
                 if !json {

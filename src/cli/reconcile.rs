@@ -12,7 +12,8 @@ pub struct ReconcileArgs {
     #[arg(long)]
     json: bool,
     /// First finish or roll back the procedures (rotation, destruction, disposal) a crash left
-    /// unfinished.
+    /// unfinished, and remove the token objects of creations that never activated (never a live
+    /// version's object).
     #[arg(long)]
     repair: bool,
 }
@@ -34,6 +35,15 @@ pub fn run(engine: &Engine, caller: &Caller, args: ReconcileArgs) -> Result<(), 
                 "{} procedure(s) could not be repaired",
                 r.failed.len()
             )));
+        }
+        let left = engine.remove_leftovers(caller)?;
+        for (token, id, label, n) in &left.removed {
+            eprintln!(
+                "repair: removed     {n} object(s) CKA_ID {id} (label '{label}') from token '{token}': left by a creation that never activated"
+            );
+        }
+        for (token, why) in &left.unreachable {
+            eprintln!("repair: not checked token '{token}': {why}");
         }
     }
     let report = engine.reconcile(caller)?;
@@ -90,6 +100,9 @@ fn describe(f: &Finding) -> String {
         }
         Finding::VersionUnchecked { key, version, token, token_serial } => format!(
             "unchecked: key '{key}' v{version} lives on token '{token}' (serial {token_serial}), which no reachable config entry points at"
+        ),
+        Finding::LeftoverObject { token, cka_id, label, class } => format!(
+            "leftover object: token '{token}' holds a {class} with CKA_ID {cka_id} (label '{label}') made by a creation that never activated and is in no inventory row; `kms reconcile --repair` removes it"
         ),
         Finding::SameToken { tokens, serial } => format!(
             "config entries {} all point at the same token (serial {serial})",

@@ -237,6 +237,15 @@ impl Engine {
             let mut tried = Vec::new();
             let names: Vec<String> = self.hsm.names().map(str::to_owned).collect();
             for name in names {
+                // Which token is which is read without a login: only a token the header names
+                // is logged in to.
+                let named = self
+                    .hsm
+                    .describe(&name)
+                    .is_ok_and(|d| header.seal_tokens.contains(&d.serial));
+                if !named {
+                    continue;
+                }
                 let Ok(t) = self.hsm.token(&name) else { continue };
                 if !header.seal_tokens.iter().any(|s| s == t.serial()) {
                     continue;

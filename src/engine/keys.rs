@@ -203,6 +203,7 @@ impl Engine {
                 }
                 Err(e) => return Err(self.copy_failed(caller, &key_id, &req.name, e)),
             };
+            crate::clock::failpoint("create:copied");
             if let Some(c) = &copy {
                 entry.detail = entry.detail.take().map(|d| {
                     format!(
@@ -460,13 +461,65 @@ impl Engine {
                     format!("key '{name}' has a finished version; only an unfinished creation can be abandoned"),
                 ));
             }
+            // Every copy on every token: the version's own token, the copies the inventory
+            // records, and every other configured token (a creation killed after its backup copy
+            // was made but before activation recorded it leaves an unrecorded copy). The rows go
+            // only once a CKA_ID search finds nothing left anywhere, so a failure can be re-run.
+            let pairs = self.inventory.backup_pairs()?;
             let mut destroyed = 0;
+            let mut places: Vec<String> = Vec::new();
             for v in &key.versions {
-                destroyed += self.token_for(v)?.destroy(&v.object_id)?;
+                let n = self.token_for(v)?.destroy(&v.object_id)?;
+                destroyed += n;
+                places.push(format!("'{}' v{}: {n}", v.token, v.version));
+                // Tokens that may hold a copy: the recorded ones, and the backup token when a
+                // pairing from this version's token exists (the copy precedes its record).
+                let mut required: Vec<&str> = v.copies.iter().map(|c| c.token.as_str()).collect();
+                if let Some(b) = &self.config.backup {
+                    if pairs.iter().any(|p| p.from_serial == v.token_serial) {
+                        required.push(b.token.as_str());
+                    }
+                }
+                let names: Vec<String> = self.hsm.names().map(str::to_owned).collect();
+                for name in names.iter().filter(|n| **n != v.token) {
+                    let token = match self.hsm.token(name) {
+                        Ok(t) => t,
+                        Err(e) if required.contains(&name.as_str()) => {
+                            return Err(EngineError::Incomplete(format!(
+                                "key '{name_k}' v{ver} may have a copy on token '{name}', which cannot be opened ({e}); nothing was removed from the inventory: make the token available and run `kms key abandon {name_k}` again",
+                                name_k = key.name,
+                                ver = v.version
+                            )));
+                        }
+                        Err(e) => {
+                            tracing::warn!(token = %name, error = %e, "abandon: token not reachable; it holds no recorded copy");
+                            places.push(format!("'{name}' not reachable (no recorded copy)"));
+                            continue;
+                        }
+                    };
+                    let n = token.destroy(&v.object_id)?;
+                    destroyed += n;
+                    if n > 0 || required.contains(&name.as_str()) {
+                        places.push(format!("'{name}' v{}: {n}", v.version));
+                    }
+                    if token.exists(&v.object_id)? {
+                        return Err(EngineError::Incomplete(format!(
+                            "token '{name}' still holds CKA_ID {} after destroying it; key '{}' stays in the inventory, run `kms key abandon {}` again",
+                            v.object_id, key.name, key.name
+                        )));
+                    }
+                }
+                if self.token_for(v)?.exists(&v.object_id)? {
+                    return Err(EngineError::Incomplete(format!(
+                        "token '{}' still holds CKA_ID {} after destroying it; key '{}' stays in the inventory, run `kms key abandon {}` again",
+                        v.token, v.object_id, key.name, key.name
+                    )));
+                }
             }
             let grants = self.inventory.delete_pending_key(&key.id)?;
             note.detail = Some(format!(
-                "abandoned unfinished key; destroyed {destroyed} token object(s); removed {grants} grant(s) that named it"
+                "abandoned unfinished key; destroyed {destroyed} token object(s) ({}), none left under its CKA_IDs on any reachable token; removed {grants} grant(s) that named it",
+                places.join(", ")
             ));
             Ok(destroyed)
         })

@@ -41,7 +41,7 @@ pub use procedures::{
     disposal_message, CompromiseReport, DestructionReport, DisposalEvidence, DueReport,
     RepairReport, RotationReport, RotationStatus, UsageSummary,
 };
-pub use reconcile::{Finding, ReconcileReport};
+pub use reconcile::{Finding, LeftoverRemoval, ReconcileReport};
 pub use requests::{
     approval_message, recertify_message, CardAccess, RequestEvidence, RequestInput, Step,
     StepEvidence,

@@ -67,6 +67,159 @@ pub enum Finding {
     },
     /// Two config entries that resolve to the same physical token.
     SameToken { tokens: Vec<String>, serial: String },
+    /// An object kms made for a creation (or rotation) that never activated and whose inventory
+    /// rows are gone: labelled as kms's, its CKA_ID named by a creation intent in this trail,
+    /// and no live version's. `kms reconcile --repair` removes it.
+    LeftoverObject {
+        token: String,
+        cka_id: ObjectId,
+        label: String,
+        class: String,
+    },
+}
+
+/// What `kms reconcile --repair` did with objects left by creations that never activated.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct LeftoverRemoval {
+    /// (token, CKA_ID, label, objects destroyed), each validated absent afterwards.
+    pub removed: Vec<(String, ObjectId, String, usize)>,
+    /// Tokens that could not be checked, with why.
+    pub unreachable: Vec<(String, String)>,
+}
+
+/// The inventory's view of which objects are live, for telling leftovers from keys.
+struct Live {
+    /// CKA_IDs of every version not destroyed (pending included: abandon owns those), every
+    /// recorded copy, and the key ceremonies' objects.
+    ids: BTreeSet<ObjectId>,
+    /// `kms:NAME:vN` of every version not destroyed.
+    labels: BTreeSet<String>,
+    /// CKA_IDs (hex) that a creation or rotation intent in the audit trail names.
+    intended: BTreeSet<String>,
+}
+
+impl Live {
+    /// Whether `o` is an object kms made for a creation that never activated: not live by
+    /// CKA_ID, labelled `kms:NAME:vN` (not a ceremony's `kms:backup:` object) but not as a live
+    /// version, and its CKA_ID named by an intent record of this installation's trail.
+    fn leftover(&self, o: &crate::hsm::TokenObject) -> bool {
+        if self.ids.contains(&o.id) || o.id.0.is_empty() {
+            return false;
+        }
+        let Some(rest) = o.label.strip_prefix("kms:") else {
+            return false;
+        };
+        let Some((name, version)) = rest.rsplit_once(":v") else {
+            return false;
+        };
+        if name.is_empty() || name == "backup" || version.parse::<u32>().is_err() {
+            return false;
+        }
+        !self.labels.contains(&o.label) && self.intended.contains(&o.id.to_hex())
+    }
+}
+
+impl Engine {
+    fn live_objects(&self) -> Result<Live, EngineError> {
+        let mut live = Live {
+            ids: BTreeSet::new(),
+            labels: BTreeSet::new(),
+            intended: BTreeSet::new(),
+        };
+        for key in self.inventory.keys(&KeyFilter::default())? {
+            for v in key.versions.iter().filter(|v| !v.state.is_destroyed()) {
+                live.ids.insert(v.object_id.clone());
+                live.ids
+                    .extend(v.copies.iter().map(|c| c.object_id.clone()));
+                live.labels
+                    .insert(format!("kms:{}:v{}", key.name, v.version));
+            }
+        }
+        for p in self.inventory.backup_pairs()? {
+            live.ids.insert(p.kek_id.clone());
+            live.ids.insert(p.transport_id.clone());
+        }
+        for r in self.inventory.audit_chain()? {
+            let Some(detail) = r.detail.as_deref() else {
+                continue;
+            };
+            if !detail.starts_with("about to generate") {
+                continue;
+            }
+            if let Some(hex) = detail.split("as cka_id=").nth(1) {
+                let hex: String = hex.chars().take_while(char::is_ascii_hexdigit).collect();
+                live.intended.insert(hex);
+            }
+        }
+        Ok(live)
+    }
+
+    /// Destroy, on every configured token, the objects left by creations that never activated
+    /// (see [`Finding::LeftoverObject`]); never a live version's object. Each removal is
+    /// validated by a CKA_ID search and named in the audit record.
+    pub fn remove_leftovers(&self, caller: &Caller) -> Result<LeftoverRemoval, EngineError> {
+        self.audited(caller, "inventory.remove-leftovers", None, |note| {
+            super::policy::require_role(
+                &self.inventory,
+                caller,
+                &[Role::SecurityOfficer],
+                "remove objects left by unfinished creations",
+            )?;
+            let live = self.live_objects()?;
+            let mut report = LeftoverRemoval::default();
+            let names: Vec<String> = self.hsm.names().map(str::to_owned).collect();
+            let mut failure = None;
+            for name in names {
+                let listed = self
+                    .hsm
+                    .token(&name)
+                    .and_then(|t| t.list_objects().map(|o| (t, o)));
+                let (token, objects) = match listed {
+                    Ok(x) => x,
+                    Err(e) => {
+                        report.unreachable.push((name.clone(), e.to_string()));
+                        continue;
+                    }
+                };
+                let mut done: BTreeSet<&ObjectId> = BTreeSet::new();
+                for o in objects.iter().filter(|o| live.leftover(o)) {
+                    if !done.insert(&o.id) {
+                        continue;
+                    }
+                    let n = token.destroy(&o.id)?;
+                    if token.exists(&o.id)? {
+                        failure = Some(format!(
+                            "token '{name}' still holds CKA_ID {} after destroying it",
+                            o.id
+                        ));
+                        continue;
+                    }
+                    report
+                        .removed
+                        .push((name.clone(), o.id.clone(), o.label.clone(), n));
+                }
+            }
+            let removed = report
+                .removed
+                .iter()
+                .map(|(t, id, label, n)| format!("'{t}' cka_id={id} '{label}' ({n} object(s))"))
+                .collect::<Vec<_>>();
+            note.detail = Some(if removed.is_empty() {
+                "no objects left by unfinished creations".to_owned()
+            } else {
+                format!(
+                    "removed objects left by creations that never activated, validated absent: {}",
+                    removed.join(", ")
+                )
+            });
+            match failure {
+                Some(f) => Err(EngineError::Incomplete(format!(
+                    "{f}; run `kms reconcile --repair` again"
+                ))),
+                None => Ok(report),
+            }
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,6 +247,7 @@ impl Engine {
                 objects_checked: 0,
                 findings: Vec::new(),
             };
+            let live = self.live_objects()?;
             let names: Vec<String> = self.hsm.names().map(str::to_owned).collect();
             let mut serials: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for name in names {
@@ -202,7 +356,14 @@ impl Engine {
                             .entry((o.label.as_str(), o.class.as_str()))
                             .or_default() += 1;
                     }
-                    if !known.contains(&o.id) && orphans.insert(&o.id) {
+                    if !known.contains(&o.id) && live.leftover(o) && orphans.insert(&o.id) {
+                        report.findings.push(Finding::LeftoverObject {
+                            token: name.clone(),
+                            cka_id: o.id.clone(),
+                            label: o.label.clone(),
+                            class: o.class.clone(),
+                        });
+                    } else if !known.contains(&o.id) && orphans.insert(&o.id) {
                         report.findings.push(Finding::OrphanObject {
                             token: name.clone(),
                             cka_id: o.id.clone(),

@@ -24,7 +24,16 @@ pub struct TokenStatus {
 impl Engine {
     /// Every configured token: found? logged in? how many objects? One token's failure is
     /// reported in its row and does not hide the others.
-    pub fn token_status(&self, caller: &Caller) -> Result<Vec<TokenStatus>, EngineError> {
+    ///
+    /// Without `count_objects` no token is logged in to: the token info is read without a
+    /// login (SoftHSM2 rewrites its token file at every login, and a process killed during that
+    /// write destroys the token). `logged_in` then says whether this process already holds a
+    /// login. With `count_objects` each token is logged in to and its objects counted.
+    pub fn token_status(
+        &self,
+        caller: &Caller,
+        count_objects: bool,
+    ) -> Result<Vec<TokenStatus>, EngineError> {
         self.audited(caller, "token.list", None, |note| {
             super::policy::require_role(
                 &self.inventory,
@@ -62,6 +71,11 @@ impl Engine {
                         continue;
                     }
                 }
+                if !count_objects {
+                    status.logged_in = self.hsm.is_open(name);
+                    out.push(status);
+                    continue;
+                }
                 match self.hsm.token(name).and_then(|t| t.list_objects()) {
                     Ok(objects) => {
                         status.logged_in = true;
@@ -71,8 +85,13 @@ impl Engine {
                 }
                 out.push(status);
             }
+            let found = out.iter().filter(|s| s.serial.is_some()).count();
             let ok = out.iter().filter(|s| s.logged_in).count();
-            note.detail = Some(format!("{ok} of {} tokens logged in", out.len()));
+            note.detail = Some(if count_objects {
+                format!("{ok} of {} tokens logged in", out.len())
+            } else {
+                format!("{found} of {} tokens found (no login)", out.len())
+            });
             Ok(out)
         })
     }

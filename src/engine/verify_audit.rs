@@ -24,6 +24,9 @@ pub struct AuditVerification {
     /// altered, removed or inserted.
     pub problems: Vec<String>,
     pub ok: bool,
+    /// How the checks were made where it matters (e.g. the audit key read from its backup copy
+    /// or from the inventory because its token is unavailable). Not problems.
+    pub notes: Vec<String>,
 }
 
 /// Problems found, each with the record it is about (for the order of the report).
@@ -236,6 +239,7 @@ impl Engine {
         public_key_pem: Option<&str>,
         checkpoints: &[AuditCheckpoint],
         p: &mut Problems,
+        notes: &mut Vec<String>,
     ) -> Result<HashMap<u32, Option<p384::ecdsa::VerifyingKey>>, EngineError> {
         let mut versions: BTreeSet<u32> = checkpoints.iter().map(|c| c.key_version).collect();
         if let Ok(k) = self.inventory.key(AUDIT_KEY) {
@@ -269,7 +273,9 @@ impl Engine {
                     }
                     p384::ecdsa::VerifyingKey::from_public_key_der(&der).ok()
                 }
-                Err(e) => {
+                Err(e) if !self.audit_token_gone(v) => {
+                    // The token answers but the key is not as recorded (missing, or another
+                    // key's object): that is a finding, never a reason to look elsewhere.
                     p.push(
                         0,
                         format!(
@@ -278,10 +284,102 @@ impl Engine {
                     );
                     None
                 }
+                Err(e) => match self.audit_key_elsewhere(v) {
+                    Ok((der, source)) => {
+                        tracing::warn!(key = AUDIT_KEY, version = v, error = %e, "the audit key's token is unavailable");
+                        notes.push(format!(
+                            "the token holding {AUDIT_KEY} v{v} is unavailable (`kms token list` says why and how to restore it); checkpoints signed by it were checked with its public half {source}"
+                        ));
+                        p384::ecdsa::VerifyingKey::from_public_key_der(&der).ok()
+                    }
+                    Err(why) => {
+                        p.push(
+                            0,
+                            format!(
+                                "checkpoints signed by {AUDIT_KEY} v{v} cannot be checked: {e}; {why}; verify with --pubkey and the audit key kept outside the KMS"
+                            ),
+                        );
+                        None
+                    }
+                },
             };
             keys.insert(v, vk);
         }
         Ok(keys)
+    }
+
+    /// Whether the token that holds version `version` of the audit key cannot be opened at all
+    /// (not found — e.g. its SoftHSM2 file was emptied — or its module does not load).
+    fn audit_token_gone(&self, version: u32) -> bool {
+        use crate::hsm::HsmError as H;
+        let Some(v) = self
+            .inventory
+            .key(AUDIT_KEY)
+            .ok()
+            .and_then(|k| k.version(version).cloned())
+        else {
+            return false;
+        };
+        matches!(
+            self.token_for(&v),
+            Err(EngineError::Hsm(
+                H::TokenNotFound { .. } | H::ModuleLoad { .. } | H::ModuleInit { .. }
+            ))
+        )
+    }
+
+    /// Version `version` of the audit key's public half when its own token is gone: from a
+    /// backup copy the inventory records (read from that token; the copy must carry the audit
+    /// key's label and agree with the inventory), else the copy the inventory stored when the
+    /// key was created. Returns the SPKI DER and where it came from.
+    fn audit_key_elsewhere(&self, version: u32) -> Result<(Vec<u8>, String), String> {
+        let key = self
+            .inventory
+            .key(AUDIT_KEY)
+            .map_err(|e| format!("the audit key is not in the inventory ({e})"))?;
+        let v = key
+            .version(version)
+            .ok_or_else(|| format!("the inventory has no version {version} of the audit key"))?;
+        let stored = v.public_key.clone();
+        let label = format!("kms:{AUDIT_KEY}:");
+        for c in &v.copies {
+            let Ok(token) = self.hsm.token(&c.token) else {
+                continue;
+            };
+            if token.serial() != c.token_serial {
+                continue;
+            }
+            let labelled = token.list_objects().is_ok_and(|objects| {
+                objects
+                    .iter()
+                    .any(|o| o.id == c.object_id && o.label.starts_with(&label))
+            });
+            if !labelled {
+                continue;
+            }
+            if let Ok(der) = token.public_key(&c.object_id, KeyType::EcP384) {
+                if stored.as_deref().is_some_and(|s| s != der.as_slice()) {
+                    return Err(format!(
+                        "its backup copy on token '{}' (serial {}) differs from the inventory's copy: one of them was replaced",
+                        c.token, c.token_serial
+                    ));
+                }
+                return Ok((
+                    der,
+                    format!(
+                        "read from its backup copy on token '{}' (serial {})",
+                        c.token, c.token_serial
+                    ),
+                ));
+            }
+        }
+        match stored {
+            Some(der) => Ok((
+                der,
+                "recorded in the inventory when the key was created (kept by kms, not read from an HSM: for proof independent of this host, verify with --pubkey and the audit key kept outside the KMS)".to_owned(),
+            )),
+            None => Err("no backup copy answers and the inventory holds no copy of its public half".to_owned()),
+        }
     }
 
     /// Check the whole chain, every checkpoint, the chain of checkpoints and their records.
@@ -320,7 +418,8 @@ impl Engine {
         let mut p = Problems::default();
         let hashes = check_chain(&chain, start, &mut p);
         let head = chain.last().map(|r| r.seq).unwrap_or(0);
-        let keys = self.checkpoint_keys(public_key_pem, &checkpoints, &mut p)?;
+        let mut notes = Vec::new();
+        let keys = self.checkpoint_keys(public_key_pem, &checkpoints, &mut p, &mut notes)?;
 
         // The checkpoints' own records in the trail, by checkpoint id.
         let mut recorded: HashMap<i64, (i64, CheckpointDetail)> = HashMap::new();
@@ -621,6 +720,7 @@ impl Engine {
             valid_checkpoints: valid,
             ok: problems.is_empty(),
             problems,
+            notes,
         })
     }
 }

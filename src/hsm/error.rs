@@ -13,12 +13,14 @@ pub enum HsmError {
     ModuleLoad { path: PathBuf, source: CkError },
     #[error("PKCS#11 module {path} failed to initialise: {source}")]
     ModuleInit { path: PathBuf, source: CkError },
-    #[error("no token with {selector} for '{token}' in module {module}; tokens present: {}", present_list(.present))]
+    #[error("no token with {selector} for '{token}' in module {module}; tokens present: {}{advice}", present_list(.present))]
     TokenNotFound {
         token: String,
         selector: String,
         module: PathBuf,
         present: Vec<String>,
+        /// Which token file is damaged and what to do (empty when nothing was found).
+        advice: String,
     },
     #[error("no token named '{token}' in the configuration (configured: {})", .configured.join(", "))]
     NotConfigured {

@@ -19,6 +19,7 @@ mod pool;
 mod public_key;
 mod raw;
 mod sign;
+mod store;
 mod token;
 mod uri;
 mod wrap;
@@ -43,6 +44,8 @@ use crate::config::{Config, TokenConfig};
 pub struct Hsm {
     configs: Arc<BTreeMap<String, TokenConfig>>,
     open: Arc<Mutex<HashMap<String, Arc<Token>>>>,
+    /// The backup token (`[backup] token`), named in the advice for a lost token.
+    backup: Option<String>,
 }
 
 /// The raw token layer, for `scripts/bench`'s baseline only: compiled in with the `bench-raw`
@@ -58,6 +61,7 @@ impl Hsm {
         Hsm {
             configs: Arc::new(config.tokens.clone()),
             open: Arc::new(Mutex::new(HashMap::new())),
+            backup: config.backup.as_ref().map(|b| b.token.clone()),
         }
     }
 
@@ -84,11 +88,17 @@ impl Hsm {
             .ok_or_else(|| self.not_configured(name))?;
         // Opened without holding the registry: a token that hangs on login must not block
         // every other token (the backup serving during a failover, say).
-        let token = Arc::new(Token::open(cfg)?);
+        let token = Arc::new(Token::open(cfg).map_err(|e| self.explain(e))?);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         Ok(Arc::clone(
             open.entry(name.to_owned()).or_insert_with(|| token),
         ))
+    }
+
+    /// Whether this process holds token `name` open (logged in) right now.
+    pub fn is_open(&self, name: &str) -> bool {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.contains_key(name)
     }
 
     /// Step 2 of a key ceremony, as the SO of token `name`: see [`backup::so_make_trusted_kek`].
@@ -177,7 +187,7 @@ impl Hsm {
     /// What the token says about itself, without logging in.
     pub fn describe(&self, name: &str) -> Result<TokenDescription, HsmError> {
         match self.configs.get(name) {
-            Some(cfg) => token::describe(cfg),
+            Some(cfg) => token::describe(cfg).map_err(|e| self.explain(e)),
             None => Err(self.not_configured(name)),
         }
     }
@@ -193,6 +203,72 @@ impl Hsm {
         match self.configs.get(name) {
             Some(cfg) => token::public_key_without_login(cfg, id, key_type),
             None => Err(self.not_configured(name)),
+        }
+    }
+
+    /// A token that is not found: if the module's file store holds a damaged token file, name it
+    /// and say how to recover (restore from the backup token).
+    fn explain(&self, e: HsmError) -> HsmError {
+        let HsmError::TokenNotFound {
+            token,
+            selector,
+            module,
+            present,
+            mut advice,
+        } = e
+        else {
+            return e;
+        };
+        let (conf, damaged) = store::damaged_token_files(&module);
+        if !damaged.is_empty() {
+            let files = damaged
+                .iter()
+                .map(|d| format!("{} {}", d.file.display(), d.problem))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let conf = conf.map(|c| c.display().to_string()).unwrap_or_default();
+            advice.push_str(&format!(
+                ". The token store of {conf} has a damaged token file: {files}. SoftHSM2 rewrites that file at every login, and a process killed during the write leaves it empty, so the token (and every key on it) no longer appears"
+            ));
+            // Out of the token directory, or SoftHSM2 (and this check) would still see it.
+            let (dir, aside) = damaged
+                .first()
+                .map(|d| {
+                    let aside = match (d.dir.parent().and_then(|p| p.parent()), d.dir.file_name()) {
+                        (Some(up), Some(n)) => up.join(format!("{}.damaged", n.to_string_lossy())),
+                        _ => d.dir.with_extension("damaged"),
+                    };
+                    (d.dir.display().to_string(), aside.display().to_string())
+                })
+                .unwrap_or_default();
+            let init = match self.configs.get(&token).map(|c| &c.selector) {
+                Some(crate::config::TokenSelector::Label(l)) => format!(
+                    "initialise a fresh token with the same label (`softhsm2-util --init-token --free --label '{l}'`, with the PINs that [tokens.{token}] reads)"
+                ),
+                _ => format!(
+                    "initialise a fresh token (`softhsm2-util --init-token --free --label LABEL`, with the PINs that [tokens.{token}] reads) and put its serial in [tokens.{token}]"
+                ),
+            };
+            let fresh =
+                format!("move the damaged directory out of the token directory (`mv {dir} {aside}`), {init}");
+            match self.backup.as_deref() {
+                Some(backup) if backup != token => advice.push_str(&format!(
+                    ". To recover: {fresh}, then restore its keys from the backup token: `kms backup init --from {backup} --to {token}` and `kms backup restore --from {backup} --to {token}`; afterwards pair it again with `kms backup init && kms backup sync`. Without a usable backup token, `kms backup import FILE` puts the keys back from the latest offline backup file"
+                )),
+                Some(_) => advice.push_str(&format!(
+                    ". This is the backup token: {fresh}, then `kms backup init && kms backup sync` copies every key to it again"
+                )),
+                None => advice.push_str(&format!(
+                    ". To recover: {fresh}, then `kms backup import FILE` puts the keys back from the latest offline backup file (no [backup] token is configured)"
+                )),
+            }
+        }
+        HsmError::TokenNotFound {
+            token,
+            selector,
+            module,
+            present,
+            advice,
         }
     }
 

@@ -266,6 +266,7 @@ pub(super) fn find_slot(
                     selector: cfg.selector.to_string(),
                     module: cfg.module.clone(),
                     present,
+                    advice: String::new(),
                 })
             }
         }
