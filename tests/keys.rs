@@ -528,7 +528,10 @@ fn token_list_and_key_list_filters() -> TestResult {
             .filter_map(|k| k["name"].as_str().map(str::to_owned))
             .collect())
     };
-    assert_eq!(names(&["key", "list", "--json"])?, ["a", "b", "kms-audit", "kms-integrity"]);
+    assert_eq!(
+        names(&["key", "list", "--json"])?,
+        ["a", "b", "kms-audit", "kms-integrity"]
+    );
     assert_eq!(names(&["key", "list", "--owner", "web", "--json"])?, ["b"]);
     assert_eq!(
         names(&["key", "list", "--classification", "confidential", "--json"])?,
@@ -670,7 +673,11 @@ fn reconcile_flags_versions_no_config_entry_reaches() -> TestResult {
     // says why (a configuration mismatch, exit 7) instead of reconciling an inventory it cannot
     // check.
     let o = env.kms_with_config(&moved).arg("reconcile").output()?;
-    assert_fails(&o, 7, &["configuration mismatch", "restore the token entry"]);
+    assert_fails(
+        &o,
+        7,
+        &["configuration mismatch", "restore the token entry"],
+    );
     // And using the key through the re-pointed entry is refused as a config mismatch.
     let m = env.write("m", b"x")?;
     let o = env

@@ -135,7 +135,9 @@ impl EngineError {
             EngineError::Hsm(HsmError::ObjectNotFound { .. }) => 3,
             EngineError::Hsm(HsmError::DecryptionFailed { .. }) => 2,
             EngineError::Denied(..) => 4,
-            EngineError::Inventory(InventoryError::IntegrityUnavailable { config: true, .. }) => 7,
+            EngineError::Inventory(InventoryError::IntegrityUnavailable {
+                config: true, ..
+            }) => 7,
             EngineError::Inventory(InventoryError::IntegrityUnavailable { .. }) => 5,
             EngineError::Hsm(HsmError::Pin(_) | HsmError::NotConfigured { .. })
             | EngineError::Config(_)
@@ -158,9 +160,9 @@ impl EngineError {
             EngineError::Envelope(_) => "bad-ciphertext",
             EngineError::Inventory(InventoryError::DuplicateName(_)) => "duplicate-name",
             EngineError::Inventory(InventoryError::NoSuchKey(_)) => "key-not-found",
-            EngineError::Inventory(InventoryError::IntegrityUnavailable { config: true, .. }) => {
-                "config-mismatch"
-            }
+            EngineError::Inventory(InventoryError::IntegrityUnavailable {
+                config: true, ..
+            }) => "config-mismatch",
             EngineError::Inventory(InventoryError::IntegrityUnavailable { .. }) => {
                 "integrity-unavailable"
             }

@@ -54,6 +54,24 @@ pub(crate) struct HsmRowIntegrity {
 
 const CHECKED_MAX: usize = 200_000;
 
+thread_local! {
+    /// Set only around `kms audit verify`'s reads: when no token can give the integrity key's
+    /// public half (the primary lost, no backup copy), rows are read unchecked and the
+    /// verification says so. A row that *fails* its check is still refused.
+    static UNCHECKED_WHEN_UNAVAILABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static WENT_UNCHECKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` (a read-only verification) letting rows be read unchecked when the integrity key
+/// cannot be reached at all; returns whether that happened.
+pub(crate) fn unchecked_when_unavailable<T>(f: impl FnOnce() -> T) -> (T, bool) {
+    UNCHECKED_WHEN_UNAVAILABLE.with(|c| c.set(true));
+    WENT_UNCHECKED.with(|c| c.set(false));
+    let out = f();
+    UNCHECKED_WHEN_UNAVAILABLE.with(|c| c.set(false));
+    (out, WENT_UNCHECKED.with(|c| c.replace(false)))
+}
+
 impl HsmRowIntegrity {
     fn public_key(&self) -> Result<p384::ecdsa::VerifyingKey, CheckFailure> {
         let mut slot = self.public.lock().unwrap_or_else(|p| p.into_inner());
@@ -174,7 +192,16 @@ impl RowIntegrity for HsmRowIntegrity {
         {
             return Ok(());
         }
-        let key = self.public_key()?;
+        let key = match self.public_key() {
+            Ok(k) => k,
+            Err(CheckFailure::Unavailable { .. })
+                if UNCHECKED_WHEN_UNAVAILABLE.with(|c| c.get()) =>
+            {
+                WENT_UNCHECKED.with(|c| c.set(true));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         let Ok(sig) = p384::ecdsa::Signature::from_der(tag) else {
             return fail("its integrity tag is not a signature".into());
         };

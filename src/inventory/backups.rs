@@ -54,7 +54,13 @@ impl Inventory {
             ],
         )?;
         let id = tx.last_insert_rowid();
-        tag_where(&tx, integrity.as_ref(), Table::BackupPairs, "id = ?1", &[&id])?;
+        tag_where(
+            &tx,
+            integrity.as_ref(),
+            Table::BackupPairs,
+            "id = ?1",
+            &[&id],
+        )?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
         Ok(BackupPair {
@@ -104,7 +110,13 @@ impl Inventory {
             .optional()?
             .transpose()?;
         if let Some(p) = &row {
-            check_where(&conn, integrity.as_ref(), Table::BackupPairs, "id = ?1", &[&p.id])?;
+            check_where(
+                &conn,
+                integrity.as_ref(),
+                Table::BackupPairs,
+                "id = ?1",
+                &[&p.id],
+            )?;
         }
         Ok(row)
     }
@@ -188,13 +200,20 @@ impl Inventory {
         let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        guarded(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1 AND version = ?2", &[&key_id, &version], |tx| {
-            Ok(tx.execute(
-                "UPDATE key_versions SET token = ?3, token_label = ?4, token_serial = ?5
+        guarded(
+            &tx,
+            integrity.as_ref(),
+            Table::KeyVersions,
+            "key_id = ?1 AND version = ?2",
+            &[&key_id, &version],
+            |tx| {
+                Ok(tx.execute(
+                    "UPDATE key_versions SET token = ?3, token_label = ?4, token_serial = ?5
                  WHERE key_id = ?1 AND version = ?2",
-                params![key_id, version, token, token_label, token_serial],
-            )?)
-        })?;
+                    params![key_id, version, token, token_label, token_serial],
+                )?)
+            },
+        )?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
         Ok(())

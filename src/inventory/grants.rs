@@ -70,13 +70,20 @@ impl Inventory {
         let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let n = guarded(&tx, integrity.as_ref(), Table::Grants, "id = ?1", &[&id], |tx| {
-            Ok(tx.execute(
-                "UPDATE grants SET revoked_at = ?2, revoked_by = ?3, revoke_reason = ?4
+        let n = guarded(
+            &tx,
+            integrity.as_ref(),
+            Table::Grants,
+            "id = ?1",
+            &[&id],
+            |tx| {
+                Ok(tx.execute(
+                    "UPDATE grants SET revoked_at = ?2, revoked_by = ?3, revoke_reason = ?4
                  WHERE id = ?1 AND revoked_at IS NULL",
-                params![id, fmt_time(now), by, reason],
-            )?)
-        })?;
+                    params![id, fmt_time(now), by, reason],
+                )?)
+            },
+        )?;
         let g = grant_on(&tx, id)?;
         if n == 0 {
             return Err(InventoryError::Conflict(format!(
@@ -138,7 +145,13 @@ pub(crate) fn insert_grant(
             g.break_glass,
         ],
     )?;
-    super::integrity::tag_where(conn, integrity, super::integrity::Table::Grants, "id = ?1", &[&id])?;
+    super::integrity::tag_where(
+        conn,
+        integrity,
+        super::integrity::Table::Grants,
+        "id = ?1",
+        &[&id],
+    )?;
     Ok(id)
 }
 

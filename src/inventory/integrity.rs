@@ -222,7 +222,7 @@ fn check_one(
     };
     let Some(tag) = &row.tag else {
         return Err(bad(
-            "it carries no integrity tag (written outside kms?)".into(),
+            "it carries no integrity tag (written outside kms?)".into()
         ));
     };
     integrity
@@ -366,7 +366,13 @@ impl Inventory {
     /// Check one grant row (used before a grant authorizes anything).
     pub fn check_grant_row(&self, id: &str) -> Result<(), InventoryError> {
         let integrity = self.integrity();
-        check_where(&self.conn(), integrity.as_ref(), Table::Grants, "id = ?1", &[&id])
+        check_where(
+            &self.conn(),
+            integrity.as_ref(),
+            Table::Grants,
+            "id = ?1",
+            &[&id],
+        )
     }
 
     /// Re-tag every row as it reads now, whatever its tag (`testing` builds only: integration

@@ -78,7 +78,13 @@ impl Inventory {
             other => other?,
         };
         insert_version(&tx, &id, 1, version, now)?;
-        tag_where(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&id])?;
+        tag_where(
+            &tx,
+            integrity.as_ref(),
+            Table::KeyVersions,
+            "key_id = ?1",
+            &[&id],
+        )?;
         audit::insert(&tx, intent)?;
         tx.commit()?;
         Ok(id)
@@ -98,14 +104,21 @@ impl Inventory {
         let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let changed = guarded(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1 AND version = ?2", &[&key_id, &version], |tx| {
-            Ok(tx.execute(
-                "UPDATE key_versions SET state = 'active', public_key = ?3, activated_at = ?4,
+        let changed = guarded(
+            &tx,
+            integrity.as_ref(),
+            Table::KeyVersions,
+            "key_id = ?1 AND version = ?2",
+            &[&key_id, &version],
+            |tx| {
+                Ok(tx.execute(
+                    "UPDATE key_versions SET state = 'active', public_key = ?3, activated_at = ?4,
                         pending_reason = NULL
                  WHERE key_id = ?1 AND version = ?2 AND state = 'pending'",
-                params![key_id, version, public_key, fmt_time(now)],
-            )?)
-        })?;
+                    params![key_id, version, public_key, fmt_time(now)],
+                )?)
+            },
+        )?;
         if changed != 1 {
             return Err(InventoryError::BadRow(format!(
                 "version {version} of key {key_id} is not pending"
@@ -160,7 +173,13 @@ impl Inventory {
             .optional()?;
         let mut key = row.ok_or_else(|| InventoryError::NoSuchKey(name.to_owned()))??;
         key.versions = versions(&conn, &key.id)?;
-        check_where(&conn, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&key.id])?;
+        check_where(
+            &conn,
+            integrity.as_ref(),
+            Table::KeyVersions,
+            "key_id = ?1",
+            &[&key.id],
+        )?;
         Ok(key)
     }
 

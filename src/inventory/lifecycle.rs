@@ -213,7 +213,13 @@ impl Inventory {
             "UPDATE procedures SET step = 'pending-recorded', data = ?2, updated_at = ?3 WHERE id = ?1",
             params![procedure, data.to_string(), fmt_time(OffsetDateTime::now_utc())],
         )?;
-        tag_where(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&key_id])?;
+        tag_where(
+            &tx,
+            integrity.as_ref(),
+            Table::KeyVersions,
+            "key_id = ?1",
+            &[&key_id],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -247,7 +253,13 @@ impl Inventory {
         let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        check_where(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&key_id])?;
+        check_where(
+            &tx,
+            integrity.as_ref(),
+            Table::KeyVersions,
+            "key_id = ?1",
+            &[&key_id],
+        )?;
         let n = tx.execute(
             "UPDATE key_versions SET state = 'active', public_key = ?3, activated_at = ?4,
                     pending_reason = NULL
@@ -278,7 +290,13 @@ impl Inventory {
             "UPDATE procedures SET step = 'switched', updated_at = ?2 WHERE id = ?1",
             params![procedure, now],
         )?;
-        tag_where(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&key_id])?;
+        tag_where(
+            &tx,
+            integrity.as_ref(),
+            Table::KeyVersions,
+            "key_id = ?1",
+            &[&key_id],
+        )?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
         Ok(())
@@ -297,7 +315,13 @@ impl Inventory {
         let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        check_where(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&key_id])?;
+        check_where(
+            &tx,
+            integrity.as_ref(),
+            Table::KeyVersions,
+            "key_id = ?1",
+            &[&key_id],
+        )?;
         let current: Option<String> = tx
             .query_row(
                 "SELECT state FROM key_versions WHERE key_id = ?1 AND version = ?2",
@@ -333,7 +357,13 @@ impl Inventory {
             "UPDATE keys SET updated_at = ?2 WHERE id = ?1",
             params![key_id, now],
         )?;
-        tag_where(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&key_id])?;
+        tag_where(
+            &tx,
+            integrity.as_ref(),
+            Table::KeyVersions,
+            "key_id = ?1",
+            &[&key_id],
+        )?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
         Ok(())
@@ -350,7 +380,13 @@ impl Inventory {
         let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        check_where(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&c.key_id])?;
+        check_where(
+            &tx,
+            integrity.as_ref(),
+            Table::KeyVersions,
+            "key_id = ?1",
+            &[&c.key_id],
+        )?;
         let n = tx.execute(
             "UPDATE key_versions SET state = 'compromised', compromised_at = ?3
              WHERE key_id = ?1 AND version = ?2 AND state IN ('active','deactivated')",
@@ -379,7 +415,13 @@ impl Inventory {
             "UPDATE keys SET updated_at = ?2 WHERE id = ?1",
             params![c.key_id, now],
         )?;
-        tag_where(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&c.key_id])?;
+        tag_where(
+            &tx,
+            integrity.as_ref(),
+            Table::KeyVersions,
+            "key_id = ?1",
+            &[&c.key_id],
+        )?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
         Ok(())
@@ -529,8 +571,20 @@ impl Inventory {
         let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        check_where(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&key_id])?;
-        check_where(&tx, integrity.as_ref(), Table::Grants, "key_id = ?1", &[&key_id])?;
+        check_where(
+            &tx,
+            integrity.as_ref(),
+            Table::KeyVersions,
+            "key_id = ?1",
+            &[&key_id],
+        )?;
+        check_where(
+            &tx,
+            integrity.as_ref(),
+            Table::Grants,
+            "key_id = ?1",
+            &[&key_id],
+        )?;
         tx.execute(
             "UPDATE key_versions SET state = CASE WHEN state IN ('compromised','destroyed-compromised')
                     THEN 'destroyed-compromised' ELSE 'destroyed' END,
@@ -561,8 +615,20 @@ impl Inventory {
                 "disposal {id} is not executing"
             )));
         }
-        tag_where(&tx, integrity.as_ref(), Table::KeyVersions, "key_id = ?1", &[&key_id])?;
-        tag_where(&tx, integrity.as_ref(), Table::Grants, "key_id = ?1", &[&key_id])?;
+        tag_where(
+            &tx,
+            integrity.as_ref(),
+            Table::KeyVersions,
+            "key_id = ?1",
+            &[&key_id],
+        )?;
+        tag_where(
+            &tx,
+            integrity.as_ref(),
+            Table::Grants,
+            "key_id = ?1",
+            &[&key_id],
+        )?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
         Ok(())

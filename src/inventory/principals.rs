@@ -51,7 +51,13 @@ impl Inventory {
             }
             Err(e) => Err(e.into()),
             Ok(_) => {
-                tag_where(&tx, integrity.as_ref(), Table::Principals, "name = ?1", &[&p.name])?;
+                tag_where(
+                    &tx,
+                    integrity.as_ref(),
+                    Table::Principals,
+                    "name = ?1",
+                    &[&p.name],
+                )?;
                 super::audit::insert(&tx, audit)?;
                 tx.commit()?;
                 Ok(())
@@ -70,12 +76,19 @@ impl Inventory {
         let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let n = guarded(&tx, integrity.as_ref(), Table::Principals, "name = ?1", &[&name], |tx| {
-            Ok(tx.execute(
+        let n = guarded(
+            &tx,
+            integrity.as_ref(),
+            Table::Principals,
+            "name = ?1",
+            &[&name],
+            |tx| {
+                Ok(tx.execute(
                 "UPDATE principals SET approval_key = ?2, approval_key_uri = ?3 WHERE name = ?1",
                 params![name, spki, uri],
             )?)
-        })?;
+            },
+        )?;
         if n != 1 {
             return Err(InventoryError::Conflict(format!(
                 "no principal named '{name}'"
@@ -97,7 +110,13 @@ impl Inventory {
             )
             .optional()?
             .ok_or_else(|| InventoryError::NoSuchPrincipal(name.to_owned()))??;
-        check_where(&conn, integrity.as_ref(), Table::Principals, "name = ?1", &[&name])?;
+        check_where(
+            &conn,
+            integrity.as_ref(),
+            Table::Principals,
+            "name = ?1",
+            &[&name],
+        )?;
         Ok(p)
     }
 
@@ -110,7 +129,13 @@ impl Inventory {
         let found = stmt.query_row([fp], read).optional()?.transpose()?;
         if let Some(p) = &found {
             let integrity = self.integrity();
-            check_where(&conn, integrity.as_ref(), Table::Principals, "name = ?1", &[&p.name])?;
+            check_where(
+                &conn,
+                integrity.as_ref(),
+                Table::Principals,
+                "name = ?1",
+                &[&p.name],
+            )?;
         }
         Ok(found)
     }
@@ -169,12 +194,19 @@ impl Inventory {
         let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let n = guarded(&tx, integrity.as_ref(), Table::Principals, "name = ?1", &[&name], |tx| {
-            Ok(tx.execute(
+        let n = guarded(
+            &tx,
+            integrity.as_ref(),
+            Table::Principals,
+            "name = ?1",
+            &[&name],
+            |tx| {
+                Ok(tx.execute(
                 "UPDATE principals SET disabled_at = ?2, disabled_by = ?3 WHERE name = ?1 AND disabled_at IS NULL",
                 params![name, fmt_time(now), by],
             )?)
-        })?;
+            },
+        )?;
         if n == 0 {
             drop(tx);
             drop(conn);
