@@ -12,6 +12,7 @@ mod backup_file;
 mod caller;
 mod cards;
 mod checkpoint;
+mod connections;
 mod crypto;
 mod error;
 mod failover;
@@ -31,6 +32,7 @@ pub use backup_file::{ExportReport, ImportReport, SEAL_KEY};
 pub use caller::{Caller, CallerKind};
 pub use cards::{Enrolment, PivUri};
 pub use checkpoint::{checkpoint_message, CheckpointReport, AUDIT_KEY};
+pub use connections::{Admission, REFUSAL_WINDOW};
 pub use crypto::{IssuedDataKey, Signed, ToSign, VerifyOutcome};
 pub use error::{EngineError, Refusal};
 pub use failover::TokenDown;
@@ -69,6 +71,8 @@ pub struct Engine {
     drill_failures: std::sync::atomic::AtomicU64,
     /// Tokens out of service and when to probe them again.
     failover: failover::Failover,
+    /// Rate limit of the audit rows for connections refused after the handshake.
+    refusals: connections::RefusalThrottle,
 }
 
 impl Engine {
@@ -83,6 +87,7 @@ impl Engine {
             since_checkpoint: std::sync::atomic::AtomicU64::new(0),
             drill_failures: std::sync::atomic::AtomicU64::new(0),
             failover: failover::Failover::default(),
+            refusals: connections::RefusalThrottle::default(),
         })
     }
 
