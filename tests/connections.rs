@@ -129,7 +129,12 @@ async fn served_within_a_second(svc: &Service, what: &str) -> TestResult {
     )
     .await
     .map_err(|_| format!("{what}: the registered client was not served within 1 s"))??;
-    assert_eq!(r.status, 200, "{what}: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        200,
+        "{what}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     eprintln!("{what}: served in {:?}", started.elapsed());
     Ok(())
 }
@@ -241,7 +246,12 @@ async fn floods_of_unregistered_idle_slow_and_bare_connections_do_not_stop_a_reg
         .filter(|r| r["action"] == "auth.connect" && r["outcome"] == "denied")
         .collect();
     assert_eq!(refused.len(), 1, "auth.connect rows: {refused:#?}");
-    assert_eq!(refused[0]["cert_fingerprint"], fp.as_str(), "{:#?}", refused[0]);
+    assert_eq!(
+        refused[0]["cert_fingerprint"],
+        fp.as_str(),
+        "{:#?}",
+        refused[0]
+    );
     let detail = refused[0]["detail"].as_str().unwrap_or_default();
     assert!(
         detail.contains("not registered to any principal"),
@@ -272,14 +282,20 @@ async fn a_disabled_principal_is_closed_after_the_handshake_and_a_keep_alive_cli
         tokio::time::sleep(HEADER_TIMEOUT + Duration::from_secs(1)).await;
     }
     assert_eq!(health_on(&mut c).await?, 200);
+    // A next request whose head stalls is cut at the header timeout counted from its first
+    // byte, well before the idle timeout those bytes restarted.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.write_all(b"GET /v1/hea").await?;
+    let waited = closed_within(&mut c, HEADER_TIMEOUT + Duration::from_millis(1500))
+        .await
+        .map_err(|e| format!("stalled second request head, not cut at the header timeout: {e}"))?;
+    assert!(
+        waited >= HEADER_TIMEOUT - Duration::from_millis(200),
+        "stalled second request head closed after {waited:?}, before the {HEADER_TIMEOUT:?} header timeout"
+    );
 
-    svc.env.ok(&[
-        "principal",
-        "disable",
-        "other-app",
-        "--reason",
-        "retired",
-    ])?;
+    svc.env
+        .ok(&["principal", "disable", "other-app", "--reason", "retired"])?;
     let mut s = tls_from(svc.addr, svc.tls("other-app")?, loopback(41)).await?;
     closed_within(&mut s, Duration::from_secs(5))
         .await

@@ -148,7 +148,12 @@ async fn unknown_principal_is_refused_and_audited() -> TestResult {
     );
     // The registered client is served as before.
     let mut c = svc.connect("demo-app").await?;
-    expect(&get(&mut c, "/v1/health").await?, 200, None, "demo-app health")?;
+    expect(
+        &get(&mut c, "/v1/health").await?,
+        200,
+        None,
+        "demo-app health",
+    )?;
     Ok(())
 }
 

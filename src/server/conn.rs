@@ -84,6 +84,9 @@ pub struct Activity {
     last_io: AtomicU64,
     head_since: AtomicU64,
     in_flight: AtomicUsize,
+    /// Signalled when a request head starts, so the watchdog applies the header timeout from
+    /// then rather than at its next idle check.
+    head_started: tokio::sync::Notify,
 }
 
 /// Why a connection was closed by [`Activity::check`].
@@ -112,6 +115,7 @@ impl Activity {
             last_io: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            head_started: tokio::sync::Notify::new(),
         })
     }
 
@@ -124,9 +128,13 @@ impl Activity {
         self.last_io.store(now, Ordering::Relaxed);
         // Bytes while no request is in flight start the next request's head.
         if self.in_flight.load(Ordering::Relaxed) == 0 {
-            let _ =
-                self.head_since
-                    .compare_exchange(NONE, now, Ordering::Relaxed, Ordering::Relaxed);
+            let started = self
+                .head_since
+                .compare_exchange(NONE, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+            if started {
+                self.head_started.notify_one();
+            }
         }
     }
 
@@ -139,6 +147,12 @@ impl Activity {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_since.store(NONE, Ordering::Relaxed);
         InFlight(Arc::clone(self))
+    }
+
+    /// Resolves when a request head starts (the deadline from [`Activity::check`] may then be
+    /// earlier than the one being waited for).
+    pub async fn head_started(&self) {
+        self.head_started.notified().await;
     }
 
     /// `Err` when a timeout has expired; else when to check again.
@@ -363,6 +377,7 @@ mod tests {
             last_io: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            head_started: tokio::sync::Notify::new(),
         };
         assert_eq!(past.check(h, i), Err(Expired::Header));
         // Between requests (no head awaited) only the idle timeout applies.
@@ -373,11 +388,33 @@ mod tests {
             last_io: AtomicU64::new(0),
             head_since: AtomicU64::new(NONE),
             in_flight: AtomicUsize::new(0),
+            head_started: tokio::sync::Notify::new(),
         };
         assert_eq!(idle.check(h, i), Err(Expired::Idle));
         // A request in flight is never timed out.
         idle.in_flight.store(1, Ordering::Relaxed);
         assert!(idle.check(h, i).is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_first_byte_of_a_next_request_wakes_the_watchdog() {
+        let a = Activity::new();
+        // Between requests: no head awaited.
+        let guard = a.begin();
+        drop(guard);
+        a.read();
+        let woke = tokio::time::timeout(Duration::from_secs(1), a.head_started()).await;
+        assert!(woke.is_ok(), "no wake-up for a starting head");
+        assert_ne!(a.head_since.load(Ordering::Relaxed), NONE);
+        // More bytes of the same head do not restart its clock.
+        let since = a.head_since.load(Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(5));
+        a.read();
+        assert_eq!(a.head_since.load(Ordering::Relaxed), since);
+        // Bytes while a request is in flight (its body) start no head.
+        let _g = a.begin();
+        a.read();
+        assert_eq!(a.head_since.load(Ordering::Relaxed), NONE);
     }
 
     #[test]

@@ -269,6 +269,7 @@ impl Connection {
                     return;
                 }
                 () = tokio::time::sleep_until(wake.into()) => {}
+                () = activity.head_started() => {}
             }
         }
     }
