@@ -88,10 +88,15 @@ async fn health_on(stream: &mut TlsStream<TcpStream>) -> Res<u16> {
     stream
         .write_all(b"GET /v1/health HTTP/1.1\r\nHost: kms\r\n\r\n")
         .await?;
+    Ok(read_response(stream).await?.0)
+}
+
+/// One HTTP/1.1 response (with a Content-Length): its status and its text.
+async fn read_response(stream: &mut TlsStream<TcpStream>) -> Res<(u16, String)> {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await??;
+        let n = tokio::time::timeout(Duration::from_secs(15), stream.read(&mut buf)).await??;
         if n == 0 {
             return Err("connection closed before the response".into());
         }
@@ -114,7 +119,7 @@ async fn health_on(stream: &mut TlsStream<TcpStream>) -> Res<u16> {
                 .nth(1)
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| format!("no status in {text:?}"))?;
-            return Ok(status);
+            return Ok((status, text));
         }
     }
 }
@@ -293,6 +298,27 @@ async fn a_disabled_principal_is_closed_after_the_handshake_and_a_keep_alive_cli
         waited >= HEADER_TIMEOUT - Duration::from_millis(200),
         "stalled second request head closed after {waited:?}, before the {HEADER_TIMEOUT:?} header timeout"
     );
+
+    // A request body that stops coming is cut once nothing arrived for the idle timeout (the
+    // request is in flight, so only this bound applies): 400, then the connection ends.
+    let mut b = tls_from(svc.addr, svc.tls("demo-app")?, loopback(42)).await?;
+    b.write_all(
+        b"POST /v1/keys/none/sign HTTP/1.1\r\nHost: kms\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"mess",
+    )
+    .await?;
+    let started = Instant::now();
+    let (status, text) = read_response(&mut b)
+        .await
+        .map_err(|e| format!("stalled request body: {e}"))?;
+    let waited = started.elapsed();
+    assert_eq!(status, 400, "stalled request body: {text}");
+    assert!(
+        waited >= IDLE_TIMEOUT - Duration::from_millis(200),
+        "stalled request body refused after {waited:?}, before the {IDLE_TIMEOUT:?} idle timeout"
+    );
+    closed_within(&mut b, Duration::from_secs(2))
+        .await
+        .map_err(|e| format!("after the stalled body's 400: {e}"))?;
 
     svc.env
         .ok(&["principal", "disable", "other-app", "--reason", "retired"])?;

@@ -5,6 +5,8 @@
 //! - [`Activity`] + [`Watched`] + [`Tracked`]: what the connection is doing — the last byte read
 //!   or written, whether a request is in flight, since when a request head has been awaited —
 //!   and [`Activity::check`], which says when the header-read or idle timeout expires.
+//! - [`TimedBody`]: while a request is in flight no timeout applies (a token operation may take
+//!   a while), but its body must keep coming: a gap longer than the idle timeout fails it.
 //! - [`LogThrottle`]: at most one warning per key (address) per minute, with a count of the rest.
 
 use std::collections::HashMap;
@@ -260,36 +262,107 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 }
 
 /// A hyper service that marks each request in flight (no timeout applies to it) until its
-/// response is ready.
+/// response is ready, and gives its body a [`TimedBody`] so a stalled upload cannot hold the
+/// connection while it counts as in flight.
 #[derive(Clone)]
 pub struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    body_gap: Duration,
 }
 
 impl<S> Tracked<S> {
-    pub fn new(inner: S, activity: Arc<Activity>) -> Tracked<S> {
-        Tracked { inner, activity }
+    /// `body_gap`: the longest wait for the next piece of a request body.
+    pub fn new(inner: S, activity: Arc<Activity>, body_gap: Duration) -> Tracked<S> {
+        Tracked {
+            inner,
+            activity,
+            body_gap,
+        }
     }
 }
 
-impl<S, R> hyper::service::Service<R> for Tracked<S>
+impl<S, B> hyper::service::Service<hyper::Request<B>> for Tracked<S>
 where
-    S: hyper::service::Service<R>,
+    S: hyper::service::Service<hyper::Request<TimedBody<B>>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
-    fn call(&self, req: R) -> Self::Future {
+    fn call(&self, req: hyper::Request<B>) -> Self::Future {
         let guard = self.activity.begin();
-        let fut = self.inner.call(req);
+        let gap = self.body_gap;
+        let fut = self.inner.call(req.map(|b| TimedBody::new(b, gap)));
         Box::pin(async move {
             let r = fut.await;
             drop(guard);
             r
         })
+    }
+}
+
+/// A request body that fails (the handler answers 400 and the connection closes) when its next
+/// frame takes longer than `gap` to arrive.
+pub struct TimedBody<B> {
+    inner: B,
+    gap: Duration,
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> TimedBody<B> {
+    fn new(inner: B, gap: Duration) -> TimedBody<B> {
+        TimedBody {
+            inner,
+            gap,
+            waiting: None,
+        }
+    }
+}
+
+impl<B> hyper::body::Body for TimedBody<B>
+where
+    B: hyper::body::Body + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting = None;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let gap = this.gap;
+                let waiting = this
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
+                if waiting.as_mut().poll(cx).is_ready() {
+                    this.waiting = None;
+                    return Poll::Ready(Some(Err(format!(
+                        "request body stalled: nothing for {} s",
+                        gap.as_secs()
+                    )
+                    .into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

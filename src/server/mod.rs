@@ -244,6 +244,7 @@ impl Connection {
         let svc = conn::Tracked::new(
             hyper_util::service::TowerToHyperService::new(svc),
             Arc::clone(&activity),
+            self.limits.idle,
         );
         let io = TokioIo::new(conn::Watched::new(tls, Arc::clone(&activity)));
         let conn = hyper::server::conn::http1::Builder::new()
