@@ -159,6 +159,14 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace_secs: u64,
+    /// A request's head must arrive within this many seconds: from the end of the TLS handshake
+    /// for a connection's first request, from its first byte for each next one.
+    pub header_read_timeout_secs: u64,
+    /// A connection with no request in flight and no bytes either way for this many seconds is
+    /// closed.
+    pub idle_timeout_secs: u64,
+    /// Open connections (handshaking included) from one source IP address at most.
+    pub max_connections_per_address: usize,
 }
 
 /// One configured token. Found by label or serial, never by slot id (slot ids move).
@@ -349,6 +357,12 @@ struct RawServer {
     max_body_bytes: usize,
     #[serde(default = "default_shutdown_grace")]
     shutdown_grace_secs: u64,
+    #[serde(default = "default_header_read_timeout")]
+    header_read_timeout_secs: u64,
+    #[serde(default = "default_idle_timeout")]
+    idle_timeout_secs: u64,
+    #[serde(default = "default_max_connections_per_address")]
+    max_connections_per_address: usize,
 }
 
 fn default_listen() -> String {
@@ -365,6 +379,18 @@ fn default_max_body_bytes() -> usize {
 
 fn default_shutdown_grace() -> u64 {
     30
+}
+
+fn default_header_read_timeout() -> u64 {
+    10
+}
+
+fn default_idle_timeout() -> u64 {
+    60
+}
+
+fn default_max_connections_per_address() -> usize {
+    32
 }
 
 #[derive(Deserialize)]
@@ -543,6 +569,24 @@ impl Config {
                         "[server] max_body_bytes must be between 1024 and 67108864".into(),
                     ));
                 }
+                if !(1..=3600).contains(&s.header_read_timeout_secs) {
+                    return Err(invalid(format!(
+                        "[server] header_read_timeout_secs = {} is out of range: give 1..=3600 seconds (default 10)",
+                        s.header_read_timeout_secs
+                    )));
+                }
+                if !(1..=86_400).contains(&s.idle_timeout_secs) {
+                    return Err(invalid(format!(
+                        "[server] idle_timeout_secs = {} is out of range: give 1..=86400 seconds (default 60)",
+                        s.idle_timeout_secs
+                    )));
+                }
+                if !(1..=s.max_connections).contains(&s.max_connections_per_address) {
+                    return Err(invalid(format!(
+                        "[server] max_connections_per_address = {} is out of range: give 1..={} (at most max_connections; default 32)",
+                        s.max_connections_per_address, s.max_connections
+                    )));
+                }
                 Some(ServerConfig {
                     listen,
                     cert: resolve(&s.cert),
@@ -551,6 +595,9 @@ impl Config {
                     max_connections: s.max_connections,
                     max_body_bytes: s.max_body_bytes,
                     shutdown_grace_secs: s.shutdown_grace_secs,
+                    header_read_timeout_secs: s.header_read_timeout_secs,
+                    idle_timeout_secs: s.idle_timeout_secs,
+                    max_connections_per_address: s.max_connections_per_address,
                 })
             }
         };
@@ -786,6 +833,38 @@ mod tests {
         let c = Config::parse(Path::new("/etc/kms/kms.toml"), text)?;
         assert_eq!(c.tokens.len(), 2);
         assert!(c.server.is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn server_connection_limits_have_defaults_and_are_checked() -> Result<(), ConfigError> {
+        let server = "\n[server]\ncert = \"s.pem\"\nkey = \"k.pem\"\nclient_ca = \"ca.pem\"\n";
+        let c = Config::parse(Path::new("k.toml"), &format!("{GOOD}{server}"))?;
+        let s = c.server.ok_or(ConfigError::NotGiven)?;
+        assert_eq!(s.header_read_timeout_secs, 10);
+        assert_eq!(s.idle_timeout_secs, 60);
+        assert_eq!(s.max_connections_per_address, 32);
+        for (bad, says) in [
+            (
+                "header_read_timeout_secs = 0",
+                "header_read_timeout_secs = 0 is out of range",
+            ),
+            (
+                "idle_timeout_secs = 0",
+                "idle_timeout_secs = 0 is out of range",
+            ),
+            (
+                "max_connections = 8\nmax_connections_per_address = 9",
+                "max_connections_per_address = 9 is out of range: give 1..=8",
+            ),
+            ("header_timeout = 5", "header_timeout"),
+        ] {
+            let e = Config::parse(Path::new("k.toml"), &format!("{GOOD}{server}{bad}\n"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
         Ok(())
     }
 

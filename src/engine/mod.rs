@@ -12,6 +12,7 @@ mod backup_file;
 mod caller;
 mod cards;
 mod checkpoint;
+mod connections;
 mod crypto;
 mod error;
 mod failover;
@@ -32,6 +33,7 @@ pub use backup_file::{ExportReport, ImportReport, SEAL_KEY};
 pub use caller::{Caller, CallerKind};
 pub use cards::{Enrolment, PivUri};
 pub use checkpoint::{checkpoint_message, CheckpointReport, AUDIT_KEY};
+pub use connections::{Admission, REFUSAL_WINDOW};
 pub use crypto::{IssuedDataKey, Signed, ToSign, VerifyOutcome};
 pub use error::{EngineError, Refusal};
 pub use failover::TokenDown;
@@ -73,6 +75,8 @@ pub struct Engine {
     failover: failover::Failover,
     /// Inventory rows refused by their integrity check (shared with the installed checker).
     integrity_failures: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Rate limit of the audit rows for connections refused after the handshake.
+    refusals: connections::RefusalThrottle,
 }
 
 impl Engine {
@@ -88,6 +92,7 @@ impl Engine {
             drill_failures: std::sync::atomic::AtomicU64::new(0),
             failover: failover::Failover::default(),
             integrity_failures: Default::default(),
+            refusals: connections::RefusalThrottle::default(),
         };
         engine.setup_integrity()?;
         Ok(engine)

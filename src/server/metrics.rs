@@ -21,8 +21,14 @@ struct OperationLabels {
     operation: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    connections_closed: Family<ReasonLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<OperationLabels, Histogram>,
     token_errors: Family<OperationLabels, Counter>,
@@ -82,7 +88,14 @@ impl Metrics {
             "Tokens out of service; their keys are served from backup copies",
             tokens_down.clone(),
         );
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Connections the service closed on its own, by reason (address-limit, handshake-failed, handshake-timeout, unregistered, header-timeout, idle-timeout)",
+            connections_closed.clone(),
+        );
         Metrics {
+            connections_closed,
             backup_drill_failures,
             tokens_down,
             registry,
@@ -110,6 +123,15 @@ impl Metrics {
         if token_error {
             self.token_errors.get_or_create(&op).inc();
         }
+    }
+
+    /// `kms_connections_closed_total{reason}`.
+    pub fn connection_closed(&self, reason: &str) {
+        self.connections_closed
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// `kms_audit_verify_failures`, read from the inventory when metrics are scraped.
