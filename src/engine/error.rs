@@ -73,6 +73,25 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every refusal (the service's documented code lists are checked against it).
+    pub const ALL: [Refusal; 15] = [
+        Refusal::UnknownPrincipal,
+        Refusal::PrincipalDisabled,
+        Refusal::NoGrant,
+        Refusal::GrantExpired,
+        Refusal::OperationNotGranted,
+        Refusal::WrongRole,
+        Refusal::ReviewLapsed,
+        Refusal::SourceNotAllowed,
+        Refusal::SeparationOfDuties,
+        Refusal::BadSignature,
+        Refusal::WrongState,
+        Refusal::NotSupported,
+        Refusal::UsageNotAllowed,
+        Refusal::KeyExpired,
+        Refusal::KeyState,
+    ];
+
     pub fn code(self) -> &'static str {
         match self {
             Refusal::UnknownPrincipal => "unknown-principal",
