@@ -509,7 +509,15 @@ async fn identified(app: &AppState, conn: ConnInfo) -> Result<(), Response> {
     }
 }
 
-async fn health(State(app): State<AppState>, Extension(conn): Extension<ConnInfo>) -> Response {
+async fn health(
+    State(app): State<AppState>,
+    Extension(conn): Extension<ConnInfo>,
+    headers: HeaderMap,
+) -> Response {
+    // Refused (and audited by `audit_the_rest`) like every route's over-long reason.
+    if let Err(p) = header_reason(&headers) {
+        return p.into_response();
+    }
     if let Err(r) = identified(&app, conn).await {
         return r;
     }
@@ -533,7 +541,14 @@ async fn health(State(app): State<AppState>, Extension(conn): Extension<ConnInfo
     }
 }
 
-async fn metrics(State(app): State<AppState>, Extension(conn): Extension<ConnInfo>) -> Response {
+async fn metrics(
+    State(app): State<AppState>,
+    Extension(conn): Extension<ConnInfo>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(p) = header_reason(&headers) {
+        return p.into_response();
+    }
     if let Err(r) = identified(&app, conn).await {
         return r;
     }
