@@ -744,7 +744,12 @@ fn scrubbed_toml_error(e: &toml::de::Error, text: &str) -> String {
     }
     match e.span() {
         Some(span) => {
-            let before = &text[..span.start.min(text.len())];
+            // The span is a byte offset: step back to a character boundary before slicing.
+            let mut end = span.start.min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let before = text.get(..end).unwrap_or_default();
             let line = before.matches('\n').count() + 1;
             let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
             format!("line {line}, column {column}: {message} ")

@@ -45,12 +45,19 @@ impl FromStr for HumanDuration {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || DurationError(s.to_owned());
         let s = s.trim();
-        let (num, unit) = s.split_at(s.len().saturating_sub(1));
+        // The unit is the last character, whatever its width: user text may be any Unicode, so
+        // never split at a byte index (`"1é"` once panicked here).
+        let mut chars = s.chars();
+        let unit = chars.next_back().ok_or_else(err)?;
+        let num = chars.as_str();
+        if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(err());
+        }
         let n: u64 = num.parse().map_err(|_| err())?;
         let mult = match unit {
-            "h" => 3_600,
-            "d" => 86_400,
-            "w" => 7 * 86_400,
+            'h' => 3_600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
             _ => return Err(err()),
         };
         if n == 0 {
@@ -106,6 +113,12 @@ mod tests {
             "1.5d",
             "36501d",
             "4000000000000000h",
+            "1é",
+            "é",
+            "éd",
+            "1\u{10FFFF}",
+            "+1d",
+            "1 d",
         ] {
             assert!(bad.parse::<HumanDuration>().is_err(), "{bad}");
         }

@@ -93,6 +93,26 @@ impl From<InventoryError> for EngineError {
 }
 
 impl Refusal {
+    /// Every refusal (the service's documented code lists are checked against it).
+    pub const ALL: [Refusal; 16] = [
+        Refusal::UnknownPrincipal,
+        Refusal::PrincipalDisabled,
+        Refusal::NoGrant,
+        Refusal::GrantExpired,
+        Refusal::OperationNotGranted,
+        Refusal::WrongRole,
+        Refusal::ReviewLapsed,
+        Refusal::SourceNotAllowed,
+        Refusal::SeparationOfDuties,
+        Refusal::BadSignature,
+        Refusal::WrongState,
+        Refusal::NotSupported,
+        Refusal::UsageNotAllowed,
+        Refusal::KeyExpired,
+        Refusal::KeyState,
+        Refusal::InventoryTampered,
+    ];
+
     pub fn code(self) -> &'static str {
         match self {
             Refusal::UnknownPrincipal => "unknown-principal",

@@ -99,9 +99,12 @@ impl Engine {
 
 /// Reachability of one token, for `GET /v1/health`.
 #[derive(Debug, Clone, Serialize)]
+/// Fields that do not apply are omitted, never `null` (docs/openapi.json: string or absent).
 pub struct TokenHealth {
     pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
     pub reachable: bool,
     pub logged_in: bool,
@@ -109,9 +112,13 @@ pub struct TokenHealth {
     pub sessions_open: usize,
     pub sessions_idle: usize,
     pub sessions_max: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Out of service since (failover): operations use backup copies meanwhile.
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub down_since: Option<time::OffsetDateTime>,
 }
 
@@ -120,7 +127,8 @@ pub struct TokenHealth {
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {
     pub status: &'static str,
-    /// The token that serves key operations right now.
+    /// The token that serves key operations right now (absent when none does).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub serving: Option<String>,
     pub tokens: Vec<TokenHealth>,
 }

@@ -44,6 +44,19 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// Header carrying the caller's reason for the audit row.
 pub const REASON_HEADER: &str = "x-kms-reason";
 
+/// The longest reason (header or body field), ticket or justification accepted, in characters
+/// (docs/openapi.json `maxLength`). Longer text is refused with 400 rather than stored in every
+/// audit row.
+pub const MAX_TEXT_CHARS: usize = 1024;
+
+/// The longest request path quoted in an audit row for a request no route took.
+const MAX_PATH_CHARS: usize = 256;
+
+/// Marks a response whose audit row (or deliberate absence of one: successful health and metrics
+/// polls) was taken care of by its handler. [`audit_the_rest`] audits every other error response.
+#[derive(Debug, Clone, Copy)]
+struct Audited;
+
 /// Who is on the other end of this TLS connection.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -88,7 +101,109 @@ pub fn router(state: AppState, max_body: usize) -> Router {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit_the_rest,
+        ))
         .with_state(state)
+}
+
+/// Every request that reaches the router leaves an audit row. Handlers audit their own; this
+/// layer audits what no handler saw — no such route (404), wrong method (405), a path axum
+/// could not decode (`/v1/keys/%FF`), a panic — identifying the certificate through the engine
+/// (an unregistered one is refused and audited by `identify`), and turns any error that is not
+/// yet `application/problem+json` into one. The request runs in its own task so a panic becomes
+/// a 500 problem with an audit row, not a dropped connection.
+async fn audit_the_rest(
+    State(app): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let conn = req.extensions().get::<ConnInfo>().cloned();
+    let method = req.method().to_string();
+    let path: String = req.uri().path().chars().take(MAX_PATH_CHARS).collect();
+    let reason = header_reason(req.headers()).ok().flatten();
+    let response = match tokio::spawn(next.run(req)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, %method, "request handler panicked");
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+            .into_response()
+        }
+    };
+    let status = response.status();
+    if response.extensions().get::<Audited>().is_some()
+        || !(status.is_client_error() || status.is_server_error())
+    {
+        return response;
+    }
+    let problem = match response.extensions().get::<Problem>() {
+        Some(p) => p.clone(),
+        None => {
+            // An extractor's rejection (plain text): keep its status, say what it said.
+            let text = axum::body::to_bytes(response.into_body(), 4096)
+                .await
+                .map(|b| {
+                    String::from_utf8_lossy(&b)
+                        .chars()
+                        .take(512)
+                        .collect::<String>()
+                })
+                .unwrap_or_default();
+            let code = match status {
+                StatusCode::NOT_FOUND => "no-such-route",
+                StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+                StatusCode::PAYLOAD_TOO_LARGE => "body-too-large",
+                s if s.is_server_error() => "internal",
+                _ => "bad-request",
+            };
+            let detail = if text.trim().is_empty() {
+                format!("the request to {path} cannot be served")
+            } else {
+                format!(
+                    "{}; check the request against docs/openapi.json",
+                    text.trim()
+                )
+            };
+            Problem::new(status, code, detail)
+        }
+    };
+    let Some(conn) = conn else {
+        return problem.into_response();
+    };
+    let engine = Arc::clone(&app.engine);
+    let action = format!("http.{}", problem.code);
+    let started = Instant::now();
+    let audited = tokio::task::spawn_blocking(move || {
+        let caller = engine
+            .identify(&conn.cert, &conn.peer.to_string(), reason)
+            .map_err(Problem::from)?;
+        let what = format!("{method} {path}: {}", problem.detail);
+        engine
+            .audit_rejected_request(&caller, &action, None, &what)
+            .map_err(Problem::from)?;
+        Ok::<_, Problem>(problem)
+    })
+    .await;
+    let problem = match audited {
+        Ok(Ok(p) | Err(p)) => p,
+        Err(_) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        ),
+    };
+    app.metrics.record(
+        "unrouted",
+        problem.status().as_u16(),
+        started.elapsed(),
+        false,
+    );
+    problem.into_response()
 }
 
 // ---- request and response bodies ----
@@ -249,11 +364,28 @@ fn required<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<
         .ok_or_else(|| Problem::bad_request("bad-request", "a JSON body is required"))
 }
 
-fn header_reason(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(REASON_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+/// The `X-KMS-Reason` header, as UTF-8 text of at most [`MAX_TEXT_CHARS`] characters.
+fn header_reason(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(v) = headers.get(REASON_HEADER) else {
+        return Ok(None);
+    };
+    let text = std::str::from_utf8(v.as_bytes()).map_err(|_| {
+        Problem::bad_request("bad-request", "the X-KMS-Reason header is not UTF-8 text")
+    })?;
+    capped("the X-KMS-Reason header", text)?;
+    Ok(Some(text.to_owned()))
+}
+
+/// Refuse free text (reasons, tickets, justifications) longer than [`MAX_TEXT_CHARS`].
+fn capped(what: &str, text: &str) -> Result<(), Problem> {
+    let n = text.chars().count();
+    if n > MAX_TEXT_CHARS {
+        return Err(Problem::bad_request(
+            "bad-request",
+            format!("{what} is {n} characters long; at most {MAX_TEXT_CHARS} are accepted: shorten it (put details in the ticket system)"),
+        ));
+    }
+    Ok(())
 }
 
 impl AppState {
@@ -264,7 +396,7 @@ impl AppState {
         &self,
         endpoint: Endpoint,
         conn: ConnInfo,
-        reason: Option<String>,
+        reason: Result<Option<String>, Problem>,
         input: Result<I, Problem>,
         op: F,
     ) -> Response
@@ -275,6 +407,11 @@ impl AppState {
     {
         let started = Instant::now();
         let engine = Arc::clone(&self.engine);
+        // An unacceptable reason is not recorded; the request is refused (and audited) instead.
+        let (reason, input) = match reason {
+            Ok(r) => (r, input),
+            Err(p) => (None, Err(p)),
+        };
         let Endpoint {
             metric,
             action,
@@ -309,7 +446,7 @@ impl AppState {
         };
         self.metrics
             .record(metric, status.as_u16(), started.elapsed(), token_error);
-        response
+        audited(response)
     }
 }
 
@@ -333,8 +470,16 @@ fn engine_err(e: EngineError) -> Problem {
 }
 
 /// The reason for the audit row: the header, else the body's `reason` field.
-fn reason_of(headers: &HeaderMap, body_reason: Option<String>) -> Option<String> {
-    header_reason(headers).or(body_reason)
+fn reason_of(headers: &HeaderMap, body_reason: Option<String>) -> Result<Option<String>, Problem> {
+    if let Some(r) = &body_reason {
+        capped("`reason`", r)?;
+    }
+    Ok(header_reason(headers)?.or(body_reason))
+}
+
+fn audited(mut response: Response) -> Response {
+    response.extensions_mut().insert(Audited);
+    response
 }
 
 // ---- handlers ----
@@ -352,17 +497,27 @@ async fn identified(app: &AppState, conn: ConnInfo) -> Result<(), Response> {
     .await;
     match who {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Problem::from(e).into_response()),
-        Err(_) => Err(Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
-        .into_response()),
+        Ok(Err(e)) => Err(audited(Problem::from(e).into_response())),
+        Err(_) => Err(audited(
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+            .into_response(),
+        )),
     }
 }
 
-async fn health(State(app): State<AppState>, Extension(conn): Extension<ConnInfo>) -> Response {
+async fn health(
+    State(app): State<AppState>,
+    Extension(conn): Extension<ConnInfo>,
+    headers: HeaderMap,
+) -> Response {
+    // Refused (and audited by `audit_the_rest`) like every route's over-long reason.
+    if let Err(p) = header_reason(&headers) {
+        return p.into_response();
+    }
     if let Err(r) = identified(&app, conn).await {
         return r;
     }
@@ -375,7 +530,7 @@ async fn health(State(app): State<AppState>, Extension(conn): Extension<ConnInfo
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            (status, Json(h)).into_response()
+            audited((status, Json(h)).into_response())
         }
         Err(_) => Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -386,7 +541,14 @@ async fn health(State(app): State<AppState>, Extension(conn): Extension<ConnInfo
     }
 }
 
-async fn metrics(State(app): State<AppState>, Extension(conn): Extension<ConnInfo>) -> Response {
+async fn metrics(
+    State(app): State<AppState>,
+    Extension(conn): Extension<ConnInfo>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(p) = header_reason(&headers) {
+        return p.into_response();
+    }
     if let Err(r) = identified(&app, conn).await {
         return r;
     }
@@ -719,6 +881,8 @@ async fn access_request(
             .map_err(|e: crate::duration::DurationError| {
                 Problem::bad_request("bad-request", e.to_string())
             })?;
+        capped("`ticket`", &r.ticket)?;
+        capped("`justification`", &r.justification)?;
         Ok(crate::engine::RequestInput {
             key: r.key,
             ops,

@@ -10,6 +10,41 @@ use crate::engine::{EngineError, Refusal};
 use crate::hsm::HsmError;
 use crate::inventory::InventoryError;
 
+/// Every (status, code) the service answers with. docs/openapi.json lists exactly these (a test
+/// compares them), and `Problem::new` refuses, in debug builds, a code missing from here.
+pub const CODES: &[(u16, &str)] = &[
+    (400, "bad-request"),
+    (400, "bad-base64"),
+    (400, "bad-size"),
+    (400, "unknown-field"),
+    (400, "bad-ciphertext"),
+    // Reserved: a connection without a client certificate is refused in the TLS handshake.
+    (401, "unauthenticated"),
+    (403, "unknown-principal"),
+    (403, "principal-disabled"),
+    (403, "source-not-allowed"),
+    (403, "no-grant"),
+    (403, "grant-expired"),
+    (403, "review-lapsed"),
+    (403, "operation-not-granted"),
+    (403, "wrong-role"),
+    (403, "separation-of-duties"),
+    (403, "bad-signature"),
+    (403, "inventory-tampered"),
+    (404, "key-not-found"),
+    (404, "request-not-found"),
+    (404, "no-such-route"),
+    (405, "method-not-allowed"),
+    (409, "operation-not-supported"),
+    (409, "usage-not-allowed"),
+    (409, "key-expired"),
+    (409, "key-state"),
+    (409, "wrong-state"),
+    (413, "body-too-large"),
+    (500, "internal"),
+    (503, "token-unavailable"),
+];
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
     #[serde(rename = "type")]
@@ -22,6 +57,10 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Problem {
+        debug_assert!(
+            CODES.contains(&(status.as_u16(), code)),
+            "problem code {code} with status {status} is not in problem::CODES (nor documented)"
+        );
         Problem {
             kind: format!("urn:kms:problem:{code}"),
             title: status.canonical_reason().unwrap_or("Error"),
@@ -49,12 +88,15 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = serde_json::to_vec(&self).unwrap_or_default();
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             body,
         )
-            .into_response()
+            .into_response();
+        // Kept for the layer that audits responses no handler audited (api::audit_the_rest).
+        response.extensions_mut().insert(self);
+        response
     }
 }
 
@@ -127,5 +169,103 @@ impl From<EngineError> for Problem {
                 Problem::new(S::INTERNAL_SERVER_ERROR, "internal", "internal error")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    type Pairs = BTreeSet<(u16, String)>;
+
+    fn codes() -> Pairs {
+        CODES.iter().map(|(s, c)| (*s, (*c).to_owned())).collect()
+    }
+
+    fn spec() -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json");
+        Ok(serde_json::from_str(&std::fs::read_to_string(path)?)?)
+    }
+
+    #[test]
+    fn every_refusal_has_a_listed_code() {
+        for why in Refusal::ALL {
+            let p = Problem::from(EngineError::Denied(why, "x".into()));
+            assert!(
+                CODES.contains(&(p.status, p.code)),
+                "{why:?} answers {} {}, which CODES does not list",
+                p.status,
+                p.code
+            );
+            assert_eq!(p.code, why.code());
+        }
+    }
+
+    /// The table in the API description lists exactly [`CODES`].
+    #[test]
+    fn the_documented_code_table_is_complete() -> Result<(), Box<dyn std::error::Error>> {
+        let spec = spec()?;
+        let desc = spec["info"]["description"]
+            .as_str()
+            .ok_or("openapi.json has no info.description")?;
+        let mut table = Pairs::new();
+        for line in desc.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let Some(status) = cells.get(1).and_then(|c| c.parse::<u16>().ok()) else {
+                continue;
+            };
+            let text = cells.get(2).ok_or("a table row without codes")?;
+            // Codes are the back-quoted words of the cell.
+            for (i, part) in text.split('`').enumerate() {
+                if i % 2 == 1 {
+                    table.insert((status, part.to_owned()));
+                }
+            }
+        }
+        assert_eq!(
+            table,
+            codes(),
+            "docs/openapi.json's code table vs problem::CODES"
+        );
+        Ok(())
+    }
+
+    /// The shared problem responses list exactly [`CODES`] in their `status`/`code` enums.
+    #[test]
+    fn the_documented_problem_responses_are_complete() -> Result<(), Box<dyn std::error::Error>> {
+        let spec = spec()?;
+        let responses = spec["components"]["responses"]
+            .as_object()
+            .ok_or("openapi.json has no components.responses")?;
+        let mut listed = Pairs::new();
+        for r in responses.values() {
+            let Some(parts) =
+                r["content"]["application/problem+json"]["schema"]["allOf"].as_array()
+            else {
+                continue;
+            };
+            for part in parts {
+                let props = &part["properties"];
+                let (Some(statuses), Some(codes)) = (
+                    props["status"]["enum"].as_array(),
+                    props["code"]["enum"].as_array(),
+                ) else {
+                    continue;
+                };
+                for s in statuses.iter().filter_map(serde_json::Value::as_u64) {
+                    for c in codes.iter().filter_map(serde_json::Value::as_str) {
+                        listed.insert((u16::try_from(s)?, c.to_owned()));
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            listed,
+            codes(),
+            "docs/openapi.json's problem responses vs problem::CODES"
+        );
+        Ok(())
     }
 }

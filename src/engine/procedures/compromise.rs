@@ -328,7 +328,11 @@ impl Engine {
                     uses: BTreeMap::new(),
                 });
             let source = match &e.cert_fingerprint {
-                Some(fp) => format!("{} (cert {})", e.host, &fp[..fp.len().min(16)]),
+                Some(fp) => format!(
+                    "{} (cert {})",
+                    e.host,
+                    fp.chars().take(16).collect::<String>()
+                ),
                 None => format!("{} ({})", e.host, e.os_user.clone().unwrap_or_default()),
             };
             if !u.sources.contains(&source) {
