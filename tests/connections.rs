@@ -262,6 +262,23 @@ async fn floods_of_unregistered_idle_slow_and_bare_connections_do_not_stop_a_reg
         detail.contains("not registered to any principal"),
         "{detail}"
     );
+    // Every closure is counted, by reason.
+    let m = svc.fetch("demo-app", "GET", "/metrics", Vec::new()).await?;
+    let text = String::from_utf8_lossy(&m.body).into_owned();
+    let counted = |reason: &str| -> u64 {
+        text.lines()
+            .find(|l| {
+                l.starts_with("kms_connections_closed_total")
+                    && l.contains(&format!("reason=\"{reason}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    };
+    assert!(counted("unregistered") >= 256, "metrics:\n{text}");
+    assert!(counted("address-limit") >= 1, "metrics:\n{text}");
+    assert!(counted("header-timeout") >= 1, "metrics:\n{text}");
+    assert!(counted("idle-timeout") >= 1, "metrics:\n{text}");
     // The log line follows the same rule: one, not 256.
     let log = svc.log();
     assert_eq!(

@@ -91,7 +91,7 @@ impl Metrics {
         let connections_closed = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "connections_closed",
-            "Connections the service closed on its own, by reason (address-limit, handshake-failed, handshake-timeout, unregistered, header-timeout, idle-timeout)",
+            "Connections the service closed on its own, by reason (address-limit, handshake-failed, handshake-timeout, unregistered, admission-failed, header-timeout, idle-timeout)",
             connections_closed.clone(),
         );
         Metrics {

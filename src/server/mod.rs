@@ -295,7 +295,7 @@ impl Connection {
                 false
             }
             Ok(Err(e)) => {
-                self.metrics.connection_closed("unregistered");
+                self.metrics.connection_closed("admission-failed");
                 if let Some(suppressed) = self.quiet.allow(&(peer.ip(), "admission-failed")) {
                     tracing::error!(%peer, error = %e, suppressed, "cannot check the client certificate; connection closed");
                 }
