@@ -299,7 +299,9 @@ impl Engine {
             };
             // A fresh inventory holds no keys but the audit key its first command made.
             let own = self.inventory.keys(&Default::default())?;
-            let fresh = own.iter().all(|k| k.name == super::AUDIT_KEY);
+            let fresh = own
+                .iter()
+                .all(|k| k.name == super::AUDIT_KEY || k.name == super::INTEGRITY_KEY);
             if replace_inventory && !fresh {
                 return Err(EngineError::denied(
                     Refusal::KeyState,

@@ -553,15 +553,17 @@ async fn metrics(
         return r;
     }
     let engine = Arc::clone(&app.engine);
-    if let Ok((n, drill, down)) = tokio::task::spawn_blocking(move || {
+    if let Ok((n, drill, down, integrity)) = tokio::task::spawn_blocking(move || {
         (
             engine.audit_verify_failures(),
             engine.backup_drill_failures(),
             engine.tokens_down().len(),
+            engine.integrity_failures(),
         )
     })
     .await
     {
+        app.metrics.set_integrity_failures(integrity);
         app.metrics.set_audit_verify_failures(n);
         app.metrics.set_backup(drill, down);
     }

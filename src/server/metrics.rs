@@ -35,6 +35,7 @@ pub struct Metrics {
     audit_backlog: Gauge,
     audit_verify_failures: Gauge,
     backup_drill_failures: Gauge,
+    inventory_integrity_failures: Gauge,
     tokens_down: Gauge,
 }
 
@@ -78,6 +79,12 @@ impl Metrics {
         );
         let backup_drill_failures = Gauge::default();
         let tokens_down = Gauge::default();
+        let inventory_integrity_failures = Gauge::default();
+        registry.register(
+            "inventory_integrity_failures",
+            "Inventory rows refused by this process because their HSM-made integrity tag failed",
+            inventory_integrity_failures.clone(),
+        );
         registry.register(
             "backup_drill_failures",
             "Problems found by the last restore drill (failed copies, pairings, keys without a copy)",
@@ -97,6 +104,7 @@ impl Metrics {
         Metrics {
             connections_closed,
             backup_drill_failures,
+            inventory_integrity_failures,
             tokens_down,
             registry,
             requests,
@@ -145,6 +153,12 @@ impl Metrics {
             .set(i64::try_from(drill_failures).unwrap_or(i64::MAX));
         self.tokens_down
             .set(i64::try_from(tokens_down).unwrap_or(i64::MAX));
+    }
+
+    /// `kms_inventory_integrity_failures`, read when metrics are scraped.
+    pub fn set_integrity_failures(&self, n: u64) {
+        self.inventory_integrity_failures
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// `kms_audit_backlog`, set by the audit shipping loop.
