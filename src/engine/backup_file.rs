@@ -328,6 +328,8 @@ impl Engine {
                     // Opening it checks it is a kms inventory (and migrates an older one).
                     drop(Inventory::open(&tmp)?);
                     self.inventory.restore_from(&tmp)?;
+                    // The imported rows are tagged by the file's integrity key: check with it.
+                    self.setup_integrity()?;
                     Ok::<(), EngineError>(())
                 })();
                 for suffix in ["", "-wal", "-shm"] {
