@@ -329,6 +329,7 @@ impl Engine {
                     drop(Inventory::open(&tmp)?);
                     self.inventory.restore_from(&tmp)?;
                     // The imported rows are tagged by the file's integrity key: check with it.
+                    self.inventory.clear_integrity();
                     self.setup_integrity()?;
                     Ok::<(), EngineError>(())
                 })();

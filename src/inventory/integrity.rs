@@ -300,6 +300,12 @@ impl Inventory {
         *self.integrity.write().unwrap_or_else(|p| p.into_inner()) = Some(integrity);
     }
 
+    /// Remove the installed checker (before the inventory's content is replaced by another's,
+    /// whose rows carry that inventory's tags).
+    pub fn clear_integrity(&self) {
+        *self.integrity.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     pub(crate) fn integrity(&self) -> Option<Arc<dyn RowIntegrity>> {
         self.integrity
             .read()
