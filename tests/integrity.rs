@@ -183,3 +183,44 @@ fn a_legitimate_change_never_launders_a_tampered_row() -> TestResult {
     verify_names(&env, &[&gid])?;
     Ok(())
 }
+
+#[test]
+fn an_object_swapped_on_the_token_is_refused_and_named_by_reconcile() -> TestResult {
+    let env = Env::new()?;
+    env.create("a", "ec-p384", "sign,verify")?;
+    assert!(sign_as_user(&env, "a")?.status.success());
+    // Behind kms's back, with the user PIN: a's key pair replaced by another under the same
+    // CKA_ID and label. The inventory is untouched, so every tag still holds.
+    let id = env.object_id("a")?;
+    for t in ["privkey", "pubkey"] {
+        let o = env.pkcs11_tool(
+            "kms-primary",
+            &["--delete-object", "--type", t, "--id", &id],
+        )?;
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = env.pkcs11_tool(
+        "kms-primary",
+        &[
+            "--keypairgen",
+            "--key-type",
+            "EC:secp384r1",
+            "--id",
+            &id,
+            "--label",
+            "kms:a:v1",
+            "--usage-sign",
+        ],
+    )?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = sign_as_user(&env, "a")?;
+    assert_fails(&o, 5, &["not the key the inventory recorded", "public key"]);
+    let o = env.run(&["reconcile"])?;
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("wrong object: key 'a' v1"),
+        "{}",
+        stdout(&o)
+    );
+    Ok(())
+}

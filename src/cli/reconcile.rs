@@ -79,6 +79,9 @@ fn describe(f: &Finding) -> String {
         Finding::OrphanObject { token, cka_id, label, class } => format!(
             "orphan object: token '{token}' holds a {class} with CKA_ID {cka_id} (label '{label}') that no inventory key refers to"
         ),
+        Finding::WrongObject { token, key, version, cka_id, why } => format!(
+            "wrong object: key '{key}' v{version} names CKA_ID {cka_id} on token '{token}', but {why}; kms refuses to use it"
+        ),
         Finding::MissingObject { token, key, version, cka_id } => format!(
             "missing object: key '{key}' v{version} should be on token '{token}' as CKA_ID {cka_id}, but is not"
         ),

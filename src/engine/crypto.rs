@@ -72,7 +72,7 @@ impl Engine {
                     let sig = if version.token == super::CARD_TOKEN {
                         self.card_sign(version, &digest)?
                     } else {
-                        self.on_version(version, |t, id| t.sign_ecdsa_p384(id, &digest))?
+                        self.on_version(&key, version, |t, id| t.sign_ecdsa_p384(id, &digest))?
                     };
                     (sig, "ecdsa-p384-sha384", hex::encode(digest))
                 }
@@ -82,7 +82,7 @@ impl Engine {
                         ToSign::Digest(d) => digest_of(d, "SHA-256", &key)?,
                     };
                     let sig =
-                        self.on_version(version, |t, id| t.sign_rsa_pss_sha256(id, &digest))?;
+                        self.on_version(&key, version, |t, id| t.sign_rsa_pss_sha256(id, &digest))?;
                     (sig, "rsa-pss-sha256", hex::encode(digest))
                 }
                 KeyType::Aes256 => {
@@ -208,7 +208,7 @@ impl Engine {
                         iv: Some(iv),
                     };
                     let gcm_aad = header.gcm_aad(aad);
-                    let body = self.on_version(version, |t, id| {
+                    let body = self.on_version(&key, version, |t, id| {
                         t.aes_gcm_encrypt(id, &iv, &gcm_aad, plaintext)
                     })?;
                     let mut out = header.encode();
@@ -256,7 +256,7 @@ impl Engine {
             let plaintext = match (header.algorithm, header.iv) {
                 (Algorithm::Aes256Gcm, Some(iv)) if key.key_type == KeyType::Aes256 => {
                     let gcm_aad = header.gcm_aad(aad);
-                    self.on_version(version, |t, id| t.aes_gcm_decrypt(id, &iv, &gcm_aad, body))?
+                    self.on_version(&key, version, |t, id| t.aes_gcm_decrypt(id, &iv, &gcm_aad, body))?
                 }
                 (Algorithm::RsaOaepSha1, None) if key.key_type.rsa_bits().is_some() => {
                     let modulus_bytes = key.key_type.rsa_bits().unwrap_or(0) as usize / 8;
@@ -266,7 +266,7 @@ impl Engine {
                             body.len()
                         )));
                     }
-                    self.on_version(version, |t, id| t.rsa_oaep_decrypt(id, body))?
+                    self.on_version(&key, version, |t, id| t.rsa_oaep_decrypt(id, body))?
                 }
                 _ => {
                     return Err(EngineError::InvalidInput(format!(
@@ -389,8 +389,9 @@ impl Engine {
                 }
                 (Algorithm::Aes256Gcm, Some(iv)) if key.key_type == KeyType::Aes256 => {
                     let old_aad = header.gcm_aad(aad);
-                    let plaintext =
-                        self.on_version(from, |t, id| t.aes_gcm_decrypt(id, &iv, &old_aad, body))?;
+                    let plaintext = self.on_version(&key, from, |t, id| {
+                        t.aes_gcm_decrypt(id, &iv, &old_aad, body)
+                    })?;
                     let mut new_iv = [0u8; envelope::GCM_IV_LEN];
                     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut new_iv);
                     let h = Header {
@@ -400,7 +401,7 @@ impl Engine {
                         iv: Some(new_iv),
                     };
                     let new_aad = h.gcm_aad(aad);
-                    let sealed = self.on_version(to, |t, id| {
+                    let sealed = self.on_version(&key, to, |t, id| {
                         t.aes_gcm_encrypt(id, &new_iv, &new_aad, &plaintext)
                     })?;
                     note.detail = Some(format!(
@@ -412,7 +413,8 @@ impl Engine {
                     out
                 }
                 (Algorithm::RsaOaepSha1, None) if key.key_type.rsa_bits().is_some() => {
-                    let plaintext = self.on_version(from, |t, id| t.rsa_oaep_decrypt(id, body))?;
+                    let plaintext =
+                        self.on_version(&key, from, |t, id| t.rsa_oaep_decrypt(id, body))?;
                     let spki = to.public_key.as_deref().ok_or_else(|| {
                         EngineError::InvalidInput(format!("key '{name}' has no stored public key"))
                     })?;
@@ -481,10 +483,10 @@ impl Engine {
             let plaintext = match (header.algorithm, header.iv) {
                 (Algorithm::Aes256Gcm, Some(iv)) if key.key_type == KeyType::Aes256 => {
                     let a = header.gcm_aad(aad);
-                    self.on_version(v, |t, id| t.aes_gcm_decrypt(id, &iv, &a, body))?
+                    self.on_version(&key, v, |t, id| t.aes_gcm_decrypt(id, &iv, &a, body))?
                 }
                 (Algorithm::RsaOaepSha1, None) if key.key_type.rsa_bits().is_some() => {
-                    self.on_version(v, |t, id| t.rsa_oaep_decrypt(id, body))?
+                    self.on_version(&key, v, |t, id| t.rsa_oaep_decrypt(id, body))?
                 }
                 _ => {
                     return Err(EngineError::InvalidInput(format!(
@@ -586,7 +588,7 @@ impl Engine {
                 ),
             ));
         }
-        let dk = self.on_version(version, |t, id| t.generate_data_key(id))?;
+        let dk = self.on_version(&key, version, |t, id| t.generate_data_key(id))?;
         let header = Header {
             algorithm: Algorithm::AesKeyWrapPad,
             key_id: uuid_bytes(&key.id)?,
@@ -616,7 +618,7 @@ impl Engine {
                 "this is not a wrapped data key (use decrypt for ciphertexts)".into(),
             ));
         }
-        let plaintext = self.on_version(version, |t, id| t.unwrap_data_key(id, body))?;
+        let plaintext = self.on_version(&key, version, |t, id| t.unwrap_data_key(id, body))?;
         Ok((plaintext, version.version))
     }
 

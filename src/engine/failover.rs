@@ -94,9 +94,21 @@ impl Engine {
     /// stopped answering and failover is on — on its first healthy backup copy.
     pub(crate) fn on_version<T>(
         &self,
+        key: &crate::inventory::KeyRecord,
         version: &KeyVersion,
         op: impl Fn(&Token, &ObjectId) -> Result<T, HsmError>,
     ) -> Result<T, EngineError> {
+        // Whichever token serves it, the object must be the one the inventory recorded.
+        let label = format!("kms:{}:v{}", key.name, version.version);
+        let expected = crate::hsm::Expected {
+            label: &label,
+            key_type: key.key_type,
+            public_key: version.public_key.as_deref(),
+        };
+        let op = |t: &Token, id: &ObjectId| {
+            t.check_identity(id, &expected)?;
+            op(t, id)
+        };
         let failover = self.config.backup.as_ref().is_some_and(|b| b.failover);
         if !failover {
             let token = self.token_for(version)?;

@@ -76,6 +76,15 @@ pub enum Finding {
         label: String,
         class: String,
     },
+    /// The object under a version's (or copy's) CKA_ID is not the key the inventory recorded:
+    /// another label, key type or public key. kms refuses to use it.
+    WrongObject {
+        token: String,
+        key: String,
+        version: u32,
+        cka_id: ObjectId,
+        why: String,
+    },
 }
 
 /// What `kms reconcile --repair` did with objects left by creations that never activated.
@@ -253,9 +262,10 @@ impl Engine {
             for name in names {
                 let listed = self.hsm.token(&name).and_then(|t| {
                     let d = t.description()?;
-                    Ok((d, t.list_objects()?))
+                    let objects = t.list_objects()?;
+                    Ok((t, d, objects))
                 });
-                let (desc, objects) = match listed {
+                let (token, desc, objects) = match listed {
                     Ok(x) => x,
                     Err(e) => {
                         report.findings.push(Finding::TokenUnreachable {
@@ -307,6 +317,17 @@ impl Engine {
                                     cka_id: c.object_id.clone(),
                                 });
                             }
+                            if v.state != VersionState::Pending && key_half {
+                                if let Some(why) = wrong_object(&token, key, v, &c.object_id) {
+                                    report.findings.push(Finding::WrongObject {
+                                        token: name.clone(),
+                                        key: key.name.clone(),
+                                        version: v.version,
+                                        cka_id: c.object_id.clone(),
+                                        why,
+                                    });
+                                }
+                            }
                         }
                     }
                 }
@@ -341,6 +362,19 @@ impl Engine {
                                     version: v.version,
                                     cka_id: v.object_id.clone(),
                                 })
+                            }
+                            VersionState::Active
+                            | VersionState::Deactivated
+                            | VersionState::Compromised => {
+                                if let Some(why) = wrong_object(&token, key, v, &v.object_id) {
+                                    report.findings.push(Finding::WrongObject {
+                                        token: name.clone(),
+                                        key: key.name.clone(),
+                                        version: v.version,
+                                        cka_id: v.object_id.clone(),
+                                        why,
+                                    });
+                                }
                             }
                             _ => {}
                         }
@@ -413,5 +447,24 @@ impl Engine {
             note.detail = Some(format!("{} findings", report.findings.len()));
             Ok(report)
         })
+    }
+}
+
+/// Why the object under `id` on `token` is not `key`'s version `v` as recorded, if it is not.
+fn wrong_object(
+    token: &crate::hsm::Token,
+    key: &crate::inventory::KeyRecord,
+    v: &crate::inventory::KeyVersion,
+    id: &ObjectId,
+) -> Option<String> {
+    let label = format!("kms:{}:v{}", key.name, v.version);
+    let expected = crate::hsm::Expected {
+        label: &label,
+        key_type: key.key_type,
+        public_key: v.public_key.as_deref(),
+    };
+    match token.check_identity(id, &expected) {
+        Err(crate::hsm::HsmError::WrongObject { why, .. }) => Some(why),
+        _ => None,
     }
 }

@@ -53,6 +53,12 @@ pub enum HsmError {
     SoPinLocked { token: String },
     #[error(transparent)]
     Pin(#[from] ConfigError),
+    #[error("token '{token}': the object with CKA_ID {id} is not the key the inventory recorded ({why}); it is not used. Someone changed the token or the inventory: run `kms reconcile`")]
+    WrongObject {
+        token: String,
+        id: String,
+        why: String,
+    },
     #[error("token '{token}' has no {class} object with CKA_ID {id}")]
     ObjectNotFound {
         token: String,

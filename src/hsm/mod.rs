@@ -11,6 +11,7 @@
 mod backup;
 mod cipher;
 mod error;
+mod identity;
 mod keygen;
 mod module;
 mod objects;
@@ -29,6 +30,7 @@ use std::sync::{Arc, Mutex};
 
 pub use backup::{KekState, TransportPublicKey, WrappedKey};
 pub use error::HsmError;
+pub use identity::Expected;
 pub use keygen::GeneratedKey;
 pub use objects::TokenObject;
 pub use personal::{card_public_key, sign_with_card, CardSignature};

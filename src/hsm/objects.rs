@@ -95,6 +95,7 @@ pub(crate) fn destroy_id(token: &str, session: &Session, id: &ObjectId) -> Resul
 impl Token {
     /// Destroy every object with this CKA_ID (both halves of a key pair).
     pub fn destroy(&self, id: &ObjectId) -> Result<usize, HsmError> {
+        self.forget_identities();
         self.run(|s| destroy_id(self.name(), s, id))
     }
 

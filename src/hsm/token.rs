@@ -44,6 +44,9 @@ pub struct Token {
     pin: SecretString,
     login: Mutex<Session>,
     pool: SessionPool,
+    /// Objects whose identity was checked against the inventory (`identity.rs`), by a digest of
+    /// CKA_ID and what was expected of it. Dropped with the token (logout, failover, reset).
+    identities: Mutex<std::collections::HashSet<[u8; 48]>>,
 }
 
 impl std::fmt::Debug for Token {
@@ -112,11 +115,34 @@ impl Token {
             label: description.label,
             pin,
             login: Mutex::new(login),
+            identities: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub(super) fn identity_checked(&self, memo: &[u8; 48]) -> bool {
+        self.identities
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(memo)
+    }
+
+    pub(super) fn remember_identity(&self, memo: [u8; 48]) {
+        self.identities
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(memo);
+    }
+
+    /// Forget every identity check (after an object was destroyed: a new one may take its CKA_ID).
+    pub(crate) fn forget_identities(&self) {
+        self.identities
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     pub fn serial(&self) -> &str {
