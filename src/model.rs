@@ -305,6 +305,11 @@ impl fmt::Display for VersionState {
 #[serde(into = "String", try_from = "String")]
 pub struct ObjectId(pub Vec<u8>);
 
+/// The CKA_LABEL kms gives the object(s) of version `version` of key `key`, on every token.
+pub fn object_label(key: &str, version: u32) -> String {
+    format!("kms:{key}:v{version}")
+}
+
 impl ObjectId {
     pub fn to_hex(&self) -> String {
         hex::encode(&self.0)

@@ -8,10 +8,6 @@
 mod common;
 use common::*;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 fn paired(env: &Env) -> TestResult {
     env.ok(&["--reason", "CHG-17 ceremony", "backup", "init"])?;
     env.ok(&["backup", "sync"])?;
@@ -26,49 +22,13 @@ fn on_token(env: &Env, label: &str, id: &str) -> Res<bool> {
         .any(|l| l.trim() == format!("ID:         {id}")))
 }
 
-/// Run `kms ARGS` with failpoint `fp`; wait until it stops there, then SIGKILL it.
-fn kill_at(env: &Env, fp: &str, args: &[&str]) -> TestResult {
-    let mut child = env
-        .kms_as(OFFICER)
-        .env("KMS_FAILPOINT", fp)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stderr = child.stderr.take().ok_or("no stderr")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let want = format!("failpoint {fp} reached");
-    std::thread::spawn(move || {
-        let mut seen = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            seen.push_str(&line);
-            seen.push('\n');
-            if line.contains(&want) {
-                let _ = tx.send(Ok(()));
-                return;
-            }
-        }
-        let _ = tx.send(Err(seen));
-    });
-    let reached = rx.recv_timeout(Duration::from_secs(30));
-    Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status()?;
-    let _ = child.wait();
-    match reached {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(seen)) => Err(format!("{fp} never reached: {seen}").into()),
-        Err(_) => Err(format!("{fp}: timed out").into()),
-    }
-}
-
 #[test]
 fn abandon_removes_the_backup_copy_of_a_killed_creation() -> TestResult {
     let env = Env::new()?;
     paired(&env)?;
     kill_at(
         &env,
+        "0d",
         "create:copied",
         &create_args("lost", "ec-p384", "sign,verify", &["--reason", "CHG-17"]),
     )?;
@@ -118,6 +78,7 @@ fn reconcile_reports_and_repair_removes_leftovers_never_live_keys() -> TestResul
     let live = env.object_id("live")?;
     kill_at(
         &env,
+        "0d",
         "create:copied",
         &create_args(
             "ghost",
@@ -214,6 +175,7 @@ fn abandon_keeps_the_key_while_a_token_that_may_hold_a_copy_is_unreachable() -> 
     paired(&env)?;
     kill_at(
         &env,
+        "0d",
         "create:copied",
         &create_args("lost", "ec-p384", "sign,verify", &["--reason", "CHG-17"]),
     )?;

@@ -238,7 +238,7 @@ impl Engine {
             dst.destroy(&version.object_id)?;
         }
         let wrapped = src.wrap_for_copy(&pair.kek_id, &version.object_id, key.key_type)?;
-        let label = format!("kms:{}:v{}", key.name, version.version);
+        let label = crate::model::object_label(&key.name, version.version);
         dst.unwrap_copy(
             &pair.kek_id,
             &version.object_id,

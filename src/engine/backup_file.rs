@@ -22,7 +22,7 @@ use super::policy::require_role;
 use super::{Caller, CreateKey, Engine, EngineError, Refusal};
 use crate::hsm::WrappedKey;
 use crate::inventory::{Inventory, KeyRecord, Outcome};
-use crate::model::{Classification, KeyType, ObjectId, Role};
+use crate::model::{KeyType, ObjectId, Role};
 
 /// The key that seals offline backup files.
 pub const SEAL_KEY: &str = "kms-backup-seal";
@@ -428,7 +428,7 @@ impl Engine {
             ));
         }
         let wrapped = WrappedKey::from_parts(blob, &public).map_err(EngineError::InvalidInput)?;
-        let label = format!("kms:{}:v{}", key.name, v.version);
+        let label = crate::model::object_label(&key.name, v.version);
         token.unwrap_copy(
             kek,
             &v.object_id,
@@ -460,22 +460,13 @@ impl Engine {
         match self.inventory.key(SEAL_KEY) {
             Ok(k) => Ok(k),
             Err(crate::inventory::InventoryError::NoSuchKey(_)) => {
-                let mut req = CreateKey::new(
+                let req = CreateKey::internal(
                     SEAL_KEY,
                     KeyType::Aes256,
-                    "kms",
-                    Classification::Restricted,
-                    "encrypt,decrypt"
-                        .parse()
-                        .map_err(|e: crate::model::ParseError| {
-                            EngineError::InvalidInput(e.to_string())
-                        })?,
-                );
-                req.purpose =
-                    "seals offline backup files (kms backup export); used by kms only".into();
-                req.handling = "never granted to anyone; lives on the HSMs only".into();
-                req.disposal =
-                    "keep while any offline backup file sealed with it must stay readable".into();
+                    "encrypt,decrypt",
+                    "seals offline backup files (kms backup export)",
+                    "keep while any offline backup file sealed with it must stay readable",
+                )?;
                 let mut system = self.system_caller();
                 system.reason = Some("offline backup seal key, made on first export".into());
                 self.create_key(&system, req)

@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use super::policy::require_role;
 use super::{Caller, CallerKind, Engine, EngineError};
 use crate::inventory::{AuditCheckpoint, AuditFilter, Outcome, GENESIS};
-use crate::model::{Classification, KeyType, Role};
+use crate::model::{KeyType, Role};
 
 /// The inventory name of the audit key.
 pub const AUDIT_KEY: &str = "kms-audit";
@@ -258,20 +258,13 @@ impl Engine {
         let key = match self.inventory.key(AUDIT_KEY) {
             Ok(k) => k,
             Err(crate::inventory::InventoryError::NoSuchKey(_)) => {
-                let mut req = super::CreateKey::new(
+                let req = super::CreateKey::internal(
                     AUDIT_KEY,
                     KeyType::EcP384,
-                    "kms",
-                    Classification::Restricted,
-                    "sign,verify"
-                        .parse()
-                        .map_err(|e: crate::model::ParseError| {
-                            EngineError::InvalidInput(e.to_string())
-                        })?,
-                );
-                req.purpose = "signs audit-trail checkpoints; used by kms itself only".into();
-                req.handling = "never granted to anyone; generated and kept on the HSM".into();
-                req.disposal = "keep while any checkpoint it signed must stay verifiable".into();
+                    "sign,verify",
+                    "signs audit-trail checkpoints",
+                    "keep while any checkpoint it signed must stay verifiable",
+                )?;
                 self.create_key(&self.system_caller(), req)?
             }
             Err(e) => return Err(e.into()),

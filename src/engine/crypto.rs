@@ -588,7 +588,7 @@ impl Engine {
                 ),
             ));
         }
-        let dk = self.on_version(&key, version, |t, id| t.generate_data_key(id))?;
+        let dk = self.on_version(key, version, |t, id| t.generate_data_key(id))?;
         let header = Header {
             algorithm: Algorithm::AesKeyWrapPad,
             key_id: uuid_bytes(&key.id)?,

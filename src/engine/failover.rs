@@ -99,14 +99,8 @@ impl Engine {
         op: impl Fn(&Token, &ObjectId) -> Result<T, HsmError>,
     ) -> Result<T, EngineError> {
         // Whichever token serves it, the object must be the one the inventory recorded.
-        let label = format!("kms:{}:v{}", key.name, version.version);
-        let expected = crate::hsm::Expected {
-            label: &label,
-            key_type: key.key_type,
-            public_key: version.public_key.as_deref(),
-        };
         let op = |t: &Token, id: &ObjectId| {
-            t.check_identity(id, &expected)?;
+            check_object(t, key, version, id)?;
             op(t, id)
         };
         let failover = self.config.backup.as_ref().is_some_and(|b| b.failover);
@@ -266,4 +260,23 @@ impl Engine {
     pub fn tokens_down(&self) -> Vec<TokenDown> {
         self.failover.down_list()
     }
+}
+
+/// Refuse unless the object under `id` on `token` is version `version` of `key` as the
+/// inventory recorded it: its label, key type and, for key pairs, public key.
+pub(crate) fn check_object(
+    token: &Token,
+    key: &crate::inventory::KeyRecord,
+    version: &KeyVersion,
+    id: &ObjectId,
+) -> Result<(), HsmError> {
+    let label = crate::model::object_label(&key.name, version.version);
+    token.check_identity(
+        id,
+        &crate::hsm::Expected {
+            label: &label,
+            key_type: key.key_type,
+            public_key: version.public_key.as_deref(),
+        },
+    )
 }

@@ -25,7 +25,7 @@ use time::OffsetDateTime;
 use super::{Engine, EngineError};
 use crate::hsm::Hsm;
 use crate::inventory::{CheckFailure, InventoryError, Outcome, RowIntegrity};
-use crate::model::{Classification, KeyType, ObjectId};
+use crate::model::{KeyType, ObjectId};
 
 /// The inventory key that tags inventory rows; used by kms itself only.
 pub const INTEGRITY_KEY: &str = "kms-integrity";
@@ -291,21 +291,13 @@ impl Engine {
                         return Ok(());
                     }
                 }
-                let mut req = super::CreateKey::new(
+                let req = super::CreateKey::internal(
                     INTEGRITY_KEY,
                     KeyType::EcP384,
-                    "kms",
-                    Classification::Restricted,
-                    "sign,verify"
-                        .parse()
-                        .map_err(|e: crate::model::ParseError| {
-                            EngineError::InvalidInput(e.to_string())
-                        })?,
-                );
-                req.purpose =
-                    "signs inventory rows that grant power (principals, grants, key versions, backup pairings); used by kms itself only".into();
-                req.handling = "never granted to anyone; generated and kept on the HSM".into();
-                req.disposal = "keep while the inventory is in use".into();
+                    "sign,verify",
+                    "signs inventory rows that grant power (principals, grants, key versions, backup pairings)",
+                    "keep while the inventory is in use",
+                )?;
                 let mut caller = self.system_caller();
                 caller.reason = Some("inventory integrity key".into());
                 self.create_key(&caller, req)?
@@ -334,7 +326,7 @@ impl Engine {
         self.install_integrity(v.version, places, None);
         // An inventory whose rows were never tagged (made before tags, or a first open
         // interrupted before the tagging committed) is tagged once, as an audited step.
-        if self.inventory.untagged_rows()? > 0
+        if self.inventory.any_untagged()?
             && !self.inventory.has_record_starting(TAGGED_ACTION, "")?
         {
             let caller = self.system_caller();

@@ -78,6 +78,25 @@ impl CreateKey {
             on_card: None,
         }
     }
+
+    /// A key kms makes for itself (audit checkpoints, the offline-file seal, row integrity):
+    /// owned by "kms", restricted, never granted to anyone, kept on the HSM.
+    pub(crate) fn internal(
+        name: &str,
+        key_type: KeyType,
+        usage: &str,
+        purpose: &str,
+        disposal: &str,
+    ) -> Result<CreateKey, EngineError> {
+        let usage = usage
+            .parse()
+            .map_err(|e: crate::model::ParseError| EngineError::InvalidInput(e.to_string()))?;
+        let mut req = CreateKey::new(name, key_type, "kms", Classification::Restricted, usage);
+        req.purpose = format!("{purpose}; used by kms itself only");
+        req.handling = "never granted to anyone; generated and kept on the HSMs".into();
+        req.disposal = disposal.into();
+        Ok(req)
+    }
 }
 
 impl Engine {
@@ -129,7 +148,7 @@ impl Engine {
                 .insert_pending_key(&new, &pending, now, &intent)?;
             note.key_version = Some(1);
 
-            let label = format!("kms:{}:v1", req.name);
+            let label = crate::model::object_label(&req.name, 1);
             let generated = match token.generate(req.key_type, &object_id, &label, &req.usage) {
                 Ok(g) => g,
                 Err(e) => {

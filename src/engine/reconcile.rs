@@ -141,7 +141,7 @@ impl Engine {
                 live.ids
                     .extend(v.copies.iter().map(|c| c.object_id.clone()));
                 live.labels
-                    .insert(format!("kms:{}:v{}", key.name, v.version));
+                    .insert(crate::model::object_label(&key.name, v.version));
             }
         }
         for p in self.inventory.backup_pairs()? {
@@ -457,13 +457,7 @@ fn wrong_object(
     v: &crate::inventory::KeyVersion,
     id: &ObjectId,
 ) -> Option<String> {
-    let label = format!("kms:{}:v{}", key.name, v.version);
-    let expected = crate::hsm::Expected {
-        label: &label,
-        key_type: key.key_type,
-        public_key: v.public_key.as_deref(),
-    };
-    match token.check_identity(id, &expected) {
+    match super::failover::check_object(token, key, v, id) {
         Err(crate::hsm::HsmError::WrongObject { why, .. }) => Some(why),
         _ => None,
     }

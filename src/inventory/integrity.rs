@@ -313,22 +313,23 @@ impl Inventory {
             .clone()
     }
 
-    /// Whether any tagged table holds a row without a tag.
-    pub fn untagged_rows(&self) -> Result<usize, InventoryError> {
+    /// Whether any tagged table holds a row without a tag (a partial index answers it).
+    pub fn any_untagged(&self) -> Result<bool, InventoryError> {
         let conn = self.conn();
-        let mut n = 0usize;
         for t in Table::ALL {
-            let c: i64 = conn.query_row(
+            let found: bool = conn.query_row(
                 &format!(
-                    "SELECT COUNT(*) FROM {} WHERE integrity_tag IS NULL",
+                    "SELECT EXISTS (SELECT 1 FROM {} WHERE integrity_tag IS NULL)",
                     t.name()
                 ),
                 [],
                 |r| r.get(0),
             )?;
-            n += usize::try_from(c).unwrap_or(0);
+            if found {
+                return Ok(true);
+            }
         }
-        Ok(n)
+        Ok(false)
     }
 
     /// Tag every row that has no tag yet, in one transaction, with `audit` as its record (the

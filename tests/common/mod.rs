@@ -311,3 +311,44 @@ pub fn path(p: &Path) -> Res<&str> {
 pub fn json(o: &Output) -> Res<serde_json::Value> {
     Ok(serde_json::from_slice(&o.stdout)?)
 }
+
+/// Run `kms ARGS` as the officer with failpoint `fp` (and the lifecycle clock moved by
+/// `offset`, e.g. "0d"; `testing` builds); wait until it stops there, then SIGKILL it.
+pub fn kill_at(env: &Env, offset: &str, fp: &str, args: &[&str]) -> TestResult {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = env
+        .kms_as(OFFICER)
+        .env("KMS_FAILPOINT", fp)
+        .env("KMS_TEST_CLOCK_OFFSET", offset)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let want = format!("failpoint {fp} reached");
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains(&want) {
+                let _ = tx.send(Ok(()));
+                return;
+            }
+        }
+        let _ = tx.send(Err(seen));
+    });
+    let reached = rx.recv_timeout(std::time::Duration::from_secs(30));
+    Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()?;
+    let _ = child.wait();
+    match reached {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(seen)) => Err(format!("{fp} never reached: {seen}").into()),
+        Err(_) => Err(format!("{fp}: timed out").into()),
+    }
+}

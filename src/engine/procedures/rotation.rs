@@ -194,7 +194,7 @@ impl Engine {
             .insert_pending_version(&key.id, new_version, &pending, &proc_id, &data)?;
         failpoint("rotate:pending");
         let made = (|| -> Result<(Option<Vec<u8>>, Option<KeyCopy>), EngineError> {
-            let label = format!("kms:{}:v{new_version}", key.name);
+            let label = crate::model::object_label(&key.name, new_version);
             let generated = token.generate(key.key_type, &object_id, &label, &key.usage)?;
             self.inventory
                 .procedure_step(&proc_id, "generated", &data)?;
