@@ -151,13 +151,72 @@ fn json_value(v: &Value) -> serde_json::Value {
     }
 }
 
-/// The canonical encoding a tag signs: a JSON array of a format name, the table, the column
-/// names and the values (blobs as hex), so no two rows or tables share an encoding.
+/// The canonical encoding a tag signs: a format name, the table, then each column's name, the
+/// value's SQLite type and its length-prefixed bytes, so no two rows or tables share an
+/// encoding (written directly: it is computed on every checked read).
 pub fn canonical(table: Table, values: &[Value]) -> Vec<u8> {
-    let cols = table.columns();
-    let vals: Vec<serde_json::Value> = values.iter().map(json_value).collect();
-    let doc = serde_json::json!(["kms-row/1", table.name(), cols, vals]);
-    serde_json::to_vec(&doc).unwrap_or_default()
+    fn field(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    let mut out = Vec::with_capacity(256);
+    field(&mut out, b"kms-row/2");
+    field(&mut out, table.name().as_bytes());
+    for (col, v) in table.columns().iter().zip(values) {
+        field(&mut out, col.as_bytes());
+        match v {
+            Value::Null => out.push(0),
+            Value::Integer(i) => {
+                out.push(1);
+                field(&mut out, &i.to_be_bytes());
+            }
+            Value::Real(r) => {
+                out.push(2);
+                field(&mut out, &r.to_be_bytes());
+            }
+            Value::Text(t) => {
+                out.push(3);
+                field(&mut out, t.as_bytes());
+            }
+            Value::Blob(b) => {
+                out.push(4);
+                field(&mut out, b);
+            }
+        }
+    }
+    out
+}
+
+/// `, <alias>integrity_tag, <alias>col, …`: appended to a row read so the same statement
+/// gives what the tag check needs ([`check_tail`]).
+pub(crate) fn tail(table: Table, alias: &str) -> String {
+    let mut s = format!(", {alias}integrity_tag");
+    for c in table.columns() {
+        s.push_str(", ");
+        s.push_str(alias);
+        s.push_str(c);
+    }
+    s
+}
+
+/// Check the row whose [`tail`] starts at column `start` of `row`.
+pub(crate) fn check_tail(
+    integrity: Option<&Arc<dyn RowIntegrity>>,
+    table: Table,
+    row: &rusqlite::Row<'_>,
+    start: usize,
+) -> Result<(), InventoryError> {
+    let Some(integrity) = integrity else {
+        return Ok(());
+    };
+    let tagged = Tagged {
+        rowid: 0,
+        tag: row.get(start)?,
+        values: (0..table.columns().len())
+            .map(|i| row.get::<_, Value>(start + 1 + i))
+            .collect::<Result<_, _>>()?,
+    };
+    check_one(integrity.as_ref(), table, &tagged)
 }
 
 fn identity(table: Table, values: &[Value]) -> String {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 use time::OffsetDateTime;
 
-use super::integrity::{check_where, guarded, tag_where, Table};
+use super::integrity::{guarded, tag_where, Table};
 use super::records::{AuditEntry, KeyCopy, KeyFilter, KeyRecord, KeyVersion, NewKey};
 use super::{audit, fmt_time, parse_time, Inventory, InventoryError};
 use crate::duration::HumanDuration;
@@ -26,6 +26,8 @@ const KEY_COLUMNS: &str = "id, name, key_type, owner, classification, usage, pur
 const VERSION_COLUMNS: &str = "version, token, token_label, token_serial, object_id, state, \
      public_key, created_at, activated_at, destroyed_at, pending_reason, deactivated_at, \
      destroy_after, compromised_at";
+/// How many columns VERSION_COLUMNS names (a row's integrity tail starts after them).
+const VERSION_COLUMN_COUNT: usize = 14;
 
 impl Inventory {
     /// Record the intent to create `key` as version 1 on a token, state `pending`, and return its
@@ -172,14 +174,7 @@ impl Inventory {
             .query_row([name], read_key)
             .optional()?;
         let mut key = row.ok_or_else(|| InventoryError::NoSuchKey(name.to_owned()))??;
-        key.versions = versions(&conn, &key.id)?;
-        check_where(
-            &conn,
-            integrity.as_ref(),
-            Table::KeyVersions,
-            "key_id = ?1",
-            &[&key.id],
-        )?;
+        key.versions = versions(&conn, &key.id, integrity.as_ref())?;
         Ok(key)
     }
 
@@ -198,7 +193,8 @@ impl Inventory {
         let mut out = Vec::new();
         for r in rows {
             let mut key = r??;
-            key.versions = versions(&conn, &key.id)?;
+            // Listing checks no tags: nothing is authorized by a listing.
+            key.versions = versions(&conn, &key.id, None)?;
             out.push(key);
         }
         Ok(out)
@@ -228,11 +224,22 @@ fn insert_version(
     Ok(())
 }
 
-fn versions(conn: &Connection, key_id: &str) -> Result<Vec<KeyVersion>, InventoryError> {
+/// A key's versions; with `integrity`, each row's tag is checked in the same read.
+fn versions(
+    conn: &Connection,
+    key_id: &str,
+    integrity: Option<&std::sync::Arc<dyn super::integrity::RowIntegrity>>,
+) -> Result<Vec<KeyVersion>, InventoryError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = ?1 ORDER BY version"
+        "SELECT {VERSION_COLUMNS}{} FROM key_versions WHERE key_id = ?1 ORDER BY version",
+        super::integrity::tail(Table::KeyVersions, "")
     ))?;
-    let rows = stmt.query_map([key_id], read_version)?;
+    let rows = stmt.query_map([key_id], |r| {
+        Ok(
+            super::integrity::check_tail(integrity, Table::KeyVersions, r, VERSION_COLUMN_COUNT)
+                .and_then(|()| read_version(r)?),
+        )
+    })?;
     let mut out = Vec::new();
     for r in rows {
         let mut v = r??;

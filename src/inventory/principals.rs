@@ -3,12 +3,14 @@
 use rusqlite::{params, ErrorCode, OptionalExtension, Row};
 use time::OffsetDateTime;
 
-use super::integrity::{check_where, guarded, tag_where, Table};
+use super::integrity::{check_tail, guarded, tag_where, tail, Table};
 use super::records::{AuditEntry, Principal};
 use super::{fmt_time, parse_time, Inventory, InventoryError};
 
 const COLUMNS: &str = "name, role, cert_fingerprint, cert_subject, disabled_at, disabled_by, \
      created_by, created_at, approval_key, approval_key_uri, allowed_networks";
+/// How many columns COLUMNS names (a row's integrity tail starts after them).
+const COLUMN_COUNT: usize = 11;
 
 impl Inventory {
     /// Register a principal. A duplicate name or certificate is refused.
@@ -100,44 +102,35 @@ impl Inventory {
     }
 
     pub fn principal(&self, name: &str) -> Result<Principal, InventoryError> {
-        let integrity = self.integrity();
-        let conn = self.conn();
-        let p = conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM principals WHERE name = ?1"),
-                [name],
-                read,
-            )
-            .optional()?
-            .ok_or_else(|| InventoryError::NoSuchPrincipal(name.to_owned()))??;
-        check_where(
-            &conn,
-            integrity.as_ref(),
-            Table::Principals,
-            "name = ?1",
-            &[&name],
-        )?;
-        Ok(p)
+        self.checked_principal("name", name)?
+            .ok_or_else(|| InventoryError::NoSuchPrincipal(name.to_owned()))
     }
 
     /// The principal registered with this certificate fingerprint, if any.
     pub fn principal_by_fingerprint(&self, fp: &str) -> Result<Option<Principal>, InventoryError> {
+        self.checked_principal("cert_fingerprint", fp)
+    }
+
+    /// The principal whose `column` is `value`, its integrity tag checked in the same read.
+    fn checked_principal(
+        &self,
+        column: &str,
+        value: &str,
+    ) -> Result<Option<Principal>, InventoryError> {
+        let integrity = self.integrity();
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM principals WHERE cert_fingerprint = ?1"
+            "SELECT {COLUMNS}{} FROM principals WHERE {column} = ?1",
+            tail(Table::Principals, "")
         ))?;
-        let found = stmt.query_row([fp], read).optional()?.transpose()?;
-        if let Some(p) = &found {
-            let integrity = self.integrity();
-            check_where(
-                &conn,
-                integrity.as_ref(),
-                Table::Principals,
-                "name = ?1",
-                &[&p.name],
-            )?;
-        }
-        Ok(found)
+        stmt.query_row([value], |r| {
+            Ok(
+                check_tail(integrity.as_ref(), Table::Principals, r, COLUMN_COUNT)
+                    .and_then(|()| read(r)?),
+            )
+        })
+        .optional()?
+        .transpose()
     }
 
     /// Whether a security officer was ever registered (bootstrap — the first one registered by
