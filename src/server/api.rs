@@ -112,8 +112,8 @@ pub fn router(state: AppState, max_body: usize) -> Router {
 /// layer audits what no handler saw — no such route (404), wrong method (405), a path axum
 /// could not decode (`/v1/keys/%FF`), a panic — identifying the certificate through the engine
 /// (an unregistered one is refused and audited by `identify`), and turns any error that is not
-/// yet `application/problem+json` into one. The request runs in its own task so a panic becomes
-/// a 500 problem with an audit row, not a dropped connection.
+/// yet `application/problem+json` into one. A panic in the request's handler is caught and
+/// becomes a 500 problem with an audit row, not a dropped connection.
 async fn audit_the_rest(
     State(app): State<AppState>,
     req: axum::extract::Request,
@@ -123,18 +123,29 @@ async fn audit_the_rest(
     let method = req.method().to_string();
     let path: String = req.uri().path().chars().take(MAX_PATH_CHARS).collect();
     let reason = header_reason(req.headers()).ok().flatten();
-    let response = match tokio::spawn(next.run(req)).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, %method, "request handler panicked");
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
-            .into_response()
-        }
-    };
+    // Polled in place (a task per request cost a cross-thread hand-off on every request).
+    let response =
+        match futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(next.run(req)))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                // The panic payload is a message or nothing; it never carries a secret kms put there,
+                // but it is logged by kind only, like every error that might quote input.
+                let kind = if e.is::<String>() || e.is::<&str>() {
+                    "message"
+                } else {
+                    "other"
+                };
+                tracing::error!(payload = kind, %method, "request handler panicked");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+                .into_response()
+            }
+        };
     let status = response.status();
     if response.extensions().get::<Audited>().is_some()
         || !(status.is_client_error() || status.is_server_error())
