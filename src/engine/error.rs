@@ -188,6 +188,7 @@ impl EngineError {
             }
             EngineError::Inventory(_) => "inventory-error",
             EngineError::Hsm(HsmError::DecryptionFailed { .. }) => "bad-ciphertext",
+            EngineError::Hsm(HsmError::WrongObject { .. }) => "wrong-object",
             EngineError::Hsm(HsmError::WrongPin { .. }) => "wrong-pin",
             EngineError::Hsm(HsmError::PinLocked { .. }) => "pin-locked",
             EngineError::Hsm(_) => "token-error",

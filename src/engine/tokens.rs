@@ -22,6 +22,11 @@ pub struct TokenStatus {
 }
 
 impl Engine {
+    /// Object searches this process made on its tokens (`kms_token_lookups_total`).
+    pub fn token_lookups(&self) -> u64 {
+        crate::hsm::lookups_total()
+    }
+
     /// Every configured token: found? logged in? how many objects? One token's failure is
     /// reported in its row and does not hide the others.
     ///

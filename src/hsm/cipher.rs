@@ -7,7 +7,7 @@ use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use zeroize::Zeroizing;
 
-use super::objects::{find, KeyClass};
+use super::objects::KeyClass;
 use super::{HsmError, Token};
 use crate::model::ObjectId;
 
@@ -25,7 +25,7 @@ impl Token {
     ) -> Result<Vec<u8>, HsmError> {
         self.run(|s| {
             let mut iv = *iv;
-            let key = find(self.name(), s, id, KeyClass::Secret)?;
+            let key = self.handle(s, id, KeyClass::Secret)?;
             let params = GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into())
                 .map_err(HsmError::ck(self.name(), "preparing AES-GCM"))?;
             s.encrypt(&Mechanism::AesGcm(params), key, plaintext)
@@ -43,7 +43,7 @@ impl Token {
     ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
         self.run(|s| {
             let mut iv = *iv;
-            let key = find(self.name(), s, id, KeyClass::Secret)?;
+            let key = self.handle(s, id, KeyClass::Secret)?;
             let params = GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into())
                 .map_err(HsmError::ck(self.name(), "preparing AES-GCM"))?;
             s.decrypt(&Mechanism::AesGcm(params), key, ciphertext)
@@ -71,7 +71,7 @@ impl Token {
             PkcsOaepSource::empty(),
         );
         self.run(|s| {
-            let key = find(self.name(), s, id, KeyClass::Private)?;
+            let key = self.handle(s, id, KeyClass::Private)?;
             s.decrypt(&Mechanism::RsaPkcsOaep(params), key, ciphertext)
                 .map(Zeroizing::new)
                 .map_err(|e| match e {

@@ -6,7 +6,7 @@
 use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType};
 use sha2::{Digest, Sha384};
 
-use super::objects::{find, KeyClass};
+use super::objects::KeyClass;
 use super::{public_key, HsmError, Token};
 use crate::model::{KeyType, ObjectId};
 
@@ -37,9 +37,6 @@ impl Token {
     /// Refuse unless the object under `id` is the one `expected` describes.
     pub fn check_identity(&self, id: &ObjectId, expected: &Expected<'_>) -> Result<(), HsmError> {
         let memo = expected.memo(id);
-        if self.identity_checked(&memo) {
-            return Ok(());
-        }
         self.run(|s| {
             let wrong = |why: String| HsmError::WrongObject {
                 token: self.name().to_owned(),
@@ -51,7 +48,10 @@ impl Token {
             } else {
                 KeyClass::Private
             };
-            let handle = find(self.name(), s, id, class)?;
+            let handle = self.handle(s, id, class)?;
+            if self.identity_checked(&memo, handle) {
+                return Ok(());
+            }
             let attrs = s
                 .get_attributes(handle, &[AttributeType::Label, AttributeType::KeyType])
                 .map_err(HsmError::ck(
@@ -92,9 +92,8 @@ impl Token {
                     ));
                 }
             }
+            self.remember_identity(memo, handle);
             Ok(())
-        })?;
-        self.remember_identity(memo);
-        Ok(())
+        })
     }
 }

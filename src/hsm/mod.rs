@@ -32,7 +32,7 @@ pub use backup::{KekState, TransportPublicKey, WrappedKey};
 pub use error::HsmError;
 pub use identity::Expected;
 pub use keygen::GeneratedKey;
-pub use objects::TokenObject;
+pub use objects::{lookups_total, TokenObject};
 pub use personal::{card_public_key, sign_with_card, CardSignature};
 pub use token::{Token, TokenDescription};
 pub use uri::{Pkcs11Uri, UriError};

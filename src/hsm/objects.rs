@@ -8,7 +8,7 @@ use super::{HsmError, Token};
 use crate::model::ObjectId;
 
 /// Which half of a key an operation needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyClass {
     Secret,
     Private,
@@ -58,13 +58,24 @@ pub(crate) fn label_of(token: &str, session: &Session, id: &ObjectId) -> Result<
         .unwrap_or_default())
 }
 
-/// The handle of the `class` object with CKA_ID `id`, valid only within `session`.
+/// Object searches (C_FindObjectsInit) made by this process, on every token: the
+/// `kms_token_lookups_total` metric. With the handle cache it stays flat once keys are warm.
+static LOOKUPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many object searches this process made.
+pub fn lookups_total() -> u64 {
+    LOOKUPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The handle of the `class` object with CKA_ID `id` (a search on the token each time; the
+/// hot paths go through [`Token::handle`], which caches it).
 pub(crate) fn find(
     token: &str,
     session: &Session,
     id: &ObjectId,
     class: KeyClass,
 ) -> Result<ObjectHandle, HsmError> {
+    LOOKUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let found = session
         .find_objects(&[Attribute::Class(class.ck()), Attribute::Id(id.0.clone())])
         .map_err(HsmError::ck(token, "finding an object"))?;
@@ -96,6 +107,7 @@ impl Token {
     /// Destroy every object with this CKA_ID (both halves of a key pair).
     pub fn destroy(&self, id: &ObjectId) -> Result<usize, HsmError> {
         self.forget_identities();
+        self.forget_handles();
         self.run(|s| destroy_id(self.name(), s, id))
     }
 
@@ -167,4 +179,57 @@ fn class_name(c: ObjectClass) -> &'static str {
     } else {
         "other"
     }
+}
+
+impl Token {
+    /// The handle of the `class` object with CKA_ID `id`, from this token's cache or, the first
+    /// time, from a search whose result is checked to carry that CKA_ID. The cache lives in
+    /// this `Token` (one module, one slot, one login): it goes with a logout, a failover or a
+    /// module reset, is cleared by a destroy, and [`Token::run`] clears it and retries once when
+    /// the token calls a handle invalid.
+    pub(crate) fn handle(
+        &self,
+        session: &Session,
+        id: &ObjectId,
+        class: KeyClass,
+    ) -> Result<ObjectHandle, HsmError> {
+        if let Some(h) = self.cached_handle(id, class) {
+            // A module may give a handle to another object once the one it named is gone
+            // (SoftHSM2 does, when another process destroys it): a cached handle is used only
+            // while it still names an object of this class with this CKA_ID (one attribute
+            // read, not a search).
+            if still_names(session, h, id, class) {
+                return Ok(h);
+            }
+            tracing::warn!(token = %self.name(), id = %id.to_hex(), "a cached object handle no longer names its object; looking it up again");
+            self.forget_handles();
+            self.forget_identities();
+        }
+        let h = find(self.name(), session, id, class)?;
+        if !still_names(session, h, id, class) {
+            return Err(HsmError::WrongObject {
+                token: self.name().to_owned(),
+                id: id.to_hex(),
+                why: "the token's search returned an object with another CKA_ID or class".into(),
+            });
+        }
+        self.cache_handle(id, class, h);
+        Ok(h)
+    }
+}
+
+/// Whether handle `h` names an object of `class` with CKA_ID `id` in this session.
+fn still_names(session: &Session, h: ObjectHandle, id: &ObjectId, class: KeyClass) -> bool {
+    let Ok(attrs) = session.get_attributes(h, &[AttributeType::Class, AttributeType::Id]) else {
+        return false;
+    };
+    let (mut c, mut i) = (None, None);
+    for a in attrs {
+        match a {
+            Attribute::Class(v) => c = Some(v),
+            Attribute::Id(v) => i = Some(v),
+            _ => {}
+        }
+    }
+    c == Some(class.ck()) && i.as_deref() == Some(id.0.as_slice())
 }

@@ -5,7 +5,7 @@
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 
-use super::objects::{find, KeyClass};
+use super::objects::KeyClass;
 use super::{HsmError, Token};
 use crate::model::ObjectId;
 
@@ -14,7 +14,7 @@ impl Token {
     /// `openssl dgst -sha384 -verify` reads.
     pub fn sign_ecdsa_p384(&self, id: &ObjectId, digest: &[u8; 48]) -> Result<Vec<u8>, HsmError> {
         let raw = self.run(|s| {
-            let key = find(self.name(), s, id, KeyClass::Private)?;
+            let key = self.handle(s, id, KeyClass::Private)?;
             s.sign(&Mechanism::Ecdsa, key, digest)
                 .map_err(HsmError::ck(self.name(), "signing (CKM_ECDSA)"))
         })?;
@@ -36,7 +36,7 @@ impl Token {
         message: &[u8],
     ) -> Result<Vec<u8>, HsmError> {
         let raw = self.run(|s| {
-            let key = find(self.name(), s, id, KeyClass::Private)?;
+            let key = self.handle(s, id, KeyClass::Private)?;
             s.sign_init(&Mechanism::EcdsaSha384, key)
                 .map_err(HsmError::ck(
                     self.name(),
@@ -67,7 +67,7 @@ impl Token {
     /// Whether the private key `id` demands a login before every use (CKA_ALWAYS_AUTHENTICATE).
     pub fn always_authenticate(&self, id: &ObjectId) -> Result<bool, HsmError> {
         self.run(|s| {
-            let key = find(self.name(), s, id, KeyClass::Private)?;
+            let key = self.handle(s, id, KeyClass::Private)?;
             let attrs = s
                 .get_attributes(key, &[cryptoki::object::AttributeType::AlwaysAuthenticate])
                 .map_err(HsmError::ck(self.name(), "reading CKA_ALWAYS_AUTHENTICATE"))?;
@@ -89,7 +89,7 @@ impl Token {
             s_len: 32.into(),
         };
         self.run(|s| {
-            let key = find(self.name(), s, id, KeyClass::Private)?;
+            let key = self.handle(s, id, KeyClass::Private)?;
             s.sign(&Mechanism::RsaPkcsPss(params), key, digest)
                 .map_err(HsmError::ck(self.name(), "signing (CKM_RSA_PKCS_PSS)"))
         })

@@ -10,13 +10,16 @@ use std::sync::Mutex;
 
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::object::ObjectHandle;
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use secrecy::SecretString;
 
+use super::objects::KeyClass;
 use super::pool::{session_broken, SessionPool};
 use super::{module, HsmError};
 use crate::config::{TokenConfig, TokenSelector};
+use crate::model::ObjectId;
 
 /// What a token says about itself; no secrets.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -46,7 +49,9 @@ pub struct Token {
     pool: SessionPool,
     /// Objects whose identity was checked against the inventory (`identity.rs`), by a digest of
     /// CKA_ID and what was expected of it. Dropped with the token (logout, failover, reset).
-    identities: Mutex<std::collections::HashSet<[u8; 48]>>,
+    identities: Mutex<std::collections::HashMap<[u8; 48], u64>>,
+    /// CKA_ID and class -> object handle (`objects.rs`, `Token::handle`): no search per operation.
+    handles: Mutex<std::collections::HashMap<(ObjectId, KeyClass), ObjectHandle>>,
 }
 
 impl std::fmt::Debug for Token {
@@ -115,7 +120,8 @@ impl Token {
             label: description.label,
             pin,
             login: Mutex::new(login),
-            identities: Mutex::new(std::collections::HashSet::new()),
+            identities: Mutex::new(std::collections::HashMap::new()),
+            handles: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -123,18 +129,43 @@ impl Token {
         &self.name
     }
 
-    pub(super) fn identity_checked(&self, memo: &[u8; 48]) -> bool {
+    /// Whether `memo` was checked for the object now at `handle` (a new handle: check again).
+    pub(super) fn identity_checked(&self, memo: &[u8; 48], handle: ObjectHandle) -> bool {
         self.identities
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(memo)
+            .get(memo)
+            .is_some_and(|h| *h == handle.handle())
     }
 
-    pub(super) fn remember_identity(&self, memo: [u8; 48]) {
+    pub(super) fn remember_identity(&self, memo: [u8; 48], handle: ObjectHandle) {
         self.identities
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(memo);
+            .insert(memo, handle.handle());
+    }
+
+    pub(super) fn cached_handle(&self, id: &ObjectId, class: KeyClass) -> Option<ObjectHandle> {
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(id.clone(), class))
+            .copied()
+    }
+
+    pub(super) fn cache_handle(&self, id: &ObjectId, class: KeyClass, h: ObjectHandle) {
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((id.clone(), class), h);
+    }
+
+    /// Drop every cached handle (a destroy, an invalid handle, a new login).
+    pub(crate) fn forget_handles(&self) {
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Forget every identity check (after an object was destroyed: a new one may take its CKA_ID).
@@ -186,6 +217,20 @@ impl Token {
             Err(e) if e.rv() == Some(RvError::UserNotLoggedIn) => {
                 tracing::warn!(token = %self.name, "token dropped the login; logging in again");
                 self.relogin()?;
+                self.forget_handles();
+                self.run_once(&f)
+            }
+            // A cached handle the token no longer knows (the object was destroyed or the token
+            // re-initialised behind kms's back): search again, once.
+            Err(e)
+                if matches!(
+                    e.rv(),
+                    Some(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid)
+                ) =>
+            {
+                tracing::warn!(token = %self.name, "a cached object handle is invalid; looking the object up again");
+                self.forget_handles();
+                self.forget_identities();
                 self.run_once(&f)
             }
             _ => result,

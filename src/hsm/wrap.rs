@@ -8,7 +8,7 @@ use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectCla
 use cryptoki::session::Session;
 use zeroize::Zeroizing;
 
-use super::objects::{find, KeyClass};
+use super::objects::KeyClass;
 use super::{HsmError, Token};
 use crate::model::ObjectId;
 
@@ -48,7 +48,7 @@ impl Token {
     /// Generate a 256-bit data key on the token and wrap it under KEK `kek`.
     pub fn generate_data_key(&self, kek: &ObjectId) -> Result<DataKey, HsmError> {
         self.run(|s| {
-            let kek = find(self.name(), s, kek, KeyClass::Secret)?;
+            let kek = self.handle(s, kek, KeyClass::Secret)?;
             let mut template = data_key_template();
             template.push(Attribute::ValueLen(32.into()));
             let dk = s
@@ -76,7 +76,7 @@ impl Token {
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
         self.run(|s| {
-            let kek = find(self.name(), s, kek, KeyClass::Secret)?;
+            let kek = self.handle(s, kek, KeyClass::Secret)?;
             let dk = s
                 .unwrap_key(
                     &Mechanism::AesKeyWrapPad,
@@ -125,8 +125,8 @@ impl Token {
         to: &ObjectId,
     ) -> Result<Vec<u8>, HsmError> {
         self.run(|s| {
-            let from = find(self.name(), s, from, KeyClass::Secret)?;
-            let to = find(self.name(), s, to, KeyClass::Secret)?;
+            let from = self.handle(s, from, KeyClass::Secret)?;
+            let to = self.handle(s, to, KeyClass::Secret)?;
             let mut template = data_key_template();
             // The transient copy need not be readable: it only goes from one wrap to the next.
             template.retain(|a| !matches!(a, Attribute::Sensitive(_)));

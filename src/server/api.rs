@@ -575,6 +575,7 @@ async fn metrics(
     .await
     {
         app.metrics.set_integrity_failures(integrity);
+        app.metrics.set_token_lookups(app.engine.token_lookups());
         app.metrics.set_audit_verify_failures(n);
         app.metrics.set_backup(drill, down);
     }

@@ -36,6 +36,7 @@ pub struct Metrics {
     audit_verify_failures: Gauge,
     backup_drill_failures: Gauge,
     inventory_integrity_failures: Gauge,
+    token_lookups: Counter,
     tokens_down: Gauge,
 }
 
@@ -80,6 +81,12 @@ impl Metrics {
         let backup_drill_failures = Gauge::default();
         let tokens_down = Gauge::default();
         let inventory_integrity_failures = Gauge::default();
+        let token_lookups = Counter::default();
+        registry.register(
+            "token_lookups",
+            "Object searches (C_FindObjectsInit) on the tokens; flat once keys' handles are cached",
+            token_lookups.clone(),
+        );
         registry.register(
             "inventory_integrity_failures",
             "Inventory rows refused by this process because their HSM-made integrity tag failed",
@@ -105,6 +112,7 @@ impl Metrics {
             connections_closed,
             backup_drill_failures,
             inventory_integrity_failures,
+            token_lookups,
             tokens_down,
             registry,
             requests,
@@ -153,6 +161,13 @@ impl Metrics {
             .set(i64::try_from(drill_failures).unwrap_or(i64::MAX));
         self.tokens_down
             .set(i64::try_from(tokens_down).unwrap_or(i64::MAX));
+    }
+
+    /// `kms_token_lookups_total`, read from the token layer when metrics are scraped.
+    pub fn set_token_lookups(&self, n: u64) {
+        self.token_lookups
+            .inner()
+            .store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// `kms_inventory_integrity_failures`, read when metrics are scraped.

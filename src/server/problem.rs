@@ -40,6 +40,7 @@ pub const CODES: &[(u16, &str)] = &[
     (409, "key-expired"),
     (409, "key-state"),
     (409, "wrong-state"),
+    (409, "wrong-object"),
     (413, "body-too-large"),
     (500, "internal"),
     (503, "token-unavailable"),
@@ -106,6 +107,10 @@ impl From<EngineError> for Problem {
         match e {
             EngineError::InvalidInput(m) => Problem::bad_request("bad-request", m),
             EngineError::Envelope(e) => Problem::bad_request("bad-ciphertext", e.to_string()),
+            EngineError::Hsm(e @ HsmError::WrongObject { .. }) => {
+                tracing::error!(error = %e, "a key's object on the token is not the recorded one");
+                Problem::new(StatusCode::CONFLICT, "wrong-object", e.to_string())
+            }
             EngineError::Hsm(HsmError::DecryptionFailed { .. }) => Problem::bad_request(
                 "bad-ciphertext",
                 "the ciphertext or its additional authenticated data is not valid for this key",
