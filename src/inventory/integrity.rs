@@ -154,7 +154,7 @@ fn json_value(v: &Value) -> serde_json::Value {
 /// The canonical encoding a tag signs: a format name, the table, then each column's name, the
 /// value's SQLite type and its length-prefixed bytes, so no two rows or tables share an
 /// encoding (written directly: it is computed on every checked read).
-pub fn canonical(table: Table, values: &[Value]) -> Vec<u8> {
+pub(crate) fn canonical(table: Table, values: &[Value]) -> Vec<u8> {
     fn field(out: &mut Vec<u8>, bytes: &[u8]) {
         out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
         out.extend_from_slice(bytes);

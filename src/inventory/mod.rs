@@ -29,7 +29,7 @@ pub use audit::{StoredRecord, GENESIS};
 pub use backups::NewBackupPair;
 pub use error::InventoryError;
 pub use grants::new_grant_id;
-pub use integrity::{canonical, BadRow, CheckFailure, RowIntegrity, Table as TaggedTable};
+pub use integrity::{BadRow, CheckFailure, RowIntegrity};
 pub use keys::PendingVersion;
 pub use lifecycle::{Compromise, Disposal, Procedure};
 pub use migrations::LATEST as SCHEMA_VERSION;
