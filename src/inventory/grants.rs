@@ -7,7 +7,8 @@ use super::integrity::{guarded, Table};
 use super::records::{AuditEntry, Grant, GrantFilter, NewGrant};
 use super::{fmt_time, parse_time, Inventory, InventoryError};
 
-const SELECT: &str = "SELECT g.id, g.principal, k.name, g.ops, g.not_before, g.not_after, \
+pub(super) const SELECT: &str =
+    "SELECT g.id, g.principal, k.name, g.ops, g.not_before, g.not_after, \
      g.ticket, g.justification, g.created_by, g.created_at, g.revoked_at, g.revoked_by, \
      g.revoke_reason, g.request_id, g.review_due, g.break_glass \
      FROM grants g JOIN keys k ON k.id = g.key_id";
@@ -43,10 +44,18 @@ impl Inventory {
         now: OffsetDateTime,
     ) -> Result<Vec<Grant>, InventoryError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "{SELECT} WHERE (?1 IS NULL OR g.principal = ?1) AND (?2 IS NULL OR k.name = ?2)
-             ORDER BY g.created_at, g.id"
-        ))?;
+        // The hot path (a key use: this principal, this key) has its own statement, so SQLite
+        // can use the indexes; `?1 IS NULL OR …` would make it scan every grant.
+        let sql = match (&filter.principal, &filter.key_name) {
+            (Some(_), Some(_)) => format!(
+                "{SELECT} WHERE g.principal = ?1 AND k.name = ?2 ORDER BY g.created_at, g.id"
+            ),
+            _ => format!(
+                "{SELECT} WHERE (?1 IS NULL OR g.principal = ?1) AND (?2 IS NULL OR k.name = ?2)
+                 ORDER BY g.created_at, g.id"
+            ),
+        };
+        let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![filter.principal, filter.key_name], read)?;
         let mut out = Vec::new();
         for r in rows {

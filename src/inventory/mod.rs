@@ -223,6 +223,40 @@ mod tests {
         Ok(())
     }
 
+    /// The queries every key use runs (issue 12): none scans a whole table.
+    #[test]
+    fn hot_queries_use_indexes() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let inv = Inventory::open(&dir.path().join("inv.db"))?;
+        let conn = inv.conn();
+        let hot = [
+            format!(
+                "{} WHERE g.principal = 'p' AND k.name = 'k' ORDER BY g.created_at, g.id",
+                grants::SELECT
+            ),
+            "SELECT name FROM principals WHERE cert_fingerprint = 'f'".to_owned(),
+            "SELECT name FROM principals WHERE name = 'p'".to_owned(),
+            "SELECT id FROM keys WHERE name = 'k'".to_owned(),
+            "SELECT version FROM key_versions WHERE key_id = 'k' ORDER BY version".to_owned(),
+            "SELECT token FROM key_copies WHERE key_id = 'k' AND version = 1 ORDER BY token"
+                .to_owned(),
+            "SELECT integrity_tag FROM grants WHERE id = 'g'".to_owned(),
+            "SELECT EXISTS (SELECT 1 FROM grants WHERE integrity_tag IS NULL)".to_owned(),
+        ];
+        for sql in hot {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+            let plan: Vec<String> = stmt
+                .query_map([], |r| r.get::<_, String>(3))?
+                .collect::<Result<_, _>>()?;
+            assert!(
+                plan.iter()
+                    .all(|step| !step.starts_with("SCAN") || step == "SCAN CONSTANT ROW"),
+                "{sql}: {plan:?}"
+            );
+        }
+        Ok(())
+    }
+
     #[test]
     fn garbage_file_is_reported_as_corrupt() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
