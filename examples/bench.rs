@@ -3,7 +3,8 @@
 //!
 //! Environment (set by scripts/bench): KMS_CONFIG (throwaway tokens), KMS_BIN (the kms binary),
 //! KMS_BENCH_PKI (dev PKI with a `bench-app` client certificate).
-//! Arguments: [--seconds S] [--concurrency 1,2,4,8,16] [--backup-keys N]
+//! Arguments: [--seconds S] [--concurrency 1,2,4,8,16] [--backup-keys N] [--keys 10,1000,10000]
+//! (`--keys`: the scale axis, `bench/scale.rs`)
 //!
 //! The backup row (after the service, with `kms serve` stopped: the key ceremony needs the
 //! primary's SO): N EC P-384 sign/verify and N AES-256 encrypt/decrypt keys (default 50 each)
@@ -14,7 +15,10 @@
 //! same versions on the same tokens under fresh CKA_IDs, once before and once after the sync;
 //! the raw drill on those copies is timed apart, so the note can say what the ratio is made of.
 
-use std::path::PathBuf;
+#[path = "bench/scale.rs"]
+mod scale;
+
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -153,6 +157,9 @@ fn main() -> Res<()> {
     let backup_keys: usize = arg(&args, "--backup-keys")
         .and_then(|s| s.parse().ok())
         .unwrap_or(50);
+    let scale_sizes: Vec<usize> = arg(&args, "--keys")
+        .map(|k| k.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default();
     let config = Config::load(&Config::locate(None)?)?;
     let pki = PathBuf::from(std::env::var("KMS_BENCH_PKI")?);
     let kms_bin = PathBuf::from(std::env::var("KMS_BIN")?);
@@ -272,20 +279,7 @@ fn main() -> Res<()> {
     drop(engine);
 
     // --- the real service in its own process ---
-    let mut child = std::process::Command::new(&kms_bin)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let mut line = String::new();
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
-    let addr: std::net::SocketAddr = line
-        .trim()
-        .rsplit("https://")
-        .next()
-        .ok_or("no address")?
-        .parse()?;
+    let (mut child, addr) = start_service(&kms_bin)?;
     let tls = tls_config(
         &pki.join("ca.pem"),
         Some((
@@ -342,11 +336,7 @@ fn main() -> Res<()> {
         }
         Ok(())
     });
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
+    stop_service(&mut child);
     result?;
 
     // --- backup copies: the engine's sync vs. raw wrap + unwrap on the same tokens ---
@@ -475,7 +465,47 @@ fn main() -> Res<()> {
             (b.after.all.copy_ms() - b.before.all.copy_ms()).abs()
         );
     }
+    if !scale_sizes.is_empty() {
+        scale::run(
+            &config,
+            &pki,
+            &kms_bin,
+            &scale_sizes,
+            secs,
+            &ec_id,
+            serde_json::json!({ "message": msg }),
+            serde_json::json!({ "wrapped": wrapped_b64 }),
+        )?;
+    }
     Ok(())
+}
+
+/// Start `kms serve` on a free loopback port; its address.
+fn start_service(kms_bin: &Path) -> Res<(std::process::Child, std::net::SocketAddr)> {
+    let mut child = std::process::Command::new(kms_bin)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut line = String::new();
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .rsplit("https://")
+        .next()
+        .ok_or("no address")?
+        .parse()?;
+    Ok((child, addr))
+}
+
+/// Stop it (SIGTERM: a graceful shutdown) and wait.
+fn stop_service(child: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
 }
 
 /// Raw copy times, summed.
