@@ -280,13 +280,7 @@ fn main() -> Res<()> {
 
     // --- the real service in its own process ---
     let (mut child, addr) = start_service(&kms_bin)?;
-    let tls = tls_config(
-        &pki.join("ca.pem"),
-        Some((
-            &pki.join("client-bench-app.pem"),
-            &pki.join("client-bench-app-key.pem"),
-        )),
-    )?;
+    let tls = bench_app_tls(&pki)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -478,6 +472,17 @@ fn main() -> Res<()> {
         )?;
     }
     Ok(())
+}
+
+/// The load client's TLS: the dev CA and the `bench-app` client certificate.
+fn bench_app_tls(pki: &Path) -> Res<Arc<rustls::ClientConfig>> {
+    Ok(tls_config(
+        &pki.join("ca.pem"),
+        Some((
+            &pki.join("client-bench-app.pem"),
+            &pki.join("client-bench-app-key.pem"),
+        )),
+    )?)
 }
 
 /// Start `kms serve` on a free loopback port; its address.

@@ -12,7 +12,7 @@ use kms::config::Config;
 use kms::hsm::Token;
 use kms::model::{KeyType, ObjectId};
 
-use super::{run_http, run_threads, start_service, stop_service, Res, Stats};
+use super::{bench_app_tls, run_http, run_threads, start_service, stop_service, Res, Stats};
 
 /// What one size measured.
 struct Size {
@@ -62,13 +62,7 @@ pub fn run(
         Some(b) => Some(hsm.token(&b.token)?),
         None => None,
     };
-    let tls = kms::client::tls_config(
-        &pki.join("ca.pem"),
-        Some((
-            &pki.join("client-bench-app.pem"),
-            &pki.join("client-bench-app-key.pem"),
-        )),
-    )?;
+    let tls = bench_app_tls(pki)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
