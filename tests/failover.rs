@@ -11,7 +11,6 @@ mod common;
 use common::service::Service;
 use common::*;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,18 +26,6 @@ fn b64(bytes: &[u8]) -> String {
 fn unb64(v: &Value) -> Res<Vec<u8>> {
     let s = v.as_str().ok_or_else(|| format!("not a string: {v}"))?;
     Ok(base64::engine::general_purpose::STANDARD.decode(s)?)
-}
-
-/// The SoftHSM2 directory of token `label`.
-fn token_dir(env: &Env, label: &str) -> Res<PathBuf> {
-    for entry in std::fs::read_dir(env.path("tokens"))? {
-        let dir = entry?.path();
-        let meta = std::fs::read(dir.join("token.object")).unwrap_or_default();
-        if meta.windows(label.len()).any(|w| w == label.as_bytes()) {
-            return Ok(dir);
-        }
-    }
-    Err(format!("no SoftHSM2 directory for token {label}").into())
 }
 
 /// Give [tokens.primary] its own copy of the module file.
@@ -158,7 +145,7 @@ async fn the_service_fails_over_to_backup_copies_and_comes_back() -> TestResult 
     let before_outage = ok.load(Ordering::Relaxed);
 
     // The primary token disappears (its SoftHSM2 directory is moved away).
-    let dir = token_dir(&svc.env, "kms-primary")?;
+    let dir = svc.env.token_dir("kms-primary")?;
     let away = svc.env.path("primary-away");
     std::fs::rename(&dir, &away)?;
     tokio::time::sleep(Duration::from_secs(3)).await;

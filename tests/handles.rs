@@ -155,3 +155,108 @@ async fn a_handle_invalidated_behind_kms_never_signs_with_another_key() -> TestR
     );
     Ok(())
 }
+
+/// The object files in token `token`'s SoftHSM2 directory.
+fn object_files(env: &Env, token: &str) -> Res<std::collections::BTreeSet<std::path::PathBuf>> {
+    let mut files = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(env.token_dir(token)?)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "object") {
+            files.insert(path);
+        }
+    }
+    Ok(files)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_key_and_a_reinitialised_token_sign_nothing() -> TestResult {
+    let mut files = Vec::new();
+    let svc = Service::start_with(|env| {
+        let before = object_files(env, "kms-primary")?;
+        env.create("sig", "ec-p384", "sign,verify")?;
+        files = object_files(env, "kms-primary")?
+            .difference(&before)
+            .cloned()
+            .collect();
+        Ok(())
+    })?;
+    svc.register("demo-app")?;
+    svc.grant("demo-app", "sig", "sign")?;
+    let mut c = svc.connect("demo-app").await?;
+    assert_eq!(sign(&mut c, "sig", b"warm").await?.status, 200);
+    let pem = stdout(&svc.env.ok(&["key", "public", "sig"])?);
+    let recorded_key = {
+        use p384::pkcs8::DecodePublicKey;
+        p384::ecdsa::VerifyingKey::from_public_key_pem(pem.trim())?
+    };
+    let verifies = |msg: &[u8], body: &[u8]| -> Res<bool> {
+        use p384::ecdsa::signature::Verifier;
+        let v: serde_json::Value = serde_json::from_slice(body)?;
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(v["signature"].as_str().ok_or("no signature")?)?;
+        let sig = p384::ecdsa::Signature::from_der(&der)?;
+        Ok(recorded_key.verify(msg, &sig).is_ok())
+    };
+
+    // 1. The key's objects vanish from the token behind kms's back (their files moved away):
+    //    the cached handle names nothing, and nothing is signed. (SoftHSM2 does not notice
+    //    files that come back in the same process, so this test cannot bring them back.)
+    assert_eq!(files.len(), 2, "the key pair's two object files: {files:?}");
+    let away = svc.env.path("objects-away");
+    std::fs::create_dir_all(&away)?;
+    for f in &files {
+        std::fs::rename(f, away.join(f.file_name().ok_or("no file name")?))?;
+    }
+    let r = sign(&mut c, "sig", b"while gone").await?;
+    assert_ne!(
+        r.status,
+        200,
+        "signed while the key was gone: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+
+    // 2. The token is re-initialised behind kms's back (every object gone, same label and PIN)
+    //    and a key pair made under sig's CKA_ID and label: nothing is signed with it.
+    let env = &svc.env;
+    let id = env.object_id("sig")?;
+    let o = std::process::Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--token",
+            "kms-primary",
+            "--label",
+            "kms-primary",
+            "--so-pin",
+            &env.so_pin("kms-primary")?,
+            "--pin",
+            &env.user_pin("kms-primary")?,
+        ])
+        .env("SOFTHSM2_CONF", env.softhsm_conf())
+        .output()?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = sign(&mut c, "sig", b"after re-init").await?;
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    assert_ne!(r.status, 200, "signed after the token was wiped: {body}");
+    let o = env.pkcs11_tool(
+        "kms-primary",
+        &[
+            "--keypairgen",
+            "--key-type",
+            "EC:secp384r1",
+            "--id",
+            &id,
+            "--label",
+            "kms:sig:v1",
+            "--usage-sign",
+        ],
+    )?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = sign(&mut c, "sig", b"impostor after re-init").await?;
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(
+        r.status != 200 || verifies(b"impostor after re-init", &r.body)?,
+        "signed with another key: {body}"
+    );
+    assert_ne!(r.status, 200, "signed with an impostor: {body}");
+    Ok(())
+}

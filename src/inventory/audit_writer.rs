@@ -1,11 +1,22 @@
 //! Group commit for audit rows. Every operation must have its audit row durably on disk before
-//! its result is returned (fail-closed, `synchronous=FULL`), and one fsync per row caps the whole
-//! service at the disk's sync rate. So one writer thread owns a connection of its own and commits
-//! the rows of all operations waiting at that moment in one transaction — one fsync for the
-//! batch — then answers each waiter. If a batch fails, its rows are retried one by one so only
-//! the rows that really cannot be written fail their operations.
+//! its result is returned (fail-closed), and one fsync per row caps the whole service at the
+//! disk's sync rate. So the rows are written in a pipeline of two threads:
+//!
+//! - the **writer** owns a connection of its own and commits the rows of all operations waiting
+//!   at that moment in one transaction (`synchronous=NORMAL`: the commit writes the WAL but does
+//!   not wait for the disk), then hands the batch to the syncer and at once takes the next batch;
+//! - the **syncer** makes the WAL durable with one `fdatasync` for every batch committed since
+//!   its last one, and only then answers their waiters.
+//!
+//! So while one fsync runs, the next rows are already being committed, and the next fsync covers
+//! all of them: the group is as wide as everything that arrived during the previous fsync
+//! (issue 12), and no operation is answered before its row is on disk. A crash before the sync
+//! may lose rows whose operations were never answered — the same as before. `synchronous=NORMAL`
+//! in WAL mode still syncs the WAL before each checkpoint and the database after it, so the file
+//! stays consistent. If a batch fails, its rows are retried one by one so only the rows that
+//! really cannot be written fail their operations.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Mutex;
 
@@ -20,9 +31,12 @@ const MAX_BATCH: usize = 256;
 
 type Reply = Sender<Result<i64, String>>;
 
+/// Committed (not yet durable) rows on their way to the syncer, with their waiters.
+type Committed = Vec<(Reply, Result<i64, String>)>;
+
 pub(crate) struct AuditWriter {
     jobs: Mutex<Option<SyncSender<(AuditEntry, Reply)>>>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl AuditWriter {
@@ -31,15 +45,23 @@ impl AuditWriter {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        // The syncer makes each commit durable before its waiters hear of it (see above).
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let wal = wal_path(path);
         let (tx, rx) = mpsc::sync_channel::<(AuditEntry, Reply)>(4 * MAX_BATCH);
-        let thread = std::thread::Builder::new()
+        let (to_sync, synced) = mpsc::channel::<Committed>();
+        let spawn_err = |e| rusqlite::Error::ToSqlConversionFailure(Box::new(e));
+        let syncer = std::thread::Builder::new()
+            .name("kms-audit-sync".into())
+            .spawn(move || sync_loop(&wal, synced))
+            .map_err(spawn_err)?;
+        let writer = std::thread::Builder::new()
             .name("kms-audit-writer".into())
-            .spawn(move || run(conn, rx))
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            .spawn(move || run(conn, rx, to_sync))
+            .map_err(spawn_err)?;
         Ok(AuditWriter {
             jobs: Mutex::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
+            threads: Mutex::new(vec![writer, syncer]),
         })
     }
 
@@ -67,15 +89,24 @@ impl AuditWriter {
 
 impl Drop for AuditWriter {
     fn drop(&mut self) {
-        // Closing the channel ends the thread once it has answered every queued row.
+        // Closing the channel ends the writer once it has committed every queued row; its end
+        // closes the syncer's channel, which ends the syncer once every row is durable.
         self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
             let _ = t.join();
         }
     }
 }
 
-fn run(mut conn: Connection, rx: Receiver<(AuditEntry, Reply)>) {
+/// The write-ahead log next to the inventory file.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push("-wal");
+    PathBuf::from(p)
+}
+
+fn run(mut conn: Connection, rx: Receiver<(AuditEntry, Reply)>, to_sync: Sender<Committed>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -84,21 +115,50 @@ fn run(mut conn: Connection, rx: Receiver<(AuditEntry, Reply)>) {
                 Err(_) => break,
             }
         }
-        match commit(&mut conn, batch.iter().map(|(e, _)| e)) {
-            Ok(seqs) => {
-                for ((_, reply), seq) in batch.into_iter().zip(seqs) {
-                    let _ = reply.send(Ok(seq));
-                }
-            }
-            Err(_) => {
-                // One bad row must not fail its neighbours: retry each on its own.
-                for (entry, reply) in batch {
+        let committed: Committed = match commit(&mut conn, batch.iter().map(|(e, _)| e)) {
+            Ok(seqs) => batch
+                .into_iter()
+                .zip(seqs)
+                .map(|((_, reply), seq)| (reply, Ok(seq)))
+                .collect(),
+            // One bad row must not fail its neighbours: retry each on its own.
+            Err(_) => batch
+                .into_iter()
+                .map(|(entry, reply)| {
                     let one = commit(&mut conn, std::iter::once(&entry))
                         .map(|s| s.first().copied().unwrap_or_default())
                         .map_err(|e| e.to_string());
-                    let _ = reply.send(one);
-                }
+                    (reply, one)
+                })
+                .collect(),
+        };
+        if let Err(mpsc::SendError(committed)) = to_sync.send(committed) {
+            for (reply, _) in committed {
+                let _ = reply.send(Err("the audit syncer has stopped".into()));
             }
+        }
+    }
+}
+
+/// Make every batch committed so far durable with one sync of the WAL, then answer its waiters.
+fn sync_loop(wal: &Path, synced: Receiver<Committed>) {
+    while let Ok(first) = synced.recv() {
+        let mut waiting = first;
+        while let Ok(more) = synced.try_recv() {
+            waiting.extend(more);
+        }
+        // Opened per sync, so a WAL that SQLite recreated is the one synced. fdatasync on any
+        // descriptor of the file flushes its data (and its size) to the disk.
+        let durable = std::fs::File::open(wal)
+            .and_then(|f| f.sync_data())
+            .map_err(|e| format!("syncing the audit log {} failed: {e}", wal.display()));
+        for (reply, row) in waiting {
+            let answer = match (&durable, row) {
+                (Ok(()), row) => row,
+                (Err(e), Ok(_)) => Err(e.clone()),
+                (Err(_), Err(e)) => Err(e),
+            };
+            let _ = reply.send(answer);
         }
     }
 }

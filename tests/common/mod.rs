@@ -82,6 +82,24 @@ impl Env {
         self.path("softhsm2.conf")
     }
 
+    /// The SoftHSM2 directory of token `label`.
+    pub fn token_dir(&self, label: &str) -> Res<PathBuf> {
+        for entry in std::fs::read_dir(self.path("tokens"))? {
+            let dir = entry?.path();
+            let meta = std::fs::read(dir.join("token.object")).unwrap_or_default();
+            if meta.windows(label.len()).any(|w| w == label.as_bytes()) {
+                return Ok(dir);
+            }
+        }
+        Err(format!("no SoftHSM2 directory for token {label}").into())
+    }
+
+    pub fn so_pin(&self, label: &str) -> Res<String> {
+        Ok(std::fs::read_to_string(
+            self.path(&format!("pins/{label}.so-pin")),
+        )?)
+    }
+
     pub fn user_pin(&self, label: &str) -> Res<String> {
         Ok(std::fs::read_to_string(
             self.path(&format!("pins/{label}.user-pin")),
