@@ -85,6 +85,8 @@ pub struct Config {
     /// Management-key sources of those cards (rotation and destruction on the card); absent:
     /// the factory key.
     pub card_mgm_keys: BTreeMap<String, PinSource>,
+    /// This process as a node (`[node]`; defaults: host name, no site).
+    pub node: NodeConfig,
 }
 
 /// `[lifecycle]`: the timing of the lifecycle procedures.
@@ -179,6 +181,33 @@ pub struct TokenConfig {
     /// The security officer's PIN, needed only for key ceremonies (default: prompt).
     pub so_pin: PinSource,
     pub sessions: usize,
+    /// Where the token is (free text, e.g. "bangalore"); a node serves keys from the tokens at
+    /// its own site only.
+    pub site: Option<String>,
+}
+
+/// This kms process as one node of several on one inventory (`[node]`).
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Default: the host name.
+    pub name: String,
+    /// The node's site: when set, requests are served only from tokens at this site.
+    pub site: Option<String>,
+    /// How long the singleton lease (scheduler, drills, audit shipping, checkpoints) lasts
+    /// without renewal; the holder renews it every third of that.
+    pub lease_secs: u64,
+    /// Whether a `[node]` section was given (records then name the node).
+    pub configured: bool,
+}
+
+impl NodeConfig {
+    /// `name@site`, or `name`.
+    pub fn label(&self) -> String {
+        match &self.site {
+            Some(s) => format!("{}@{s}", self.name),
+            None => self.name.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,6 +313,27 @@ struct RawConfig {
     lifecycle: RawLifecycle,
     #[serde(default)]
     cards: BTreeMap<String, RawCard>,
+    node: Option<RawNode>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: Option<String>,
+    site: Option<String>,
+    #[serde(default = "default_lease_secs")]
+    lease_secs: u64,
+}
+
+fn default_lease_secs() -> u64 {
+    15
+}
+
+/// A node or site name: 1–64 characters of letters, digits, `-`, `_` and `.`.
+fn valid_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 #[derive(Deserialize)]
@@ -448,6 +498,7 @@ struct RawToken {
     so_pin: Option<String>,
     #[serde(default = "default_sessions")]
     sessions: usize,
+    site: Option<String>,
 }
 
 fn default_sessions() -> usize {
@@ -525,6 +576,11 @@ impl Config {
                     t.sessions
                 )));
             }
+            if let Some(site) = t.site.as_deref().filter(|s| !valid_name(s)) {
+                return Err(invalid(format!(
+                    "token '{name}': site '{site}' must be 1-64 letters, digits, '-', '_' or '.'"
+                )));
+            }
             tokens.insert(
                 name.clone(),
                 TokenConfig {
@@ -534,6 +590,7 @@ impl Config {
                     user_pin,
                     so_pin,
                     sessions: t.sessions,
+                    site: t.site,
                 },
             );
         }
@@ -696,7 +753,45 @@ impl Config {
             })?;
             cards.insert(serial, pin);
         }
+        let node = match raw.node {
+            None => NodeConfig {
+                name: default_node_name(),
+                site: None,
+                lease_secs: default_lease_secs(),
+                configured: false,
+            },
+            Some(n) => {
+                let name = n.name.unwrap_or_else(default_node_name);
+                for (what, v) in [("name", Some(&name)), ("site", n.site.as_ref())] {
+                    if let Some(v) = v.filter(|v| !valid_name(v)) {
+                        return Err(invalid(format!(
+                            "[node] {what} = '{v}' must be 1-64 letters, digits, '-', '_' or '.'"
+                        )));
+                    }
+                }
+                if !(3..=3600).contains(&n.lease_secs) {
+                    return Err(invalid(format!(
+                        "[node] lease_secs must be between 3 and 3600, not {}",
+                        n.lease_secs
+                    )));
+                }
+                if let Some(site) = &n.site {
+                    if !tokens.values().any(|t| t.site.as_ref() == Some(site)) {
+                        return Err(invalid(format!(
+                            "[node] site = '{site}' but no [tokens.*] entry has site = '{site}': this node could serve no key; set `site` on the token(s) at this site"
+                        )));
+                    }
+                }
+                NodeConfig {
+                    name,
+                    site: n.site,
+                    lease_secs: n.lease_secs,
+                    configured: true,
+                }
+            }
+        };
         Ok(Config {
+            node,
             card_mgm_keys,
             cards,
             lifecycle,
@@ -716,6 +811,36 @@ impl Config {
     pub fn token(&self, name: &str) -> Option<&TokenConfig> {
         self.tokens.get(name)
     }
+
+    /// `name`, or `name@site` when the token has a site (for listings).
+    pub fn token_at_site(&self, name: &str) -> String {
+        match self.token_site(name) {
+            Some(site) => format!("{name}@{site}"),
+            None => name.to_owned(),
+        }
+    }
+
+    /// The site of token `name`, if configured.
+    pub fn token_site(&self, name: &str) -> Option<&str> {
+        self.tokens.get(name).and_then(|t| t.site.as_deref())
+    }
+
+    /// Whether this node may serve from token `name`: always without a node site; with one,
+    /// only tokens at that site.
+    pub fn serves_from(&self, name: &str) -> bool {
+        match &self.node.site {
+            None => true,
+            Some(site) => self.token_site(name) == Some(site.as_str()),
+        }
+    }
+}
+
+fn default_node_name() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| valid_name(h))
+        .unwrap_or_else(|| "kms".to_owned())
 }
 
 /// A TOML error without the offending source line or value: a config file may hold a PIN typed

@@ -329,7 +329,7 @@ fn rechain_from(env: &Env, from: i64) -> TestResult {
     let records = {
         let mut stmt = db.prepare(
             "SELECT seq, at, actor, host, action, key_name, key_version, reason, outcome, detail,
-                    role, os_user, cert_fingerprint, code, diff, prev_hash, hash
+                    role, os_user, cert_fingerprint, code, diff, prev_hash, hash, node
              FROM audit WHERE seq >= ?1 ORDER BY seq",
         )?;
         let rows = stmt.query_map([from], |r| {
@@ -351,6 +351,7 @@ fn rechain_from(env: &Env, from: i64) -> TestResult {
                 diff: r.get(14)?,
                 prev_hash: r.get(15)?,
                 hash: r.get(16)?,
+                node: r.get(17)?,
             })
         })?;
         rows.collect::<Result<Vec<_>, _>>()?

@@ -56,7 +56,7 @@ pub fn format(row: &AuditRow, app_name: &str, hostname: &str) -> String {
         header_field(&e.action, 32),
     );
     let version = e.key_version.map(|v| v.to_string());
-    let params: [(&str, Option<&str>); 14] = [
+    let params: [(&str, Option<&str>); 15] = [
         ("seq", Some(&row.seq.to_string())),
         ("actor", Some(&e.actor)),
         ("role", e.role.as_deref()),
@@ -71,6 +71,7 @@ pub fn format(row: &AuditRow, app_name: &str, hostname: &str) -> String {
         ("code", e.code.as_deref()),
         ("hash", row.hash.as_deref()),
         ("prev", row.prev_hash.as_deref()),
+        ("node", e.node.as_deref()),
     ];
     for (name, value) in params {
         if let Some(v) = value {
@@ -150,6 +151,7 @@ mod tests {
                 cert_fingerprint: None,
                 code: None,
                 diff: None,
+                node: None,
             },
             prev_hash: Some("00ab".into()),
             hash: Some("cd01".into()),

@@ -214,8 +214,16 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: BackupCmd) -> Result<(), CliEr
                 .map(|p| {
                     vec![
                         p.id.to_string(),
-                        format!("{} ({})", p.from_token, p.from_serial),
-                        format!("{} ({})", p.to_token, p.to_serial),
+                        format!(
+                            "{} ({})",
+                            engine.config().token_at_site(&p.from_token),
+                            p.from_serial
+                        ),
+                        format!(
+                            "{} ({})",
+                            engine.config().token_at_site(&p.to_token),
+                            p.to_serial
+                        ),
                         p.kek_id.to_string(),
                         fmt_time(p.created_at),
                         p.created_by.clone(),
@@ -235,7 +243,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: BackupCmd) -> Result<(), CliEr
                             .map(|c| {
                                 format!(
                                     "{}: {}",
-                                    c.token,
+                                    engine.config().token_at_site(&c.token),
                                     match (&c.drill_error, c.verified_at) {
                                         (Some(e), _) => format!("DRILL FAILED ({e})"),
                                         (None, Some(t)) => format!("verified {}", fmt_time(t)),
@@ -249,7 +257,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: BackupCmd) -> Result<(), CliEr
                     rows.push(vec![
                         format!("{}@v{}", k.name, v.version),
                         v.state.to_string(),
-                        v.token.clone(),
+                        engine.config().token_at_site(&v.token),
                         copies,
                         v.pending_reason.clone().unwrap_or_default(),
                     ]);

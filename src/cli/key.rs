@@ -326,7 +326,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             if json {
                 return print_json(&key);
             }
-            print_key(&key);
+            print_key(&key, engine.config());
             Ok(())
         }
         KeyCmd::Public { name, out } => {
@@ -391,7 +391,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
     }
 }
 
-fn print_key(k: &KeyRecord) {
+fn print_key(k: &KeyRecord, config: &crate::config::Config) {
     let dash = |s: &str| {
         if s.is_empty() {
             "-".to_owned()
@@ -433,7 +433,7 @@ fn print_key(k: &KeyRecord) {
             "  v{}  {:<9} token {} ({}, serial {})  CKA_ID {}  created {}",
             v.version,
             v.state.as_str(),
-            v.token,
+            config.token_at_site(&v.token),
             v.token_label,
             v.token_serial,
             v.object_id,

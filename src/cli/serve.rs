@@ -46,6 +46,26 @@ pub fn run(engine: Engine, args: ServeArgs) -> Result<(), CliError> {
         let addr = server
             .local_addr()
             .map_err(|e| CliError::Usage(e.to_string()))?;
+        // Once-only work (scheduler, drills, shipping, periodic checkpoints) runs on the holder
+        // of the singleton lease; it is renewed every third of its length (engine/nodes.rs).
+        {
+            let e = Arc::clone(&engine);
+            let _ = tokio::task::spawn_blocking(move || e.renew_singletons()).await;
+        }
+        let lease = {
+            let e = Arc::clone(&engine);
+            let every =
+                std::time::Duration::from_millis(engine.config().node.lease_secs * 1000 / 3);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let e = Arc::clone(&e);
+                    let _ = tokio::task::spawn_blocking(move || e.renew_singletons()).await;
+                }
+            })
+        };
         let shipper = AuditShipper::start(Arc::clone(&engine), server.metrics())?;
         // Sign a checkpoint over the audit chain head every checkpoint_secs (when it moved).
         let ticker_engine = Arc::clone(&engine);
@@ -56,7 +76,9 @@ pub fn run(engine: Engine, args: ServeArgs) -> Result<(), CliError> {
             loop {
                 tick.tick().await;
                 let e = Arc::clone(&ticker_engine);
-                let _ = tokio::task::spawn_blocking(move || e.checkpoint_on_exit()).await;
+                if e.holds_singletons() {
+                    let _ = tokio::task::spawn_blocking(move || e.checkpoint_on_exit()).await;
+                }
             }
         });
         // The restore drill over every backup copy, every [backup] drill_every_secs.
@@ -67,6 +89,9 @@ pub fn run(engine: Engine, args: ServeArgs) -> Result<(), CliError> {
                 let mut tick = tokio::time::interval(every);
                 loop {
                     tick.tick().await;
+                    if !e.holds_singletons() {
+                        continue;
+                    }
                     let e = Arc::clone(&e);
                     match tokio::task::spawn_blocking(move || e.scheduled_drill()).await {
                         Ok(Ok(r)) if r.failures() > 0 => {
@@ -91,6 +116,9 @@ pub fn run(engine: Engine, args: ServeArgs) -> Result<(), CliError> {
                 let mut tick = tokio::time::interval(every);
                 loop {
                     tick.tick().await;
+                    if !e.holds_singletons() {
+                        continue;
+                    }
                     let e = Arc::clone(&e);
                     match tokio::task::spawn_blocking(move || e.run_due(&e.scheduler_caller()))
                         .await
@@ -131,6 +159,7 @@ pub fn run(engine: Engine, args: ServeArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::Usage(e.to_string()));
         ticker.abort();
         lifecycle.abort();
+        lease.abort();
         if let Some(d) = drill {
             d.abort();
         }
@@ -142,6 +171,8 @@ pub fn run(engine: Engine, args: ServeArgs) -> Result<(), CliError> {
     if let Some(shipper) = shipper {
         shipper.finish();
     }
+    // Another node takes the once-only work over at once instead of after the lease expires.
+    engine.release_singletons();
     served
 }
 
@@ -191,6 +222,10 @@ impl AuditShipper {
 }
 
 fn ship_once(engine: &Engine, metrics: &Metrics, log: &mut FailureLog) {
+    // One node ships (the singleton lease holder): two shippers would send records twice.
+    if !engine.holds_singletons() {
+        return;
+    }
     match engine.ship_audit() {
         Ok(report) => {
             metrics.set_audit_backlog(report.backlog);

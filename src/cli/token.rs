@@ -54,6 +54,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: TokenCmd) -> Result<(), CliErr
                 .map(|t| {
                     vec![
                         t.name.clone(),
+                        opt(&t.site),
                         opt(&t.label),
                         opt(&t.serial),
                         opt(&t.model),
@@ -73,7 +74,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: TokenCmd) -> Result<(), CliErr
                 .collect();
             print_table(
                 &[
-                    "NAME", "LABEL", "SERIAL", "MODEL", "LOGIN", "OBJECTS", "MODULE",
+                    "NAME", "SITE", "LABEL", "SERIAL", "MODEL", "LOGIN", "OBJECTS", "MODULE",
                 ],
                 &rows,
             );

@@ -142,6 +142,11 @@ impl Engine {
             cert_fingerprint: caller.cert_fingerprint.clone(),
             code: None,
             diff: None,
+            node: self
+                .config
+                .node
+                .configured
+                .then(|| self.config.node.label()),
         }
     }
 

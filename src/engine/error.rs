@@ -37,6 +37,10 @@ pub enum EngineError {
     /// Something was left for an officer to finish (e.g. an object a rollback could not destroy).
     #[error("{0}")]
     Incomplete(String),
+    /// This node's site holds no usable copy of the version asked for (issue 13): another
+    /// node, at the site that holds it, can serve it.
+    #[error("{0}")]
+    NotOnSite(String),
 }
 
 /// Which rule refused a request. Stable: the service maps these to HTTP statuses and problem codes.
@@ -165,7 +169,10 @@ impl EngineError {
             EngineError::Card(crate::smartcard::CardError::BadSlot(_))
             | EngineError::Card(crate::smartcard::CardError::BadManagementKey) => 2,
             EngineError::Card(crate::smartcard::CardError::SlotInUse { .. }) => 4,
-            EngineError::Hsm(_) | EngineError::SoftCrypto(_) | EngineError::Card(_) => 5,
+            EngineError::Hsm(_)
+            | EngineError::SoftCrypto(_)
+            | EngineError::Card(_)
+            | EngineError::NotOnSite(_) => 5,
             EngineError::Inventory(_)
             | EngineError::AuditFailed(_)
             | EngineError::Incomplete(_) => 6,
@@ -201,6 +208,7 @@ impl EngineError {
             EngineError::Misconfigured(_) => "config-mismatch",
             EngineError::AuditFailed(_) => "audit-failed",
             EngineError::Incomplete(_) => "incomplete",
+            EngineError::NotOnSite(_) => "not-on-this-site",
         }
     }
 

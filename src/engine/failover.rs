@@ -104,13 +104,21 @@ impl Engine {
             op(t, id)
         };
         let failover = self.config.backup.as_ref().is_some_and(|b| b.failover);
-        if !failover {
+        let primary = version.token.as_str();
+        // A node with a site serves only from tokens at its site (issue 13): a version made at
+        // another site is served from its copy here, or not at all.
+        let local = self.config.serves_from(primary);
+        if !failover && local {
             let token = self.token_for(version)?;
             return Ok(op(&token, &version.object_id)?);
         }
-        let primary = version.token.as_str();
         let mut first_error = None;
-        if let Some(probe) = self.failover.should_try(primary) {
+        let tried = if local {
+            self.failover.should_try(primary)
+        } else {
+            None
+        };
+        if let Some(probe) = tried {
             if probe {
                 self.prepare_probe(primary);
             }
@@ -148,7 +156,11 @@ impl Engine {
             }
         }
         let mut last = first_error;
-        for copy in version.copies.iter().filter(|c| !c.drill_failing()) {
+        for copy in version
+            .copies
+            .iter()
+            .filter(|c| !c.drill_failing() && self.config.serves_from(&c.token))
+        {
             if self.failover.is_down(&copy.token) && self.failover.should_try(&copy.token).is_none()
             {
                 continue;
@@ -163,9 +175,17 @@ impl Engine {
             };
             match op(&token, &copy.object_id) {
                 Ok(v) => {
+                    let why = if local {
+                        format!("token '{primary}' is down")
+                    } else {
+                        format!(
+                            "this node serves site '{}' only",
+                            self.config.node.site.as_deref().unwrap_or("")
+                        )
+                    };
                     SERVED_BY.with(|s| {
                         *s.borrow_mut() = Some(format!(
-                            "served by the backup copy on token '{}' (serial {}): token '{primary}' is down",
+                            "served by the backup copy on token '{}' (serial {}): {why}",
                             copy.token, copy.token_serial
                         ))
                     });
@@ -173,6 +193,17 @@ impl Engine {
                 }
                 Err(e) => last = Some(e.into()),
             }
+        }
+        if !local && last.is_none() {
+            return Err(EngineError::NotOnSite(format!(
+                "version {} of key '{}' is on token '{primary}' (site '{}') and has no usable copy at this node's site '{}' (node {}); send the request to a node at site '{}', or copy it here with `kms backup sync`",
+                version.version,
+                key.name,
+                self.config.token_site(primary).unwrap_or("none"),
+                self.config.node.site.as_deref().unwrap_or(""),
+                self.config.node.name,
+                self.config.token_site(primary).unwrap_or("none"),
+            )));
         }
         Err(last.unwrap_or_else(|| {
             EngineError::Incomplete(format!(

@@ -18,6 +18,7 @@ mod error;
 mod failover;
 mod integrity;
 mod keys;
+mod nodes;
 mod policy;
 mod procedures;
 mod reconcile;
@@ -39,6 +40,7 @@ pub use error::{EngineError, Refusal};
 pub use failover::TokenDown;
 pub use integrity::{InventoryVerification, INTEGRITY_KEY};
 pub use keys::{CreateKey, OnCard, CARD_TOKEN};
+pub use nodes::{NodeHealth, SINGLETONS};
 pub use procedures::{
     disposal_message, CompromiseReport, DestructionReport, DisposalEvidence, DueReport,
     RepairReport, RotationReport, RotationStatus, UsageSummary,
@@ -77,6 +79,8 @@ pub struct Engine {
     integrity_failures: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Rate limit of the audit rows for connections refused after the handshake.
     refusals: connections::RefusalThrottle,
+    /// Whether this node holds the singleton lease (`nodes.rs`).
+    singletons: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -93,6 +97,7 @@ impl Engine {
             failover: failover::Failover::default(),
             integrity_failures: Default::default(),
             refusals: connections::RefusalThrottle::default(),
+            singletons: std::sync::atomic::AtomicBool::new(false),
         };
         engine.setup_integrity()?;
         Ok(engine)

@@ -14,25 +14,63 @@ use super::{Engine, EngineError, Refusal};
 /// Held by `kms serve`; released when dropped (or when the process dies).
 #[derive(Debug)]
 pub struct ServiceLock {
-    _file: File,
+    _files: Vec<File>,
 }
 
 impl Engine {
+    /// `<inventory>.serve.lock`, or `<inventory>.serve.<node>.lock` for a configured node (so
+    /// several nodes may serve one inventory, each holding its own).
     fn service_lock_path(&self) -> PathBuf {
         let mut p = self.config.inventory_path.clone().into_os_string();
-        p.push(".serve.lock");
+        if self.config.node.configured {
+            p.push(format!(".serve.{}.lock", self.config.node.name));
+        } else {
+            p.push(".serve.lock");
+        }
         PathBuf::from(p)
     }
 
+    /// Every service lock file of this inventory on this machine (any node's).
+    fn all_lock_paths(&self) -> Vec<PathBuf> {
+        let inv = &self.config.inventory_path;
+        let mut paths = vec![self.service_lock_path()];
+        let (Some(dir), Some(name)) = (inv.parent(), inv.file_name().and_then(|n| n.to_str()))
+        else {
+            return paths;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            std::path::Path::new(".")
+        } else {
+            dir
+        };
+        let prefix = format!("{name}.serve");
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let f = e.file_name();
+                let f = f.to_string_lossy();
+                if f.starts_with(&prefix) && f.ends_with(".lock") {
+                    let p = dir.join(&*f);
+                    if !paths.contains(&p) {
+                        paths.push(p);
+                    }
+                }
+            }
+        }
+        paths
+    }
+
     fn open_lock(&self) -> Result<File, EngineError> {
-        let path = self.service_lock_path();
+        self.open_lock_at(&self.service_lock_path())
+    }
+
+    fn open_lock_at(&self, path: &std::path::Path) -> Result<File, EngineError> {
         OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .open(&path)
+            .open(path)
             .map_err(|e| EngineError::Incomplete(format!("{}: {e}", path.display())))
     }
 
@@ -46,7 +84,7 @@ impl Engine {
                 let _ = file.rewind();
                 let _ = write!(file, "{}", std::process::id());
                 let _ = file.flush();
-                Ok(ServiceLock { _file: file })
+                Ok(ServiceLock { _files: vec![file] })
             }
             Err(TryLockError::WouldBlock) => Err(EngineError::denied(
                 Refusal::KeyState,
@@ -65,21 +103,26 @@ impl Engine {
     /// Refuse when `kms serve` runs on this inventory (it holds the user login on the tokens);
     /// otherwise hold the lock until the returned guard drops, so no service starts meanwhile.
     pub(crate) fn refuse_while_serving(&self, token: &str) -> Result<ServiceLock, EngineError> {
-        let mut file = self.open_lock()?;
-        match file.try_lock() {
-            Ok(()) => Ok(ServiceLock { _file: file }),
-            Err(TryLockError::WouldBlock) => Err(EngineError::denied(
-                Refusal::KeyState,
-                format!(
-                    "`kms serve` (pid {}) is running and holds the user login on token '{token}' (or another ceremony or import runs); the security officer can log in only when no user is. Stop the service (SIGTERM lets in-flight requests finish), run this again, then start it",
-                    read_pid(&mut file)
-                ),
-            )),
-            Err(TryLockError::Error(e)) => Err(EngineError::Incomplete(format!(
-                "{}: {e}",
-                self.service_lock_path().display()
-            ))),
+        let mut held = Vec::new();
+        for path in self.all_lock_paths() {
+            let mut file = self.open_lock_at(&path)?;
+            match file.try_lock() {
+                Ok(()) => held.push(file),
+                Err(TryLockError::WouldBlock) => {
+                    return Err(EngineError::denied(
+                        Refusal::KeyState,
+                        format!(
+                            "`kms serve` (pid {}) is running and holds the user login on token '{token}' (or another ceremony or import runs); the security officer can log in only when no user is. Stop the service (SIGTERM lets in-flight requests finish), run this again, then start it",
+                            read_pid(&mut file)
+                        ),
+                    ))
+                }
+                Err(TryLockError::Error(e)) => {
+                    return Err(EngineError::Incomplete(format!("{}: {e}", path.display())))
+                }
+            }
         }
+        Ok(ServiceLock { _files: held })
     }
 }
 

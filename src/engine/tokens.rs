@@ -9,6 +9,8 @@ use crate::model::Role;
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenStatus {
     pub name: String,
+    /// Where the token is (`[tokens.X] site`).
+    pub site: Option<String>,
     pub module: String,
     pub selector: String,
     pub label: Option<String>,
@@ -53,6 +55,7 @@ impl Engine {
                 };
                 let mut status = TokenStatus {
                     name: name.to_owned(),
+                    site: cfg.site.clone(),
                     module: cfg.module.display().to_string(),
                     selector: cfg.selector.to_string(),
                     label: None,
@@ -107,6 +110,9 @@ impl Engine {
 /// Fields that do not apply are omitted, never `null` (docs/openapi.json: string or absent).
 pub struct TokenHealth {
     pub name: String,
+    /// Where the token is (`[tokens.X] site`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -136,6 +142,10 @@ pub struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub serving: Option<String>,
     pub tokens: Vec<TokenHealth>,
+    /// This node, when kms runs as one of several (`[node]`): its site, whether it runs the
+    /// once-only work, and which keys it can serve at its site.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<super::NodeHealth>,
 }
 
 impl Engine {
@@ -147,6 +157,7 @@ impl Engine {
         for name in self.hsm.names() {
             let mut h = TokenHealth {
                 name: name.to_owned(),
+                site: self.config.token_site(name).map(str::to_owned),
                 label: None,
                 serial: None,
                 reachable: false,
@@ -191,7 +202,16 @@ impl Engine {
         let backup_ok = backup
             .as_ref()
             .is_some_and(|b| tokens.iter().any(|t| &t.name == b && t.logged_in));
-        let (status, serving) = if key_token_ok {
+        let (status, serving) = if self.config.node.site.is_some() {
+            // A node with a site serves from the tokens at its site.
+            match tokens
+                .iter()
+                .find(|t| self.config.serves_from(&t.name) && t.logged_in)
+            {
+                Some(t) => ("ok", Some(t.name.clone())),
+                None => ("degraded", None),
+            }
+        } else if key_token_ok {
             ("ok", Some(self.config.key_token.clone()))
         } else if backup_ok {
             ("failover", backup)
@@ -202,6 +222,7 @@ impl Engine {
             status,
             serving,
             tokens,
+            node: self.config.node.configured.then(|| self.node_health()),
         }
     }
 }

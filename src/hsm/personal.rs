@@ -58,6 +58,7 @@ fn card_config(uri: &Pkcs11Uri, default_module: &Path, pin: PinSource) -> TokenC
         user_pin: pin,
         so_pin: crate::config::PinSource::Prompt,
         sessions: 1,
+        site: None,
     }
 }
 

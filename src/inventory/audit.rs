@@ -31,6 +31,9 @@ struct Canon<'a> {
     cert_fingerprint: Option<&'a str>,
     code: Option<&'a str>,
     diff: Option<&'a str>,
+    /// Only records written by a configured node carry it, so older records hash as before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<&'a str>,
 }
 
 /// The stored columns of one row, as text, for hashing and verification.
@@ -53,6 +56,7 @@ pub struct StoredRecord {
     pub diff: Option<String>,
     pub prev_hash: Option<String>,
     pub hash: Option<String>,
+    pub node: Option<String>,
 }
 
 impl StoredRecord {
@@ -74,6 +78,7 @@ impl StoredRecord {
             cert_fingerprint: self.cert_fingerprint.as_deref(),
             code: self.code.as_deref(),
             diff: self.diff.as_deref(),
+            node: self.node.as_deref(),
         };
         let mut h = Sha384::new();
         h.update(prev_hash.as_bytes());
@@ -84,7 +89,7 @@ impl StoredRecord {
 }
 
 const COLUMNS: &str = "seq, at, actor, host, action, key_name, key_version, reason, outcome, \
-     detail, role, os_user, cert_fingerprint, code, diff, prev_hash, hash";
+     detail, role, os_user, cert_fingerprint, code, diff, prev_hash, hash, node";
 
 /// Append `e` inside the caller's (immediate) transaction, chained to the last row.
 pub(crate) fn insert(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<i64> {
@@ -118,12 +123,13 @@ pub(crate) fn insert(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<i64>
         diff: e.diff.as_ref().map(|d| d.to_string()),
         prev_hash: Some(prev.clone()),
         hash: None,
+        node: e.node.clone(),
     };
     let hash = record.compute_hash(&prev);
     conn.prepare_cached(
         "INSERT INTO audit (seq, at, actor, host, action, key_name, key_version, reason, outcome,
-             detail, role, os_user, cert_fingerprint, code, diff, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+             detail, role, os_user, cert_fingerprint, code, diff, prev_hash, hash, node)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?
     .execute(params![
         record.seq,
@@ -143,6 +149,7 @@ pub(crate) fn insert(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<i64>
         record.diff,
         prev,
         hash,
+        record.node,
     ])?;
     Ok(record.seq)
 }
@@ -419,6 +426,7 @@ fn read_stored(r: &Row<'_>) -> rusqlite::Result<StoredRecord> {
         diff: r.get(14)?,
         prev_hash: r.get(15)?,
         hash: r.get(16)?,
+        node: r.get(17)?,
     })
 }
 
@@ -444,6 +452,7 @@ fn to_row(s: StoredRecord) -> Result<AuditRow, InventoryError> {
             cert_fingerprint: s.cert_fingerprint,
             code: s.code,
             diff: s.diff.and_then(|d| serde_json::from_str(&d).ok()),
+            node: s.node,
         },
         prev_hash: s.prev_hash,
         hash: s.hash,

@@ -274,6 +274,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX key_versions_untagged ON key_versions (integrity_tag) WHERE integrity_tag IS NULL;
     CREATE INDEX backup_pairs_untagged ON backup_pairs (integrity_tag) WHERE integrity_tag IS NULL;
     "#,
+    // 9: several nodes on one inventory (issue 13): the node that wrote each audit record, and
+    //    leases for the work only one node may do at a time.
+    r#"
+    ALTER TABLE audit ADD COLUMN node TEXT;
+    CREATE TABLE leases (
+        name        TEXT PRIMARY KEY,
+        holder      TEXT NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        taken_at    TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// `PRAGMA application_id` of a KMS inventory ("KMSI"): a SQLite file of another application is
@@ -322,7 +333,14 @@ pub fn apply(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
         if n <= from {
             continue;
         }
-        let tx = conn.transaction()?;
+        // Immediate: two nodes opening one inventory at once migrate it once, in turn.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now: Option<i64> = tx
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .optional()?;
+        if now.unwrap_or(0) >= n {
+            continue;
+        }
         tx.execute_batch(sql)?;
         tx.execute("DELETE FROM schema_version", [])?;
         tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [n])?;

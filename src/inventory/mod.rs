@@ -10,6 +10,7 @@ mod error;
 mod grants;
 mod integrity;
 mod keys;
+mod leases;
 mod lifecycle;
 mod migrations;
 mod principals;
@@ -31,6 +32,7 @@ pub use error::InventoryError;
 pub use grants::new_grant_id;
 pub use integrity::{BadRow, CheckFailure, RowIntegrity};
 pub use keys::PendingVersion;
+pub use leases::{Lease, LeaseAnswer};
 pub use lifecycle::{Compromise, Disposal, Procedure};
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub use records::{
@@ -205,6 +207,7 @@ mod tests {
             cert_fingerprint: None,
             code: None,
             diff: None,
+            node: None,
         };
         let id = inv.insert_pending_key(&new_key("a")?, &pending(1), now, &intent)?;
         assert!(matches!(
@@ -305,6 +308,7 @@ mod tests {
                                     cert_fingerprint: None,
                                     code: None,
                                     diff: None,
+                                    node: None,
                                 })
                                 .map_err(|e| e.to_string())
                             })

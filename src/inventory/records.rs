@@ -215,6 +215,9 @@ pub struct AuditEntry {
     pub code: Option<String>,
     /// For changes: `{"before": …, "after": …}` of the metadata.
     pub diff: Option<serde_json::Value>,
+    /// The node that wrote the record (`name@site`), when kms runs as a configured node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// An audit row as stored, with its sequence number and its place in the hash chain.

@@ -44,6 +44,7 @@ pub const CODES: &[(u16, &str)] = &[
     (413, "body-too-large"),
     (500, "internal"),
     (503, "token-unavailable"),
+    (503, "not-on-this-site"),
 ];
 
 #[derive(Debug, Clone, Serialize)]
@@ -160,6 +161,9 @@ impl From<EngineError> for Problem {
                     "token-unavailable",
                     "the key's token is not available; try again later",
                 )
+            }
+            EngineError::NotOnSite(m) => {
+                Problem::new(S::SERVICE_UNAVAILABLE, "not-on-this-site", m)
             }
             EngineError::Hsm(e) => {
                 tracing::error!(error = %e, "token error");

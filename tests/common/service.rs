@@ -63,56 +63,7 @@ impl Service {
         prepare(&env)?;
         let pki = env.path("pki");
         dev_pki::ensure(&pki, CLIENTS, false)?;
-        let log = std::fs::File::create(env.path("serve.log"))?;
-        let mut child = env
-            .kms()
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("kms serve: no stdout pipe")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let first = reader.read_line(&mut line).map(|_| line);
-            let _ = tx.send(first);
-            // Keep draining so the service can never block on a full pipe.
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let log_of = |env: &Env| std::fs::read_to_string(env.path("serve.log")).unwrap_or_default();
-        let line = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(Ok(line)) if !line.is_empty() => line,
-            other => {
-                // Give the process a moment to finish writing its error, then report it.
-                let deadline = Instant::now() + Duration::from_secs(2);
-                let mut status = child.try_wait()?;
-                while status.is_none() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(50));
-                    status = child.try_wait()?;
-                }
-                if status.is_none() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-                return Err(format!(
-                    "kms serve did not report its address ({}; exit {status:?}); stderr:\n{}",
-                    match other {
-                        Ok(Ok(_)) => "stdout closed".to_owned(),
-                        Ok(Err(e)) => format!("reading stdout: {e}"),
-                        Err(_) => format!("nothing within {START_TIMEOUT:?}"),
-                    },
-                    log_of(&env)
-                )
-                .into());
-            }
-        };
-        let addr = line
-            .trim()
-            .strip_prefix("kms listening on https://")
-            .ok_or_else(|| format!("unexpected first stdout line {line:?}"))?
-            .parse::<SocketAddr>()?;
+        let (child, addr) = spawn_serve(&env, &env.config(), "serve.log")?;
         Ok(Service {
             env,
             addr,
@@ -284,6 +235,63 @@ impl Drop for Service {
 }
 
 /// One request on its own connection (hyper directly), returning status, content type and body.
+/// Start `kms serve --listen 127.0.0.1:0` with `config`, its stderr in `<env>/<log>`; returns
+/// the process and the address it reported.
+pub fn spawn_serve(env: &Env, config: &Path, log: &str) -> Res<(Child, SocketAddr)> {
+    let log_path = env.path(log);
+    let log_file = std::fs::File::create(&log_path)?;
+    let mut child = env
+        .kms_with_config(config)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file))
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("kms serve: no stdout pipe")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let first = reader.read_line(&mut line).map(|_| line);
+        let _ = tx.send(first);
+        // Keep draining so the service can never block on a full pipe.
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    let log_of = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let line = match rx.recv_timeout(START_TIMEOUT) {
+        Ok(Ok(line)) if !line.is_empty() => line,
+        other => {
+            // Give the process a moment to finish writing its error, then report it.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let mut status = child.try_wait()?;
+            while status.is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+                status = child.try_wait()?;
+            }
+            if status.is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            return Err(format!(
+                "kms serve did not report its address ({}; exit {status:?}); stderr:\n{}",
+                match other {
+                    Ok(Ok(_)) => "stdout closed".to_owned(),
+                    Ok(Err(e)) => format!("reading stdout: {e}"),
+                    Err(_) => format!("nothing within {START_TIMEOUT:?}"),
+                },
+                log_of()
+            )
+            .into());
+        }
+    };
+    let addr = line
+        .trim()
+        .strip_prefix("kms listening on https://")
+        .ok_or_else(|| format!("unexpected first stdout line {line:?}"))?
+        .parse::<SocketAddr>()?;
+    Ok((child, addr))
+}
+
 pub async fn fetch(
     addr: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
