@@ -87,6 +87,9 @@ pub struct Config {
     pub card_mgm_keys: BTreeMap<String, PinSource>,
     /// This process as a node (`[node]`; defaults: host name, no site).
     pub node: NodeConfig,
+    /// `[inventory] postgres`: the inventory on PostgreSQL instead of the SQLite file
+    /// `inventory_path` (which then only names where local lock files go).
+    pub postgres: Option<PostgresInventory>,
 }
 
 /// `[lifecycle]`: the timing of the lifecycle procedures.
@@ -184,6 +187,14 @@ pub struct TokenConfig {
     /// Where the token is (free text, e.g. "bangalore"); a node serves keys from the tokens at
     /// its own site only.
     pub site: Option<String>,
+}
+
+/// The inventory on PostgreSQL (`[inventory] postgres`, `password`).
+#[derive(Debug, Clone)]
+pub struct PostgresInventory {
+    /// `postgres://user@host:port/db`, without a password.
+    pub url: String,
+    pub password: Option<PinSource>,
 }
 
 /// This kms process as one node of several on one inventory (`[node]`).
@@ -448,12 +459,18 @@ fn default_max_connections_per_address() -> usize {
 struct RawInventory {
     #[serde(default = "default_inventory_path")]
     path: PathBuf,
+    /// `postgres://user@host:port/db`: the inventory on PostgreSQL (several nodes).
+    postgres: Option<String>,
+    /// Where the PostgreSQL password comes from (`env:VAR`, `file:PATH`, `prompt`).
+    password: Option<String>,
 }
 
 impl Default for RawInventory {
     fn default() -> Self {
         RawInventory {
             path: default_inventory_path(),
+            postgres: None,
+            password: None,
         }
     }
 }
@@ -753,6 +770,41 @@ impl Config {
             })?;
             cards.insert(serial, pin);
         }
+        let postgres = match (raw.inventory.postgres, raw.inventory.password) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "[inventory] password is set but postgres is not; the SQLite inventory (path) has no password".into(),
+                ))
+            }
+            (Some(url), password) => {
+                if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                    return Err(invalid(format!(
+                        "[inventory] postgres must be a URL like postgres://kms@127.0.0.1:5432/kms, not '{}'",
+                        url.split('@').next_back().unwrap_or("")
+                    )));
+                }
+                if url
+                    .split("://")
+                    .nth(1)
+                    .and_then(|rest| rest.split('@').next())
+                    .is_some_and(|userinfo| userinfo.contains(':') && url.contains('@'))
+                {
+                    return Err(invalid(
+                        "[inventory] postgres must not carry the password in the URL; set `password = \"file:PATH\"` (or env:VAR, prompt)".into(),
+                    ));
+                }
+                let password = match password {
+                    None => None,
+                    Some(p) => Some(parse_pin_source(&p, &resolve).ok_or_else(|| {
+                        invalid(
+                            "[inventory] password must be `env:VAR`, `file:PATH` or `prompt`; a password is never written in the config itself".into(),
+                        )
+                    })?),
+                };
+                Some(PostgresInventory { url, password })
+            }
+        };
         let node = match raw.node {
             None => NodeConfig {
                 name: default_node_name(),
@@ -802,6 +854,7 @@ impl Config {
             path: path.to_owned(),
             environment: raw.environment,
             inventory_path: resolve(&raw.inventory.path),
+            postgres,
             key_token: raw.keys.token,
             rotate_every: raw.keys.rotate_every,
             tokens,

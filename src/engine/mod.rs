@@ -86,7 +86,22 @@ pub struct Engine {
 impl Engine {
     /// Open the inventory and prepare the tokens (opened lazily, on first use).
     pub fn open(config: Config) -> Result<Engine, EngineError> {
-        let inventory = Inventory::open(&config.inventory_path)?;
+        let inventory = match &config.postgres {
+            None => Inventory::open(&config.inventory_path)?,
+            Some(pg) => {
+                let password = match &pg.password {
+                    Some(source) => Some(source.resolve_kind("inventory", "PostgreSQL")?),
+                    None => None,
+                };
+                Inventory::open_postgres(
+                    &pg.url,
+                    password
+                        .as_ref()
+                        .map(secrecy::ExposeSecret::expose_secret),
+                    &config.inventory_path,
+                )?
+            }
+        };
         let hsm = Hsm::new(&config);
         let engine = Engine {
             config,

@@ -2,7 +2,7 @@
 //! the previous row and its own hash over a canonical form, so an altered, removed or inserted
 //! row breaks the chain; checkpoints over the chain head are signed by the audit key on the HSM.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use super::sql::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 use sha2::{Digest, Sha384};
 
@@ -92,7 +92,7 @@ const COLUMNS: &str = "seq, at, actor, host, action, key_name, key_version, reas
      detail, role, os_user, cert_fingerprint, code, diff, prev_hash, hash, node";
 
 /// Append `e` inside the caller's (immediate) transaction, chained to the last row.
-pub(crate) fn insert(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<i64> {
+pub(crate) fn insert(conn: &Connection, e: &AuditEntry) -> super::sql::Result<i64> {
     let prev: Option<String> = conn
         .prepare_cached("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1")?
         .query_row([], |r| r.get(0))
@@ -151,6 +151,7 @@ pub(crate) fn insert(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<i64>
         hash,
         record.node,
     ])?;
+    bump_sequence(conn, "audit", record.seq)?;
     Ok(record.seq)
 }
 
@@ -243,7 +244,7 @@ impl Inventory {
         record: &AuditEntry,
     ) -> Result<Option<i64>, InventoryError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         let last: i64 = tx.query_row(
             "SELECT COALESCE(MAX(id), 0) FROM audit_checkpoints",
             [],
@@ -270,6 +271,7 @@ impl Inventory {
                 c.covered,
             ],
         )?;
+        bump_sequence(&tx, "audit_checkpoints", c.id)?;
         let seq = insert(&tx, record)?;
         tx.commit()?;
         Ok(Some(seq))
@@ -367,7 +369,7 @@ impl Inventory {
         let n: i64 = conn
             .prepare_cached(
                 "SELECT COUNT(*) FROM audit WHERE action = ?1 AND outcome = 'ok'
-                 AND substr(detail, 1, length(?2)) = ?2",
+                 AND substr(detail, 1, length(CAST(?2 AS TEXT))) = CAST(?2 AS TEXT)",
             )?
             .query_row(params![action, prefix], |r| r.get(0))?;
         Ok(n > 0)
@@ -397,17 +399,38 @@ impl Inventory {
 }
 
 /// One more than the highest checkpoint id ever used (AUTOINCREMENT's counter, or the rows).
-fn next_checkpoint_id(conn: &Connection) -> rusqlite::Result<i64> {
+fn next_checkpoint_id(conn: &Connection) -> super::sql::Result<i64> {
+    // SQLite's two-argument MAX is PostgreSQL's GREATEST.
+    let greatest = if conn.is_postgres() {
+        "GREATEST"
+    } else {
+        "MAX"
+    };
     conn.query_row(
-        "SELECT MAX(
-             COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_checkpoints'), 0),
-             COALESCE((SELECT MAX(id) FROM audit_checkpoints), 0)) + 1",
+        &format!(
+            "SELECT {greatest}(
+                 COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_checkpoints'), 0),
+                 COALESCE((SELECT MAX(id) FROM audit_checkpoints), 0)) + 1"
+        ),
         [],
         |r| r.get(0),
     )
 }
 
-fn read_stored(r: &Row<'_>) -> rusqlite::Result<StoredRecord> {
+/// On PostgreSQL, keep the `sqlite_sequence` counters SQLite's AUTOINCREMENT keeps by itself
+/// (the highest number ever used, so a number is never reused even after rows are removed).
+fn bump_sequence(conn: &Connection, name: &str, seq: i64) -> super::sql::Result<()> {
+    if conn.is_postgres() {
+        conn.execute(
+            "INSERT INTO sqlite_sequence (name, seq) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET seq = GREATEST(sqlite_sequence.seq, excluded.seq)",
+            params![name, seq],
+        )?;
+    }
+    Ok(())
+}
+
+fn read_stored(r: &Row) -> super::sql::Result<StoredRecord> {
     Ok(StoredRecord {
         seq: r.get(0)?,
         at: r.get(1)?,

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Mutex;
 
-use rusqlite::Connection;
+use super::sql::Connection;
 
 use super::audit::insert;
 use super::records::AuditEntry;
@@ -40,20 +40,20 @@ pub(crate) struct AuditWriter {
 }
 
 impl AuditWriter {
-    /// Start the writer on its own connection to `path`.
-    pub(crate) fn start(path: &Path) -> Result<AuditWriter, rusqlite::Error> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // The syncer makes each commit durable before its waiters hear of it (see above).
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let wal = wal_path(path);
+    /// Start the writer on its own connection. `wal`: the SQLite write-ahead log the syncer
+    /// makes durable (the connection must then be `synchronous=NORMAL`); `None` for a database
+    /// whose commit is itself durable (PostgreSQL), where the syncer only answers.
+    pub(crate) fn start(
+        conn: Connection,
+        wal: Option<PathBuf>,
+    ) -> Result<AuditWriter, super::sql::Error> {
         let (tx, rx) = mpsc::sync_channel::<(AuditEntry, Reply)>(4 * MAX_BATCH);
         let (to_sync, synced) = mpsc::channel::<Committed>();
-        let spawn_err = |e| rusqlite::Error::ToSqlConversionFailure(Box::new(e));
+        let spawn_err =
+            |e: std::io::Error| super::sql::Error::Other(format!("cannot start a thread: {e}"));
         let syncer = std::thread::Builder::new()
             .name("kms-audit-sync".into())
-            .spawn(move || sync_loop(&wal, synced))
+            .spawn(move || sync_loop(wal.as_deref(), synced))
             .map_err(spawn_err)?;
         let writer = std::thread::Builder::new()
             .name("kms-audit-writer".into())
@@ -63,6 +63,16 @@ impl AuditWriter {
             jobs: Mutex::new(Some(tx)),
             threads: Mutex::new(vec![writer, syncer]),
         })
+    }
+
+    /// The SQLite connection the writer needs for `path`, and its WAL.
+    pub(crate) fn sqlite(path: &Path) -> Result<(Connection, PathBuf), super::sql::Error> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // The syncer makes each commit durable before its waiters hear of it (see above).
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok((Connection::from_sqlite(conn), wal_path(path)))
     }
 
     /// Append `entry` and wait until it is durably committed; returns its sequence number.
@@ -141,7 +151,7 @@ fn run(mut conn: Connection, rx: Receiver<(AuditEntry, Reply)>, to_sync: Sender<
 }
 
 /// Make every batch committed so far durable with one sync of the WAL, then answer its waiters.
-fn sync_loop(wal: &Path, synced: Receiver<Committed>) {
+fn sync_loop(wal: Option<&Path>, synced: Receiver<Committed>) {
     while let Ok(first) = synced.recv() {
         let mut waiting = first;
         while let Ok(more) = synced.try_recv() {
@@ -149,9 +159,12 @@ fn sync_loop(wal: &Path, synced: Receiver<Committed>) {
         }
         // Opened per sync, so a WAL that SQLite recreated is the one synced. fdatasync on any
         // descriptor of the file flushes its data (and its size) to the disk.
-        let durable = std::fs::File::open(wal)
-            .and_then(|f| f.sync_data())
-            .map_err(|e| format!("syncing the audit log {} failed: {e}", wal.display()));
+        let durable = match wal {
+            Some(wal) => std::fs::File::open(wal)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| format!("syncing the audit log {} failed: {e}", wal.display())),
+            None => Ok(()),
+        };
         for (reply, row) in waiting {
             let answer = match (&durable, row) {
                 (Ok(()), row) => row,
@@ -166,8 +179,8 @@ fn sync_loop(wal: &Path, synced: Receiver<Committed>) {
 fn commit<'a>(
     conn: &mut Connection,
     entries: impl Iterator<Item = &'a AuditEntry>,
-) -> rusqlite::Result<Vec<i64>> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+) -> super::sql::Result<Vec<i64>> {
+    let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
     let mut seqs = Vec::new();
     for e in entries {
         seqs.push(insert(&tx, e)?);

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use super::sql::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
 use super::integrity::{check_where, guarded, tag_where, Table};
@@ -37,11 +37,11 @@ impl Inventory {
     ) -> Result<BackupPair, InventoryError> {
         let integrity = self.integrity();
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute(
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
+        let id: i64 = tx.query_row(
             "INSERT INTO backup_pairs (from_token, from_serial, to_token, to_serial, kek_id,
                 transport_id, created_at, created_by)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
             params![
                 pair.from_token,
                 pair.from_serial,
@@ -52,8 +52,8 @@ impl Inventory {
                 fmt_time(now),
                 pair.created_by
             ],
+            |r| r.get(0),
         )?;
-        let id = tx.last_insert_rowid();
         tag_where(
             &tx,
             integrity.as_ref(),
@@ -130,7 +130,7 @@ impl Inventory {
         entry: &AuditEntry,
     ) -> Result<(), InventoryError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         tx.execute(
             "UPDATE key_versions SET pending_reason = ?3
              WHERE key_id = ?1 AND version = ?2 AND state = 'pending'",
@@ -150,7 +150,7 @@ impl Inventory {
         entry: &AuditEntry,
     ) -> Result<(), InventoryError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         upsert_copy(&tx, key_id, version, copy)?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
@@ -168,7 +168,7 @@ impl Inventory {
         entry: &AuditEntry,
     ) -> Result<(), InventoryError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         match outcome {
             Ok(()) => tx.execute(
                 "UPDATE key_copies SET verified_at = ?4, drill_failed_at = NULL, drill_error = NULL
@@ -199,7 +199,7 @@ impl Inventory {
     ) -> Result<(), InventoryError> {
         let integrity = self.integrity();
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         guarded(
             &tx,
             integrity.as_ref(),
@@ -223,7 +223,9 @@ impl Inventory {
     /// while other connections keep working.
     pub fn snapshot_to(&self, dest: &Path) -> Result<(), InventoryError> {
         let conn = self.conn();
-        conn.backup(rusqlite::MAIN_DB, dest, None)?;
+        conn.sqlite()
+            .ok_or_else(sqlite_only)?
+            .backup(rusqlite::MAIN_DB, dest, None)?;
         Ok(())
     }
 
@@ -231,7 +233,7 @@ impl Inventory {
     /// other direction). The caller has checked `src` (authenticated, a KMS inventory).
     pub fn restore_from(&self, src: &Path) -> Result<(), InventoryError> {
         let mut conn = self.conn();
-        conn.restore(
+        conn.sqlite_mut().ok_or_else(sqlite_only)?.restore(
             rusqlite::MAIN_DB,
             src,
             None::<fn(rusqlite::backup::Progress)>,
@@ -240,12 +242,20 @@ impl Inventory {
     }
 }
 
+/// The offline backup file carries an SQLite snapshot of the inventory; a PostgreSQL inventory
+/// is backed up with PostgreSQL's own tools.
+fn sqlite_only() -> InventoryError {
+    InventoryError::Conflict(
+        "the inventory is on PostgreSQL: back it up with pg_dump (and its replicas); the backup file's inventory snapshot is for an SQLite inventory".into(),
+    )
+}
+
 pub(super) fn upsert_copy(
     conn: &Connection,
     key_id: &str,
     version: u32,
     c: &KeyCopy,
-) -> rusqlite::Result<()> {
+) -> super::sql::Result<()> {
     conn.execute(
         "INSERT INTO key_copies (key_id, version, token, token_label, token_serial, object_id,
             pair_id, copied_at, verified_at, drill_failed_at, drill_error)
@@ -286,7 +296,7 @@ pub(super) fn copies_of(
     Ok(out)
 }
 
-type RowResult<T> = rusqlite::Result<Result<T, InventoryError>>;
+type RowResult<T> = super::sql::Result<Result<T, InventoryError>>;
 
 fn object_id(hex_id: &str, what: &str) -> Result<ObjectId, InventoryError> {
     hex::decode(hex_id)
@@ -294,7 +304,7 @@ fn object_id(hex_id: &str, what: &str) -> Result<ObjectId, InventoryError> {
         .map_err(|e| InventoryError::BadRow(format!("{what}: {e}")))
 }
 
-fn read_pair(r: &Row<'_>) -> RowResult<BackupPair> {
+fn read_pair(r: &Row) -> RowResult<BackupPair> {
     let kek: String = r.get(5)?;
     let transport: String = r.get(6)?;
     let created_at: String = r.get(7)?;
@@ -321,7 +331,7 @@ fn read_pair(r: &Row<'_>) -> RowResult<BackupPair> {
     })())
 }
 
-fn read_copy(r: &Row<'_>) -> RowResult<KeyCopy> {
+fn read_copy(r: &Row) -> RowResult<KeyCopy> {
     let oid: String = r.get(3)?;
     let copied_at: String = r.get(5)?;
     let verified_at: Option<String> = r.get(6)?;

@@ -14,7 +14,7 @@ pub enum InventoryError {
     #[error("{path} is not a usable KMS inventory ({source}); restore it from a backup or point [inventory] path elsewhere")]
     Corrupt {
         path: PathBuf,
-        source: rusqlite::Error,
+        source: super::sql::Error,
     },
     #[error("{path} is a SQLite database of another application, not a KMS inventory; point [inventory] path at a new file")]
     Foreign { path: PathBuf },
@@ -47,5 +47,11 @@ pub enum InventoryError {
     #[error("inventory rows cannot be tagged: {0}")]
     Integrity(String),
     #[error("inventory database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Db(#[from] super::sql::Error),
+}
+
+impl From<rusqlite::Error> for InventoryError {
+    fn from(e: rusqlite::Error) -> Self {
+        InventoryError::Db(e.into())
+    }
 }

@@ -1,6 +1,6 @@
 //! Grants: which principal may do what with which key, until when; and their reviews.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use super::sql::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
 use super::integrity::{guarded, Table};
@@ -24,7 +24,7 @@ impl Inventory {
     ) -> Result<Grant, InventoryError> {
         let integrity = self.integrity();
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         let id = insert_grant(&tx, integrity.as_ref(), g, now)?;
         super::audit::insert(&tx, audit)?;
         let made = grant_on(&tx, &id)?;
@@ -78,7 +78,7 @@ impl Inventory {
     ) -> Result<Grant, InventoryError> {
         let integrity = self.integrity();
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         let n = guarded(
             &tx,
             integrity.as_ref(),
@@ -170,7 +170,7 @@ pub(crate) fn grant_on(conn: &Connection, id: &str) -> Result<Grant, InventoryEr
         .ok_or_else(|| InventoryError::NoSuchGrant(id.to_owned()))?
 }
 
-fn read(r: &Row<'_>) -> rusqlite::Result<Result<Grant, InventoryError>> {
+fn read(r: &Row) -> super::sql::Result<Result<Grant, InventoryError>> {
     let ops: String = r.get(3)?;
     let times: [Option<String>; 5] = [r.get(4)?, r.get(5)?, r.get(9)?, r.get(10)?, r.get(14)?];
     let (id, principal, key_name, ticket, justification, created_by, revoked_by, revoke_reason) = (

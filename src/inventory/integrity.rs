@@ -10,8 +10,8 @@
 
 use std::sync::Arc;
 
-use rusqlite::types::{ToSql, Value};
-use rusqlite::Connection;
+use super::sql::Connection;
+use super::sql::{ToValue, Value};
 
 use super::{Inventory, InventoryError};
 
@@ -203,7 +203,7 @@ pub(crate) fn tail(table: Table, alias: &str) -> String {
 pub(crate) fn check_tail(
     integrity: Option<&Arc<dyn RowIntegrity>>,
     table: Table,
-    row: &rusqlite::Row<'_>,
+    row: &super::sql::Row,
     start: usize,
 ) -> Result<(), InventoryError> {
     let Some(integrity) = integrity else {
@@ -244,7 +244,7 @@ fn select(
     conn: &Connection,
     table: Table,
     where_: &str,
-    params: &[&dyn ToSql],
+    params: &[&dyn ToValue],
 ) -> Result<Vec<Tagged>, InventoryError> {
     let cols = table.columns();
     let sql = format!(
@@ -300,7 +300,7 @@ pub(crate) fn check_where(
     integrity: Option<&Arc<dyn RowIntegrity>>,
     table: Table,
     where_: &str,
-    params: &[&dyn ToSql],
+    params: &[&dyn ToValue],
 ) -> Result<(), InventoryError> {
     let Some(integrity) = integrity else {
         return Ok(());
@@ -317,7 +317,7 @@ pub(crate) fn tag_where(
     integrity: Option<&Arc<dyn RowIntegrity>>,
     table: Table,
     where_: &str,
-    params: &[&dyn ToSql],
+    params: &[&dyn ToValue],
 ) -> Result<usize, InventoryError> {
     let Some(integrity) = integrity else {
         return Ok(0);
@@ -332,7 +332,7 @@ pub(crate) fn tag_where(
         let tag = integrity
             .tag(&canonical(table, &row.values))
             .map_err(InventoryError::Integrity)?;
-        stmt.execute(rusqlite::params![tag, row.rowid])?;
+        stmt.execute(super::sql::params![tag, row.rowid])?;
     }
     Ok(rows.len())
 }
@@ -344,7 +344,7 @@ pub(crate) fn guarded<T>(
     integrity: Option<&Arc<dyn RowIntegrity>>,
     table: Table,
     where_: &str,
-    params: &[&dyn ToSql],
+    params: &[&dyn ToValue],
     change: impl FnOnce(&Connection) -> Result<T, InventoryError>,
 ) -> Result<T, InventoryError> {
     check_where(conn, integrity, table, where_, params)?;

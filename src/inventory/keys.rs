@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
+use super::sql::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
 use super::integrity::{guarded, tag_where, Table};
@@ -44,7 +44,7 @@ impl Inventory {
             .map_err(|e| InventoryError::BadRow(e.to_string()))?;
         let integrity = self.integrity();
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         let inserted = tx.execute(
             &format!(
                 "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15, ?16, ?17, NULL)"
@@ -72,9 +72,7 @@ impl Inventory {
             ],
         );
         match inserted {
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == ErrorCode::ConstraintViolation =>
-            {
+            Err(e) if e.is_constraint_violation() => {
                 return Err(InventoryError::DuplicateName(key.name.clone()))
             }
             other => other?,
@@ -105,7 +103,7 @@ impl Inventory {
     ) -> Result<(), InventoryError> {
         let integrity = self.integrity();
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         let changed = guarded(
             &tx,
             integrity.as_ref(),
@@ -143,7 +141,7 @@ impl Inventory {
     /// Returns how many grants were removed.
     pub fn delete_pending_key(&self, key_id: &str) -> Result<usize, InventoryError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         let active: i64 = tx.query_row(
             "SELECT COUNT(*) FROM key_versions WHERE key_id = ?1 AND state <> 'pending'",
             [key_id],
@@ -207,7 +205,7 @@ fn insert_version(
     version: u32,
     v: &PendingVersion,
     now: OffsetDateTime,
-) -> rusqlite::Result<()> {
+) -> super::sql::Result<()> {
     conn.execute(
         "INSERT INTO key_versions (key_id, version, token, token_label, token_serial, object_id, state, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)",
@@ -249,13 +247,13 @@ fn versions(
     Ok(out)
 }
 
-type RowResult<T> = rusqlite::Result<Result<T, InventoryError>>;
+type RowResult<T> = super::sql::Result<Result<T, InventoryError>>;
 
 fn bad(what: &str, e: impl std::fmt::Display) -> InventoryError {
     InventoryError::BadRow(format!("{what}: {e}"))
 }
 
-fn read_key(r: &Row<'_>) -> RowResult<KeyRecord> {
+fn read_key(r: &Row) -> RowResult<KeyRecord> {
     let key_type: String = r.get(2)?;
     let classification: String = r.get(4)?;
     let usage: String = r.get(5)?;
@@ -332,7 +330,7 @@ fn read_key(r: &Row<'_>) -> RowResult<KeyRecord> {
     Ok(build())
 }
 
-fn read_version(r: &Row<'_>) -> RowResult<KeyVersion> {
+fn read_version(r: &Row) -> RowResult<KeyVersion> {
     let object_id: String = r.get(4)?;
     let state: String = r.get(5)?;
     let created_at: String = r.get(7)?;

@@ -6,7 +6,7 @@
 //! Expiry is compared on the database side of one immediate transaction, so two nodes asking at
 //! once are serialised and exactly one of them holds the lease afterwards.
 
-use rusqlite::{params, OptionalExtension};
+use super::sql::{params, OptionalExtension};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -43,7 +43,7 @@ impl Inventory {
         secs: u64,
     ) -> Result<LeaseAnswer, InventoryError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         let current: Option<(String, i64)> = tx
             .query_row(
                 "SELECT holder, expires_at FROM leases WHERE name = ?1",

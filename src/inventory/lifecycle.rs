@@ -2,7 +2,7 @@
 //! compromise records and disposal requests. Every change writes its audit record in the same
 //! transaction.
 
-use rusqlite::{params, OptionalExtension, Row};
+use super::sql::{params, OptionalExtension, Row};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -94,7 +94,7 @@ impl Inventory {
     ) -> Result<String, InventoryError> {
         let now = fmt_time(OffsetDateTime::now_utc());
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         tx.execute(
             &format!(
                 "INSERT INTO procedures ({PROC_COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'intent', 'running', ?5, ?6, ?7, ?7)"
@@ -119,7 +119,7 @@ impl Inventory {
     ) -> Result<String, InventoryError> {
         let now = fmt_time(OffsetDateTime::now_utc());
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         if let Some(d) = disposal {
             let n = tx.execute(
                 "UPDATE disposals SET state = 'executing' WHERE id = ?1 AND state = 'approved'",
@@ -195,7 +195,7 @@ impl Inventory {
     ) -> Result<(), InventoryError> {
         let integrity = self.integrity();
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO key_versions (key_id, version, token, token_label, token_serial, object_id, state, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)",
@@ -252,7 +252,7 @@ impl Inventory {
         let now = fmt_time(now);
         let integrity = self.integrity();
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         check_where(
             &tx,
             integrity.as_ref(),
@@ -314,7 +314,7 @@ impl Inventory {
         let now = fmt_time(crate::clock::lifecycle_now());
         let integrity = self.integrity();
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         check_where(
             &tx,
             integrity.as_ref(),
@@ -379,7 +379,7 @@ impl Inventory {
         let now = fmt_time(c.declared_at);
         let integrity = self.integrity();
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         check_where(
             &tx,
             integrity.as_ref(),
@@ -448,7 +448,7 @@ impl Inventory {
         entry: &AuditEntry,
     ) -> Result<(), InventoryError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         tx.execute(
             "UPDATE compromises SET closed_at = ?2, closed_by = ?3 WHERE id = ?1 AND closed_at IS NULL",
             params![id, fmt_time(OffsetDateTime::now_utc()), by],
@@ -475,7 +475,7 @@ impl Inventory {
     /// File a disposal request, with its audit record.
     pub fn insert_disposal(&self, d: &Disposal, entry: &AuditEntry) -> Result<(), InventoryError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         tx.execute(
             &format!("INSERT INTO disposals ({DISPOSAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'requested', NULL, NULL, NULL, NULL, ?7)"),
             params![
@@ -528,7 +528,7 @@ impl Inventory {
         entry: &AuditEntry,
     ) -> Result<(), InventoryError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         super::requests::insert_step(&tx, step)?;
         tx.execute(
             "UPDATE disposals SET state = ?2, not_before = COALESCE(?3, not_before) WHERE id = ?1",
@@ -542,7 +542,7 @@ impl Inventory {
     /// Cancel a disposal that has not been carried out.
     pub fn cancel_disposal(&self, id: &str, entry: &AuditEntry) -> Result<(), InventoryError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         let n = tx.execute(
             "UPDATE disposals SET state = 'cancelled' WHERE id = ?1 AND state IN ('requested','verified','approved')",
             [id],
@@ -570,7 +570,7 @@ impl Inventory {
         let now = fmt_time(OffsetDateTime::now_utc());
         let integrity = self.integrity();
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         check_where(
             &tx,
             integrity.as_ref(),
@@ -635,9 +635,9 @@ impl Inventory {
     }
 }
 
-type RowResult<T> = rusqlite::Result<Result<T, InventoryError>>;
+type RowResult<T> = super::sql::Result<Result<T, InventoryError>>;
 
-fn read_procedure(r: &Row<'_>) -> RowResult<Procedure> {
+fn read_procedure(r: &Row) -> RowResult<Procedure> {
     let data: String = r.get(6)?;
     let started_at: String = r.get(8)?;
     let updated_at: String = r.get(9)?;
@@ -667,7 +667,7 @@ fn read_procedure(r: &Row<'_>) -> RowResult<Procedure> {
     })())
 }
 
-fn read_compromise(r: &Row<'_>) -> RowResult<Compromise> {
+fn read_compromise(r: &Row) -> RowResult<Compromise> {
     let declared_at: String = r.get(5)?;
     let report: String = r.get(7)?;
     let closed_at: Option<String> = r.get(8)?;
@@ -697,7 +697,7 @@ fn read_compromise(r: &Row<'_>) -> RowResult<Compromise> {
     })())
 }
 
-fn read_disposal(r: &Row<'_>) -> RowResult<Disposal> {
+fn read_disposal(r: &Row) -> RowResult<Disposal> {
     let requested_at: String = r.get(5)?;
     let not_before: Option<String> = r.get(7)?;
     let done_at: Option<String> = r.get(8)?;

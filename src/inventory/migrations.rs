@@ -1,7 +1,7 @@
 //! Numbered schema migrations. `schema_version` holds the number of the last one applied; each
 //! migration runs in its own transaction, so a crash leaves the database at a whole version.
 
-use rusqlite::{Connection, OptionalExtension};
+use super::sql::{Connection, OptionalExtension};
 
 /// Migration `n` is `MIGRATIONS[n - 1]`. Append only; never edit a released one.
 const MIGRATIONS: &[&str] = &[
@@ -294,10 +294,11 @@ pub const APPLICATION_ID: i64 = 0x4B4D_5349;
 pub enum Claim {
     Foreign,
     Sqlite(rusqlite::Error),
+    Db(super::sql::Error),
 }
 
 /// Mark a new, empty database as a KMS inventory, or check an existing one is one.
-pub fn claim(conn: &Connection) -> Result<(), Claim> {
+pub fn claim(conn: &rusqlite::Connection) -> Result<(), Claim> {
     let id: i64 = conn
         .query_row("PRAGMA application_id", [], |r| r.get(0))
         .map_err(Claim::Sqlite)?;
@@ -318,7 +319,7 @@ pub fn claim(conn: &Connection) -> Result<(), Claim> {
 pub const LATEST: i64 = MIGRATIONS.len() as i64;
 
 /// Current version of an opened database (0 for a new one).
-pub fn current(conn: &Connection) -> rusqlite::Result<i64> {
+pub fn current(conn: &Connection) -> super::sql::Result<i64> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
     let v: Option<i64> = conn
         .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
@@ -326,22 +327,95 @@ pub fn current(conn: &Connection) -> rusqlite::Result<i64> {
     Ok(v.unwrap_or(0))
 }
 
+/// Mark a PostgreSQL database as a KMS inventory (or check it is one), inside the inventory's
+/// write lock so nodes starting together do it once.
+pub fn claim_postgres(conn: &mut Connection) -> Result<(), Claim> {
+    let tx = conn
+        .transaction_with_behavior(super::sql::TransactionBehavior::Immediate)
+        .map_err(Claim::Db)?;
+    let ours: i64 = tx
+        .query_row(
+            "SELECT COUNT(*) FROM information_schema.tables
+             WHERE table_schema = current_schema() AND table_name = 'kms_meta'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(Claim::Db)?;
+    if ours == 0 {
+        let tables: i64 = tx
+            .query_row(
+                "SELECT COUNT(*) FROM information_schema.tables
+                 WHERE table_schema = current_schema()",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(Claim::Db)?;
+        if tables > 0 {
+            return Err(Claim::Foreign);
+        }
+        tx.execute_batch(&format!(
+            "CREATE TABLE kms_meta (application_id BIGINT NOT NULL);
+             INSERT INTO kms_meta (application_id) VALUES ({APPLICATION_ID});
+             CREATE TABLE schema_version (version BIGINT NOT NULL);
+             CREATE TABLE sqlite_sequence (name TEXT PRIMARY KEY, seq BIGINT NOT NULL);"
+        ))
+        .map_err(Claim::Db)?;
+    } else {
+        let id: i64 = tx
+            .query_row("SELECT application_id FROM kms_meta", [], |r| r.get(0))
+            .map_err(Claim::Db)?;
+        if id != APPLICATION_ID {
+            return Err(Claim::Foreign);
+        }
+    }
+    tx.commit().map_err(Claim::Db)
+}
+
+/// Migration `n` in PostgreSQL's dialect: the same tables, with PostgreSQL's names for the
+/// types (BIGINT, BYTEA, BIGSERIAL), `ON CONFLICT DO NOTHING` for `INSERT OR IGNORE`, and a
+/// `rowid` column on the tables whose rows carry integrity tags (SQLite has one built in).
+fn for_postgres(n: usize, sql: &str) -> String {
+    let mut s = sql
+        .replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
+        .replace("INTEGER PRIMARY KEY", "BIGSERIAL PRIMARY KEY")
+        .replace("INTEGER", "BIGINT")
+        .replace("BLOB", "BYTEA");
+    if let Some(i) = s.find("INSERT OR IGNORE INTO") {
+        s.replace_range(i..i + "INSERT OR IGNORE INTO".len(), "INSERT INTO");
+        if let Some(end) = s[i..].find(";") {
+            s.insert_str(i + end, " ON CONFLICT DO NOTHING");
+        }
+    }
+    if n == 8 {
+        for t in ["principals", "grants", "key_versions", "backup_pairs"] {
+            s.push_str(&format!(
+                "\n    ALTER TABLE {t} ADD COLUMN rowid BIGSERIAL;"
+            ));
+        }
+    }
+    s
+}
+
 /// Apply every migration after `from`.
-pub fn apply(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
+pub fn apply(conn: &mut Connection, from: i64) -> super::sql::Result<()> {
     for (i, sql) in MIGRATIONS.iter().enumerate() {
         let n = i as i64 + 1;
         if n <= from {
             continue;
         }
         // Immediate: two nodes opening one inventory at once migrate it once, in turn.
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         let now: Option<i64> = tx
             .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
             .optional()?;
         if now.unwrap_or(0) >= n {
             continue;
         }
-        tx.execute_batch(sql)?;
+        if tx.is_postgres() {
+            tx.execute_batch(&for_postgres(i + 1, sql))?;
+        } else {
+            tx.execute_batch(sql)?;
+        }
         tx.execute("DELETE FROM schema_version", [])?;
         tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [n])?;
         tx.commit()?;

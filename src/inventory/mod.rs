@@ -1,4 +1,4 @@
-//! The inventory: the only module that imports `rusqlite`.
+//! The inventory: the only module that imports `rusqlite` and `postgres` (through `sql.rs`).
 //!
 //! One SQLite file, created 0600, holding key metadata (A8), key versions (token, CKA_ID, state,
 //! public key) and audit rows. Never key material, never a PIN.
@@ -16,13 +16,14 @@ mod migrations;
 mod principals;
 mod records;
 mod requests;
+pub(crate) mod sql;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::Connection;
+use sql::Connection;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -86,26 +87,32 @@ impl Inventory {
             path: path.to_owned(),
             source,
         };
-        let mut conn = Connection::open(path).map_err(corrupt)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(corrupt)?;
-        conn.pragma_update(None, "foreign_keys", true)
-            .map_err(corrupt)?;
+        let corrupt_sqlite = |e: rusqlite::Error| corrupt(e.into());
+        let raw = rusqlite::Connection::open(path).map_err(corrupt_sqlite)?;
+        raw.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(corrupt_sqlite)?;
+        raw.pragma_update(None, "foreign_keys", true)
+            .map_err(corrupt_sqlite)?;
         // WAL: readers never block the writer, and one fsync per commit. synchronous=FULL keeps
         // every committed audit row durable across power loss (fail-closed audit needs that).
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(corrupt)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(corrupt)?;
-        migrations::claim(&conn).map_err(|e| match e {
+        raw.pragma_update(None, "journal_mode", "WAL")
+            .map_err(corrupt_sqlite)?;
+        raw.pragma_update(None, "synchronous", "FULL")
+            .map_err(corrupt_sqlite)?;
+        migrations::claim(&raw).map_err(|e| match e {
             migrations::Claim::Foreign => InventoryError::Foreign {
                 path: path.to_owned(),
             },
             migrations::Claim::Sqlite(source) => InventoryError::Corrupt {
                 path: path.to_owned(),
+                source: source.into(),
+            },
+            migrations::Claim::Db(source) => InventoryError::Corrupt {
+                path: path.to_owned(),
                 source,
             },
         })?;
+        let mut conn = Connection::from_sqlite(raw);
         let found = migrations::current(&conn).map_err(corrupt)?;
         if found > migrations::LATEST {
             return Err(InventoryError::TooNew {
@@ -115,9 +122,48 @@ impl Inventory {
             });
         }
         migrations::apply(&mut conn, found)?;
-        let audit = audit_writer::AuditWriter::start(path).map_err(corrupt)?;
+        let (writer, wal) = audit_writer::AuditWriter::sqlite(path).map_err(corrupt)?;
+        let audit = audit_writer::AuditWriter::start(writer, Some(wal)).map_err(corrupt)?;
         Ok(Inventory {
             path: path.to_owned(),
+            conn: Mutex::new(conn),
+            audit,
+            integrity: std::sync::RwLock::new(None),
+        })
+    }
+
+    /// Open (creating and migrating if new) the inventory in the PostgreSQL database at `url`
+    /// (no password in it; `password` from its PIN-style source). `state` names where local
+    /// files (lock files) go, as the SQLite path does.
+    pub(crate) fn open_postgres(
+        url: &str,
+        password: Option<&str>,
+        state: &Path,
+    ) -> Result<Inventory, InventoryError> {
+        let mut conn = pg_connect(url, password)?;
+        let foreign = || {
+            InventoryError::Conflict(format!(
+            "the PostgreSQL database at {} holds tables of another application, not a KMS inventory; point [inventory] postgres at a new, empty database",
+            redact(url)
+        ))
+        };
+        migrations::claim_postgres(&mut conn).map_err(|e| match e {
+            migrations::Claim::Foreign => foreign(),
+            migrations::Claim::Db(e) => InventoryError::Db(e),
+            migrations::Claim::Sqlite(e) => e.into(),
+        })?;
+        let found = migrations::current(&conn)?;
+        if found > migrations::LATEST {
+            return Err(InventoryError::TooNew {
+                path: PathBuf::from(redact(url)),
+                found,
+                supported: migrations::LATEST,
+            });
+        }
+        migrations::apply(&mut conn, found)?;
+        let audit = audit_writer::AuditWriter::start(pg_connect(url, password)?, None)?;
+        Ok(Inventory {
+            path: state.to_owned(),
             conn: Mutex::new(conn),
             audit,
             integrity: std::sync::RwLock::new(None),
@@ -136,6 +182,47 @@ impl Inventory {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A PostgreSQL URL as it may be shown (it never carries a password; the query part may).
+fn redact(url: &str) -> String {
+    url.split('?').next().unwrap_or_default().to_owned()
+}
+
+/// One connection to the PostgreSQL inventory. Only loopback and Unix-socket hosts are
+/// accepted: kms does not speak TLS to PostgreSQL yet, and the inventory must never cross a
+/// network in clear (put a TLS tunnel on the loopback side for a remote database).
+fn pg_connect(url: &str, password: Option<&str>) -> Result<Connection, InventoryError> {
+    use std::str::FromStr;
+    let bad = |why: String| {
+        InventoryError::Conflict(format!("[inventory] postgres = {}: {why}", redact(url)))
+    };
+    let mut config = postgres::Config::from_str(url).map_err(|e| bad(e.to_string()))?;
+    for host in config.get_hosts() {
+        let local = match host {
+            postgres::config::Host::Unix(_) => true,
+            postgres::config::Host::Tcp(h) => {
+                h == "localhost"
+                    || h.parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+        };
+        if !local {
+            return Err(bad(
+                "kms connects to PostgreSQL only over loopback or a Unix socket (no TLS to PostgreSQL yet); reach a remote database through a local TLS tunnel".into(),
+            ));
+        }
+    }
+    if let Some(p) = password {
+        config.password(p);
+    }
+    config
+        .application_name("kms")
+        .connect_timeout(std::time::Duration::from_secs(10));
+    let client = config
+        .connect(postgres::NoTls)
+        .map_err(|e| bad(format!("cannot connect: {}", sql::Error::from(e))))?;
+    Ok(Connection::from_postgres(client))
 }
 
 pub fn fmt_time(t: OffsetDateTime) -> String {

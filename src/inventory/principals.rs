@@ -1,6 +1,6 @@
 //! Principals: who may call the service.
 
-use rusqlite::{params, ErrorCode, OptionalExtension, Row};
+use super::sql::{params, OptionalExtension, Row};
 use time::OffsetDateTime;
 
 use super::integrity::{check_tail, guarded, tag_where, tail, Table};
@@ -19,7 +19,7 @@ impl Inventory {
     pub fn add_principal(&self, p: &Principal, audit: &AuditEntry) -> Result<(), InventoryError> {
         let integrity = self.integrity();
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         let res = tx.execute(
             &format!(
                 "INSERT INTO principals ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
@@ -39,10 +39,8 @@ impl Inventory {
             ],
         );
         match res {
-            Err(rusqlite::Error::SqliteFailure(e, msg))
-                if e.code == ErrorCode::ConstraintViolation =>
-            {
-                let what = msg.unwrap_or_default();
+            Err(e) if e.is_constraint_violation() => {
+                let what = e.detail();
                 Err(InventoryError::Conflict(
                     if what.contains("cert_fingerprint") {
                         "this certificate is already registered to another principal".to_owned()
@@ -77,7 +75,7 @@ impl Inventory {
     ) -> Result<(), InventoryError> {
         let integrity = self.integrity();
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         let n = guarded(
             &tx,
             integrity.as_ref(),
@@ -186,7 +184,7 @@ impl Inventory {
     ) -> Result<(), InventoryError> {
         let integrity = self.integrity();
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         let n = guarded(
             &tx,
             integrity.as_ref(),
@@ -214,7 +212,7 @@ impl Inventory {
     }
 }
 
-fn read(r: &Row<'_>) -> rusqlite::Result<Result<Principal, InventoryError>> {
+fn read(r: &Row) -> super::sql::Result<Result<Principal, InventoryError>> {
     let role: String = r.get(1)?;
     let disabled_at: Option<String> = r.get(4)?;
     let created_at: String = r.get(7)?;

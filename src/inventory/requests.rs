@@ -1,7 +1,7 @@
 //! Access requests and their signed steps. Each transition checks the state it starts from inside
 //! its transaction, so two approvers racing cannot both succeed.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use super::sql::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
 use super::grants::{grant_on, insert_grant};
@@ -17,7 +17,7 @@ impl Inventory {
     /// Record a new request in state `pending`.
     pub fn add_request(&self, r: &AccessRequest, audit: &AuditEntry) -> Result<(), InventoryError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO access_requests (id, requester, grantee, key_id, ops, duration_secs,
                  ticket, justification, state, created_at)
@@ -139,7 +139,7 @@ impl Inventory {
     ) -> Result<Grant, InventoryError> {
         let integrity = self.integrity();
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         let n = super::integrity::guarded(
             &tx,
             integrity.as_ref(),
@@ -176,7 +176,7 @@ impl Inventory {
     ) -> Result<Option<Grant>, InventoryError> {
         let integrity = self.integrity();
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         let state: Option<String> = tx
             .query_row(
                 "SELECT state FROM access_requests WHERE id = ?1",
@@ -231,7 +231,7 @@ pub(super) fn insert_step(conn: &Connection, s: &SignedStep) -> Result<(), Inven
     Ok(())
 }
 
-fn read(r: &Row<'_>) -> rusqlite::Result<Result<AccessRequest, InventoryError>> {
+fn read(r: &Row) -> super::sql::Result<Result<AccessRequest, InventoryError>> {
     let ops: String = r.get(5)?;
     let secs: i64 = r.get(6)?;
     let state: String = r.get(9)?;
