@@ -95,9 +95,7 @@ impl Engine {
                 };
                 Inventory::open_postgres(
                     &pg.url,
-                    password
-                        .as_ref()
-                        .map(secrecy::ExposeSecret::expose_secret),
+                    password.as_ref().map(secrecy::ExposeSecret::expose_secret),
                     &config.inventory_path,
                 )?
             }

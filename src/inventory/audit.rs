@@ -169,9 +169,9 @@ impl Inventory {
         let order = if f.after_seq.is_some() { "ASC" } else { "DESC" };
         let mut stmt = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM audit
-             WHERE (?1 IS NULL OR key_name = ?1) AND (?2 IS NULL OR actor = ?2)
-               AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR at <= ?4)
-               AND (?5 IS NULL OR seq > ?5)
+             WHERE (CAST(?1 AS TEXT) IS NULL OR key_name = ?1) AND (CAST(?2 AS TEXT) IS NULL OR actor = ?2)
+               AND (CAST(?3 AS TEXT) IS NULL OR at >= ?3) AND (CAST(?4 AS TEXT) IS NULL OR at <= ?4)
+               AND (CAST(?5 AS BIGINT) IS NULL OR seq > ?5)
              ORDER BY seq {order} LIMIT ?6"
         ))?;
         let rows = stmt.query_map(

@@ -80,7 +80,7 @@ impl Inventory {
     pub fn backup_pairs(&self) -> Result<Vec<BackupPair>, InventoryError> {
         let integrity = self.integrity();
         let conn = self.conn();
-        check_where(&conn, integrity.as_ref(), Table::BackupPairs, "1", &[])?;
+        check_where(&conn, integrity.as_ref(), Table::BackupPairs, "1 = 1", &[])?;
         let mut stmt = conn.prepare(&format!(
             "SELECT {PAIR_COLUMNS} FROM backup_pairs ORDER BY id"
         ))?;

@@ -51,7 +51,7 @@ impl Inventory {
                 "{SELECT} WHERE g.principal = ?1 AND k.name = ?2 ORDER BY g.created_at, g.id"
             ),
             _ => format!(
-                "{SELECT} WHERE (?1 IS NULL OR g.principal = ?1) AND (?2 IS NULL OR k.name = ?2)
+                "{SELECT} WHERE (CAST(?1 AS TEXT) IS NULL OR g.principal = ?1) AND (CAST(?2 AS TEXT) IS NULL OR k.name = ?2)
                  ORDER BY g.created_at, g.id"
             ),
         };

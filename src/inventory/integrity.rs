@@ -417,7 +417,7 @@ impl Inventory {
         let mut checked = 0;
         let mut bad = Vec::new();
         for t in Table::ALL {
-            for row in select(&conn, t, "1", &[])? {
+            for row in select(&conn, t, "1 = 1", &[])? {
                 checked += 1;
                 match check_one(integrity.as_ref(), t, &row) {
                     Ok(()) => {}
@@ -449,7 +449,7 @@ impl Inventory {
         let conn = self.conn();
         let mut n = 0;
         for t in Table::ALL {
-            n += tag_where(&conn, integrity.as_ref(), t, "1", &[])?;
+            n += tag_where(&conn, integrity.as_ref(), t, "1 = 1", &[])?;
         }
         Ok(n)
     }

@@ -181,7 +181,7 @@ impl Inventory {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
             "SELECT {KEY_COLUMNS} FROM keys
-             WHERE (?1 IS NULL OR owner = ?1) AND (?2 IS NULL OR classification = ?2)
+             WHERE (CAST(?1 AS TEXT) IS NULL OR owner = ?1) AND (CAST(?2 AS TEXT) IS NULL OR classification = ?2)
              ORDER BY name"
         ))?;
         let rows = stmt.query_map(

@@ -53,7 +53,7 @@ impl Inventory {
     ) -> Result<Vec<AccessRequest>, InventoryError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
-            "{SELECT} WHERE (?1 IS NULL OR r.state = ?1) ORDER BY r.created_at DESC"
+            "{SELECT} WHERE (CAST(?1 AS TEXT) IS NULL OR r.state = ?1) ORDER BY r.created_at DESC"
         ))?;
         let rows = stmt.query_map([state.map(RequestState::as_str)], read)?;
         let mut out = Vec::new();

@@ -42,6 +42,9 @@ pub enum Error {
     FromSql(usize, String),
     #[error("{0}")]
     Other(String),
+    /// PostgreSQL refused a statement kms wrote: a bug in kms's SQL (the text is kept).
+    #[error("{} in: {}", pg_message(.1), .0)]
+    Statement(String, postgres::Error),
 }
 
 fn pg_message(e: &postgres::Error) -> String {
@@ -504,7 +507,10 @@ impl Pg {
         if let Some(s) = self.cache.get(sql) {
             return Ok(s.clone());
         }
-        let stmt = self.client.prepare(&to_pg_sql(sql))?;
+        let text = to_pg_sql(sql);
+        let stmt = self.client.prepare(&text).map_err(|e| {
+            Error::Statement(text.split_whitespace().collect::<Vec<_>>().join(" "), e)
+        })?;
         if self.cache.len() > 512 {
             self.cache.clear();
         }
