@@ -89,13 +89,10 @@ fn reconcile_reports_and_repair_removes_leftovers_never_live_keys() -> TestResul
     )?;
     let ghost = env.object_id("ghost")?;
     // The inventory rows are gone; the objects remain on both tokens.
-    let db = rusqlite::Connection::open(env.db())?;
-    db.execute(
-        "DELETE FROM key_versions WHERE key_id = (SELECT id FROM keys WHERE name = 'ghost')",
-        [],
+    env.sql(
+        "DELETE FROM key_versions WHERE key_id = (SELECT id FROM keys WHERE name = 'ghost');
+         DELETE FROM keys WHERE name = 'ghost';",
     )?;
-    db.execute("DELETE FROM keys WHERE name = 'ghost'", [])?;
-    drop(db);
     assert!(on_token(&env, "kms-primary", &ghost)? && on_token(&env, "kms-backup", &ghost)?);
     // Someone else's object on the primary: an orphan, but not kms's to remove.
     let o = env.pkcs11_tool(

@@ -136,12 +136,7 @@ fn a_request_altered_after_signing_cannot_be_approved() -> TestResult {
     let id = request(&env, "carol", &[])?;
     assert!(step(&env, "alice", "verify", &id)?.status.success());
     // Someone with database access widens the request after the admin signed it.
-    let db = rusqlite::Connection::open(env.db())?;
-    db.execute(
-        "UPDATE access_requests SET ops = 'sign,verify', duration_secs = 31536000",
-        [],
-    )?;
-    drop(db);
+    env.sql("UPDATE access_requests SET ops = 'sign,verify', duration_secs = 31536000")?;
     assert_fails(
         &step(&env, "bob", "approve", &id)?,
         4,
@@ -194,14 +189,13 @@ fn expired_and_lapsed_grants_deny_use_and_recertification_restores_it() -> TestR
     assert!(step(&env, "bob", "approve", &id)?.status.success());
     assert!(sign_as(&env, "carol")?.status.success());
 
-    let db = rusqlite::Connection::open(env.db())?;
     let o = env.ok(&["grant", "list", "--principal", "carol", "--all", "--json"])?;
     let g: serde_json::Value = serde_json::from_slice(&o.stdout)?;
     let gid = g[0]["id"].as_str().ok_or("grant id")?.to_owned();
     // Review due soon: listed; carol cannot re-certify her own access; alice (signed) can.
     let soon = (time::OffsetDateTime::now_utc() + time::Duration::days(3))
         .format(&time::format_description::well_known::Rfc3339)?;
-    db.execute("UPDATE grants SET review_due = ?1", [&soon])?;
+    env.sql(&format!("UPDATE grants SET review_due = '{soon}'"))?;
     env.retag()?; // simulated time: kms would rightly refuse a row edited outside it
     let o = env.ok(&["access", "review"])?;
     assert!(stdout(&o).contains(&gid), "{}", stdout(&o));
@@ -214,7 +208,7 @@ fn expired_and_lapsed_grants_deny_use_and_recertification_restores_it() -> TestR
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(sign_as(&env, "carol")?.status.success());
     // Not re-certified by the deadline: lapsed, refused, and final (a new request is needed).
-    db.execute("UPDATE grants SET review_due = '2020-01-01T00:00:00Z'", [])?;
+    env.sql("UPDATE grants SET review_due = '2020-01-01T00:00:00Z'")?;
     env.retag()?; // simulated time: kms would rightly refuse a row edited outside it
     assert_fails(&sign_as(&env, "carol")?, 4, &["lapsed", "not re-certified"]);
     let o = env.ok(&["access", "review"])?;
@@ -225,7 +219,7 @@ fn expired_and_lapsed_grants_deny_use_and_recertification_restores_it() -> TestR
         &["new access request"],
     );
 
-    db.execute("UPDATE grants SET not_after = '2020-01-01T00:00:00Z'", [])?;
+    env.sql("UPDATE grants SET not_after = '2020-01-01T00:00:00Z'")?;
     env.retag()?; // simulated time: kms would rightly refuse a row edited outside it
     assert_fails(&sign_as(&env, "carol")?, 4, &["expired"]);
     Ok(())
@@ -528,15 +522,13 @@ fn no_change_takes_effect_without_its_audit_record() -> TestResult {
     let env = people()?;
     let id = request(&env, "carol", &[])?;
     assert!(step(&env, "alice", "verify", &id)?.status.success());
-    let db = rusqlite::Connection::open(env.db())?;
-    db.execute_batch(
-        "CREATE TRIGGER no_audit BEFORE INSERT ON audit
-         WHEN NEW.action IN ('access.approve', 'principal.add', 'grant.revoke', 'grant.break-glass')
-         BEGIN SELECT RAISE(ABORT, 'audit store full'); END;",
+    fail_audit(
+        &env,
+        "'access.approve', 'principal.add', 'grant.revoke', 'grant.break-glass'",
     )?;
     // The approval, the grant it would create and the signature all roll back with the record.
     assert!(!step(&env, "bob", "approve", &id)?.status.success());
-    db.execute_batch("DROP TRIGGER no_audit")?;
+    audit_works_again(&env)?;
     let o = env.ok(&["access", "show", &id, "--json"])?;
     let e: serde_json::Value = serde_json::from_slice(&o.stdout)?;
     assert_eq!(e["request"]["state"], "verified");
@@ -546,15 +538,12 @@ fn no_change_takes_effect_without_its_audit_record() -> TestResult {
         "no approval signature kept"
     );
     assert_fails(&sign_as(&env, "carol")?, 4, &["no active grant"]);
-    db.execute_batch(
-        "CREATE TRIGGER no_audit BEFORE INSERT ON audit WHEN NEW.action = 'principal.add'
-         BEGIN SELECT RAISE(ABORT, 'audit store full'); END;",
-    )?;
+    fail_audit(&env, "'principal.add'")?;
     assert!(!env
         .run(&["principal", "add", "ghost", "--role", "user"])?
         .status
         .success());
-    db.execute_batch("DROP TRIGGER no_audit")?;
+    audit_works_again(&env)?;
     assert_fails(
         &env.run(&["principal", "show", "ghost"])?,
         3,
@@ -566,9 +555,8 @@ fn no_change_takes_effect_without_its_audit_record() -> TestResult {
 #[test]
 fn a_grant_row_put_in_by_hand_is_not_honoured() -> TestResult {
     let env = people()?;
-    let db = rusqlite::Connection::open(env.db())?;
     // Out of nothing.
-    db.execute_batch(
+    env.sql(
         "INSERT INTO grants (id, principal, key_id, ops, not_before, not_after, ticket,
              justification, created_by, created_at, break_glass)
          SELECT 'g-forged000001', 'carol', id, 'sign', '2020-01-01T00:00:00Z',
@@ -576,13 +564,42 @@ fn a_grant_row_put_in_by_hand_is_not_honoured() -> TestResult {
          FROM keys WHERE name = 'k'",
     )?;
     assert_fails(&sign_as(&env, "carol")?, 4, &["was not made by kms"]);
-    db.execute_batch("DELETE FROM grants")?;
+    env.sql("DELETE FROM grants")?;
     // Widened after a real approval: the approved request says 30 days and sign only.
     let id = request(&env, "carol", &[])?;
     assert!(step(&env, "alice", "verify", &id)?.status.success());
     assert!(step(&env, "bob", "approve", &id)?.status.success());
     assert!(sign_as(&env, "carol")?.status.success());
-    db.execute_batch("UPDATE grants SET ops = 'sign,verify', not_after = '2099-01-01T00:00:00Z'")?;
+    env.sql("UPDATE grants SET ops = 'sign,verify', not_after = '2099-01-01T00:00:00Z'")?;
     assert_fails(&sign_as(&env, "carol")?, 4, &["was not made by kms"]);
     Ok(())
+}
+
+/// A full audit store, simulated: inserting an audit record of one of `actions` fails.
+fn fail_audit(env: &Env, actions: &str) -> TestResult {
+    if env.pg.is_some() {
+        env.sql(&format!(
+            "CREATE FUNCTION no_audit() RETURNS trigger AS $$
+             BEGIN
+               IF NEW.action IN ({actions}) THEN RAISE EXCEPTION 'audit store full'; END IF;
+               RETURN NEW;
+             END $$ LANGUAGE plpgsql;
+             CREATE TRIGGER no_audit BEFORE INSERT ON audit
+               FOR EACH ROW EXECUTE FUNCTION no_audit();"
+        ))
+    } else {
+        env.sql(&format!(
+            "CREATE TRIGGER no_audit BEFORE INSERT ON audit
+             WHEN NEW.action IN ({actions})
+             BEGIN SELECT RAISE(ABORT, 'audit store full'); END;"
+        ))
+    }
+}
+
+fn audit_works_again(env: &Env) -> TestResult {
+    if env.pg.is_some() {
+        env.sql("DROP TRIGGER no_audit ON audit; DROP FUNCTION no_audit();")
+    } else {
+        env.sql("DROP TRIGGER no_audit")
+    }
 }

@@ -37,18 +37,10 @@ fn add_syslog(env: &Env, address: &str, interval_secs: u64) -> TestResult {
 
 /// Every audit row, as the `sqlite3` tool reads it (independent of kms).
 fn db_rows(env: &Env) -> Res<Vec<BTreeMap<String, Value>>> {
-    let out = std::process::Command::new("sqlite3")
-        .arg("-json")
-        .arg(env.db())
-        .arg(
-            "SELECT seq, at, actor, host, action, key_name, key_version, reason, outcome, detail, \
-             role, os_user, cert_fingerprint, code, diff, prev_hash, hash FROM audit ORDER BY seq",
-        )
-        .output()?;
-    if !out.status.success() {
-        return Err(format!("sqlite3: {}", stderr(&out)).into());
-    }
-    let text = stdout(&out);
+    let text = env.sql_json(
+        "SELECT seq, at, actor, host, action, key_name, key_version, reason, outcome, detail, \
+         role, os_user, cert_fingerprint, code, diff, prev_hash, hash FROM audit ORDER BY seq",
+    )?;
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
@@ -609,15 +601,18 @@ fn the_service_ships_in_the_background() -> TestResult {
 
     // With rounds an hour apart, records made while it runs are shipped by the last round, at
     // shutdown.
+    // (What the service records while starting, e.g. its first restore drill, may come just
+    // after its first round: it waits for the next one, here the last.)
     configure(3600)?;
-    let mut served = Served::start(env)?;
     let h = head(env)?;
+    let mut served = Served::start(env)?;
     rs.wait_for(h as usize, WAIT)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let before_ops = head(env)?;
     some_operations(env, "k3")?;
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        rs.lines().len(),
-        h as usize,
+    assert!(
+        rs.lines().len() <= before_ops as usize,
         "shipped before the shutdown round"
     );
     served.terminate()?;

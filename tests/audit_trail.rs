@@ -1,18 +1,12 @@
 //! The audit trail is complete, tamper-evident and fail-closed. Tampering is done the way an
-//! intruder with file access would: with the `sqlite3` tool on the inventory file.
+//! intruder with database access would: with the `sqlite3` tool on the inventory file, or with
+//! SQL on the PostgreSQL inventory.
 
 mod common;
 use common::*;
 
 fn sqlite3(env: &Env, sql: &str) -> TestResult {
-    let out = std::process::Command::new("sqlite3")
-        .arg(env.db())
-        .arg(sql)
-        .output()?;
-    if !out.status.success() {
-        return Err(format!("sqlite3: {}", stderr(&out)).into());
-    }
-    Ok(())
+    env.sql(sql)
 }
 
 /// A trail with some history: keys, use, a refusal, a checkpoint.
@@ -149,10 +143,7 @@ fn when_the_audit_store_is_unwritable_nothing_happens() -> TestResult {
     let env = with_history()?;
     let before_objects = env.object_count("kms-primary")?;
     let before_keys = stdout(&env.ok(&["key", "list", "--json"])?);
-    sqlite3(
-        &env,
-        "CREATE TRIGGER audit_down BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
-    )?;
+    env.refuse("audit_down", "BEFORE INSERT", "audit", None, "disk full")?;
     let o = env.run(&create_args("new-key", "aes-256", "encrypt,decrypt", &[]))?;
     assert!(
         !o.status.success(),
@@ -173,7 +164,7 @@ fn when_the_audit_store_is_unwritable_nothing_happens() -> TestResult {
         o.stdout.is_empty(),
         "a signature was released without its audit record"
     );
-    sqlite3(&env, "DROP TRIGGER audit_down")?;
+    env.unrefuse("audit_down", "audit")?;
     assert_eq!(env.object_count("kms-primary")?, before_objects);
     let after_keys = stdout(&env.ok(&["key", "list", "--json"])?);
     assert_eq!(before_keys, after_keys, "nothing else changed");
@@ -302,14 +293,7 @@ async fn the_service_signs_a_checkpoint_at_shutdown() -> TestResult {
 
 /// The output of `sqlite3 DB SQL` (rows separated by newlines, columns by '|').
 fn sqlite3_query(env: &Env, sql: &str) -> Res<String> {
-    let out = std::process::Command::new("sqlite3")
-        .arg(env.db())
-        .arg(sql)
-        .output()?;
-    if !out.status.success() {
-        return Err(format!("sqlite3: {}", stderr(&out)).into());
-    }
-    Ok(stdout(&out).trim().to_owned())
+    env.sql_rows(sql)
 }
 
 fn sqlite3_i64(env: &Env, sql: &str) -> Res<i64> {
@@ -320,51 +304,45 @@ fn sqlite3_i64(env: &Env, sql: &str) -> Res<i64> {
 /// `hash` of every record from `from` on, so the chain is consistent again.
 fn rechain_from(env: &Env, from: i64) -> TestResult {
     use kms::inventory::{StoredRecord, GENESIS};
-    let db = rusqlite::Connection::open(env.db())?;
-    let mut prev: String = db.query_row(
-        "SELECT COALESCE((SELECT hash FROM audit WHERE seq < ?1 ORDER BY seq DESC LIMIT 1), ?2)",
-        rusqlite::params![from, GENESIS],
-        |r| r.get(0),
-    )?;
-    let records = {
-        let mut stmt = db.prepare(
-            "SELECT seq, at, actor, host, action, key_name, key_version, reason, outcome, detail,
-                    role, os_user, cert_fingerprint, code, diff, prev_hash, hash, node
-             FROM audit WHERE seq >= ?1 ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([from], |r| {
-            Ok(StoredRecord {
-                seq: r.get(0)?,
-                at: r.get(1)?,
-                actor: r.get(2)?,
-                host: r.get(3)?,
-                action: r.get(4)?,
-                key_name: r.get(5)?,
-                key_version: r.get(6)?,
-                reason: r.get(7)?,
-                outcome: r.get(8)?,
-                detail: r.get(9)?,
-                role: r.get(10)?,
-                os_user: r.get(11)?,
-                cert_fingerprint: r.get(12)?,
-                code: r.get(13)?,
-                diff: r.get(14)?,
-                prev_hash: r.get(15)?,
-                hash: r.get(16)?,
-                node: r.get(17)?,
-            })
-        })?;
-        rows.collect::<Result<Vec<_>, _>>()?
-    };
-    for r in records {
+    let mut prev = env.sql_text(&format!(
+        "SELECT COALESCE((SELECT hash FROM audit WHERE seq < {from} ORDER BY seq DESC LIMIT 1), '{GENESIS}')"
+    ))?;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&env.sql_json(&format!(
+        "SELECT seq, at, actor, host, action, key_name, key_version, reason, outcome, detail,
+                role, os_user, cert_fingerprint, code, diff, prev_hash, hash, node
+         FROM audit WHERE seq >= {from} ORDER BY seq"
+    ))?)?;
+    let text = |v: &serde_json::Value, k: &str| v[k].as_str().map(str::to_owned);
+    let mut updates = String::new();
+    for v in rows {
+        let r = StoredRecord {
+            seq: v["seq"].as_i64().ok_or("seq")?,
+            at: text(&v, "at").ok_or("at")?,
+            actor: text(&v, "actor").ok_or("actor")?,
+            host: text(&v, "host").ok_or("host")?,
+            action: text(&v, "action").ok_or("action")?,
+            key_name: text(&v, "key_name"),
+            key_version: v["key_version"].as_u64().map(u32::try_from).transpose()?,
+            reason: text(&v, "reason"),
+            outcome: text(&v, "outcome").ok_or("outcome")?,
+            detail: text(&v, "detail"),
+            role: text(&v, "role"),
+            os_user: text(&v, "os_user"),
+            cert_fingerprint: text(&v, "cert_fingerprint"),
+            code: text(&v, "code"),
+            diff: text(&v, "diff"),
+            prev_hash: text(&v, "prev_hash"),
+            hash: text(&v, "hash"),
+            node: text(&v, "node"),
+        };
         let hash = r.compute_hash(&prev);
-        db.execute(
-            "UPDATE audit SET prev_hash = ?2, hash = ?3 WHERE seq = ?1",
-            rusqlite::params![r.seq, prev, hash],
-        )?;
+        updates.push_str(&format!(
+            "UPDATE audit SET prev_hash = '{prev}', hash = '{hash}' WHERE seq = {};\n",
+            r.seq
+        ));
         prev = hash;
     }
-    Ok(())
+    env.sql(&updates)
 }
 
 /// `kms audit verify --json`: exit code and the problems, in report order.
@@ -705,8 +683,9 @@ fn a_substituted_audit_key_is_named() -> TestResult {
     sqlite3(
         &env,
         &format!(
-            "UPDATE key_versions SET public_key = X'{spki_hex}'
-             WHERE key_id = (SELECT id FROM keys WHERE name = 'kms-audit')"
+            "UPDATE key_versions SET public_key = {}
+             WHERE key_id = (SELECT id FROM keys WHERE name = 'kms-audit')",
+            env.sql_bytes(&spki_hex)
         ),
     )?;
     let ids = sqlite3_query(&env, "SELECT id FROM audit_checkpoints ORDER BY id")?;
@@ -726,7 +705,10 @@ fn a_substituted_audit_key_is_named() -> TestResult {
         let sig_hex = hex::encode(std::fs::read(&sig)?);
         sqlite3(
             &env,
-            &format!("UPDATE audit_checkpoints SET signature = X'{sig_hex}' WHERE id = {id}"),
+            &format!(
+                "UPDATE audit_checkpoints SET signature = {} WHERE id = {id}",
+                env.sql_bytes(&sig_hex)
+            ),
         )?;
     }
     let (code, problems) = verify_json(&env)?;

@@ -504,9 +504,7 @@ fn offline_backup_file_is_sealed_and_restores_lost_objects() -> TestResult {
     assert_eq!(std::fs::read(&plain)?, b"offline");
 
     // The inventory itself: a fresh, empty inventory takes the file's.
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", env.db().display()));
-    }
+    env.remove_inventory()?;
     env.ok(&["principal", "add", OFFICER, "--role", "security-officer"])?;
     let o = env.run(&["backup", "import", path(&file)?])?;
     assert_fails(&o, 2, &["--replace-inventory", "Nothing was changed"]);

@@ -108,13 +108,6 @@ fn files_starting_with(env: &Env, prefix: &str) -> Res<Vec<String>> {
     Ok(found)
 }
 
-fn sqlite(env: &Env, sql: &str) -> TestResult {
-    let conn = rusqlite::Connection::open(env.db())?;
-    conn.execute_batch(sql)?;
-    drop(conn);
-    Ok(())
-}
-
 // ---- 1. duplicate name ---------------------------------------------------------------------------
 
 #[test]
@@ -419,6 +412,9 @@ fn pin_file_readable_by_others_is_refused() -> TestResult {
 #[test]
 fn corrupt_inventory_is_reported_and_left_alone() -> TestResult {
     let env = Env::new()?;
+    if env.sqlite_only("a corrupt inventory file") {
+        return Ok(());
+    }
     let before = snapshot(&env)?;
     let garbage: Vec<u8> = (0..4096u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -690,10 +686,12 @@ fn a_refusal_is_audited_as_denied() -> TestResult {
 fn failed_activation_destroys_the_generated_key() -> TestResult {
     let env = Env::new()?;
     let before = snapshot(&env)?; // also creates the inventory file
-    sqlite(
-        &env,
-        "CREATE TRIGGER fail_activate BEFORE UPDATE OF state ON key_versions \
-         BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+    env.refuse(
+        "fail_activate",
+        "BEFORE UPDATE OF state",
+        "key_versions",
+        None,
+        "injected failure",
     )?;
     let out = try_create(&env, "half", "ec-p384", "sign,verify", &[])?;
     assert!(
@@ -720,12 +718,19 @@ fn failed_activation_destroys_the_generated_key() -> TestResult {
 fn failed_activation_and_cleanup_leaves_a_pending_version_reconcile_reports() -> TestResult {
     let env = Env::new()?;
     let before = snapshot(&env)?;
-    sqlite(
-        &env,
-        "CREATE TRIGGER fail_activate BEFORE UPDATE OF state ON key_versions \
-         BEGIN SELECT RAISE(ABORT, 'injected failure'); END; \
-         CREATE TRIGGER fail_delete BEFORE DELETE ON key_versions \
-         BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+    env.refuse(
+        "fail_activate",
+        "BEFORE UPDATE OF state",
+        "key_versions",
+        None,
+        "injected failure",
+    )?;
+    env.refuse(
+        "fail_delete",
+        "BEFORE DELETE",
+        "key_versions",
+        None,
+        "injected",
     )?;
     let out = try_create(&env, "half", "ec-p384", "sign,verify", &[])?;
     assert_fails(&out, 6, &["'half'", "kms reconcile"]);
@@ -764,10 +769,12 @@ fn signature_is_withheld_when_its_audit_row_cannot_be_written() -> TestResult {
     env.create("signer", "ec-p384", "sign,verify")?;
     let msg = env.write("msg", b"pay 100 to bob")?;
     let before = snapshot(&env)?;
-    sqlite(
-        &env,
-        "CREATE TRIGGER no_sign_audit BEFORE INSERT ON audit WHEN NEW.action = 'key.sign' \
-         BEGIN SELECT RAISE(ABORT, 'audit down'); END;",
+    env.refuse(
+        "no_sign_audit",
+        "BEFORE INSERT",
+        "audit",
+        Some("NEW.action = 'key.sign'"),
+        "audit down",
     )?;
     let sig = env.path("sig");
     let out = env.run(&[

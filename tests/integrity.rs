@@ -7,12 +7,6 @@ mod common;
 
 use common::*;
 
-fn db(env: &Env) -> Res<rusqlite::Connection> {
-    let db = rusqlite::Connection::open(env.db())?;
-    db.busy_timeout(std::time::Duration::from_secs(10))?;
-    Ok(db)
-}
-
 // `Env::create` makes the key and a break-glass grant of it to `test-user`.
 
 /// `kms inventory verify` fails (exit 1) and names each `needles` row.
@@ -56,10 +50,9 @@ fn a_break_glass_grant_repointed_at_the_audit_key_signs_nothing() -> TestResult 
     env.ok(&["audit", "checkpoint"])?; // makes kms-audit
     verify_clean(&env)?;
     let gid = grant_id(&env, "k")?;
-    db(&env)?.execute(
-        "UPDATE grants SET key_id = (SELECT id FROM keys WHERE name = 'kms-audit') WHERE id = ?1",
-        [&gid],
-    )?;
+    env.sql(&format!(
+        "UPDATE grants SET key_id = (SELECT id FROM keys WHERE name = 'kms-audit') WHERE id = '{gid}'"
+    ))?;
     let o = sign_as_user(&env, "kms-audit")?;
     assert_fails(&o, 4, &["was not made by kms", &gid]);
     verify_names(&env, &["grants", &gid])?;
@@ -76,10 +69,9 @@ fn a_revocation_cleared_behind_kms_is_refused() -> TestResult {
     let gid = grant_id(&env, "k")?;
     env.ok(&["--reason", "leaver", "grant", "revoke", &gid])?;
     assert_fails(&sign_as_user(&env, "k")?, 4, &[]);
-    db(&env)?.execute(
-        "UPDATE grants SET revoked_at = NULL, revoked_by = NULL WHERE id = ?1",
-        [&gid],
-    )?;
+    env.sql(&format!(
+        "UPDATE grants SET revoked_at = NULL, revoked_by = NULL WHERE id = '{gid}'"
+    ))?;
     assert_fails(&sign_as_user(&env, "k")?, 4, &["was not made by kms"]);
     verify_names(&env, &[&gid])?;
     Ok(())
@@ -90,10 +82,9 @@ fn a_review_deadline_moved_to_2099_is_refused() -> TestResult {
     let env = Env::new()?;
     env.create("k", "ec-p384", "sign,verify")?;
     let gid = grant_id(&env, "k")?;
-    db(&env)?.execute(
-        "UPDATE grants SET review_due = '2099-01-01T00:00:00Z' WHERE id = ?1",
-        [&gid],
-    )?;
+    env.sql(&format!(
+        "UPDATE grants SET review_due = '2099-01-01T00:00:00Z' WHERE id = '{gid}'"
+    ))?;
     assert_fails(&sign_as_user(&env, "k")?, 4, &["was not made by kms"]);
     verify_names(&env, &[&gid])?;
     Ok(())
@@ -106,19 +97,18 @@ fn a_swapped_certificate_fingerprint_and_a_cleared_disable_are_refused() -> Test
     // Cleared `disabled_at`: the disabled principal stays refused.
     env.ok(&["--reason", "leaver", "principal", "disable", USER])?;
     assert_fails(&sign_as_user(&env, "k")?, 4, &["disabled"]);
-    db(&env)?.execute(
-        "UPDATE principals SET disabled_at = NULL, disabled_by = NULL WHERE name = ?1",
-        [USER],
-    )?;
+    env.sql(&format!(
+        "UPDATE principals SET disabled_at = NULL, disabled_by = NULL WHERE name = '{USER}'"
+    ))?;
     assert_fails(&sign_as_user(&env, "k")?, 4, &["was not made by kms"]);
     verify_names(&env, &["principals", USER])?;
 
     // A certificate fingerprint swapped onto the officer's row: refused too.
     let env = Env::new()?;
-    db(&env)?.execute(
-        "UPDATE principals SET cert_fingerprint = ?1 WHERE name = ?2",
-        [&"ab".repeat(32), OFFICER],
-    )?;
+    env.sql(&format!(
+        "UPDATE principals SET cert_fingerprint = '{}' WHERE name = '{OFFICER}'",
+        "ab".repeat(32)
+    ))?;
     assert_fails(&env.run(&["key", "list"])?, 4, &["was not made by kms"]);
     Ok(())
 }
@@ -129,8 +119,7 @@ fn a_version_repointed_at_another_keys_object_is_refused() -> TestResult {
     env.create("a", "ec-p384", "sign,verify")?;
     env.create("b", "ec-p384", "sign,verify")?;
     assert!(sign_as_user(&env, "a")?.status.success());
-    let db = db(&env)?;
-    db.execute_batch(
+    env.sql(
         "DROP INDEX key_versions_object;
          UPDATE key_versions SET object_id =
              (SELECT v.object_id FROM key_versions v JOIN keys k ON k.id = v.key_id WHERE k.name = 'b')
@@ -148,7 +137,7 @@ fn a_forged_untagged_grant_and_an_edited_backup_pairing_are_refused() -> TestRes
     env.ok(&["--reason", "CHG-7 backup ceremony", "backup", "init"])?;
     verify_clean(&env)?;
     // A backup pairing's KEK re-pointed: copies are refused rather than made under it.
-    db(&env)?.execute("UPDATE backup_pairs SET kek_id = '00112233'", [])?;
+    env.sql("UPDATE backup_pairs SET kek_id = '00112233'")?;
     let o = env.run(&["--reason", "sync", "backup", "sync"])?;
     assert_fails(&o, 4, &["was not made by kms", "backup_pairs"]);
     verify_names(&env, &["backup_pairs"])?;
@@ -156,7 +145,7 @@ fn a_forged_untagged_grant_and_an_edited_backup_pairing_are_refused() -> TestRes
     // A grant row put in by hand (no tag at all).
     let env = Env::new()?;
     env.create("k", "ec-p384", "sign,verify")?;
-    db(&env)?.execute_batch(
+    env.sql(
         "INSERT INTO grants (id, principal, key_id, ops, not_before, not_after, ticket,
              justification, created_by, created_at, break_glass)
          SELECT 'g-forged000001', 'test-user', id, 'sign', '2020-01-01T00:00:00Z',
@@ -173,10 +162,9 @@ fn a_legitimate_change_never_launders_a_tampered_row() -> TestResult {
     let env = Env::new()?;
     env.create("k", "ec-p384", "sign,verify")?;
     let gid = grant_id(&env, "k")?;
-    db(&env)?.execute(
-        "UPDATE grants SET ops = 'sign,verify,encrypt' WHERE id = ?1",
-        [&gid],
-    )?;
+    env.sql(&format!(
+        "UPDATE grants SET ops = 'sign,verify,encrypt' WHERE id = '{gid}'"
+    ))?;
     // Revoking the edited grant must not re-tag it as it now reads.
     let o = env.run(&["--reason", "cleanup", "grant", "revoke", &gid])?;
     assert_fails(&o, 4, &["was not made by kms"]);

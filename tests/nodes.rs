@@ -52,6 +52,15 @@ fn node_config(base: &str, name: &str, site: &str) -> Res<String> {
     Ok(out)
 }
 
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 async fn health(addr: std::net::SocketAddr, tls: Arc<rustls::ClientConfig>) -> Res<Value> {
     let mut c = Connection::connect(addr, tls).await?;
     Ok(c.request("GET", "/v1/health", None, None).await?.json()?)
@@ -92,14 +101,14 @@ async fn two_sites_two_nodes_one_inventory() -> TestResult {
         assert!(!o.status.success(), "the drill missed the lost copy");
         Ok(())
     })?;
-    let (mut mumbai, mumbai_addr) = spawn_serve(
+    let (mumbai, mumbai_addr) = spawn_serve(
         &svc.env,
         &svc.env.path("kms-mumbai.toml"),
         "serve-mumbai.log",
     )?;
+    // Killed however the test ends (a failed assertion unwinds past any explicit kill).
+    let _mumbai = KillOnDrop(mumbai);
     let result = run(&mut svc, mumbai_addr).await;
-    let _ = mumbai.kill();
-    let _ = mumbai.wait();
     if result.is_err() {
         eprintln!(
             "--- bangalore-1 ---\n{}\n--- mumbai-1 ---\n{}",

@@ -192,13 +192,16 @@ async fn grants_are_enforced_and_refusals_audited() -> TestResult {
         "sign with a sign grant",
     )?;
     {
-        let db = rusqlite::Connection::open(svc.env.db())?;
-        db.busy_timeout(Duration::from_secs(10))?;
-        let n = db.execute(
-            "UPDATE grants SET not_after = '2020-01-01T00:00:00Z' WHERE id = ?1",
-            [&sign_grant],
-        )?;
-        assert_eq!(n, 1, "grant {sign_grant} not found in the database");
+        svc.env.sql(&format!(
+            "UPDATE grants SET not_after = '2020-01-01T00:00:00Z' WHERE id = '{sign_grant}'"
+        ))?;
+        assert_eq!(
+            svc.env.sql_text(&format!(
+                "SELECT not_after FROM grants WHERE id = '{sign_grant}'"
+            ))?,
+            "2020-01-01T00:00:00Z",
+            "grant {sign_grant} not found in the database"
+        );
     }
     svc.env.retag()?; // simulated time: kms would rightly refuse a row edited outside it
     expect(

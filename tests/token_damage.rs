@@ -192,14 +192,11 @@ fn audit_verify_without_the_token_uses_the_inventory_copy_and_says_so() -> TestR
 
     // The checkpoints' signatures are really checked with that copy: another key in its place
     // (key k's public half) fails every checkpoint.
-    let conn = rusqlite::Connection::open(env.db())?;
-    conn.execute(
+    env.sql(
         "UPDATE key_versions SET public_key =
             (SELECT v.public_key FROM key_versions v JOIN keys k ON k.id = v.key_id WHERE k.name = 'k')
          WHERE key_id = (SELECT id FROM keys WHERE name = 'kms-audit')",
-        [],
     )?;
-    drop(conn);
     let o = env.run(&["audit", "verify"])?;
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     assert!(

@@ -15,6 +15,16 @@ pub enum InventoryCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Copy this SQLite inventory into a new, empty PostgreSQL database (several nodes, two
+    /// sites); then point `[inventory] postgres` (and `password`) at it on every node.
+    Migrate {
+        /// postgres://USER@HOST:PORT/DB (loopback or a Unix socket; no password in the URL).
+        #[arg(long)]
+        to: String,
+        /// Where the PostgreSQL password comes from: env:VAR, file:PATH or prompt.
+        #[arg(long)]
+        password: Option<String>,
+    },
     /// Testing builds only: re-seal every row as it reads now (tests that simulate time
     /// passing by editing rows).
     #[cfg(feature = "testing")]
@@ -45,6 +55,27 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: InventoryCmd) -> Result<(), Cl
                     v.bad.len()
                 )))
             }
+        }
+        InventoryCmd::Migrate { to, password } => {
+            let source = match password.as_deref() {
+                None => None,
+                Some(p) => Some(crate::config::PinSource::parse(p).ok_or_else(|| {
+                    CliError::Usage(
+                        "--password must be env:VAR, file:PATH or prompt (never the password itself)".into(),
+                    )
+                })?),
+            };
+            let m = engine.inventory_migrate(caller, &to, source.as_ref())?;
+            println!(
+                "copied {} rows of {} tables; now set on every node:\n  [inventory]\n  postgres = \"{}\"{}",
+                m.rows,
+                m.tables,
+                to,
+                password
+                    .map(|p| format!("\n  password = \"{p}\""))
+                    .unwrap_or_default()
+            );
+            Ok(())
         }
         #[cfg(feature = "testing")]
         InventoryCmd::RetagForTests => {

@@ -352,6 +352,48 @@ impl Engine {
     }
 
     /// `kms inventory verify`: check every tagged row and name the bad ones.
+    /// Copy this SQLite inventory into a new PostgreSQL one (officer only, audited in the
+    /// source first, so the record travels with the rows).
+    pub fn inventory_migrate(
+        &self,
+        caller: &super::Caller,
+        url: &str,
+        password: Option<&crate::config::PinSource>,
+    ) -> Result<crate::inventory::Migrated, EngineError> {
+        super::policy::require_role(
+            &self.inventory,
+            caller,
+            &[crate::model::Role::SecurityOfficer],
+            "migrate the inventory",
+        )?;
+        let password = match password {
+            Some(p) => Some(p.resolve_kind("inventory", "PostgreSQL")?),
+            None => None,
+        };
+        let target = url.split('?').next().unwrap_or_default().to_owned();
+        self.audited(caller, "inventory.migrate", None, |note| {
+            // The intent travels with the rows: the copy starts with its own record.
+            let entry = self.entry(
+                caller,
+                "inventory.migrate-intent",
+                None,
+                None,
+                crate::inventory::Outcome::Ok,
+                Some(format!("copying the inventory to PostgreSQL at {target}")),
+            );
+            self.inventory.append_audit(&entry)?;
+            let m = self.inventory.migrate_to_postgres(
+                url,
+                password.as_ref().map(secrecy::ExposeSecret::expose_secret),
+            )?;
+            note.detail = Some(format!(
+                "copied {} rows of {} tables to PostgreSQL at {target}",
+                m.rows, m.tables
+            ));
+            Ok(m)
+        })
+    }
+
     pub fn inventory_verify(
         &self,
         caller: &super::Caller,

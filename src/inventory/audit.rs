@@ -101,10 +101,20 @@ pub(crate) fn insert(conn: &Connection, e: &AuditEntry) -> super::sql::Result<i6
     let prev = prev.unwrap_or_else(|| GENESIS.to_owned());
     // The next sequence number, as AUTOINCREMENT would give it (never reused), so the hash can
     // be computed before the row is written and the row written once.
-    let last: Option<i64> = conn
-        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'audit'")?
-        .query_row([], |r| r.get(0))
-        .optional()?;
+    let last: Option<i64> = if conn.is_postgres() {
+        // Rows put in with the column's own sequence count too, as AUTOINCREMENT's would.
+        conn.query_row(
+            "SELECT GREATEST(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit'), 0),
+                             COALESCE((SELECT MAX(seq) FROM audit), 0))",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+    } else {
+        conn.prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'audit'")?
+            .query_row([], |r| r.get(0))
+            .optional()?
+    };
     let record = StoredRecord {
         seq: last.unwrap_or(0) + 1,
         at: fmt_time(e.at),
@@ -151,7 +161,7 @@ pub(crate) fn insert(conn: &Connection, e: &AuditEntry) -> super::sql::Result<i6
         hash,
         record.node,
     ])?;
-    bump_sequence(conn, "audit", record.seq)?;
+    bump_sequence(conn, "audit", "seq", record.seq)?;
     Ok(record.seq)
 }
 
@@ -271,7 +281,7 @@ impl Inventory {
                 c.covered,
             ],
         )?;
-        bump_sequence(&tx, "audit_checkpoints", c.id)?;
+        bump_sequence(&tx, "audit_checkpoints", "id", c.id)?;
         let seq = insert(&tx, record)?;
         tx.commit()?;
         Ok(Some(seq))
@@ -418,13 +428,17 @@ fn next_checkpoint_id(conn: &Connection) -> super::sql::Result<i64> {
 }
 
 /// On PostgreSQL, keep the `sqlite_sequence` counters SQLite's AUTOINCREMENT keeps by itself
-/// (the highest number ever used, so a number is never reused even after rows are removed).
-fn bump_sequence(conn: &Connection, name: &str, seq: i64) -> super::sql::Result<()> {
+/// (the highest number ever used, so a number is never reused even after rows are removed), and
+/// the column's own sequence with it (one statement).
+fn bump_sequence(conn: &Connection, table: &str, column: &str, seq: i64) -> super::sql::Result<()> {
     if conn.is_postgres() {
         conn.execute(
-            "INSERT INTO sqlite_sequence (name, seq) VALUES (?1, ?2)
-             ON CONFLICT (name) DO UPDATE SET seq = GREATEST(sqlite_sequence.seq, excluded.seq)",
-            params![name, seq],
+            &format!(
+                "INSERT INTO sqlite_sequence (name, seq)
+                 SELECT ?1, setval(pg_get_serial_sequence('{table}', '{column}'), ?2)
+                 ON CONFLICT (name) DO UPDATE SET seq = GREATEST(sqlite_sequence.seq, excluded.seq)"
+            ),
+            params![table, seq],
         )?;
     }
     Ok(())

@@ -222,6 +222,9 @@ impl Inventory {
     /// A consistent copy of the whole inventory written to `dest` with SQLite's online backup,
     /// while other connections keep working.
     pub fn snapshot_to(&self, dest: &Path) -> Result<(), InventoryError> {
+        if self.conn().is_postgres() {
+            return self.pg_snapshot_to(dest);
+        }
         let conn = self.conn();
         conn.sqlite()
             .ok_or_else(sqlite_only)?
@@ -232,6 +235,9 @@ impl Inventory {
     /// Replace this inventory's content with the database at `src` (SQLite online backup in the
     /// other direction). The caller has checked `src` (authenticated, a KMS inventory).
     pub fn restore_from(&self, src: &Path) -> Result<(), InventoryError> {
+        if self.conn().is_postgres() {
+            return self.pg_restore_from(src);
+        }
         let mut conn = self.conn();
         conn.sqlite_mut().ok_or_else(sqlite_only)?.restore(
             rusqlite::MAIN_DB,

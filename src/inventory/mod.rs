@@ -12,6 +12,7 @@ mod integrity;
 mod keys;
 mod leases;
 mod lifecycle;
+mod migrate;
 mod migrations;
 mod principals;
 mod records;
@@ -35,6 +36,7 @@ pub use integrity::{BadRow, CheckFailure, RowIntegrity};
 pub use keys::PendingVersion;
 pub use leases::{Lease, LeaseAnswer};
 pub use lifecycle::{Compromise, Disposal, Procedure};
+pub use migrate::Migrated;
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub use records::{
     AccessRequest, AuditCheckpoint, AuditEntry, AuditFilter, AuditRow, BackupPair, Grant,

@@ -297,6 +297,11 @@ pub struct Row {
 }
 
 impl Row {
+    /// Every column, as read.
+    pub fn values(&self) -> &[Value] {
+        &self.values
+    }
+
     pub fn get<I: RowIndex, T: FromValue>(&self, idx: I) -> Result<T> {
         let i = idx.index();
         let v = self

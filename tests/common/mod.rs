@@ -37,6 +37,95 @@ pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// With `KMS_TEST_POSTGRES=DIR` (a `scripts/setup-postgres` directory), each environment
+    /// gets its own database there, dropped with it.
+    pub pg: Option<PgDb>,
+}
+
+/// A throwaway PostgreSQL database of one test environment.
+#[derive(Clone)]
+pub struct PgDb {
+    /// The server's `scripts/setup-postgres` directory (url, port, password).
+    pub server: PathBuf,
+    pub name: String,
+}
+
+impl PgDb {
+    fn password(&self) -> Res<String> {
+        Ok(std::fs::read_to_string(self.server.join("password"))?
+            .trim()
+            .to_owned())
+    }
+
+    fn port(&self) -> Res<String> {
+        Ok(std::fs::read_to_string(self.server.join("port"))?
+            .trim()
+            .to_owned())
+    }
+
+    pub fn url(&self) -> Res<String> {
+        Ok(format!(
+            "postgres://kms@127.0.0.1:{}/{}",
+            self.port()?,
+            self.name
+        ))
+    }
+
+    /// A client of database `db` on the server.
+    pub fn client(&self, db: &str) -> Res<postgres::Client> {
+        Ok(postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port()?.parse()?)
+            .user("kms")
+            .password(self.password()?)
+            .dbname(db)
+            .connect(postgres::NoTls)?)
+    }
+
+    fn create() -> Res<Option<PgDb>> {
+        let Some(server) = std::env::var_os("KMS_TEST_POSTGRES").filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        let name = format!(
+            "kms_test_{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let db = PgDb {
+            server: PathBuf::from(server),
+            name,
+        };
+        let d = db.clone();
+        on_thread(move || {
+            d.client("kms")?
+                .batch_execute(&format!("CREATE DATABASE {}", d.name))?;
+            Ok(())
+        })?;
+        Ok(Some(db))
+    }
+}
+
+/// Run `f` on a thread of its own: the synchronous PostgreSQL client runs a runtime of its own,
+/// which may not start inside the async tests' runtime.
+fn on_thread<T: Send + 'static>(f: impl FnOnce() -> Res<T> + Send + 'static) -> Res<T> {
+    std::thread::spawn(move || f().map_err(|e| e.to_string()))
+        .join()
+        .map_err(|_| "the PostgreSQL helper thread panicked")?
+        .map_err(Into::into)
+}
+
+static NEXT_DB: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(pg) = self.pg.take() {
+            let _ = on_thread(move || {
+                pg.client("kms")?
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg.name))?;
+                Ok(())
+            });
+        }
+    }
 }
 
 fn repo_root() -> PathBuf {
@@ -60,7 +149,27 @@ impl Env {
             )
             .into());
         }
-        let env = Env { dir };
+        let pg = PgDb::create()?;
+        if let Some(pg) = &pg {
+            let cfg = dir.path().join("kms.toml");
+            let text = std::fs::read_to_string(&cfg)?;
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("path = ") && l.contains("kms.db"))
+                .ok_or("no inventory path in kms.toml")?
+                .to_owned();
+            let text = text.replacen(
+                &line,
+                &format!(
+                    "{line}\npostgres = \"{}\"\npassword = \"file:{}\"",
+                    pg.url()?,
+                    pg.server.join("password").display()
+                ),
+                1,
+            );
+            std::fs::write(&cfg, text)?;
+        }
+        let env = Env { dir, pg };
         env.ok(&["principal", "add", OFFICER, "--role", "security-officer"])?;
         env.ok(&["principal", "add", USER, "--role", "user"])?;
         Ok(env)
@@ -76,6 +185,224 @@ impl Env {
 
     pub fn db(&self) -> PathBuf {
         self.path("kms.db")
+    }
+
+    /// Run SQL statements (no parameters) on the inventory, behind kms's back: on the SQLite
+    /// file, or on this environment's PostgreSQL database.
+    pub fn sql(&self, batch: &str) -> TestResult {
+        match &self.pg {
+            Some(pg) => {
+                let (pg, batch) = (pg.clone(), batch.to_owned());
+                on_thread(move || {
+                    pg.client(&pg.name)?.batch_execute(&batch).map_err(|e| {
+                        format!(
+                            "{}: {batch}",
+                            e.as_db_error()
+                                .map(|d| d.message().to_owned())
+                                .unwrap_or_else(|| e.to_string())
+                        )
+                    })?;
+                    Ok(())
+                })?
+            }
+            None => {
+                let db = rusqlite::Connection::open(self.db())?;
+                db.busy_timeout(std::time::Duration::from_secs(10))?;
+                db.execute_batch(batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A trigger named `name` that makes `event` (`BEFORE INSERT`, `BEFORE UPDATE OF state`,
+    /// `BEFORE DELETE`) on `table` fail with `message`, when `condition` (on `NEW`) holds: a
+    /// fault injected into the inventory, on SQLite or PostgreSQL.
+    pub fn refuse(
+        &self,
+        name: &str,
+        event: &str,
+        table: &str,
+        condition: Option<&str>,
+        message: &str,
+    ) -> TestResult {
+        if self.pg.is_some() {
+            self.sql(&format!(
+                "CREATE FUNCTION {name}() RETURNS trigger AS $$
+                 BEGIN RAISE EXCEPTION '{message}'; END $$ LANGUAGE plpgsql;
+                 CREATE TRIGGER {name} {event} ON {table} FOR EACH ROW {}
+                 EXECUTE FUNCTION {name}();",
+                condition.map(|c| format!("WHEN ({c})")).unwrap_or_default()
+            ))
+        } else {
+            self.sql(&format!(
+                "CREATE TRIGGER {name} {event} ON {table} {}
+                 BEGIN SELECT RAISE(ABORT, '{message}'); END;",
+                condition.map(|c| format!("WHEN {c}")).unwrap_or_default()
+            ))
+        }
+    }
+
+    /// Remove a trigger made by [`Env::refuse`].
+    pub fn unrefuse(&self, name: &str, table: &str) -> TestResult {
+        if self.pg.is_some() {
+            self.sql(&format!(
+                "DROP TRIGGER {name} ON {table}; DROP FUNCTION {name}();"
+            ))
+        } else {
+            self.sql(&format!("DROP TRIGGER {name}"))
+        }
+    }
+
+    /// Rows of `query` as `sqlite3` prints them: one line per row, columns joined by '|'.
+    pub fn sql_rows(&self, query: &str) -> Res<String> {
+        match &self.pg {
+            Some(pg) => {
+                let (pg, query) = (pg.clone(), query.to_owned());
+                let msgs = on_thread(move || Ok(pg.client(&pg.name)?.simple_query(&query)?))?;
+                let lines: Vec<String> = msgs
+                    .iter()
+                    .filter_map(|m| match m {
+                        postgres::SimpleQueryMessage::Row(r) => Some(
+                            (0..r.len())
+                                .map(|i| r.get(i).unwrap_or_default().to_owned())
+                                .collect::<Vec<_>>()
+                                .join("|"),
+                        ),
+                        _ => None,
+                    })
+                    .collect();
+                Ok(lines.join("\n"))
+            }
+            None => {
+                let out = Command::new("sqlite3").arg(self.db()).arg(query).output()?;
+                if !out.status.success() {
+                    return Err(format!("sqlite3: {}", stderr(&out)).into());
+                }
+                Ok(stdout(&out).trim().to_owned())
+            }
+        }
+    }
+
+    /// Rows of `query` as a JSON array of objects (`sqlite3 -json`; PostgreSQL's json_agg).
+    pub fn sql_json(&self, query: &str) -> Res<String> {
+        match &self.pg {
+            Some(_) => self.sql_text(&format!(
+                "SELECT COALESCE(json_agg(t), '[]'::json)::text FROM ({query}) t"
+            )),
+            None => {
+                let out = Command::new("sqlite3")
+                    .arg("-json")
+                    .arg(self.db())
+                    .arg(query)
+                    .output()?;
+                if !out.status.success() {
+                    return Err(format!("sqlite3: {}", stderr(&out)).into());
+                }
+                Ok(stdout(&out))
+            }
+        }
+    }
+
+    /// `pg_dump` of this environment's PostgreSQL database (every row, as text).
+    pub fn sql_dump(&self) -> Res<Vec<u8>> {
+        let pg = self.pg.as_ref().ok_or("not on PostgreSQL")?;
+        let mut dump = Command::new("pg_dump");
+        for dir in std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let bin = dir.path().join("bin/pg_dump");
+            if bin.exists() {
+                dump = Command::new(bin);
+            }
+        }
+        let out = dump
+            .args(["--data-only", "--dbname", &pg.url()?])
+            .env("PGPASSWORD", pg.password()?)
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("pg_dump: {}", stderr(&out)).into());
+        }
+        Ok(out.stdout)
+    }
+
+    /// Throw the inventory away (a lost database): the SQLite file, or the PostgreSQL database
+    /// (made again empty).
+    pub fn remove_inventory(&self) -> TestResult {
+        match &self.pg {
+            None => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", self.db().display()));
+                }
+            }
+            Some(pg) => {
+                let pg = pg.clone();
+                on_thread(move || {
+                    // One statement each: neither may run inside a transaction block.
+                    let mut c = pg.client("kms")?;
+                    c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg.name))?;
+                    c.batch_execute(&format!("CREATE DATABASE {}", pg.name))?;
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A bytes literal in the inventory's SQL dialect.
+    pub fn sql_bytes(&self, hex: &str) -> String {
+        if self.pg.is_some() {
+            format!("decode('{hex}', 'hex')")
+        } else {
+            format!("X'{hex}'")
+        }
+    }
+
+    /// One text value from the inventory (the first column of the first row, or "").
+    pub fn sql_text(&self, query: &str) -> Res<String> {
+        match &self.pg {
+            Some(pg) => {
+                let (pg, query) = (pg.clone(), query.to_owned());
+                let rows = on_thread(move || Ok(pg.client(&pg.name)?.simple_query(&query)?))?;
+                Ok(rows
+                    .iter()
+                    .find_map(|m| match m {
+                        postgres::SimpleQueryMessage::Row(r) => {
+                            Some(r.get(0).unwrap_or_default().to_owned())
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or_default())
+            }
+            None => {
+                let db = rusqlite::Connection::open(self.db())?;
+                let v: Option<rusqlite::types::Value> = db
+                    .query_row(query, [], |r| r.get(0))
+                    .map(Some)
+                    .or_else(|e| match e {
+                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                        e => Err(e),
+                    })?;
+                Ok(match v {
+                    Some(rusqlite::types::Value::Text(t)) => t,
+                    Some(rusqlite::types::Value::Integer(i)) => i.to_string(),
+                    Some(rusqlite::types::Value::Real(r)) => r.to_string(),
+                    _ => String::new(),
+                })
+            }
+        }
+    }
+
+    /// True (and a note on stderr) when this test's subject is the SQLite file itself and the
+    /// run is on PostgreSQL: the caller returns early.
+    pub fn sqlite_only(&self, what: &str) -> bool {
+        if self.pg.is_some() {
+            eprintln!("skipped on PostgreSQL: {what} is about the SQLite inventory file");
+            true
+        } else {
+            false
+        }
     }
 
     pub fn softhsm_conf(&self) -> PathBuf {
