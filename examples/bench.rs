@@ -4,6 +4,7 @@
 //! Environment (set by scripts/bench): KMS_CONFIG (throwaway tokens), KMS_BIN (the kms binary),
 //! KMS_BENCH_PKI (dev PKI with a `bench-app` client certificate).
 //! Arguments: [--seconds S] [--concurrency 1,2,4,8,16] [--backup-keys N] [--keys 10,1000,10000]
+//! [--nodes] (`bench/nodes.rs`: two nodes on PostgreSQL vs this one on SQLite)
 //! (`--keys`: the scale axis, `bench/scale.rs`)
 //!
 //! The backup row (after the service, with `kms serve` stopped: the key ceremony needs the
@@ -15,6 +16,8 @@
 //! same versions on the same tokens under fresh CKA_IDs, once before and once after the sync;
 //! the raw drill on those copies is timed apart, so the note can say what the ratio is made of.
 
+#[path = "bench/nodes.rs"]
+mod nodes;
 #[path = "bench/scale.rs"]
 mod scale;
 
@@ -105,8 +108,21 @@ async fn run_http(
     path: String,
     body: serde_json::Value,
 ) -> Res<Stats> {
+    run_http_many(&[addr], tls, conc, secs, path, body).await
+}
+
+/// Like [`run_http`], the connections spread over `addrs` in turn.
+async fn run_http_many(
+    addrs: &[std::net::SocketAddr],
+    tls: Arc<rustls::ClientConfig>,
+    conc: usize,
+    secs: f64,
+    path: String,
+    body: serde_json::Value,
+) -> Res<Stats> {
     let mut conns = Vec::new();
-    for _ in 0..conc {
+    for i in 0..conc {
+        let addr = addrs[i % addrs.len().max(1)];
         conns.push(Connection::connect(addr, Arc::clone(&tls)).await?);
     }
     let start = Instant::now();
@@ -291,6 +307,7 @@ fn main() -> Res<()> {
     let mut best_sign: Option<Stats> = None;
     let mut sign_p99: Vec<(usize, f64)> = Vec::new();
     let mut best_unwrap: Option<Stats> = None;
+    let mut per_conc: Vec<(usize, Stats, Stats)> = Vec::new();
     let result: Res<()> = rt.block_on(async {
         for &c in &concurrency {
             let s = run_http(
@@ -303,6 +320,7 @@ fn main() -> Res<()> {
             )
             .await?;
             row("service sign (mTLS, keep-alive)", c, s, Some(raw_sign_2));
+            per_conc.push((c, s, s));
             sign_p99.push((c, s.p99_ms));
             if best_sign.is_none_or(|b| s.ops_per_sec > b.ops_per_sec) {
                 best_sign = Some(s);
@@ -324,6 +342,9 @@ fn main() -> Res<()> {
                 s,
                 Some(raw_unwrap_best),
             );
+            if let Some(p) = per_conc.iter_mut().find(|p| p.0 == c) {
+                p.2 = s;
+            }
             if best_unwrap.is_none_or(|b| s.ops_per_sec > b.ops_per_sec) {
                 best_unwrap = Some(s);
             }
@@ -458,6 +479,17 @@ fn main() -> Res<()> {
             "    the rest is within noise: the raw passes before and after the sync differ by {:.3} ms per key",
             (b.after.all.copy_ms() - b.before.all.copy_ms()).abs()
         );
+    }
+    if args.iter().any(|a| a == "--nodes") {
+        nodes::run(
+            &Config::locate(None)?,
+            &kms_bin,
+            bench_app_tls(&pki)?,
+            secs,
+            &per_conc,
+            serde_json::json!({ "message": msg }),
+            serde_json::json!({ "wrapped": wrapped_b64 }),
+        )?;
     }
     if !scale_sizes.is_empty() {
         scale::run(

@@ -37,6 +37,7 @@ pub use keys::PendingVersion;
 pub use leases::{Lease, LeaseAnswer};
 pub use lifecycle::{Compromise, Disposal, Procedure};
 pub use migrate::Migrated;
+
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub use records::{
     AccessRequest, AuditCheckpoint, AuditEntry, AuditFilter, AuditRow, BackupPair, Grant,
@@ -51,6 +52,26 @@ pub struct Inventory {
     audit: audit_writer::AuditWriter,
     /// Makes and checks row tags once the engine installed its HSM key (`integrity.rs`).
     integrity: std::sync::RwLock<Option<std::sync::Arc<dyn RowIntegrity>>>,
+    /// PostgreSQL: where to open more connections (procedure locks); never shown.
+    pg: Option<PgTarget>,
+}
+
+/// How to reach the PostgreSQL inventory again. The password is zeroized on drop.
+struct PgTarget {
+    url: String,
+    password: Option<secrecy::SecretString>,
+}
+
+/// A cluster-wide procedure lock: a session-level advisory lock on a connection of its own, so
+/// PostgreSQL releases it when the holding process dies, like the kernel releases a file lock.
+pub struct SessionLock {
+    _conn: Connection,
+}
+
+impl std::fmt::Debug for SessionLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionLock")
+    }
 }
 
 impl std::fmt::Debug for Inventory {
@@ -131,7 +152,35 @@ impl Inventory {
             conn: Mutex::new(conn),
             audit,
             integrity: std::sync::RwLock::new(None),
+            pg: None,
         })
+    }
+
+    /// Whether the inventory is on PostgreSQL (shared by several nodes).
+    pub fn is_postgres(&self) -> bool {
+        self.pg.is_some()
+    }
+
+    /// PostgreSQL only: take the cluster-wide lock named `name` without waiting; `None` when
+    /// another session (any node) holds it.
+    pub fn try_session_lock(&self, name: &str) -> Result<Option<SessionLock>, InventoryError> {
+        use secrecy::ExposeSecret as _;
+        use sha2::Digest as _;
+        let Some(pg) = &self.pg else {
+            return Err(InventoryError::Conflict(
+                "session locks need the PostgreSQL inventory".into(),
+            ));
+        };
+        let conn = pg_connect(&pg.url, pg.password.as_ref().map(|p| p.expose_secret()))?;
+        let digest = sha2::Sha256::digest(format!("kms-lock:{name}").as_bytes());
+        let mut key = [0u8; 8];
+        key.copy_from_slice(&digest[..8]);
+        let got: bool = conn.query_row(
+            "SELECT pg_try_advisory_lock(?1)",
+            [i64::from_be_bytes(key)],
+            |r| r.get(0),
+        )?;
+        Ok(got.then_some(SessionLock { _conn: conn }))
     }
 
     /// Open (creating and migrating if new) the inventory in the PostgreSQL database at `url`
@@ -169,6 +218,10 @@ impl Inventory {
             conn: Mutex::new(conn),
             audit,
             integrity: std::sync::RwLock::new(None),
+            pg: Some(PgTarget {
+                url: url.to_owned(),
+                password: password.map(|p| secrecy::SecretString::from(p.to_owned())),
+            }),
         })
     }
 

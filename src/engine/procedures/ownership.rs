@@ -1,6 +1,8 @@
 //! Who is running a procedure. A procedure's process holds an exclusive lock on
 //! `<inventory>.procedures/<id>.lock` from before its intent is recorded until it ends; the kernel
-//! releases the lock when the process dies. Repair takes the same lock (without waiting) before it
+//! releases the lock when the process dies. On a PostgreSQL inventory (several nodes, several
+//! machines) the lock is a session-level advisory lock on a connection of its own instead, which
+//! PostgreSQL releases when the process dies: the same rule, cluster-wide. Repair takes the same lock (without waiting) before it
 //! touches a procedure, so a live procedure in another process — a `kms key rotate` at the console
 //! while `kms serve`'s scheduler runs — is never mistaken for a crashed one, and two repairs never
 //! work on the same procedure.
@@ -13,14 +15,21 @@ use super::super::{Engine, EngineError};
 
 /// Held while a procedure runs (or is repaired); released and removed on drop.
 #[derive(Debug)]
-pub(crate) struct ProcedureLock {
-    _file: File,
-    path: PathBuf,
+pub(crate) enum ProcedureLock {
+    File {
+        _file: File,
+        path: PathBuf,
+    },
+    Cluster {
+        _lock: crate::inventory::SessionLock,
+    },
 }
 
 impl Drop for ProcedureLock {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let ProcedureLock::File { path, .. } = self {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -45,6 +54,12 @@ impl Engine {
 
     /// The lock of procedure `id`, or `None` if a live process holds it.
     pub(crate) fn lock_procedure(&self, id: &str) -> Result<Option<ProcedureLock>, EngineError> {
+        if self.inventory.is_postgres() {
+            return Ok(self
+                .inventory
+                .try_session_lock(&format!("procedure:{id}"))?
+                .map(|l| ProcedureLock::Cluster { _lock: l }));
+        }
         let path = self.procedure_lock_path(id)?;
         let file = OpenOptions::new()
             .read(true)
@@ -55,7 +70,7 @@ impl Engine {
             .open(&path)
             .map_err(|e| EngineError::Incomplete(format!("{}: {e}", path.display())))?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(ProcedureLock { _file: file, path })),
+            Ok(()) => Ok(Some(ProcedureLock::File { _file: file, path })),
             Err(TryLockError::WouldBlock) => Ok(None),
             Err(TryLockError::Error(e)) => {
                 Err(EngineError::Incomplete(format!("{}: {e}", path.display())))
