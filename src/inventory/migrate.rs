@@ -52,6 +52,13 @@ impl Inventory {
                 super::redact(url)
             )));
         }
+        // The new database's migrations seeded a few rows (the chain's start): the copy
+        // replaces them.
+        let mut seeded = tables(&src)?;
+        seeded.reverse();
+        for t in &seeded {
+            tx.execute(&format!("DELETE FROM {t}"), [])?;
+        }
         let (copied, rows) = copy_rows(&src, &tx, &src)?;
         fix_sequences(&tx)?;
         tx.commit()?;

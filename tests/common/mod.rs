@@ -51,6 +51,10 @@ pub struct PgDb {
 }
 
 impl PgDb {
+    pub fn password_file(&self) -> PathBuf {
+        self.server.join("password")
+    }
+
     fn password(&self) -> Res<String> {
         Ok(std::fs::read_to_string(self.server.join("password"))?
             .trim()
@@ -82,7 +86,9 @@ impl PgDb {
             .connect(postgres::NoTls)?)
     }
 
-    fn create() -> Res<Option<PgDb>> {
+    /// A new, empty database on the `KMS_TEST_POSTGRES` server (None without one); dropped
+    /// when the returned value is dropped.
+    pub fn create() -> Res<Option<PgDb>> {
         let Some(server) = std::env::var_os("KMS_TEST_POSTGRES").filter(|v| !v.is_empty()) else {
             return Ok(None);
         };
@@ -119,12 +125,19 @@ static NEXT_DB: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize:
 impl Drop for Env {
     fn drop(&mut self) {
         if let Some(pg) = self.pg.take() {
-            let _ = on_thread(move || {
-                pg.client("kms")?
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg.name))?;
-                Ok(())
-            });
+            pg.drop_database();
         }
+    }
+}
+
+impl PgDb {
+    pub fn drop_database(&self) {
+        let pg = self.clone();
+        let _ = on_thread(move || {
+            pg.client("kms")?
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg.name))?;
+            Ok(())
+        });
     }
 }
 
@@ -137,6 +150,15 @@ fn repo_root() -> PathBuf {
 impl Env {
     /// Two fresh tokens (`kms-primary`, `kms-backup`) and a ready `kms.toml`.
     pub fn new() -> Res<Env> {
+        Env::make(true)
+    }
+
+    /// Like [`Env::new`], with the inventory on SQLite even when the run is on PostgreSQL.
+    pub fn new_sqlite() -> Res<Env> {
+        Env::make(false)
+    }
+
+    fn make(postgres: bool) -> Res<Env> {
         let dir = tempfile::tempdir()?;
         let out = Command::new("bash")
             .arg(repo_root().join("scripts/setup-softhsm"))
@@ -149,7 +171,7 @@ impl Env {
             )
             .into());
         }
-        let pg = PgDb::create()?;
+        let pg = if postgres { PgDb::create()? } else { None };
         if let Some(pg) = &pg {
             let cfg = dir.path().join("kms.toml");
             let text = std::fs::read_to_string(&cfg)?;
