@@ -519,7 +519,19 @@ fn bench_app_tls(pki: &Path) -> Res<Arc<rustls::ClientConfig>> {
 
 /// Start `kms serve` on a free loopback port; its address.
 fn start_service(kms_bin: &Path) -> Res<(std::process::Child, std::net::SocketAddr)> {
-    let mut child = std::process::Command::new(kms_bin)
+    start_service_with(kms_bin, None)
+}
+
+/// `kms serve` on a free loopback port, with `config` instead of `KMS_CONFIG` when given.
+fn start_service_with(
+    kms_bin: &Path,
+    config: Option<&Path>,
+) -> Res<(std::process::Child, std::net::SocketAddr)> {
+    let mut cmd = std::process::Command::new(kms_bin);
+    if let Some(c) = config {
+        cmd.env("KMS_CONFIG", c);
+    }
+    let mut child = cmd
         .args(["serve", "--listen", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

@@ -25,25 +25,6 @@ fn node_config(base: &str, url: &str, password: &Path, name: &str) -> String {
     out
 }
 
-fn start(kms_bin: &Path, config: &Path) -> Res<(std::process::Child, std::net::SocketAddr)> {
-    let mut child = std::process::Command::new(kms_bin)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("KMS_CONFIG", config)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let mut line = String::new();
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
-    let addr = line
-        .trim()
-        .rsplit("https://")
-        .next()
-        .ok_or("no address")?
-        .parse()?;
-    Ok((child, addr))
-}
-
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     config_path: &Path,
@@ -80,7 +61,7 @@ pub fn run(
     for name in ["bench-n1", "bench-n2"] {
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, node_config(&base, &url, &password, name))?;
-        nodes.push(start(kms_bin, &path)?);
+        nodes.push(super::start_service_with(kms_bin, Some(&path))?);
     }
     let addrs: Vec<std::net::SocketAddr> = nodes.iter().map(|(_, a)| *a).collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
