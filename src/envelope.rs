@@ -5,7 +5,8 @@
 //! offset  size  field
 //! 0       4     magic "KMSE"
 //! 4       1     format version (1)
-//! 5       1     algorithm: 1 = AES-256-GCM, 2 = RSA-OAEP (SHA-1, MGF1-SHA-1)
+//! 5       1     algorithm: 1 = AES-GCM (AES-256 or AES-128, as the key), 2 = RSA-OAEP (SHA-1,
+//!               MGF1-SHA-1), 3 = AES key wrap with padding, 4 = 3DES-CBC (legacy)
 //! 6       16    inventory ID of the key (UUID bytes)
 //! 22      4     key version (big-endian u32)
 //! -- AES-256-GCM --
@@ -15,12 +16,16 @@
 //! 26      k     ciphertext (k = modulus size)
 //! -- AES key wrap with padding (data keys, alg 3) --
 //! 26      40    the 32-byte data key wrapped under the key (RFC 5649)
+//! -- 3DES-CBC (legacy, alg 4) --
+//! 26      8     IV
+//! 34      8n    ciphertext, PKCS#7 padding: exactly what `openssl enc -des-ede3-cbc -K … -iv …`
+//!               writes (no authentication: 3DES data is only read and moved to AES-GCM)
 //! ```
 //!
 //! For AES-256-GCM the whole header (bytes 0..38) is authenticated: the GCM additional data is the
 //! header followed by the caller's AAD, so neither the key reference nor the IV can be swapped.
 
-use crate::model::KeyType;
+use crate::model::{KeyFamily, KeyType};
 
 pub const MAGIC: &[u8; 4] = b"KMSE";
 pub const FORMAT_VERSION: u8 = 1;
@@ -30,16 +35,19 @@ pub const GCM_TAG_LEN: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
-    Aes256Gcm = 1,
+    AesGcm = 1,
     RsaOaepSha1 = 2,
     /// A data key wrapped with CKM_AES_KEY_WRAP_PAD (RFC 5649); the wrap itself authenticates.
     AesKeyWrapPad = 3,
+    /// Triple-DES CBC, PKCS#7 padding; the body is IV (8) || ciphertext.
+    Des3Cbc = 4,
 }
 
 impl Algorithm {
     pub fn for_key(key_type: KeyType) -> Algorithm {
-        match key_type {
-            KeyType::Aes256 => Algorithm::Aes256Gcm,
+        match key_type.family() {
+            KeyFamily::Aes => Algorithm::AesGcm,
+            KeyFamily::Des3 => Algorithm::Des3Cbc,
             _ => Algorithm::RsaOaepSha1,
         }
     }
@@ -101,9 +109,10 @@ pub fn parse(data: &[u8]) -> Result<(Header, &[u8]), EnvelopeError> {
         return Err(EnvelopeError::UnsupportedVersion(data[4]));
     }
     let algorithm = match data[5] {
-        1 => Algorithm::Aes256Gcm,
+        1 => Algorithm::AesGcm,
         2 => Algorithm::RsaOaepSha1,
         3 => Algorithm::AesKeyWrapPad,
+        4 => Algorithm::Des3Cbc,
         other => return Err(EnvelopeError::UnknownAlgorithm(other)),
     };
     let mut key_id = [0u8; 16];
@@ -112,7 +121,7 @@ pub fn parse(data: &[u8]) -> Result<(Header, &[u8]), EnvelopeError> {
     v.copy_from_slice(&data[22..26]);
     let key_version = u32::from_be_bytes(v);
     let (iv, body) = match algorithm {
-        Algorithm::Aes256Gcm => {
+        Algorithm::AesGcm => {
             if data.len() < FIXED + GCM_IV_LEN + GCM_TAG_LEN {
                 return Err(EnvelopeError::Truncated);
             }
@@ -120,7 +129,12 @@ pub fn parse(data: &[u8]) -> Result<(Header, &[u8]), EnvelopeError> {
             iv.copy_from_slice(&data[FIXED..FIXED + GCM_IV_LEN]);
             (Some(iv), &data[FIXED + GCM_IV_LEN..])
         }
-        Algorithm::RsaOaepSha1 | Algorithm::AesKeyWrapPad => (None, &data[FIXED..]),
+        Algorithm::Des3Cbc if data.len() < FIXED + 16 || (data.len() - FIXED) % 8 != 0 => {
+            return Err(EnvelopeError::Truncated)
+        }
+        Algorithm::RsaOaepSha1 | Algorithm::AesKeyWrapPad | Algorithm::Des3Cbc => {
+            (None, &data[FIXED..])
+        }
     };
     if body.is_empty() {
         return Err(EnvelopeError::Truncated);
@@ -143,7 +157,7 @@ mod tests {
     #[test]
     fn round_trips_and_rejects_garbage() {
         let h = Header {
-            algorithm: Algorithm::Aes256Gcm,
+            algorithm: Algorithm::AesGcm,
             key_id: [7; 16],
             key_version: 3,
             iv: Some([9; 12]),

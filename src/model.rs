@@ -18,57 +18,269 @@ pub struct ParseError {
 /// The kinds of key the KMS generates on a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum KeyType {
+    #[serde(rename = "aes-128")]
+    Aes128,
     #[serde(rename = "aes-256")]
     Aes256,
+    #[serde(rename = "ec-p256")]
+    EcP256,
     #[serde(rename = "ec-p384")]
     EcP384,
+    #[serde(rename = "ec-p521")]
+    EcP521,
+    #[serde(rename = "ed25519")]
+    Ed25519,
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
     #[serde(rename = "rsa-3072")]
     Rsa3072,
     #[serde(rename = "rsa-4096")]
     Rsa4096,
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+    #[serde(rename = "hmac-sha384")]
+    HmacSha384,
+    /// Triple DES (three-key, 168-bit): legacy, kept only to read old data and move it to AES.
+    #[serde(rename = "des3")]
+    Des3,
 }
 
-impl KeyType {
-    pub const ALL: [KeyType; 4] = [
-        KeyType::Aes256,
-        KeyType::EcP384,
-        KeyType::Rsa3072,
-        KeyType::Rsa4096,
+/// What a key type is, as PKCS#11 sees it: the family decides the object classes, the key-type
+/// attribute and the mechanisms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFamily {
+    Aes,
+    /// NIST curves, ECDSA.
+    Ec(Curve),
+    /// Edwards curve 25519, pure EdDSA.
+    Ed25519,
+    Rsa,
+    /// A generic secret used with CKM_SHA*_HMAC.
+    Hmac,
+    Des3,
+}
+
+/// The NIST curves kms generates on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Curve {
+    P256,
+    P384,
+    P521,
+}
+
+impl Curve {
+    /// Bytes of one scalar (r or s of a signature).
+    pub fn field_bytes(self) -> usize {
+        match self {
+            Curve::P256 => 32,
+            Curve::P384 => 48,
+            Curve::P521 => 66,
+        }
+    }
+
+    /// The digest ECDSA signs over on this curve: SHA-256, SHA-384, SHA-512 (what `openssl dgst`
+    /// is told with -sha256/-sha384/-sha512).
+    pub fn digest_len(self) -> usize {
+        match self {
+            Curve::P256 => 32,
+            Curve::P384 => 48,
+            Curve::P521 => 64,
+        }
+    }
+}
+
+/// A signature scheme, named as the API and the audit trail name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignatureScheme {
+    #[serde(rename = "ecdsa-p256-sha256")]
+    EcdsaP256Sha256,
+    #[serde(rename = "ecdsa-p384-sha384")]
+    EcdsaP384Sha384,
+    #[serde(rename = "ecdsa-p521-sha512")]
+    EcdsaP521Sha512,
+    /// Pure Ed25519 (RFC 8032): the message itself is signed, never a digest.
+    #[serde(rename = "ed25519")]
+    Ed25519,
+    /// RSASSA-PSS, SHA-256, MGF1-SHA-256, salt 32.
+    #[serde(rename = "rsa-pss-sha256")]
+    RsaPssSha256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256: only for keys created with `--signature rsa-pkcs1-sha256`.
+    #[serde(rename = "rsa-pkcs1-sha256")]
+    RsaPkcs1Sha256,
+}
+
+impl SignatureScheme {
+    pub const ALL: [SignatureScheme; 6] = [
+        SignatureScheme::EcdsaP256Sha256,
+        SignatureScheme::EcdsaP384Sha384,
+        SignatureScheme::EcdsaP521Sha512,
+        SignatureScheme::Ed25519,
+        SignatureScheme::RsaPssSha256,
+        SignatureScheme::RsaPkcs1Sha256,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            KeyType::Aes256 => "aes-256",
-            KeyType::EcP384 => "ec-p384",
-            KeyType::Rsa3072 => "rsa-3072",
-            KeyType::Rsa4096 => "rsa-4096",
+            SignatureScheme::EcdsaP256Sha256 => "ecdsa-p256-sha256",
+            SignatureScheme::EcdsaP384Sha384 => "ecdsa-p384-sha384",
+            SignatureScheme::EcdsaP521Sha512 => "ecdsa-p521-sha512",
+            SignatureScheme::Ed25519 => "ed25519",
+            SignatureScheme::RsaPssSha256 => "rsa-pss-sha256",
+            SignatureScheme::RsaPkcs1Sha256 => "rsa-pkcs1-sha256",
         }
     }
 
-    /// Symmetric (AES) or asymmetric (RSA, EC), as the inventory procedure classifies keys.
+    /// Length of the digest a caller may send instead of the message; `None`: messages only.
+    pub fn digest_len(self) -> Option<usize> {
+        match self {
+            SignatureScheme::EcdsaP256Sha256 => Some(32),
+            SignatureScheme::EcdsaP384Sha384 => Some(48),
+            SignatureScheme::EcdsaP521Sha512 => Some(64),
+            SignatureScheme::Ed25519 => None,
+            SignatureScheme::RsaPssSha256 | SignatureScheme::RsaPkcs1Sha256 => Some(32),
+        }
+    }
+}
+
+impl fmt::Display for SignatureScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SignatureScheme {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SignatureScheme::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| ParseError {
+                what: "signature scheme",
+                given: s.to_owned(),
+                expected: "ecdsa-p256-sha256, ecdsa-p384-sha384, ecdsa-p521-sha512, ed25519, rsa-pss-sha256, rsa-pkcs1-sha256",
+            })
+    }
+}
+
+impl KeyType {
+    pub const ALL: [KeyType; 12] = [
+        KeyType::Aes128,
+        KeyType::Aes256,
+        KeyType::EcP256,
+        KeyType::EcP384,
+        KeyType::EcP521,
+        KeyType::Ed25519,
+        KeyType::Rsa2048,
+        KeyType::Rsa3072,
+        KeyType::Rsa4096,
+        KeyType::HmacSha256,
+        KeyType::HmacSha384,
+        KeyType::Des3,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::Aes128 => "aes-128",
+            KeyType::Aes256 => "aes-256",
+            KeyType::EcP256 => "ec-p256",
+            KeyType::EcP384 => "ec-p384",
+            KeyType::EcP521 => "ec-p521",
+            KeyType::Ed25519 => "ed25519",
+            KeyType::Rsa2048 => "rsa-2048",
+            KeyType::Rsa3072 => "rsa-3072",
+            KeyType::Rsa4096 => "rsa-4096",
+            KeyType::HmacSha256 => "hmac-sha256",
+            KeyType::HmacSha384 => "hmac-sha384",
+            KeyType::Des3 => "des3",
+        }
+    }
+
+    pub fn family(self) -> KeyFamily {
+        match self {
+            KeyType::Aes128 | KeyType::Aes256 => KeyFamily::Aes,
+            KeyType::EcP256 => KeyFamily::Ec(Curve::P256),
+            KeyType::EcP384 => KeyFamily::Ec(Curve::P384),
+            KeyType::EcP521 => KeyFamily::Ec(Curve::P521),
+            KeyType::Ed25519 => KeyFamily::Ed25519,
+            KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => KeyFamily::Rsa,
+            KeyType::HmacSha256 | KeyType::HmacSha384 => KeyFamily::Hmac,
+            KeyType::Des3 => KeyFamily::Des3,
+        }
+    }
+
+    /// Symmetric (a secret-key object: AES, HMAC, 3DES) or asymmetric (RSA, EC, Ed25519), as the
+    /// inventory procedure classifies keys.
     pub fn is_symmetric(self) -> bool {
-        matches!(self, KeyType::Aes256)
+        matches!(
+            self.family(),
+            KeyFamily::Aes | KeyFamily::Hmac | KeyFamily::Des3
+        )
+    }
+
+    /// Kept only to read old data and be migrated away from: created with `--legacy` by an
+    /// officer, overdue for rotation from its creation, listed by `kms report legacy`.
+    pub fn is_legacy(self) -> bool {
+        self == KeyType::Des3
+    }
+
+    /// CKA_VALUE_LEN of a secret key, in bytes.
+    pub fn secret_len(self) -> Option<usize> {
+        match self {
+            KeyType::Aes128 => Some(16),
+            KeyType::Aes256 | KeyType::HmacSha256 => Some(32),
+            KeyType::HmacSha384 => Some(48),
+            KeyType::Des3 => Some(24),
+            _ => None,
+        }
     }
 
     pub fn rsa_bits(self) -> Option<u32> {
         match self {
+            KeyType::Rsa2048 => Some(2048),
             KeyType::Rsa3072 => Some(3072),
             KeyType::Rsa4096 => Some(4096),
             _ => None,
         }
     }
 
+    pub fn curve(self) -> Option<Curve> {
+        match self.family() {
+            KeyFamily::Ec(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Whether a key of this type has a public half (and so a SubjectPublicKeyInfo).
+    pub fn has_public_key(self) -> bool {
+        !self.is_symmetric()
+    }
+
+    /// The signature schemes a key of this type can be created for; the first is the default.
+    pub fn signature_schemes(self) -> &'static [SignatureScheme] {
+        match self.family() {
+            KeyFamily::Ec(Curve::P256) => &[SignatureScheme::EcdsaP256Sha256],
+            KeyFamily::Ec(Curve::P384) => &[SignatureScheme::EcdsaP384Sha384],
+            KeyFamily::Ec(Curve::P521) => &[SignatureScheme::EcdsaP521Sha512],
+            KeyFamily::Ed25519 => &[SignatureScheme::Ed25519],
+            KeyFamily::Rsa => &[
+                SignatureScheme::RsaPssSha256,
+                SignatureScheme::RsaPkcs1Sha256,
+            ],
+            _ => &[],
+        }
+    }
+
     /// Operations a key of this type can perform at all, whatever its usage policy says.
     pub fn supported_operations(self) -> &'static [Operation] {
-        match self {
-            KeyType::Aes256 => &[
+        match self.family() {
+            KeyFamily::Aes => &[
                 Operation::Encrypt,
                 Operation::Decrypt,
                 Operation::Wrap,
                 Operation::Unwrap,
             ],
-            KeyType::EcP384 => &[Operation::Sign, Operation::Verify],
-            KeyType::Rsa3072 | KeyType::Rsa4096 => &[
+            KeyFamily::Ec(_) | KeyFamily::Ed25519 => &[Operation::Sign, Operation::Verify],
+            KeyFamily::Rsa => &[
                 Operation::Sign,
                 Operation::Verify,
                 Operation::Encrypt,
@@ -76,7 +288,16 @@ impl KeyType {
                 Operation::Wrap,
                 Operation::Unwrap,
             ],
+            KeyFamily::Hmac => &[Operation::Mac, Operation::VerifyMac],
+            // No 3DES MAC: CKM_DES3_CMAC is not among cryptoki 0.12's mechanisms.
+            KeyFamily::Des3 => &[Operation::Decrypt, Operation::Encrypt],
         }
+    }
+
+    /// Operations that produce new data under a legacy key (3DES encryption): allowed only when
+    /// the key was created with `--allow-legacy-encrypt`.
+    pub fn legacy_producing(self, op: Operation) -> bool {
+        self.is_legacy() && matches!(op, Operation::Encrypt | Operation::Mac)
     }
 }
 
@@ -95,8 +316,50 @@ impl FromStr for KeyType {
             .ok_or_else(|| ParseError {
                 what: "key type",
                 given: s.to_owned(),
-                expected: "aes-256, ec-p384, rsa-3072, rsa-4096",
+                expected: "aes-128, aes-256, ec-p256, ec-p384, ec-p521, ed25519, rsa-2048, rsa-3072, rsa-4096, hmac-sha256, hmac-sha384, des3",
             })
+    }
+}
+
+/// Where a key came from. Generated keys were born on the token; imported keys arrived wrapped
+/// (BYOK) and were unwrapped on the token; adopted keys were already on a configured token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyOrigin {
+    Generated,
+    Imported,
+    Adopted,
+}
+
+impl KeyOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyOrigin::Generated => "generated",
+            KeyOrigin::Imported => "imported",
+            KeyOrigin::Adopted => "adopted",
+        }
+    }
+}
+
+impl fmt::Display for KeyOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for KeyOrigin {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "generated" => Ok(KeyOrigin::Generated),
+            "imported" => Ok(KeyOrigin::Imported),
+            "adopted" => Ok(KeyOrigin::Adopted),
+            _ => Err(ParseError {
+                what: "key origin",
+                given: s.to_owned(),
+                expected: "generated, imported, adopted",
+            }),
+        }
     }
 }
 
@@ -143,7 +406,7 @@ impl FromStr for Classification {
 
 /// Cryptographic operations a key may be allowed to perform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Operation {
     Sign,
     Verify,
@@ -151,16 +414,22 @@ pub enum Operation {
     Decrypt,
     Wrap,
     Unwrap,
+    /// Compute a MAC (HMAC, 3DES-CMAC) on the token.
+    Mac,
+    /// Check a MAC on the token.
+    VerifyMac,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 6] = [
+    pub const ALL: [Operation; 8] = [
         Operation::Sign,
         Operation::Verify,
         Operation::Encrypt,
         Operation::Decrypt,
         Operation::Wrap,
         Operation::Unwrap,
+        Operation::Mac,
+        Operation::VerifyMac,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -171,6 +440,8 @@ impl Operation {
             Operation::Decrypt => "decrypt",
             Operation::Wrap => "wrap",
             Operation::Unwrap => "unwrap",
+            Operation::Mac => "mac",
+            Operation::VerifyMac => "verify-mac",
         }
     }
 }
@@ -190,7 +461,7 @@ impl FromStr for Operation {
             .ok_or_else(|| ParseError {
                 what: "operation",
                 given: s.to_owned(),
-                expected: "sign, verify, encrypt, decrypt, wrap, unwrap",
+                expected: "sign, verify, encrypt, decrypt, wrap, unwrap, mac, verify-mac",
             })
     }
 }
@@ -429,17 +700,21 @@ pub enum GrantOp {
     Decrypt,
     Wrap,
     Unwrap,
+    Mac,
+    VerifyMac,
     ReadInventory,
 }
 
 impl GrantOp {
-    pub const ALL: [GrantOp; 7] = [
+    pub const ALL: [GrantOp; 9] = [
         GrantOp::Sign,
         GrantOp::Verify,
         GrantOp::Encrypt,
         GrantOp::Decrypt,
         GrantOp::Wrap,
         GrantOp::Unwrap,
+        GrantOp::Mac,
+        GrantOp::VerifyMac,
         GrantOp::ReadInventory,
     ];
 
@@ -452,6 +727,8 @@ impl GrantOp {
             GrantOp::Decrypt => "decrypt",
             GrantOp::Wrap => "wrap",
             GrantOp::Unwrap => "unwrap",
+            GrantOp::Mac => "mac",
+            GrantOp::VerifyMac => "verify-mac",
         }
     }
 }
@@ -465,6 +742,8 @@ impl From<Operation> for GrantOp {
             Operation::Decrypt => GrantOp::Decrypt,
             Operation::Wrap => GrantOp::Wrap,
             Operation::Unwrap => GrantOp::Unwrap,
+            Operation::Mac => GrantOp::Mac,
+            Operation::VerifyMac => GrantOp::VerifyMac,
         }
     }
 }
@@ -484,7 +763,8 @@ impl FromStr for GrantOp {
             .ok_or_else(|| ParseError {
                 what: "grant operation",
                 given: s.to_owned(),
-                expected: "sign, verify, encrypt, decrypt, wrap, unwrap, read-inventory",
+                expected:
+                    "sign, verify, encrypt, decrypt, wrap, unwrap, mac, verify-mac, read-inventory",
             })
     }
 }

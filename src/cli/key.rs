@@ -11,7 +11,7 @@ use super::CliError;
 use crate::duration::HumanDuration;
 use crate::engine::{Caller, CreateKey, Engine};
 use crate::inventory::{KeyFilter, KeyRecord};
-use crate::model::{Classification, KeyType, OperationSet};
+use crate::model::{Classification, KeyType, OperationSet, SignatureScheme};
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCmd {
@@ -19,7 +19,8 @@ pub enum KeyCmd {
     Create {
         /// Unique name (letters, digits, '-', '_', '.').
         name: String,
-        /// aes-256 | ec-p384 | rsa-3072 | rsa-4096
+        /// aes-128 | aes-256 | ec-p256 | ec-p384 | ec-p521 | ed25519 | rsa-2048 | rsa-3072 |
+        /// rsa-4096 | hmac-sha256 | hmac-sha384 | des3 (legacy: needs --legacy)
         #[arg(long = "type", value_name = "TYPE")]
         key_type: KeyType,
         /// Responsible person or team.
@@ -28,9 +29,20 @@ pub enum KeyCmd {
         /// confidential | restricted | public
         #[arg(long)]
         classification: Classification,
-        /// Allowed operations, comma-separated: sign, verify, encrypt, decrypt, wrap, unwrap.
+        /// Allowed operations, comma-separated: sign, verify, encrypt, decrypt, wrap, unwrap,
+        /// mac, verify-mac (HMAC keys).
         #[arg(long, value_name = "OPS")]
         usage: OperationSet,
+        /// RSA keys: the one signature scheme the key signs with: rsa-pss-sha256 (default) or
+        /// rsa-pkcs1-sha256 (PKCS#1 v1.5, for verifiers that need it).
+        #[arg(long, value_name = "SCHEME")]
+        signature: Option<SignatureScheme>,
+        /// Create a legacy-type key (des3): only to read old data and migrate it to AES.
+        #[arg(long)]
+        legacy: bool,
+        /// A legacy key may also encrypt (recorded in the inventory); without it, it only decrypts.
+        #[arg(long)]
+        allow_legacy_encrypt: bool,
         /// What the key is for (acceptable usage).
         #[arg(long, default_value = "")]
         purpose: String,
@@ -123,6 +135,36 @@ pub enum KeyCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// A MAC of a file, made on the token (HMAC keys: hmac-sha256, hmac-sha384); raw tag bytes.
+    Mac {
+        name: String,
+        /// Message file ('-' for standard input).
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Tag file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check a MAC on the token (C_Verify); exit 0 only when valid.
+    VerifyMac {
+        name: String,
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// The tag (raw bytes).
+        #[arg(long, value_name = "FILE")]
+        tag: PathBuf,
+    },
+    /// Give a legacy (des3) key its AES successor: `kms key rewrap NAME` then re-encrypts its
+    /// ciphertexts to AES-GCM under it, and the legacy key decrypts only.
+    Migrate {
+        name: String,
+        /// The successor's type: aes-256 or aes-128.
+        #[arg(long, value_name = "TYPE")]
+        to: KeyType,
+        /// The successor's name (default NAME.aes256 / NAME.aes128).
+        #[arg(long, value_name = "NAME")]
+        successor: Option<String>,
+    },
     /// Verify a signature in software from the stored public key; exit 0 only when valid.
     Verify {
         name: String,
@@ -154,6 +196,13 @@ pub enum KeyCmd {
         /// Security officer only, with --reason: decrypt data of a compromised version.
         #[arg(long)]
         break_glass: bool,
+        /// The input is a raw 3DES-CBC ciphertext (as `openssl enc -des-ede3-cbc` writes it)
+        /// made with this IV (16 hex digits), not a kms envelope. des3 keys only.
+        #[arg(long, value_name = "HEX")]
+        iv: Option<String>,
+        /// With --iv: the key version that made it (default: the newest not destroyed).
+        #[arg(long, value_name = "N", requires = "iv")]
+        key_version: Option<u32>,
     },
     /// Rotate now: a new version on the device; the old one decrypts/verifies only for the
     /// key's re-encryption window, then is destroyed on every token.
@@ -173,6 +222,18 @@ pub enum KeyCmd {
 pub(crate) fn parse_date(s: &str) -> Result<time::Date, String> {
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
     time::Date::parse(s, fmt).map_err(|_| format!("'{s}' is not a date; write YYYY-MM-DD"))
+}
+
+/// A 3DES-CBC IV: 16 hex digits.
+pub(crate) fn parse_iv(s: &str) -> Result<[u8; 8], CliError> {
+    hex::decode(s.trim())
+        .ok()
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "--iv '{s}' is not an 8-byte IV: write 16 hex digits (what `openssl enc -iv` takes)"
+            ))
+        })
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -205,6 +266,9 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             mgm_key_source,
             force,
             json,
+            signature,
+            legacy,
+            allow_legacy_encrypt,
         } => {
             let card = match on_card {
                 None => None,
@@ -241,6 +305,9 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
                     protect_for,
                     process_for,
                     on_card: card,
+                    signature,
+                    legacy,
+                    allow_legacy_encrypt,
                 },
             )?;
             if json {
@@ -373,8 +440,13 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             out,
             aad,
             break_glass,
+            iv,
+            key_version,
         } => {
-            let ct = read_input(&input)?;
+            let mut ct = read_input(&input)?;
+            if let Some(iv) = iv {
+                ct = engine.legacy_envelope(&name, key_version, &parse_iv(&iv)?, &ct)?;
+            }
             let aad = aad.unwrap_or_default();
             let (pt, _) = if break_glass {
                 engine.decrypt_break_glass(caller, &name, &ct, aad.as_bytes())?
@@ -382,6 +454,42 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
                 engine.decrypt(caller, &name, &ct, aad.as_bytes())?
             };
             write_output(Some(&out), &pt, true)
+        }
+        KeyCmd::Mac { name, input, out } => {
+            let message = read_input(&input)?;
+            let mac = engine.mac(caller, &name, &message)?;
+            write_output(out.as_deref(), &mac.tag, false)?;
+            if out.is_some() {
+                eprintln!("{} with key '{name}' v{}", mac.algorithm, mac.key_version);
+            }
+            Ok(())
+        }
+        KeyCmd::VerifyMac { name, input, tag } => {
+            let message = read_input(&input)?;
+            let tag = read_input(&tag)?;
+            let outcome = engine.verify_mac(caller, &name, &message, &tag)?;
+            match outcome.key_version {
+                Some(v) if outcome.valid => {
+                    println!("MAC valid (key '{name}' v{v})");
+                    Ok(())
+                }
+                _ => Err(CliError::Negative(format!(
+                    "MAC NOT valid for key '{name}'"
+                ))),
+            }
+        }
+        KeyCmd::Migrate {
+            name,
+            to,
+            successor,
+        } => {
+            let key = engine.migrate_key(caller, &name, to, successor.as_deref())?;
+            println!(
+                "key '{name}' ({}) migrates to '{}': re-encrypt its ciphertexts with `kms key rewrap {name} --in FILE --out FILE` (add --iv HEX for raw openssl 3DES-CBC data); it decrypts only from now on",
+                key.key_type,
+                key.migrated_to.as_deref().unwrap_or("-")
+            );
+            Ok(())
         }
         KeyCmd::Rotate(a) => super::lifecycle::rotate(engine, caller, a),
         KeyCmd::Compromise(a) => super::lifecycle::compromise(engine, caller, a),
@@ -405,6 +513,27 @@ fn print_key(k: &KeyRecord, config: &crate::config::Config) {
     println!("owner:           {}", k.owner);
     println!("classification:  {}", k.classification);
     println!("usage:           {}", k.usage);
+    if let Some(scheme) = k.signature_scheme() {
+        println!("signature:       {scheme}");
+    }
+    println!("origin:          {}", k.origin);
+    if let Some(why) = &k.weak_reason {
+        println!("WEAK (accepted): {why}");
+    }
+    if k.key_type.is_legacy() {
+        println!(
+            "legacy:          yes ({}){}",
+            if k.allow_legacy_encrypt {
+                "may still encrypt"
+            } else {
+                "decrypt only"
+            },
+            k.migrated_to
+                .as_deref()
+                .map(|m| format!("; migrating to '{m}'"))
+                .unwrap_or_default()
+        );
+    }
     println!("purpose:         {}", dash(&k.purpose));
     println!("handling:        {}", dash(&k.handling));
     println!("disposal:        {}", dash(&k.disposal));

@@ -92,12 +92,24 @@ pub struct RewrapArgs {
     /// Security officer only, with --reason: move data off a compromised version.
     #[arg(long)]
     break_glass: bool,
+    /// The input is a raw 3DES-CBC ciphertext made with this IV (16 hex digits), as `openssl enc
+    /// -des-ede3-cbc` writes it; it moves to AES-GCM under the des3 key's successor.
+    #[arg(long, value_name = "HEX")]
+    iv: Option<String>,
+    /// With --iv: the des3 key version that made it (default: the newest not destroyed).
+    #[arg(long, value_name = "N", requires = "iv")]
+    key_version: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ReportCmd {
     /// Keys due (within 14 days) and overdue for rotation, and versions awaiting destruction.
     Rotation {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every legacy key (des3): owner, since when its data is due to move to AES, migration state.
+    Legacy {
         #[arg(long)]
         json: bool,
     },
@@ -299,16 +311,60 @@ pub fn disposals(engine: &Engine, caller: &Caller, a: DisposalsArgs) -> Result<(
 }
 
 pub fn rewrap(engine: &Engine, caller: &Caller, a: RewrapArgs) -> Result<(), CliError> {
-    let data = read_input(&a.input)?;
+    let mut data = read_input(&a.input)?;
+    if let Some(iv) = &a.iv {
+        let iv = super::key::parse_iv(iv)?;
+        data = engine.legacy_envelope(&a.name, a.key_version, &iv, &data)?;
+    }
     let aad = a.aad.unwrap_or_default();
     let (out, v) = engine.rewrap_with(caller, &a.name, &data, aad.as_bytes(), a.break_glass)?;
     write_output(Some(&a.out), &out, false)?;
-    eprintln!("re-encrypted under v{v} of '{}'", a.name);
+    eprintln!(
+        "re-encrypted under v{v} (of '{}' or, for legacy data, of its AES successor)",
+        a.name
+    );
     Ok(())
 }
 
 pub fn report(engine: &Engine, caller: &Caller, cmd: ReportCmd) -> Result<(), CliError> {
     match cmd {
+        ReportCmd::Legacy { json } => {
+            let r = engine.legacy_report(caller)?;
+            if json {
+                return print_json(&r);
+            }
+            let rows: Vec<Vec<String>> = r
+                .iter()
+                .map(|k| {
+                    vec![
+                        k.key.clone(),
+                        k.key_type.to_string(),
+                        k.owner.clone(),
+                        super::output::fmt_time(k.due),
+                        k.status.to_owned(),
+                        if k.allow_legacy_encrypt {
+                            "encrypt+decrypt".into()
+                        } else {
+                            "decrypt".into()
+                        },
+                        k.migrated_to.clone().unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect();
+            super::output::print_table(
+                &[
+                    "KEY",
+                    "TYPE",
+                    "OWNER",
+                    "DUE SINCE",
+                    "STATUS",
+                    "MAY",
+                    "SUCCESSOR",
+                ],
+                &rows,
+            );
+            Ok(())
+        }
         ReportCmd::Rotation { json } => {
             let r = engine.rotation_report(caller)?;
             if json {

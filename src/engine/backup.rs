@@ -5,14 +5,13 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use sha2::{Digest as _, Sha256, Sha384};
 use time::OffsetDateTime;
 
 use super::policy::require_role;
 use super::{Caller, Engine, EngineError, Refusal};
 use crate::hsm::{KekState, Token};
 use crate::inventory::{BackupPair, KeyCopy, KeyRecord, KeyVersion, NewBackupPair, Outcome};
-use crate::model::{KeyType, Operation, Role, VersionState};
+use crate::model::{KeyFamily, Operation, Role, VersionState};
 
 /// What `kms backup sync` did.
 #[derive(Debug, Default, Serialize)]
@@ -669,20 +668,25 @@ pub(crate) fn drill(
 ) -> Result<String, String> {
     let challenge: [u8; 32] = rand::random();
     let e = |e: crate::hsm::HsmError| e.to_string();
-    match key.key_type {
-        KeyType::EcP384 | KeyType::Rsa3072 | KeyType::Rsa4096 => {
+    match key.key_type.family() {
+        KeyFamily::Ec(_) | KeyFamily::Ed25519 | KeyFamily::Rsa => {
             let spki = public_key.ok_or("the inventory has no public key for this version")?;
             if key.usage.contains(Operation::Sign) {
-                let sig = if key.key_type == KeyType::EcP384 {
-                    let digest: [u8; 48] = Sha384::digest(challenge).into();
-                    dst.sign_ecdsa_p384(&copy.object_id, &digest).map_err(e)?
-                } else {
-                    let digest: [u8; 32] = Sha256::digest(challenge).into();
-                    dst.sign_rsa_pss_sha256(&copy.object_id, &digest)
-                        .map_err(e)?
-                };
-                let ok = crate::softverify::verify(key.key_type, spki, &challenge, &sig)
-                    .map_err(|e| e.to_string())?;
+                let scheme = key
+                    .signature_scheme()
+                    .ok_or("this key type makes no signatures")?;
+                let signed = crate::engine::ToSign::Message(&challenge);
+                let prepared =
+                    super::crypto::prepare(scheme, signed, key).map_err(|e| e.to_string())?;
+                let sig = super::crypto::sign_prepared(dst, &copy.object_id, scheme, &prepared)
+                    .map_err(e)?;
+                let ok = crate::softverify::verify_scheme(
+                    scheme,
+                    spki,
+                    crate::softverify::Signed::Message(&challenge),
+                    &sig,
+                )
+                .map_err(|e| e.to_string())?;
                 if ok {
                     Ok(
                         "a signature made on the copy verified with the original's public key"
@@ -691,7 +695,7 @@ pub(crate) fn drill(
                 } else {
                     Err("a signature made on the copy does NOT verify with the original's public key".into())
                 }
-            } else if key.usage.contains(Operation::Decrypt) && key.key_type != KeyType::EcP384 {
+            } else if key.usage.contains(Operation::Decrypt) && key.key_type.rsa_bits().is_some() {
                 let ct = crate::softverify::rsa_oaep_encrypt(spki, &challenge)
                     .map_err(|e| e.to_string())?;
                 let pt = dst.rsa_oaep_decrypt(&copy.object_id, &ct).map_err(e)?;
@@ -712,7 +716,49 @@ pub(crate) fn drill(
                 }
             }
         }
-        KeyType::Aes256 => {
+        KeyFamily::Hmac if key.usage.contains(Operation::Mac) => {
+            let src = src.ok_or(ORIGINAL_UNREACHABLE)?;
+            let a = src
+                .mac(&version.object_id, key.key_type, &challenge)
+                .map_err(e)?;
+            let b = dst
+                .mac(&copy.object_id, key.key_type, &challenge)
+                .map_err(e)?;
+            if a == b {
+                Ok("original and copy make the same MAC".into())
+            } else {
+                Err("the copy makes a different MAC from the original".into())
+            }
+        }
+        KeyFamily::Des3 if key.usage.contains(Operation::Encrypt) => {
+            let src = src.ok_or(ORIGINAL_UNREACHABLE)?;
+            let iv: [u8; 8] = rand::random();
+            let ct = src
+                .des3_cbc_encrypt(&version.object_id, &iv, &challenge)
+                .map_err(e)?;
+            let pt = dst.des3_cbc_decrypt(&copy.object_id, &iv, &ct).map_err(e)?;
+            if pt.as_slice() == challenge {
+                Ok("data encrypted on the original decrypted on the copy".into())
+            } else {
+                Err("the copy decrypted the original's ciphertext into something else".into())
+            }
+        }
+        KeyFamily::Hmac | KeyFamily::Des3 => {
+            // Nothing the key may do makes a comparable output (decrypt-only 3DES, verify-only
+            // HMAC): compare the tokens' key check values (CKA_CHECK_VALUE).
+            let src = src.ok_or(ORIGINAL_UNREACHABLE)?;
+            let a = src.check_value(&version.object_id).map_err(e)?;
+            let b = dst.check_value(&copy.object_id).map_err(e)?;
+            match (a, b) {
+                (Some(a), Some(b)) if a == b => Ok(format!(
+                    "original and copy have the same key check value ({})",
+                    hex::encode(a)
+                )),
+                (Some(_), Some(_)) => Err("the copy's key check value differs from the original's".into()),
+                _ => Err("a token gives no key check value (CKA_CHECK_VALUE), and this key's usage allows no operation that could prove the copy".into()),
+            }
+        }
+        KeyFamily::Aes => {
             let src = src.ok_or(ORIGINAL_UNREACHABLE)?;
             if key.usage.contains(Operation::Encrypt) && !key.usage.contains(Operation::Decrypt) {
                 // Encrypt-only: GCM is deterministic for one key, IV and input, so the same
@@ -757,8 +803,8 @@ pub(crate) fn drill(
                 }
             } else {
                 Err(format!(
-                    "an aes-256 key with usage {} cannot be drilled (needs encrypt+decrypt or wrap+unwrap)",
-                    key.usage
+                    "an {} key with usage {} cannot be drilled (needs encrypt+decrypt or wrap+unwrap)",
+                    key.key_type, key.usage
                 ))
             }
         }

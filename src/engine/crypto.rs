@@ -2,15 +2,16 @@
 //! public key, AES-GCM and data-key wrapping on the token. Each one authorized, audited, and
 //! fail-closed.
 
-use sha2::{Digest, Sha256, Sha384};
+use sha2::{Digest, Sha256, Sha384, Sha512};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::policy::authorize_use;
 use super::{Caller, Engine, EngineError};
 use crate::envelope::{self, Algorithm, Header};
+use crate::hsm::Token;
 use crate::inventory::{KeyRecord, KeyVersion};
-use crate::model::{KeyType, Operation, VersionState};
+use crate::model::{Curve, KeyFamily, ObjectId, Operation, SignatureScheme, VersionState};
 use crate::softverify::{self, Signed as SignedData};
 
 /// A signature and the key version that made it.
@@ -63,35 +64,35 @@ impl Engine {
             let now = OffsetDateTime::now_utc();
             let version = authorize_use(&self.inventory, caller, &key, Operation::Sign, None, now)?;
             note.key_version = Some(version.version);
-            let (signature, algorithm, digest_hex) = match key.key_type {
-                KeyType::EcP384 => {
-                    let digest: [u8; 48] = match data {
-                        ToSign::Message(m) => Sha384::digest(m).into(),
-                        ToSign::Digest(d) => digest_of(d, "SHA-384", &key)?,
-                    };
-                    let sig = if version.token == super::CARD_TOKEN {
-                        self.card_sign(version, &digest)?
+            let scheme = key.signature_scheme().ok_or_else(|| {
+                EngineError::InvalidInput(format!(
+                    "key '{name}' is {} and cannot sign{}",
+                    key.key_type,
+                    if key.key_type.family() == KeyFamily::Hmac {
+                        " (use `kms key mac`)"
                     } else {
-                        self.on_version(&key, version, |t, id| t.sign_ecdsa_p384(id, &digest))?
-                    };
-                    (sig, "ecdsa-p384-sha384", hex::encode(digest))
-                }
-                KeyType::Rsa3072 | KeyType::Rsa4096 => {
-                    let digest: [u8; 32] = match data {
-                        ToSign::Message(m) => Sha256::digest(m).into(),
-                        ToSign::Digest(d) => digest_of(d, "SHA-256", &key)?,
-                    };
-                    let sig =
-                        self.on_version(&key, version, |t, id| t.sign_rsa_pss_sha256(id, &digest))?;
-                    (sig, "rsa-pss-sha256", hex::encode(digest))
-                }
-                KeyType::Aes256 => {
-                    return Err(EngineError::InvalidInput(format!(
-                        "key '{name}' is aes-256 and cannot sign"
-                    )))
-                }
+                        ""
+                    }
+                ))
+            })?;
+            let algorithm = scheme.as_str();
+            let (signature, digest_hex) = if version.token == super::CARD_TOKEN {
+                let digest: [u8; 48] = match data {
+                    ToSign::Message(m) => Sha384::digest(m).into(),
+                    ToSign::Digest(d) => digest_of(d, "SHA-384", &key)?,
+                };
+                (
+                    self.card_sign(version, &digest)?,
+                    format!("digest {}", hex::encode(digest)),
+                )
+            } else {
+                let prepared = prepare(scheme, data, &key)?;
+                let sig = self.on_version(&key, version, |t, id| {
+                    sign_prepared(t, id, scheme, &prepared)
+                })?;
+                (sig, prepared.describe())
             };
-            note.detail = Some(format!("signed digest {digest_hex} ({algorithm})"));
+            note.detail = Some(format!("signed {digest_hex} ({algorithm})"));
             Ok(Signed {
                 signature,
                 key_version: version.version,
@@ -124,13 +125,19 @@ impl Engine {
             let key = self.inventory.key(name)?;
             let now = OffsetDateTime::now_utc();
             authorize_use(&self.inventory, caller, &key, Operation::Verify, None, now)?;
+            let scheme = key.signature_scheme().ok_or_else(|| {
+                EngineError::InvalidInput(format!(
+                    "key '{name}' is {} and verifies no signatures",
+                    key.key_type
+                ))
+            })?;
             let signed = match data {
                 ToSign::Message(m) => SignedData::Message(m),
                 ToSign::Digest(d) => {
-                    let want = if key.key_type == KeyType::EcP384 {
-                        48
-                    } else {
-                        32
+                    let Some(want) = scheme.digest_len() else {
+                        return Err(EngineError::InvalidInput(format!(
+                            "key '{name}' ({scheme}) verifies the message itself; send the message, not a digest"
+                        )));
                     };
                     if d.len() != want {
                         return Err(EngineError::InvalidInput(format!(
@@ -155,7 +162,7 @@ impl Engine {
                 if v.state == VersionState::Pending {
                     continue;
                 }
-                if !softverify::verify_signed(key.key_type, spki, signed, signature)? {
+                if !softverify::verify_scheme(scheme, spki, signed, signature)? {
                     continue;
                 }
                 match super::policy::version_allows(&key, v, Operation::Verify, lifecycle_now) {
@@ -198,7 +205,7 @@ impl Engine {
             let key_id = uuid_bytes(&key.id)?;
             let algorithm = Algorithm::for_key(key.key_type);
             let out = match algorithm {
-                Algorithm::Aes256Gcm => {
+                Algorithm::AesGcm => {
                     let mut iv = [0u8; envelope::GCM_IV_LEN];
                     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut iv);
                     let header = Header {
@@ -212,6 +219,26 @@ impl Engine {
                         t.aes_gcm_encrypt(id, &iv, &gcm_aad, plaintext)
                     })?;
                     let mut out = header.encode();
+                    out.extend_from_slice(&body);
+                    out
+                }
+                Algorithm::Des3Cbc => {
+                    if !aad.is_empty() {
+                        return Err(EngineError::InvalidInput(
+                            "3DES-CBC ciphertexts cannot carry additional authenticated data; use an AES key".into(),
+                        ));
+                    }
+                    let iv: [u8; 8] = rand::random();
+                    let header = Header {
+                        algorithm,
+                        key_id,
+                        key_version: version.version,
+                        iv: None,
+                    };
+                    let body =
+                        self.on_version(&key, version, |t, id| t.des3_cbc_encrypt(id, &iv, plaintext))?;
+                    let mut out = header.encode();
+                    out.extend_from_slice(&iv);
                     out.extend_from_slice(&body);
                     out
                 }
@@ -254,9 +281,13 @@ impl Engine {
             let version = self.version_for(caller, &key, &header, Operation::Decrypt)?;
             note.key_version = Some(version.version);
             let plaintext = match (header.algorithm, header.iv) {
-                (Algorithm::Aes256Gcm, Some(iv)) if key.key_type == KeyType::Aes256 => {
+                (Algorithm::AesGcm, Some(iv)) if key.key_type.family() == KeyFamily::Aes => {
                     let gcm_aad = header.gcm_aad(aad);
                     self.on_version(&key, version, |t, id| t.aes_gcm_decrypt(id, &iv, &gcm_aad, body))?
+                }
+                (Algorithm::Des3Cbc, None) if key.key_type.family() == KeyFamily::Des3 => {
+                    let (iv, ct) = split_cbc(body)?;
+                    self.on_version(&key, version, |t, id| t.des3_cbc_decrypt(id, &iv, ct))?
                 }
                 (Algorithm::RsaOaepSha1, None) if key.key_type.rsa_bits().is_some() => {
                     let modulus_bytes = key.key_type.rsa_bits().unwrap_or(0) as usize / 8;
@@ -339,6 +370,16 @@ impl Engine {
         self.audited(caller, action, Some(name), |note| {
             let (header, body) = envelope::parse(data)?;
             let key = self.inventory.key(name)?;
+            if header.algorithm == Algorithm::Des3Cbc {
+                // Legacy data moves to the key's AES successor (`kms key migrate`).
+                let from = if break_glass {
+                    self.break_glass_version(caller, &key, &header)?
+                } else {
+                    self.version_for(caller, &key, &header, Operation::Decrypt)?
+                };
+                let (iv, ct) = split_cbc(body)?;
+                return self.migrate_ciphertext(caller, &key, from, &iv, ct, aad, note);
+            }
             let now = OffsetDateTime::now_utc();
             let op_from = if header.algorithm == Algorithm::AesKeyWrapPad {
                 Operation::Unwrap
@@ -387,7 +428,7 @@ impl Engine {
                     out.extend_from_slice(&rewrapped);
                     out
                 }
-                (Algorithm::Aes256Gcm, Some(iv)) if key.key_type == KeyType::Aes256 => {
+                (Algorithm::AesGcm, Some(iv)) if key.key_type.family() == KeyFamily::Aes => {
                     let old_aad = header.gcm_aad(aad);
                     let plaintext = self.on_version(&key, from, |t, id| {
                         t.aes_gcm_decrypt(id, &iv, &old_aad, body)
@@ -395,7 +436,7 @@ impl Engine {
                     let mut new_iv = [0u8; envelope::GCM_IV_LEN];
                     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut new_iv);
                     let h = Header {
-                        algorithm: Algorithm::Aes256Gcm,
+                        algorithm: Algorithm::AesGcm,
                         key_id,
                         key_version: to.version,
                         iv: Some(new_iv),
@@ -481,12 +522,16 @@ impl Engine {
                 ));
             }
             let plaintext = match (header.algorithm, header.iv) {
-                (Algorithm::Aes256Gcm, Some(iv)) if key.key_type == KeyType::Aes256 => {
+                (Algorithm::AesGcm, Some(iv)) if key.key_type.family() == KeyFamily::Aes => {
                     let a = header.gcm_aad(aad);
                     self.on_version(&key, v, |t, id| t.aes_gcm_decrypt(id, &iv, &a, body))?
                 }
                 (Algorithm::RsaOaepSha1, None) if key.key_type.rsa_bits().is_some() => {
                     self.on_version(&key, v, |t, id| t.rsa_oaep_decrypt(id, body))?
+                }
+                (Algorithm::Des3Cbc, None) if key.key_type.family() == KeyFamily::Des3 => {
+                    let (iv, ct) = split_cbc(body)?;
+                    self.on_version(&key, v, |t, id| t.des3_cbc_decrypt(id, &iv, ct))?
                 }
                 _ => {
                     return Err(EngineError::InvalidInput(format!(
@@ -579,11 +624,11 @@ impl Engine {
         key: &KeyRecord,
         version: &KeyVersion,
     ) -> Result<IssuedDataKey, EngineError> {
-        if key.key_type != KeyType::Aes256 {
+        if key.key_type.family() != KeyFamily::Aes {
             return Err(EngineError::denied(
                 super::Refusal::NotSupported,
                 format!(
-                    "data keys are wrapped under aes-256 keys; '{}' is {}",
+                    "data keys are wrapped under AES keys (aes-256, aes-128); '{}' is {}",
                     key.name, key.key_type
                 ),
             ));
@@ -647,6 +692,110 @@ impl Engine {
             now,
         )
     }
+}
+
+/// The IV and ciphertext of a 3DES-CBC envelope body.
+pub(crate) fn split_cbc(body: &[u8]) -> Result<([u8; 8], &[u8]), EngineError> {
+    if body.len() < 16 || body.len() % 8 != 0 {
+        return Err(EngineError::InvalidInput(format!(
+            "a 3DES-CBC body is an 8-byte IV and whole 8-byte blocks, not {} bytes",
+            body.len()
+        )));
+    }
+    let (iv, ct) = body.split_at(8);
+    let mut out = [0u8; 8];
+    out.copy_from_slice(iv);
+    Ok((out, ct))
+}
+
+/// What goes to the token for one signature: a digest of the scheme's hash, or (Ed25519) the
+/// message itself.
+pub(crate) enum Prepared<'a> {
+    Digest(Vec<u8>),
+    Message(&'a [u8]),
+}
+
+impl Prepared<'_> {
+    /// For the audit detail: the digest in hex, or the message's length (never its bytes).
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Prepared::Digest(d) => format!("digest {}", hex::encode(d)),
+            Prepared::Message(m) => format!("a {}-byte message", m.len()),
+        }
+    }
+}
+
+/// Hash a message with the scheme's hash, or check a caller's digest has its length.
+pub(crate) fn prepare<'a>(
+    scheme: SignatureScheme,
+    data: ToSign<'a>,
+    key: &KeyRecord,
+) -> Result<Prepared<'a>, EngineError> {
+    let hash = |m: &[u8]| -> Vec<u8> {
+        match scheme {
+            SignatureScheme::EcdsaP384Sha384 => Sha384::digest(m).to_vec(),
+            SignatureScheme::EcdsaP521Sha512 => Sha512::digest(m).to_vec(),
+            _ => Sha256::digest(m).to_vec(),
+        }
+    };
+    match (scheme, data) {
+        (SignatureScheme::Ed25519, ToSign::Message(m)) => Ok(Prepared::Message(m)),
+        (SignatureScheme::Ed25519, ToSign::Digest(_)) => Err(EngineError::InvalidInput(format!(
+            "key '{}' is ed25519 (pure EdDSA): it signs the message itself; send the message, not a digest",
+            key.name
+        ))),
+        (_, ToSign::Message(m)) => Ok(Prepared::Digest(hash(m))),
+        (_, ToSign::Digest(d)) => {
+            let want = scheme.digest_len().unwrap_or(0);
+            if d.len() != want {
+                return Err(EngineError::InvalidInput(format!(
+                    "a digest for key '{}' ({}, {scheme}) must be {want} bytes, not {}",
+                    key.name,
+                    key.key_type,
+                    d.len()
+                )));
+            }
+            Ok(Prepared::Digest(d.to_vec()))
+        }
+    }
+}
+
+/// Sign on `token` with `scheme` what [`prepare`] made.
+pub(crate) fn sign_prepared(
+    token: &Token,
+    id: &ObjectId,
+    scheme: SignatureScheme,
+    prepared: &Prepared<'_>,
+) -> Result<Vec<u8>, crate::hsm::HsmError> {
+    match (scheme, prepared) {
+        (SignatureScheme::Ed25519, Prepared::Message(m)) => token.sign_ed25519(id, m),
+        (SignatureScheme::EcdsaP256Sha256, Prepared::Digest(d)) => {
+            token.sign_ecdsa(id, Curve::P256, d)
+        }
+        (SignatureScheme::EcdsaP384Sha384, Prepared::Digest(d)) => {
+            token.sign_ecdsa(id, Curve::P384, d)
+        }
+        (SignatureScheme::EcdsaP521Sha512, Prepared::Digest(d)) => {
+            token.sign_ecdsa(id, Curve::P521, d)
+        }
+        (SignatureScheme::RsaPssSha256, Prepared::Digest(d)) => {
+            token.sign_rsa_pss_sha256(id, &fixed(token, d)?)
+        }
+        (SignatureScheme::RsaPkcs1Sha256, Prepared::Digest(d)) => {
+            token.sign_rsa_pkcs1_sha256(id, &fixed(token, d)?)
+        }
+        _ => Err(crate::hsm::HsmError::Raw {
+            token: token.name().to_owned(),
+            what: format!("{scheme} cannot sign this input"),
+        }),
+    }
+}
+
+fn fixed(token: &Token, d: &[u8]) -> Result<[u8; 32], crate::hsm::HsmError> {
+    d.try_into().map_err(|_| crate::hsm::HsmError::Raw {
+        token: token.name().to_owned(),
+        what: format!("a SHA-256 digest is 32 bytes, not {}", d.len()),
+    })
 }
 
 fn digest_of<const N: usize>(d: &[u8], alg: &str, key: &KeyRecord) -> Result<[u8; N], EngineError> {

@@ -9,7 +9,7 @@ use super::{Caller, Engine, EngineError, Refusal};
 use crate::duration::HumanDuration;
 use crate::inventory::{KeyFilter, KeyRecord, NewKey, PendingVersion};
 use crate::model::Role;
-use crate::model::{Classification, GrantOp, KeyType, OperationSet};
+use crate::model::{Classification, GrantOp, KeyOrigin, KeyType, OperationSet, SignatureScheme};
 
 /// What an officer asks for with `kms key create`.
 #[derive(Debug, Clone)]
@@ -33,6 +33,13 @@ pub struct CreateKey {
     pub process_for: Option<HumanDuration>,
     /// Generate on a PIV smartcard instead of the HSM.
     pub on_card: Option<OnCard>,
+    /// The one signature scheme of an RSA key (default rsa-pss-sha256; rsa-pkcs1-sha256 for
+    /// verifiers that need PKCS#1 v1.5).
+    pub signature: Option<SignatureScheme>,
+    /// Acknowledges a legacy type (des3): needed to create one.
+    pub legacy: bool,
+    /// A legacy key may still encrypt (otherwise it only decrypts).
+    pub allow_legacy_encrypt: bool,
 }
 
 /// Where on a card a card-resident key is generated, and how to reach it.
@@ -76,6 +83,9 @@ impl CreateKey {
             protect_for: None,
             process_for: None,
             on_card: None,
+            signature: None,
+            legacy: false,
+            allow_legacy_encrypt: false,
         }
     }
 
@@ -415,6 +425,10 @@ impl Engine {
                 .unwrap_or(self.config.lifecycle.reencrypt_window_secs),
             protect_for: req.protect_for,
             process_for: req.process_for,
+            signature: req.signature,
+            allow_legacy_encrypt: req.allow_legacy_encrypt,
+            origin: KeyOrigin::Generated,
+            weak_reason: None,
         }
     }
 
@@ -651,14 +665,15 @@ fn validate(req: &CreateKey, today: Date) -> Result<(), EngineError> {
             can.join(", ")
         ));
     }
-    if req.key_type == KeyType::Aes256
+    validate_type_options(req)?;
+    if req.key_type.family() == crate::model::KeyFamily::Aes
         && !req.usage.contains(crate::model::Operation::Encrypt)
         && !(req.usage.contains(crate::model::Operation::Wrap)
             && req.usage.contains(crate::model::Operation::Unwrap))
     {
         return bad(format!(
-            "an aes-256 key with usage {} could never protect anything: include encrypt, or both wrap and unwrap",
-            req.usage
+            "an {} key with usage {} could never protect anything: include encrypt, or both wrap and unwrap",
+            req.key_type, req.usage
         ));
     }
     if let (Some(p), Some(q)) = (req.protect_for, req.process_for) {
@@ -679,6 +694,61 @@ fn validate(req: &CreateKey, today: Date) -> Result<(), EngineError> {
         if k.is_empty() {
             return bad("labels are written key=value with a non-empty key".into());
         }
+    }
+    Ok(())
+}
+
+/// The options that depend on the key type: the signature scheme, legacy acknowledgement and
+/// legacy encryption, HMAC usage.
+pub(crate) fn validate_type_options(req: &CreateKey) -> Result<(), EngineError> {
+    let bad = |m: String| Err(EngineError::InvalidInput(m));
+    let t = req.key_type;
+    if let Some(scheme) = req.signature {
+        if !t.signature_schemes().contains(&scheme) {
+            let can: Vec<&str> = t.signature_schemes().iter().map(|s| s.as_str()).collect();
+            return bad(if can.is_empty() {
+                format!("--signature {scheme}: {t} keys make no signatures")
+            } else {
+                format!(
+                    "--signature {scheme} does not fit a {t} key; it signs with: {}",
+                    can.join(", ")
+                )
+            });
+        }
+    }
+    if t.is_legacy() && !req.legacy {
+        return bad(format!(
+            "{t} is a legacy type, kept only to read old data and move it to AES: pass --legacy to create one (a security officer's decision, audited), and plan `kms key migrate NAME --to aes-256`"
+        ));
+    }
+    if !t.is_legacy() && req.legacy {
+        return bad(format!(
+            "--legacy is for legacy types (des3); {t} is not one"
+        ));
+    }
+    if req.allow_legacy_encrypt && !t.is_legacy() {
+        return bad(format!(
+            "--allow-legacy-encrypt is for legacy types (des3); {t} is not one"
+        ));
+    }
+    let producing: Vec<&str> = req
+        .usage
+        .iter()
+        .filter(|op| t.legacy_producing(*op))
+        .map(|op| op.as_str())
+        .collect();
+    if !producing.is_empty() && !req.allow_legacy_encrypt {
+        return bad(format!(
+            "a legacy {t} key only decrypts by default; usage {} needs --allow-legacy-encrypt (recorded in the inventory)",
+            producing.join(",")
+        ));
+    }
+    if t.family() == crate::model::KeyFamily::Hmac
+        && !req.usage.contains(crate::model::Operation::Mac)
+    {
+        return bad(format!(
+            "an {t} key generated on the token needs mac in its usage (mac,verify-mac): a tag nobody can make can never be checked"
+        ));
     }
     Ok(())
 }

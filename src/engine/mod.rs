@@ -18,6 +18,7 @@ mod error;
 mod failover;
 mod integrity;
 mod keys;
+mod legacy;
 mod nodes;
 mod policy;
 mod procedures;
@@ -40,6 +41,7 @@ pub use error::{EngineError, Refusal};
 pub use failover::TokenDown;
 pub use integrity::{InventoryVerification, INTEGRITY_KEY};
 pub use keys::{CreateKey, OnCard, CARD_TOKEN};
+pub use legacy::{LegacyKey, Mac};
 pub use nodes::{NodeHealth, SINGLETONS};
 pub use procedures::{
     disposal_message, CompromiseReport, DestructionReport, DisposalEvidence, DueReport,

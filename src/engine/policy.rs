@@ -359,7 +359,26 @@ pub(crate) fn authorize_key(
             ),
         ));
     }
-    let protects_new_data = matches!(op, Operation::Sign | Operation::Encrypt | Operation::Wrap);
+    if key.key_type.legacy_producing(op) && (!key.allow_legacy_encrypt || key.migrated_to.is_some())
+    {
+        return Err(EngineError::denied(
+            Refusal::UsageNotAllowed,
+            match &key.migrated_to {
+                Some(to) => format!(
+                    "key '{}' is legacy {} being migrated to '{to}': it only decrypts; encrypt with '{to}'",
+                    key.name, key.key_type
+                ),
+                None => format!(
+                    "key '{}' is legacy {}: it only decrypts (it was not created with --allow-legacy-encrypt); `kms key migrate {} --to aes-256` moves its data to AES",
+                    key.name, key.key_type, key.name
+                ),
+            },
+        ));
+    }
+    let protects_new_data = matches!(
+        op,
+        Operation::Sign | Operation::Encrypt | Operation::Wrap | Operation::Mac
+    );
     let _ = now;
     // Lifecycle decisions use the lifecycle clock (real time, or a test offset).
     let now = crate::clock::lifecycle_now();
@@ -414,7 +433,7 @@ pub(crate) fn version_allows(
 ) -> Result<(), EngineError> {
     let processes = matches!(
         op,
-        Operation::Decrypt | Operation::Unwrap | Operation::Verify
+        Operation::Decrypt | Operation::Unwrap | Operation::Verify | Operation::VerifyMac
     );
     let current = key.current_version().map(|c| c.version);
     let refuse = |m: String| Err(EngineError::denied(Refusal::KeyState, m));

@@ -359,23 +359,15 @@ fn unwrap_copy_in(
         Attribute::Extractable(true),
         Attribute::WrapWithTrusted(true),
     ];
+    let kt = super::keygen::ck_key_type(key_type);
     if key_type.is_symmetric() {
         template.extend([
             Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(CkKeyType::AES),
-            Attribute::Encrypt(usage.contains(Operation::Encrypt)),
-            Attribute::Decrypt(usage.contains(Operation::Decrypt)),
-            Attribute::Wrap(usage.contains(Operation::Wrap)),
-            Attribute::Unwrap(usage.contains(Operation::Unwrap)),
-            Attribute::Sign(false),
-            Attribute::Verify(false),
+            Attribute::KeyType(kt),
         ]);
+        // CKA_DERIVE is set below, after the flags.
+        template.extend(super::keygen::secret_flags(usage).into_iter().take(6));
     } else {
-        let kt = if key_type.rsa_bits().is_some() {
-            CkKeyType::RSA
-        } else {
-            CkKeyType::EC
-        };
         template.extend([
             Attribute::Class(ObjectClass::PRIVATE_KEY),
             Attribute::KeyType(kt),
@@ -431,11 +423,7 @@ fn unwrap_copy_in(
         });
     }
     if !key_type.is_symmetric() {
-        let kt = if key_type.rsa_bits().is_some() {
-            CkKeyType::RSA
-        } else {
-            CkKeyType::EC
-        };
+        let kt = super::keygen::ck_key_type(key_type);
         let mut public = vec![
             Attribute::Class(ObjectClass::PUBLIC_KEY),
             Attribute::KeyType(kt),

@@ -85,6 +85,41 @@ impl Token {
         })
     }
 
+    /// Triple-DES CBC with PKCS#7 padding (CKM_DES3_CBC_PAD): what `openssl enc -des-ede3-cbc`
+    /// writes. Legacy: decrypts old data; encrypts only for keys allowed to.
+    pub fn des3_cbc_encrypt(
+        &self,
+        id: &ObjectId,
+        iv: &[u8; 8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
+        self.run(|s| {
+            let key = self.handle(s, id, KeyClass::Secret)?;
+            s.encrypt(&Mechanism::Des3CbcPad(*iv), key, plaintext)
+                .map_err(HsmError::ck(self.name(), "encrypting (CKM_DES3_CBC_PAD)"))
+        })
+    }
+
+    /// Triple-DES CBC decryption; bad padding (a wrong key or IV) is one error.
+    pub fn des3_cbc_decrypt(
+        &self,
+        id: &ObjectId,
+        iv: &[u8; 8],
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+        self.run(|s| {
+            let key = self.handle(s, id, KeyClass::Secret)?;
+            s.decrypt(&Mechanism::Des3CbcPad(*iv), key, ciphertext)
+                .map(Zeroizing::new)
+                .map_err(|e| match e {
+                    CkError::Pkcs11(RvError::GeneralError, _) => HsmError::DecryptionFailed {
+                        token: self.name().to_owned(),
+                    },
+                    other => self.decrypt_error(other, "decrypting (CKM_DES3_CBC_PAD)"),
+                })
+        })
+    }
+
     fn decrypt_error(&self, e: CkError, operation: &'static str) -> HsmError {
         match e {
             CkError::Pkcs11(RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange, _) => {

@@ -3,7 +3,7 @@
 //! A CKA_ID re-pointed at another key's object, or an object swapped on the token, is refused.
 //! Checked once per token session set (the `Token` instance), then remembered.
 
-use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType};
+use cryptoki::object::{Attribute, AttributeType};
 use sha2::{Digest, Sha384};
 
 use super::objects::KeyClass;
@@ -73,11 +73,7 @@ impl Token {
                     expected.label
                 )));
             }
-            let want = match expected.key_type {
-                KeyType::Aes256 => CkKeyType::AES,
-                KeyType::EcP384 => CkKeyType::EC,
-                KeyType::Rsa3072 | KeyType::Rsa4096 => CkKeyType::RSA,
-            };
+            let want = super::keygen::ck_key_type(expected.key_type);
             if ck_type != Some(want) {
                 return Err(wrong(format!(
                     "its key type is {ck_type:?}, not {}",

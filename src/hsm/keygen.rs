@@ -12,10 +12,52 @@ use cryptoki::object::{Attribute, KeyType as CkKeyType, ObjectClass};
 use cryptoki::session::Session;
 
 use super::{public_key, HsmError, Token};
-use crate::model::{KeyType, ObjectId, Operation, OperationSet};
+use crate::model::{Curve, KeyFamily, KeyType, ObjectId, Operation, OperationSet};
 
 /// DER of the namedCurve OID secp384r1 (1.3.132.0.34), as CKA_EC_PARAMS wants it.
 pub(crate) const SECP384R1_PARAMS: [u8; 7] = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+/// prime256v1 / secp256r1 (1.2.840.10045.3.1.7).
+const PRIME256V1_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+/// secp521r1 (1.3.132.0.35).
+const SECP521R1_PARAMS: [u8; 7] = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
+/// id-Ed25519 (1.3.101.112, RFC 8410): SoftHSM2 2.6 takes the OID form of CKA_EC_PARAMS.
+const ED25519_PARAMS: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x70];
+
+/// CKA_EC_PARAMS of an EC or Edwards key type.
+pub(crate) fn ec_params(key_type: KeyType) -> Option<&'static [u8]> {
+    match key_type.family() {
+        KeyFamily::Ec(Curve::P256) => Some(&PRIME256V1_PARAMS),
+        KeyFamily::Ec(Curve::P384) => Some(&SECP384R1_PARAMS),
+        KeyFamily::Ec(Curve::P521) => Some(&SECP521R1_PARAMS),
+        KeyFamily::Ed25519 => Some(&ED25519_PARAMS),
+        _ => None,
+    }
+}
+
+/// The PKCS#11 CKA_KEY_TYPE of a kms key type.
+pub(crate) fn ck_key_type(key_type: KeyType) -> CkKeyType {
+    match key_type.family() {
+        KeyFamily::Aes => CkKeyType::AES,
+        KeyFamily::Ec(_) => CkKeyType::EC,
+        KeyFamily::Ed25519 => CkKeyType::EC_EDWARDS,
+        KeyFamily::Rsa => CkKeyType::RSA,
+        KeyFamily::Hmac => CkKeyType::GENERIC_SECRET,
+        KeyFamily::Des3 => CkKeyType::DES3,
+    }
+}
+
+/// The capability flags of a secret key, from its usage policy: every one set explicitly.
+pub(crate) fn secret_flags(usage: &OperationSet) -> [Attribute; 7] {
+    [
+        Attribute::Encrypt(usage.contains(Operation::Encrypt)),
+        Attribute::Decrypt(usage.contains(Operation::Decrypt)),
+        Attribute::Wrap(usage.contains(Operation::Wrap)),
+        Attribute::Unwrap(usage.contains(Operation::Unwrap)),
+        Attribute::Sign(usage.contains(Operation::Mac)),
+        Attribute::Verify(usage.contains(Operation::VerifyMac)),
+        Attribute::Derive(false),
+    ]
+}
 
 /// What generation produced: where to find it again and, for key pairs, the public key.
 #[derive(Debug, Clone)]
@@ -38,12 +80,12 @@ impl Token {
         self.run(|session| {
             let id = id.clone();
             let label = label.as_bytes().to_vec();
-            let public_key_der = match key_type {
-                KeyType::Aes256 => {
-                    generate_aes(self.name(), session, &id, label, usage)?;
+            let public_key_der = match key_type.is_symmetric() {
+                true => {
+                    generate_secret(self.name(), session, key_type, &id, label, usage)?;
                     None
                 }
-                KeyType::EcP384 | KeyType::Rsa3072 | KeyType::Rsa4096 => {
+                false => {
                     generate_pair(self.name(), session, key_type, &id, label, usage)?;
                     match public_key::export(self.name(), session, &id, key_type) {
                         Ok(der) => Some(der),
@@ -95,29 +137,36 @@ fn common_private(id: &ObjectId, label: Vec<u8>) -> Vec<Attribute> {
     ]
 }
 
-fn generate_aes(
+fn generate_secret(
     token: &str,
     session: &Session,
+    key_type: KeyType,
     id: &ObjectId,
     label: Vec<u8>,
     usage: &OperationSet,
 ) -> Result<(), HsmError> {
     let mut template = common_private(id, label);
-    template.extend([
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(CkKeyType::AES),
-        Attribute::ValueLen(32.into()),
-        Attribute::Encrypt(usage.contains(Operation::Encrypt)),
-        Attribute::Decrypt(usage.contains(Operation::Decrypt)),
-        Attribute::Wrap(usage.contains(Operation::Wrap)),
-        Attribute::Unwrap(usage.contains(Operation::Unwrap)),
-        Attribute::Sign(false),
-        Attribute::Verify(false),
-        Attribute::Derive(false),
-    ]);
+    template.push(Attribute::Class(ObjectClass::SECRET_KEY));
+    template.push(Attribute::KeyType(ck_key_type(key_type)));
+    template.extend(secret_flags(usage));
+    let mechanism = match key_type.family() {
+        KeyFamily::Aes => Mechanism::AesKeyGen,
+        KeyFamily::Hmac => Mechanism::GenericSecretKeyGen,
+        KeyFamily::Des3 => Mechanism::Des3KeyGen,
+        _ => {
+            return Err(HsmError::Raw {
+                token: token.to_owned(),
+                what: format!("{key_type} is not a secret-key type"),
+            })
+        }
+    };
+    if key_type.family() != KeyFamily::Des3 {
+        let len = key_type.secret_len().unwrap_or(32) as u64;
+        template.push(Attribute::ValueLen(len.into()));
+    }
     session
-        .generate_key(&Mechanism::AesKeyGen, &template)
-        .map_err(HsmError::ck(token, "generating an AES-256 key"))?;
+        .generate_key(&mechanism, &template)
+        .map_err(HsmError::ck(token, "generating a secret key"))?;
     Ok(())
 }
 
@@ -147,21 +196,31 @@ fn generate_pair(
         Attribute::Unwrap(usage.contains(Operation::Unwrap)),
         Attribute::Derive(false),
     ]);
-    let (mechanism, what) = match key_type.rsa_bits() {
-        Some(bits) => {
+    let mechanism = match (key_type.rsa_bits(), ec_params(key_type)) {
+        (Some(bits), _) => {
             public.extend([
                 Attribute::ModulusBits(u64::from(bits).into()),
                 Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
             ]);
-            (Mechanism::RsaPkcsKeyPairGen, "generating an RSA key pair")
+            Mechanism::RsaPkcsKeyPairGen
         }
-        None => {
-            public.push(Attribute::EcParams(SECP384R1_PARAMS.to_vec()));
-            (Mechanism::EccKeyPairGen, "generating an EC P-384 key pair")
+        (None, Some(params)) => {
+            public.push(Attribute::EcParams(params.to_vec()));
+            if key_type == KeyType::Ed25519 {
+                Mechanism::EccEdwardsKeyPairGen
+            } else {
+                Mechanism::EccKeyPairGen
+            }
+        }
+        (None, None) => {
+            return Err(HsmError::Raw {
+                token: token.to_owned(),
+                what: format!("{key_type} is not a key-pair type"),
+            })
         }
     };
     session
         .generate_key_pair(&mechanism, &public, &private)
-        .map_err(HsmError::ck(token, what))?;
+        .map_err(HsmError::ck(token, "generating a key pair"))?;
     Ok(())
 }

@@ -13,6 +13,7 @@ mod cipher;
 mod error;
 mod identity;
 mod keygen;
+mod mac;
 mod module;
 mod objects;
 mod personal;

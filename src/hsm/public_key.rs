@@ -53,7 +53,7 @@ pub(crate) fn export(
         .map_err(|e| bad(e.to_string()))?;
         let der = key.to_public_key_der().map_err(|e| bad(e.to_string()))?;
         Ok(der.as_bytes().to_vec())
-    } else if key_type == KeyType::EcP384 {
+    } else if key_type.has_public_key() {
         let attrs = session
             .get_attributes(handle, &[AttributeType::EcPoint])
             .map_err(HsmError::ck(token, "reading the EC public key"))?;
@@ -64,10 +64,8 @@ pub(crate) fn export(
                 _ => None,
             })
             .ok_or_else(|| bad("CKA_EC_POINT missing".into()))?;
-        let sec1 = unwrap_octet_string(&point);
-        let key = p384::PublicKey::from_sec1_bytes(sec1).map_err(|e| bad(e.to_string()))?;
-        let der = key.to_public_key_der().map_err(|e| bad(e.to_string()))?;
-        Ok(der.as_bytes().to_vec())
+        crate::softverify::spki_from_point(key_type, unwrap_octet_string(&point))
+            .map_err(|e| bad(e.to_string()))
     } else {
         Err(bad(format!("{key_type} keys have no public half")))
     }

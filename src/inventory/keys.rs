@@ -22,7 +22,8 @@ pub struct PendingVersion {
 
 const KEY_COLUMNS: &str = "id, name, key_type, owner, classification, usage, purpose, handling, \
      disposal, expires, rotate_every_secs, labels, created_by, created_at, updated_at, \
-     reencrypt_window_secs, protect_for_secs, process_for_secs, disposed_at";
+     reencrypt_window_secs, protect_for_secs, process_for_secs, disposed_at, signature, \
+     legacy_encrypt, origin, weak_reason, migrated_to";
 const VERSION_COLUMNS: &str = "version, token, token_label, token_serial, object_id, state, \
      public_key, created_at, activated_at, destroyed_at, pending_reason, deactivated_at, \
      destroy_after, compromised_at";
@@ -47,7 +48,7 @@ impl Inventory {
         let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         let inserted = tx.execute(
             &format!(
-                "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15, ?16, ?17, NULL)"
+                "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15, ?16, ?17, NULL, ?18, ?19, ?20, ?21, NULL)"
             ),
             params![
                 id,
@@ -69,6 +70,10 @@ impl Inventory {
                     .map_err(|_| InventoryError::BadRow("re-encryption window out of range".into()))?,
                 key.protect_for.map(|d| d.as_secs() as i64),
                 key.process_for.map(|d| d.as_secs() as i64),
+                key.signature.map(|s| s.as_str()),
+                i64::from(key.allow_legacy_encrypt),
+                key.origin.as_str(),
+                key.weak_reason,
             ],
         );
         match inserted {
@@ -161,6 +166,24 @@ impl Inventory {
         }
         tx.commit()?;
         Ok(grants)
+    }
+
+    /// Record the AES successor a legacy key's data moves to, with its audit row.
+    pub fn set_migrated_to(
+        &self,
+        key_id: &str,
+        successor: &str,
+        entry: &AuditEntry,
+    ) -> Result<(), InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE keys SET migrated_to = ?2, updated_at = ?3 WHERE id = ?1",
+            params![key_id, successor, fmt_time(OffsetDateTime::now_utc())],
+        )?;
+        audit::insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// The key named `name`, with all its versions.
@@ -266,6 +289,11 @@ fn read_key(r: &Row) -> RowResult<KeyRecord> {
     let protect_for: Option<i64> = r.get(16)?;
     let process_for: Option<i64> = r.get(17)?;
     let disposed_at: Option<String> = r.get(18)?;
+    let signature: Option<String> = r.get(19)?;
+    let legacy_encrypt: i64 = r.get(20)?;
+    let origin: String = r.get(21)?;
+    let weak_reason: Option<String> = r.get(22)?;
+    let migrated_to: Option<String> = r.get(23)?;
     let (id, name, owner, purpose, handling, disposal, created_by): (
         String,
         String,
@@ -324,6 +352,14 @@ fn read_key(r: &Row) -> RowResult<KeyRecord> {
                 .and_then(|s| u64::try_from(s).ok())
                 .and_then(HumanDuration::from_secs),
             disposed_at: disposed_at.as_deref().map(parse_time).transpose()?,
+            signature: signature
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(|e| bad("signature", e))?,
+            allow_legacy_encrypt: legacy_encrypt != 0,
+            origin: origin.parse().map_err(|e| bad("origin", e))?,
+            weak_reason,
+            migrated_to,
             versions: Vec::new(),
         })
     };

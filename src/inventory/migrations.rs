@@ -285,6 +285,17 @@ const MIGRATIONS: &[&str] = &[
         taken_at    TEXT NOT NULL
     );
     "#,
+    // 10: every key type of an inventory (issue 14): the signature scheme an RSA key was made
+    //     for, whether a legacy (3DES) key may still produce data, where a key came from
+    //     (generated on the token, imported wrapped, adopted from a token), why a weak adopted
+    //     key was accepted anyway, and the AES key a legacy key's data moves to.
+    r#"
+    ALTER TABLE keys ADD COLUMN signature TEXT;
+    ALTER TABLE keys ADD COLUMN legacy_encrypt INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE keys ADD COLUMN origin TEXT NOT NULL DEFAULT 'generated';
+    ALTER TABLE keys ADD COLUMN weak_reason TEXT;
+    ALTER TABLE keys ADD COLUMN migrated_to TEXT;
+    "#,
 ];
 
 /// `PRAGMA application_id` of a KMS inventory ("KMSI"): a SQLite file of another application is

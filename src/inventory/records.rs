@@ -6,7 +6,9 @@ use serde::Serialize;
 use time::{Date, OffsetDateTime};
 
 use crate::duration::HumanDuration;
-use crate::model::{Classification, KeyType, ObjectId, OperationSet, VersionState};
+use crate::model::{
+    Classification, KeyOrigin, KeyType, ObjectId, OperationSet, SignatureScheme, VersionState,
+};
 
 time::serde::format_description!(iso_date, Date, "[year]-[month]-[day]");
 
@@ -48,10 +50,31 @@ pub struct KeyRecord {
     /// Disposed of (tombstone): every version destroyed, the name never reused.
     #[serde(with = "time::serde::rfc3339::option")]
     pub disposed_at: Option<OffsetDateTime>,
+    /// The one signature scheme the key signs with (asymmetric keys; fixed at creation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureScheme>,
+    /// A legacy (3DES) key created with `--allow-legacy-encrypt`: it may still encrypt and MAC.
+    pub allow_legacy_encrypt: bool,
+    /// Generated on the token, imported wrapped (BYOK) or adopted from a token.
+    pub origin: KeyOrigin,
+    /// An adopted key kms found weak (extractable in the clear or not sensitive), accepted by an
+    /// officer for this reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weak_reason: Option<String>,
+    /// A legacy key being migrated: the AES key its data is re-encrypted to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migrated_to: Option<String>,
     pub versions: Vec<KeyVersion>,
 }
 
 impl KeyRecord {
+    /// The scheme this key signs with: the one recorded at creation, else its type's default.
+    /// `None` for keys that make no signatures.
+    pub fn signature_scheme(&self) -> Option<SignatureScheme> {
+        self.signature
+            .or_else(|| self.key_type.signature_schemes().first().copied())
+    }
+
     /// The newest active version: the one new operations use.
     pub fn current_version(&self) -> Option<&KeyVersion> {
         self.versions
@@ -66,6 +89,10 @@ impl KeyRecord {
 
     /// When the current version is due for rotation.
     pub fn rotation_due(&self) -> Option<OffsetDateTime> {
+        if self.key_type.is_legacy() {
+            // A legacy key is overdue from the day it was made: its data must move to AES.
+            return Some(self.created_at);
+        }
         self.current_version().and_then(|v| {
             v.activated_at
                 .unwrap_or(v.created_at)
@@ -170,6 +197,10 @@ pub struct NewKey {
     pub reencrypt_window_secs: u64,
     pub protect_for: Option<HumanDuration>,
     pub process_for: Option<HumanDuration>,
+    pub signature: Option<SignatureScheme>,
+    pub allow_legacy_encrypt: bool,
+    pub origin: KeyOrigin,
+    pub weak_reason: Option<String>,
 }
 
 /// Outcome of an audited action.

@@ -79,6 +79,8 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/v1/keys/{name}/public-key", get(public_key))
         .route("/v1/keys/{name}/sign", post(sign))
         .route("/v1/keys/{name}/verify", post(verify))
+        .route("/v1/keys/{name}/mac", post(mac))
+        .route("/v1/keys/{name}/verify-mac", post(verify_mac))
         .route("/v1/keys/{name}/encrypt", post(encrypt))
         .route("/v1/keys/{name}/decrypt", post(decrypt))
         .route("/v1/keys/{name}/data-key", post(data_key))
@@ -233,6 +235,21 @@ struct VerifyReq {
     message: Option<String>,
     digest: Option<String>,
     signature: String,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MacReq {
+    message: String,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyMacReq {
+    message: String,
+    mac: String,
     reason: Option<String>,
 }
 
@@ -718,6 +735,59 @@ async fn verify(
             };
             engine
                 .verify_data(caller, &name, what, &sig)
+                .map_err(engine_err)
+        },
+    )
+    .await
+}
+
+async fn mac(
+    State(app): State<AppState>,
+    Extension(conn): Extension<ConnInfo>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let parsed = required::<MacReq>(body);
+    let body_reason = parsed.as_ref().ok().and_then(|r| r.reason.clone());
+    let input = parsed.and_then(|r| unb64("message", &r.message));
+    let reason = reason_of(&headers, body_reason);
+    app.call(
+        endpoint("mac", "key.mac", Some(&name)),
+        conn,
+        reason,
+        input,
+        move |engine, caller, data| {
+            let m = engine.mac(caller, &name, &data).map_err(engine_err)?;
+            Ok(serde_json::json!({
+                "mac": b64(&m.tag),
+                "key_version": m.key_version,
+                "algorithm": m.algorithm,
+            }))
+        },
+    )
+    .await
+}
+
+async fn verify_mac(
+    State(app): State<AppState>,
+    Extension(conn): Extension<ConnInfo>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let parsed = required::<VerifyMacReq>(body);
+    let body_reason = parsed.as_ref().ok().and_then(|r| r.reason.clone());
+    let input = parsed.and_then(|r| Ok((unb64("message", &r.message)?, unb64("mac", &r.mac)?)));
+    let reason = reason_of(&headers, body_reason);
+    app.call(
+        endpoint("verify-mac", "key.verify-mac", Some(&name)),
+        conn,
+        reason,
+        input,
+        move |engine, caller, (data, tag)| {
+            engine
+                .verify_mac(caller, &name, &data, &tag)
                 .map_err(engine_err)
         },
     )

@@ -57,6 +57,15 @@ impl Engine {
                 "rotate keys",
             )?;
             let key = self.inventory.key(name)?;
+            if key.key_type.is_legacy() {
+                return Err(EngineError::denied(
+                    super::super::Refusal::NotSupported,
+                    format!(
+                        "key '{name}' is legacy {}: it is not rotated into another {} key but migrated: `kms key migrate {name} --to aes-256`",
+                        key.key_type, key.key_type
+                    ),
+                ));
+            }
             let report = self.rotate_inner(caller, &key, Retire::Deactivate, why)?;
             note.key_version = Some(report.new_version);
             note.detail = Some(format!(

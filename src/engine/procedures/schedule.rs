@@ -107,7 +107,9 @@ impl Engine {
             if super::super::internal_key(&k.name) || k.disposed_at.is_some() {
                 continue;
             }
-            if k.rotation_due().is_some_and(|d| d <= now) {
+            // A legacy key is never rotated into another legacy key: it is migrated (by an
+            // officer, `kms key migrate`) and shows as overdue until it is disposed of.
+            if !k.key_type.is_legacy() && k.rotation_due().is_some_and(|d| d <= now) {
                 match self.rotate_key(caller, &k.name, "scheduled: rotation period reached") {
                     Ok(r) => report.rotated.push(format!(
                         "{} v{} -> v{}",
