@@ -190,6 +190,51 @@ pub fn spki_from_point(key_type: KeyType, point: &[u8]) -> Result<Vec<u8>, SoftC
     Ok(der.map_err(|e| bad(&e))?.as_bytes().to_vec())
 }
 
+/// The raw public point of an EC (SEC1, uncompressed) or Ed25519 (32 bytes) SubjectPublicKeyInfo,
+/// checked to be a key of `key_type`.
+pub fn point_of_spki(key_type: KeyType, spki_der: &[u8]) -> Result<Vec<u8>, SoftCryptoError> {
+    use p384::elliptic_curve::sec1::ToEncodedPoint as _;
+    let bad = |e: &dyn std::fmt::Display| {
+        SoftCryptoError::BadPublicKey(format!("not a {key_type} public key: {e}"))
+    };
+    Ok(match key_type.family() {
+        KeyFamily::Ec(Curve::P256) => p256::PublicKey::from_public_key_der(spki_der)
+            .map_err(|e| bad(&e))?
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec(),
+        KeyFamily::Ec(Curve::P384) => p384::PublicKey::from_public_key_der(spki_der)
+            .map_err(|e| bad(&e))?
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec(),
+        KeyFamily::Ec(Curve::P521) => p521::PublicKey::from_public_key_der(spki_der)
+            .map_err(|e| bad(&e))?
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec(),
+        KeyFamily::Ed25519 => ed25519_dalek::VerifyingKey::from_public_key_der(spki_der)
+            .map_err(|e| bad(&e))?
+            .to_bytes()
+            .to_vec(),
+        _ => return Err(SoftCryptoError::NotAsymmetric(key_type)),
+    })
+}
+
+/// SubjectPublicKeyInfo DER from any PEM PUBLIC KEY (no type check).
+pub fn any_spki_from_pem(pem: &[u8]) -> Result<Vec<u8>, SoftCryptoError> {
+    let text =
+        std::str::from_utf8(pem).map_err(|e| SoftCryptoError::BadPublicKey(e.to_string()))?;
+    let (label, der) = der::pem::decode_vec(text.as_bytes())
+        .map_err(|e| SoftCryptoError::BadPublicKey(e.to_string()))?;
+    if label != "PUBLIC KEY" {
+        return Err(SoftCryptoError::BadPublicKey(format!(
+            "expected a PEM PUBLIC KEY, found {label}"
+        )));
+    }
+    Ok(der)
+}
+
 /// SubjectPublicKeyInfo DER from a PEM public key (EC P-384 or RSA).
 pub fn spki_from_pem(pem: &[u8]) -> Result<Vec<u8>, SoftCryptoError> {
     let text =

@@ -1,6 +1,5 @@
 //! `kms key ...`
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Subcommand;
@@ -19,58 +18,8 @@ pub enum KeyCmd {
     Create {
         /// Unique name (letters, digits, '-', '_', '.').
         name: String,
-        /// aes-128 | aes-256 | ec-p256 | ec-p384 | ec-p521 | ed25519 | rsa-2048 | rsa-3072 |
-        /// rsa-4096 | hmac-sha256 | hmac-sha384 | des3 (legacy: needs --legacy)
-        #[arg(long = "type", value_name = "TYPE")]
-        key_type: KeyType,
-        /// Responsible person or team.
-        #[arg(long)]
-        owner: String,
-        /// confidential | restricted | public
-        #[arg(long)]
-        classification: Classification,
-        /// Allowed operations, comma-separated: sign, verify, encrypt, decrypt, wrap, unwrap,
-        /// mac, verify-mac (HMAC keys).
-        #[arg(long, value_name = "OPS")]
-        usage: OperationSet,
-        /// RSA keys: the one signature scheme the key signs with: rsa-pss-sha256 (default) or
-        /// rsa-pkcs1-sha256 (PKCS#1 v1.5, for verifiers that need it).
-        #[arg(long, value_name = "SCHEME")]
-        signature: Option<SignatureScheme>,
-        /// Create a legacy-type key (des3): only to read old data and migrate it to AES.
-        #[arg(long)]
-        legacy: bool,
-        /// A legacy key may also encrypt (recorded in the inventory); without it, it only decrypts.
-        #[arg(long)]
-        allow_legacy_encrypt: bool,
-        /// What the key is for (acceptable usage).
-        #[arg(long, default_value = "")]
-        purpose: String,
-        /// Handling guidelines: storage, sharing.
-        #[arg(long, default_value = "")]
-        handling: String,
-        /// Disposal / return process.
-        #[arg(long, default_value = "")]
-        disposal: String,
-        /// Rotation period (default from config, normally 90d).
-        #[arg(long, value_name = "DURATION")]
-        rotate_every: Option<HumanDuration>,
-        /// Expiry date, YYYY-MM-DD.
-        #[arg(long, value_name = "DATE", value_parser = parse_date)]
-        expires: Option<time::Date>,
-        /// Free label, key=value; repeatable.
-        #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
-        labels: Vec<(String, String)>,
-        /// After a rotation, how long the old version still decrypts/unwraps/verifies before it
-        /// is destroyed (e.g. 7d; 0 destroys it at once). Default: [lifecycle] reencrypt_window.
-        #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_window)]
-        reencrypt_window: Option<u64>,
-        /// Originator usage period of each version: no new sign/encrypt/wrap after it.
-        #[arg(long, value_name = "DURATION")]
-        protect_for: Option<HumanDuration>,
-        /// Recipient usage period of each version: no decrypt/unwrap/verify after it either.
-        #[arg(long, value_name = "DURATION")]
-        process_for: Option<HumanDuration>,
+        #[command(flatten)]
+        fields: KeyFields,
         /// Generate the key on the PIV smartcard with this serial (ec-p384, sign/verify), not on
         /// the HSM: it never leaves the card.
         #[arg(long, value_name = "SERIAL")]
@@ -101,6 +50,30 @@ pub enum KeyCmd {
     },
     /// Remove a key whose creation never finished (all versions pending), token objects included.
     Abandon { name: String },
+    /// The public half (PEM) of kms's import key (RSA-3072, made on first use): wrap key material
+    /// to it for `kms key import` (RSA-OAEP SHA-1 of a fresh AES-256 key, then RFC 5649 key wrap
+    /// of the material under that key; see README "Bringing keys in").
+    ImportKey {
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Import a key wrapped to the import key: unwrapped on the token, never in kms's memory.
+    Import {
+        /// Unique name (letters, digits, '-', '_', '.').
+        name: String,
+        #[command(flatten)]
+        fields: KeyFields,
+        /// The wrapped key: RSA-OAEP(AES key) || AES-KWP(material); material is the raw key
+        /// (AES, HMAC, 3DES) or PKCS#8 DER (RSA, EC, Ed25519).
+        #[arg(long, value_name = "FILE")]
+        wrapped: PathBuf,
+        /// EC and Ed25519 keys: the public key (PEM), proven against the private one.
+        #[arg(long, value_name = "FILE")]
+        public: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The key inventory.
     List {
         #[arg(long)]
@@ -219,6 +192,88 @@ pub enum KeyCmd {
     Rewrap(super::lifecycle::RewrapArgs),
 }
 
+/// The inventory fields (A8) of a new key, shared by `create` and `import`.
+#[derive(Debug, clap::Args)]
+pub struct KeyFields {
+    /// aes-128 | aes-256 | ec-p256 | ec-p384 | ec-p521 | ed25519 | rsa-2048 | rsa-3072 |
+    /// rsa-4096 | hmac-sha256 | hmac-sha384 | des3 (legacy: needs --legacy)
+    #[arg(long = "type", value_name = "TYPE")]
+    pub key_type: KeyType,
+    /// Responsible person or team.
+    #[arg(long)]
+    pub owner: String,
+    /// confidential | restricted | public
+    #[arg(long)]
+    pub classification: Classification,
+    /// Allowed operations, comma-separated: sign, verify, encrypt, decrypt, wrap, unwrap,
+    /// mac, verify-mac (HMAC keys).
+    #[arg(long, value_name = "OPS")]
+    pub usage: OperationSet,
+    /// RSA keys: the one signature scheme the key signs with: rsa-pss-sha256 (default) or
+    /// rsa-pkcs1-sha256 (PKCS#1 v1.5, for verifiers that need it).
+    #[arg(long, value_name = "SCHEME")]
+    pub signature: Option<SignatureScheme>,
+    /// Create a legacy-type key (des3): only to read old data and migrate it to AES.
+    #[arg(long)]
+    pub legacy: bool,
+    /// A legacy key may also encrypt (recorded in the inventory); without it, it only decrypts.
+    #[arg(long)]
+    pub allow_legacy_encrypt: bool,
+    /// What the key is for (acceptable usage).
+    #[arg(long, default_value = "")]
+    pub purpose: String,
+    /// Handling guidelines: storage, sharing.
+    #[arg(long, default_value = "")]
+    pub handling: String,
+    /// Disposal / return process.
+    #[arg(long, default_value = "")]
+    pub disposal: String,
+    /// Rotation period (default from config, normally 90d).
+    #[arg(long, value_name = "DURATION")]
+    pub rotate_every: Option<HumanDuration>,
+    /// Expiry date, YYYY-MM-DD.
+    #[arg(long, value_name = "DATE", value_parser = parse_date)]
+    pub expires: Option<time::Date>,
+    /// Free label, key=value; repeatable.
+    #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// After a rotation, how long the old version still decrypts/unwraps/verifies before it
+    /// is destroyed (e.g. 7d; 0 destroys it at once). Default: [lifecycle] reencrypt_window.
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_window)]
+    pub reencrypt_window: Option<u64>,
+    /// Originator usage period of each version: no new sign/encrypt/wrap after it.
+    #[arg(long, value_name = "DURATION")]
+    pub protect_for: Option<HumanDuration>,
+    /// Recipient usage period of each version: no decrypt/unwrap/verify after it either.
+    #[arg(long, value_name = "DURATION")]
+    pub process_for: Option<HumanDuration>,
+}
+
+impl KeyFields {
+    fn request(self, name: String) -> CreateKey {
+        let mut req = CreateKey::new(
+            name,
+            self.key_type,
+            self.owner,
+            self.classification,
+            self.usage,
+        );
+        req.purpose = self.purpose;
+        req.handling = self.handling;
+        req.disposal = self.disposal;
+        req.rotate_every = self.rotate_every;
+        req.expires = self.expires;
+        req.labels = self.labels.into_iter().collect();
+        req.reencrypt_window_secs = self.reencrypt_window;
+        req.protect_for = self.protect_for;
+        req.process_for = self.process_for;
+        req.signature = self.signature;
+        req.legacy = self.legacy;
+        req.allow_legacy_encrypt = self.allow_legacy_encrypt;
+        req
+    }
+}
+
 pub(crate) fn parse_date(s: &str) -> Result<time::Date, String> {
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
     time::Date::parse(s, fmt).map_err(|_| format!("'{s}' is not a date; write YYYY-MM-DD"))
@@ -247,28 +302,13 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
     match cmd {
         KeyCmd::Create {
             name,
-            key_type,
-            owner,
-            classification,
-            usage,
-            purpose,
-            handling,
-            disposal,
-            rotate_every,
-            expires,
-            labels,
-            reencrypt_window,
-            protect_for,
-            process_for,
+            fields,
             on_card,
             slot,
             card_pin,
             mgm_key_source,
             force,
             json,
-            signature,
-            legacy,
-            allow_legacy_encrypt,
         } => {
             let card = match on_card {
                 None => None,
@@ -286,28 +326,52 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
                     force,
                 }),
             };
-            let labels: BTreeMap<String, String> = labels.into_iter().collect();
-            let key = engine.create_key(
+            let mut req = fields.request(name);
+            req.on_card = card;
+            let key = engine.create_key(caller, req)?;
+            if json {
+                return print_json(&key);
+            }
+            let v = key.current_version();
+            println!(
+                "created key '{}' ({}, id {}) on token '{}' as CKA_ID {}",
+                key.name,
+                key.key_type,
+                key.id,
+                v.map(|v| v.token.as_str()).unwrap_or("-"),
+                v.map(|v| v.object_id.to_hex()).unwrap_or_default()
+            );
+            Ok(())
+        }
+        KeyCmd::ImportKey { out } => {
+            let (pem, v) = engine.import_key_pem(caller)?;
+            write_output(out.as_deref(), pem.as_bytes(), false)?;
+            if out.is_some() {
+                eprintln!("import key '{}' v{v}", crate::engine::IMPORT_KEY);
+            }
+            Ok(())
+        }
+        KeyCmd::Import {
+            name,
+            fields,
+            wrapped,
+            public,
+            json,
+        } => {
+            let wrapped = read_input(&wrapped)?;
+            let public_key = match public {
+                None => None,
+                Some(p) => Some(
+                    crate::softverify::any_spki_from_pem(&read_input(&p)?)
+                        .map_err(|e| CliError::Usage(format!("--public {}: {e}", p.display())))?,
+                ),
+            };
+            let key = engine.import_key(
                 caller,
-                CreateKey {
-                    name,
-                    key_type,
-                    owner,
-                    classification,
-                    usage,
-                    purpose,
-                    handling,
-                    disposal,
-                    rotate_every,
-                    expires,
-                    labels,
-                    reencrypt_window_secs: reencrypt_window,
-                    protect_for,
-                    process_for,
-                    on_card: card,
-                    signature,
-                    legacy,
-                    allow_legacy_encrypt,
+                fields.request(name),
+                crate::engine::Import {
+                    wrapped,
+                    public_key,
                 },
             )?;
             if json {
@@ -315,7 +379,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             }
             let v = key.current_version();
             println!(
-                "created key '{}' ({}, id {}) on token '{}' as CKA_ID {}",
+                "imported key '{}' ({}, id {}) on token '{}' as CKA_ID {}",
                 key.name,
                 key.key_type,
                 key.id,

@@ -676,8 +676,8 @@ pub(crate) fn drill(
                     .signature_scheme()
                     .ok_or("this key type makes no signatures")?;
                 let signed = crate::engine::ToSign::Message(&challenge);
-                let prepared =
-                    super::crypto::prepare(scheme, signed, key).map_err(|e| e.to_string())?;
+                let prepared = super::crypto::prepare(scheme, signed, (&key.name, key.key_type))
+                    .map_err(|e| e.to_string())?;
                 let sig = super::crypto::sign_prepared(dst, &copy.object_id, scheme, &prepared)
                     .map_err(e)?;
                 let ok = crate::softverify::verify_scheme(

@@ -86,7 +86,7 @@ impl Engine {
                     format!("digest {}", hex::encode(digest)),
                 )
             } else {
-                let prepared = prepare(scheme, data, &key)?;
+                let prepared = prepare(scheme, data, (&key.name, key.key_type))?;
                 let sig = self.on_version(&key, version, |t, id| {
                     sign_prepared(t, id, scheme, &prepared)
                 })?;
@@ -729,8 +729,9 @@ impl Prepared<'_> {
 pub(crate) fn prepare<'a>(
     scheme: SignatureScheme,
     data: ToSign<'a>,
-    key: &KeyRecord,
+    key: (&str, crate::model::KeyType),
 ) -> Result<Prepared<'a>, EngineError> {
+    let (name, key_type) = key;
     let hash = |m: &[u8]| -> Vec<u8> {
         match scheme {
             SignatureScheme::EcdsaP384Sha384 => Sha384::digest(m).to_vec(),
@@ -741,17 +742,14 @@ pub(crate) fn prepare<'a>(
     match (scheme, data) {
         (SignatureScheme::Ed25519, ToSign::Message(m)) => Ok(Prepared::Message(m)),
         (SignatureScheme::Ed25519, ToSign::Digest(_)) => Err(EngineError::InvalidInput(format!(
-            "key '{}' is ed25519 (pure EdDSA): it signs the message itself; send the message, not a digest",
-            key.name
+            "key '{name}' is ed25519 (pure EdDSA): it signs the message itself; send the message, not a digest"
         ))),
         (_, ToSign::Message(m)) => Ok(Prepared::Digest(hash(m))),
         (_, ToSign::Digest(d)) => {
             let want = scheme.digest_len().unwrap_or(0);
             if d.len() != want {
                 return Err(EngineError::InvalidInput(format!(
-                    "a digest for key '{}' ({}, {scheme}) must be {want} bytes, not {}",
-                    key.name,
-                    key.key_type,
+                    "a digest for key '{name}' ({key_type}, {scheme}) must be {want} bytes, not {}",
                     d.len()
                 )));
             }

@@ -40,6 +40,17 @@ pub struct CreateKey {
     pub legacy: bool,
     /// A legacy key may still encrypt (otherwise it only decrypts).
     pub allow_legacy_encrypt: bool,
+    /// Import wrapped key material instead of generating (BYOK).
+    pub import: Option<Import>,
+}
+
+/// Key material brought in wrapped under kms's import key (see `hsm/import.rs` for the format).
+#[derive(Debug, Clone)]
+pub struct Import {
+    /// RSA-OAEP(AES key) || AES-KWP(material). Wrapped: no plaintext key here.
+    pub wrapped: Vec<u8>,
+    /// SubjectPublicKeyInfo DER of an EC or Ed25519 key pair (RSA's comes from the key).
+    pub public_key: Option<Vec<u8>>,
 }
 
 /// Where on a card a card-resident key is generated, and how to reach it.
@@ -86,6 +97,7 @@ impl CreateKey {
             signature: None,
             legacy: false,
             allow_legacy_encrypt: false,
+            import: None,
         }
     }
 
@@ -118,7 +130,12 @@ impl Engine {
     /// if activation fails the new objects are destroyed. A crash in between leaves a `pending`
     /// version that `kms reconcile` reports.
     pub fn create_key(&self, caller: &Caller, req: CreateKey) -> Result<KeyRecord, EngineError> {
-        self.audited(caller, "key.create", Some(&req.name), |note| {
+        let (action, intent_action) = if req.import.is_some() {
+            ("key.import", "key.import-intent")
+        } else {
+            ("key.create", "key.create-intent")
+        };
+        self.audited(caller, action, Some(&req.name), |note| {
             require_role(&self.inventory, caller, &[Role::SecurityOfficer], "create keys")?;
             validate(&req, OffsetDateTime::now_utc().date())?;
             if super::internal_key(&req.name) && caller.kind != super::CallerKind::System {
@@ -128,6 +145,11 @@ impl Engine {
                 )));
             }
             if let Some(card) = &req.on_card {
+                if req.import.is_some() {
+                    return Err(EngineError::InvalidInput(
+                        "a key is imported to the HSM, not to a card".into(),
+                    ));
+                }
                 return self.create_on_card(caller, &req, card, note);
             }
             let token_name = self.config.key_token.clone();
@@ -143,12 +165,13 @@ impl Engine {
             };
             let intent = self.entry(
                 caller,
-                "key.create-intent",
+                intent_action,
                 Some(&req.name),
                 Some(1),
                 crate::inventory::Outcome::Ok,
                 Some(format!(
-                    "about to generate {} on token {token_name} (serial {}) as cka_id={object_id}",
+                    "about to {} {} on token {token_name} (serial {}) as cka_id={object_id}",
+                    if req.import.is_some() { "import" } else { "generate" },
                     req.key_type,
                     token.serial()
                 )),
@@ -159,7 +182,11 @@ impl Engine {
             note.key_version = Some(1);
 
             let label = crate::model::object_label(&req.name, 1);
-            let generated = match token.generate(req.key_type, &object_id, &label, &req.usage) {
+            let made = match &req.import {
+                None => token.generate(req.key_type, &object_id, &label, &req.usage),
+                Some(import) => self.import_material(&token, &req, import, &object_id, &label),
+            };
+            let generated = match made {
                 Ok(g) => g,
                 Err(e) => {
                     // Remove the intent only once the token provably holds nothing under the id;
@@ -176,7 +203,12 @@ impl Engine {
                 }
             };
             let detail = format!(
-                "created {} key: owner={} classification={} usage={} token={} ({}, serial {}) cka_id={}",
+                "{} {} key: owner={} classification={} usage={} token={} ({}, serial {}) cka_id={}",
+                if req.import.is_some() {
+                    "imported (unwrapped on the token under the import key)"
+                } else {
+                    "created"
+                },
                 req.key_type,
                 req.owner,
                 req.classification,
@@ -188,7 +220,7 @@ impl Engine {
             );
             let entry = self.entry(
                 caller,
-                "key.create",
+                action,
                 Some(&req.name),
                 Some(1),
                 crate::inventory::Outcome::Ok,
@@ -427,7 +459,11 @@ impl Engine {
             process_for: req.process_for,
             signature: req.signature,
             allow_legacy_encrypt: req.allow_legacy_encrypt,
-            origin: KeyOrigin::Generated,
+            origin: if req.import.is_some() {
+                KeyOrigin::Imported
+            } else {
+                KeyOrigin::Generated
+            },
             weak_reason: None,
         }
     }

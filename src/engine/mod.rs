@@ -16,6 +16,7 @@ mod connections;
 mod crypto;
 mod error;
 mod failover;
+mod import;
 mod integrity;
 mod keys;
 mod legacy;
@@ -39,8 +40,9 @@ pub use connections::{Admission, REFUSAL_WINDOW};
 pub use crypto::{IssuedDataKey, Signed, ToSign, VerifyOutcome};
 pub use error::{EngineError, Refusal};
 pub use failover::TokenDown;
+pub use import::IMPORT_KEY;
 pub use integrity::{InventoryVerification, INTEGRITY_KEY};
-pub use keys::{CreateKey, OnCard, CARD_TOKEN};
+pub use keys::{CreateKey, Import, OnCard, CARD_TOKEN};
 pub use legacy::{LegacyKey, Mac};
 pub use nodes::{NodeHealth, SINGLETONS};
 pub use procedures::{
@@ -64,7 +66,7 @@ use crate::inventory::Inventory;
 /// The engine: configuration, the tokens and the inventory, behind one set of operations.
 /// Keys kms itself uses (audit checkpoints, sealing offline backups): never granted to anyone.
 pub(crate) fn internal_key(name: &str) -> bool {
-    name == AUDIT_KEY || name == SEAL_KEY || name == INTEGRITY_KEY
+    name == AUDIT_KEY || name == SEAL_KEY || name == INTEGRITY_KEY || name == IMPORT_KEY
 }
 
 pub struct Engine {

@@ -12,6 +12,7 @@ mod backup;
 mod cipher;
 mod error;
 mod identity;
+mod import;
 mod keygen;
 mod mac;
 mod module;

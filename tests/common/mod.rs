@@ -29,7 +29,9 @@ pub fn actor_for(args: &[&str]) -> &'static str {
         .filter(|a| !a.starts_with("--"))
         .collect();
     match cmd.as_slice() {
-        ["key", "sign" | "verify" | "encrypt" | "decrypt" | "public", ..] => USER,
+        ["key", "sign" | "verify" | "encrypt" | "decrypt" | "public" | "mac" | "verify-mac", ..] => {
+            USER
+        }
         _ => OFFICER,
     }
 }
@@ -512,6 +514,43 @@ impl Env {
             "--justification",
             "test fixture",
         ])
+    }
+
+    /// A break-glass grant of exactly `ops` (e.g. "mac,verify-mac") on `key` to `test-user`.
+    pub fn grant_ops(&self, key: &str, ops: &str) -> Res<Output> {
+        let until = (time::OffsetDateTime::now_utc().date() + time::Duration::days(20)).to_string();
+        self.ok(&[
+            "--reason",
+            "test fixture",
+            "grant",
+            "add",
+            USER,
+            key,
+            "--ops",
+            ops,
+            "--until",
+            &until,
+            "--ticket",
+            "TEST-1",
+            "--justification",
+            "test fixture",
+        ])
+    }
+
+    /// Run `kms ARGS` as `test-user` and fail the test unless it exits 0 (key use that
+    /// [`actor_for`] does not route to the user: `key mac`, `key verify-mac`, `key rewrap`).
+    pub fn user_ok(&self, args: &[&str]) -> Res<Output> {
+        let out = self.run_as(USER, args)?;
+        if !out.status.success() {
+            return Err(format!(
+                "kms {} (as {USER}) failed ({:?}): {}",
+                args.join(" "),
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        Ok(out)
     }
 
     /// Run `kms ARGS` and fail the test unless it exits 0.
