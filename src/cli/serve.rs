@@ -240,6 +240,25 @@ fn ship_once(engine: &Engine, metrics: &Metrics, log: &mut FailureLog) {
     }
 }
 
+/// A failure message with every run of digits, whatever its length, as one '#': a backlog growing
+/// from 7 to 10 records is still the same failure.
+fn failure_key(message: &str) -> String {
+    let mut key = String::with_capacity(message.len());
+    let mut in_digits = false;
+    for c in message.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                key.push('#');
+            }
+            in_digits = true;
+        } else {
+            key.push(c);
+            in_digits = false;
+        }
+    }
+    key
+}
+
 /// Logs a shipping failure at warn, but the same failure at most once per [`WARN_EVERY`].
 #[derive(Default)]
 struct FailureLog {
@@ -250,10 +269,7 @@ struct FailureLog {
 
 impl FailureLog {
     fn failed(&mut self, message: &str) {
-        let key: String = message
-            .chars()
-            .map(|c| if c.is_ascii_digit() { '#' } else { c })
-            .collect();
+        let key = failure_key(message);
         let repeat = self
             .last
             .as_ref()
@@ -268,5 +284,19 @@ impl FailureLog {
         if self.last.take().is_some() {
             tracing::info!(sent, "audit shipping resumed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_growing_backlog_is_the_same_failure() {
+        let a =
+            super::failure_key("127.0.0.1:37339: refused (os error 111); 7 wait (after record 23)");
+        let b = super::failure_key(
+            "127.0.0.1:37339: refused (os error 111); 10 wait (after record 23)",
+        );
+        assert_eq!(a, b);
+        assert_ne!(a, super::failure_key("127.0.0.1:37339: timed out; 7 wait"));
     }
 }

@@ -312,6 +312,10 @@ mod tests {
             reencrypt_window_secs: 7 * 86_400,
             protect_for: None,
             process_for: None,
+            signature: None,
+            allow_legacy_encrypt: false,
+            origin: crate::model::KeyOrigin::Generated,
+            weak_reason: None,
         })
     }
 
