@@ -129,7 +129,9 @@ pub fn parse(data: &[u8]) -> Result<(Header, &[u8]), EnvelopeError> {
             iv.copy_from_slice(&data[FIXED..FIXED + GCM_IV_LEN]);
             (Some(iv), &data[FIXED + GCM_IV_LEN..])
         }
-        Algorithm::Des3Cbc if data.len() < FIXED + 16 || (data.len() - FIXED) % 8 != 0 => {
+        Algorithm::Des3Cbc
+            if data.len() < FIXED + 16 || !(data.len() - FIXED).is_multiple_of(8) =>
+        {
             return Err(EnvelopeError::Truncated)
         }
         Algorithm::RsaOaepSha1 | Algorithm::AesKeyWrapPad | Algorithm::Des3Cbc => {

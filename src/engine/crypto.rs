@@ -696,7 +696,7 @@ impl Engine {
 
 /// The IV and ciphertext of a 3DES-CBC envelope body.
 pub(crate) fn split_cbc(body: &[u8]) -> Result<([u8; 8], &[u8]), EngineError> {
-    if body.len() < 16 || body.len() % 8 != 0 {
+    if body.len() < 16 || !body.len().is_multiple_of(8) {
         return Err(EngineError::InvalidInput(format!(
             "a 3DES-CBC body is an 8-byte IV and whole 8-byte blocks, not {} bytes",
             body.len()

@@ -344,7 +344,7 @@ impl Engine {
                 key.key_type
             )));
         }
-        if ciphertext.is_empty() || ciphertext.len() % 8 != 0 {
+        if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(8) {
             return Err(EngineError::InvalidInput(format!(
                 "a 3DES-CBC ciphertext is whole 8-byte blocks, not {} bytes",
                 ciphertext.len()
