@@ -74,6 +74,23 @@ pub enum KeyCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Take a key that already sits on a configured token into the inventory (same A8 fields).
+    /// Weak keys (not sensitive, extractable under any key, once in the clear) are refused
+    /// unless --accept-weak gives the reason, which the inventory shows.
+    Adopt {
+        /// Unique name (letters, digits, '-', '_', '.').
+        name: String,
+        #[command(flatten)]
+        fields: KeyFields,
+        /// Where the key is: pkcs11:token=LABEL;id=%01%02… (or object=LABEL).
+        #[arg(long, value_name = "URI")]
+        uri: String,
+        /// Adopt a weak key anyway, for this reason (recorded).
+        #[arg(long, value_name = "REASON")]
+        accept_weak: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The key inventory.
     List {
         #[arg(long)]
@@ -385,6 +402,36 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
                 key.id,
                 v.map(|v| v.token.as_str()).unwrap_or("-"),
                 v.map(|v| v.object_id.to_hex()).unwrap_or_default()
+            );
+            Ok(())
+        }
+        KeyCmd::Adopt {
+            name,
+            fields,
+            uri,
+            accept_weak,
+            json,
+        } => {
+            let uri: crate::hsm::Pkcs11Uri = uri
+                .parse()
+                .map_err(|e: crate::hsm::UriError| CliError::Usage(e.to_string()))?;
+            let key = engine.adopt_key(
+                caller,
+                fields.request(name),
+                crate::engine::Adopt { uri, accept_weak },
+            )?;
+            if json {
+                return print_json(&key);
+            }
+            println!(
+                "adopted key '{}' ({}, id {}){}",
+                key.name,
+                key.key_type,
+                key.id,
+                key.weak_reason
+                    .as_deref()
+                    .map(|w| format!(" -- WEAK: {w}"))
+                    .unwrap_or_default()
             );
             Ok(())
         }

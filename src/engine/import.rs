@@ -138,3 +138,219 @@ impl Engine {
         Ok(made)
     }
 }
+
+/// What an officer asks for with `kms key adopt`.
+#[derive(Debug, Clone)]
+pub struct Adopt {
+    /// `pkcs11:token=…;id=…` or `…;object=…` on a configured token.
+    pub uri: crate::hsm::Pkcs11Uri,
+    /// Accept a weak key (extractable in the clear, not sensitive, …) for this reason.
+    pub accept_weak: Option<String>,
+}
+
+impl Engine {
+    /// `kms key adopt`: take a key already on a configured token into the inventory, with the
+    /// same A8 fields as a new one. Its protection is checked first: a key that is not sensitive,
+    /// or extractable under any key, or was once in the clear, is refused unless an officer
+    /// accepts it with a reason (recorded, shown by `key show`). The object is never destroyed
+    /// by a failed or abandoned adoption.
+    pub fn adopt_key(
+        &self,
+        caller: &Caller,
+        req: CreateKey,
+        adopt: Adopt,
+    ) -> Result<KeyRecord, EngineError> {
+        self.audited(caller, "key.adopt", Some(&req.name), |note| {
+            require_role(
+                &self.inventory,
+                caller,
+                &[Role::SecurityOfficer],
+                "adopt keys",
+            )?;
+            super::keys::validate(&req, time::OffsetDateTime::now_utc().date())?;
+            if super::internal_key(&req.name) {
+                return Err(EngineError::InvalidInput(format!(
+                    "'{}' is the name of a key kms makes for itself; choose another name",
+                    req.name
+                )));
+            }
+            let token_name = self.token_of_uri(&adopt.uri)?;
+            let token = self.hsm.token(&token_name)?;
+            let found =
+                token.inspect_for_adoption(adopt.uri.id.as_deref(), adopt.uri.object.as_deref())?;
+            match found.key_type {
+                Some(t) if t == req.key_type => {}
+                Some(t) => {
+                    return Err(EngineError::InvalidInput(format!(
+                        "the key at {} is {t}, not {}: declare --type {t}",
+                        adopt.uri, req.key_type
+                    )))
+                }
+                None => {
+                    return Err(EngineError::InvalidInput(format!(
+                        "the key at {} ({}) is not a type kms manages",
+                        adopt.uri, found.described
+                    )))
+                }
+            }
+            let weak = found.weaknesses();
+            let weak_reason = match (&adopt.accept_weak, weak.is_empty()) {
+                (_, true) => None,
+                (Some(why), false) if !why.trim().is_empty() => {
+                    Some(format!("{}; accepted: {why}", weak.join("; ")))
+                }
+                _ => {
+                    return Err(EngineError::denied(
+                        Refusal::KeyState,
+                        format!(
+                            "the key at {} is weaker than kms's own keys: {}. Adopt it anyway only with --accept-weak \"REASON\" (recorded in the inventory), or bring it in with `kms key import` as a fresh, sensitive copy",
+                            adopt.uri,
+                            weak.join("; ")
+                        ),
+                    ))
+                }
+            };
+            for k in self.inventory.keys(&Default::default())? {
+                if k.versions
+                    .iter()
+                    .any(|v| v.token_serial == token.serial() && v.object_id == found.id)
+                {
+                    return Err(EngineError::denied(
+                        Refusal::KeyState,
+                        format!(
+                            "CKA_ID {} on token '{token_name}' is already key '{}' of the inventory",
+                            found.id, k.name
+                        ),
+                    ));
+                }
+            }
+            let mut new = self.new_key_record(caller, &req);
+            new.origin = crate::model::KeyOrigin::Adopted;
+            new.weak_reason = weak_reason.clone();
+            let pending = crate::inventory::PendingVersion {
+                token: token_name.clone(),
+                token_label: token.label().to_owned(),
+                token_serial: token.serial().to_owned(),
+                object_id: found.id.clone(),
+            };
+            let intent = self.entry(
+                caller,
+                "key.adopt-intent",
+                Some(&req.name),
+                Some(1),
+                crate::inventory::Outcome::Ok,
+                Some(format!(
+                    "about to adopt {} at {} (CKA_ID {}) on token {token_name}",
+                    req.key_type, adopt.uri, found.id
+                )),
+            );
+            let now = time::OffsetDateTime::now_utc();
+            let key_id = self
+                .inventory
+                .insert_pending_key(&new, &pending, now, &intent)?;
+            note.key_version = Some(1);
+            let label = crate::model::object_label(&req.name, 1);
+            let public = token.relabel(&found.id, &label).and_then(|()| {
+                if req.key_type.has_public_key() {
+                    token.public_key(&found.id, req.key_type).map(Some)
+                } else {
+                    Ok(None)
+                }
+            });
+            let public = match public {
+                Ok(p) => p,
+                Err(e) => {
+                    self.inventory.delete_pending_key(&key_id)?;
+                    return Err(EngineError::Incomplete(format!(
+                        "key at {} was not adopted: {e}; the object is left as it was (a key that cannot be relabelled, or has no public-key object under the same CKA_ID, cannot be adopted)",
+                        adopt.uri
+                    )));
+                }
+            };
+            let backed_up = found.extractable && found.wrap_with_trusted;
+            let copy = match (backed_up, self.backup_target()) {
+                (true, Ok(Some(pair))) => {
+                    let pending_key = self.inventory.key(&req.name)?;
+                    let copied = pending_key
+                        .version(1)
+                        .ok_or_else(|| {
+                            EngineError::Incomplete(format!("key '{}' lost its pending version", req.name))
+                        })
+                        .and_then(|v| self.copy_version(&pending_key, v, public.as_deref(), &pair));
+                    match copied {
+                        Ok(c) => Some(c),
+                        Err(e) => return Err(self.copy_failed(caller, &key_id, &req.name, e)),
+                    }
+                }
+                (_, Err(e)) if backed_up => {
+                    return Err(self.copy_failed(caller, &key_id, &req.name, e))
+                }
+                _ => None,
+            };
+            let mut entry = self.entry(
+                caller,
+                "key.adopt",
+                Some(&req.name),
+                Some(1),
+                crate::inventory::Outcome::Ok,
+                Some(format!(
+                    "adopted {} key at {} (CKA_ID {}) on token {token_name}: owner={} classification={} usage={}; {}{}",
+                    req.key_type,
+                    adopt.uri,
+                    found.id,
+                    req.owner,
+                    req.classification,
+                    req.usage,
+                    match (&copy, backed_up) {
+                        (Some(c), _) => format!("backup copy on token '{}' proven by drill", c.token),
+                        (None, true) => "no backup pairing yet".to_owned(),
+                        (None, false) => "NOT backed up: the key cannot be wrapped out of its token (not extractable under a trusted key)".to_owned(),
+                    },
+                    weak_reason
+                        .as_deref()
+                        .map(|w| format!("; WEAK, accepted: {w}"))
+                        .unwrap_or_default()
+                )),
+            );
+            entry.diff = super::audit::diff(
+                serde_json::Value::Null,
+                serde_json::json!({"name": new.name, "type": new.key_type, "owner": new.owner,
+                    "classification": new.classification, "usage": new.usage,
+                    "origin": "adopted", "token": token_name, "cka_id": found.id.to_hex(),
+                    "weak": weak_reason}),
+            );
+            self.inventory.activate_version(
+                &key_id,
+                1,
+                public.as_deref(),
+                copy.as_ref(),
+                crate::clock::lifecycle_now(),
+                &entry,
+            )?;
+            note.recorded = true;
+            Ok(self.inventory.key(&req.name)?)
+        })
+    }
+
+    /// The configured token a URI names (by token label or serial).
+    fn token_of_uri(&self, uri: &crate::hsm::Pkcs11Uri) -> Result<String, EngineError> {
+        if uri.token.is_none() && uri.serial.is_none() {
+            return Err(EngineError::InvalidInput(format!(
+                "the URI {uri} names no token: add token=LABEL or serial=SERIAL of a configured token"
+            )));
+        }
+        let names: Vec<String> = self.hsm.names().map(str::to_owned).collect();
+        for name in &names {
+            let d = self.hsm.describe(name)?;
+            let label_ok = uri.token.as_deref().is_none_or(|l| l == d.label);
+            let serial_ok = uri.serial.as_deref().is_none_or(|s| s == d.serial);
+            if label_ok && serial_ok {
+                return Ok(name.clone());
+            }
+        }
+        Err(EngineError::InvalidInput(format!(
+            "no configured token matches {uri} (configured: {}); kms adopts keys only from tokens in its config",
+            names.join(", ")
+        )))
+    }
+}

@@ -438,7 +438,7 @@ impl Engine {
     }
 
     /// The inventory row of a requested key, with the configured defaults filled in.
-    fn new_key_record(&self, caller: &Caller, req: &CreateKey) -> NewKey {
+    pub(crate) fn new_key_record(&self, caller: &Caller, req: &CreateKey) -> NewKey {
         NewKey {
             name: req.name.clone(),
             key_type: req.key_type,
@@ -487,7 +487,7 @@ impl Engine {
 
     /// The backup copy of a new version failed: the version stays pending, with the reason on
     /// record, and is not usable. The error says what to do.
-    fn copy_failed(
+    pub(crate) fn copy_failed(
         &self,
         caller: &Caller,
         key_id: &str,
@@ -529,6 +529,15 @@ impl Engine {
                     Refusal::KeyState,
                     format!("key '{name}' has a finished version; only an unfinished creation can be abandoned"),
                 ));
+            }
+            if key.origin == KeyOrigin::Adopted {
+                // An unfinished adoption: the object was there before kms and stays; only the
+                // rows go (its label may already be kms's).
+                let grants = self.inventory.delete_pending_key(&key.id)?;
+                note.detail = Some(format!(
+                    "abandoned an unfinished adoption: the adopted object was left on its token; removed {grants} grant(s) that named it"
+                ));
+                return Ok(0);
             }
             // Every copy on every token: the version's own token, the copies the inventory
             // records, and every other configured token (a creation killed after its backup copy
@@ -675,7 +684,7 @@ impl Engine {
     }
 }
 
-fn validate(req: &CreateKey, today: Date) -> Result<(), EngineError> {
+pub(crate) fn validate(req: &CreateKey, today: Date) -> Result<(), EngineError> {
     let bad = |m: String| Err(EngineError::InvalidInput(m));
     super::access::validate_name(&req.name, "key")?;
     if req.owner.trim().is_empty() {
@@ -780,6 +789,7 @@ pub(crate) fn validate_type_options(req: &CreateKey) -> Result<(), EngineError> 
         ));
     }
     if t.family() == crate::model::KeyFamily::Hmac
+        && req.import.is_none()
         && !req.usage.contains(crate::model::Operation::Mac)
     {
         return bad(format!(

@@ -40,7 +40,7 @@ pub use connections::{Admission, REFUSAL_WINDOW};
 pub use crypto::{IssuedDataKey, Signed, ToSign, VerifyOutcome};
 pub use error::{EngineError, Refusal};
 pub use failover::TokenDown;
-pub use import::IMPORT_KEY;
+pub use import::{Adopt, IMPORT_KEY};
 pub use integrity::{InventoryVerification, INTEGRITY_KEY};
 pub use keys::{CreateKey, Import, OnCard, CARD_TOKEN};
 pub use legacy::{LegacyKey, Mac};

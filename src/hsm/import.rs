@@ -148,6 +148,21 @@ fn import_in(
     let unwrapped = s.unwrap_key(&Mechanism::AesKeyWrapPad, ephemeral, wrapped_key, &template);
     let _ = s.destroy_object(ephemeral);
     let handle = unwrapped.map_err(|e| {
+        if key_type == KeyType::Ed25519
+            && matches!(
+                e,
+                cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::FunctionFailed, _)
+            )
+        {
+            // Measured on SoftHSM2 2.6.1: C_UnwrapKey of an Ed25519 PKCS#8 fails with
+            // CKR_FUNCTION_FAILED (it unwraps RSA and EC PKCS#8 fine).
+            return refused(
+                token,
+                format!(
+                    "this token cannot unwrap Ed25519 private keys ({e}; SoftHSM2 2.6.1 does not); generate the Ed25519 key on the token instead (`kms key create --type ed25519`)"
+                ),
+            );
+        }
         refused(
             token,
             format!(

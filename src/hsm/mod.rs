@@ -8,6 +8,7 @@
 //! [`Hsm`] is the registry of configured tokens, opened lazily so one unreachable token does not
 //! stop work on the others.
 
+mod adopt;
 mod backup;
 mod cipher;
 mod error;
@@ -30,6 +31,7 @@ mod wrap;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+pub use adopt::Adoptable;
 pub use backup::{KekState, TransportPublicKey, WrappedKey};
 pub use error::HsmError;
 pub use identity::Expected;
