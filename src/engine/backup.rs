@@ -755,7 +755,33 @@ pub(crate) fn drill(
                     hex::encode(a)
                 )),
                 (Some(_), Some(_)) => Err("the copy's key check value differs from the original's".into()),
-                _ => Err("a token gives no key check value (CKA_CHECK_VALUE), and this key's usage allows no operation that could prove the copy".into()),
+                // SoftHSM2 2.6.1 computes CKA_CHECK_VALUE when it generates a key, never when it
+                // unwraps one: a copy has none. A decrypt-only 3DES key still proves its copy by
+                // decrypting: the same four random blocks, raw (no padding), on both tokens
+                // must give the same 32 bytes, which two different keys do with probability
+                // 2^-256. Nothing but random challenge bytes is ever decrypted.
+                _ if key.key_type.family() == KeyFamily::Des3
+                    && key.usage.contains(Operation::Decrypt) =>
+                {
+                    let a = src
+                        .des3_ecb_decrypt_blocks(&version.object_id, &challenge)
+                        .map_err(e)?;
+                    let b = dst
+                        .des3_ecb_decrypt_blocks(&copy.object_id, &challenge)
+                        .map_err(e)?;
+                    if a.as_slice() == b.as_slice() {
+                        Ok("original and copy decrypt the same random blocks to the same bytes (the copy has no CKA_CHECK_VALUE)".into())
+                    } else {
+                        Err("the copy decrypts random blocks differently from the original".into())
+                    }
+                }
+                (a, b) => Err(format!(
+                    "no key check value to compare (CKA_CHECK_VALUE: original on '{}' {}, copy on '{}' {}), and this key's usage allows no operation that could prove the copy",
+                    src.name(),
+                    a.map(|v| format!("= {}", hex::encode(v))).unwrap_or_else(|| "empty".into()),
+                    dst.name(),
+                    b.map(|v| format!("= {}", hex::encode(v))).unwrap_or_else(|| "empty".into()),
+                )),
             }
         }
         KeyFamily::Aes => {

@@ -270,12 +270,30 @@ impl Token {
                 KeyClass::Private
             };
             let key = find(self.name(), s, id, class)?;
-            let blob = s
-                .wrap_key(&Mechanism::AesKeyWrapPad, wrapping, key)
-                .map_err(HsmError::ck(
-                    self.name(),
-                    "wrapping a key for its backup copy (CKM_AES_KEY_WRAP_PAD)",
-                ))?;
+            let blob = match s.wrap_key(&Mechanism::AesKeyWrapPad, wrapping, key) {
+                Ok(blob) => blob,
+                // The token cannot export this kind of key at all, under any wrapping key:
+                // SoftHSM2 2.6.1 wraps RSA, DSA, DH, EC and GOST private keys and secret keys,
+                // and answers CKR_KEY_NOT_WRAPPABLE for Ed25519 (CKK_EC_EDWARDS) private keys.
+                // (The same code for another type means the KEK is not trusted: the generic
+                // error below.)
+                Err(CkError::Pkcs11(RvError::KeyNotWrappable, _))
+                    if key_type.family() == crate::model::KeyFamily::Ed25519 =>
+                {
+                    return Err(HsmError::Raw {
+                        token: self.name().to_owned(),
+                        what: format!(
+                            "this token cannot wrap {key_type} private keys (C_WrapKey: CKR_KEY_NOT_WRAPPABLE; SoftHSM2 2.6.1 wraps no Edwards-curve key), so a {key_type} key on it can have no backup copy; with a backup pairing, use a type the token can copy (ec-p256 or ec-p384)"
+                        ),
+                    })
+                }
+                Err(e) => {
+                    return Err(HsmError::ck(
+                        self.name(),
+                        "wrapping a key for its backup copy (CKM_AES_KEY_WRAP_PAD)",
+                    )(e))
+                }
+            };
             let public = if key_type.is_symmetric() {
                 Vec::new()
             } else {

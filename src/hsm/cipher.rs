@@ -120,6 +120,22 @@ impl Token {
         })
     }
 
+    /// Triple-DES decryption of whole blocks without padding (CKM_DES3_ECB): for the restore
+    /// drill of a decrypt-only key, whose original and copy must turn the same random blocks into
+    /// the same output. Never used on data.
+    pub fn des3_ecb_decrypt_blocks(
+        &self,
+        id: &ObjectId,
+        blocks: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+        self.run(|s| {
+            let key = self.handle(s, id, KeyClass::Secret)?;
+            s.decrypt(&Mechanism::Des3Ecb, key, blocks)
+                .map(Zeroizing::new)
+                .map_err(HsmError::ck(self.name(), "decrypting (CKM_DES3_ECB)"))
+        })
+    }
+
     fn decrypt_error(&self, e: CkError, operation: &'static str) -> HsmError {
         match e {
             CkError::Pkcs11(RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange, _) => {

@@ -32,6 +32,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/keys/{name}/public-key"),
     ("POST", "/v1/keys/{name}/sign"),
     ("POST", "/v1/keys/{name}/verify"),
+    ("POST", "/v1/keys/{name}/mac"),
+    ("POST", "/v1/keys/{name}/verify-mac"),
     ("POST", "/v1/keys/{name}/encrypt"),
     ("POST", "/v1/keys/{name}/decrypt"),
     ("POST", "/v1/keys/{name}/data-key"),
