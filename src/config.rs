@@ -90,6 +90,8 @@ pub struct Config {
     /// `[inventory] postgres`: the inventory on PostgreSQL instead of the SQLite file
     /// `inventory_path` (which then only names where local lock files go).
     pub postgres: Option<PostgresInventory>,
+    /// The AWS KMS External Key Store proxy (`[xks]`), served by `kms serve` on its own listener.
+    pub xks: Option<XksConfig>,
 }
 
 /// `[lifecycle]`: the timing of the lifecycle procedures.
@@ -172,6 +174,34 @@ pub struct ServerConfig {
     pub idle_timeout_secs: u64,
     /// Open connections (handshaking included) from one source IP address at most.
     pub max_connections_per_address: usize,
+}
+
+/// `[xks]`: the AWS KMS External Key Store proxy.
+#[derive(Debug, Clone)]
+pub struct XksConfig {
+    pub listen: std::net::SocketAddr,
+    /// Server certificate chain and key (PEM); default `[server] cert` / `key`.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Optional mutual TLS: the CA AWS KMS's client certificate chains to.
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: the name the client certificate must carry (SAN dNSName or CN), e.g.
+    /// `cks.kms.us-east-1.amazonaws.com`.
+    pub client_name: Option<String>,
+    /// The whole XksProxyUriPath, ending in `/kms/xks/v1` (e.g. `/acme/kms/xks/v1`).
+    pub prefix: String,
+    /// The SigV4 region AWS KMS signs with.
+    pub region: String,
+    /// One or two SigV4 credentials (two while rotating), each acting as a kms principal.
+    pub credentials: Vec<XksCredential>,
+}
+
+/// One SigV4 credential of the XKS proxy. The secret is a source, never the value.
+#[derive(Debug, Clone)]
+pub struct XksCredential {
+    pub access_key_id: String,
+    pub secret: PinSource,
+    pub principal: String,
 }
 
 /// One configured token. Found by label or serial, never by slot id (slot ids move).
@@ -325,6 +355,29 @@ struct RawConfig {
     #[serde(default)]
     cards: BTreeMap<String, RawCard>,
     node: Option<RawNode>,
+    xks: Option<RawXks>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawXks {
+    listen: String,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    client_name: Option<String>,
+    prefix: String,
+    region: String,
+    #[serde(default)]
+    credentials: Vec<RawXksCredential>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawXksCredential {
+    access_key_id: String,
+    secret: String,
+    principal: String,
 }
 
 #[derive(Deserialize)]
@@ -842,7 +895,105 @@ impl Config {
                 }
             }
         };
+        let xks = match raw.xks {
+            None => None,
+            Some(x) => {
+                let listen = x.listen.parse().map_err(|_| {
+                    invalid(format!(
+                        "[xks] listen = '{}' is not an address:port (e.g. 0.0.0.0:8444)",
+                        x.listen
+                    ))
+                })?;
+                let prefix = x.prefix.trim_end_matches('/').to_owned();
+                let valid_chars = prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_'));
+                if !prefix.starts_with('/')
+                    || !prefix.ends_with("/kms/xks/v1")
+                    || !valid_chars
+                    || prefix.len() > 128
+                    || prefix.contains("//")
+                {
+                    return Err(invalid(format!(
+                        "[xks] prefix = '{}' must be the whole XksProxyUriPath: '/', then letters, digits, '/', '-' or '_', ending in /kms/xks/v1, at most 128 characters (e.g. /acme/kms/xks/v1)",
+                        x.prefix
+                    )));
+                }
+                if x.region.trim().is_empty() {
+                    return Err(invalid(
+                        "[xks] region must name the AWS region (e.g. us-east-1)".into(),
+                    ));
+                }
+                if x.credentials.is_empty() || x.credentials.len() > 2 {
+                    return Err(invalid(format!(
+                        "[xks] needs one or two [[xks.credentials]] (two while rotating), not {}",
+                        x.credentials.len()
+                    )));
+                }
+                let mut credentials = Vec::new();
+                for c in x.credentials {
+                    if c.access_key_id.len() < 16
+                        || c.access_key_id.len() > 128
+                        || !c.access_key_id.chars().all(|ch| ch.is_ascii_alphanumeric())
+                    {
+                        return Err(invalid(format!(
+                            "[xks.credentials] access_key_id '{}' must be 16..128 letters and digits (AWS asks for 20..30 of A-Z, 2-7)",
+                            c.access_key_id
+                        )));
+                    }
+                    let secret = parse_pin_source(&c.secret, &resolve).ok_or_else(|| {
+                        invalid(format!(
+                            "[xks.credentials] secret of '{}' must be env:VAR, file:PATH or prompt, never the secret itself",
+                            c.access_key_id
+                        ))
+                    })?;
+                    credentials.push(XksCredential {
+                        access_key_id: c.access_key_id,
+                        secret,
+                        principal: c.principal,
+                    });
+                }
+                if credentials.len() == 2
+                    && credentials[0].access_key_id == credentials[1].access_key_id
+                {
+                    return Err(invalid(
+                        "[xks] the two credentials have the same access_key_id".into(),
+                    ));
+                }
+                let from_server = |what: &str| {
+                    invalid(format!(
+                        "[xks] {what} is not set and there is no [server] section to take it from"
+                    ))
+                };
+                let cert = match (x.cert, &server) {
+                    (Some(c), _) => resolve(&c),
+                    (None, Some(s)) => s.cert.clone(),
+                    (None, None) => return Err(from_server("cert")),
+                };
+                let key = match (x.key, &server) {
+                    (Some(k), _) => resolve(&k),
+                    (None, Some(s)) => s.key.clone(),
+                    (None, None) => return Err(from_server("key")),
+                };
+                if x.client_name.is_some() && x.client_ca.is_none() {
+                    return Err(invalid(
+                        "[xks] client_name needs client_ca (mutual TLS)".into(),
+                    ));
+                }
+                Some(XksConfig {
+                    listen,
+                    cert,
+                    key,
+                    client_ca: x.client_ca.map(|p| resolve(&p)),
+                    client_name: x.client_name,
+                    prefix,
+                    region: x.region,
+                    credentials,
+                })
+            }
+        };
         Ok(Config {
+            xks,
             node,
             card_mgm_keys,
             cards,

@@ -11,6 +11,7 @@ pub mod api;
 mod conn;
 mod metrics;
 mod problem;
+pub mod sigv4;
 mod tls;
 
 use std::future::Future;
