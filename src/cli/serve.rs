@@ -150,13 +150,51 @@ pub fn run(engine: Engine, args: ServeArgs) -> Result<(), CliError> {
                 }
             })
         };
-        // One line on stdout that scripts and tests read to find the port.
+        // The AWS KMS external key store proxy, on its own listener, through the same engine.
+        let xks = match engine.config().xks.clone() {
+            None => None,
+            Some(x) => Some(
+                crate::server::xks::XksServer::bind(Arc::clone(&engine), &x, server.metrics())
+                    .await
+                    .map_err(|e| CliError::Usage(format!("[xks]: {e}")))?,
+            ),
+        };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut xks_addr = None;
+        let xks_task = match xks {
+            None => None,
+            Some(x) => {
+                let xaddr = x.local_addr().map_err(|e| CliError::Usage(e.to_string()))?;
+                xks_addr = Some(xaddr);
+                tracing::info!(addr = %xaddr, "serving the XKS proxy");
+                let mut rx = stop_rx.clone();
+                Some(tokio::spawn(async move {
+                    let stop = async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    };
+                    if let Err(e) = x.run(stop).await {
+                        tracing::error!(error = %e, "the XKS listener stopped");
+                    }
+                }))
+            }
+        };
+        // One line on stdout that scripts and tests read to find the port (then the XKS one).
         println!("kms listening on https://{addr}");
+        if let Some(x) = xks_addr {
+            println!("kms xks listening on https://{x}");
+        }
         tracing::info!(%addr, "serving");
         let served = server
-            .run(crate::server::shutdown_signal())
+            .run(async move {
+                crate::server::shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            })
             .await
             .map_err(|e| CliError::Usage(e.to_string()));
+        if let Some(t) = xks_task {
+            let _ = t.await;
+        }
+        drop(stop_rx);
         ticker.abort();
         lifecycle.abort();
         lease.abort();

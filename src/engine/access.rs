@@ -461,7 +461,7 @@ impl Engine {
 }
 
 /// Whether `source` ("ip:port" or "ip") lies in one of `networks` (none = anywhere).
-fn source_allowed(networks: &[String], source: &str) -> bool {
+pub(crate) fn source_allowed(networks: &[String], source: &str) -> bool {
     if networks.is_empty() {
         return true;
     }

@@ -29,6 +29,7 @@ mod service_lock;
 mod shipping;
 mod tokens;
 mod verify_audit;
+mod xks;
 
 pub use access::{ApprovalKey, NewGrantRequest, NewPrincipal};
 pub use backup::{DrillReport, DrillResult, RestoreReport, SyncReport};
@@ -58,6 +59,7 @@ pub use service_lock::ServiceLock;
 pub use shipping::{ShipReport, ShipStatus};
 pub use tokens::{Health, TokenHealth, TokenStatus};
 pub use verify_audit::AuditVerification;
+pub use xks::{xks_aad, xks_integrity, XksKeyInfo, XksSealed, XksTokenHealth};
 
 use crate::config::Config;
 use crate::hsm::Hsm;

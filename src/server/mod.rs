@@ -13,6 +13,7 @@ mod metrics;
 mod problem;
 pub mod sigv4;
 mod tls;
+pub mod xks;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -61,7 +62,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 impl Server {
     /// Load TLS material and bind the listener (port 0 picks a free port).
     pub async fn bind(engine: Arc<Engine>, config: &ServerConfig) -> Result<Server, ServerError> {
-        let tls = tls::server_config(&config.cert, &config.key, &config.client_ca)?;
+        let tls = tls::server_config(&config.cert, &config.key, Some(&config.client_ca))?;
         let listener =
             TcpListener::bind(config.listen)
                 .await

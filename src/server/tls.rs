@@ -15,7 +15,7 @@ use super::ServerError;
 pub fn server_config(
     cert: &Path,
     key: &Path,
-    client_ca: &Path,
+    client_ca: Option<&Path>,
 ) -> Result<ServerConfig, ServerError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let pem_err = |path: &Path, what: &str, e: &dyn std::fmt::Display| {
@@ -33,28 +33,35 @@ pub fn server_config(
     }
     check_private_file(key)?;
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, "private key", &e))?;
-    let mut roots = RootCertStore::empty();
-    for ca in
-        CertificateDer::pem_file_iter(client_ca).map_err(|e| pem_err(client_ca, "client CA", &e))?
-    {
-        let ca = ca.map_err(|e| pem_err(client_ca, "client CA", &e))?;
-        roots
-            .add(ca)
-            .map_err(|e| pem_err(client_ca, "client CA", &e))?;
-    }
-    if roots.is_empty() {
-        return Err(ServerError::Tls(format!(
-            "{}: no client CA certificate found",
-            client_ca.display()
-        )));
-    }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| ServerError::Tls(format!("client verifier: {e}")))?;
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| ServerError::Tls(e.to_string()))?
-        .with_client_cert_verifier(verifier)
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(client_ca) => {
+            let mut roots = RootCertStore::empty();
+            for ca in CertificateDer::pem_file_iter(client_ca)
+                .map_err(|e| pem_err(client_ca, "client CA", &e))?
+            {
+                let ca = ca.map_err(|e| pem_err(client_ca, "client CA", &e))?;
+                roots
+                    .add(ca)
+                    .map_err(|e| pem_err(client_ca, "client CA", &e))?;
+            }
+            if roots.is_empty() {
+                return Err(ServerError::Tls(format!(
+                    "{}: no client CA certificate found",
+                    client_ca.display()
+                )));
+            }
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|e| ServerError::Tls(format!("client verifier: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
         .with_single_cert(certs, key_der)
         .map_err(|e| ServerError::Tls(format!("server certificate/key: {e}")))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -46,6 +46,8 @@ impl FullReply {
 pub struct Service {
     pub env: Env,
     pub addr: SocketAddr,
+    /// The XKS proxy's listener, when the config has an [xks] section.
+    pub xks: Option<SocketAddr>,
     child: Child,
     pki: PathBuf,
 }
@@ -63,10 +65,12 @@ impl Service {
         prepare(&env)?;
         let pki = env.path("pki");
         dev_pki::ensure(&pki, CLIENTS, false)?;
-        let (child, addr) = spawn_serve(&env, &env.config(), "serve.log")?;
+        let xks = std::fs::read_to_string(env.config())?.contains("\n[xks]");
+        let (child, addr, xks) = spawn_serve_with_xks(&env, &env.config(), "serve.log", xks)?;
         Ok(Service {
             env,
             addr,
+            xks,
             child,
             pki,
         })
@@ -238,6 +242,16 @@ impl Drop for Service {
 /// Start `kms serve --listen 127.0.0.1:0` with `config`, its stderr in `<env>/<log>`; returns
 /// the process and the address it reported.
 pub fn spawn_serve(env: &Env, config: &Path, log: &str) -> Res<(Child, SocketAddr)> {
+    spawn_serve_with_xks(env, config, log, false).map(|(c, a, _)| (c, a))
+}
+
+/// Like [`spawn_serve`]; with `xks`, also the XKS listener's address (the second line).
+pub fn spawn_serve_with_xks(
+    env: &Env,
+    config: &Path,
+    log: &str,
+    xks: bool,
+) -> Res<(Child, SocketAddr, Option<SocketAddr>)> {
     let log_path = env.path(log);
     let log_file = std::fs::File::create(&log_path)?;
     let mut child = env
@@ -249,11 +263,16 @@ pub fn spawn_serve(env: &Env, config: &Path, log: &str) -> Res<(Child, SocketAdd
         .spawn()?;
     let stdout = child.stdout.take().ok_or("kms serve: no stdout pipe")?;
     let (tx, rx) = mpsc::channel();
+    let (tx2, rx2) = mpsc::channel();
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
         let mut line = String::new();
         let first = reader.read_line(&mut line).map(|_| line);
         let _ = tx.send(first);
+        if xks {
+            let mut second = String::new();
+            let _ = tx2.send(reader.read_line(&mut second).map(|_| second));
+        }
         // Keep draining so the service can never block on a full pipe.
         let _ = std::io::copy(&mut reader, &mut std::io::sink());
     });
@@ -289,7 +308,27 @@ pub fn spawn_serve(env: &Env, config: &Path, log: &str) -> Res<(Child, SocketAdd
         .strip_prefix("kms listening on https://")
         .ok_or_else(|| format!("unexpected first stdout line {line:?}"))?
         .parse::<SocketAddr>()?;
-    Ok((child, addr))
+    let xks_addr = if xks {
+        let line = match rx2.recv_timeout(START_TIMEOUT) {
+            Ok(Ok(l)) => l,
+            _ => {
+                return Err(format!(
+                    "kms serve did not report its XKS address; stderr:\n{}",
+                    log_of()
+                )
+                .into())
+            }
+        };
+        Some(
+            line.trim()
+                .strip_prefix("kms xks listening on https://")
+                .ok_or_else(|| format!("unexpected second stdout line {line:?}"))?
+                .parse::<SocketAddr>()?,
+        )
+    } else {
+        None
+    };
+    Ok((child, addr, xks_addr))
 }
 
 pub async fn fetch(

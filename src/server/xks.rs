@@ -1,0 +1,757 @@
+//! The AWS KMS External Key Store proxy API (XKS Proxy API v1) on its own HTTPS listener:
+//! `POST {prefix}/keys/{keyId}/metadata|encrypt|decrypt` and `POST {prefix}/health`, where
+//! `prefix` is the configured XksProxyUriPath (ending in `/kms/xks/v1`).
+//!
+//! Order, as the spec and AWS's test client expect: an unknown path is 404
+//! InvalidUriPathException and a GET 405, both before authentication; then SigV4 over the whole
+//! body (401 AuthenticationFailedException); then the JSON (400 ValidationException); then one
+//! engine call on a blocking thread, as the credential's principal. Errors are
+//! `{"errorName": …, "errorMessage": …}` with the spec's status codes. Every request, refused
+//! ones included, is an audit record.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{to_bytes, Body};
+use axum::extract::State;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use super::{Metrics, ServerError};
+use crate::config::XksConfig;
+use crate::engine::{Engine, EngineError, Refusal};
+
+/// Largest request body read (the spec's largest legitimate request is about 25 KiB).
+const MAX_BODY: usize = 64 * 1024;
+/// Largest plaintext and AAD served (the spec's minimums are 4,300 and 8,192 bytes); more is
+/// UnsupportedOperationException, as the spec says for a limit above its minimum.
+const MAX_PLAINTEXT: usize = 8192;
+const MAX_AAD: usize = 16384;
+/// ciphertextMetadata is at most 20 bytes (spec).
+const MAX_METADATA: usize = 20;
+
+#[derive(Clone)]
+struct XksState {
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    config: Arc<XksConfig>,
+}
+
+#[derive(Clone, Copy)]
+struct Peer(SocketAddr);
+
+/// An XKS error: the spec's name and status, and a message (printable ASCII, < 512).
+struct XksError {
+    status: StatusCode,
+    name: &'static str,
+    message: String,
+}
+
+impl XksError {
+    fn new(status: StatusCode, name: &'static str, message: impl Into<String>) -> XksError {
+        XksError {
+            status,
+            name,
+            message: message.into(),
+        }
+    }
+    fn validation(m: impl Into<String>) -> XksError {
+        XksError::new(StatusCode::BAD_REQUEST, "ValidationException", m)
+    }
+    fn unsupported(m: impl Into<String>) -> XksError {
+        XksError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "UnsupportedOperationException",
+            m,
+        )
+    }
+}
+
+impl IntoResponse for XksError {
+    fn into_response(self) -> Response {
+        let message: String = self
+            .message
+            .chars()
+            .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+            .take(500)
+            .collect();
+        let body = serde_json::json!({ "errorName": self.name, "errorMessage": message });
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+/// The engine's refusals and failures in the spec's words.
+fn from_engine(e: EngineError) -> XksError {
+    use crate::hsm::HsmError;
+    let m = e.to_string();
+    match &e {
+        EngineError::Inventory(crate::inventory::InventoryError::NoSuchKey(_)) => {
+            XksError::new(StatusCode::NOT_FOUND, "KeyNotFoundException", m)
+        }
+        EngineError::Denied(Refusal::NotSupported | Refusal::UsageNotAllowed, _) => {
+            XksError::new(StatusCode::BAD_REQUEST, "InvalidKeyUsageException", m)
+        }
+        EngineError::Denied(Refusal::KeyState | Refusal::KeyExpired, _) => {
+            XksError::new(StatusCode::BAD_REQUEST, "InvalidStateException", m)
+        }
+        EngineError::Denied(_, _) => {
+            XksError::new(StatusCode::FORBIDDEN, "AccessDeniedException", m)
+        }
+        EngineError::Hsm(HsmError::DecryptionFailed { .. }) | EngineError::Envelope(_) => {
+            XksError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidCiphertextException",
+                "the ciphertext, IV, tag, AAD or ciphertext metadata does not authenticate",
+            )
+        }
+        EngineError::InvalidInput(_) => XksError::validation(m),
+        _ => XksError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalException", m),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Metadata {
+    kms_request_id: String,
+    kms_operation: String,
+    aws_principal_arn: Option<String>,
+    kms_key_arn: Option<String>,
+    kms_via_service: Option<String>,
+    aws_source_vpc: Option<String>,
+    aws_source_vpce: Option<String>,
+}
+
+impl Metadata {
+    /// The audit reason: what AWS says this call is for, and who asked.
+    fn reason(&self) -> String {
+        let mut r = format!(
+            "AWS KMS {} request {}",
+            self.kms_operation, self.kms_request_id
+        );
+        if let Some(p) = &self.aws_principal_arn {
+            r.push_str(&format!(" by {p}"));
+        }
+        if let Some(k) = &self.kms_key_arn {
+            r.push_str(&format!(" for {k}"));
+        }
+        if let Some(v) = &self.kms_via_service {
+            r.push_str(&format!(" via {v}"));
+        }
+        if let Some(v) = &self.aws_source_vpce {
+            r.push_str(&format!(" from {v}"));
+        } else if let Some(v) = &self.aws_source_vpc {
+            r.push_str(&format!(" from {v}"));
+        }
+        r.chars().take(1000).collect()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MetaOnly {
+    request_metadata: Metadata,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EncryptReq {
+    request_metadata: Metadata,
+    plaintext: String,
+    encryption_algorithm: String,
+    additional_authenticated_data: Option<String>,
+    ciphertext_data_integrity_value_algorithm: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DecryptReq {
+    request_metadata: Metadata,
+    ciphertext: String,
+    encryption_algorithm: String,
+    initialization_vector: String,
+    authentication_tag: String,
+    additional_authenticated_data: Option<String>,
+    ciphertext_metadata: Option<String>,
+}
+
+/// Which call a path is.
+enum Call {
+    Health,
+    Metadata(String),
+    Encrypt(String),
+    Decrypt(String),
+}
+
+impl Call {
+    fn metric(&self) -> &'static str {
+        match self {
+            Call::Health => "xks-health",
+            Call::Metadata(_) => "xks-metadata",
+            Call::Encrypt(_) => "xks-encrypt",
+            Call::Decrypt(_) => "xks-decrypt",
+        }
+    }
+}
+
+fn route(prefix: &str, path: &str) -> Option<Call> {
+    let rest = path.strip_prefix(prefix)?;
+    if rest == "/health" {
+        return Some(Call::Health);
+    }
+    let rest = rest.strip_prefix("/keys/")?;
+    let (id, op) = rest.rsplit_once('/')?;
+    let valid = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !valid {
+        return None;
+    }
+    let id = id.to_owned();
+    match op {
+        "metadata" => Some(Call::Metadata(id)),
+        "encrypt" => Some(Call::Encrypt(id)),
+        "decrypt" => Some(Call::Decrypt(id)),
+        _ => None,
+    }
+}
+
+fn b64(field: &str, v: &str) -> Result<Vec<u8>, XksError> {
+    B64.decode(v)
+        .map_err(|_| XksError::validation(format!("{field} is not standard Base64")))
+}
+
+fn json_ok(v: serde_json::Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+async fn handle(
+    State(state): State<XksState>,
+    Extension(Peer(peer)): Extension<Peer>,
+    req: Request<Body>,
+) -> Response {
+    let started = Instant::now();
+    let (response, metric) = serve(&state, peer, req).await;
+    let status = response.status().as_u16();
+    state
+        .metrics
+        .record(metric, status, started.elapsed(), status == 500);
+    response
+}
+
+async fn serve(state: &XksState, peer: SocketAddr, req: Request<Body>) -> (Response, &'static str) {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let source = peer.to_string();
+    let refuse = |what: String, err: XksError, metric: &'static str| {
+        let engine = Arc::clone(&state.engine);
+        let source = source.clone();
+        async move {
+            let _ =
+                tokio::task::spawn_blocking(move || engine.xks_refused(&source, "-", &what)).await;
+            (err.into_response(), metric)
+        }
+    };
+    let Some(call) = route(&state.config.prefix, &path) else {
+        let shown: String = path.chars().take(200).collect();
+        return refuse(
+            format!("unknown XKS path {shown}"),
+            XksError::new(
+                StatusCode::NOT_FOUND,
+                "InvalidUriPathException",
+                format!("no XKS API at {shown}"),
+            ),
+            "xks-unknown",
+        )
+        .await;
+    };
+    let metric = call.metric();
+    if parts.method != Method::POST {
+        let mut r = refuse(
+            format!("{} on {path}", parts.method),
+            XksError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "ValidationException",
+                "XKS APIs are POST only",
+            ),
+            metric,
+        )
+        .await;
+        r.0.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return r;
+    }
+    let body = match to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return refuse(
+                format!("request body over {MAX_BODY} bytes"),
+                XksError::unsupported(format!("the request body is over {MAX_BODY} bytes")),
+                metric,
+            )
+            .await
+        }
+    };
+    // SigV4 over exactly what was sent.
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let signed = super::sigv4::Request {
+        method: parts.method.as_str(),
+        path: &path,
+        query: parts.uri.query().unwrap_or(""),
+        headers: &headers,
+        body: &body,
+    };
+    let config = Arc::clone(&state.config);
+    let verified = super::sigv4::verify(
+        &signed,
+        time::OffsetDateTime::now_utc(),
+        &config.region,
+        "kms-xks-proxy",
+        |akid| {
+            config
+                .credentials
+                .iter()
+                .find(|c| c.access_key_id == akid)
+                .and_then(|c| c.secret.resolve(&format!("XKS credential {akid}")).ok())
+        },
+    );
+    let principal = match verified {
+        Ok(akid) => config
+            .credentials
+            .iter()
+            .find(|c| c.access_key_id == akid)
+            .map(|c| c.principal.clone())
+            .unwrap_or_default(),
+        Err(e) => {
+            let akid: String = headers
+                .iter()
+                .find(|(n, _)| n == "authorization")
+                .and_then(|(_, v)| v.split("Credential=").nth(1))
+                .and_then(|c| c.split('/').next())
+                .unwrap_or("-")
+                .chars()
+                .take(40)
+                .collect();
+            let engine = Arc::clone(&state.engine);
+            let what = format!("SigV4 authentication failed on {path}: {e}");
+            let _ = tokio::task::spawn_blocking(move || engine.xks_refused(&source, &akid, &what))
+                .await;
+            return (
+                XksError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "AuthenticationFailedException",
+                    format!("SigV4 authentication failed: {e}"),
+                )
+                .into_response(),
+                metric,
+            );
+        }
+    };
+    let engine = Arc::clone(&state.engine);
+    let result =
+        tokio::task::spawn_blocking(move || run(&engine, &principal, &source, call, &body))
+            .await
+            .unwrap_or_else(|_| {
+                Err(XksError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalException",
+                    "request task failed",
+                ))
+            });
+    (
+        match result {
+            Ok(v) => json_ok(v),
+            Err(e) => e.into_response(),
+        },
+        metric,
+    )
+}
+
+/// Parse the body, then one engine call as the credential's principal.
+fn run(
+    engine: &Engine,
+    principal: &str,
+    source: &str,
+    call: Call,
+    body: &[u8],
+) -> Result<serde_json::Value, XksError> {
+    let parse_err = |e: serde_json::Error| XksError::validation(format!("request body: {e}"));
+    let metadata_of = || -> Result<Metadata, XksError> {
+        serde_json::from_slice::<MetaOnly>(body)
+            .map(|m| m.request_metadata)
+            .map_err(parse_err)
+    };
+    // A request that does not parse is still on the record, as the principal's.
+    let rejected = |action: &str, key: Option<&str>, err: XksError| -> XksError {
+        if let Ok(caller) = engine.xks_caller(
+            principal,
+            source,
+            format!("XKS request refused: {}", err.message),
+        ) {
+            let _ = engine.audit_rejected_request(&caller, action, key, &err.message);
+        }
+        err
+    };
+    match call {
+        Call::Health => {
+            let m = metadata_of().map_err(|e| rejected("xks.health", None, e))?;
+            let caller = engine
+                .xks_caller(principal, source, m.reason())
+                .map_err(from_engine)?;
+            let tokens = engine.xks_health(&caller).map_err(from_engine)?;
+            let fleet: Vec<serde_json::Value> = tokens
+                .iter()
+                .take(10)
+                .map(
+                    |t| serde_json::json!({"id": t.id, "model": t.model, "healthStatus": t.status}),
+                )
+                .collect();
+            Ok(serde_json::json!({
+                "xksProxyFleetSize": 1,
+                "xksProxyVendor": "kms",
+                "xksProxyModel": concat!("kms ", env!("CARGO_PKG_VERSION")),
+                "ekmVendor": "PKCS#11",
+                "ekmFleetDetails": fleet,
+            }))
+        }
+        Call::Metadata(key) => {
+            let m = metadata_of().map_err(|e| rejected("xks.metadata", Some(&key), e))?;
+            if m.aws_principal_arn.is_none() {
+                return Err(rejected(
+                    "xks.metadata",
+                    Some(&key),
+                    XksError::validation("requestMetadata.awsPrincipalArn is required"),
+                ));
+            }
+            let caller = engine
+                .xks_caller(principal, source, m.reason())
+                .map_err(from_engine)?;
+            let info = engine
+                .xks_key_metadata(&caller, &key)
+                .map_err(from_engine)?;
+            Ok(serde_json::json!({
+                "keySpec": info.key_spec,
+                "keyUsage": info.usage,
+                "keyStatus": if info.enabled { "ENABLED" } else { "DISABLED" },
+            }))
+        }
+        Call::Encrypt(key) => {
+            let r: EncryptReq = serde_json::from_slice(body)
+                .map_err(parse_err)
+                .map_err(|e| rejected("xks.encrypt", Some(&key), e))?;
+            let checked = (|| {
+                need_key_request(&r.request_metadata)?;
+                if r.encryption_algorithm != "AES_GCM" {
+                    return Err(XksError::validation("encryptionAlgorithm must be AES_GCM"));
+                }
+                let integrity = match r.ciphertext_data_integrity_value_algorithm.as_deref() {
+                    None => false,
+                    Some("SHA_256") => true,
+                    Some(_) => {
+                        return Err(XksError::validation(
+                            "ciphertextDataIntegrityValueAlgorithm must be SHA_256",
+                        ))
+                    }
+                };
+                let plaintext = zeroize::Zeroizing::new(b64("plaintext", &r.plaintext)?);
+                let aad = match &r.additional_authenticated_data {
+                    Some(a) => b64("additionalAuthenticatedData", a)?,
+                    None => Vec::new(),
+                };
+                if plaintext.len() > MAX_PLAINTEXT {
+                    return Err(XksError::unsupported(format!(
+                        "plaintext is {} bytes; this proxy encrypts at most {MAX_PLAINTEXT}",
+                        plaintext.len()
+                    )));
+                }
+                if aad.len() > MAX_AAD {
+                    return Err(XksError::unsupported(format!(
+                        "additionalAuthenticatedData is {} bytes; this proxy takes at most {MAX_AAD}",
+                        aad.len()
+                    )));
+                }
+                Ok((plaintext, aad, integrity))
+            })();
+            let (plaintext, aad, integrity) =
+                checked.map_err(|e| rejected("xks.encrypt", Some(&key), e))?;
+            let caller = engine
+                .xks_caller(principal, source, r.request_metadata.reason())
+                .map_err(from_engine)?;
+            let sealed = engine
+                .xks_encrypt(&caller, &key, &plaintext, &aad, integrity)
+                .map_err(from_engine)?;
+            let mut out = serde_json::json!({
+                "ciphertext": B64.encode(&sealed.ciphertext),
+                "ciphertextMetadata": B64.encode(&sealed.metadata),
+                "initializationVector": B64.encode(sealed.iv),
+                "authenticationTag": B64.encode(sealed.tag),
+            });
+            if let Some(v) = sealed.integrity {
+                out["ciphertextDataIntegrityValue"] = B64.encode(v).into();
+            }
+            Ok(out)
+        }
+        Call::Decrypt(key) => {
+            let r: DecryptReq = serde_json::from_slice(body)
+                .map_err(parse_err)
+                .map_err(|e| rejected("xks.decrypt", Some(&key), e))?;
+            let checked = (|| {
+                need_key_request(&r.request_metadata)?;
+                if r.encryption_algorithm != "AES_GCM" {
+                    return Err(XksError::validation("encryptionAlgorithm must be AES_GCM"));
+                }
+                let ct = b64("ciphertext", &r.ciphertext)?;
+                let iv = b64("initializationVector", &r.initialization_vector)?;
+                let tag = b64("authenticationTag", &r.authentication_tag)?;
+                let aad = match &r.additional_authenticated_data {
+                    Some(a) => b64("additionalAuthenticatedData", a)?,
+                    None => Vec::new(),
+                };
+                let metadata = match &r.ciphertext_metadata {
+                    Some(m) => b64("ciphertextMetadata", m)?,
+                    None => Vec::new(),
+                };
+                if iv.len() != 12 && iv.len() != 16 {
+                    return Err(XksError::validation(
+                        "initializationVector must be 12 or 16 bytes",
+                    ));
+                }
+                if tag.len() != 16 {
+                    return Err(XksError::validation("authenticationTag must be 16 bytes"));
+                }
+                if metadata.len() > MAX_METADATA {
+                    return Err(XksError::validation("ciphertextMetadata is over 20 bytes"));
+                }
+                if ct.len() > MAX_PLAINTEXT {
+                    return Err(XksError::unsupported(format!(
+                        "ciphertext is {} bytes; this proxy decrypts at most {MAX_PLAINTEXT}",
+                        ct.len()
+                    )));
+                }
+                if aad.len() > MAX_AAD {
+                    return Err(XksError::unsupported(format!(
+                        "additionalAuthenticatedData is {} bytes; this proxy takes at most {MAX_AAD}",
+                        aad.len()
+                    )));
+                }
+                Ok((ct, iv, tag, aad, metadata))
+            })();
+            let (ct, iv, tag, aad, metadata) =
+                checked.map_err(|e| rejected("xks.decrypt", Some(&key), e))?;
+            let caller = engine
+                .xks_caller(principal, source, r.request_metadata.reason())
+                .map_err(from_engine)?;
+            if iv.len() != 12 {
+                // kms only ever makes 12-byte IVs: a 16-byte one is not a ciphertext of ours.
+                return Err(from_engine(EngineError::Envelope(
+                    crate::envelope::EnvelopeError::Truncated,
+                )));
+            }
+            let plaintext = engine
+                .xks_decrypt(&caller, &key, &ct, &iv, &tag, &aad, &metadata)
+                .map_err(from_engine)?;
+            Ok(serde_json::json!({ "plaintext": B64.encode(plaintext.as_slice()) }))
+        }
+    }
+}
+
+fn need_key_request(m: &Metadata) -> Result<(), XksError> {
+    if m.aws_principal_arn.is_none() {
+        return Err(XksError::validation(
+            "requestMetadata.awsPrincipalArn is required",
+        ));
+    }
+    if m.kms_key_arn.is_none() {
+        return Err(XksError::validation(
+            "requestMetadata.kmsKeyArn is required",
+        ));
+    }
+    Ok(())
+}
+
+/// The XKS listener: its own TLS (optionally mutual), the XKS routes only.
+pub struct XksServer {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: axum::Router,
+    client_name: Option<String>,
+}
+
+impl XksServer {
+    pub async fn bind(
+        engine: Arc<Engine>,
+        config: &XksConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<XksServer, ServerError> {
+        let tls =
+            super::tls::server_config(&config.cert, &config.key, config.client_ca.as_deref())?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let state = XksState {
+            engine,
+            metrics,
+            config: Arc::new(config.clone()),
+        };
+        let app = axum::Router::new().fallback(handle).with_state(state);
+        Ok(XksServer {
+            listener,
+            acceptor: TlsAcceptor::from(Arc::new(tls)),
+            app,
+            client_name: config.client_name.clone(),
+        })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr, ServerError> {
+        self.listener.local_addr().map_err(ServerError::Accept)
+    }
+
+    /// Serve until `shutdown` resolves, then let open requests finish (up to 10 s).
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ServerError> {
+        let permits = Arc::new(tokio::sync::Semaphore::new(512));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                () = &mut shutdown => break,
+            };
+            let (tcp, peer) = tokio::select! {
+                r = self.listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "XKS accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let acceptor = self.acceptor.clone();
+            let app = self.app.clone();
+            let client_name = self.client_name.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                    .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "XKS TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                if let Some(want) = &client_name {
+                    let named = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|c| crate::identity::CertIdentity::from_der(c.as_ref()).ok())
+                        .is_some_and(|id| {
+                            id.sans.iter().any(|s| s == want)
+                                || id
+                                    .subject
+                                    .split(',')
+                                    .any(|p| p.trim() == format!("CN={want}"))
+                        });
+                    if !named {
+                        tracing::warn!(%peer, expected = %want, "XKS client certificate does not carry the configured name; connection closed");
+                        return;
+                    }
+                }
+                let svc = app.layer(Extension(Peer(peer)));
+                let svc = hyper_util::service::TowerToHyperService::new(svc);
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(tls), svc);
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(%peer, error = %e, "XKS connection ended with an error");
+                }
+            });
+        }
+        drop(self.listener);
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("XKS: grace period over"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_route_only_under_the_prefix() {
+        let p = "/example/kms/xks/v1";
+        assert!(matches!(
+            route(p, "/example/kms/xks/v1/health"),
+            Some(Call::Health)
+        ));
+        assert!(
+            matches!(route(p, "/example/kms/xks/v1/keys/foo.bar_1-2/encrypt"), Some(Call::Encrypt(k)) if k == "foo.bar_1-2")
+        );
+        assert!(route(p, "/example/kms/xks/v1/keys/foo/sign").is_none());
+        assert!(route(p, "/other/kms/xks/v1/health").is_none());
+        assert!(route(p, "/example/kms/xks/v1/keys/a%2Fb/encrypt").is_none());
+        assert!(route(p, "/example/kms/xks/v1/keys//encrypt").is_none());
+    }
+
+    #[test]
+    fn the_spec_example_integrity_value() -> Result<(), base64::DecodeError> {
+        // XKS Proxy API spec, Encrypt example: the CDIV over AAD || metadata || IV || ct || tag.
+        let aad = B64.decode("cHJvamVjdD1uaWxlLGRlcGFydG1lbnQ9bWFya2V0aW5n")?;
+        let md = B64.decode("a2V5X3ZlcnNpb249MQ==")?;
+        let iv = B64.decode("HMrlRw85cAJUd5Ax")?;
+        let ct = B64.decode("ghxkK1txeDNn3q8Y")?;
+        let tag = B64.decode("vBxN2ncH1oEkR8WVXpmyYQ==")?;
+        let v = crate::engine::xks_integrity(&aad, &md, &iv, &ct, &tag);
+        assert_eq!(
+            B64.encode(v),
+            "qHA/ImC9h5HsLRXqCyPmWgYx7tzyoTplzILbP0fPXsc="
+        );
+        let full = crate::engine::xks_aad(&aad, &md).unwrap_or_default();
+        assert_eq!(&full[..2], &[0, 33]);
+        assert_eq!(full[35], 13);
+        Ok(())
+    }
+}
