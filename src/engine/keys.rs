@@ -711,7 +711,9 @@ pub(crate) fn validate(req: &CreateKey, today: Date) -> Result<(), EngineError> 
         ));
     }
     validate_type_options(req)?;
+    // An imported key may be decrypt-only: it reads what was encrypted elsewhere.
     if req.key_type.family() == crate::model::KeyFamily::Aes
+        && req.import.is_none()
         && !req.usage.contains(crate::model::Operation::Encrypt)
         && !(req.usage.contains(crate::model::Operation::Wrap)
             && req.usage.contains(crate::model::Operation::Unwrap))
