@@ -5,6 +5,7 @@
 //! KMS_BENCH_PKI (dev PKI with a `bench-app` client certificate).
 //! Arguments: [--seconds S] [--concurrency 1,2,4,8,16] [--backup-keys N] [--keys 10,1000,10000]
 //! [--nodes] (`bench/nodes.rs`: two nodes on PostgreSQL vs this one on SQLite)
+//! [--xks] (`bench/xks.rs`: the AWS external key store proxy's Encrypt and Decrypt, SigV4-signed)
 //! (`--keys`: the scale axis, `bench/scale.rs`)
 //!
 //! The backup row (after the service, with `kms serve` stopped: the key ceremony needs the
@@ -20,6 +21,8 @@
 mod nodes;
 #[path = "bench/scale.rs"]
 mod scale;
+#[path = "bench/xks.rs"]
+mod xks;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -223,7 +226,20 @@ fn main() -> Res<()> {
         },
     )?;
     let until = (time::OffsetDateTime::now_utc() + time::Duration::days(1)).date();
-    for (key, ops) in [("bench-ec", "sign"), ("bench-kek", "wrap,unwrap")] {
+    let mut xks_key = CreateKey::new(
+        "bench-xks",
+        KeyType::Aes256,
+        "bench",
+        Classification::Public,
+        "encrypt,decrypt".parse()?,
+    );
+    xks_key.purpose = "benchmark of the XKS proxy".into();
+    engine.create_key(&officer, xks_key)?;
+    for (key, ops) in [
+        ("bench-ec", "sign"),
+        ("bench-kek", "wrap,unwrap"),
+        ("bench-xks", "encrypt,decrypt"),
+    ] {
         engine.add_grant(
             &officer,
             NewGrantRequest {
@@ -479,6 +495,9 @@ fn main() -> Res<()> {
             "    the rest is within noise: the raw passes before and after the sync differ by {:.3} ms per key",
             (b.after.all.copy_ms() - b.before.all.copy_ms()).abs()
         );
+    }
+    if args.iter().any(|a| a == "--xks") {
+        xks::run(&Config::locate(None)?, &kms_bin, &pki, secs, &concurrency)?;
     }
     if args.iter().any(|a| a == "--nodes") {
         nodes::run(
