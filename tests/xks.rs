@@ -23,6 +23,11 @@ const SECRET2: &str = "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWpr";
 const PRINCIPAL: &str = "other-app";
 
 fn xks_service() -> Res<Service> {
+    xks_service_with("")
+}
+
+/// The service with [xks]; `extra` is appended to the [xks] table (e.g. mutual TLS).
+fn xks_service_with(extra: &str) -> Res<Service> {
     let svc = Service::start_with(|env| {
         env.write("xks-secret-1", SECRET.as_bytes())?;
         env.write("xks-secret-2", SECRET2.as_bytes())?;
@@ -35,7 +40,7 @@ fn xks_service() -> Res<Service> {
         let mut cfg = std::fs::read_to_string(env.config())?;
         cfg.push_str(&format!(
             "\n[xks]\nlisten = \"127.0.0.1:0\"\nprefix = \"{PREFIX}\"\nregion = \"us-east-1\"\n\
-             [[xks.credentials]]\naccess_key_id = \"{AKID}\"\nsecret = \"file:xks-secret-1\"\nprincipal = \"{PRINCIPAL}\"\n\
+             {extra}\n[[xks.credentials]]\naccess_key_id = \"{AKID}\"\nsecret = \"file:xks-secret-1\"\nprincipal = \"{PRINCIPAL}\"\n\
              [[xks.credentials]]\naccess_key_id = \"{AKID2}\"\nsecret = \"file:xks-secret-2\"\nprincipal = \"{PRINCIPAL}\"\n"
         ));
         std::fs::write(env.config(), cfg)?;
@@ -60,6 +65,30 @@ async fn call_as(
     secret: &str,
     age: i64,
 ) -> Res<Reply> {
+    call_tls(
+        svc,
+        svc.tls_anonymous()?,
+        method,
+        path,
+        body,
+        akid,
+        secret,
+        age,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn call_tls(
+    svc: &Service,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    body: &Value,
+    akid: &str,
+    secret: &str,
+    age: i64,
+) -> Res<Reply> {
     let addr = svc.xks.ok_or("no XKS listener")?;
     let bytes = serde_json::to_vec(body)?;
     let headers = vec![
@@ -77,7 +106,7 @@ async fn call_as(
     let added = kms::server::sigv4::sign(&req, when, akid, secret, "us-east-1", "kms-xks-proxy")
         .map_err(|e| e.to_string())?;
     let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let stream = tokio_rustls::TlsConnector::from(svc.tls_anonymous()?)
+    let stream = tokio_rustls::TlsConnector::from(tls)
         .connect(ServerName::IpAddress(addr.ip().into()), tcp)
         .await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -446,5 +475,44 @@ async fn rotation_keeps_old_ciphertexts_and_a_compromised_version_refuses() -> T
     );
     let r = decrypt(&svc, "vol", &new.body, b"a", "d-3").await?;
     assert_eq!(r.status, 200, "{}", r.body);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_admits_only_the_named_client_certificate() -> TestResult {
+    // The dev PKI is made after the config is written; its CA is at pki/ca.pem.
+    let svc = xks_service_with("client_ca = \"pki/ca.pem\"\nclient_name = \"demo-app\"")?;
+    let body =
+        json!({"requestMetadata": {"kmsRequestId": "h-1", "kmsOperation": "KmsHealthCheck"}});
+    let path = format!("{PREFIX}/health");
+    let r = call_tls(
+        &svc,
+        svc.tls("demo-app")?,
+        "POST",
+        &path,
+        &body,
+        AKID,
+        SECRET,
+        0,
+    )
+    .await?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let other = call_tls(
+        &svc,
+        svc.tls("other-app")?,
+        "POST",
+        &path,
+        &body,
+        AKID,
+        SECRET,
+        0,
+    )
+    .await;
+    assert!(
+        other.is_err(),
+        "a certificate without the configured name is turned away"
+    );
+    let none = call_as(&svc, "POST", &path, &body, AKID, SECRET, 0).await;
+    assert!(none.is_err(), "no client certificate, no connection");
     Ok(())
 }

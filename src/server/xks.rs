@@ -686,7 +686,9 @@ impl XksServer {
                         .and_then(|c| c.first())
                         .and_then(|c| crate::identity::CertIdentity::from_der(c.as_ref()).ok())
                         .is_some_and(|id| {
-                            id.sans.iter().any(|s| s == want)
+                            id.sans
+                                .iter()
+                                .any(|s| s.strip_prefix("DNS:") == Some(want.as_str()))
                                 || id
                                     .subject
                                     .split(',')
