@@ -26,10 +26,7 @@ fn start(kms_bin: &Path, config_path: &Path) -> Res<(std::process::Child, Socket
     let dir = config_path.parent().ok_or("config has no directory")?;
     let secret = dir.join("xks-bench-secret");
     std::fs::write(&secret, SECRET)?;
-    std::fs::set_permissions(
-        &secret,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )?;
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let mut cfg = std::fs::read_to_string(config_path)?;
     cfg.push_str(&format!(
         "\n[xks]\nlisten = \"127.0.0.1:0\"\nprefix = \"{PREFIX}\"\nregion = \"us-east-1\"\n\
@@ -76,7 +73,12 @@ async fn connect(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) -> Res<Sender
 }
 
 /// One signed XKS request.
-async fn send(sender: &mut Sender, addr: SocketAddr, path: &str, body: &[u8]) -> Res<(u16, Vec<u8>)> {
+async fn send(
+    sender: &mut Sender,
+    addr: SocketAddr,
+    path: &str,
+    body: &[u8],
+) -> Res<(u16, Vec<u8>)> {
     let headers = vec![
         ("host".to_owned(), addr.to_string()),
         ("content-type".to_owned(), "application/json".to_owned()),
@@ -150,7 +152,13 @@ async fn load(
     Ok(stats(lat, start.elapsed(), errors))
 }
 
-pub fn run(config_path: &Path, kms_bin: &Path, pki: &Path, secs: f64, concurrency: &[usize]) -> Res<()> {
+pub fn run(
+    config_path: &Path,
+    kms_bin: &Path,
+    pki: &Path,
+    secs: f64,
+    concurrency: &[usize],
+) -> Res<()> {
     let (mut child, addr) = start(kms_bin, config_path)?;
     let tls = kms::client::tls_config(&pki.join("ca.pem"), None)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -175,9 +183,12 @@ pub fn run(config_path: &Path, kms_bin: &Path, pki: &Path, secs: f64, concurrenc
         let enc_path = format!("{PREFIX}/keys/bench-xks/encrypt");
         let dec_path = format!("{PREFIX}/keys/bench-xks/decrypt");
         let mut s = connect(addr, Arc::clone(&tls)).await?;
-        let (status, sealed) = send(&mut s, addr, &enc_path, &serde_json::to_vec(&encrypt_body)?).await?;
+        let (status, sealed) =
+            send(&mut s, addr, &enc_path, &serde_json::to_vec(&encrypt_body)?).await?;
         if status != 200 {
-            return Err(format!("XKS encrypt: {status} {}", String::from_utf8_lossy(&sealed)).into());
+            return Err(
+                format!("XKS encrypt: {status} {}", String::from_utf8_lossy(&sealed)).into(),
+            );
         }
         let sealed: serde_json::Value = serde_json::from_slice(&sealed)?;
         let decrypt_body = serde_json::json!({
@@ -191,9 +202,25 @@ pub fn run(config_path: &Path, kms_bin: &Path, pki: &Path, secs: f64, concurrenc
         });
         let mut out = Vec::new();
         for &c in concurrency {
-            let e = load(addr, Arc::clone(&tls), c, secs, enc_path.clone(), serde_json::to_vec(&encrypt_body)?).await?;
+            let e = load(
+                addr,
+                Arc::clone(&tls),
+                c,
+                secs,
+                enc_path.clone(),
+                serde_json::to_vec(&encrypt_body)?,
+            )
+            .await?;
             row("XKS encrypt (SigV4, keep-alive)", c, e, None);
-            let d = load(addr, Arc::clone(&tls), c, secs, dec_path.clone(), serde_json::to_vec(&decrypt_body)?).await?;
+            let d = load(
+                addr,
+                Arc::clone(&tls),
+                c,
+                secs,
+                dec_path.clone(),
+                serde_json::to_vec(&decrypt_body)?,
+            )
+            .await?;
             row("XKS decrypt (SigV4, keep-alive)", c, d, None);
             out.push((c, e, d));
         }
