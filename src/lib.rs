@@ -30,6 +30,7 @@ pub mod envelope;
 pub mod hsm;
 pub mod identity;
 pub mod inventory;
+pub mod kmip;
 pub mod model;
 pub mod server;
 pub mod smartcard;
