@@ -237,15 +237,7 @@ pub fn any_spki_from_pem(pem: &[u8]) -> Result<Vec<u8>, SoftCryptoError> {
 
 /// SubjectPublicKeyInfo DER from a PEM public key (EC P-384 or RSA).
 pub fn spki_from_pem(pem: &[u8]) -> Result<Vec<u8>, SoftCryptoError> {
-    let text =
-        std::str::from_utf8(pem).map_err(|e| SoftCryptoError::BadPublicKey(e.to_string()))?;
-    let (label, der) = der::pem::decode_vec(text.as_bytes())
-        .map_err(|e| SoftCryptoError::BadPublicKey(e.to_string()))?;
-    if label != "PUBLIC KEY" {
-        return Err(SoftCryptoError::BadPublicKey(format!(
-            "expected a PEM PUBLIC KEY, found {label}"
-        )));
-    }
+    let der = any_spki_from_pem(pem)?;
     key_type_of_spki(&der)?;
     Ok(der)
 }
