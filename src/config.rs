@@ -92,6 +92,8 @@ pub struct Config {
     pub postgres: Option<PostgresInventory>,
     /// The AWS KMS External Key Store proxy (`[xks]`), served by `kms serve` on its own listener.
     pub xks: Option<XksConfig>,
+    /// The KMIP listener (`[kmip]`), mutual TLS with the `[server]` certificates.
+    pub kmip: Option<KmipConfig>,
 }
 
 /// `[lifecycle]`: the timing of the lifecycle procedures.
@@ -194,6 +196,17 @@ pub struct XksConfig {
     pub region: String,
     /// One or two SigV4 credentials (two while rotating), each acting as a kms principal.
     pub credentials: Vec<XksCredential>,
+}
+
+/// `[kmip]`: KMIP over mutual TLS (the `[server]` certificate, key and client CA).
+#[derive(Debug, Clone)]
+pub struct KmipConfig {
+    pub listen: std::net::SocketAddr,
+    /// Principals that may create keys over KMIP (an officer's standing decision): each key
+    /// they create is owned by them, and they get a grant of its usage.
+    pub may_create: Vec<String>,
+    /// Classification of keys created over KMIP (default confidential).
+    pub classification: crate::model::Classification,
 }
 
 /// One SigV4 credential of the XKS proxy. The secret is a source, never the value.
@@ -356,6 +369,21 @@ struct RawConfig {
     cards: BTreeMap<String, RawCard>,
     node: Option<RawNode>,
     xks: Option<RawXks>,
+    kmip: Option<RawKmip>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKmip {
+    #[serde(default = "default_kmip_listen")]
+    listen: String,
+    #[serde(default)]
+    may_create: Vec<String>,
+    classification: Option<String>,
+}
+
+fn default_kmip_listen() -> String {
+    "127.0.0.1:5696".to_owned()
 }
 
 #[derive(Deserialize)]
@@ -992,7 +1020,36 @@ impl Config {
                 })
             }
         };
+        let kmip = match raw.kmip {
+            None => None,
+            Some(k) => {
+                let listen = k.listen.parse().map_err(|_| {
+                    invalid(format!(
+                        "[kmip] listen = '{}' is not an address:port (e.g. 0.0.0.0:5696)",
+                        k.listen
+                    ))
+                })?;
+                if server.is_none() {
+                    return Err(invalid(
+                        "[kmip] uses the [server] certificate, key and client CA: add [server]"
+                            .into(),
+                    ));
+                }
+                let classification = match k.classification {
+                    None => crate::model::Classification::Confidential,
+                    Some(c) => c.parse().map_err(|e: crate::model::ParseError| {
+                        invalid(format!("[kmip] classification: {e}"))
+                    })?,
+                };
+                Some(KmipConfig {
+                    listen,
+                    may_create: k.may_create,
+                    classification,
+                })
+            }
+        };
         Ok(Config {
+            kmip,
             xks,
             node,
             card_mgm_keys,

@@ -159,7 +159,34 @@ pub fn run(engine: Engine, args: ServeArgs) -> Result<(), CliError> {
                     .map_err(|e| CliError::Usage(format!("[xks]: {e}")))?,
             ),
         };
+        // KMIP for the clients that speak it, on its own port, through the same engine.
+        let kmip = match engine.config().kmip.clone() {
+            None => None,
+            Some(k) => Some(
+                crate::kmip::server::KmipServer::bind(Arc::clone(&engine), &k, &config)
+                    .await
+                    .map_err(|e| CliError::Usage(format!("[kmip]: {e}")))?,
+            ),
+        };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut kmip_addr = None;
+        let kmip_task = match kmip {
+            None => None,
+            Some(k) => {
+                let kaddr = k.local_addr().map_err(|e| CliError::Usage(e.to_string()))?;
+                kmip_addr = Some(kaddr);
+                tracing::info!(addr = %kaddr, "serving KMIP");
+                let mut rx = stop_rx.clone();
+                Some(tokio::spawn(async move {
+                    let stop = async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    };
+                    if let Err(e) = k.run(stop).await {
+                        tracing::error!(error = %e, "the KMIP listener stopped");
+                    }
+                }))
+            }
+        };
         let mut xks_addr = None;
         let xks_task = match xks {
             None => None,
@@ -183,6 +210,9 @@ pub fn run(engine: Engine, args: ServeArgs) -> Result<(), CliError> {
         if let Some(x) = xks_addr {
             println!("kms xks listening on https://{x}");
         }
+        if let Some(k) = kmip_addr {
+            println!("kms kmip listening on {k}");
+        }
         tracing::info!(%addr, "serving");
         let served = server
             .run(async move {
@@ -192,6 +222,9 @@ pub fn run(engine: Engine, args: ServeArgs) -> Result<(), CliError> {
             .await
             .map_err(|e| CliError::Usage(e.to_string()));
         if let Some(t) = xks_task {
+            let _ = t.await;
+        }
+        if let Some(t) = kmip_task {
             let _ = t.await;
         }
         drop(stop_rx);

@@ -19,6 +19,7 @@ mod failover;
 mod import;
 mod integrity;
 mod keys;
+mod kmip;
 mod legacy;
 mod nodes;
 mod policy;
@@ -44,6 +45,7 @@ pub use failover::TokenDown;
 pub use import::{Adopt, IMPORT_KEY};
 pub use integrity::{InventoryVerification, INTEGRITY_KEY};
 pub use keys::{CreateKey, Import, OnCard, CARD_TOKEN};
+pub use kmip::KmipSealed;
 pub use legacy::{LegacyKey, Mac};
 pub use nodes::{NodeHealth, SINGLETONS};
 pub use procedures::{

@@ -186,6 +186,16 @@ impl Inventory {
         Ok(())
     }
 
+    /// The name of the key with inventory ID `id`, if there is one.
+    pub fn key_name_by_id(&self, id: &str) -> Result<Option<String>, InventoryError> {
+        let conn = self.conn();
+        let name: Option<String> = conn
+            .prepare_cached("SELECT name FROM keys WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        Ok(name)
+    }
+
     /// The key named `name`, with all its versions.
     pub fn key(&self, name: &str) -> Result<KeyRecord, InventoryError> {
         let integrity = self.integrity();

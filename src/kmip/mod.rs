@@ -1,4 +1,9 @@
-//! KMIP (issue 16), in progress: the TTLV codec is here; the listener and the operations are not
-//! built yet. Only the server will import this module.
+//! KMIP (issue 16): TTLV over mutual TLS for the clients that speak it (databases, storage
+//! arrays, PyKMIP). `ttlv` is the codec, `tags` the numbers, `ops` one request message → one
+//! response through the engine, `server` the listener `kms serve` runs with `[kmip]`. Only the
+//! service (cli/serve.rs) uses this module.
 
+mod ops;
+pub mod server;
+mod tags;
 pub mod ttlv;

@@ -12,7 +12,7 @@ mod conn;
 mod metrics;
 mod problem;
 pub mod sigv4;
-mod tls;
+pub(crate) mod tls;
 pub mod xks;
 
 use std::future::Future;

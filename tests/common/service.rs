@@ -48,6 +48,8 @@ pub struct Service {
     pub addr: SocketAddr,
     /// The XKS proxy's listener, when the config has an [xks] section.
     pub xks: Option<SocketAddr>,
+    /// The KMIP listener, when the config has a [kmip] section.
+    pub kmip: Option<SocketAddr>,
     child: Child,
     pki: PathBuf,
 }
@@ -65,12 +67,22 @@ impl Service {
         prepare(&env)?;
         let pki = env.path("pki");
         dev_pki::ensure(&pki, CLIENTS, false)?;
-        let xks = std::fs::read_to_string(env.config())?.contains("\n[xks]");
-        let (child, addr, xks) = spawn_serve_with_xks(&env, &env.config(), "serve.log", xks)?;
+        let cfg = std::fs::read_to_string(env.config())?;
+        let extra = usize::from(cfg.contains("\n[xks]")) + usize::from(cfg.contains("\n[kmip]"));
+        let (child, addr, lines) = spawn_serve_with_extra(&env, &env.config(), "serve.log", extra)?;
+        let find = |prefix: &str| -> Res<Option<SocketAddr>> {
+            Ok(match lines.iter().find_map(|l| l.strip_prefix(prefix)) {
+                Some(a) => Some(a.parse()?),
+                None => None,
+            })
+        };
+        let xks = find("kms xks listening on https://")?;
+        let kmip = find("kms kmip listening on ")?;
         Ok(Service {
             env,
             addr,
             xks,
+            kmip,
             child,
             pki,
         })
@@ -242,16 +254,17 @@ impl Drop for Service {
 /// Start `kms serve --listen 127.0.0.1:0` with `config`, its stderr in `<env>/<log>`; returns
 /// the process and the address it reported.
 pub fn spawn_serve(env: &Env, config: &Path, log: &str) -> Res<(Child, SocketAddr)> {
-    spawn_serve_with_xks(env, config, log, false).map(|(c, a, _)| (c, a))
+    spawn_serve_with_extra(env, config, log, 0).map(|(c, a, _)| (c, a))
 }
 
-/// Like [`spawn_serve`]; with `xks`, also the XKS listener's address (the second line).
-pub fn spawn_serve_with_xks(
+/// Like [`spawn_serve`], also reading the `extra` lines that follow the first (the XKS and KMIP
+/// listeners' addresses).
+pub fn spawn_serve_with_extra(
     env: &Env,
     config: &Path,
     log: &str,
-    xks: bool,
-) -> Res<(Child, SocketAddr, Option<SocketAddr>)> {
+    extra: usize,
+) -> Res<(Child, SocketAddr, Vec<String>)> {
     let log_path = env.path(log);
     let log_file = std::fs::File::create(&log_path)?;
     let mut child = env
@@ -269,9 +282,9 @@ pub fn spawn_serve_with_xks(
         let mut line = String::new();
         let first = reader.read_line(&mut line).map(|_| line);
         let _ = tx.send(first);
-        if xks {
-            let mut second = String::new();
-            let _ = tx2.send(reader.read_line(&mut second).map(|_| second));
+        for _ in 0..extra {
+            let mut next = String::new();
+            let _ = tx2.send(reader.read_line(&mut next).map(|_| next));
         }
         // Keep draining so the service can never block on a full pipe.
         let _ = std::io::copy(&mut reader, &mut std::io::sink());
@@ -308,27 +321,20 @@ pub fn spawn_serve_with_xks(
         .strip_prefix("kms listening on https://")
         .ok_or_else(|| format!("unexpected first stdout line {line:?}"))?
         .parse::<SocketAddr>()?;
-    let xks_addr = if xks {
-        let line = match rx2.recv_timeout(START_TIMEOUT) {
-            Ok(Ok(l)) => l,
+    let mut lines = Vec::new();
+    for _ in 0..extra {
+        match rx2.recv_timeout(START_TIMEOUT) {
+            Ok(Ok(l)) => lines.push(l.trim().to_owned()),
             _ => {
                 return Err(format!(
-                    "kms serve did not report its XKS address; stderr:\n{}",
+                    "kms serve did not report all its listeners; stderr:\n{}",
                     log_of()
                 )
                 .into())
             }
-        };
-        Some(
-            line.trim()
-                .strip_prefix("kms xks listening on https://")
-                .ok_or_else(|| format!("unexpected second stdout line {line:?}"))?
-                .parse::<SocketAddr>()?,
-        )
-    } else {
-        None
-    };
-    Ok((child, addr, xks_addr))
+        }
+    }
+    Ok((child, addr, lines))
 }
 
 pub async fn fetch(

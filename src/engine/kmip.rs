@@ -1,0 +1,267 @@
+//! The KMIP door's engine side (issue 16): KMIP unique identifiers are inventory key IDs, the
+//! caller is the principal of the client certificate, every use needs its A9 grant and is one
+//! audit record. Creating keys over KMIP is allowed only to the principals `[kmip] may_create`
+//! names — an officer's standing decision, recorded with every key it creates: the key is made by
+//! kms itself (owner: the principal), and the principal gets a break-glass grant of the key's
+//! usage, audited as such.
+
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use super::keys::CreateKey;
+use super::policy::{authorize_key, authorize_use, check_grant};
+use super::{Caller, Engine, EngineError, NewGrantRequest, Refusal};
+use crate::inventory::KeyRecord;
+use crate::model::{KeyFamily, KeyType, Operation, OperationSet};
+
+/// An AES-GCM encryption's parts, as KMIP returns them.
+pub struct KmipSealed {
+    pub ciphertext: Vec<u8>,
+    pub iv: Vec<u8>,
+    pub tag: Vec<u8>,
+}
+
+impl Engine {
+    /// The key a KMIP unique identifier names, if the caller holds any grant on it.
+    pub fn kmip_key(&self, caller: &Caller, uid: &str) -> Result<KeyRecord, EngineError> {
+        let name = self
+            .inventory
+            .key_name_by_id(uid)?
+            .ok_or_else(|| crate::inventory::InventoryError::NoSuchKey(uid.to_owned()))?;
+        check_grant(
+            &self.inventory,
+            caller,
+            &name,
+            None,
+            OffsetDateTime::now_utc(),
+        )?;
+        Ok(self.inventory.key(&name)?)
+    }
+
+    /// KMIP GetAttributes / Get: the key, audited.
+    pub fn kmip_describe(
+        &self,
+        caller: &Caller,
+        uid: &str,
+        action: &str,
+    ) -> Result<KeyRecord, EngineError> {
+        self.audited(caller, action, None, |note| {
+            let key = self.kmip_key(caller, uid)?;
+            note.detail = Some(format!("key '{}' ({})", key.name, key.key_type));
+            Ok(key)
+        })
+    }
+
+    /// KMIP Locate: the caller's keys (any grant), by name and/or type.
+    pub fn kmip_locate(
+        &self,
+        caller: &Caller,
+        name: Option<&str>,
+        types: &[KeyFamily],
+    ) -> Result<Vec<KeyRecord>, EngineError> {
+        self.audited(caller, "kmip.locate", name, |note| {
+            let now = OffsetDateTime::now_utc();
+            let keys: Vec<KeyRecord> = self
+                .inventory
+                .keys(&Default::default())?
+                .into_iter()
+                .filter(|k| k.disposed_at.is_none())
+                .filter(|k| name.is_none_or(|n| k.name == n))
+                .filter(|k| types.is_empty() || types.contains(&k.key_type.family()))
+                .filter(|k| check_grant(&self.inventory, caller, &k.name, None, now).is_ok())
+                .collect();
+            note.detail = Some(format!("{} key(s) found", keys.len()));
+            Ok(keys)
+        })
+    }
+
+    /// KMIP Create: a key generated on the token, owned by the caller, if `[kmip] may_create`
+    /// names the caller.
+    pub fn kmip_create(
+        &self,
+        caller: &Caller,
+        name: Option<String>,
+        key_type: KeyType,
+        usage: OperationSet,
+    ) -> Result<KeyRecord, EngineError> {
+        let name = name.unwrap_or_else(|| {
+            format!("kmip-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+        });
+        self.audited(caller, "kmip.create", Some(&name), |note| {
+            let allowed = self
+                .config
+                .kmip
+                .as_ref()
+                .is_some_and(|k| k.may_create.iter().any(|p| p == &caller.actor));
+            if !allowed {
+                return Err(EngineError::denied(
+                    Refusal::WrongRole,
+                    format!(
+                        "'{}' may not create keys over KMIP: a security officer lists the principals that may in [kmip] may_create",
+                        caller.actor
+                    ),
+                ));
+            }
+            let kmip = self.config.kmip.as_ref().ok_or_else(|| {
+                EngineError::InvalidInput("no [kmip] section".into())
+            })?;
+            let mut req = CreateKey::new(
+                &name,
+                key_type,
+                caller.actor.clone(),
+                kmip.classification,
+                usage.clone(),
+            );
+            req.purpose = format!("created over KMIP by '{}'", caller.actor);
+            req.handling = "kept on the HSM; used over KMIP by its owner".into();
+            req.disposal = "dispose with kms key dispose (approvals as for every key)".into();
+            req.labels.insert("origin".into(), "kmip".into());
+            let mut system = self.system_caller();
+            system.reason = Some(format!(
+                "KMIP Create by '{}', allowed by [kmip] may_create",
+                caller.actor
+            ));
+            self.create_key(&system, req)?;
+            let mut ops: Vec<&str> = usage.iter().map(|o| o.as_str()).collect();
+            ops.push("read-inventory");
+            let until = (OffsetDateTime::now_utc() + time::Duration::days(29)).date();
+            self.add_grant(
+                &system,
+                NewGrantRequest {
+                    principal: caller.actor.clone(),
+                    key: name.clone(),
+                    ops: ops.join(",").parse().map_err(|e: crate::model::ParseError| {
+                        EngineError::InvalidInput(e.to_string())
+                    })?,
+                    until,
+                    ticket: "KMIP-CREATE".into(),
+                    justification: format!(
+                        "the creator of a key made over KMIP ([kmip] may_create lists '{}')",
+                        caller.actor
+                    ),
+                },
+            )?;
+            note.detail = Some(format!(
+                "created {key_type} key '{name}' (usage {usage}) for '{}', who holds a grant of its usage until {until}",
+                caller.actor
+            ));
+            Ok(self.inventory.key(&name)?)
+        })
+    }
+
+    /// KMIP Encrypt: AES-GCM on the token with the current version (IV from the client or
+    /// fresh), the tag apart.
+    pub fn kmip_encrypt(
+        &self,
+        caller: &Caller,
+        uid: &str,
+        plaintext: &[u8],
+        iv: Option<&[u8]>,
+        aad: &[u8],
+    ) -> Result<KmipSealed, EngineError> {
+        self.audited(caller, "kmip.encrypt", None, |note| {
+            let key = self.kmip_key(caller, uid)?;
+            if key.key_type.family() != KeyFamily::Aes {
+                return Err(EngineError::denied(
+                    Refusal::NotSupported,
+                    format!(
+                        "key '{}' is {}: KMIP Encrypt is AES-GCM",
+                        key.name, key.key_type
+                    ),
+                ));
+            }
+            let now = OffsetDateTime::now_utc();
+            authorize_key(&key, Operation::Encrypt, None, now)?;
+            let v = authorize_use(&self.inventory, caller, &key, Operation::Encrypt, None, now)?;
+            note.key_version = Some(v.version);
+            let iv: [u8; 12] = match iv {
+                None => rand::random(),
+                Some(i) => i.try_into().map_err(|_| {
+                    EngineError::InvalidInput(format!(
+                        "the GCM IV must be 12 bytes, not {}",
+                        i.len()
+                    ))
+                })?,
+            };
+            let mut sealed =
+                self.on_version(&key, v, |t, id| t.aes_gcm_encrypt(id, &iv, aad, plaintext))?;
+            let tag = sealed.split_off(sealed.len().saturating_sub(16));
+            note.detail = Some(format!(
+                "key '{}': encrypted {} bytes",
+                key.name,
+                plaintext.len()
+            ));
+            Ok(KmipSealed {
+                ciphertext: sealed,
+                iv: iv.to_vec(),
+                tag,
+            })
+        })
+    }
+
+    /// KMIP Decrypt: AES-GCM, with the newest version that may decrypt and whose tag checks (a
+    /// KMIP ciphertext does not say which version made it).
+    pub fn kmip_decrypt(
+        &self,
+        caller: &Caller,
+        uid: &str,
+        ciphertext: &[u8],
+        iv: &[u8],
+        tag: &[u8],
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, EngineError> {
+        self.audited(caller, "kmip.decrypt", None, |note| {
+            let key = self.kmip_key(caller, uid)?;
+            if key.key_type.family() != KeyFamily::Aes {
+                return Err(EngineError::denied(
+                    Refusal::NotSupported,
+                    format!(
+                        "key '{}' is {}: KMIP Decrypt is AES-GCM",
+                        key.name, key.key_type
+                    ),
+                ));
+            }
+            let iv: [u8; 12] = iv.try_into().map_err(|_| {
+                EngineError::InvalidInput(format!("the GCM IV must be 12 bytes, not {}", iv.len()))
+            })?;
+            let now = OffsetDateTime::now_utc();
+            authorize_key(&key, Operation::Decrypt, None, now)?;
+            let mut whole = ciphertext.to_vec();
+            whole.extend_from_slice(tag);
+            let mut last = None;
+            for v in key.versions.iter().rev() {
+                let Ok(v) = authorize_use(
+                    &self.inventory,
+                    caller,
+                    &key,
+                    Operation::Decrypt,
+                    Some(v.version),
+                    now,
+                ) else {
+                    continue;
+                };
+                match self.on_version(&key, v, |t, id| t.aes_gcm_decrypt(id, &iv, aad, &whole)) {
+                    Ok(pt) => {
+                        note.key_version = Some(v.version);
+                        note.detail =
+                            Some(format!("key '{}': decrypted {} bytes", key.name, pt.len()));
+                        return Ok(pt);
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| {
+                EngineError::denied(
+                    Refusal::KeyState,
+                    format!("no version of key '{}' may decrypt", key.name),
+                )
+            }))
+        })
+    }
+
+    /// The kms name of a KMIP unique identifier the caller may use (for sign and verify, which
+    /// go through the ordinary engine calls).
+    pub fn kmip_name(&self, caller: &Caller, uid: &str) -> Result<String, EngineError> {
+        Ok(self.kmip_key(caller, uid)?.name)
+    }
+}

@@ -1,0 +1,657 @@
+//! One KMIP request message in, one response message out: the header, then each batch item as
+//! one engine call (each its own audit record), in order. What kms does not do is answered with
+//! the spec's Operation Not Supported; what policy refuses with Permission Denied.
+
+use time::OffsetDateTime;
+
+use super::tags::{self as t, alg, object, op, result, state, usage};
+use super::ttlv::{Item, Value};
+use crate::engine::{Caller, Engine, EngineError, Refusal, ToSign};
+use crate::inventory::KeyRecord;
+use crate::model::{KeyFamily, KeyType, Operation, OperationSet, VersionState};
+
+/// The protocol versions answered (KMIP 1.0–1.4), newest first.
+const VERSIONS: [(i32, i32); 5] = [(1, 4), (1, 3), (1, 2), (1, 1), (1, 0)];
+/// Most batch items served in one message.
+const MAX_BATCH: usize = 64;
+
+/// A failed batch item: the spec's reason and a message.
+struct Failure {
+    reason: u32,
+    message: String,
+}
+
+impl Failure {
+    fn new(reason: u32, message: impl Into<String>) -> Failure {
+        Failure {
+            reason,
+            message: message.into(),
+        }
+    }
+    fn field(m: impl Into<String>) -> Failure {
+        Failure::new(result::INVALID_FIELD, m)
+    }
+}
+
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Failure {
+        use crate::hsm::HsmError;
+        let m = e.to_string();
+        let reason = match &e {
+            EngineError::Inventory(crate::inventory::InventoryError::NoSuchKey(_)) => {
+                result::ITEM_NOT_FOUND
+            }
+            EngineError::Denied(Refusal::NotSupported | Refusal::UsageNotAllowed, _)
+            | EngineError::Denied(Refusal::KeyState | Refusal::KeyExpired, _) => {
+                result::ILLEGAL_OPERATION
+            }
+            EngineError::Denied(_, _) => result::PERMISSION_DENIED,
+            EngineError::Hsm(HsmError::DecryptionFailed { .. }) => result::CRYPTOGRAPHIC_FAILURE,
+            EngineError::InvalidInput(_) => result::INVALID_FIELD,
+            _ => result::GENERAL_FAILURE,
+        };
+        Failure { reason, message: m }
+    }
+}
+
+fn int(tag: u32, v: i32) -> Item {
+    Item::new(tag, Value::Integer(v))
+}
+fn enumeration(tag: u32, v: u32) -> Item {
+    Item::new(tag, Value::Enumeration(v))
+}
+/// KMIP text as clients decode it: printable ASCII (PyKMIP refuses anything else).
+fn text(tag: u32, v: &str) -> Item {
+    let ascii: String = v
+        .chars()
+        .map(|c| match c {
+            '…' => '~',
+            c if (' '..='~').contains(&c) => c,
+            _ => '?',
+        })
+        .collect();
+    Item::new(tag, Value::Text(ascii))
+}
+fn bytes(tag: u32, v: &[u8]) -> Item {
+    Item::new(tag, Value::Bytes(v.to_vec()))
+}
+fn version(major: i32, minor: i32) -> Item {
+    Item::structure(
+        t::PROTOCOL_VERSION,
+        vec![
+            int(t::PROTOCOL_VERSION_MAJOR, major),
+            int(t::PROTOCOL_VERSION_MINOR, minor),
+        ],
+    )
+}
+
+/// The response to a message that could not be read as a KMIP request at all.
+pub fn invalid_message(message: &str) -> Item {
+    response(
+        (1, 4),
+        vec![Item::structure(
+            t::BATCH_ITEM,
+            vec![
+                enumeration(t::RESULT_STATUS, result::OPERATION_FAILED),
+                enumeration(t::RESULT_REASON, result::INVALID_MESSAGE),
+                text(t::RESULT_MESSAGE, message),
+            ],
+        )],
+    )
+}
+
+fn response(v: (i32, i32), items: Vec<Item>) -> Item {
+    let mut out = vec![Item::structure(
+        t::RESPONSE_HEADER,
+        vec![
+            version(v.0, v.1),
+            Item::new(
+                t::TIME_STAMP,
+                Value::DateTime(OffsetDateTime::now_utc().unix_timestamp()),
+            ),
+            int(t::BATCH_COUNT, items.len() as i32),
+        ],
+    )];
+    out.extend(items);
+    Item::structure(t::RESPONSE_MESSAGE, out)
+}
+
+/// Serve one request message as `caller`.
+pub fn handle(engine: &Engine, caller: &Caller, request: &Item) -> Item {
+    if request.tag != t::REQUEST_MESSAGE {
+        return invalid_message("not a KMIP Request Message");
+    }
+    let v = request
+        .child(t::REQUEST_HEADER)
+        .and_then(|h| h.child(t::PROTOCOL_VERSION))
+        .map(|p| {
+            (
+                p.child(t::PROTOCOL_VERSION_MAJOR)
+                    .and_then(Item::as_int)
+                    .unwrap_or(1) as i32,
+                p.child(t::PROTOCOL_VERSION_MINOR)
+                    .and_then(Item::as_int)
+                    .unwrap_or(0) as i32,
+            )
+        })
+        .unwrap_or((1, 0));
+    let v = if VERSIONS.contains(&v) { v } else { (1, 4) };
+    let batch: Vec<&Item> = request.children(t::BATCH_ITEM).collect();
+    if batch.is_empty() || batch.len() > MAX_BATCH {
+        return invalid_message(&format!(
+            "a request carries 1..={MAX_BATCH} batch items, not {}",
+            batch.len()
+        ));
+    }
+    let items = batch
+        .into_iter()
+        .map(|b| {
+            let operation = b.child(t::OPERATION).and_then(Item::as_enum);
+            let mut out = Vec::new();
+            if let Some(o) = operation {
+                out.push(enumeration(t::OPERATION, o));
+            }
+            if let Some(id) = b.child(t::UNIQUE_BATCH_ITEM_ID) {
+                out.push(id.clone());
+            }
+            let payload = b.child(t::REQUEST_PAYLOAD);
+            let answer = match (operation, payload) {
+                (Some(o), Some(p)) => dispatch(engine, caller, o, p, v),
+                (Some(_), None) => Err(Failure::new(result::MISSING_DATA, "no Request Payload")),
+                (None, _) => Err(Failure::new(result::INVALID_MESSAGE, "no Operation")),
+            };
+            match answer {
+                Ok(payload) => {
+                    out.push(enumeration(t::RESULT_STATUS, result::SUCCESS));
+                    out.push(Item::structure(t::RESPONSE_PAYLOAD, payload));
+                }
+                Err(f) => {
+                    out.push(enumeration(t::RESULT_STATUS, result::OPERATION_FAILED));
+                    out.push(enumeration(t::RESULT_REASON, f.reason));
+                    out.push(text(t::RESULT_MESSAGE, &f.message));
+                }
+            }
+            Item::structure(t::BATCH_ITEM, out)
+        })
+        .collect();
+    response(v, items)
+}
+
+fn uid(p: &Item) -> Result<String, Failure> {
+    p.child(t::UNIQUE_IDENTIFIER)
+        .and_then(Item::as_text)
+        .map(str::to_owned)
+        .ok_or_else(|| Failure::new(result::MISSING_DATA, "no Unique Identifier"))
+}
+
+fn dispatch(
+    engine: &Engine,
+    caller: &Caller,
+    operation: u32,
+    p: &Item,
+    v: (i32, i32),
+) -> Result<Vec<Item>, Failure> {
+    // The Authenticated Encryption Tag field exists from KMIP 1.4; before it, the GCM tag
+    // travels at the end of Data (what 1.2 clients such as PyKMIP's default send back).
+    let separate_tag = v >= (1, 4);
+    match operation {
+        op::DISCOVER_VERSIONS => {
+            let asked: Vec<(i32, i32)> = p
+                .children(t::PROTOCOL_VERSION)
+                .map(|v| {
+                    (
+                        v.child(t::PROTOCOL_VERSION_MAJOR)
+                            .and_then(Item::as_int)
+                            .unwrap_or(0) as i32,
+                        v.child(t::PROTOCOL_VERSION_MINOR)
+                            .and_then(Item::as_int)
+                            .unwrap_or(0) as i32,
+                    )
+                })
+                .collect();
+            Ok(VERSIONS
+                .iter()
+                .filter(|v| asked.is_empty() || asked.contains(v))
+                .map(|(a, b)| version(*a, *b))
+                .collect())
+        }
+        op::QUERY => {
+            let mut out: Vec<Item> = [
+                op::CREATE,
+                op::LOCATE,
+                op::GET,
+                op::GET_ATTRIBUTES,
+                op::ACTIVATE,
+                op::REVOKE,
+                op::DESTROY,
+                op::QUERY,
+                op::DISCOVER_VERSIONS,
+                op::ENCRYPT,
+                op::DECRYPT,
+                op::SIGN,
+                op::SIGNATURE_VERIFY,
+            ]
+            .iter()
+            .map(|o| enumeration(t::OPERATION, *o))
+            .collect();
+            out.extend(
+                [
+                    object::SYMMETRIC_KEY,
+                    object::PUBLIC_KEY,
+                    object::PRIVATE_KEY,
+                ]
+                .iter()
+                .map(|o| enumeration(t::OBJECT_TYPE, *o)),
+            );
+            out.push(text(t::VENDOR_IDENTIFICATION, "kms"));
+            out.push(Item::structure(
+                t::SERVER_INFORMATION,
+                vec![text(
+                    t::VENDOR_IDENTIFICATION,
+                    concat!("kms ", env!("CARGO_PKG_VERSION")),
+                )],
+            ));
+            Ok(out)
+        }
+        op::CREATE => create(engine, caller, p),
+        op::LOCATE => locate(engine, caller, p),
+        op::GET => {
+            let id = uid(p)?;
+            let key = engine.kmip_describe(caller, &id, "kmip.get")?;
+            let Some(spki) = key.current_version().and_then(|v| v.public_key.clone()) else {
+                return Err(Failure::new(
+                    result::PERMISSION_DENIED,
+                    format!(
+                        "key '{}' is {}: its material never leaves the token",
+                        key.name, key.key_type
+                    ),
+                ));
+            };
+            Ok(vec![
+                enumeration(t::OBJECT_TYPE, object::PUBLIC_KEY),
+                text(t::UNIQUE_IDENTIFIER, &id),
+                Item::structure(
+                    t::PUBLIC_KEY,
+                    vec![Item::structure(
+                        t::KEY_BLOCK,
+                        vec![
+                            enumeration(t::KEY_FORMAT_TYPE, t::FORMAT_X509),
+                            Item::structure(t::KEY_VALUE, vec![bytes(t::KEY_MATERIAL, &spki)]),
+                            enumeration(t::CRYPTOGRAPHIC_ALGORITHM, algorithm(key.key_type)),
+                            int(t::CRYPTOGRAPHIC_LENGTH, length(key.key_type)),
+                        ],
+                    )],
+                ),
+            ])
+        }
+        op::GET_ATTRIBUTES => {
+            let id = uid(p)?;
+            let key = engine.kmip_describe(caller, &id, "kmip.get-attributes")?;
+            let wanted: Vec<&str> = p
+                .children(t::ATTRIBUTE_NAME)
+                .filter_map(Item::as_text)
+                .collect();
+            let mut out = vec![text(t::UNIQUE_IDENTIFIER, &id)];
+            out.extend(
+                attributes(&key)
+                    .into_iter()
+                    .filter(|(n, _)| wanted.is_empty() || wanted.contains(n))
+                    .map(|(n, v)| {
+                        Item::structure(
+                            t::ATTRIBUTE,
+                            vec![text(t::ATTRIBUTE_NAME, n), Item::new(t::ATTRIBUTE_VALUE, v)],
+                        )
+                    }),
+            );
+            Ok(out)
+        }
+        op::ACTIVATE => {
+            let id = uid(p)?;
+            let key = engine.kmip_describe(caller, &id, "kmip.activate")?;
+            if key.current_version().is_none() {
+                return Err(Failure::new(
+                    result::ILLEGAL_OPERATION,
+                    format!("key '{}' has no version that can be active", key.name),
+                ));
+            }
+            Ok(vec![text(t::UNIQUE_IDENTIFIER, &id)])
+        }
+        op::REVOKE => {
+            let id = uid(p)?;
+            let code = p
+                .child(t::REVOCATION_REASON)
+                .and_then(|r| r.child(t::REVOCATION_REASON_CODE))
+                .and_then(Item::as_enum)
+                .ok_or_else(|| Failure::new(result::MISSING_DATA, "no Revocation Reason"))?;
+            if code != t::REVOKE_KEY_COMPROMISE {
+                return Err(Failure::new(
+                    result::OPERATION_NOT_SUPPORTED,
+                    "kms retires a key by rotation (kms key rotate) and ends it by disposal; over KMIP only Revoke with Key Compromise is served",
+                ));
+            }
+            let message = p
+                .child(t::REVOCATION_REASON)
+                .and_then(|r| r.child(t::REVOCATION_MESSAGE))
+                .and_then(Item::as_text)
+                .unwrap_or("declared compromised over KMIP");
+            let name = engine.kmip_name(caller, &id)?;
+            engine.compromise_key(caller, &name, None, message)?;
+            Ok(vec![text(t::UNIQUE_IDENTIFIER, &id)])
+        }
+        op::DESTROY => {
+            let id = uid(p)?;
+            let key = engine.kmip_describe(caller, &id, "kmip.destroy")?;
+            Err(Failure::new(
+                result::PERMISSION_DENIED,
+                format!(
+                    "key '{}' is destroyed only by the disposal procedure, with its approvals: kms key dispose {} --contract-ref … --justification …, then --verify and --approve by two other people",
+                    key.name, key.name
+                ),
+            ))
+        }
+        op::ENCRYPT => {
+            let id = uid(p)?;
+            gcm_only(p)?;
+            let data = p
+                .child(t::DATA)
+                .and_then(Item::as_bytes)
+                .ok_or_else(|| Failure::field("no Data"))?;
+            let iv = p.child(t::IV_COUNTER_NONCE).and_then(Item::as_bytes);
+            let aad = p
+                .child(t::AE_ADDITIONAL_DATA)
+                .and_then(Item::as_bytes)
+                .unwrap_or_default();
+            let sealed = engine.kmip_encrypt(caller, &id, data, iv, aad)?;
+            let mut out = vec![text(t::UNIQUE_IDENTIFIER, &id)];
+            if separate_tag {
+                out.push(bytes(t::DATA, &sealed.ciphertext));
+                out.push(bytes(t::IV_COUNTER_NONCE, &sealed.iv));
+                out.push(bytes(t::AE_TAG, &sealed.tag));
+            } else {
+                let mut joined = sealed.ciphertext.clone();
+                joined.extend_from_slice(&sealed.tag);
+                out.push(bytes(t::DATA, &joined));
+                out.push(bytes(t::IV_COUNTER_NONCE, &sealed.iv));
+            }
+            Ok(out)
+        }
+        op::DECRYPT => {
+            let id = uid(p)?;
+            gcm_only(p)?;
+            let data = p
+                .child(t::DATA)
+                .and_then(Item::as_bytes)
+                .ok_or_else(|| Failure::field("no Data"))?;
+            let iv = p
+                .child(t::IV_COUNTER_NONCE)
+                .and_then(Item::as_bytes)
+                .ok_or_else(|| Failure::field("no IV/Counter/Nonce"))?;
+            let (data, tag) =
+                match p.child(t::AE_TAG).and_then(Item::as_bytes) {
+                    Some(tag) => (data, tag),
+                    None if data.len() >= 16 => data.split_at(data.len() - 16),
+                    None => return Err(Failure::field(
+                        "no Authenticated Encryption Tag, and Data is too short to end with one",
+                    )),
+                };
+            let aad = p
+                .child(t::AE_ADDITIONAL_DATA)
+                .and_then(Item::as_bytes)
+                .unwrap_or_default();
+            let plaintext = engine.kmip_decrypt(caller, &id, data, iv, tag, aad)?;
+            Ok(vec![
+                text(t::UNIQUE_IDENTIFIER, &id),
+                bytes(t::DATA, &plaintext),
+            ])
+        }
+        op::SIGN => {
+            let id = uid(p)?;
+            let data = p
+                .child(t::DATA)
+                .and_then(Item::as_bytes)
+                .ok_or_else(|| Failure::field("no Data"))?;
+            let name = engine.kmip_name(caller, &id)?;
+            let s = engine.sign_data(caller, &name, ToSign::Message(data))?;
+            Ok(vec![
+                text(t::UNIQUE_IDENTIFIER, &id),
+                bytes(t::SIGNATURE_DATA, &s.signature),
+            ])
+        }
+        op::SIGNATURE_VERIFY => {
+            let id = uid(p)?;
+            let data = p
+                .child(t::DATA)
+                .and_then(Item::as_bytes)
+                .ok_or_else(|| Failure::field("no Data"))?;
+            let sig = p
+                .child(t::SIGNATURE_DATA)
+                .and_then(Item::as_bytes)
+                .ok_or_else(|| Failure::field("no Signature Data"))?;
+            let name = engine.kmip_name(caller, &id)?;
+            let v = engine.verify_data(caller, &name, ToSign::Message(data), sig)?;
+            Ok(vec![
+                text(t::UNIQUE_IDENTIFIER, &id),
+                enumeration(
+                    t::VALIDITY_INDICATOR,
+                    if v.valid { t::VALID } else { t::INVALID },
+                ),
+            ])
+        }
+        other => Err(Failure::new(
+            result::OPERATION_NOT_SUPPORTED,
+            format!("operation {other:#x} is not served by kms (Query lists what is)"),
+        )),
+    }
+}
+
+/// Encrypt and Decrypt are AES-GCM: Cryptographic Parameters may only say so.
+fn gcm_only(p: &Item) -> Result<(), Failure> {
+    if let Some(mode) = p
+        .child(t::CRYPTOGRAPHIC_PARAMETERS)
+        .and_then(|c| c.child(t::BLOCK_CIPHER_MODE))
+        .and_then(Item::as_enum)
+    {
+        if mode != t::MODE_GCM {
+            return Err(Failure::new(
+                result::OPERATION_NOT_SUPPORTED,
+                "kms encrypts with AES-GCM only (Block Cipher Mode GCM)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The attributes of a template (KMIP 1.x: Attribute Name + Attribute Value).
+fn template(p: &Item) -> Vec<(&str, &Item)> {
+    let nested = p
+        .child(t::TEMPLATE_ATTRIBUTE)
+        .map(|tpl| tpl.children(t::ATTRIBUTE).collect::<Vec<_>>())
+        .unwrap_or_default();
+    p.children(t::ATTRIBUTE)
+        .chain(nested)
+        .filter_map(|a| {
+            Some((
+                a.child(t::ATTRIBUTE_NAME).and_then(Item::as_text)?,
+                a.child(t::ATTRIBUTE_VALUE)?,
+            ))
+        })
+        .collect()
+}
+
+fn create(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Failure> {
+    if p.child(t::OBJECT_TYPE).and_then(Item::as_enum) != Some(object::SYMMETRIC_KEY) {
+        return Err(Failure::new(
+            result::OPERATION_NOT_SUPPORTED,
+            "Create makes symmetric keys (Object Type Symmetric Key)",
+        ));
+    }
+    let attrs = template(p);
+    let get = |n: &str| attrs.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+    let algorithm = get("Cryptographic Algorithm").and_then(Item::as_enum);
+    let length = get("Cryptographic Length").and_then(Item::as_int);
+    let key_type = match (algorithm, length) {
+        (Some(alg::AES) | None, Some(256) | None) => KeyType::Aes256,
+        (Some(alg::AES) | None, Some(128)) => KeyType::Aes128,
+        (a, l) => {
+            return Err(Failure::new(
+                result::OPERATION_NOT_SUPPORTED,
+                format!("Create makes AES-128 and AES-256 keys, not algorithm {a:?} length {l:?}"),
+            ))
+        }
+    };
+    let mask = get("Cryptographic Usage Mask")
+        .and_then(Item::as_int)
+        .unwrap_or(usage::ENCRYPT | usage::DECRYPT);
+    let mut ops = std::collections::BTreeSet::new();
+    for (bit, o) in [
+        (usage::ENCRYPT, Operation::Encrypt),
+        (usage::DECRYPT, Operation::Decrypt),
+        (usage::WRAP_KEY, Operation::Wrap),
+        (usage::UNWRAP_KEY, Operation::Unwrap),
+    ] {
+        if mask & bit != 0 {
+            ops.insert(o);
+        }
+    }
+    if ops.is_empty() {
+        return Err(Failure::field(
+            "the Cryptographic Usage Mask allows nothing an AES key does (Encrypt, Decrypt, Wrap Key, Unwrap Key)",
+        ));
+    }
+    let name = get("Name")
+        .and_then(|n| n.child(t::NAME_VALUE))
+        .and_then(Item::as_text)
+        .map(str::to_owned);
+    let key = engine.kmip_create(caller, name, key_type, OperationSet(ops))?;
+    Ok(vec![
+        enumeration(t::OBJECT_TYPE, object::SYMMETRIC_KEY),
+        text(t::UNIQUE_IDENTIFIER, &key.id),
+    ])
+}
+
+fn locate(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Failure> {
+    let attrs = template(p);
+    let name = attrs
+        .iter()
+        .find(|(n, _)| *n == "Name")
+        .and_then(|(_, v)| v.child(t::NAME_VALUE))
+        .and_then(Item::as_text);
+    let families: Vec<KeyFamily> = match attrs
+        .iter()
+        .find(|(n, _)| *n == "Object Type")
+        .and_then(|(_, v)| v.as_enum())
+    {
+        None => Vec::new(),
+        Some(object::SYMMETRIC_KEY) => vec![KeyFamily::Aes, KeyFamily::Hmac, KeyFamily::Des3],
+        Some(object::PUBLIC_KEY | object::PRIVATE_KEY) => vec![
+            KeyFamily::Rsa,
+            KeyFamily::Ed25519,
+            KeyFamily::Ec(crate::model::Curve::P256),
+            KeyFamily::Ec(crate::model::Curve::P384),
+            KeyFamily::Ec(crate::model::Curve::P521),
+        ],
+        Some(_) => return Ok(Vec::new()),
+    };
+    let max = p
+        .child(t::MAXIMUM_ITEMS)
+        .and_then(Item::as_int)
+        .unwrap_or(i64::MAX);
+    let keys = engine.kmip_locate(caller, name, &families)?;
+    Ok(keys
+        .iter()
+        .take(usize::try_from(max.max(0)).unwrap_or(usize::MAX))
+        .map(|k| text(t::UNIQUE_IDENTIFIER, &k.id))
+        .collect())
+}
+
+fn algorithm(k: KeyType) -> u32 {
+    match k.family() {
+        KeyFamily::Aes => alg::AES,
+        KeyFamily::Rsa => alg::RSA,
+        KeyFamily::Ec(_) | KeyFamily::Ed25519 => alg::ECDSA,
+        KeyFamily::Hmac if k == KeyType::HmacSha384 => alg::HMAC_SHA384,
+        KeyFamily::Hmac => alg::HMAC_SHA256,
+        KeyFamily::Des3 => 0x02,
+    }
+}
+
+fn length(k: KeyType) -> i32 {
+    if let Some(b) = k.rsa_bits() {
+        return b as i32;
+    }
+    if let Some(c) = k.curve() {
+        return (c.field_bytes() * 8).min(521) as i32;
+    }
+    if k == KeyType::Ed25519 {
+        return 255;
+    }
+    k.secret_len().map(|l| l as i32 * 8).unwrap_or(0)
+}
+
+/// What GetAttributes reports of a key.
+fn attributes(key: &KeyRecord) -> Vec<(&'static str, Value)> {
+    let mut mask = 0i32;
+    for (o, bit) in [
+        (Operation::Sign, usage::SIGN),
+        (Operation::Verify, usage::VERIFY),
+        (Operation::Encrypt, usage::ENCRYPT),
+        (Operation::Decrypt, usage::DECRYPT),
+        (Operation::Wrap, usage::WRAP_KEY),
+        (Operation::Unwrap, usage::UNWRAP_KEY),
+        (Operation::Mac, usage::MAC_GENERATE),
+        (Operation::VerifyMac, usage::MAC_VERIFY),
+    ] {
+        if key.usage.contains(o) {
+            mask |= bit as i32;
+        }
+    }
+    let kmip_state = match key.current_version().map(|v| v.state) {
+        _ if key.disposed_at.is_some() => state::DESTROYED,
+        Some(VersionState::Active) => state::ACTIVE,
+        _ if key
+            .versions
+            .iter()
+            .any(|v| v.state == VersionState::Compromised) =>
+        {
+            state::COMPROMISED
+        }
+        _ if key
+            .versions
+            .iter()
+            .all(|v| v.state == VersionState::Pending) =>
+        {
+            state::PRE_ACTIVE
+        }
+        _ => state::DEACTIVATED,
+    };
+    let object_type = if key.key_type.is_symmetric() {
+        object::SYMMETRIC_KEY
+    } else {
+        object::PRIVATE_KEY
+    };
+    let mut out = vec![
+        (
+            "Name",
+            Value::Structure(vec![
+                text(t::NAME_VALUE, &key.name),
+                enumeration(t::NAME_TYPE, 1),
+            ]),
+        ),
+        ("Object Type", Value::Enumeration(object_type)),
+        (
+            "Cryptographic Algorithm",
+            Value::Enumeration(algorithm(key.key_type)),
+        ),
+        ("Cryptographic Length", Value::Integer(length(key.key_type))),
+        ("Cryptographic Usage Mask", Value::Integer(mask)),
+        ("State", Value::Enumeration(kmip_state)),
+        (
+            "Initial Date",
+            Value::DateTime(key.created_at.unix_timestamp()),
+        ),
+    ];
+    if let Some(at) = key.current_version().and_then(|v| v.activated_at) {
+        out.push(("Activation Date", Value::DateTime(at.unix_timestamp())));
+    }
+    out
+}

@@ -1,0 +1,378 @@
+//! KMIP (issue 16) against a real `kms serve` with `[kmip]` on loopback, spoken in TTLV over
+//! mutual TLS by a small client here (kms's codec, not its server code). Every KMIP object is an
+//! ordinary kms key: grants, audit records and the token's sensitive objects apply.
+
+mod common;
+use common::service::*;
+use common::*;
+
+use kms::kmip::ttlv::{self, Item, Value};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const APP: &str = "demo-app";
+
+fn kmip_service() -> Res<Service> {
+    let svc = Service::start_with(|env| {
+        let mut cfg = std::fs::read_to_string(env.config())?;
+        cfg.push_str(&format!(
+            "\n[kmip]\nlisten = \"127.0.0.1:0\"\nmay_create = [\"{APP}\"]\n"
+        ));
+        std::fs::write(env.config(), cfg)?;
+        Ok(())
+    })?;
+    svc.register(APP)?;
+    Ok(svc)
+}
+
+type Stream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+async fn connect(svc: &Service, client: &str) -> Res<Stream> {
+    let addr = svc.kmip.ok_or("no KMIP listener")?;
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    Ok(tokio_rustls::TlsConnector::from(svc.tls(client)?)
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+        .await?)
+}
+
+fn int(tag: u32, v: i32) -> Item {
+    Item::new(tag, Value::Integer(v))
+}
+fn en(tag: u32, v: u32) -> Item {
+    Item::new(tag, Value::Enumeration(v))
+}
+fn txt(tag: u32, v: &str) -> Item {
+    Item::new(tag, Value::Text(v.into()))
+}
+fn bytes(tag: u32, v: &[u8]) -> Item {
+    Item::new(tag, Value::Bytes(v.to_vec()))
+}
+fn attr(name: &str, value: Value) -> Item {
+    Item::structure(
+        0x420008,
+        vec![txt(0x42000A, name), Item::new(0x42000B, value)],
+    )
+}
+
+/// One request with one batch item, as KMIP `minor`; the response's batch item.
+async fn call(s: &mut Stream, minor: i32, operation: u32, payload: Vec<Item>) -> Res<Item> {
+    let request = Item::structure(
+        0x420078,
+        vec![
+            Item::structure(
+                0x420077,
+                vec![
+                    Item::structure(0x420069, vec![int(0x42006A, 1), int(0x42006B, minor)]),
+                    int(0x42000D, 1),
+                ],
+            ),
+            Item::structure(
+                0x42000F,
+                vec![en(0x42005C, operation), Item::structure(0x420079, payload)],
+            ),
+        ],
+    );
+    s.write_all(&ttlv::encode(&request)).await?;
+    read_reply(s).await
+}
+
+async fn read_reply(s: &mut Stream) -> Res<Item> {
+    let mut header = [0u8; 8];
+    s.read_exact(&mut header).await?;
+    let total = ttlv::message_len(&header)?;
+    let mut msg = vec![0u8; total];
+    msg[..8].copy_from_slice(&header);
+    s.read_exact(&mut msg[8..]).await?;
+    let response = ttlv::decode(&msg)?;
+    assert_eq!(response.tag, 0x42007B, "a Response Message");
+    Ok(response.child(0x42000F).ok_or("no batch item")?.clone())
+}
+
+fn ok_payload(item: &Item) -> Res<Item> {
+    if item.child(0x42007F).and_then(Item::as_enum) != Some(0) {
+        return Err(format!("KMIP failure: {item:?}").into());
+    }
+    Ok(item
+        .child(0x42007C)
+        .cloned()
+        .unwrap_or_else(|| Item::structure(0x42007C, vec![])))
+}
+
+fn failure(item: &Item) -> (u32, String) {
+    (
+        item.child(0x42007E).and_then(Item::as_enum).unwrap_or(0),
+        item.child(0x42007D)
+            .and_then(Item::as_text)
+            .unwrap_or("")
+            .to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kmip_client_creates_uses_and_cannot_take_key_material() -> TestResult {
+    let svc = kmip_service()?;
+    let mut s = connect(&svc, APP).await?;
+
+    let r = ok_payload(&call(&mut s, 4, 0x1E, vec![]).await?)?;
+    assert_eq!(r.children(0x420069).count(), 5, "1.4 down to 1.0");
+    let r = ok_payload(&call(&mut s, 4, 0x18, vec![en(0x420074, 1)]).await?)?;
+    assert!(
+        r.children(0x42005C).any(|o| o.as_enum() == Some(0x1F)),
+        "Query lists Encrypt"
+    );
+
+    // Create an AES-256 key named by the client.
+    let r = ok_payload(
+        &call(
+            &mut s,
+            4,
+            0x01,
+            vec![
+                en(0x420057, 2),
+                Item::structure(
+                    0x420091,
+                    vec![
+                        attr("Cryptographic Algorithm", Value::Enumeration(3)),
+                        attr("Cryptographic Length", Value::Integer(256)),
+                        attr("Cryptographic Usage Mask", Value::Integer(0x04 | 0x08)),
+                        attr(
+                            "Name",
+                            Value::Structure(vec![txt(0x420055, "db-master"), en(0x420054, 1)]),
+                        ),
+                    ],
+                ),
+            ],
+        )
+        .await?,
+    )?;
+    let uid = r
+        .child(0x420094)
+        .and_then(Item::as_text)
+        .ok_or("no uid")?
+        .to_owned();
+    // It is an ordinary kms key: in the inventory, owned by the client, on the token.
+    let shown = json(&svc.env.ok(&["key", "show", "db-master", "--json"])?)?;
+    assert_eq!(shown["id"], uid.as_str());
+    assert_eq!(shown["owner"], APP);
+    assert!(svc
+        .env
+        .list_objects("kms-primary")?
+        .contains("kms:db-master:v1"));
+
+    let r = ok_payload(
+        &call(
+            &mut s,
+            4,
+            0x08,
+            vec![attr(
+                "Name",
+                Value::Structure(vec![txt(0x420055, "db-master"), en(0x420054, 1)]),
+            )],
+        )
+        .await?,
+    )?;
+    assert_eq!(
+        r.child(0x420094).and_then(Item::as_text),
+        Some(uid.as_str())
+    );
+    ok_payload(&call(&mut s, 4, 0x12, vec![txt(0x420094, &uid)]).await?)?;
+    let r = ok_payload(&call(&mut s, 4, 0x0B, vec![txt(0x420094, &uid)]).await?)?;
+    let names: Vec<&str> = r
+        .children(0x420008)
+        .filter_map(|a| a.child(0x42000A).and_then(Item::as_text))
+        .collect();
+    for n in [
+        "Name",
+        "Cryptographic Algorithm",
+        "Cryptographic Length",
+        "State",
+    ] {
+        assert!(names.contains(&n), "GetAttributes has {n}: {names:?}");
+    }
+
+    // Encrypt / decrypt with AES-GCM and AAD (1.4: the tag apart; 1.2: at the end of Data).
+    let r = ok_payload(
+        &call(
+            &mut s,
+            4,
+            0x1F,
+            vec![
+                txt(0x420094, &uid),
+                bytes(0x4200C2, b"row 42 secret"),
+                bytes(0x4200FE, b"table=users"),
+            ],
+        )
+        .await?,
+    )?;
+    let (ct, iv, tag) = (
+        r.child(0x4200C2)
+            .and_then(Item::as_bytes)
+            .ok_or("no data")?
+            .to_vec(),
+        r.child(0x42003D)
+            .and_then(Item::as_bytes)
+            .ok_or("no iv")?
+            .to_vec(),
+        r.child(0x4200FF)
+            .and_then(Item::as_bytes)
+            .ok_or("no tag")?
+            .to_vec(),
+    );
+    let r = ok_payload(
+        &call(
+            &mut s,
+            4,
+            0x20,
+            vec![
+                txt(0x420094, &uid),
+                bytes(0x4200C2, &ct),
+                bytes(0x42003D, &iv),
+                bytes(0x4200FE, b"table=users"),
+                bytes(0x4200FF, &tag),
+            ],
+        )
+        .await?,
+    )?;
+    assert_eq!(
+        r.child(0x4200C2).and_then(Item::as_bytes),
+        Some(&b"row 42 secret"[..])
+    );
+    let bad = call(
+        &mut s,
+        4,
+        0x20,
+        vec![
+            txt(0x420094, &uid),
+            bytes(0x4200C2, &ct),
+            bytes(0x42003D, &iv),
+            bytes(0x4200FE, b"table=admins"),
+            bytes(0x4200FF, &tag),
+        ],
+    )
+    .await?;
+    assert_eq!(failure(&bad).0, 0x0A, "wrong AAD: Cryptographic Failure");
+    let r = ok_payload(
+        &call(
+            &mut s,
+            2,
+            0x1F,
+            vec![txt(0x420094, &uid), bytes(0x4200C2, b"v1.2 client")],
+        )
+        .await?,
+    )?;
+    assert!(r.child(0x4200FF).is_none(), "no separate tag before 1.4");
+    let joined = r
+        .child(0x4200C2)
+        .and_then(Item::as_bytes)
+        .ok_or("no data")?
+        .to_vec();
+    let iv12 = r
+        .child(0x42003D)
+        .and_then(Item::as_bytes)
+        .ok_or("no iv")?
+        .to_vec();
+    let r = ok_payload(
+        &call(
+            &mut s,
+            2,
+            0x20,
+            vec![
+                txt(0x420094, &uid),
+                bytes(0x4200C2, &joined),
+                bytes(0x42003D, &iv12),
+            ],
+        )
+        .await?,
+    )?;
+    assert_eq!(
+        r.child(0x4200C2).and_then(Item::as_bytes),
+        Some(&b"v1.2 client"[..])
+    );
+
+    // Key material never leaves: Get of a symmetric key is Permission Denied; Destroy needs the
+    // disposal procedure; Revoke (compromise) needs an officer.
+    let (reason, message) = failure(&call(&mut s, 4, 0x0A, vec![txt(0x420094, &uid)]).await?);
+    assert_eq!(reason, 0x0C, "{message}");
+    let (reason, message) = failure(&call(&mut s, 4, 0x14, vec![txt(0x420094, &uid)]).await?);
+    assert_eq!(reason, 0x0C);
+    assert!(message.contains("kms key dispose"), "{message}");
+    let (reason, _) = failure(
+        &call(
+            &mut s,
+            4,
+            0x13,
+            vec![
+                txt(0x420094, &uid),
+                Item::structure(0x420081, vec![en(0x420082, 2)]),
+            ],
+        )
+        .await?,
+    );
+    assert_eq!(reason, 0x0C, "declaring a compromise is an officer's act");
+
+    // An unknown key, and a key of someone else.
+    let (reason, _) = failure(
+        &call(
+            &mut s,
+            4,
+            0x0B,
+            vec![txt(0x420094, "00000000-0000-0000-0000-000000000000")],
+        )
+        .await?,
+    );
+    assert_eq!(reason, 0x01, "Item Not Found");
+    svc.register("other-app")?;
+    let mut other = connect(&svc, "other-app").await?;
+    let (reason, _) = failure(
+        &call(
+            &mut other,
+            4,
+            0x1F,
+            vec![txt(0x420094, &uid), bytes(0x4200C2, b"x")],
+        )
+        .await?,
+    );
+    assert_eq!(reason, 0x0C, "no grant, no use");
+    let (reason, _) = failure(&call(&mut other, 4, 0x01, vec![en(0x420057, 2)]).await?);
+    assert_eq!(reason, 0x0C, "not in [kmip] may_create");
+
+    // Every operation is on the record.
+    let text = serde_json::to_string(&svc.audit(None)?)?;
+    for needle in [
+        "kmip.create",
+        "kmip.encrypt",
+        "kmip.decrypt",
+        "kmip.get",
+        "kmip.locate",
+    ] {
+        assert!(text.contains(needle), "audit has {needle}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_strangers_get_errors_not_panics() -> TestResult {
+    let svc = kmip_service()?;
+    // A certificate of no registered principal: no KMIP at all.
+    let mut stranger = connect(&svc, "stranger").await?;
+    let _ = stranger
+        .write_all(&ttlv::encode(&Item::structure(0x420078, vec![])))
+        .await;
+    let mut buf = [0u8; 8];
+    assert!(
+        stranger.read_exact(&mut buf).await.is_err(),
+        "the stranger's connection is closed"
+    );
+    // Not TTLV: an Invalid Message answer, then the connection closes.
+    let mut s = connect(&svc, APP).await?;
+    s.write_all(&[
+        0x42, 0x00, 0x78, 0x01, 0, 0, 0, 8, 0x42, 0, 0, 0x99, 0, 0, 0, 0,
+    ])
+    .await?;
+    let reply = read_reply(&mut s).await?;
+    assert_eq!(failure(&reply).0, 0x04, "Invalid Message");
+    // The service still serves.
+    let mut s = connect(&svc, APP).await?;
+    ok_payload(&call(&mut s, 4, 0x1E, vec![]).await?)?;
+    Ok(())
+}
