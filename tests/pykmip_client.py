@@ -1,0 +1,87 @@
+"""PyKMIP's ProxyKmipClient (pykmip 0.11) against kms serve's KMIP listener (issue 16).
+
+Run by tests/pykmip.rs with KMS_KMIP_PORT, KMS_KMIP_CA, KMS_KMIP_CERT, KMS_KMIP_KEY set. Prints one
+line per step; exits non-zero at the first step that does not do what kms promises."""
+
+import os
+import sys
+
+from kmip import enums
+from kmip.core import enums as core_enums  # noqa: F401  (the same enums, as some versions export)
+from kmip.pie import client as pie_client
+from kmip.pie import exceptions
+
+
+def step(name):
+    print("step:", name, flush=True)
+
+
+def expect_failure(name, reason, call):
+    try:
+        call()
+    except exceptions.KmipOperationFailure as e:
+        if e.reason != reason:
+            sys.exit(f"{name}: failed with {e.reason}, expected {reason}: {e.message}")
+        print(f"step: {name}: refused as expected ({e.reason.name})", flush=True)
+        return
+    sys.exit(f"{name}: succeeded, but kms must refuse it")
+
+
+def main():
+    c = pie_client.ProxyKmipClient(
+        hostname="127.0.0.1",
+        port=int(os.environ["KMS_KMIP_PORT"]),
+        cert=os.environ["KMS_KMIP_CERT"],
+        key=os.environ["KMS_KMIP_KEY"],
+        ca=os.environ["KMS_KMIP_CA"],
+        config_file=None,
+    )
+    with c:
+        step("create an AES-256 key")
+        uid = c.create(enums.CryptographicAlgorithm.AES, 256, name="pykmip-key")
+        step("locate it by name")
+        found = c.locate(
+            attributes=[
+                c.attribute_factory.create_attribute(
+                    enums.AttributeType.NAME, "pykmip-key"
+                )
+            ]
+        )
+        if uid not in found:
+            sys.exit(f"locate did not find {uid}: {found}")
+        step("activate")
+        c.activate(uid)
+        step("get attributes")
+        got_uid, attrs = c.get_attributes(
+            uid, ["Cryptographic Algorithm", "Cryptographic Length", "State"]
+        )
+        values = {a.attribute_name.value: a.attribute_value.value for a in attrs}
+        if got_uid != uid or values.get("Cryptographic Length") != 256:
+            sys.exit(f"unexpected attributes: {values}")
+        if values.get("State") != enums.State.ACTIVE:
+            sys.exit(f"the key is not active: {values}")
+        step("encrypt and decrypt (AES-GCM)")
+        params = {"block_cipher_mode": enums.BlockCipherMode.GCM}
+        ciphertext, iv = c.encrypt(b"hello from PyKMIP", uid=uid, cryptographic_parameters=params)
+        plaintext = c.decrypt(
+            ciphertext, uid=uid, cryptographic_parameters=params, iv_counter_nonce=iv
+        )
+        if plaintext != b"hello from PyKMIP":
+            sys.exit(f"round trip gave {plaintext!r}")
+        step("the key material stays on the token")
+        expect_failure("get", enums.ResultReason.PERMISSION_DENIED, lambda: c.get(uid))
+        expect_failure(
+            "destroy without the disposal procedure",
+            enums.ResultReason.PERMISSION_DENIED,
+            lambda: c.destroy(uid),
+        )
+        expect_failure(
+            "revoke (key compromise) by an application",
+            enums.ResultReason.PERMISSION_DENIED,
+            lambda: c.revoke(enums.RevocationReasonCode.KEY_COMPROMISE, uid),
+        )
+    print("pykmip: all steps passed", flush=True)
+
+
+if __name__ == "__main__":
+    main()
