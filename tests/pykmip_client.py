@@ -68,6 +68,24 @@ def main():
         )
         if plaintext != b"hello from PyKMIP":
             sys.exit(f"round trip gave {plaintext!r}")
+        step("create an RSA-3072 key pair, sign, verify")
+        public_uid, private_uid = c.create_key_pair(
+            enums.CryptographicAlgorithm.RSA, 3072, private_name="pykmip-signer"
+        )
+        signature = c.sign(b"release 4.2", uid=private_uid)
+        validity = c.signature_verify(b"release 4.2", signature, uid=public_uid)
+        if validity != enums.ValidityIndicator.VALID:
+            sys.exit(f"a kms signature did not verify: {validity}")
+        validity = c.signature_verify(b"release 4.3", signature, uid=public_uid)
+        if validity != enums.ValidityIndicator.INVALID:
+            sys.exit(f"a signature over other data verified: {validity}")
+        step("get the public key")
+        public = c.get(public_uid)
+        if len(public.value) < 300:
+            sys.exit(f"the public key is {len(public.value)} bytes")
+        expect_failure(
+            "get the private key", enums.ResultReason.PERMISSION_DENIED, lambda: c.get(private_uid)
+        )
         step("the key material stays on the token")
         expect_failure("get", enums.ResultReason.PERMISSION_DENIED, lambda: c.get(uid))
         expect_failure(

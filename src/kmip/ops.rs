@@ -254,11 +254,14 @@ fn dispatch(
             Ok(out)
         }
         op::CREATE => create(engine, caller, p),
+        op::CREATE_KEY_PAIR => create_key_pair(engine, caller, p),
         op::LOCATE => locate(engine, caller, p),
         op::GET => {
             let id = uid(p)?;
-            let key = engine.kmip_describe(caller, &id, "kmip.get")?;
-            let Some(spki) = key.current_version().and_then(|v| v.public_key.clone()) else {
+            let (kms_id, public) = split_uid(&id);
+            let key = engine.kmip_describe(caller, kms_id, "kmip.get")?;
+            let spki = key.current_version().and_then(|v| v.public_key.clone());
+            let Some(spki) = spki.filter(|_| public) else {
                 return Err(Failure::new(
                     result::PERMISSION_DENIED,
                     format!(
@@ -286,14 +289,15 @@ fn dispatch(
         }
         op::GET_ATTRIBUTES => {
             let id = uid(p)?;
-            let key = engine.kmip_describe(caller, &id, "kmip.get-attributes")?;
+            let (kms_id, public) = split_uid(&id);
+            let key = engine.kmip_describe(caller, kms_id, "kmip.get-attributes")?;
             let wanted: Vec<&str> = p
                 .children(t::ATTRIBUTE_NAME)
                 .filter_map(Item::as_text)
                 .collect();
             let mut out = vec![text(t::UNIQUE_IDENTIFIER, &id)];
             out.extend(
-                attributes(&key)
+                attributes(&key, public)
                     .into_iter()
                     .filter(|(n, _)| wanted.is_empty() || wanted.contains(n))
                     .map(|(n, v)| {
@@ -307,7 +311,7 @@ fn dispatch(
         }
         op::ACTIVATE => {
             let id = uid(p)?;
-            let key = engine.kmip_describe(caller, &id, "kmip.activate")?;
+            let key = engine.kmip_describe(caller, split_uid(&id).0, "kmip.activate")?;
             if key.current_version().is_none() {
                 return Err(Failure::new(
                     result::ILLEGAL_OPERATION,
@@ -410,7 +414,7 @@ fn dispatch(
                 .child(t::DATA)
                 .and_then(Item::as_bytes)
                 .ok_or_else(|| Failure::field("no Data"))?;
-            let name = engine.kmip_name(caller, &id)?;
+            let name = engine.kmip_name(caller, split_uid(&id).0)?;
             let s = engine.sign_data(caller, &name, ToSign::Message(data))?;
             Ok(vec![
                 text(t::UNIQUE_IDENTIFIER, &id),
@@ -427,7 +431,7 @@ fn dispatch(
                 .child(t::SIGNATURE_DATA)
                 .and_then(Item::as_bytes)
                 .ok_or_else(|| Failure::field("no Signature Data"))?;
-            let name = engine.kmip_name(caller, &id)?;
+            let name = engine.kmip_name(caller, split_uid(&id).0)?;
             let v = engine.verify_data(caller, &name, ToSign::Message(data), sig)?;
             Ok(vec![
                 text(t::UNIQUE_IDENTIFIER, &id),
@@ -463,10 +467,16 @@ fn gcm_only(p: &Item) -> Result<(), Failure> {
 
 /// The attributes of a template (KMIP 1.x: Attribute Name + Attribute Value).
 fn template(p: &Item) -> Vec<(&str, &Item)> {
-    let nested = p
-        .child(t::TEMPLATE_ATTRIBUTE)
-        .map(|tpl| tpl.children(t::ATTRIBUTE).collect::<Vec<_>>())
-        .unwrap_or_default();
+    let nested: Vec<&Item> = [
+        t::TEMPLATE_ATTRIBUTE,
+        t::COMMON_TEMPLATE_ATTRIBUTE,
+        t::PRIVATE_KEY_TEMPLATE_ATTRIBUTE,
+        t::PUBLIC_KEY_TEMPLATE_ATTRIBUTE,
+    ]
+    .iter()
+    .filter_map(|tag| p.child(*tag))
+    .flat_map(|tpl| tpl.children(t::ATTRIBUTE))
+    .collect();
     p.children(t::ATTRIBUTE)
         .chain(nested)
         .filter_map(|a| {
@@ -529,6 +539,53 @@ fn create(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Failu
     ])
 }
 
+/// CreateKeyPair: RSA-3072 or EC P-384 (Cryptographic Algorithm RSA or EC/ECDSA, Length 3072
+/// or 384), usage sign,verify. The private key's identifier is the kms key ID; the public key's
+/// is the same ID with `/public`.
+fn create_key_pair(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Failure> {
+    let attrs = template(p);
+    let get = |n: &str| attrs.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+    let algorithm = get("Cryptographic Algorithm").and_then(Item::as_enum);
+    let length = get("Cryptographic Length").and_then(Item::as_int);
+    let key_type = match (algorithm, length) {
+        (Some(alg::RSA), Some(3072) | None) => KeyType::Rsa3072,
+        (Some(alg::RSA), Some(2048)) => KeyType::Rsa2048,
+        (Some(alg::RSA), Some(4096)) => KeyType::Rsa4096,
+        (Some(alg::ECDSA | alg::EC), Some(384) | None) => KeyType::EcP384,
+        (Some(alg::ECDSA | alg::EC), Some(256)) => KeyType::EcP256,
+        (a, l) => {
+            return Err(Failure::new(
+                result::OPERATION_NOT_SUPPORTED,
+                format!("CreateKeyPair makes RSA (2048/3072/4096) and EC (P-256/P-384) key pairs, not algorithm {a:?} length {l:?}"),
+            ))
+        }
+    };
+    let name = get("Name")
+        .and_then(|n| n.child(t::NAME_VALUE))
+        .and_then(Item::as_text)
+        .map(str::to_owned);
+    let usage = OperationSet([Operation::Sign, Operation::Verify].into_iter().collect());
+    let key = engine.kmip_create(caller, name, key_type, usage)?;
+    Ok(vec![
+        text(t::PRIVATE_KEY_UNIQUE_IDENTIFIER, &key.id),
+        text(
+            t::PUBLIC_KEY_UNIQUE_IDENTIFIER,
+            &format!("{}{PUBLIC_SUFFIX}", key.id),
+        ),
+    ])
+}
+
+/// What marks a key pair's public half in a KMIP unique identifier.
+const PUBLIC_SUFFIX: &str = "/public";
+
+/// The kms key ID of a unique identifier, and whether it names a public half.
+fn split_uid(uid: &str) -> (&str, bool) {
+    match uid.strip_suffix(PUBLIC_SUFFIX) {
+        Some(id) => (id, true),
+        None => (uid, false),
+    }
+}
+
 fn locate(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Failure> {
     let attrs = template(p);
     let name = attrs
@@ -589,7 +646,7 @@ fn length(k: KeyType) -> i32 {
 }
 
 /// What GetAttributes reports of a key.
-fn attributes(key: &KeyRecord) -> Vec<(&'static str, Value)> {
+fn attributes(key: &KeyRecord, public: bool) -> Vec<(&'static str, Value)> {
     let mut mask = 0i32;
     for (o, bit) in [
         (Operation::Sign, usage::SIGN),
@@ -626,6 +683,8 @@ fn attributes(key: &KeyRecord) -> Vec<(&'static str, Value)> {
     };
     let object_type = if key.key_type.is_symmetric() {
         object::SYMMETRIC_KEY
+    } else if public {
+        object::PUBLIC_KEY
     } else {
         object::PRIVATE_KEY
     };

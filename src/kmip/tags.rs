@@ -23,6 +23,11 @@ pub const PROTOCOL_VERSION: u32 = 0x420069;
 pub const PROTOCOL_VERSION_MAJOR: u32 = 0x42006A;
 pub const PROTOCOL_VERSION_MINOR: u32 = 0x42006B;
 pub const PUBLIC_KEY: u32 = 0x42006D;
+pub const PRIVATE_KEY_TEMPLATE_ATTRIBUTE: u32 = 0x420065;
+pub const PRIVATE_KEY_UNIQUE_IDENTIFIER: u32 = 0x420066;
+pub const PUBLIC_KEY_TEMPLATE_ATTRIBUTE: u32 = 0x42006E;
+pub const PUBLIC_KEY_UNIQUE_IDENTIFIER: u32 = 0x42006F;
+pub const COMMON_TEMPLATE_ATTRIBUTE: u32 = 0x42001F;
 pub const REQUEST_HEADER: u32 = 0x420077;
 pub const REQUEST_MESSAGE: u32 = 0x420078;
 pub const REQUEST_PAYLOAD: u32 = 0x420079;
@@ -50,6 +55,7 @@ pub const AE_TAG: u32 = 0x4200FF;
 /// Operation.
 pub mod op {
     pub const CREATE: u32 = 0x01;
+    pub const CREATE_KEY_PAIR: u32 = 0x02;
     pub const LOCATE: u32 = 0x08;
     pub const GET: u32 = 0x0A;
     pub const GET_ATTRIBUTES: u32 = 0x0B;
@@ -102,6 +108,7 @@ pub mod alg {
     pub const ECDSA: u32 = 0x06;
     pub const HMAC_SHA256: u32 = 0x09;
     pub const HMAC_SHA384: u32 = 0x0A;
+    pub const EC: u32 = 0x1A;
 }
 
 /// Block Cipher Mode.
