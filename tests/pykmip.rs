@@ -49,6 +49,55 @@ fn pykmip_creates_locates_uses_and_is_refused_key_material() -> TestResult {
     let shown = json(&svc.env.ok(&["key", "show", "pykmip-key", "--json"])?)?;
     assert_eq!(shown["owner"], "demo-app");
     let text = serde_json::to_string(&svc.audit(None)?)?;
-    assert!(text.contains("kmip.encrypt") && text.contains("kmip.create"));
+    assert!(
+        text.contains("kmip.encrypt")
+            && text.contains("kmip.create")
+            && text.contains("kmip.register")
+    );
+    // Every KMIP-made key is a sensitive object on the token, and nothing of it is in SQLite.
+    let objects = svc.env.list_objects("kms-primary")?;
+    // pkcs11-tool: "<kind> Key Object", then "label:" and "Access:" lines of that object.
+    let mut access = std::collections::BTreeMap::new();
+    let (mut private, mut label) = (false, String::new());
+    for line in objects.lines() {
+        if line.contains("Key Object") {
+            private = !line.contains("Public");
+            label.clear();
+        } else if let Some(l) = line.trim_start().strip_prefix("label:") {
+            label = l.trim().to_owned();
+        } else if let Some(a) = line.trim_start().strip_prefix("Access:") {
+            if private {
+                access.insert(label.clone(), a.trim().to_owned());
+            }
+        }
+    }
+    for label in [
+        "kms:pykmip-key:v1",
+        "kms:pykmip-signer:v1",
+        "kms:registered-key:v1",
+    ] {
+        let a = access
+            .get(label)
+            .ok_or_else(|| format!("no {label} on the token:\n{objects}"))?;
+        assert!(
+            a.contains("sensitive"),
+            "{label} is sensitive on the token: {a}"
+        );
+    }
+    let dump = if svc.env.pg.is_some() {
+        svc.env.sql_dump()?
+    } else {
+        let mut all = std::fs::read(svc.env.db())?;
+        let wal = svc.env.db().with_extension("db-wal");
+        all.extend(std::fs::read(&wal).unwrap_or_default());
+        all
+    };
+    let material: Vec<u8> = (0u8..32).collect();
+    assert!(
+        !dump
+            .windows(material.len())
+            .any(|w| w == material.as_slice()),
+        "the registered key's bytes are not in the inventory"
+    );
     Ok(())
 }

@@ -8,8 +8,10 @@ import sys
 
 from kmip import enums
 from kmip.core import enums as core_enums  # noqa: F401  (the same enums, as some versions export)
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from kmip.pie import client as pie_client
 from kmip.pie import exceptions
+from kmip.pie import objects
 
 
 def step(name):
@@ -85,6 +87,22 @@ def main():
             sys.exit(f"the public key is {len(public.value)} bytes")
         expect_failure(
             "get the private key", enums.ResultReason.PERMISSION_DENIED, lambda: c.get(private_uid)
+        )
+        step("register an AES-256 key; what kms encrypts with it opens with the same key here")
+        material = bytes(range(32))
+        registered = objects.SymmetricKey(
+            enums.CryptographicAlgorithm.AES,
+            256,
+            material,
+            [enums.CryptographicUsageMask.ENCRYPT, enums.CryptographicUsageMask.DECRYPT],
+            name="registered-key",
+        )
+        rid = c.register(registered)
+        sealed, iv2 = c.encrypt(b"registered", uid=rid, cryptographic_parameters=params)
+        if AESGCM(material).decrypt(iv2, sealed, None) != b"registered":
+            sys.exit("the registered key is not the one kms encrypts with")
+        expect_failure(
+            "get the registered key back", enums.ResultReason.PERMISSION_DENIED, lambda: c.get(rid)
         )
         step("the key material stays on the token")
         expect_failure("get", enums.ResultReason.PERMISSION_DENIED, lambda: c.get(uid))

@@ -389,6 +389,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
                 crate::engine::Import {
                     wrapped,
                     public_key,
+                    plain: None,
                 },
             )?;
             if json {

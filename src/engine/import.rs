@@ -82,6 +82,9 @@ impl Engine {
             token: token.name().to_owned(),
             what,
         };
+        if let Some(plain) = &import.plain {
+            return token.create_secret(req.key_type, id, label, &req.usage, &plain.0);
+        }
         let key = self
             .import_key_record()
             .map_err(|e| wrong(format!("the import key: {e}")))?;

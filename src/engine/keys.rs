@@ -51,6 +51,19 @@ pub struct Import {
     pub wrapped: Vec<u8>,
     /// SubjectPublicKeyInfo DER of an EC or Ed25519 key pair (RSA's comes from the key).
     pub public_key: Option<Vec<u8>>,
+    /// A secret key handed over in the clear (KMIP Register over mutual TLS): put on the token
+    /// as a sensitive object at once, the buffer zeroised when dropped. `wrapped` is then empty.
+    pub plain: Option<PlainKey>,
+}
+
+/// Key bytes in the clear, on their way to a token: zeroised on drop, never printed.
+#[derive(Clone)]
+pub struct PlainKey(pub zeroize::Zeroizing<Vec<u8>>);
+
+impl std::fmt::Debug for PlainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PlainKey(<{} bytes>)", self.0.len())
+    }
 }
 
 /// Where on a card a card-resident key is generated, and how to reach it.
@@ -204,10 +217,12 @@ impl Engine {
             };
             let detail = format!(
                 "{} {} key: owner={} classification={} usage={} token={} ({}, serial {}) cka_id={}",
-                if req.import.is_some() {
-                    "imported (unwrapped on the token under the import key)"
-                } else {
-                    "created"
+                match &req.import {
+                    Some(i) if i.plain.is_some() => {
+                        "registered (handed over in the clear over mutual TLS, put on the token as a sensitive object)"
+                    }
+                    Some(_) => "imported (unwrapped on the token under the import key)",
+                    None => "created",
                 },
                 req.key_type,
                 req.owner,

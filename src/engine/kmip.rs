@@ -84,10 +84,39 @@ impl Engine {
         key_type: KeyType,
         usage: OperationSet,
     ) -> Result<KeyRecord, EngineError> {
+        self.kmip_make(caller, name, key_type, usage, None)
+    }
+
+    /// KMIP Register of a symmetric key: the bytes go onto the token as a sensitive object (the
+    /// same permission as Create).
+    pub fn kmip_register(
+        &self,
+        caller: &Caller,
+        name: Option<String>,
+        key_type: KeyType,
+        usage: OperationSet,
+        material: super::PlainKey,
+    ) -> Result<KeyRecord, EngineError> {
+        self.kmip_make(caller, name, key_type, usage, Some(material))
+    }
+
+    fn kmip_make(
+        &self,
+        caller: &Caller,
+        name: Option<String>,
+        key_type: KeyType,
+        usage: OperationSet,
+        material: Option<super::PlainKey>,
+    ) -> Result<KeyRecord, EngineError> {
+        let action = if material.is_some() {
+            "kmip.register"
+        } else {
+            "kmip.create"
+        };
         let name = name.unwrap_or_else(|| {
             format!("kmip-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
         });
-        self.audited(caller, "kmip.create", Some(&name), |note| {
+        self.audited(caller, action, Some(&name), |note| {
             let allowed = self
                 .config
                 .kmip
@@ -97,7 +126,7 @@ impl Engine {
                 return Err(EngineError::denied(
                     Refusal::WrongRole,
                     format!(
-                        "'{}' may not create keys over KMIP: a security officer lists the principals that may in [kmip] may_create",
+                        "'{}' may not create or register keys over KMIP: a security officer lists the principals that may in [kmip] may_create",
                         caller.actor
                     ),
                 ));
@@ -116,6 +145,11 @@ impl Engine {
             req.handling = "kept on the HSM; used over KMIP by its owner".into();
             req.disposal = "dispose with kms key dispose (approvals as for every key)".into();
             req.labels.insert("origin".into(), "kmip".into());
+            req.import = material.map(|m| super::Import {
+                wrapped: Vec::new(),
+                public_key: None,
+                plain: Some(m),
+            });
             let mut system = self.system_caller();
             system.reason = Some(format!(
                 "KMIP Create by '{}', allowed by [kmip] may_create",

@@ -44,7 +44,7 @@ pub use error::{EngineError, Refusal};
 pub use failover::TokenDown;
 pub use import::{Adopt, IMPORT_KEY};
 pub use integrity::{InventoryVerification, INTEGRITY_KEY};
-pub use keys::{CreateKey, Import, OnCard, CARD_TOKEN};
+pub use keys::{CreateKey, Import, OnCard, PlainKey, CARD_TOKEN};
 pub use kmip::KmipSealed;
 pub use legacy::{LegacyKey, Mac};
 pub use nodes::{NodeHealth, SINGLETONS};

@@ -353,3 +353,59 @@ fn create_public(
     ))?;
     Ok(())
 }
+
+impl Token {
+    /// Put a secret key given in the clear on the token as a sensitive object (extractable only
+    /// under a trusted key, like a generated one), after checking its length for the type.
+    pub fn create_secret(
+        &self,
+        key_type: KeyType,
+        id: &ObjectId,
+        label: &str,
+        usage: &OperationSet,
+        value: &[u8],
+    ) -> Result<GeneratedKey, HsmError> {
+        let want = key_type
+            .secret_len()
+            .ok_or_else(|| refused(self.name(), format!("{key_type} is not a secret-key type")))?;
+        if value.len() != want {
+            return Err(refused(
+                self.name(),
+                format!(
+                    "the key is {} bytes; a {key_type} key is {want}",
+                    value.len()
+                ),
+            ));
+        }
+        let mut template = vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(ck_key_type(key_type)),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(true),
+            Attribute::WrapWithTrusted(true),
+            Attribute::Id(id.0.clone()),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Value(value.to_vec()),
+        ];
+        template.extend(secret_flags(usage));
+        template.push(Attribute::Modifiable(false));
+        let made = self.run(|s| {
+            s.create_object(&template).map_err(HsmError::ck(
+                self.name(),
+                "putting the key on the token (C_CreateObject)",
+            ))
+        });
+        for a in &mut template {
+            if let Attribute::Value(v) = a {
+                zeroize::Zeroize::zeroize(v);
+            }
+        }
+        made?;
+        Ok(GeneratedKey {
+            id: id.clone(),
+            public_key_der: None,
+        })
+    }
+}

@@ -255,6 +255,7 @@ fn dispatch(
         }
         op::CREATE => create(engine, caller, p),
         op::CREATE_KEY_PAIR => create_key_pair(engine, caller, p),
+        op::REGISTER => register(engine, caller, p),
         op::LOCATE => locate(engine, caller, p),
         op::GET => {
             let id = uid(p)?;
@@ -537,6 +538,81 @@ fn create(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Failu
         enumeration(t::OBJECT_TYPE, object::SYMMETRIC_KEY),
         text(t::UNIQUE_IDENTIFIER, &key.id),
     ])
+}
+
+/// Register: a symmetric key in Raw format (AES-128/256, HMAC-SHA256/384), put on the token as a
+/// sensitive object. Secret Data and the other object types are not served yet.
+fn register(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Failure> {
+    if p.child(t::OBJECT_TYPE).and_then(Item::as_enum) != Some(object::SYMMETRIC_KEY) {
+        return Err(Failure::new(
+            result::OPERATION_NOT_SUPPORTED,
+            "Register takes symmetric keys (Secret Data and other objects are not served yet)",
+        ));
+    }
+    let block = p
+        .child(t::SYMMETRIC_KEY)
+        .and_then(|k| k.child(t::KEY_BLOCK))
+        .ok_or_else(|| Failure::new(result::MISSING_DATA, "no Symmetric Key / Key Block"))?;
+    if block.child(t::KEY_FORMAT_TYPE).and_then(Item::as_enum) != Some(t::FORMAT_RAW) {
+        return Err(Failure::new(
+            result::OPERATION_NOT_SUPPORTED,
+            "Register takes symmetric keys in Raw format",
+        ));
+    }
+    let material = block
+        .child(t::KEY_VALUE)
+        .and_then(|v| v.child(t::KEY_MATERIAL))
+        .and_then(Item::as_bytes)
+        .ok_or_else(|| Failure::new(result::MISSING_DATA, "no Key Material"))?;
+    let algorithm = block
+        .child(t::CRYPTOGRAPHIC_ALGORITHM)
+        .and_then(Item::as_enum);
+    let key_type = match (algorithm, material.len()) {
+        (Some(alg::AES), 32) => KeyType::Aes256,
+        (Some(alg::AES), 16) => KeyType::Aes128,
+        (Some(alg::HMAC_SHA256), 32) => KeyType::HmacSha256,
+        (Some(alg::HMAC_SHA384), 48) => KeyType::HmacSha384,
+        (a, n) => {
+            return Err(Failure::new(
+                result::OPERATION_NOT_SUPPORTED,
+                format!("Register takes AES-128/256 and HMAC-SHA256/384 keys, not algorithm {a:?} of {n} bytes"),
+            ))
+        }
+    };
+    let attrs = template(p);
+    let get = |n: &str| attrs.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+    let mask = get("Cryptographic Usage Mask").and_then(Item::as_int);
+    let mut ops = std::collections::BTreeSet::new();
+    let bits: &[(i64, Operation)] = if key_type.family() == KeyFamily::Hmac {
+        &[
+            (usage::MAC_GENERATE, Operation::Mac),
+            (usage::MAC_VERIFY, Operation::VerifyMac),
+        ]
+    } else {
+        &[
+            (usage::ENCRYPT, Operation::Encrypt),
+            (usage::DECRYPT, Operation::Decrypt),
+            (usage::WRAP_KEY, Operation::Wrap),
+            (usage::UNWRAP_KEY, Operation::Unwrap),
+        ]
+    };
+    for (bit, o) in bits {
+        if mask.is_none_or(|m| m & bit != 0) {
+            ops.insert(*o);
+        }
+    }
+    let name = get("Name")
+        .and_then(|n| n.child(t::NAME_VALUE))
+        .and_then(Item::as_text)
+        .map(str::to_owned);
+    let key = engine.kmip_register(
+        caller,
+        name,
+        key_type,
+        OperationSet(ops),
+        crate::engine::PlainKey(zeroize::Zeroizing::new(material.to_vec())),
+    )?;
+    Ok(vec![text(t::UNIQUE_IDENTIFIER, &key.id)])
 }
 
 /// CreateKeyPair: RSA-3072 or EC P-384 (Cryptographic Algorithm RSA or EC/ECDSA, Length 3072

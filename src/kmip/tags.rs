@@ -41,6 +41,7 @@ pub const REVOCATION_MESSAGE: u32 = 0x420080;
 pub const REVOCATION_REASON: u32 = 0x420081;
 pub const REVOCATION_REASON_CODE: u32 = 0x420082;
 pub const SERVER_INFORMATION: u32 = 0x420088;
+pub const SYMMETRIC_KEY: u32 = 0x42008F;
 pub const TEMPLATE_ATTRIBUTE: u32 = 0x420091;
 pub const TIME_STAMP: u32 = 0x420092;
 pub const UNIQUE_BATCH_ITEM_ID: u32 = 0x420093;
@@ -56,6 +57,7 @@ pub const AE_TAG: u32 = 0x4200FF;
 pub mod op {
     pub const CREATE: u32 = 0x01;
     pub const CREATE_KEY_PAIR: u32 = 0x02;
+    pub const REGISTER: u32 = 0x03;
     pub const LOCATE: u32 = 0x08;
     pub const GET: u32 = 0x0A;
     pub const GET_ATTRIBUTES: u32 = 0x0B;
@@ -115,6 +117,8 @@ pub mod alg {
 pub const MODE_GCM: u32 = 0x09;
 /// Key Format Type X.509 (a SubjectPublicKeyInfo).
 pub const FORMAT_X509: u32 = 0x05;
+/// Key Format Type Raw.
+pub const FORMAT_RAW: u32 = 0x01;
 /// Revocation Reason Code: Key Compromise.
 pub const REVOKE_KEY_COMPROMISE: u32 = 0x02;
 /// Validity Indicator.
