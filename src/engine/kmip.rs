@@ -293,6 +293,28 @@ impl Engine {
         })
     }
 
+    /// KMIP Destroy: kms destroys a key only through its disposal procedure. With an approved
+    /// disposal of this key, Destroy carries it out (as `kms key dispose --execute` would: a
+    /// security officer, after the waiting period); without one it is refused.
+    pub fn kmip_destroy(&self, caller: &Caller, uid: &str) -> Result<(), EngineError> {
+        let key = self.kmip_describe(caller, uid, "kmip.destroy")?;
+        let approved = self
+            .inventory
+            .disposals()?
+            .into_iter()
+            .find(|d| d.key_id == key.id && d.state == "approved");
+        match approved {
+            Some(d) => self.execute_disposal(caller, &d.id).map(drop),
+            None => Err(EngineError::denied(
+                Refusal::WrongState,
+                format!(
+                    "key '{}' has no approved disposal: kms destroys keys only through the disposal procedure (kms key dispose {} --contract-ref ... --justification ..., verified and approved by two other people); KMIP Destroy then carries it out",
+                    key.name, key.name
+                ),
+            )),
+        }
+    }
+
     /// The kms name of a KMIP unique identifier the caller may use (for sign and verify, which
     /// go through the ordinary engine calls).
     pub fn kmip_name(&self, caller: &Caller, uid: &str) -> Result<String, EngineError> {

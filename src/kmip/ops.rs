@@ -230,6 +230,8 @@ fn dispatch(
                 op::DECRYPT,
                 op::SIGN,
                 op::SIGNATURE_VERIFY,
+                op::MAC,
+                op::GET_ATTRIBUTE_LIST,
             ]
             .iter()
             .map(|o| enumeration(t::OPERATION, *o))
@@ -345,14 +347,33 @@ fn dispatch(
         }
         op::DESTROY => {
             let id = uid(p)?;
-            let key = engine.kmip_describe(caller, &id, "kmip.destroy")?;
-            Err(Failure::new(
-                result::PERMISSION_DENIED,
-                format!(
-                    "key '{}' is destroyed only by the disposal procedure, with its approvals: kms key dispose {} --contract-ref … --justification …, then --verify and --approve by two other people",
-                    key.name, key.name
-                ),
-            ))
+            engine.kmip_destroy(caller, split_uid(&id).0)?;
+            Ok(vec![text(t::UNIQUE_IDENTIFIER, &id)])
+        }
+        op::GET_ATTRIBUTE_LIST => {
+            let id = uid(p)?;
+            let (kms_id, public) = split_uid(&id);
+            let key = engine.kmip_describe(caller, kms_id, "kmip.get-attribute-list")?;
+            let mut out = vec![text(t::UNIQUE_IDENTIFIER, &id)];
+            out.extend(
+                attributes(&key, public)
+                    .into_iter()
+                    .map(|(n, _)| text(t::ATTRIBUTE_NAME, n)),
+            );
+            Ok(out)
+        }
+        op::MAC => {
+            let id = uid(p)?;
+            let data = p
+                .child(t::DATA)
+                .and_then(Item::as_bytes)
+                .ok_or_else(|| Failure::field("no Data"))?;
+            let name = engine.kmip_name(caller, split_uid(&id).0)?;
+            let m = engine.mac(caller, &name, data)?;
+            Ok(vec![
+                text(t::UNIQUE_IDENTIFIER, &id),
+                bytes(t::MAC_DATA, &m.tag),
+            ])
         }
         op::ENCRYPT => {
             let id = uid(p)?;

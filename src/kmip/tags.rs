@@ -50,6 +50,7 @@ pub const VALIDITY_INDICATOR: u32 = 0x42009B;
 pub const VENDOR_IDENTIFICATION: u32 = 0x42009D;
 pub const DATA: u32 = 0x4200C2;
 pub const SIGNATURE_DATA: u32 = 0x4200C3;
+pub const MAC_DATA: u32 = 0x4200C6;
 pub const AE_ADDITIONAL_DATA: u32 = 0x4200FE;
 pub const AE_TAG: u32 = 0x4200FF;
 
@@ -70,6 +71,8 @@ pub mod op {
     pub const DECRYPT: u32 = 0x20;
     pub const SIGN: u32 = 0x21;
     pub const SIGNATURE_VERIFY: u32 = 0x22;
+    pub const MAC: u32 = 0x23;
+    pub const GET_ATTRIBUTE_LIST: u32 = 0x0C;
 }
 
 /// Object Type.
