@@ -44,6 +44,8 @@ pub enum ServerError {
     },
     #[error("accepting connections failed: {0}")]
     Accept(std::io::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A bound, not yet running, service.

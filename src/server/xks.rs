@@ -43,6 +43,9 @@ struct XksState {
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
     config: Arc<XksConfig>,
+    /// The credentials' secrets, read from their sources once at start (a `prompt` source asks
+    /// then, never in the middle of a request).
+    secrets: Arc<Vec<(String, secrecy::SecretString)>>,
 }
 
 #[derive(Clone, Copy)]
@@ -336,11 +339,11 @@ async fn serve(state: &XksState, peer: SocketAddr, req: Request<Body>) -> (Respo
         &config.region,
         "kms-xks-proxy",
         |akid| {
-            config
-                .credentials
+            state
+                .secrets
                 .iter()
-                .find(|c| c.access_key_id == akid)
-                .and_then(|c| c.secret.resolve(&format!("XKS credential {akid}")).ok())
+                .find(|(id, _)| id == akid)
+                .map(|(_, secret)| secret.clone())
         },
     );
     let principal = match verified {
@@ -620,10 +623,22 @@ impl XksServer {
                     addr: config.listen,
                     source,
                 })?;
+        let mut secrets = Vec::new();
+        for c in &config.credentials {
+            let secret = c
+                .secret
+                .resolve_kind(
+                    &format!("XKS credential {}", c.access_key_id),
+                    "SigV4 secret",
+                )
+                .map_err(|e| ServerError::Config(format!("credential {}: {e}", c.access_key_id)))?;
+            secrets.push((c.access_key_id.clone(), secret));
+        }
         let state = XksState {
             engine,
             metrics,
             config: Arc::new(config.clone()),
+            secrets: Arc::new(secrets),
         };
         let app = axum::Router::new().fallback(handle).with_state(state);
         Ok(XksServer {
