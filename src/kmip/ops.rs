@@ -341,7 +341,7 @@ fn dispatch(
                 .and_then(|r| r.child(t::REVOCATION_MESSAGE))
                 .and_then(Item::as_text)
                 .unwrap_or("declared compromised over KMIP");
-            let name = engine.kmip_name(caller, &id)?;
+            let name = engine.kmip_name(caller, split_uid(&id).0)?;
             engine.compromise_key(caller, &name, None, message)?;
             Ok(vec![text(t::UNIQUE_IDENTIFIER, &id)])
         }
@@ -510,6 +510,19 @@ fn template(p: &Item) -> Vec<(&str, &Item)> {
         .collect()
 }
 
+/// The value of template attribute `name`.
+fn find<'a>(attrs: &[(&str, &'a Item)], name: &str) -> Option<&'a Item> {
+    attrs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+}
+
+/// The Name attribute's text, if the template has one.
+fn name_of(attrs: &[(&str, &Item)]) -> Option<String> {
+    find(attrs, "Name")
+        .and_then(|n| n.child(t::NAME_VALUE))
+        .and_then(Item::as_text)
+        .map(str::to_owned)
+}
+
 fn create(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Failure> {
     if p.child(t::OBJECT_TYPE).and_then(Item::as_enum) != Some(object::SYMMETRIC_KEY) {
         return Err(Failure::new(
@@ -518,7 +531,7 @@ fn create(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Failu
         ));
     }
     let attrs = template(p);
-    let get = |n: &str| attrs.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+    let get = |n: &str| find(&attrs, n);
     let algorithm = get("Cryptographic Algorithm").and_then(Item::as_enum);
     let length = get("Cryptographic Length").and_then(Item::as_int);
     let key_type = match (algorithm, length) {
@@ -550,10 +563,7 @@ fn create(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Failu
             "the Cryptographic Usage Mask allows nothing an AES key does (Encrypt, Decrypt, Wrap Key, Unwrap Key)",
         ));
     }
-    let name = get("Name")
-        .and_then(|n| n.child(t::NAME_VALUE))
-        .and_then(Item::as_text)
-        .map(str::to_owned);
+    let name = name_of(&attrs);
     let key = engine.kmip_create(caller, name, key_type, OperationSet(ops))?;
     Ok(vec![
         enumeration(t::OBJECT_TYPE, object::SYMMETRIC_KEY),
@@ -601,7 +611,7 @@ fn register(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Fai
         }
     };
     let attrs = template(p);
-    let get = |n: &str| attrs.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+    let get = |n: &str| find(&attrs, n);
     let mask = get("Cryptographic Usage Mask").and_then(Item::as_int);
     let mut ops = std::collections::BTreeSet::new();
     let bits: &[(i64, Operation)] = if key_type.family() == KeyFamily::Hmac {
@@ -622,10 +632,7 @@ fn register(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Fai
             ops.insert(*o);
         }
     }
-    let name = get("Name")
-        .and_then(|n| n.child(t::NAME_VALUE))
-        .and_then(Item::as_text)
-        .map(str::to_owned);
+    let name = name_of(&attrs);
     let key = engine.kmip_register(
         caller,
         name,
@@ -641,7 +648,7 @@ fn register(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Fai
 /// is the same ID with `/public`.
 fn create_key_pair(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Failure> {
     let attrs = template(p);
-    let get = |n: &str| attrs.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+    let get = |n: &str| find(&attrs, n);
     let algorithm = get("Cryptographic Algorithm").and_then(Item::as_enum);
     let length = get("Cryptographic Length").and_then(Item::as_int);
     let key_type = match (algorithm, length) {
@@ -657,10 +664,7 @@ fn create_key_pair(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Ite
             ))
         }
     };
-    let name = get("Name")
-        .and_then(|n| n.child(t::NAME_VALUE))
-        .and_then(Item::as_text)
-        .map(str::to_owned);
+    let name = name_of(&attrs);
     let usage = OperationSet([Operation::Sign, Operation::Verify].into_iter().collect());
     let key = engine.kmip_create(caller, name, key_type, usage)?;
     Ok(vec![
@@ -685,11 +689,8 @@ fn split_uid(uid: &str) -> (&str, bool) {
 
 fn locate(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Failure> {
     let attrs = template(p);
-    let name = attrs
-        .iter()
-        .find(|(n, _)| *n == "Name")
-        .and_then(|(_, v)| v.child(t::NAME_VALUE))
-        .and_then(Item::as_text);
+    let name = name_of(&attrs);
+    let name = name.as_deref();
     let families: Vec<KeyFamily> = match attrs
         .iter()
         .find(|(n, _)| *n == "Object Type")
