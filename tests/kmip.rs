@@ -500,3 +500,100 @@ async fn mutated_requests_never_stop_the_listener() -> TestResult {
     ok_payload(&call(&mut s, 4, 0x1E, vec![]).await?)?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_attributes_are_labels_and_the_name_stays_fixed() -> TestResult {
+    let svc = kmip_service()?;
+    let mut s = connect(&svc, APP).await?;
+    let r = ok_payload(
+        &call(
+            &mut s,
+            4,
+            0x01,
+            vec![
+                en(0x420057, 2),
+                Item::structure(
+                    0x420091,
+                    vec![attr(
+                        "Name",
+                        Value::Structure(vec![txt(0x420055, "vol-7"), en(0x420054, 1)]),
+                    )],
+                ),
+            ],
+        )
+        .await?,
+    )?;
+    let uid = r
+        .child(0x420094)
+        .and_then(Item::as_text)
+        .ok_or("no uid")?
+        .to_owned();
+    let custom =
+        |v: &str| Item::structure(0x420008, vec![txt(0x42000A, "x-volume"), txt(0x42000B, v)]);
+    ok_payload(
+        &call(
+            &mut s,
+            4,
+            0x0D,
+            vec![txt(0x420094, &uid), custom("nas-1/vol7")],
+        )
+        .await?,
+    )?;
+    let (reason, _) =
+        failure(&call(&mut s, 4, 0x0D, vec![txt(0x420094, &uid), custom("again")]).await?);
+    assert_eq!(
+        reason, 0x07,
+        "Add of an existing attribute is Invalid Field"
+    );
+    ok_payload(
+        &call(
+            &mut s,
+            4,
+            0x0E,
+            vec![txt(0x420094, &uid), custom("nas-2/vol7")],
+        )
+        .await?,
+    )?;
+    let r = ok_payload(&call(&mut s, 4, 0x0B, vec![txt(0x420094, &uid)]).await?)?;
+    let value = r
+        .children(0x420008)
+        .find(|a| a.child(0x42000A).and_then(Item::as_text) == Some("x-volume"))
+        .and_then(|a| a.child(0x42000B))
+        .and_then(Item::as_text)
+        .map(str::to_owned);
+    assert_eq!(value.as_deref(), Some("nas-2/vol7"));
+    let shown = json(&svc.env.ok(&["key", "show", "vol-7", "--json"])?)?;
+    assert_eq!(
+        shown["labels"]["x-volume"], "nas-2/vol7",
+        "a label of the inventory entry"
+    );
+    ok_payload(
+        &call(
+            &mut s,
+            4,
+            0x0F,
+            vec![txt(0x420094, &uid), txt(0x42000A, "x-volume")],
+        )
+        .await?,
+    )?;
+    let shown = json(&svc.env.ok(&["key", "show", "vol-7", "--json"])?)?;
+    assert!(shown["labels"].get("x-volume").is_none());
+    // The name is the key's identity on the token: not modifiable.
+    let rename = Item::structure(
+        0x420008,
+        vec![
+            txt(0x42000A, "Name"),
+            Item::new(
+                0x42000B,
+                Value::Structure(vec![txt(0x420055, "vol-8"), en(0x420054, 1)]),
+            ),
+        ],
+    );
+    let (reason, message) =
+        failure(&call(&mut s, 4, 0x0E, vec![txt(0x420094, &uid), rename]).await?);
+    assert_eq!(reason, 0x0B, "Illegal Operation: {message}");
+    assert!(message.contains("name"), "{message}");
+    let text = serde_json::to_string(&svc.audit(None)?)?;
+    assert!(text.contains("kmip.modify-attribute") && text.contains("kmip.delete-attribute"));
+    Ok(())
+}

@@ -315,6 +315,79 @@ impl Engine {
         }
     }
 
+    /// KMIP Add/Modify/DeleteAttribute of a custom attribute (`x-…`), kept as a label of the
+    /// key: only by the key's owner, with a grant on it. `None` deletes. Returns the value it had.
+    pub fn kmip_set_attribute(
+        &self,
+        caller: &Caller,
+        uid: &str,
+        attribute: &str,
+        value: Option<&str>,
+        must_exist: Option<bool>,
+    ) -> Result<Option<String>, EngineError> {
+        let action = match (value, must_exist) {
+            (None, _) => "kmip.delete-attribute",
+            (Some(_), Some(true)) => "kmip.modify-attribute",
+            _ => "kmip.add-attribute",
+        };
+        self.audited(caller, action, None, |note| {
+            let key = self.kmip_key(caller, uid)?;
+            if !attribute.starts_with("x-") {
+                return Err(EngineError::denied(
+                    Refusal::NotSupported,
+                    format!(
+                        "'{attribute}' is not a custom attribute: kms keeps a key's name and cryptographic attributes fixed (its name is its label on every token); custom attributes start with x-"
+                    ),
+                ));
+            }
+            if key.owner != caller.actor {
+                return Err(EngineError::denied(
+                    Refusal::WrongRole,
+                    format!(
+                        "only the key's owner ('{}') changes its attributes over KMIP",
+                        key.owner
+                    ),
+                ));
+            }
+            let old = key.labels.get(attribute).cloned();
+            match (must_exist, &old) {
+                (Some(true), None) => {
+                    return Err(EngineError::InvalidInput(format!(
+                        "key '{}' has no attribute '{attribute}' to modify",
+                        key.name
+                    )))
+                }
+                (Some(false), Some(_)) => {
+                    return Err(EngineError::InvalidInput(format!(
+                        "key '{}' already has attribute '{attribute}' (use ModifyAttribute)",
+                        key.name
+                    )))
+                }
+                _ => {}
+            }
+            if value.is_none() && old.is_none() {
+                return Err(EngineError::InvalidInput(format!(
+                    "key '{}' has no attribute '{attribute}' to delete",
+                    key.name
+                )));
+            }
+            note.detail = Some(format!(
+                "key '{}': {attribute} {} -> {}",
+                key.name,
+                old.as_deref().unwrap_or("(none)"),
+                value.unwrap_or("(deleted)")
+            ));
+            note.diff = super::audit::diff(
+                serde_json::json!({ attribute: old }),
+                serde_json::json!({ attribute: value }),
+            );
+            let entry = self.change_entry(caller, action, Some(&key.name), note);
+            self.inventory.set_label(&key.id, attribute, value, &entry)?;
+            note.recorded = true;
+            Ok(old)
+        })
+    }
+
     /// The kms name of a KMIP unique identifier the caller may use (for sign and verify, which
     /// go through the ordinary engine calls).
     pub fn kmip_name(&self, caller: &Caller, uid: &str) -> Result<String, EngineError> {

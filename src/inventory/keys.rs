@@ -186,6 +186,39 @@ impl Inventory {
         Ok(())
     }
 
+    /// Set (or, with `None`, remove) one free label of a key, with its audit row.
+    pub fn set_label(
+        &self,
+        key_id: &str,
+        label: &str,
+        value: Option<&str>,
+        entry: &AuditEntry,
+    ) -> Result<(), InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
+        let labels: Option<String> = tx
+            .query_row("SELECT labels FROM keys WHERE id = ?1", [key_id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let labels = labels.ok_or_else(|| InventoryError::NoSuchKey(key_id.to_owned()))?;
+        let mut map: BTreeMap<String, String> =
+            serde_json::from_str(&labels).map_err(|e| bad("labels", e))?;
+        match value {
+            Some(v) => map.insert(label.to_owned(), v.to_owned()),
+            None => map.remove(label),
+        };
+        let labels =
+            serde_json::to_string(&map).map_err(|e| InventoryError::BadRow(e.to_string()))?;
+        tx.execute(
+            "UPDATE keys SET labels = ?2, updated_at = ?3 WHERE id = ?1",
+            params![key_id, labels, fmt_time(OffsetDateTime::now_utc())],
+        )?;
+        audit::insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The name of the key with inventory ID `id`, if there is one.
     pub fn key_name_by_id(&self, id: &str) -> Result<Option<String>, InventoryError> {
         let conn = self.conn();

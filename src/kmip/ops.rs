@@ -232,6 +232,9 @@ fn dispatch(
                 op::SIGNATURE_VERIFY,
                 op::MAC,
                 op::GET_ATTRIBUTE_LIST,
+                op::ADD_ATTRIBUTE,
+                op::MODIFY_ATTRIBUTE,
+                op::DELETE_ATTRIBUTE,
             ]
             .iter()
             .map(|o| enumeration(t::OPERATION, *o))
@@ -310,6 +313,17 @@ fn dispatch(
                         )
                     }),
             );
+            out.extend(
+                custom_attributes(&key)
+                    .into_iter()
+                    .filter(|(n, _)| wanted.is_empty() || wanted.contains(&n.as_str()))
+                    .map(|(n, v)| {
+                        Item::structure(
+                            t::ATTRIBUTE,
+                            vec![text(t::ATTRIBUTE_NAME, &n), text(t::ATTRIBUTE_VALUE, &v)],
+                        )
+                    }),
+            );
             Ok(out)
         }
         op::ACTIVATE => {
@@ -361,6 +375,52 @@ fn dispatch(
                     .map(|(n, _)| text(t::ATTRIBUTE_NAME, n)),
             );
             Ok(out)
+        }
+        op::ADD_ATTRIBUTE | op::MODIFY_ATTRIBUTE => {
+            let id = uid(p)?;
+            let a = p
+                .child(t::ATTRIBUTE)
+                .ok_or_else(|| Failure::new(result::MISSING_DATA, "no Attribute"))?;
+            let name = a
+                .child(t::ATTRIBUTE_NAME)
+                .and_then(Item::as_text)
+                .ok_or_else(|| Failure::field("no Attribute Name"))?;
+            // A standard attribute is refused by the engine (audited) whatever its value.
+            let value = match a.child(t::ATTRIBUTE_VALUE).and_then(Item::as_text) {
+                Some(v) => v,
+                None if !name.starts_with("x-") => "",
+                None => {
+                    return Err(Failure::field(
+                        "a custom attribute's value is a Text String",
+                    ))
+                }
+            };
+            engine.kmip_set_attribute(
+                caller,
+                split_uid(&id).0,
+                name,
+                Some(value),
+                Some(operation == op::MODIFY_ATTRIBUTE),
+            )?;
+            Ok(vec![text(t::UNIQUE_IDENTIFIER, &id), a.clone()])
+        }
+        op::DELETE_ATTRIBUTE => {
+            let id = uid(p)?;
+            let name = p
+                .child(t::ATTRIBUTE_NAME)
+                .and_then(Item::as_text)
+                .ok_or_else(|| Failure::new(result::MISSING_DATA, "no Attribute Name"))?;
+            let old = engine.kmip_set_attribute(caller, split_uid(&id).0, name, None, None)?;
+            Ok(vec![
+                text(t::UNIQUE_IDENTIFIER, &id),
+                Item::structure(
+                    t::ATTRIBUTE,
+                    vec![
+                        text(t::ATTRIBUTE_NAME, name),
+                        text(t::ATTRIBUTE_VALUE, old.as_deref().unwrap_or("")),
+                    ],
+                ),
+            ])
         }
         op::MAC => {
             let id = uid(p)?;
@@ -811,4 +871,13 @@ fn attributes(key: &KeyRecord, public: bool) -> Vec<(&'static str, Value)> {
         out.push(("Activation Date", Value::DateTime(at.unix_timestamp())));
     }
     out
+}
+
+/// The custom (`x-…`) attributes of a key: its labels of that form.
+fn custom_attributes(key: &KeyRecord) -> Vec<(String, String)> {
+    key.labels
+        .iter()
+        .filter(|(k, _)| k.starts_with("x-"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }

@@ -73,6 +73,9 @@ pub mod op {
     pub const SIGNATURE_VERIFY: u32 = 0x22;
     pub const MAC: u32 = 0x23;
     pub const GET_ATTRIBUTE_LIST: u32 = 0x0C;
+    pub const ADD_ATTRIBUTE: u32 = 0x0D;
+    pub const MODIFY_ATTRIBUTE: u32 = 0x0E;
+    pub const DELETE_ATTRIBUTE: u32 = 0x0F;
 }
 
 /// Object Type.
