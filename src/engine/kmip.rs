@@ -263,17 +263,24 @@ impl Engine {
             let mut whole = ciphertext.to_vec();
             whole.extend_from_slice(tag);
             let mut last = None;
+            // The grant is checked once, with the first version the key's policy lets decrypt;
+            // the older ones are then tried under the key's policy alone.
+            let mut granted = false;
             for v in key.versions.iter().rev() {
-                let Ok(v) = authorize_use(
-                    &self.inventory,
-                    caller,
-                    &key,
-                    Operation::Decrypt,
-                    Some(v.version),
-                    now,
-                ) else {
+                if authorize_key(&key, Operation::Decrypt, Some(v.version), now).is_err() {
                     continue;
-                };
+                }
+                if !granted {
+                    authorize_use(
+                        &self.inventory,
+                        caller,
+                        &key,
+                        Operation::Decrypt,
+                        Some(v.version),
+                        now,
+                    )?;
+                    granted = true;
+                }
                 match self.on_version(&key, v, |t, id| t.aes_gcm_decrypt(id, &iv, aad, &whole)) {
                     Ok(pt) => {
                         note.key_version = Some(v.version);

@@ -375,12 +375,10 @@ fn xks_spec(key: &KeyRecord) -> Result<&'static str, EngineError> {
             ),
         ));
     }
-    if key.versions.iter().all(|v| v.state != VersionState::Active)
-        && key.disposed_at.is_none()
-        && key
-            .versions
-            .iter()
-            .all(|v| v.state == VersionState::Pending)
+    if key
+        .versions
+        .iter()
+        .all(|v| v.state == VersionState::Pending)
     {
         return Err(EngineError::denied(
             Refusal::KeyState,

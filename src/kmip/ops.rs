@@ -607,17 +607,7 @@ fn create(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Failu
     let mask = get("Cryptographic Usage Mask")
         .and_then(Item::as_int)
         .unwrap_or(usage::ENCRYPT | usage::DECRYPT);
-    let mut ops = std::collections::BTreeSet::new();
-    for (bit, o) in [
-        (usage::ENCRYPT, Operation::Encrypt),
-        (usage::DECRYPT, Operation::Decrypt),
-        (usage::WRAP_KEY, Operation::Wrap),
-        (usage::UNWRAP_KEY, Operation::Unwrap),
-    ] {
-        if mask & bit != 0 {
-            ops.insert(o);
-        }
-    }
+    let ops = usage_of_mask(Some(mask), key_type);
     if ops.is_empty() {
         return Err(Failure::field(
             "the Cryptographic Usage Mask allows nothing an AES key does (Encrypt, Decrypt, Wrap Key, Unwrap Key)",
@@ -673,25 +663,7 @@ fn register(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Fai
     let attrs = template(p);
     let get = |n: &str| find(&attrs, n);
     let mask = get("Cryptographic Usage Mask").and_then(Item::as_int);
-    let mut ops = std::collections::BTreeSet::new();
-    let bits: &[(i64, Operation)] = if key_type.family() == KeyFamily::Hmac {
-        &[
-            (usage::MAC_GENERATE, Operation::Mac),
-            (usage::MAC_VERIFY, Operation::VerifyMac),
-        ]
-    } else {
-        &[
-            (usage::ENCRYPT, Operation::Encrypt),
-            (usage::DECRYPT, Operation::Decrypt),
-            (usage::WRAP_KEY, Operation::Wrap),
-            (usage::UNWRAP_KEY, Operation::Unwrap),
-        ]
-    };
-    for (bit, o) in bits {
-        if mask.is_none_or(|m| m & bit != 0) {
-            ops.insert(*o);
-        }
-    }
+    let ops = usage_of_mask(mask, key_type);
     let name = name_of(&attrs);
     let key = engine.kmip_register(
         caller,
@@ -803,23 +775,35 @@ fn length(k: KeyType) -> i32 {
     k.secret_len().map(|l| l as i32 * 8).unwrap_or(0)
 }
 
+/// Each kms operation and its Cryptographic Usage Mask bit, both ways.
+const USAGE_BITS: [(Operation, i64); 8] = [
+    (Operation::Sign, usage::SIGN),
+    (Operation::Verify, usage::VERIFY),
+    (Operation::Encrypt, usage::ENCRYPT),
+    (Operation::Decrypt, usage::DECRYPT),
+    (Operation::Wrap, usage::WRAP_KEY),
+    (Operation::Unwrap, usage::UNWRAP_KEY),
+    (Operation::Mac, usage::MAC_GENERATE),
+    (Operation::VerifyMac, usage::MAC_VERIFY),
+];
+
+/// The operations a usage mask allows a key of `key_type` (all it supports when no mask).
+fn usage_of_mask(mask: Option<i64>, key_type: KeyType) -> std::collections::BTreeSet<Operation> {
+    USAGE_BITS
+        .iter()
+        .filter(|(o, bit)| {
+            key_type.supported_operations().contains(o) && mask.is_none_or(|m| m & bit != 0)
+        })
+        .map(|(o, _)| *o)
+        .collect()
+}
+
 /// What GetAttributes reports of a key.
 fn attributes(key: &KeyRecord, public: bool) -> Vec<(&'static str, Value)> {
-    let mut mask = 0i32;
-    for (o, bit) in [
-        (Operation::Sign, usage::SIGN),
-        (Operation::Verify, usage::VERIFY),
-        (Operation::Encrypt, usage::ENCRYPT),
-        (Operation::Decrypt, usage::DECRYPT),
-        (Operation::Wrap, usage::WRAP_KEY),
-        (Operation::Unwrap, usage::UNWRAP_KEY),
-        (Operation::Mac, usage::MAC_GENERATE),
-        (Operation::VerifyMac, usage::MAC_VERIFY),
-    ] {
-        if key.usage.contains(o) {
-            mask |= bit as i32;
-        }
-    }
+    let mask = USAGE_BITS
+        .iter()
+        .filter(|(o, _)| key.usage.contains(*o))
+        .fold(0i32, |m, (_, bit)| m | *bit as i32);
     let kmip_state = match key.current_version().map(|v| v.state) {
         _ if key.disposed_at.is_some() => state::DESTROYED,
         Some(VersionState::Active) => state::ACTIVE,
