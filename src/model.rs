@@ -43,6 +43,11 @@ pub enum KeyType {
     /// Triple DES (three-key, 168-bit): legacy, kept only to read old data and move it to AES.
     #[serde(rename = "des3")]
     Des3,
+    /// A secret value its applications read back (KMIP Secret Data: a password, a seed, a
+    /// storage array's volume secret): a sensitive generic secret on the token, returned only
+    /// to a principal granted `reveal`.
+    #[serde(rename = "secret-data")]
+    SecretData,
 }
 
 /// What a key type is, as PKCS#11 sees it: the family decides the object classes, the key-type
@@ -58,6 +63,8 @@ pub enum KeyFamily {
     /// A generic secret used with CKM_SHA*_HMAC.
     Hmac,
     Des3,
+    /// A generic secret used for nothing on the token: its value is revealed to its grantees.
+    Secret,
 }
 
 /// The NIST curves kms generates on.
@@ -163,7 +170,7 @@ impl FromStr for SignatureScheme {
 }
 
 impl KeyType {
-    pub const ALL: [KeyType; 12] = [
+    pub const ALL: [KeyType; 13] = [
         KeyType::Aes128,
         KeyType::Aes256,
         KeyType::EcP256,
@@ -176,6 +183,7 @@ impl KeyType {
         KeyType::HmacSha256,
         KeyType::HmacSha384,
         KeyType::Des3,
+        KeyType::SecretData,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -192,6 +200,7 @@ impl KeyType {
             KeyType::HmacSha256 => "hmac-sha256",
             KeyType::HmacSha384 => "hmac-sha384",
             KeyType::Des3 => "des3",
+            KeyType::SecretData => "secret-data",
         }
     }
 
@@ -205,6 +214,7 @@ impl KeyType {
             KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => KeyFamily::Rsa,
             KeyType::HmacSha256 | KeyType::HmacSha384 => KeyFamily::Hmac,
             KeyType::Des3 => KeyFamily::Des3,
+            KeyType::SecretData => KeyFamily::Secret,
         }
     }
 
@@ -213,8 +223,31 @@ impl KeyType {
     pub fn is_symmetric(self) -> bool {
         matches!(
             self.family(),
-            KeyFamily::Aes | KeyFamily::Hmac | KeyFamily::Des3
+            KeyFamily::Aes | KeyFamily::Hmac | KeyFamily::Des3 | KeyFamily::Secret
         )
+    }
+
+    /// A secret whose value is given back to its grantees (`reveal`): on the token it is
+    /// sensitive but not limited to trusted wrapping keys, since kms itself reads it out
+    /// through a transient session key when a grantee asks.
+    pub fn is_revealable(self) -> bool {
+        self.family() == KeyFamily::Secret
+    }
+
+    /// A value that came from its owner is replaced by its owner (a new Register, then the old
+    /// one's disposal), never by kms generating another: its applications would lose what it
+    /// protects. The scheduler skips it; the rotation report still shows it due.
+    pub fn rotated_by_owner(self) -> bool {
+        self.family() == KeyFamily::Secret
+    }
+
+    /// The lengths a registered value of this type may have, in bytes.
+    pub fn registered_len(self) -> std::ops::RangeInclusive<usize> {
+        match (self.family(), self.secret_len()) {
+            (KeyFamily::Secret, _) => 1..=MAX_SECRET_DATA,
+            (_, Some(n)) => n..=n,
+            (_, None) => 0..=0,
+        }
     }
 
     /// Kept only to read old data and be migrated away from: created with `--legacy` by an
@@ -230,6 +263,8 @@ impl KeyType {
             KeyType::Aes256 | KeyType::HmacSha256 => Some(32),
             KeyType::HmacSha384 => Some(48),
             KeyType::Des3 => Some(24),
+            // The length kms generates; a registered value may have any of registered_len().
+            KeyType::SecretData => Some(32),
             _ => None,
         }
     }
@@ -291,6 +326,7 @@ impl KeyType {
             KeyFamily::Hmac => &[Operation::Mac, Operation::VerifyMac],
             // No 3DES MAC: CKM_DES3_CMAC is not among cryptoki 0.12's mechanisms.
             KeyFamily::Des3 => &[Operation::Decrypt, Operation::Encrypt],
+            KeyFamily::Secret => &[Operation::Reveal],
         }
     }
 
@@ -316,10 +352,13 @@ impl FromStr for KeyType {
             .ok_or_else(|| ParseError {
                 what: "key type",
                 given: s.to_owned(),
-                expected: "aes-128, aes-256, ec-p256, ec-p384, ec-p521, ed25519, rsa-2048, rsa-3072, rsa-4096, hmac-sha256, hmac-sha384, des3",
+                expected: "aes-128, aes-256, ec-p256, ec-p384, ec-p521, ed25519, rsa-2048, rsa-3072, rsa-4096, hmac-sha256, hmac-sha384, des3, secret-data",
             })
     }
 }
+
+/// The largest secret-data value kms keeps (bytes).
+pub const MAX_SECRET_DATA: usize = 1024;
 
 /// Where a key came from. Generated keys were born on the token; imported keys arrived wrapped
 /// (BYOK) and were unwrapped on the token; adopted keys were already on a configured token.
@@ -418,10 +457,13 @@ pub enum Operation {
     Mac,
     /// Check a MAC on the token.
     VerifyMac,
+    /// Read a secret-data value back (KMIP Get): the one case, with data keys, where a secret
+    /// leaves the token, to its grantee.
+    Reveal,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 8] = [
+    pub const ALL: [Operation; 9] = [
         Operation::Sign,
         Operation::Verify,
         Operation::Encrypt,
@@ -430,6 +472,7 @@ impl Operation {
         Operation::Unwrap,
         Operation::Mac,
         Operation::VerifyMac,
+        Operation::Reveal,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -442,6 +485,7 @@ impl Operation {
             Operation::Unwrap => "unwrap",
             Operation::Mac => "mac",
             Operation::VerifyMac => "verify-mac",
+            Operation::Reveal => "reveal",
         }
     }
 }
@@ -461,7 +505,7 @@ impl FromStr for Operation {
             .ok_or_else(|| ParseError {
                 what: "operation",
                 given: s.to_owned(),
-                expected: "sign, verify, encrypt, decrypt, wrap, unwrap, mac, verify-mac",
+                expected: "sign, verify, encrypt, decrypt, wrap, unwrap, mac, verify-mac, reveal",
             })
     }
 }
@@ -702,11 +746,12 @@ pub enum GrantOp {
     Unwrap,
     Mac,
     VerifyMac,
+    Reveal,
     ReadInventory,
 }
 
 impl GrantOp {
-    pub const ALL: [GrantOp; 9] = [
+    pub const ALL: [GrantOp; 10] = [
         GrantOp::Sign,
         GrantOp::Verify,
         GrantOp::Encrypt,
@@ -715,6 +760,7 @@ impl GrantOp {
         GrantOp::Unwrap,
         GrantOp::Mac,
         GrantOp::VerifyMac,
+        GrantOp::Reveal,
         GrantOp::ReadInventory,
     ];
 
@@ -729,6 +775,7 @@ impl GrantOp {
             GrantOp::Unwrap => "unwrap",
             GrantOp::Mac => "mac",
             GrantOp::VerifyMac => "verify-mac",
+            GrantOp::Reveal => "reveal",
         }
     }
 }
@@ -744,6 +791,7 @@ impl From<Operation> for GrantOp {
             Operation::Unwrap => GrantOp::Unwrap,
             Operation::Mac => GrantOp::Mac,
             Operation::VerifyMac => GrantOp::VerifyMac,
+            Operation::Reveal => GrantOp::Reveal,
         }
     }
 }
@@ -764,7 +812,7 @@ impl FromStr for GrantOp {
                 what: "grant operation",
                 given: s.to_owned(),
                 expected:
-                    "sign, verify, encrypt, decrypt, wrap, unwrap, mac, verify-mac, read-inventory",
+                    "sign, verify, encrypt, decrypt, wrap, unwrap, mac, verify-mac, reveal, read-inventory",
             })
     }
 }

@@ -84,14 +84,7 @@ fn pykmip_creates_locates_uses_and_is_refused_key_material() -> TestResult {
             "{label} is sensitive on the token: {a}"
         );
     }
-    let dump = if svc.env.pg.is_some() {
-        svc.env.sql_dump()?
-    } else {
-        let mut all = std::fs::read(svc.env.db())?;
-        let wal = svc.env.db().with_extension("db-wal");
-        all.extend(std::fs::read(&wal).unwrap_or_default());
-        all
-    };
+    let dump = svc.env.inventory_bytes()?;
     let material: Vec<u8> = (0u8..32).collect();
     assert!(
         !dump

@@ -716,6 +716,20 @@ pub(crate) fn drill(
                 }
             }
         }
+        KeyFamily::Secret => {
+            // The value is what its grantees get back: both tokens must give the same one.
+            let src = src.ok_or(ORIGINAL_UNREACHABLE)?;
+            let a = src.reveal_secret(&version.object_id).map_err(e)?;
+            let b = dst.reveal_secret(&copy.object_id).map_err(e)?;
+            if bool::from(subtle::ConstantTimeEq::ct_eq(a.as_slice(), b.as_slice())) {
+                Ok(format!(
+                    "original and copy read back the same {}-byte value",
+                    a.len()
+                ))
+            } else {
+                Err("the copy holds a different value from the original".into())
+            }
+        }
         KeyFamily::Hmac if key.usage.contains(Operation::Mac) => {
             let src = src.ok_or(ORIGINAL_UNREACHABLE)?;
             let a = src

@@ -12,7 +12,17 @@ use super::keys::CreateKey;
 use super::policy::{authorize_key, authorize_use, check_grant};
 use super::{Caller, Engine, EngineError, NewGrantRequest, Refusal};
 use crate::inventory::KeyRecord;
-use crate::model::{KeyFamily, KeyType, Operation, OperationSet};
+use crate::model::{KeyFamily, KeyType, Operation, OperationSet, Role, VersionState};
+
+/// The label that keeps a key's KMIP Name (what a client named it, or renamed it to).
+pub const KMIP_NAME: &str = "kmip-name";
+
+/// A key's KMIP Name: its `kmip-name` label, or else its kms name.
+pub fn kmip_name(key: &KeyRecord) -> &str {
+    key.labels
+        .get(KMIP_NAME)
+        .map_or(key.name.as_str(), String::as_str)
+}
 
 /// An AES-GCM encryption's parts, as KMIP returns them.
 pub struct KmipSealed {
@@ -66,7 +76,7 @@ impl Engine {
                 .keys(&Default::default())?
                 .into_iter()
                 .filter(|k| k.disposed_at.is_none())
-                .filter(|k| name.is_none_or(|n| k.name == n))
+                .filter(|k| name.is_none_or(|n| kmip_name(k) == n || k.name == n))
                 .filter(|k| types.is_empty() || types.contains(&k.key_type.family()))
                 .filter(|k| check_grant(&self.inventory, caller, &k.name, None, now).is_ok())
                 .collect();
@@ -84,7 +94,7 @@ impl Engine {
         key_type: KeyType,
         usage: OperationSet,
     ) -> Result<KeyRecord, EngineError> {
-        self.kmip_make(caller, name, key_type, usage, None)
+        self.kmip_make(caller, name, key_type, usage, None, &[])
     }
 
     /// KMIP Register of a symmetric key: the bytes go onto the token as a sensitive object (the
@@ -96,8 +106,9 @@ impl Engine {
         key_type: KeyType,
         usage: OperationSet,
         material: super::PlainKey,
+        labels: &[(&str, String)],
     ) -> Result<KeyRecord, EngineError> {
-        self.kmip_make(caller, name, key_type, usage, Some(material))
+        self.kmip_make(caller, name, key_type, usage, Some(material), labels)
     }
 
     fn kmip_make(
@@ -107,15 +118,25 @@ impl Engine {
         key_type: KeyType,
         usage: OperationSet,
         material: Option<super::PlainKey>,
+        labels: &[(&str, String)],
     ) -> Result<KeyRecord, EngineError> {
         let action = if material.is_some() {
             "kmip.register"
         } else {
             "kmip.create"
         };
-        let name = name.unwrap_or_else(|| {
-            format!("kmip-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
-        });
+        // The KMIP Name is kept as the `kmip-name` label (clients rename what they register);
+        // the kms name is that Name when it is a free, valid kms name, else a fresh one.
+        let kmip_given = name;
+        let name = match kmip_given.as_deref() {
+            Some(n)
+                if super::access::validate_name(n, "key").is_ok()
+                    && self.inventory.key(n).is_err() =>
+            {
+                n.to_owned()
+            }
+            _ => format!("kmip-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        };
         self.audited(caller, action, Some(&name), |note| {
             let allowed = self
                 .config
@@ -145,6 +166,15 @@ impl Engine {
             req.handling = "kept on the HSM; used over KMIP by its owner".into();
             req.disposal = "dispose with kms key dispose (approvals as for every key)".into();
             req.labels.insert("origin".into(), "kmip".into());
+            if let Some(n) = &kmip_given {
+                req.labels.insert(KMIP_NAME.into(), n.clone());
+            }
+            for (k, v) in labels {
+                req.labels.insert((*k).to_owned(), v.clone());
+            }
+            if key_type.rotated_by_owner() {
+                req.handling = "a value its owner registered: given back only to its grantees (reveal), never rotated by kms; its owner registers a new value".into();
+            }
             req.import = material.map(|m| super::Import {
                 wrapped: Vec::new(),
                 public_key: None,
@@ -311,6 +341,17 @@ impl Engine {
             .into_iter()
             .find(|d| d.key_id == key.id && d.state == "approved");
         match approved {
+            // The approvals are the authority (an officer's request, a security admin's and a
+            // manager's signatures, the waiting period); the key's owner may trigger the
+            // execution, as the scheduler does.
+            Some(d) if key.owner == caller.actor && caller.role != Some(Role::SecurityOfficer) => {
+                let mut system = self.system_caller();
+                system.reason = Some(format!(
+                    "KMIP Destroy by the key's owner '{}': carrying out approved disposal {}",
+                    caller.actor, d.id
+                ));
+                self.execute_disposal(&system, &d.id).map(drop)
+            }
             Some(d) => self.execute_disposal(caller, &d.id).map(drop),
             None => Err(EngineError::denied(
                 Refusal::WrongState,
@@ -339,11 +380,14 @@ impl Engine {
         };
         self.audited(caller, action, None, |note| {
             let key = self.kmip_key(caller, uid)?;
-            if !attribute.starts_with("x-") {
+            // The KMIP Name is the `kmip-name` label; without one, the kms name stands for it.
+            let is_name = attribute == "Name";
+            let label = if is_name { KMIP_NAME } else { attribute };
+            if !is_name && !attribute.starts_with("x-") {
                 return Err(EngineError::denied(
                     Refusal::NotSupported,
                     format!(
-                        "'{attribute}' is not a custom attribute: kms keeps a key's name and cryptographic attributes fixed (its name is its label on every token); custom attributes start with x-"
+                        "'{attribute}' cannot be changed: kms keeps a key's cryptographic attributes and state to its own procedures; Name and custom attributes (x-...) can be"
                     ),
                 ));
             }
@@ -356,8 +400,23 @@ impl Engine {
                     ),
                 ));
             }
-            let old = key.labels.get(attribute).cloned();
+            if let (true, Some(v)) = (is_name, value) {
+                if v.trim().is_empty() || v.len() > 255 {
+                    return Err(EngineError::InvalidInput(
+                        "a Name is 1 to 255 characters".into(),
+                    ));
+                }
+            }
+            let old = key.labels.get(label).cloned();
             match (must_exist, &old) {
+                // Every key has a Name: its kms name until it is given another.
+                (Some(true), None) if is_name => {}
+                (Some(false), None) if is_name => {
+                    return Err(EngineError::InvalidInput(format!(
+                        "key '{}' has its Name already ('{}'): kms keeps one Name per object (use ModifyAttribute)",
+                        key.name, key.name
+                    )))
+                }
                 (Some(true), None) => {
                     return Err(EngineError::InvalidInput(format!(
                         "key '{}' has no attribute '{attribute}' to modify",
@@ -389,9 +448,53 @@ impl Engine {
                 serde_json::json!({ attribute: value }),
             );
             let entry = self.change_entry(caller, action, Some(&key.name), note);
-            self.inventory.set_label(&key.id, attribute, value, &entry)?;
+            self.inventory.set_label(&key.id, label, value, &entry)?;
             note.recorded = true;
             Ok(old)
+        })
+    }
+
+    /// KMIP Revoke for a reason other than compromise (Cessation of Operation, Superseded,
+    /// ...): the current version is deactivated — it still decrypts and verifies what it made,
+    /// makes nothing new, and is ready for its disposal. By the key's owner or an officer.
+    pub fn kmip_revoke(&self, caller: &Caller, uid: &str, reason: &str) -> Result<(), EngineError> {
+        self.audited(caller, "kmip.revoke", None, |note| {
+            let key = self.kmip_key(caller, uid)?;
+            if key.owner != caller.actor && caller.role != Some(Role::SecurityOfficer) {
+                return Err(EngineError::denied(
+                    Refusal::WrongRole,
+                    format!(
+                        "only the key's owner ('{}') or a security officer revokes it",
+                        key.owner
+                    ),
+                ));
+            }
+            let Some(v) = key.current_version() else {
+                note.detail = Some(format!(
+                    "key '{}' has no active version: nothing to revoke ({reason})",
+                    key.name
+                ));
+                return Ok(());
+            };
+            note.key_version = Some(v.version);
+            note.detail = Some(format!(
+                "key '{}' v{} revoked ({reason}): deactivated, processes what it made, makes nothing new",
+                key.name, v.version
+            ));
+            note.diff = super::audit::diff(
+                serde_json::json!({ "state": v.state.as_str() }),
+                serde_json::json!({ "state": VersionState::Deactivated.as_str() }),
+            );
+            let entry = self.change_entry(caller, "kmip.revoke", Some(&key.name), note);
+            self.inventory.set_version_state(
+                &key.id,
+                v.version,
+                &[VersionState::Active],
+                VersionState::Deactivated,
+                &entry,
+            )?;
+            note.recorded = true;
+            Ok(())
         })
     }
 

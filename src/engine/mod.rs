@@ -26,6 +26,7 @@ mod policy;
 mod procedures;
 mod reconcile;
 mod requests;
+mod secrets;
 mod service_lock;
 mod shipping;
 mod tokens;
@@ -45,7 +46,7 @@ pub use failover::TokenDown;
 pub use import::{Adopt, IMPORT_KEY};
 pub use integrity::{InventoryVerification, INTEGRITY_KEY};
 pub use keys::{CreateKey, Import, OnCard, PlainKey, CARD_TOKEN};
-pub use kmip::KmipSealed;
+pub use kmip::{kmip_name, KmipSealed, KMIP_NAME};
 pub use legacy::{LegacyKey, Mac};
 pub use nodes::{NodeHealth, SINGLETONS};
 pub use procedures::{
@@ -57,6 +58,7 @@ pub use requests::{
     approval_message, recertify_message, CardAccess, RequestEvidence, RequestInput, Step,
     StepEvidence,
 };
+pub use secrets::Revealed;
 pub use service_lock::ServiceLock;
 pub use shipping::{ShipReport, ShipStatus};
 pub use tokens::{Health, TokenHealth, TokenStatus};

@@ -433,7 +433,12 @@ pub(crate) fn version_allows(
 ) -> Result<(), EngineError> {
     let processes = matches!(
         op,
-        Operation::Decrypt | Operation::Unwrap | Operation::Verify | Operation::VerifyMac
+        Operation::Decrypt
+            | Operation::Unwrap
+            | Operation::Verify
+            | Operation::VerifyMac
+            // A revoked secret still opens what it protects until it is disposed of.
+            | Operation::Reveal
     );
     let current = key.current_version().map(|c| c.version);
     let refuse = |m: String| Err(EngineError::denied(Refusal::KeyState, m));

@@ -365,16 +365,30 @@ impl Token {
         usage: &OperationSet,
         value: &[u8],
     ) -> Result<GeneratedKey, HsmError> {
-        let want = key_type
-            .secret_len()
-            .ok_or_else(|| refused(self.name(), format!("{key_type} is not a secret-key type")))?;
-        if value.len() != want {
+        if key_type.secret_len().is_none() {
             return Err(refused(
                 self.name(),
-                format!(
-                    "the key is {} bytes; a {key_type} key is {want}",
-                    value.len()
-                ),
+                format!("{key_type} is not a secret-key type"),
+            ));
+        }
+        let allowed = key_type.registered_len();
+        if !allowed.contains(&value.len()) {
+            return Err(refused(
+                self.name(),
+                if allowed.start() == allowed.end() {
+                    format!(
+                        "the key is {} bytes; a {key_type} key is {}",
+                        value.len(),
+                        allowed.start()
+                    )
+                } else {
+                    format!(
+                        "the value is {} bytes; a {key_type} value is {} to {} bytes",
+                        value.len(),
+                        allowed.start(),
+                        allowed.end()
+                    )
+                },
             ));
         }
         let mut template = vec![
@@ -384,7 +398,7 @@ impl Token {
             Attribute::Private(true),
             Attribute::Sensitive(true),
             Attribute::Extractable(true),
-            Attribute::WrapWithTrusted(true),
+            Attribute::WrapWithTrusted(super::keygen::wrap_with_trusted(key_type)),
             Attribute::Id(id.0.clone()),
             Attribute::Label(label.as_bytes().to_vec()),
             Attribute::Value(value.to_vec()),

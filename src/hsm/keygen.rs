@@ -41,9 +41,15 @@ pub(crate) fn ck_key_type(key_type: KeyType) -> CkKeyType {
         KeyFamily::Ec(_) => CkKeyType::EC,
         KeyFamily::Ed25519 => CkKeyType::EC_EDWARDS,
         KeyFamily::Rsa => CkKeyType::RSA,
-        KeyFamily::Hmac => CkKeyType::GENERIC_SECRET,
+        KeyFamily::Hmac | KeyFamily::Secret => CkKeyType::GENERIC_SECRET,
         KeyFamily::Des3 => CkKeyType::DES3,
     }
+}
+
+/// CKA_WRAP_WITH_TRUSTED of a key of `key_type`: true for every key but a revealable secret,
+/// which kms reads out for its grantees under a transient session key (see `reveal.rs`).
+pub(crate) fn wrap_with_trusted(key_type: KeyType) -> bool {
+    !key_type.is_revealable()
 }
 
 /// The capability flags of a secret key, from its usage policy: every one set explicitly.
@@ -124,13 +130,13 @@ fn fresh_id(token: &str, session: &Session) -> Result<ObjectId, HsmError> {
     }
 }
 
-fn common_private(id: &ObjectId, label: Vec<u8>) -> Vec<Attribute> {
+fn common_private(key_type: KeyType, id: &ObjectId, label: Vec<u8>) -> Vec<Attribute> {
     vec![
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(true),
-        Attribute::WrapWithTrusted(true),
+        Attribute::WrapWithTrusted(wrap_with_trusted(key_type)),
         Attribute::Modifiable(false),
         Attribute::Id(id.0.clone()),
         Attribute::Label(label),
@@ -145,13 +151,13 @@ fn generate_secret(
     label: Vec<u8>,
     usage: &OperationSet,
 ) -> Result<(), HsmError> {
-    let mut template = common_private(id, label);
+    let mut template = common_private(key_type, id, label);
     template.push(Attribute::Class(ObjectClass::SECRET_KEY));
     template.push(Attribute::KeyType(ck_key_type(key_type)));
     template.extend(secret_flags(usage));
     let mechanism = match key_type.family() {
         KeyFamily::Aes => Mechanism::AesKeyGen,
-        KeyFamily::Hmac => Mechanism::GenericSecretKeyGen,
+        KeyFamily::Hmac | KeyFamily::Secret => Mechanism::GenericSecretKeyGen,
         KeyFamily::Des3 => Mechanism::Des3KeyGen,
         _ => {
             return Err(HsmError::Raw {
@@ -189,7 +195,7 @@ fn generate_pair(
         Attribute::Encrypt(usage.contains(Operation::Encrypt)),
         Attribute::Wrap(usage.contains(Operation::Wrap)),
     ];
-    let mut private = common_private(id, label);
+    let mut private = common_private(key_type, id, label);
     private.extend([
         Attribute::Sign(usage.contains(Operation::Sign)),
         Attribute::Decrypt(usage.contains(Operation::Decrypt)),

@@ -22,6 +22,7 @@ mod personal;
 mod pool;
 mod public_key;
 mod raw;
+mod reveal;
 mod sign;
 mod store;
 mod token;

@@ -73,7 +73,7 @@ fn text(tag: u32, v: &str) -> Item {
     Item::new(tag, Value::Text(ascii))
 }
 fn bytes(tag: u32, v: &[u8]) -> Item {
-    Item::new(tag, Value::Bytes(v.to_vec()))
+    Item::new(tag, Value::Bytes(v.to_vec().into()))
 }
 fn version(major: i32, minor: i32) -> Item {
     Item::structure(
@@ -218,6 +218,8 @@ fn dispatch(
         op::QUERY => {
             let mut out: Vec<Item> = [
                 op::CREATE,
+                op::CREATE_KEY_PAIR,
+                op::REGISTER,
                 op::LOCATE,
                 op::GET,
                 op::GET_ATTRIBUTES,
@@ -244,6 +246,7 @@ fn dispatch(
                     object::SYMMETRIC_KEY,
                     object::PUBLIC_KEY,
                     object::PRIVATE_KEY,
+                    object::SECRET_DATA,
                 ]
                 .iter()
                 .map(|o| enumeration(t::OBJECT_TYPE, *o)),
@@ -266,6 +269,34 @@ fn dispatch(
             let id = uid(p)?;
             let (kms_id, public) = split_uid(&id);
             let key = engine.kmip_describe(caller, kms_id, "kmip.get")?;
+            if key.key_type.family() == KeyFamily::Secret && !public {
+                let secret = engine.reveal_secret(caller, &key.name)?;
+                let data_type = key
+                    .labels
+                    .get(SECRET_DATA_TYPE_LABEL)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(t::SECRET_PASSWORD);
+                return Ok(vec![
+                    enumeration(t::OBJECT_TYPE, object::SECRET_DATA),
+                    text(t::UNIQUE_IDENTIFIER, &id),
+                    Item::structure(
+                        t::SECRET_DATA,
+                        vec![
+                            enumeration(t::SECRET_DATA_TYPE, data_type),
+                            Item::structure(
+                                t::KEY_BLOCK,
+                                vec![
+                                    enumeration(t::KEY_FORMAT_TYPE, t::FORMAT_OPAQUE),
+                                    Item::structure(
+                                        t::KEY_VALUE,
+                                        vec![bytes(t::KEY_MATERIAL, &secret.value)],
+                                    ),
+                                ],
+                            ),
+                        ],
+                    ),
+                ]);
+            }
             let spki = key.current_version().and_then(|v| v.public_key.clone());
             let Some(spki) = spki.filter(|_| public) else {
                 return Err(Failure::new(
@@ -344,17 +375,19 @@ fn dispatch(
                 .and_then(|r| r.child(t::REVOCATION_REASON_CODE))
                 .and_then(Item::as_enum)
                 .ok_or_else(|| Failure::new(result::MISSING_DATA, "no Revocation Reason"))?;
-            if code != t::REVOKE_KEY_COMPROMISE {
-                return Err(Failure::new(
-                    result::OPERATION_NOT_SUPPORTED,
-                    "kms retires a key by rotation (kms key rotate) and ends it by disposal; over KMIP only Revoke with Key Compromise is served",
-                ));
-            }
             let message = p
                 .child(t::REVOCATION_REASON)
                 .and_then(|r| r.child(t::REVOCATION_MESSAGE))
-                .and_then(Item::as_text)
-                .unwrap_or("declared compromised over KMIP");
+                .and_then(Item::as_text);
+            if code != t::REVOKE_KEY_COMPROMISE {
+                let why = format!(
+                    "revoked over KMIP, reason code {code}{}",
+                    message.map(|m| format!(": {m}")).unwrap_or_default()
+                );
+                engine.kmip_revoke(caller, split_uid(&id).0, &why)?;
+                return Ok(vec![text(t::UNIQUE_IDENTIFIER, &id)]);
+            }
+            let message = message.unwrap_or("declared compromised over KMIP");
             let name = engine.kmip_name(caller, split_uid(&id).0)?;
             engine.compromise_key(caller, &name, None, message)?;
             Ok(vec![text(t::UNIQUE_IDENTIFIER, &id)])
@@ -386,8 +419,13 @@ fn dispatch(
                 .and_then(Item::as_text)
                 .ok_or_else(|| Failure::field("no Attribute Name"))?;
             // A standard attribute is refused by the engine (audited) whatever its value.
-            let value = match a.child(t::ATTRIBUTE_VALUE).and_then(Item::as_text) {
+            let value_item = a.child(t::ATTRIBUTE_VALUE);
+            let value = match value_item.and_then(Item::as_text) {
                 Some(v) => v,
+                None if name == "Name" => value_item
+                    .and_then(|v| v.child(t::NAME_VALUE))
+                    .and_then(Item::as_text)
+                    .ok_or_else(|| Failure::field("a Name's value is a Name Value text"))?,
                 None if !name.starts_with("x-") => "",
                 None => {
                     return Err(Failure::field(
@@ -411,13 +449,19 @@ fn dispatch(
                 .and_then(Item::as_text)
                 .ok_or_else(|| Failure::new(result::MISSING_DATA, "no Attribute Name"))?;
             let old = engine.kmip_set_attribute(caller, split_uid(&id).0, name, None, None)?;
+            let old = old.unwrap_or_default();
+            let value = if name == "Name" {
+                name_value(&old)
+            } else {
+                Value::Text(old)
+            };
             Ok(vec![
                 text(t::UNIQUE_IDENTIFIER, &id),
                 Item::structure(
                     t::ATTRIBUTE,
                     vec![
                         text(t::ATTRIBUTE_NAME, name),
-                        text(t::ATTRIBUTE_VALUE, old.as_deref().unwrap_or("")),
+                        Item::new(t::ATTRIBUTE_VALUE, value),
                     ],
                 ),
             ])
@@ -621,14 +665,21 @@ fn create(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Failu
     ])
 }
 
-/// Register: a symmetric key in Raw format (AES-128/256, HMAC-SHA256/384), put on the token as a
-/// sensitive object. Secret Data and the other object types are not served yet.
+/// Where a registered Secret Data's type (Password, Seed) is kept, to be given back by Get.
+const SECRET_DATA_TYPE_LABEL: &str = "kmip-secret-data-type";
+
+/// Register: a symmetric key in Raw format (AES-128/256, HMAC-SHA256/384) or Secret Data, put on
+/// the token as a sensitive object.
 fn register(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Failure> {
-    if p.child(t::OBJECT_TYPE).and_then(Item::as_enum) != Some(object::SYMMETRIC_KEY) {
-        return Err(Failure::new(
-            result::OPERATION_NOT_SUPPORTED,
-            "Register takes symmetric keys (Secret Data and other objects are not served yet)",
-        ));
+    match p.child(t::OBJECT_TYPE).and_then(Item::as_enum) {
+        Some(object::SYMMETRIC_KEY) => {}
+        Some(object::SECRET_DATA) => return register_secret_data(engine, caller, p),
+        _ => {
+            return Err(Failure::new(
+                result::OPERATION_NOT_SUPPORTED,
+                "Register takes Symmetric Keys and Secret Data (key pairs are made on the token: CreateKeyPair, or kms key import)",
+            ))
+        }
     }
     let block = p
         .child(t::SYMMETRIC_KEY)
@@ -671,8 +722,66 @@ fn register(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Fai
         key_type,
         OperationSet(ops),
         crate::engine::PlainKey(zeroize::Zeroizing::new(material.to_vec())),
+        &[],
     )?;
     Ok(vec![text(t::UNIQUE_IDENTIFIER, &key.id)])
+}
+
+/// Register of Secret Data (a password or seed, Opaque or Raw): a `secret-data` key whose value
+/// its grantees read back with Get. The usage mask is not kms's to honour: what a secret allows
+/// is `reveal`, to its grantees.
+fn register_secret_data(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Failure> {
+    let secret = p
+        .child(t::SECRET_DATA)
+        .ok_or_else(|| Failure::new(result::MISSING_DATA, "no Secret Data"))?;
+    let data_type = secret
+        .child(t::SECRET_DATA_TYPE)
+        .and_then(Item::as_enum)
+        .unwrap_or(t::SECRET_PASSWORD);
+    let block = secret
+        .child(t::KEY_BLOCK)
+        .ok_or_else(|| Failure::new(result::MISSING_DATA, "no Secret Data / Key Block"))?;
+    match block.child(t::KEY_FORMAT_TYPE).and_then(Item::as_enum) {
+        Some(t::FORMAT_OPAQUE | t::FORMAT_RAW) => {}
+        _ => {
+            return Err(Failure::new(
+                result::OPERATION_NOT_SUPPORTED,
+                "Secret Data is registered in Opaque or Raw format",
+            ))
+        }
+    }
+    let material = block
+        .child(t::KEY_VALUE)
+        .and_then(|v| v.child(t::KEY_MATERIAL))
+        .and_then(Item::as_bytes)
+        .ok_or_else(|| Failure::new(result::MISSING_DATA, "no Key Material"))?;
+    let allowed = KeyType::SecretData.registered_len();
+    if !allowed.contains(&material.len()) {
+        return Err(Failure::field(format!(
+            "Secret Data is {} to {} bytes, not {}",
+            allowed.start(),
+            allowed.end(),
+            material.len()
+        )));
+    }
+    let attrs = template(p);
+    let key = engine.kmip_register(
+        caller,
+        name_of(&attrs),
+        KeyType::SecretData,
+        OperationSet([Operation::Reveal].into_iter().collect()),
+        crate::engine::PlainKey(zeroize::Zeroizing::new(material.to_vec())),
+        &[(SECRET_DATA_TYPE_LABEL, data_type.to_string())],
+    )?;
+    Ok(vec![text(t::UNIQUE_IDENTIFIER, &key.id)])
+}
+
+/// A Name attribute's value (Name Value, Name Type Uninterpreted Text String).
+fn name_value(name: &str) -> Value {
+    Value::Structure(vec![
+        text(t::NAME_VALUE, name),
+        enumeration(t::NAME_TYPE, 1),
+    ])
 }
 
 /// CreateKeyPair: RSA-3072 or EC P-384 (Cryptographic Algorithm RSA or EC/ECDSA, Length 3072
@@ -730,6 +839,7 @@ fn locate(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Failu
     {
         None => Vec::new(),
         Some(object::SYMMETRIC_KEY) => vec![KeyFamily::Aes, KeyFamily::Hmac, KeyFamily::Des3],
+        Some(object::SECRET_DATA) => vec![KeyFamily::Secret],
         Some(object::PUBLIC_KEY | object::PRIVATE_KEY) => vec![
             KeyFamily::Rsa,
             KeyFamily::Ed25519,
@@ -759,6 +869,8 @@ fn algorithm(k: KeyType) -> u32 {
         KeyFamily::Hmac if k == KeyType::HmacSha384 => alg::HMAC_SHA384,
         KeyFamily::Hmac => alg::HMAC_SHA256,
         KeyFamily::Des3 => 0x02,
+        // Secret Data has no Cryptographic Algorithm; attributes() leaves it out.
+        KeyFamily::Secret => 0,
     }
 }
 
@@ -776,7 +888,7 @@ fn length(k: KeyType) -> i32 {
 }
 
 /// Each kms operation and its Cryptographic Usage Mask bit, both ways.
-const USAGE_BITS: [(Operation, i64); 8] = [
+const USAGE_BITS: [(Operation, i64); 9] = [
     (Operation::Sign, usage::SIGN),
     (Operation::Verify, usage::VERIFY),
     (Operation::Encrypt, usage::ENCRYPT),
@@ -785,6 +897,7 @@ const USAGE_BITS: [(Operation, i64); 8] = [
     (Operation::Unwrap, usage::UNWRAP_KEY),
     (Operation::Mac, usage::MAC_GENERATE),
     (Operation::VerifyMac, usage::MAC_VERIFY),
+    (Operation::Reveal, usage::EXPORT),
 ];
 
 /// The operations a usage mask allows a key of `key_type` (all it supports when no mask).
@@ -823,7 +936,10 @@ fn attributes(key: &KeyRecord, public: bool) -> Vec<(&'static str, Value)> {
         }
         _ => state::DEACTIVATED,
     };
-    let object_type = if key.key_type.is_symmetric() {
+    let secret = key.key_type.family() == KeyFamily::Secret;
+    let object_type = if secret {
+        object::SECRET_DATA
+    } else if key.key_type.is_symmetric() {
         object::SYMMETRIC_KEY
     } else if public {
         object::PUBLIC_KEY
@@ -831,26 +947,26 @@ fn attributes(key: &KeyRecord, public: bool) -> Vec<(&'static str, Value)> {
         object::PRIVATE_KEY
     };
     let mut out = vec![
-        (
-            "Name",
-            Value::Structure(vec![
-                text(t::NAME_VALUE, &key.name),
-                enumeration(t::NAME_TYPE, 1),
-            ]),
-        ),
+        ("Name", name_value(crate::engine::kmip_name(key))),
         ("Object Type", Value::Enumeration(object_type)),
-        (
-            "Cryptographic Algorithm",
-            Value::Enumeration(algorithm(key.key_type)),
-        ),
-        ("Cryptographic Length", Value::Integer(length(key.key_type))),
+    ];
+    if !secret {
+        out.extend([
+            (
+                "Cryptographic Algorithm",
+                Value::Enumeration(algorithm(key.key_type)),
+            ),
+            ("Cryptographic Length", Value::Integer(length(key.key_type))),
+        ]);
+    }
+    out.extend([
         ("Cryptographic Usage Mask", Value::Integer(mask)),
         ("State", Value::Enumeration(kmip_state)),
         (
             "Initial Date",
             Value::DateTime(key.created_at.unix_timestamp()),
         ),
-    ];
+    ]);
     if let Some(at) = key.current_version().and_then(|v| v.activated_at) {
         out.push(("Activation Date", Value::DateTime(at.unix_timestamp())));
     }

@@ -140,7 +140,8 @@ async fn serve(
                 return;
             }
         };
-        let mut message = vec![0u8; total];
+        // The request may carry key material or a secret (Register): wiped when dropped.
+        let mut message = zeroize::Zeroizing::new(vec![0u8; total]);
         message[..8].copy_from_slice(&header);
         match tokio::time::timeout(READ_TIMEOUT, tls.read_exact(&mut message[8..])).await {
             Ok(Ok(_)) => {}

@@ -40,6 +40,8 @@ pub const RESULT_STATUS: u32 = 0x42007F;
 pub const REVOCATION_MESSAGE: u32 = 0x420080;
 pub const REVOCATION_REASON: u32 = 0x420081;
 pub const REVOCATION_REASON_CODE: u32 = 0x420082;
+pub const SECRET_DATA: u32 = 0x420085;
+pub const SECRET_DATA_TYPE: u32 = 0x420086;
 pub const SERVER_INFORMATION: u32 = 0x420088;
 pub const SYMMETRIC_KEY: u32 = 0x42008F;
 pub const TEMPLATE_ATTRIBUTE: u32 = 0x420091;
@@ -83,6 +85,7 @@ pub mod object {
     pub const SYMMETRIC_KEY: u32 = 0x02;
     pub const PUBLIC_KEY: u32 = 0x03;
     pub const PRIVATE_KEY: u32 = 0x04;
+    pub const SECRET_DATA: u32 = 0x07;
 }
 
 /// Result Status and Result Reason.
@@ -125,6 +128,10 @@ pub const MODE_GCM: u32 = 0x09;
 pub const FORMAT_X509: u32 = 0x05;
 /// Key Format Type Raw.
 pub const FORMAT_RAW: u32 = 0x01;
+/// Key Format Type Opaque (what Secret Data travels as).
+pub const FORMAT_OPAQUE: u32 = 0x02;
+/// Secret Data Type Password (the other is Seed, 0x02).
+pub const SECRET_PASSWORD: u32 = 0x01;
 /// Revocation Reason Code: Key Compromise.
 pub const REVOKE_KEY_COMPROMISE: u32 = 0x02;
 /// Validity Indicator.
@@ -139,6 +146,7 @@ pub mod usage {
     pub const DECRYPT: i64 = 0x08;
     pub const WRAP_KEY: i64 = 0x10;
     pub const UNWRAP_KEY: i64 = 0x20;
+    pub const EXPORT: i64 = 0x40;
     pub const MAC_GENERATE: i64 = 0x80;
     pub const MAC_VERIFY: i64 = 0x100;
 }

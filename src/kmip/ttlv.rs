@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use zeroize::Zeroizing;
+
 /// Largest message read (KMIP servers commonly cap around here; batches beyond it are refused).
 pub const MAX_MESSAGE: usize = 1024 * 1024;
 /// Deepest nesting of structures accepted.
@@ -25,7 +27,8 @@ pub enum Value {
     Enumeration(u32),
     Boolean(bool),
     Text(String),
-    Bytes(Vec<u8>),
+    /// A Byte String: key material, plaintext or a secret's value, wiped when dropped.
+    Bytes(Zeroizing<Vec<u8>>),
     DateTime(i64),
     Interval(u32),
     DateTimeExtended(i64),
@@ -151,38 +154,65 @@ fn padded(len: usize) -> usize {
 }
 
 /// Encode one item.
-pub fn encode(item: &Item) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+/// Encode one item. The buffer is sized exactly first and written in place (no intermediate
+/// copies of byte strings), and is wiped when dropped: a response may carry a secret's value.
+pub fn encode(item: &Item) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(encoded_len(item)));
     encode_into(item, &mut out);
     out
+}
+
+/// Bytes of a value's body, before padding.
+fn body_len(value: &Value) -> usize {
+    match value {
+        Value::Structure(items) => items.iter().map(encoded_len).sum(),
+        Value::Integer(_) | Value::Enumeration(_) | Value::Interval(_) => 4,
+        Value::LongInteger(_)
+        | Value::Boolean(_)
+        | Value::DateTime(_)
+        | Value::DateTimeExtended(_) => 8,
+        Value::BigInteger(v) => v.len(),
+        Value::Text(v) => v.len(),
+        Value::Bytes(v) => v.len(),
+    }
+}
+
+/// Bytes of an encoded item: header, body, padding.
+fn encoded_len(item: &Item) -> usize {
+    8 + padded(body_len(&item.value))
 }
 
 fn encode_into(item: &Item, out: &mut Vec<u8>) {
     let tag = item.tag.to_be_bytes();
     out.extend_from_slice(&tag[1..4]);
-    let (kind, body): (u8, Vec<u8>) = match &item.value {
-        Value::Structure(items) => {
-            let mut b = Vec::new();
-            for i in items {
-                encode_into(i, &mut b);
-            }
-            (0x01, b)
-        }
-        Value::Integer(v) => (0x02, v.to_be_bytes().to_vec()),
-        Value::LongInteger(v) => (0x03, v.to_be_bytes().to_vec()),
-        Value::BigInteger(v) => (0x04, v.clone()),
-        Value::Enumeration(v) => (0x05, v.to_be_bytes().to_vec()),
-        Value::Boolean(v) => (0x06, u64::from(*v).to_be_bytes().to_vec()),
-        Value::Text(v) => (0x07, v.as_bytes().to_vec()),
-        Value::Bytes(v) => (0x08, v.clone()),
-        Value::DateTime(v) => (0x09, v.to_be_bytes().to_vec()),
-        Value::Interval(v) => (0x0A, v.to_be_bytes().to_vec()),
-        Value::DateTimeExtended(v) => (0x0B, v.to_be_bytes().to_vec()),
+    let kind = match &item.value {
+        Value::Structure(_) => 0x01,
+        Value::Integer(_) => 0x02,
+        Value::LongInteger(_) => 0x03,
+        Value::BigInteger(_) => 0x04,
+        Value::Enumeration(_) => 0x05,
+        Value::Boolean(_) => 0x06,
+        Value::Text(_) => 0x07,
+        Value::Bytes(_) => 0x08,
+        Value::DateTime(_) => 0x09,
+        Value::Interval(_) => 0x0A,
+        Value::DateTimeExtended(_) => 0x0B,
     };
     out.push(kind);
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    let len = body.len();
-    out.extend_from_slice(&body);
+    let len = body_len(&item.value);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    match &item.value {
+        Value::Structure(items) => items.iter().for_each(|i| encode_into(i, out)),
+        Value::Integer(v) => out.extend_from_slice(&v.to_be_bytes()),
+        Value::LongInteger(v) | Value::DateTime(v) | Value::DateTimeExtended(v) => {
+            out.extend_from_slice(&v.to_be_bytes())
+        }
+        Value::BigInteger(v) => out.extend_from_slice(v),
+        Value::Enumeration(v) | Value::Interval(v) => out.extend_from_slice(&v.to_be_bytes()),
+        Value::Boolean(v) => out.extend_from_slice(&u64::from(*v).to_be_bytes()),
+        Value::Text(v) => out.extend_from_slice(v.as_bytes()),
+        Value::Bytes(v) => out.extend_from_slice(v),
+    }
     out.resize(out.len() + padded(len) - len, 0);
 }
 
@@ -288,7 +318,7 @@ fn decode_one(bytes: &[u8], depth: usize, items: &mut usize) -> Result<(Item, us
         0x07 => {
             Value::Text(String::from_utf8(body.to_vec()).map_err(|_| TtlvError::BadText { tag })?)
         }
-        0x08 => Value::Bytes(body.to_vec()),
+        0x08 => Value::Bytes(Zeroizing::new(body.to_vec())),
         0x09 => {
             fixed(8)?;
             Value::DateTime(i64::from_be_bytes(be8(body)))
@@ -322,7 +352,7 @@ mod tests {
                     ],
                 ),
                 Item::new(0x420055, Value::Text("backup-key-1".into())),
-                Item::new(0x4200C2, Value::Bytes(vec![1, 2, 3])),
+                Item::new(0x4200C2, Value::Bytes(vec![1, 2, 3].into())),
                 Item::new(0x42005C, Value::Enumeration(0x1E)),
                 Item::new(0x420008, Value::Boolean(true)),
                 Item::new(0x420050, Value::LongInteger(-5)),
@@ -347,7 +377,7 @@ mod tests {
     fn matches_the_specification_encoding() {
         let bytes = encode(&Item::new(0x420020, Value::Integer(8)));
         assert_eq!(
-            bytes,
+            bytes.as_slice(),
             [0x42, 0x00, 0x20, 0x02, 0, 0, 0, 4, 0, 0, 0, 8, 0, 0, 0, 0]
         );
         let text = encode(&Item::new(0x420020, Value::Text("Hello World".into())));
@@ -402,7 +432,7 @@ mod tests {
                 let n = rng.gen_range(0..200);
                 (0..n).map(|_| rng.gen()).collect()
             } else {
-                let mut m = good.clone();
+                let mut m = good.to_vec();
                 for _ in 0..rng.gen_range(1..6) {
                     let at = rng.gen_range(0..m.len());
                     match rng.gen_range(0..3) {
@@ -417,7 +447,11 @@ mod tests {
                 m
             };
             if let Ok(item) = decode(&input) {
-                assert_eq!(encode(&item), input, "decoded input re-encodes to itself");
+                assert_eq!(
+                    encode(&item).as_slice(),
+                    input,
+                    "decoded input re-encodes to itself"
+                );
             }
         }
     }

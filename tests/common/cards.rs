@@ -90,6 +90,44 @@ impl Env {
         Ok(())
     }
 
+    /// The whole disposal procedure for `key` up to its execution: an officer's request (with
+    /// the configured waiting period), a security admin's verification and a manager's approval,
+    /// each signed on the signer's card (the two people are registered on first use). Returns
+    /// the disposal's id.
+    pub fn approve_disposal(&self, key: &str) -> Res<String> {
+        if !self.path("cards-people").exists() {
+            self.register_person("alice", "security-admin")?;
+            self.register_person("bob", "manager")?;
+            std::fs::write(self.path("cards-people"), "alice bob")?;
+        }
+        let o = self.ok(&[
+            "key",
+            "dispose",
+            key,
+            "--contract-ref",
+            "CTR-2026-17",
+            "--justification",
+            "client contract ended",
+            "--json",
+        ])?;
+        let id = super::json(&o)?["id"]
+            .as_str()
+            .ok_or("no disposal id")?
+            .to_owned();
+        for (who, verb) in [("alice", "--verify"), ("bob", "--approve")] {
+            let o = self.as_person(
+                who,
+                &["key", "dispose", verb, &id, "--card-pin", "env:CARD_PIN"],
+            )?;
+            if !o.status.success() {
+                return Err(
+                    format!("{who} {verb} {id}: {}", String::from_utf8_lossy(&o.stderr)).into(),
+                );
+            }
+        }
+        Ok(id)
+    }
+
     /// `kms ARGS` as `person`, with their card's PIN in CARD_PIN (pass `--card-pin env:CARD_PIN`).
     pub fn as_person(&self, person: &str, args: &[&str]) -> Res<std::process::Output> {
         Ok(self

@@ -327,6 +327,16 @@ impl Env {
         }
     }
 
+    /// Everything the inventory holds, as bytes: the SQLite file and its WAL, or a `pg_dump`.
+    pub fn inventory_bytes(&self) -> Res<Vec<u8>> {
+        if self.pg.is_some() {
+            return self.sql_dump();
+        }
+        let mut all = std::fs::read(self.db())?;
+        all.extend(std::fs::read(self.db().with_extension("db-wal")).unwrap_or_default());
+        Ok(all)
+    }
+
     /// `pg_dump` of this environment's PostgreSQL database (every row, as text).
     pub fn sql_dump(&self) -> Res<Vec<u8>> {
         let pg = self.pg.as_ref().ok_or("not on PostgreSQL")?;

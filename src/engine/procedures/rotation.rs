@@ -66,6 +66,15 @@ impl Engine {
                     ),
                 ));
             }
+            if key.key_type.rotated_by_owner() {
+                return Err(EngineError::denied(
+                    super::super::Refusal::NotSupported,
+                    format!(
+                        "key '{name}' is {}: its value came from its owner, and a value kms made up would lose what it protects; its owner registers the new value (KMIP Register) and the old one is disposed of (kms key dispose {name} ...)",
+                        key.key_type
+                    ),
+                ));
+            }
             let report = self.rotate_inner(caller, &key, Retire::Deactivate, why)?;
             note.key_version = Some(report.new_version);
             note.detail = Some(format!(

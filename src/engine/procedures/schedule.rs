@@ -109,7 +109,11 @@ impl Engine {
             }
             // A legacy key is never rotated into another legacy key: it is migrated (by an
             // officer, `kms key migrate`) and shows as overdue until it is disposed of.
-            if !k.key_type.is_legacy() && k.rotation_due().is_some_and(|d| d <= now) {
+            // A secret-data value is replaced by its owner, never by kms (the report shows it due).
+            if !k.key_type.is_legacy()
+                && !k.key_type.rotated_by_owner()
+                && k.rotation_due().is_some_and(|d| d <= now)
+            {
                 match self.rotate_key(caller, &k.name, "scheduled: rotation period reached") {
                     Ok(r) => report.rotated.push(format!(
                         "{} v{} -> v{}",
