@@ -820,7 +820,7 @@ async fn the_synology_sequence_keeps_a_secret_on_the_token_until_its_disposal() 
     let objects = svc.env.list_objects("kms-primary")?;
     assert!(!objects.contains(&format!("kms:{name}:v1")), "{objects}");
     let (reason, _) = failure(&call(&mut s, v, 0x0A, vec![txt(0x420094, &uid)]).await?);
-    assert_ne!(reason, 0, "Get after Destroy fails");
+    assert_eq!(reason, 0x01, "Item Not Found after Destroy");
 
     let text = serde_json::to_string(&svc.audit(None)?)?;
     for needle in [

@@ -23,21 +23,25 @@ fn pykmip_creates_locates_uses_and_is_refused_key_material() -> TestResult {
     };
     let svc = Service::start_with(|env| {
         let mut cfg = std::fs::read_to_string(env.config())?;
-        cfg.push_str("\n[kmip]\nlisten = \"127.0.0.1:0\"\nmay_create = [\"demo-app\"]\n");
+        cfg.push_str("\n[kmip]\nlisten = \"127.0.0.1:0\"\nmay_create = [\"demo-app\"]\n\n[lifecycle]\ndisposal_wait = \"0\"\ndisposal_wait_min = \"0\"\n");
         std::fs::write(env.config(), cfg)?;
         Ok(())
     })?;
     svc.register("demo-app")?;
     let addr = svc.kmip.ok_or("no KMIP listener")?;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pykmip_client.py");
-    let o = std::process::Command::new(python)
-        .arg(script)
-        .env("KMS_KMIP_PORT", addr.port().to_string())
-        .env("KMS_KMIP_CA", svc.pki().join("ca.pem"))
-        .env("KMS_KMIP_CERT", svc.pki().join("client-demo-app.pem"))
-        .env("KMS_KMIP_KEY", svc.pki().join("client-demo-app-key.pem"))
-        .env("PYTHONWARNINGS", "ignore")
-        .output()?;
+    let pykmip = |args: &[&str]| {
+        std::process::Command::new(&python)
+            .arg(&script)
+            .args(args)
+            .env("KMS_KMIP_PORT", addr.port().to_string())
+            .env("KMS_KMIP_CA", svc.pki().join("ca.pem"))
+            .env("KMS_KMIP_CERT", svc.pki().join("client-demo-app.pem"))
+            .env("KMS_KMIP_KEY", svc.pki().join("client-demo-app-key.pem"))
+            .env("PYTHONWARNINGS", "ignore")
+            .output()
+    };
+    let o = pykmip(&[])?;
     let out = format!("{}{}", stdout(&o), stderr(&o));
     assert!(
         o.status.success(),
@@ -75,6 +79,7 @@ fn pykmip_creates_locates_uses_and_is_refused_key_material() -> TestResult {
         "kms:pykmip-key:v1",
         "kms:pykmip-signer:v1",
         "kms:registered-key:v1",
+        "kms:pykmip-secret:v1",
     ] {
         let a = access
             .get(label)
@@ -86,11 +91,38 @@ fn pykmip_creates_locates_uses_and_is_refused_key_material() -> TestResult {
     }
     let dump = svc.env.inventory_bytes()?;
     let material: Vec<u8> = (0u8..32).collect();
+    let secret = b"vault passphrase: correct horse battery staple";
+    for bytes in [material.as_slice(), secret.as_slice()] {
+        assert!(
+            !dump.windows(bytes.len()).any(|w| w == bytes),
+            "the registered bytes are not in the inventory"
+        );
+    }
+    // Destroy, after the disposal procedure the officers carry out.
+    let sid = out
+        .lines()
+        .find_map(|l| l.strip_prefix("secret-uid: "))
+        .ok_or("no secret uid printed")?
+        .trim()
+        .to_owned();
+    let keys = json(&svc.env.ok(&["key", "list", "--json"])?)?;
+    let name = keys
+        .as_array()
+        .and_then(|a| a.iter().find(|k| k["id"] == sid.as_str()))
+        .and_then(|k| k["name"].as_str())
+        .ok_or("the secret is not in the inventory")?
+        .to_owned();
+    assert_eq!(name, "pykmip-secret");
+    svc.env.approve_disposal(&name)?;
+    let o = pykmip(&["destroy", &sid])?;
+    let out = format!("{}{}", stdout(&o), stderr(&o));
     assert!(
-        !dump
-            .windows(material.len())
-            .any(|w| w == material.as_slice()),
-        "the registered key's bytes are not in the inventory"
+        o.status.success() && out.contains("pykmip: destroyed"),
+        "{out}"
     );
+    assert!(!svc
+        .env
+        .list_objects("kms-primary")?
+        .contains("kms:pykmip-secret:v1"));
     Ok(())
 }

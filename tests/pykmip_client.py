@@ -1,7 +1,8 @@
 """PyKMIP's ProxyKmipClient (pykmip 0.11) against kms serve's KMIP listener (issue 16).
 
 Run by tests/pykmip.rs with KMS_KMIP_PORT, KMS_KMIP_CA, KMS_KMIP_CERT, KMS_KMIP_KEY set. Prints one
-line per step; exits non-zero at the first step that does not do what kms promises."""
+line per step; exits non-zero at the first step that does not do what kms promises. With
+`destroy UID` it destroys that object (run after the officers' disposal procedure)."""
 
 import os
 import sys
@@ -29,8 +30,8 @@ def expect_failure(name, reason, call):
     sys.exit(f"{name}: succeeded, but kms must refuse it")
 
 
-def main():
-    c = pie_client.ProxyKmipClient(
+def client():
+    return pie_client.ProxyKmipClient(
         hostname="127.0.0.1",
         port=int(os.environ["KMS_KMIP_PORT"]),
         cert=os.environ["KMS_KMIP_CERT"],
@@ -38,6 +39,20 @@ def main():
         ca=os.environ["KMS_KMIP_CA"],
         config_file=None,
     )
+
+
+def destroy(uid):
+    """The second phase: after the officers' disposal procedure, Destroy carries it out."""
+    c = client()
+    with c:
+        step("destroy after the disposal procedure")
+        c.destroy(uid)
+        expect_failure("get after destroy", enums.ResultReason.ITEM_NOT_FOUND, lambda: c.get(uid))
+    print("pykmip: destroyed", flush=True)
+
+
+def main():
+    c = client()
     with c:
         step("create an AES-256 key")
         uid = c.create(enums.CryptographicAlgorithm.AES, 256, name="pykmip-key")
@@ -104,6 +119,44 @@ def main():
         expect_failure(
             "get the registered key back", enums.ResultReason.PERMISSION_DENIED, lambda: c.get(rid)
         )
+        step("register Secret Data and get it back")
+        secret = b"vault passphrase: correct horse battery staple"
+        sid = c.register(
+            objects.SecretData(
+                secret,
+                enums.SecretDataType.PASSWORD,
+                masks=[enums.CryptographicUsageMask.VERIFY],
+                name="pykmip-secret",
+            )
+        )
+        got = c.get(sid)
+        if not isinstance(got, objects.SecretData) or got.value != secret:
+            sys.exit(f"Get of the Secret Data gave {type(got).__name__} {getattr(got, 'value', None)!r}")
+        if got.data_type != enums.SecretDataType.PASSWORD:
+            sys.exit(f"the Secret Data came back as {got.data_type}")
+        found = c.locate(
+            attributes=[
+                c.attribute_factory.create_attribute(
+                    enums.AttributeType.OBJECT_TYPE, enums.ObjectType.SECRET_DATA
+                )
+            ]
+        )
+        if sid not in found or uid in found:
+            sys.exit(f"locate by Object Type Secret Data gave {found}")
+        step("revoke (cessation of operation): deactivated, still readable")
+        c.revoke(enums.RevocationReasonCode.CESSATION_OF_OPERATION, sid)
+        _, attrs = c.get_attributes(sid, ["State"])
+        state = {a.attribute_name.value: a.attribute_value.value for a in attrs}.get("State")
+        if state != enums.State.DEACTIVATED:
+            sys.exit(f"after Revoke the state is {state}")
+        if c.get(sid).value != secret:
+            sys.exit("a revoked secret no longer opens what it protects")
+        expect_failure(
+            "destroy before the disposal procedure",
+            enums.ResultReason.PERMISSION_DENIED,
+            lambda: c.destroy(sid),
+        )
+        print(f"secret-uid: {sid}", flush=True)
         step("the key material stays on the token")
         expect_failure("get", enums.ResultReason.PERMISSION_DENIED, lambda: c.get(uid))
         expect_failure(
@@ -120,4 +173,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "destroy":
+        destroy(sys.argv[2])
+    else:
+        main()

@@ -717,15 +717,25 @@ pub(crate) fn drill(
             }
         }
         KeyFamily::Secret => {
-            // The value is what its grantees get back: both tokens must give the same one.
+            // A copy is wrap-with-trusted (the KEK pins it), so it cannot be read back in place;
+            // both objects HMAC the same challenge instead (CKA_SIGN is set for this alone).
             let src = src.ok_or(ORIGINAL_UNREACHABLE)?;
-            let a = src.reveal_secret(&version.object_id).map_err(e)?;
-            let b = dst.reveal_secret(&copy.object_id).map_err(e)?;
-            if bool::from(subtle::ConstantTimeEq::ct_eq(a.as_slice(), b.as_slice())) {
-                Ok(format!(
-                    "original and copy read back the same {}-byte value",
-                    a.len()
-                ))
+            let a = src
+                .mac(
+                    &version.object_id,
+                    crate::model::KeyType::HmacSha256,
+                    &challenge,
+                )
+                .map_err(e)?;
+            let b = dst
+                .mac(
+                    &copy.object_id,
+                    crate::model::KeyType::HmacSha256,
+                    &challenge,
+                )
+                .map_err(e)?;
+            if a == b {
+                Ok("original and copy make the same HMAC over a challenge (same value)".into())
             } else {
                 Err("the copy holds a different value from the original".into())
             }

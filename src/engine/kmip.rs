@@ -38,6 +38,13 @@ impl Engine {
             .inventory
             .key_name_by_id(uid)?
             .ok_or_else(|| crate::inventory::InventoryError::NoSuchKey(uid.to_owned()))?;
+        // A destroyed object is gone for KMIP (its grants went with it; the record stays).
+        if self.inventory.key(&name)?.disposed_at.is_some() {
+            return Err(crate::inventory::InventoryError::NoSuchKey(format!(
+                "{uid} (destroyed by its disposal)"
+            ))
+            .into());
+        }
         check_grant(
             &self.inventory,
             caller,

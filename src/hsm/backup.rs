@@ -375,7 +375,8 @@ fn unwrap_copy_in(
         Attribute::Private(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(true),
-        Attribute::WrapWithTrusted(super::keygen::wrap_with_trusted(key_type)),
+        // Every copy, a secret-data one too: the KEK's unwrap template pins it (raw.rs).
+        Attribute::WrapWithTrusted(true),
     ];
     let kt = super::keygen::ck_key_type(key_type);
     if key_type.is_symmetric() {
@@ -424,13 +425,14 @@ fn unwrap_copy_in(
             ],
         )
         .map_err(HsmError::ck(token, "reading the copy's attributes back"))?;
-    let wwt = super::keygen::wrap_with_trusted(key_type);
-    let all_true = got.iter().all(|a| match a {
-        Attribute::WrapWithTrusted(v) => *v == wwt,
-        a => matches!(
+    let all_true = got.iter().all(|a| {
+        matches!(
             a,
-            Attribute::Sensitive(true) | Attribute::Extractable(true) | Attribute::Token(true)
-        ),
+            Attribute::Sensitive(true)
+                | Attribute::Extractable(true)
+                | Attribute::WrapWithTrusted(true)
+                | Attribute::Token(true)
+        )
     });
     if !all_true || got.len() != 4 {
         return Err(HsmError::BadTokenOutput {

@@ -401,7 +401,11 @@ impl Token {
             Attribute::WrapWithTrusted(super::keygen::wrap_with_trusted(key_type)),
             Attribute::Id(id.0.clone()),
             Attribute::Label(label.as_bytes().to_vec()),
-            Attribute::Value(value.to_vec()),
+            Attribute::Value(if key_type.is_revealable() {
+                super::reveal::encode_secret(value).to_vec()
+            } else {
+                value.to_vec()
+            }),
         ];
         template.extend(secret_flags(usage));
         template.push(Attribute::Modifiable(false));

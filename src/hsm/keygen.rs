@@ -59,7 +59,8 @@ pub(crate) fn secret_flags(usage: &OperationSet) -> [Attribute; 7] {
         Attribute::Decrypt(usage.contains(Operation::Decrypt)),
         Attribute::Wrap(usage.contains(Operation::Wrap)),
         Attribute::Unwrap(usage.contains(Operation::Unwrap)),
-        Attribute::Sign(usage.contains(Operation::Mac)),
+        // A secret-data object may HMAC: how its backup copy is proven (engine/backup.rs).
+        Attribute::Sign(usage.contains(Operation::Mac) || usage.contains(Operation::Reveal)),
         Attribute::Verify(usage.contains(Operation::VerifyMac)),
         Attribute::Derive(false),
     ]
@@ -166,6 +167,28 @@ fn generate_secret(
             })
         }
     };
+    if key_type.is_revealable() {
+        // Random bytes from the token, kept padded as every secret-data value (see reveal.rs).
+        let random = zeroize::Zeroizing::new(
+            session
+                .generate_random_vec(key_type.secret_len().unwrap_or(32) as u32)
+                .map_err(HsmError::ck(token, "drawing a secret value"))?,
+        );
+        template.push(Attribute::Value(
+            super::reveal::encode_secret(&random).to_vec(),
+        ));
+        let made = session.create_object(&template);
+        for a in &mut template {
+            if let Attribute::Value(v) = a {
+                zeroize::Zeroize::zeroize(v);
+            }
+        }
+        made.map_err(HsmError::ck(
+            token,
+            "putting a generated secret on the token",
+        ))?;
+        return Ok(());
+    }
     if key_type.family() != KeyFamily::Des3 {
         let len = key_type.secret_len().unwrap_or(32) as u64;
         template.push(Attribute::ValueLen(len.into()));
