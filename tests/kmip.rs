@@ -687,6 +687,7 @@ async fn the_synology_sequence_keeps_a_secret_on_the_token_until_its_disposal() 
                     vec![
                         attr("Cryptographic Usage Mask", Value::Integer(0x02)),
                         name_attr("tmp-registration"),
+                        attr("x-classification", Value::Text("restricted".into())),
                     ],
                 ),
                 Item::structure(
@@ -772,6 +773,12 @@ async fn the_synology_sequence_keeps_a_secret_on_the_token_until_its_disposal() 
         .and_then(|k| k["name"].as_str())
         .ok_or("the secret is not in the inventory")?
         .to_owned();
+    let shown = json(&svc.env.ok(&["key", "show", &name, "--json"])?)?;
+    assert_eq!(
+        shown["classification"], "restricted",
+        "A8 from the template"
+    );
+    assert_eq!(shown["owner"], APP);
     let objects = svc.env.list_objects("kms-primary")?;
     let block = objects
         .split("Object;")

@@ -14,6 +14,10 @@ use super::{Caller, Engine, EngineError, NewGrantRequest, Refusal};
 use crate::inventory::KeyRecord;
 use crate::model::{KeyFamily, KeyType, Operation, OperationSet, Role, VersionState};
 
+/// The template attribute that sets a KMIP-made key's A8 classification (text: confidential,
+/// restricted or public); without it, `[kmip] classification` applies.
+pub const CLASSIFICATION_ATTRIBUTE: &str = "x-classification";
+
 /// The label that keeps a key's KMIP Name (what a client named it, or renamed it to).
 pub const KMIP_NAME: &str = "kmip-name";
 
@@ -100,8 +104,9 @@ impl Engine {
         name: Option<String>,
         key_type: KeyType,
         usage: OperationSet,
+        labels: &[(&str, String)],
     ) -> Result<KeyRecord, EngineError> {
-        self.kmip_make(caller, name, key_type, usage, None, &[])
+        self.kmip_make(caller, name, key_type, usage, None, labels)
     }
 
     /// KMIP Register of a symmetric key: the bytes go onto the token as a sensitive object (the
@@ -162,11 +167,18 @@ impl Engine {
             let kmip = self.config.kmip.as_ref().ok_or_else(|| {
                 EngineError::InvalidInput("no [kmip] section".into())
             })?;
+            // The A8 classification: `[kmip] classification`, or the client's x-classification.
+            let classification = match labels.iter().find(|(k, _)| *k == CLASSIFICATION_ATTRIBUTE) {
+                Some((_, v)) => v.parse().map_err(|e: crate::model::ParseError| {
+                    EngineError::InvalidInput(format!("{CLASSIFICATION_ATTRIBUTE}: {e}"))
+                })?,
+                None => kmip.classification,
+            };
             let mut req = CreateKey::new(
                 &name,
                 key_type,
                 caller.actor.clone(),
-                kmip.classification,
+                classification,
                 usage.clone(),
             );
             req.purpose = format!("created over KMIP by '{}'", caller.actor);
@@ -176,7 +188,7 @@ impl Engine {
             if let Some(n) = &kmip_given {
                 req.labels.insert(KMIP_NAME.into(), n.clone());
             }
-            for (k, v) in labels {
+            for (k, v) in labels.iter().filter(|(k, _)| *k != CLASSIFICATION_ATTRIBUTE) {
                 req.labels.insert((*k).to_owned(), v.clone());
             }
             if key_type.rotated_by_owner() {

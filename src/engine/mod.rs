@@ -46,7 +46,7 @@ pub use failover::TokenDown;
 pub use import::{Adopt, IMPORT_KEY};
 pub use integrity::{InventoryVerification, INTEGRITY_KEY};
 pub use keys::{CreateKey, Import, OnCard, PlainKey, CARD_TOKEN};
-pub use kmip::{kmip_name, KmipSealed, KMIP_NAME};
+pub use kmip::{kmip_name, KmipSealed, CLASSIFICATION_ATTRIBUTE, KMIP_NAME};
 pub use legacy::{LegacyKey, Mac};
 pub use nodes::{NodeHealth, SINGLETONS};
 pub use procedures::{

@@ -658,7 +658,7 @@ fn create(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Failu
         ));
     }
     let name = name_of(&attrs);
-    let key = engine.kmip_create(caller, name, key_type, OperationSet(ops))?;
+    let key = engine.kmip_create(caller, name, key_type, OperationSet(ops), &a8(&attrs)?)?;
     Ok(vec![
         enumeration(t::OBJECT_TYPE, object::SYMMETRIC_KEY),
         text(t::UNIQUE_IDENTIFIER, &key.id),
@@ -722,7 +722,7 @@ fn register(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Fai
         key_type,
         OperationSet(ops),
         crate::engine::PlainKey(zeroize::Zeroizing::new(material.to_vec())),
-        &[],
+        &a8(&attrs)?,
     )?;
     Ok(vec![text(t::UNIQUE_IDENTIFIER, &key.id)])
 }
@@ -771,9 +771,29 @@ fn register_secret_data(engine: &Engine, caller: &Caller, p: &Item) -> Result<Ve
         KeyType::SecretData,
         OperationSet([Operation::Reveal].into_iter().collect()),
         crate::engine::PlainKey(zeroize::Zeroizing::new(material.to_vec())),
-        &[(SECRET_DATA_TYPE_LABEL, data_type.to_string())],
+        &[
+            a8(&attrs)?,
+            vec![(SECRET_DATA_TYPE_LABEL, data_type.to_string())],
+        ]
+        .concat(),
     )?;
     Ok(vec![text(t::UNIQUE_IDENTIFIER, &key.id)])
+}
+
+/// The A8 fields a client may set in a template: `x-classification` (text).
+fn a8<'a>(attrs: &[(&'a str, &Item)]) -> Result<Vec<(&'a str, String)>, Failure> {
+    let key = crate::engine::CLASSIFICATION_ATTRIBUTE;
+    match find(attrs, key) {
+        None => Ok(Vec::new()),
+        Some(v) => {
+            let text = v
+                .as_text()
+                .ok_or_else(|| Failure::field(format!("{key} is a Text String")))?;
+            text.parse::<crate::model::Classification>()
+                .map_err(|e| Failure::field(format!("{key}: {e}")))?;
+            Ok(vec![(key, text.to_owned())])
+        }
+    }
 }
 
 /// A Name attribute's value (Name Value, Name Type Uninterpreted Text String).
@@ -807,7 +827,7 @@ fn create_key_pair(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Ite
     };
     let name = name_of(&attrs);
     let usage = OperationSet([Operation::Sign, Operation::Verify].into_iter().collect());
-    let key = engine.kmip_create(caller, name, key_type, usage)?;
+    let key = engine.kmip_create(caller, name, key_type, usage, &a8(&attrs)?)?;
     Ok(vec![
         text(t::PRIVATE_KEY_UNIQUE_IDENTIFIER, &key.id),
         text(
