@@ -766,13 +766,7 @@ async fn the_synology_sequence_keeps_a_secret_on_the_token_until_its_disposal() 
     );
 
     // On the token: a sensitive object under the key's own label; nothing of it in the inventory.
-    let key = json(&svc.env.ok(&["key", "list", "--json"])?)?;
-    let name = key
-        .as_array()
-        .and_then(|a| a.iter().find(|k| k["id"] == uid.as_str()))
-        .and_then(|k| k["name"].as_str())
-        .ok_or("the secret is not in the inventory")?
-        .to_owned();
+    let name = svc.env.key_name_by_id(&uid)?;
     let shown = json(&svc.env.ok(&["key", "show", &name, "--json"])?)?;
     assert_eq!(
         shown["classification"], "restricted",

@@ -105,13 +105,7 @@ fn pykmip_creates_locates_uses_and_is_refused_key_material() -> TestResult {
         .ok_or("no secret uid printed")?
         .trim()
         .to_owned();
-    let keys = json(&svc.env.ok(&["key", "list", "--json"])?)?;
-    let name = keys
-        .as_array()
-        .and_then(|a| a.iter().find(|k| k["id"] == sid.as_str()))
-        .and_then(|k| k["name"].as_str())
-        .ok_or("the secret is not in the inventory")?
-        .to_owned();
+    let name = svc.env.key_name_by_id(&sid)?;
     assert_eq!(name, "pykmip-secret");
     svc.env.approve_disposal(&name)?;
     let o = pykmip(&["destroy", &sid])?;

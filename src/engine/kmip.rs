@@ -42,8 +42,9 @@ impl Engine {
             .inventory
             .key_name_by_id(uid)?
             .ok_or_else(|| crate::inventory::InventoryError::NoSuchKey(uid.to_owned()))?;
+        let key = self.inventory.key(&name)?;
         // A destroyed object is gone for KMIP (its grants went with it; the record stays).
-        if self.inventory.key(&name)?.disposed_at.is_some() {
+        if key.disposed_at.is_some() {
             return Err(crate::inventory::InventoryError::NoSuchKey(format!(
                 "{uid} (destroyed by its disposal)"
             ))
@@ -56,7 +57,7 @@ impl Engine {
             None,
             OffsetDateTime::now_utc(),
         )?;
-        Ok(self.inventory.key(&name)?)
+        Ok(key)
     }
 
     /// KMIP GetAttributes / Get: the key, audited.

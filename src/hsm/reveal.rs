@@ -16,11 +16,12 @@
 //! value is a multiple of 8 and goes through wrap and unwrap unchanged.
 
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass};
+use cryptoki::object::{Attribute, KeyType as CkKeyType, ObjectClass};
 use cryptoki::session::Session;
 use zeroize::Zeroizing;
 
 use super::objects::KeyClass;
+use super::wrap::{destroy_quietly, read_value};
 use super::{HsmError, Token};
 use crate::model::ObjectId;
 
@@ -117,26 +118,9 @@ fn read_through(
             token,
             "unwrapping the secret into a session object",
         ))?;
-    let value = s
-        .get_attributes(readable, &[AttributeType::Value])
-        .map_err(HsmError::ck(token, "reading the secret's value"));
+    let value = read_value(token, s, readable);
     destroy_quietly(s, readable);
-    value?
-        .into_iter()
-        .find_map(|a| match a {
-            Attribute::Value(v) => Some(Zeroizing::new(v)),
-            _ => None,
-        })
-        .ok_or_else(|| HsmError::Raw {
-            token: token.to_owned(),
-            what: "the token returned no CKA_VALUE for the unwrapped secret".into(),
-        })
-}
-
-fn destroy_quietly(s: &Session, h: cryptoki::object::ObjectHandle) {
-    if let Err(e) = s.destroy_object(h) {
-        tracing::warn!(error = %e, "could not destroy a transient session object");
-    }
+    value
 }
 
 #[cfg(test)]

@@ -92,10 +92,17 @@ impl Token {
     }
 }
 
-fn read_value(token: &str, s: &Session, h: ObjectHandle) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+pub(super) fn read_value(
+    token: &str,
+    s: &Session,
+    h: ObjectHandle,
+) -> Result<Zeroizing<Vec<u8>>, HsmError> {
     let attrs = s
         .get_attributes(h, &[AttributeType::Value])
-        .map_err(HsmError::ck(token, "reading the data key"))?;
+        .map_err(HsmError::ck(
+            token,
+            "reading a transient key's value (data key or revealed secret)",
+        ))?;
     attrs
         .into_iter()
         .find_map(|a| match a {
@@ -104,13 +111,13 @@ fn read_value(token: &str, s: &Session, h: ObjectHandle) -> Result<Zeroizing<Vec
         })
         .ok_or_else(|| HsmError::PublicKey {
             token: token.to_owned(),
-            id: "data key".into(),
+            id: "transient key".into(),
             reason: "the token returned no CKA_VALUE".into(),
         })
 }
 
 /// Session objects vanish with the session anyway; destroying now keeps the window short.
-fn destroy_quietly(s: &Session, h: ObjectHandle) {
+pub(super) fn destroy_quietly(s: &Session, h: ObjectHandle) {
     if let Err(e) = s.destroy_object(h) {
         tracing::warn!(error = %e, "could not destroy a transient data-key object");
     }

@@ -691,11 +691,7 @@ fn register(engine: &Engine, caller: &Caller, p: &Item) -> Result<Vec<Item>, Fai
             "Register takes symmetric keys in Raw format",
         ));
     }
-    let material = block
-        .child(t::KEY_VALUE)
-        .and_then(|v| v.child(t::KEY_MATERIAL))
-        .and_then(Item::as_bytes)
-        .ok_or_else(|| Failure::new(result::MISSING_DATA, "no Key Material"))?;
+    let material = key_material(block)?;
     let algorithm = block
         .child(t::CRYPTOGRAPHIC_ALGORITHM)
         .and_then(Item::as_enum);
@@ -750,11 +746,7 @@ fn register_secret_data(engine: &Engine, caller: &Caller, p: &Item) -> Result<Ve
             ))
         }
     }
-    let material = block
-        .child(t::KEY_VALUE)
-        .and_then(|v| v.child(t::KEY_MATERIAL))
-        .and_then(Item::as_bytes)
-        .ok_or_else(|| Failure::new(result::MISSING_DATA, "no Key Material"))?;
+    let material = key_material(block)?;
     let allowed = KeyType::SecretData.registered_len();
     if !allowed.contains(&material.len()) {
         return Err(Failure::field(format!(
@@ -794,6 +786,15 @@ fn a8<'a>(attrs: &[(&'a str, &Item)]) -> Result<Vec<(&'a str, String)>, Failure>
             Ok(vec![(key, text.to_owned())])
         }
     }
+}
+
+/// The bytes of a Key Block's Key Value.
+fn key_material(block: &Item) -> Result<&[u8], Failure> {
+    block
+        .child(t::KEY_VALUE)
+        .and_then(|v| v.child(t::KEY_MATERIAL))
+        .and_then(Item::as_bytes)
+        .ok_or_else(|| Failure::new(result::MISSING_DATA, "no Key Material"))
 }
 
 /// A Name attribute's value (Name Value, Name Type Uninterpreted Text String).

@@ -327,6 +327,17 @@ impl Env {
         }
     }
 
+    /// The name of the key whose ID (KMIP unique identifier) is `id`.
+    pub fn key_name_by_id(&self, id: &str) -> Res<String> {
+        let keys = json(&self.ok(&["key", "list", "--json"])?)?;
+        Ok(keys
+            .as_array()
+            .and_then(|a| a.iter().find(|k| k["id"] == id))
+            .and_then(|k| k["name"].as_str())
+            .ok_or_else(|| format!("no key with id {id} in the inventory"))?
+            .to_owned())
+    }
+
     /// Everything the inventory holds, as bytes: the SQLite file and its WAL, or a `pg_dump`.
     pub fn inventory_bytes(&self) -> Res<Vec<u8>> {
         if self.pg.is_some() {
