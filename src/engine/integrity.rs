@@ -24,13 +24,15 @@ use time::OffsetDateTime;
 
 use super::{Engine, EngineError};
 use crate::hsm::Hsm;
-use crate::inventory::{CheckFailure, InventoryError, Outcome, RowIntegrity};
+use crate::inventory::{CheckFailure, InventoryError, Outcome, RowIntegrity, TaggedTable};
 use crate::model::{KeyType, ObjectId};
 
 /// The inventory key that tags inventory rows; used by kms itself only.
 pub const INTEGRITY_KEY: &str = "kms-integrity";
 /// The audit action of the one-time tagging of an older inventory's rows.
 pub const TAGGED_ACTION: &str = "inventory.integrity-tagged";
+/// The audit action of the one-time tagging of the tables tagged since issue 23.
+pub const TAGGED_23_ACTION: &str = "inventory.integrity-tagged-23";
 
 /// Where the integrity key's private half (and its copies) live.
 #[derive(Debug, Clone)]
@@ -47,6 +49,8 @@ pub(crate) struct HsmRowIntegrity {
     version: u32,
     public: Mutex<Option<p384::ecdsa::VerifyingKey>>,
     checked: Mutex<HashSet<[u8; 48]>>,
+    /// The highest change number seen per row (`table:identity`) by this process.
+    heads: Mutex<std::collections::HashMap<String, i64>>,
     failures: Arc<AtomicU64>,
     /// Set when the inventory and the tokens disagree about the key itself: every check fails.
     broken: Option<String>,
@@ -133,6 +137,28 @@ impl HsmRowIntegrity {
 }
 
 impl RowIntegrity for HsmRowIntegrity {
+    fn seen(&self, key: &str) -> i64 {
+        self.heads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn raise(&self, key: &str, seq: i64) {
+        let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+        let e = heads.entry(key.to_owned()).or_insert(0);
+        if seq > *e {
+            *e = seq;
+        }
+    }
+
+    fn failed(&self, why: &str) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(reason = %why, "inventory row failed its integrity check");
+    }
+
     fn tag(&self, message: &[u8]) -> Result<Vec<u8>, String> {
         if let Some(why) = &self.broken {
             return Err(why.clone());
@@ -240,6 +266,7 @@ impl Engine {
             version,
             public: Mutex::new(None),
             checked: Mutex::new(HashSet::new()),
+            heads: Mutex::new(std::collections::HashMap::new()),
             failures: Arc::clone(&self.integrity_failures),
             broken,
         }));
@@ -326,7 +353,7 @@ impl Engine {
         self.install_integrity(v.version, places, None);
         // An inventory whose rows were never tagged (made before tags, or a first open
         // interrupted before the tagging committed) is tagged once, as an audited step.
-        if self.inventory.any_untagged()?
+        if self.inventory.any_untagged(&TaggedTable::ALL)?
             && !self.inventory.has_record_starting(TAGGED_ACTION, "")?
         {
             let caller = self.system_caller();
@@ -344,9 +371,34 @@ impl Engine {
             );
             let n = self
                 .inventory
-                .tag_untagged(&entry)
+                .tag_untagged(&TaggedTable::ALL, &entry)
                 .map_err(EngineError::AuditFailed)?;
             tracing::info!(rows = n, "inventory rows tagged with the integrity key");
+        }
+        // The tables tagged since issue 23 (keys, copies, requests, signatures, compromises,
+        // disposals, procedures): their rows from before are tagged once, as an audited step.
+        // After that record exists, an untagged row there is refused like a forged one.
+        if self.inventory.any_untagged(&TaggedTable::SINCE_23)?
+            && !self.inventory.has_record_starting(TAGGED_23_ACTION, "")?
+        {
+            let caller = self.system_caller();
+            let entry = self.entry(
+                &caller,
+                TAGGED_23_ACTION,
+                Some(INTEGRITY_KEY),
+                Some(v.version),
+                Outcome::Ok,
+                Some(format!(
+                    "rows of keys, backup copies, access requests, signatures, compromises, disposals and procedures tagged with {INTEGRITY_KEY} v{} at {}",
+                    v.version,
+                    crate::inventory::fmt_time(OffsetDateTime::now_utc())
+                )),
+            );
+            let n = self
+                .inventory
+                .tag_untagged(&TaggedTable::SINCE_23, &entry)
+                .map_err(EngineError::AuditFailed)?;
+            tracing::info!(rows = n, "rows of the tables tagged since issue 23 tagged");
         }
         Ok(())
     }

@@ -26,6 +26,8 @@ const PAIR_COLUMNS: &str = "id, from_token, from_serial, to_token, to_serial, ke
      transport_id, created_at, created_by";
 const COPY_COLUMNS: &str = "token, token_label, token_serial, object_id, pair_id, copied_at, \
      verified_at, drill_failed_at, drill_error";
+/// How many columns COPY_COLUMNS names (a row's integrity tail starts after them).
+const COPY_COLUMN_COUNT: usize = 9;
 
 impl Inventory {
     /// Record a finished key ceremony together with its audit record.
@@ -149,9 +151,10 @@ impl Inventory {
         copy: &KeyCopy,
         entry: &AuditEntry,
     ) -> Result<(), InventoryError> {
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
-        upsert_copy(&tx, key_id, version, copy)?;
+        upsert_copy(&tx, integrity.as_ref(), key_id, version, copy)?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
         Ok(())
@@ -256,7 +259,26 @@ fn sqlite_only() -> InventoryError {
     )
 }
 
+/// Insert or replace a copy's row, checking the row it replaces and tagging the result.
 pub(super) fn upsert_copy(
+    conn: &Connection,
+    integrity: Option<&std::sync::Arc<dyn super::integrity::RowIntegrity>>,
+    key_id: &str,
+    version: u32,
+    c: &KeyCopy,
+) -> Result<(), InventoryError> {
+    let serial = c.token_serial.as_str();
+    guarded(
+        conn,
+        integrity,
+        Table::KeyCopies,
+        "key_id = ?1 AND version = ?2 AND token_serial = ?3",
+        &[&key_id, &version, &serial],
+        |conn| upsert_copy_row(conn, key_id, version, c).map_err(InventoryError::from),
+    )
+}
+
+fn upsert_copy_row(
     conn: &Connection,
     key_id: &str,
     version: u32,
@@ -286,15 +308,23 @@ pub(super) fn upsert_copy(
     Ok(())
 }
 
+/// A version's copies; with `integrity`, each row's tag is checked in the same read.
 pub(super) fn copies_of(
     conn: &Connection,
+    integrity: Option<&std::sync::Arc<dyn super::integrity::RowIntegrity>>,
     key_id: &str,
     version: u32,
 ) -> Result<Vec<KeyCopy>, InventoryError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COPY_COLUMNS} FROM key_copies WHERE key_id = ?1 AND version = ?2 ORDER BY token"
+        "SELECT {COPY_COLUMNS}{} FROM key_copies WHERE key_id = ?1 AND version = ?2 ORDER BY token",
+        super::integrity::tail(Table::KeyCopies, "")
     ))?;
-    let rows = stmt.query_map(params![key_id, version], read_copy)?;
+    let rows = stmt.query_map(params![key_id, version], |r| {
+        Ok(
+            super::integrity::check_tail(conn, integrity, Table::KeyCopies, r, COPY_COLUMN_COUNT)
+                .and_then(|()| read_copy(r)?),
+        )
+    })?;
     let mut out = Vec::new();
     for r in rows {
         out.push(r??);

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use super::sql::Connection;
+use super::sql::{Connection, OptionalExtension};
 use super::sql::{ToValue, Value};
 
 use super::{Inventory, InventoryError};
@@ -21,6 +21,14 @@ pub trait RowIntegrity: Send + Sync {
     fn tag(&self, message: &[u8]) -> Result<Vec<u8>, String>;
     /// Ok if `tag` is a valid tag of `message`; Err says why not.
     fn check(&self, message: &[u8], tag: &[u8]) -> Result<(), CheckFailure>;
+    /// The highest change number this process has seen for the row `key` (0 if none).
+    fn seen(&self, _key: &str) -> i64 {
+        0
+    }
+    /// Remember that the row `key` was seen (or written) at change `seq`.
+    fn raise(&self, _key: &str, _seq: i64) {}
+    /// A row failed its check (counted, logged).
+    fn failed(&self, _why: &str) {}
 }
 
 /// Why a check did not pass.
@@ -40,14 +48,39 @@ pub enum Table {
     Grants,
     KeyVersions,
     BackupPairs,
+    Keys,
+    KeyCopies,
+    Requests,
+    Signatures,
+    Compromises,
+    Disposals,
+    Procedures,
 }
 
 impl Table {
-    pub const ALL: [Table; 4] = [
+    pub const ALL: [Table; 11] = [
         Table::Principals,
         Table::Grants,
         Table::KeyVersions,
         Table::BackupPairs,
+        Table::Keys,
+        Table::KeyCopies,
+        Table::Requests,
+        Table::Signatures,
+        Table::Compromises,
+        Table::Disposals,
+        Table::Procedures,
+    ];
+
+    /// The tables that carry tags since issue 23 (their rows from before are tagged once).
+    pub const SINCE_23: [Table; 7] = [
+        Table::Keys,
+        Table::KeyCopies,
+        Table::Requests,
+        Table::Signatures,
+        Table::Compromises,
+        Table::Disposals,
+        Table::Procedures,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +89,13 @@ impl Table {
             Table::Grants => "grants",
             Table::KeyVersions => "key_versions",
             Table::BackupPairs => "backup_pairs",
+            Table::Keys => "keys",
+            Table::KeyCopies => "key_copies",
+            Table::Requests => "access_requests",
+            Table::Signatures => "signatures",
+            Table::Compromises => "compromises",
+            Table::Disposals => "disposals",
+            Table::Procedures => "procedures",
         }
     }
 
@@ -114,6 +154,102 @@ impl Table {
                 "created_at",
                 "created_by",
             ],
+            // Not `purpose`, `handling`, `disposal` (descriptive text) nor `updated_at`.
+            Table::Keys => &[
+                "id",
+                "name",
+                "key_type",
+                "owner",
+                "classification",
+                "usage",
+                "expires",
+                "rotate_every_secs",
+                "labels",
+                "created_by",
+                "created_at",
+                "reencrypt_window_secs",
+                "protect_for_secs",
+                "process_for_secs",
+                "disposed_at",
+                "signature",
+                "legacy_encrypt",
+                "origin",
+                "weak_reason",
+                "migrated_to",
+            ],
+            // Not the drill columns, which change at every drill and steer nothing.
+            Table::KeyCopies => &[
+                "key_id",
+                "version",
+                "token_serial",
+                "token",
+                "token_label",
+                "object_id",
+                "pair_id",
+                "copied_at",
+            ],
+            Table::Requests => &[
+                "id",
+                "requester",
+                "grantee",
+                "key_id",
+                "ops",
+                "duration_secs",
+                "ticket",
+                "justification",
+                "state",
+                "created_at",
+                "grant_id",
+            ],
+            Table::Signatures => &[
+                "seq",
+                "subject",
+                "step",
+                "signer",
+                "message",
+                "signature",
+                "public_key",
+                "signed_at",
+                "note",
+            ],
+            Table::Compromises => &[
+                "id",
+                "key_id",
+                "version",
+                "reason",
+                "declared_by",
+                "declared_at",
+                "replaced_by",
+                "report",
+                "closed_at",
+                "closed_by",
+            ],
+            Table::Disposals => &[
+                "id",
+                "key_id",
+                "contract_ref",
+                "justification",
+                "requested_by",
+                "requested_at",
+                "wait_secs",
+                "state",
+                "not_before",
+                "done_at",
+                "record",
+                "record_signature",
+            ],
+            // Not `updated_at`.
+            Table::Procedures => &[
+                "id",
+                "kind",
+                "key_id",
+                "version",
+                "step",
+                "state",
+                "data",
+                "started_by",
+                "started_at",
+            ],
         }
     }
 
@@ -121,6 +257,7 @@ impl Table {
     fn identity_len(self) -> usize {
         match self {
             Table::KeyVersions => 2,
+            Table::KeyCopies => 3,
             _ => 1,
         }
     }
@@ -153,15 +290,28 @@ fn json_value(v: &Value) -> serde_json::Value {
 
 /// The canonical encoding a tag signs: a format name, the table, then each column's name, the
 /// value's SQLite type and its length-prefixed bytes, so no two rows or tables share an
-/// encoding (written directly: it is computed on every checked read).
-pub(crate) fn canonical(table: Table, values: &[Value]) -> Vec<u8> {
+/// encoding (written directly: it is computed on every checked read). A row written since issue
+/// 23 also carries `row_seq`, the number of the change that wrote it (format `kms-row/3`); a
+/// row tagged before has none and keeps its `kms-row/2` tag until its next change.
+pub(crate) fn canonical(table: Table, values: &[Value], row_seq: Option<i64>) -> Vec<u8> {
     fn field(out: &mut Vec<u8>, bytes: &[u8]) {
         out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
         out.extend_from_slice(bytes);
     }
     let mut out = Vec::with_capacity(256);
-    field(&mut out, b"kms-row/2");
+    field(
+        &mut out,
+        if row_seq.is_some() {
+            b"kms-row/3"
+        } else {
+            b"kms-row/2"
+        },
+    );
     field(&mut out, table.name().as_bytes());
+    if let Some(seq) = row_seq {
+        field(&mut out, b"row_seq");
+        field(&mut out, &seq.to_be_bytes());
+    }
     for (col, v) in table.columns().iter().zip(values) {
         field(&mut out, col.as_bytes());
         match v {
@@ -187,10 +337,10 @@ pub(crate) fn canonical(table: Table, values: &[Value]) -> Vec<u8> {
     out
 }
 
-/// `, <alias>integrity_tag, <alias>col, …`: appended to a row read so the same statement
-/// gives what the tag check needs ([`check_tail`]).
+/// `, <alias>integrity_tag, <alias>row_seq, <alias>col, …`: appended to a row read so the same
+/// statement gives what the tag check needs ([`check_tail`]).
 pub(crate) fn tail(table: Table, alias: &str) -> String {
-    let mut s = format!(", {alias}integrity_tag");
+    let mut s = format!(", {alias}integrity_tag, {alias}row_seq");
     for c in table.columns() {
         s.push_str(", ");
         s.push_str(alias);
@@ -201,6 +351,7 @@ pub(crate) fn tail(table: Table, alias: &str) -> String {
 
 /// Check the row whose [`tail`] starts at column `start` of `row`.
 pub(crate) fn check_tail(
+    conn: &Connection,
     integrity: Option<&Arc<dyn RowIntegrity>>,
     table: Table,
     row: &super::sql::Row,
@@ -212,11 +363,12 @@ pub(crate) fn check_tail(
     let tagged = Tagged {
         rowid: 0,
         tag: row.get(start)?,
+        row_seq: row.get(start + 1)?,
         values: (0..table.columns().len())
-            .map(|i| row.get::<_, Value>(start + 1 + i))
+            .map(|i| row.get::<_, Value>(start + 2 + i))
             .collect::<Result<_, _>>()?,
     };
-    check_one(integrity.as_ref(), table, &tagged)
+    check_one(conn, integrity.as_ref(), table, &tagged)
 }
 
 fn identity(table: Table, values: &[Value]) -> String {
@@ -237,6 +389,7 @@ fn identity(table: Table, values: &[Value]) -> String {
 struct Tagged {
     rowid: i64,
     tag: Option<Vec<u8>>,
+    row_seq: Option<i64>,
     values: Vec<Value>,
 }
 
@@ -248,7 +401,7 @@ fn select(
 ) -> Result<Vec<Tagged>, InventoryError> {
     let cols = table.columns();
     let sql = format!(
-        "SELECT rowid, integrity_tag, {} FROM {} WHERE {where_}",
+        "SELECT rowid, integrity_tag, row_seq, {} FROM {} WHERE {where_}",
         cols.join(", "),
         table.name()
     );
@@ -256,42 +409,91 @@ fn select(
     let rows = stmt.query_map(params, |r| {
         let mut values = Vec::with_capacity(cols.len());
         for i in 0..cols.len() {
-            values.push(r.get::<_, Value>(i + 2)?);
+            values.push(r.get::<_, Value>(i + 3)?);
         }
         Ok(Tagged {
             rowid: r.get(0)?,
             tag: r.get(1)?,
+            row_seq: r.get(2)?,
             values,
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// The number of the last recorded change of a row, and whether that change deleted it.
+fn last_change(
+    conn: &Connection,
+    table: Table,
+    ident: &str,
+) -> Result<Option<(i64, bool)>, InventoryError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT seq, gone FROM row_changes WHERE tbl = ?1 AND ident = ?2 ORDER BY seq DESC LIMIT 1",
+        )?
+        .query_row(super::sql::params![table.name(), ident], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? != 0))
+        })
+        .optional()?)
+}
+
 fn check_one(
+    conn: &Connection,
     integrity: &dyn RowIntegrity,
     table: Table,
     row: &Tagged,
 ) -> Result<(), InventoryError> {
+    let ident = identity(table, &row.values);
     let bad = |why: String| {
         InventoryError::Tampered(BadRow {
             table: table.name(),
-            row: identity(table, &row.values),
+            row: ident.clone(),
             why,
         })
     };
+    let stale = |why: String| {
+        integrity.failed(&why);
+        bad(why)
+    };
     let Some(tag) = &row.tag else {
-        return Err(bad(
-            "it carries no integrity tag (written outside kms?)".into()
+        return Err(stale(
+            "it carries no integrity tag (written outside kms?)".into(),
         ));
     };
     integrity
-        .check(&canonical(table, &row.values), tag)
+        .check(&canonical(table, &row.values, row.row_seq), tag)
         .map_err(|f| match f {
             CheckFailure::Tampered(why) => bad(why),
             CheckFailure::Unavailable { config, why } => {
                 InventoryError::IntegrityUnavailable { config, why }
             }
-        })
+        })?;
+    // Freshness: the row must be the one its last recorded change wrote. The change log is
+    // read here; the highest number this process has seen for the row is remembered, so a
+    // log edited after that is no way around it (and the token's anchor pins the log).
+    let key = format!("{}:{ident}", table.name());
+    let seen = integrity.seen(&key);
+    let last = last_change(conn, table, &ident)?;
+    let own = row.row_seq.unwrap_or(0);
+    let (logged, gone) = last.unwrap_or((0, false));
+    if gone {
+        return Err(stale(format!(
+            "it was deleted by change #{logged}, and a copy of it was written back (a replay)"
+        )));
+    }
+    let newest = logged.max(seen);
+    if own < newest {
+        return Err(stale(format!(
+            "it is an older copy (written by change #{own}) of a row last changed by change #{newest}: replayed or rolled back"
+        )));
+    }
+    if own > logged {
+        return Err(stale(format!(
+            "it says change #{own} wrote it, but the inventory's change log ends at #{logged} for it: the change log was edited"
+        )));
+    }
+    integrity.raise(&key, own);
+    Ok(())
 }
 
 /// Check every row of `table` matching `where_`; the first bad one is an error.
@@ -306,12 +508,20 @@ pub(crate) fn check_where(
         return Ok(());
     };
     for row in select(conn, table, where_, params)? {
-        check_one(integrity.as_ref(), table, &row)?;
+        check_one(conn, integrity.as_ref(), table, &row)?;
     }
     Ok(())
 }
 
-/// Tag every row of `table` matching `where_` as it reads now.
+/// The next change number (inside the caller's write transaction, which serialises writers).
+fn next_change(conn: &Connection) -> Result<i64, InventoryError> {
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT MAX(seq) FROM row_changes")?
+        .query_row([], |r| r.get(0))?;
+    Ok(last.unwrap_or(0) + 1)
+}
+
+/// Tag every row of `table` matching `where_` as it reads now, each as a new change.
 pub(crate) fn tag_where(
     conn: &Connection,
     integrity: Option<&Arc<dyn RowIntegrity>>,
@@ -324,15 +534,47 @@ pub(crate) fn tag_where(
     };
     let rows = select(conn, table, where_, params)?;
     let sql = format!(
-        "UPDATE {} SET integrity_tag = ?1 WHERE rowid = ?2",
+        "UPDATE {} SET integrity_tag = ?1, row_seq = ?2 WHERE rowid = ?3",
         table.name()
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     for row in &rows {
+        let seq = next_change(conn)?;
         let tag = integrity
-            .tag(&canonical(table, &row.values))
+            .tag(&canonical(table, &row.values, Some(seq)))
             .map_err(InventoryError::Integrity)?;
-        stmt.execute(super::sql::params![tag, row.rowid])?;
+        stmt.execute(super::sql::params![tag, seq, row.rowid])?;
+        let ident = identity(table, &row.values);
+        conn.prepare_cached(
+            "INSERT INTO row_changes (seq, tbl, ident, gone) VALUES (?1, ?2, ?3, 0)",
+        )?
+        .execute(super::sql::params![seq, table.name(), ident])?;
+        integrity.raise(&format!("{}:{ident}", table.name()), seq);
+    }
+    Ok(rows.len())
+}
+
+/// Record that the rows of `table` matching `where_` are about to be deleted (call before the
+/// DELETE, inside its transaction), so a copy of one written back later is refused.
+pub(crate) fn record_deleted(
+    conn: &Connection,
+    integrity: Option<&Arc<dyn RowIntegrity>>,
+    table: Table,
+    where_: &str,
+    params: &[&dyn ToValue],
+) -> Result<usize, InventoryError> {
+    let Some(integrity) = integrity else {
+        return Ok(0);
+    };
+    let rows = select(conn, table, where_, params)?;
+    for row in &rows {
+        let seq = next_change(conn)?;
+        let ident = identity(table, &row.values);
+        conn.prepare_cached(
+            "INSERT INTO row_changes (seq, tbl, ident, gone) VALUES (?1, ?2, ?3, 1)",
+        )?
+        .execute(super::sql::params![seq, table.name(), ident])?;
+        integrity.raise(&format!("{}:{ident}", table.name()), seq);
     }
     Ok(rows.len())
 }
@@ -351,6 +593,15 @@ pub(crate) fn guarded<T>(
     let out = change(conn)?;
     tag_where(conn, integrity, table, where_, params)?;
     Ok(out)
+}
+
+/// The change log's state, as the token's anchor records it: the last change number, how many
+/// changes there are up to it, and a SHA-384 chained over them in order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChangeLogState {
+    pub last: i64,
+    pub count: i64,
+    pub digest: String,
 }
 
 impl Inventory {
@@ -372,10 +623,10 @@ impl Inventory {
             .clone()
     }
 
-    /// Whether any tagged table holds a row without a tag (a partial index answers it).
-    pub fn any_untagged(&self) -> Result<bool, InventoryError> {
+    /// Whether any of `tables` holds a row without a tag (a partial index answers it).
+    pub fn any_untagged(&self, tables: &[Table]) -> Result<bool, InventoryError> {
         let conn = self.conn();
-        for t in Table::ALL {
+        for &t in tables {
             let found: bool = conn.query_row(
                 &format!(
                     "SELECT EXISTS (SELECT 1 FROM {} WHERE integrity_tag IS NULL)",
@@ -393,12 +644,16 @@ impl Inventory {
 
     /// Tag every row that has no tag yet, in one transaction, with `audit` as its record (the
     /// one-time migration of an inventory made before rows carried tags).
-    pub fn tag_untagged(&self, audit: &super::AuditEntry) -> Result<usize, InventoryError> {
+    pub fn tag_untagged(
+        &self,
+        tables: &[Table],
+        audit: &super::AuditEntry,
+    ) -> Result<usize, InventoryError> {
         let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let mut n = 0;
-        for t in Table::ALL {
+        for &t in tables {
             n += tag_where(&tx, integrity.as_ref(), t, "integrity_tag IS NULL", &[])?;
         }
         super::audit::insert(&tx, audit)?;
@@ -419,7 +674,7 @@ impl Inventory {
         for t in Table::ALL {
             for row in select(&conn, t, "1 = 1", &[])? {
                 checked += 1;
-                match check_one(integrity.as_ref(), t, &row) {
+                match check_one(&conn, integrity.as_ref(), t, &row) {
                     Ok(()) => {}
                     Err(InventoryError::Tampered(b)) => bad.push(b),
                     Err(e) => return Err(e),
@@ -452,5 +707,54 @@ impl Inventory {
             n += tag_where(&conn, integrity.as_ref(), t, "1 = 1", &[])?;
         }
         Ok(n)
+    }
+
+    /// The change log's state up to change `up_to` (every change when `None`), the digest
+    /// chained from `from` (a state already known) when given.
+    pub fn change_log_state(
+        &self,
+        from: Option<&ChangeLogState>,
+        up_to: Option<i64>,
+    ) -> Result<ChangeLogState, InventoryError> {
+        use sha2::{Digest, Sha384};
+        let conn = self.conn();
+        let (mut last, mut count, mut digest) = match from {
+            Some(s) => (s.last, s.count, s.digest.clone()),
+            None => (0, 0, String::new()),
+        };
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, tbl, ident, gone FROM row_changes WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(super::sql::params![last, up_to.unwrap_or(i64::MAX)], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (seq, tbl, ident, gone) = row?;
+            let mut h = Sha384::new();
+            h.update(digest.as_bytes());
+            h.update(format!("\n{seq}\t{tbl}\t{ident}\t{gone}").as_bytes());
+            digest = hex::encode(h.finalize());
+            last = seq;
+            count += 1;
+        }
+        Ok(ChangeLogState {
+            last,
+            count,
+            digest,
+        })
+    }
+
+    /// The last change number in the log (0 for none).
+    pub fn last_change(&self) -> Result<i64, InventoryError> {
+        let conn = self.conn();
+        let last: Option<i64> = conn
+            .prepare_cached("SELECT MAX(seq) FROM row_changes")?
+            .query_row([], |r| r.get(0))?;
+        Ok(last.unwrap_or(0))
     }
 }

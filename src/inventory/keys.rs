@@ -27,6 +27,8 @@ const KEY_COLUMNS: &str = "id, name, key_type, owner, classification, usage, pur
 const VERSION_COLUMNS: &str = "version, token, token_label, token_serial, object_id, state, \
      public_key, created_at, activated_at, destroyed_at, pending_reason, deactivated_at, \
      destroy_after, compromised_at";
+/// How many columns KEY_COLUMNS names (a row's integrity tail starts after them).
+const KEY_COLUMN_COUNT: usize = 24;
 /// How many columns VERSION_COLUMNS names (a row's integrity tail starts after them).
 const VERSION_COLUMN_COUNT: usize = 14;
 
@@ -83,6 +85,7 @@ impl Inventory {
             other => other?,
         };
         insert_version(&tx, &id, 1, version, now)?;
+        tag_where(&tx, integrity.as_ref(), Table::Keys, "id = ?1", &[&id])?;
         tag_where(
             &tx,
             integrity.as_ref(),
@@ -130,7 +133,7 @@ impl Inventory {
             )));
         }
         if let Some(copy) = copy {
-            super::backups::upsert_copy(&tx, key_id, version, copy)?;
+            super::backups::upsert_copy(&tx, integrity.as_ref(), key_id, version, copy)?;
         }
         tx.execute(
             "UPDATE keys SET updated_at = ?2 WHERE id = ?1",
@@ -145,6 +148,8 @@ impl Inventory {
     /// with any grants, requests and their signatures that named it (they could never be used).
     /// Returns how many grants were removed.
     pub fn delete_pending_key(&self, key_id: &str) -> Result<usize, InventoryError> {
+        let integrity = self.integrity();
+        let integrity = integrity.as_ref();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         let active: i64 = tx.query_row(
@@ -154,6 +159,26 @@ impl Inventory {
         )?;
         let mut grants = 0;
         if active == 0 {
+            use super::integrity::record_deleted;
+            record_deleted(
+                &tx,
+                integrity,
+                Table::Signatures,
+                "subject IN (SELECT id FROM access_requests WHERE key_id = ?1)
+                    OR subject IN (SELECT id FROM grants WHERE key_id = ?1)",
+                &[&key_id],
+            )?;
+            record_deleted(&tx, integrity, Table::Grants, "key_id = ?1", &[&key_id])?;
+            record_deleted(&tx, integrity, Table::Requests, "key_id = ?1", &[&key_id])?;
+            record_deleted(&tx, integrity, Table::KeyCopies, "key_id = ?1", &[&key_id])?;
+            record_deleted(
+                &tx,
+                integrity,
+                Table::KeyVersions,
+                "key_id = ?1",
+                &[&key_id],
+            )?;
+            record_deleted(&tx, integrity, Table::Keys, "id = ?1", &[&key_id])?;
             tx.execute(
                 "DELETE FROM signatures WHERE subject IN (SELECT id FROM access_requests WHERE key_id = ?1)
                     OR subject IN (SELECT id FROM grants WHERE key_id = ?1)",
@@ -175,11 +200,21 @@ impl Inventory {
         successor: &str,
         entry: &AuditEntry,
     ) -> Result<(), InventoryError> {
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
-        tx.execute(
-            "UPDATE keys SET migrated_to = ?2, updated_at = ?3 WHERE id = ?1",
-            params![key_id, successor, fmt_time(OffsetDateTime::now_utc())],
+        guarded(
+            &tx,
+            integrity.as_ref(),
+            Table::Keys,
+            "id = ?1",
+            &[&key_id],
+            |tx| {
+                Ok(tx.execute(
+                    "UPDATE keys SET migrated_to = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![key_id, successor, fmt_time(OffsetDateTime::now_utc())],
+                )?)
+            },
         )?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
@@ -194,8 +229,10 @@ impl Inventory {
         value: Option<&str>,
         entry: &AuditEntry,
     ) -> Result<(), InventoryError> {
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
+        super::integrity::check_where(&tx, integrity.as_ref(), Table::Keys, "id = ?1", &[&key_id])?;
         let labels: Option<String> = tx
             .query_row("SELECT labels FROM keys WHERE id = ?1", [key_id], |r| {
                 r.get(0)
@@ -214,6 +251,7 @@ impl Inventory {
             "UPDATE keys SET labels = ?2, updated_at = ?3 WHERE id = ?1",
             params![key_id, labels, fmt_time(OffsetDateTime::now_utc())],
         )?;
+        tag_where(&tx, integrity.as_ref(), Table::Keys, "id = ?1", &[&key_id])?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
         Ok(())
@@ -234,8 +272,20 @@ impl Inventory {
         let integrity = self.integrity();
         let conn = self.conn();
         let row = conn
-            .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE name = ?1"))?
-            .query_row([name], read_key)
+            .prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS}{} FROM keys WHERE name = ?1",
+                super::integrity::tail(Table::Keys, "")
+            ))?
+            .query_row([name], |r| {
+                Ok(super::integrity::check_tail(
+                    &conn,
+                    integrity.as_ref(),
+                    Table::Keys,
+                    r,
+                    KEY_COLUMN_COUNT,
+                )
+                .and_then(|()| read_key(r)?))
+            })
             .optional()?;
         let mut key = row.ok_or_else(|| InventoryError::NoSuchKey(name.to_owned()))??;
         key.versions = versions(&conn, &key.id, integrity.as_ref())?;
@@ -299,15 +349,19 @@ fn versions(
         super::integrity::tail(Table::KeyVersions, "")
     ))?;
     let rows = stmt.query_map([key_id], |r| {
-        Ok(
-            super::integrity::check_tail(integrity, Table::KeyVersions, r, VERSION_COLUMN_COUNT)
-                .and_then(|()| read_version(r)?),
+        Ok(super::integrity::check_tail(
+            conn,
+            integrity,
+            Table::KeyVersions,
+            r,
+            VERSION_COLUMN_COUNT,
         )
+        .and_then(|()| read_version(r)?))
     })?;
     let mut out = Vec::new();
     for r in rows {
         let mut v = r??;
-        v.copies = super::backups::copies_of(conn, key_id, v.version)?;
+        v.copies = super::backups::copies_of(conn, integrity, key_id, v.version)?;
         out.push(v);
     }
     Ok(out)

@@ -6,7 +6,7 @@ use super::sql::{params, OptionalExtension, Row};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::integrity::{check_where, tag_where, Table};
+use super::integrity::{check_where, guarded, tag_where, Table};
 use super::keys::PendingVersion;
 use super::records::{AuditEntry, KeyCopy};
 use super::{audit, fmt_time, parse_time, Inventory, InventoryError};
@@ -74,6 +74,12 @@ pub struct Disposal {
 
 const PROC_COLUMNS: &str =
     "id, kind, key_id, version, step, state, data, started_by, started_at, updated_at";
+/// How many columns PROC_COLUMNS names (a row's integrity tail starts after them).
+const PROC_COLUMN_COUNT: usize = 10;
+/// How many columns COMPROMISE_COLUMNS names.
+const COMPROMISE_COLUMN_COUNT: usize = 10;
+/// How many columns DISPOSAL_COLUMNS names.
+const DISPOSAL_COLUMN_COUNT: usize = 12;
 const COMPROMISE_COLUMNS: &str = "id, key_id, version, reason, declared_by, declared_at, \
      replaced_by, report, closed_at, closed_by";
 const DISPOSAL_COLUMNS: &str = "id, key_id, contract_ref, justification, requested_by, \
@@ -93,6 +99,7 @@ impl Inventory {
         entry: &AuditEntry,
     ) -> Result<String, InventoryError> {
         let now = fmt_time(OffsetDateTime::now_utc());
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         tx.execute(
@@ -100,6 +107,13 @@ impl Inventory {
                 "INSERT INTO procedures ({PROC_COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'intent', 'running', ?5, ?6, ?7, ?7)"
             ),
             params![id, kind, key_id, version, data.to_string(), started_by, now],
+        )?;
+        tag_where(
+            &tx,
+            integrity.as_ref(),
+            Table::Procedures,
+            "id = ?1",
+            &[&id],
         )?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
@@ -118,12 +132,22 @@ impl Inventory {
         entry: &AuditEntry,
     ) -> Result<String, InventoryError> {
         let now = fmt_time(OffsetDateTime::now_utc());
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         if let Some(d) = disposal {
-            let n = tx.execute(
-                "UPDATE disposals SET state = 'executing' WHERE id = ?1 AND state = 'approved'",
-                [d],
+            let n = guarded(
+                &tx,
+                integrity.as_ref(),
+                Table::Disposals,
+                "id = ?1",
+                &[&d],
+                |tx| {
+                    Ok(tx.execute(
+                        "UPDATE disposals SET state = 'executing' WHERE id = ?1 AND state = 'approved'",
+                        [d],
+                    )?)
+                },
             )?;
             if n != 1 {
                 return Err(InventoryError::BadRow(format!(
@@ -137,6 +161,13 @@ impl Inventory {
             ),
             params![id, key_id, data.to_string(), started_by, now],
         )?;
+        tag_where(
+            &tx,
+            integrity.as_ref(),
+            Table::Procedures,
+            "id = ?1",
+            &[&id],
+        )?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
         Ok(id.to_owned())
@@ -149,34 +180,72 @@ impl Inventory {
         step: &str,
         data: &serde_json::Value,
     ) -> Result<(), InventoryError> {
-        self.conn().execute(
-            "UPDATE procedures SET step = ?2, data = ?3, updated_at = ?4 WHERE id = ?1",
-            params![
-                id,
-                step,
-                data.to_string(),
-                fmt_time(OffsetDateTime::now_utc())
-            ],
+        let integrity = self.integrity();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
+        guarded(
+            &tx,
+            integrity.as_ref(),
+            Table::Procedures,
+            "id = ?1",
+            &[&id],
+            |tx| {
+                Ok(tx.execute(
+                    "UPDATE procedures SET step = ?2, data = ?3, updated_at = ?4 WHERE id = ?1",
+                    params![
+                        id,
+                        step,
+                        data.to_string(),
+                        fmt_time(OffsetDateTime::now_utc())
+                    ],
+                )?)
+            },
         )?;
+        tx.commit()?;
         Ok(())
     }
 
     /// End procedure `id` (`done` or `rolled-back`).
     pub fn end_procedure(&self, id: &str, state: &str) -> Result<(), InventoryError> {
-        self.conn().execute(
-            "UPDATE procedures SET state = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, state, fmt_time(OffsetDateTime::now_utc())],
+        let integrity = self.integrity();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
+        guarded(
+            &tx,
+            integrity.as_ref(),
+            Table::Procedures,
+            "id = ?1",
+            &[&id],
+            |tx| {
+                Ok(tx.execute(
+                    "UPDATE procedures SET state = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![id, state, fmt_time(OffsetDateTime::now_utc())],
+                )?)
+            },
         )?;
+        tx.commit()?;
         Ok(())
     }
 
     /// Procedures a crash left running, oldest first.
+    /// Each row's tag is checked: a procedure row kms did not write is refused, named.
     pub fn running_procedures(&self) -> Result<Vec<Procedure>, InventoryError> {
+        let integrity = self.integrity();
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
-            "SELECT {PROC_COLUMNS} FROM procedures WHERE state = 'running' ORDER BY started_at"
+            "SELECT {PROC_COLUMNS}{} FROM procedures WHERE state = 'running' ORDER BY started_at",
+            super::integrity::tail(Table::Procedures, "")
         ))?;
-        let rows = stmt.query_map([], read_procedure)?;
+        let rows = stmt.query_map([], |r| {
+            Ok(super::integrity::check_tail(
+                &conn,
+                integrity.as_ref(),
+                Table::Procedures,
+                r,
+                PROC_COLUMN_COUNT,
+            )
+            .and_then(|()| read_procedure(r)?))
+        })?;
         let mut out = Vec::new();
         for r in rows {
             out.push(r??);
@@ -209,9 +278,18 @@ impl Inventory {
                 fmt_time(OffsetDateTime::now_utc())
             ],
         )?;
-        tx.execute(
-            "UPDATE procedures SET step = 'pending-recorded', data = ?2, updated_at = ?3 WHERE id = ?1",
-            params![procedure, data.to_string(), fmt_time(OffsetDateTime::now_utc())],
+        guarded(
+            &tx,
+            integrity.as_ref(),
+            Table::Procedures,
+            "id = ?1",
+            &[&procedure],
+            |tx| {
+                Ok(tx.execute(
+                    "UPDATE procedures SET step = 'pending-recorded', data = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![procedure, data.to_string(), fmt_time(OffsetDateTime::now_utc())],
+                )?)
+            },
         )?;
         tag_where(
             &tx,
@@ -226,10 +304,33 @@ impl Inventory {
 
     /// Remove a pending version whose generation was rolled back.
     pub fn delete_pending_version(&self, key_id: &str, version: u32) -> Result<(), InventoryError> {
-        self.conn().execute(
-            "DELETE FROM key_versions WHERE key_id = ?1 AND version = ?2 AND state = 'pending'",
+        let integrity = self.integrity();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
+        let where_ = "key_id = ?1 AND version = ?2 AND state = 'pending'";
+        super::integrity::record_deleted(
+            &tx,
+            integrity.as_ref(),
+            Table::KeyCopies,
+            "key_id = ?1 AND version = ?2",
+            &[&key_id, &version],
+        )?;
+        super::integrity::record_deleted(
+            &tx,
+            integrity.as_ref(),
+            Table::KeyVersions,
+            where_,
+            &[&key_id, &version],
+        )?;
+        tx.execute(
+            &format!("DELETE FROM key_copies WHERE key_id = ?1 AND version = ?2 AND EXISTS (SELECT 1 FROM key_versions WHERE {where_})"),
             params![key_id, version],
         )?;
+        tx.execute(
+            &format!("DELETE FROM key_versions WHERE {where_}"),
+            params![key_id, version],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -280,15 +381,24 @@ impl Inventory {
             )));
         }
         if let Some(c) = copy {
-            super::backups::upsert_copy(&tx, key_id, new_version, c)?;
+            super::backups::upsert_copy(&tx, integrity.as_ref(), key_id, new_version, c)?;
         }
         tx.execute(
             "UPDATE keys SET updated_at = ?2 WHERE id = ?1",
             params![key_id, now],
         )?;
-        tx.execute(
-            "UPDATE procedures SET step = 'switched', updated_at = ?2 WHERE id = ?1",
-            params![procedure, now],
+        guarded(
+            &tx,
+            integrity.as_ref(),
+            Table::Procedures,
+            "id = ?1",
+            &[&procedure],
+            |tx| {
+                Ok(tx.execute(
+                    "UPDATE procedures SET step = 'switched', updated_at = ?2 WHERE id = ?1",
+                    params![procedure, now],
+                )?)
+            },
         )?;
         tag_where(
             &tx,
@@ -411,6 +521,13 @@ impl Inventory {
                 c.report.to_string()
             ],
         )?;
+        tag_where(
+            &tx,
+            integrity.as_ref(),
+            Table::Compromises,
+            "id = ?1",
+            &[&c.id],
+        )?;
         tx.execute(
             "UPDATE keys SET updated_at = ?2 WHERE id = ?1",
             params![c.key_id, now],
@@ -433,10 +550,23 @@ impl Inventory {
         report: &serde_json::Value,
         replaced_by: Option<u32>,
     ) -> Result<(), InventoryError> {
-        self.conn().execute(
-            "UPDATE compromises SET report = ?2, replaced_by = COALESCE(?3, replaced_by) WHERE id = ?1",
-            params![id, report.to_string(), replaced_by],
+        let integrity = self.integrity();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
+        guarded(
+            &tx,
+            integrity.as_ref(),
+            Table::Compromises,
+            "id = ?1",
+            &[&id],
+            |tx| {
+                Ok(tx.execute(
+                    "UPDATE compromises SET report = ?2, replaced_by = COALESCE(?3, replaced_by) WHERE id = ?1",
+                    params![id, report.to_string(), replaced_by],
+                )?)
+            },
         )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -447,11 +577,21 @@ impl Inventory {
         by: &str,
         entry: &AuditEntry,
     ) -> Result<(), InventoryError> {
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
-        tx.execute(
-            "UPDATE compromises SET closed_at = ?2, closed_by = ?3 WHERE id = ?1 AND closed_at IS NULL",
-            params![id, fmt_time(OffsetDateTime::now_utc()), by],
+        guarded(
+            &tx,
+            integrity.as_ref(),
+            Table::Compromises,
+            "id = ?1",
+            &[&id],
+            |tx| {
+                Ok(tx.execute(
+                    "UPDATE compromises SET closed_at = ?2, closed_by = ?3 WHERE id = ?1 AND closed_at IS NULL",
+                    params![id, fmt_time(OffsetDateTime::now_utc()), by],
+                )?)
+            },
         )?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
@@ -460,11 +600,22 @@ impl Inventory {
 
     /// Compromises of a key, newest first.
     pub fn compromises(&self, key_id: &str) -> Result<Vec<Compromise>, InventoryError> {
+        let integrity = self.integrity();
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
-            "SELECT {COMPROMISE_COLUMNS} FROM compromises WHERE key_id = ?1 ORDER BY declared_at DESC"
+            "SELECT {COMPROMISE_COLUMNS}{} FROM compromises WHERE key_id = ?1 ORDER BY declared_at DESC",
+            super::integrity::tail(Table::Compromises, "")
         ))?;
-        let rows = stmt.query_map([key_id], read_compromise)?;
+        let rows = stmt.query_map([key_id], |r| {
+            Ok(super::integrity::check_tail(
+                &conn,
+                integrity.as_ref(),
+                Table::Compromises,
+                r,
+                COMPROMISE_COLUMN_COUNT,
+            )
+            .and_then(|()| read_compromise(r)?))
+        })?;
         let mut out = Vec::new();
         for r in rows {
             out.push(r??);
@@ -474,6 +625,7 @@ impl Inventory {
 
     /// File a disposal request, with its audit record.
     pub fn insert_disposal(&self, d: &Disposal, entry: &AuditEntry) -> Result<(), InventoryError> {
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         tx.execute(
@@ -488,29 +640,60 @@ impl Inventory {
                 d.wait_secs as i64
             ],
         )?;
+        tag_where(
+            &tx,
+            integrity.as_ref(),
+            Table::Disposals,
+            "id = ?1",
+            &[&d.id],
+        )?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
         Ok(())
     }
 
+    /// The disposal, its row's tag checked.
     pub fn disposal(&self, id: &str) -> Result<Disposal, InventoryError> {
+        let integrity = self.integrity();
         let conn = self.conn();
         let row = conn
             .prepare_cached(&format!(
-                "SELECT {DISPOSAL_COLUMNS} FROM disposals WHERE id = ?1"
+                "SELECT {DISPOSAL_COLUMNS}{} FROM disposals WHERE id = ?1",
+                super::integrity::tail(Table::Disposals, "")
             ))?
-            .query_row([id], read_disposal)
+            .query_row([id], |r| {
+                Ok(super::integrity::check_tail(
+                    &conn,
+                    integrity.as_ref(),
+                    Table::Disposals,
+                    r,
+                    DISPOSAL_COLUMN_COUNT,
+                )
+                .and_then(|()| read_disposal(r)?))
+            })
             .optional()?;
         row.ok_or_else(|| InventoryError::BadRow(format!("no disposal request '{id}'")))?
     }
 
     /// Every disposal request, newest first.
+    /// Each row's tag is checked: a disposal row kms did not write is refused, named.
     pub fn disposals(&self) -> Result<Vec<Disposal>, InventoryError> {
+        let integrity = self.integrity();
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
-            "SELECT {DISPOSAL_COLUMNS} FROM disposals ORDER BY requested_at DESC"
+            "SELECT {DISPOSAL_COLUMNS}{} FROM disposals ORDER BY requested_at DESC",
+            super::integrity::tail(Table::Disposals, "")
         ))?;
-        let rows = stmt.query_map([], read_disposal)?;
+        let rows = stmt.query_map([], |r| {
+            Ok(super::integrity::check_tail(
+                &conn,
+                integrity.as_ref(),
+                Table::Disposals,
+                r,
+                DISPOSAL_COLUMN_COUNT,
+            )
+            .and_then(|()| read_disposal(r)?))
+        })?;
         let mut out = Vec::new();
         for r in rows {
             out.push(r??);
@@ -527,12 +710,22 @@ impl Inventory {
         not_before: Option<OffsetDateTime>,
         entry: &AuditEntry,
     ) -> Result<(), InventoryError> {
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
-        super::requests::insert_step(&tx, step)?;
-        tx.execute(
-            "UPDATE disposals SET state = ?2, not_before = COALESCE(?3, not_before) WHERE id = ?1",
-            params![id, to_state, not_before.map(fmt_time)],
+        super::requests::insert_step(&tx, integrity.as_ref(), step)?;
+        guarded(
+            &tx,
+            integrity.as_ref(),
+            Table::Disposals,
+            "id = ?1",
+            &[&id],
+            |tx| {
+                Ok(tx.execute(
+                    "UPDATE disposals SET state = ?2, not_before = COALESCE(?3, not_before) WHERE id = ?1",
+                    params![id, to_state, not_before.map(fmt_time)],
+                )?)
+            },
         )?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
@@ -541,11 +734,21 @@ impl Inventory {
 
     /// Cancel a disposal that has not been carried out.
     pub fn cancel_disposal(&self, id: &str, entry: &AuditEntry) -> Result<(), InventoryError> {
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
-        let n = tx.execute(
-            "UPDATE disposals SET state = 'cancelled' WHERE id = ?1 AND state IN ('requested','verified','approved')",
-            [id],
+        let n = guarded(
+            &tx,
+            integrity.as_ref(),
+            Table::Disposals,
+            "id = ?1",
+            &[&id],
+            |tx| {
+                Ok(tx.execute(
+                    "UPDATE disposals SET state = 'cancelled' WHERE id = ?1 AND state IN ('requested','verified','approved')",
+                    [id],
+                )?)
+            },
         )?;
         if n != 1 {
             return Err(InventoryError::BadRow(format!(
@@ -583,6 +786,15 @@ impl Inventory {
             integrity.as_ref(),
             Table::Grants,
             "key_id = ?1",
+            &[&key_id],
+        )?;
+        check_where(&tx, integrity.as_ref(), Table::Keys, "id = ?1", &[&key_id])?;
+        check_where(&tx, integrity.as_ref(), Table::Disposals, "id = ?1", &[&id])?;
+        super::integrity::record_deleted(
+            &tx,
+            integrity.as_ref(),
+            Table::KeyVersions,
+            "key_id = ?1 AND state = 'pending'",
             &[&key_id],
         )?;
         tx.execute(
@@ -629,6 +841,8 @@ impl Inventory {
             "key_id = ?1",
             &[&key_id],
         )?;
+        tag_where(&tx, integrity.as_ref(), Table::Keys, "id = ?1", &[&key_id])?;
+        tag_where(&tx, integrity.as_ref(), Table::Disposals, "id = ?1", &[&id])?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
         Ok(())

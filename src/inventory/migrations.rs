@@ -296,6 +296,46 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE keys ADD COLUMN weak_reason TEXT;
     ALTER TABLE keys ADD COLUMN migrated_to TEXT;
     "#,
+    // 11: the inventory as untrusted storage (issue 23). More rows carry integrity tags (keys,
+    //     backup copies, access requests and their signatures, compromises, disposals,
+    //     procedures); every tagged row carries `row_seq`, the number of the change that wrote it
+    //     (covered by its tag), and `row_changes` lists every change of every tagged row, so an
+    //     older copy of a row written back (a replay) is refused: its number is not the row's
+    //     last. The token's anchor (engine/anchor.rs) pins the change log.
+    r#"
+    ALTER TABLE keys ADD COLUMN integrity_tag BLOB;
+    ALTER TABLE key_copies ADD COLUMN integrity_tag BLOB;
+    ALTER TABLE access_requests ADD COLUMN integrity_tag BLOB;
+    ALTER TABLE signatures ADD COLUMN integrity_tag BLOB;
+    ALTER TABLE compromises ADD COLUMN integrity_tag BLOB;
+    ALTER TABLE disposals ADD COLUMN integrity_tag BLOB;
+    ALTER TABLE procedures ADD COLUMN integrity_tag BLOB;
+    ALTER TABLE principals ADD COLUMN row_seq INTEGER;
+    ALTER TABLE grants ADD COLUMN row_seq INTEGER;
+    ALTER TABLE key_versions ADD COLUMN row_seq INTEGER;
+    ALTER TABLE backup_pairs ADD COLUMN row_seq INTEGER;
+    ALTER TABLE keys ADD COLUMN row_seq INTEGER;
+    ALTER TABLE key_copies ADD COLUMN row_seq INTEGER;
+    ALTER TABLE access_requests ADD COLUMN row_seq INTEGER;
+    ALTER TABLE signatures ADD COLUMN row_seq INTEGER;
+    ALTER TABLE compromises ADD COLUMN row_seq INTEGER;
+    ALTER TABLE disposals ADD COLUMN row_seq INTEGER;
+    ALTER TABLE procedures ADD COLUMN row_seq INTEGER;
+    CREATE INDEX keys_untagged ON keys (integrity_tag) WHERE integrity_tag IS NULL;
+    CREATE INDEX key_copies_untagged ON key_copies (integrity_tag) WHERE integrity_tag IS NULL;
+    CREATE INDEX access_requests_untagged ON access_requests (integrity_tag) WHERE integrity_tag IS NULL;
+    CREATE INDEX signatures_untagged ON signatures (integrity_tag) WHERE integrity_tag IS NULL;
+    CREATE INDEX compromises_untagged ON compromises (integrity_tag) WHERE integrity_tag IS NULL;
+    CREATE INDEX disposals_untagged ON disposals (integrity_tag) WHERE integrity_tag IS NULL;
+    CREATE INDEX procedures_untagged ON procedures (integrity_tag) WHERE integrity_tag IS NULL;
+    CREATE TABLE row_changes (
+        seq    INTEGER PRIMARY KEY,
+        tbl    TEXT NOT NULL,
+        ident  TEXT NOT NULL,
+        gone   INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX row_changes_row ON row_changes (tbl, ident, seq);
+    "#,
 ];
 
 /// `PRAGMA application_id` of a KMS inventory ("KMSI"): a SQLite file of another application is
@@ -397,8 +437,21 @@ fn for_postgres(n: usize, sql: &str) -> String {
             s.insert_str(i + end, " ON CONFLICT DO NOTHING");
         }
     }
-    if n == 8 {
-        for t in ["principals", "grants", "key_versions", "backup_pairs"] {
+    let tagged: &[&str] = match n {
+        8 => &["principals", "grants", "key_versions", "backup_pairs"],
+        11 => &[
+            "keys",
+            "key_copies",
+            "access_requests",
+            "signatures",
+            "compromises",
+            "disposals",
+            "procedures",
+        ],
+        _ => &[],
+    };
+    {
+        for t in tagged {
             s.push_str(&format!(
                 "\n    ALTER TABLE {t} ADD COLUMN rowid BIGSERIAL;"
             ));

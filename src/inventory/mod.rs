@@ -32,7 +32,7 @@ pub use audit::{StoredRecord, GENESIS};
 pub use backups::NewBackupPair;
 pub use error::InventoryError;
 pub use grants::new_grant_id;
-pub use integrity::{BadRow, CheckFailure, RowIntegrity};
+pub use integrity::{BadRow, ChangeLogState, CheckFailure, RowIntegrity, Table as TaggedTable};
 pub use keys::PendingVersion;
 pub use leases::{Lease, LeaseAnswer};
 pub use lifecycle::{Compromise, Disposal, Procedure};

@@ -122,10 +122,14 @@ impl Inventory {
             tail(Table::Principals, "")
         ))?;
         stmt.query_row([value], |r| {
-            Ok(
-                check_tail(integrity.as_ref(), Table::Principals, r, COLUMN_COUNT)
-                    .and_then(|()| read(r)?),
+            Ok(check_tail(
+                &conn,
+                integrity.as_ref(),
+                Table::Principals,
+                r,
+                COLUMN_COUNT,
             )
+            .and_then(|()| read(r)?))
         })
         .optional()?
         .transpose()

@@ -16,6 +16,7 @@ const SELECT: &str = "SELECT r.id, r.requester, r.grantee, k.name, r.key_id, r.o
 impl Inventory {
     /// Record a new request in state `pending`.
     pub fn add_request(&self, r: &AccessRequest, audit: &AuditEntry) -> Result<(), InventoryError> {
+        let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         tx.execute(
@@ -34,13 +35,28 @@ impl Inventory {
                 fmt_time(r.created_at),
             ],
         )?;
+        super::integrity::tag_where(
+            &tx,
+            integrity.as_ref(),
+            super::integrity::Table::Requests,
+            "id = ?1",
+            &[&r.id],
+        )?;
         super::audit::insert(&tx, audit)?;
         tx.commit()?;
         Ok(())
     }
 
+    /// The request, its row's tag checked.
     pub fn request(&self, id: &str) -> Result<AccessRequest, InventoryError> {
         let conn = self.conn();
+        super::integrity::check_where(
+            &conn,
+            self.integrity().as_ref(),
+            super::integrity::Table::Requests,
+            "id = ?1",
+            &[&id],
+        )?;
         conn.query_row(&format!("{SELECT} WHERE r.id = ?1"), [id], read)
             .optional()?
             .ok_or_else(|| InventoryError::NoSuchRequest(id.to_owned()))?
@@ -64,8 +80,16 @@ impl Inventory {
     }
 
     /// Every signed step about `subject` (a request or grant id), oldest first.
+    /// The signed steps of a request, grant or disposal; each row's tag is checked.
     pub fn signed_steps(&self, subject: &str) -> Result<Vec<SignedStep>, InventoryError> {
         let conn = self.conn();
+        super::integrity::check_where(
+            &conn,
+            self.integrity().as_ref(),
+            super::integrity::Table::Signatures,
+            "subject = ?1",
+            &[&subject],
+        )?;
         let mut stmt = conn.prepare(
             "SELECT subject, step, signer, message, signature, public_key, signed_at, note
              FROM signatures WHERE subject = ?1 ORDER BY seq",
@@ -158,7 +182,7 @@ impl Inventory {
                 "grant {id} does not exist or is revoked"
             )));
         }
-        insert_step(&tx, step)?;
+        insert_step(&tx, integrity.as_ref(), step)?;
         let g = grant_on(&tx, id)?;
         super::audit::insert(&tx, audit)?;
         tx.commit()?;
@@ -185,13 +209,20 @@ impl Inventory {
             )
             .optional()?;
         let state = state.ok_or_else(|| InventoryError::NoSuchRequest(id.to_owned()))?;
+        super::integrity::check_where(
+            &tx,
+            integrity.as_ref(),
+            super::integrity::Table::Requests,
+            "id = ?1",
+            &[&id],
+        )?;
         if !from.contains(&state.as_str()) {
             return Err(InventoryError::Conflict(format!(
                 "request {id} is {state}; this step needs it {}",
                 from.join(" or ")
             )));
         }
-        insert_step(&tx, step)?;
+        insert_step(&tx, integrity.as_ref(), step)?;
         let made = match grant {
             Some(g) => {
                 let gid = insert_grant(&tx, integrity.as_ref(), g, step.signed_at)?;
@@ -207,13 +238,24 @@ impl Inventory {
             "UPDATE access_requests SET state = ?2 WHERE id = ?1",
             params![id, to],
         )?;
+        super::integrity::tag_where(
+            &tx,
+            integrity.as_ref(),
+            super::integrity::Table::Requests,
+            "id = ?1",
+            &[&id],
+        )?;
         super::audit::insert(&tx, audit)?;
         tx.commit()?;
         Ok(made)
     }
 }
 
-pub(super) fn insert_step(conn: &Connection, s: &SignedStep) -> Result<(), InventoryError> {
+pub(super) fn insert_step(
+    conn: &Connection,
+    integrity: Option<&std::sync::Arc<dyn super::integrity::RowIntegrity>>,
+    s: &SignedStep,
+) -> Result<(), InventoryError> {
     conn.execute(
         "INSERT INTO signatures (subject, step, signer, message, signature, public_key, signed_at, note)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -227,6 +269,13 @@ pub(super) fn insert_step(conn: &Connection, s: &SignedStep) -> Result<(), Inven
             fmt_time(s.signed_at),
             s.note
         ],
+    )?;
+    super::integrity::tag_where(
+        conn,
+        integrity,
+        super::integrity::Table::Signatures,
+        "seq = (SELECT MAX(seq) FROM signatures)",
+        &[],
     )?;
     Ok(())
 }
