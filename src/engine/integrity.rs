@@ -378,7 +378,10 @@ impl Engine {
         // The tables tagged since issue 23 (keys, copies, requests, signatures, compromises,
         // disposals, procedures): their rows from before are tagged once, as an audited step.
         // After that record exists, an untagged row there is refused like a forged one.
-        if self.inventory.any_untagged(&TaggedTable::SINCE_23)?
+        // Only an inventory without any recorded change (one from before issue 23) is
+        // tagged this way: once kms has logged a change, an untagged row is a forged one.
+        if self.inventory.last_change()? == 0
+            && self.inventory.any_untagged(&TaggedTable::SINCE_23)?
             && !self.inventory.has_record_starting(TAGGED_23_ACTION, "")?
         {
             let caller = self.system_caller();

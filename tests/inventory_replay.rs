@@ -1,0 +1,145 @@
+//! The inventory as untrusted storage (issue 23): an attacker with write access to the inventory
+//! only saves a row together with its valid integrity tag, lets kms take something away (revoke
+//! a grant, disable a principal, declare a version compromised), then writes the saved row back.
+//! Each tag still verifies — it was made by kms — but the row is older than its last change:
+//! refused at use, named by `kms inventory verify`, and the refusal is on the audit trail.
+//! Runs on SQLite and, with KMS_TEST_POSTGRES, on PostgreSQL (the same statements work on both).
+
+mod common;
+
+use common::*;
+
+/// Keep a copy of the rows of `table` matching `where_` (with their tags) in `saved_<name>`.
+fn save(env: &Env, name: &str, table: &str, where_: &str) -> TestResult {
+    env.sql(&format!(
+        "CREATE TABLE saved_{name} AS SELECT * FROM {table} WHERE {where_}"
+    ))
+}
+
+/// Write the saved rows back over the current ones (the replay).
+fn replay(env: &Env, name: &str, table: &str, where_: &str) -> TestResult {
+    // Foreign keys off for the swap, as an attacker with the file would.
+    let no_fk = if env.sql_bytes("").starts_with("decode") {
+        "SET session_replication_role = replica;"
+    } else {
+        "PRAGMA foreign_keys = OFF;"
+    };
+    env.sql(&format!(
+        "{no_fk} DELETE FROM {table} WHERE {where_}; INSERT INTO {table} SELECT * FROM saved_{name};"
+    ))
+}
+
+fn sign_as_user(env: &Env, key: &str) -> Res<std::process::Output> {
+    let m = env.write("m", b"replayed access")?;
+    env.run_as(USER, &["key", "sign", key, "--in", path(&m)?])
+}
+
+fn grant_id(env: &Env, key: &str) -> Res<String> {
+    let g = json(&env.ok(&["grant", "list", "--principal", USER, "--all", "--json"])?)?;
+    let g = g
+        .as_array()
+        .and_then(|a| a.iter().find(|g| g["key"] == key || g["key_name"] == key))
+        .ok_or("grant")?;
+    Ok(g["id"].as_str().ok_or("grant id")?.to_owned())
+}
+
+/// `kms inventory verify` fails and names each needle (and says the row is an older copy).
+fn verify_names(env: &Env, needles: &[&str]) -> TestResult {
+    let o = env.run(&["inventory", "verify"])?;
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    for n in needles {
+        assert!(out.contains(n), "verify does not name {n}: {out}");
+    }
+    Ok(())
+}
+
+fn refusal_recorded(env: &Env) -> TestResult {
+    let o = env.ok(&["audit", "list", "--json"])?;
+    assert!(
+        stdout(&o).contains("inventory-tampered"),
+        "the refusal is not on the audit trail: {}",
+        stdout(&o)
+    );
+    Ok(())
+}
+
+#[test]
+fn a_revoked_grant_written_back_with_its_old_tag_is_refused() -> TestResult {
+    let env = Env::new()?;
+    env.create("k", "ec-p384", "sign,verify")?;
+    assert!(sign_as_user(&env, "k")?.status.success());
+    let gid = grant_id(&env, "k")?;
+    let w = format!("id = '{gid}'");
+    save(&env, "grant", "grants", &w)?;
+    env.ok(&["--reason", "leaver", "grant", "revoke", &gid])?;
+    assert_fails(&sign_as_user(&env, "k")?, 4, &[]);
+    replay(&env, "grant", "grants", &w)?;
+    assert_fails(&sign_as_user(&env, "k")?, 4, &["older copy", &gid]);
+    verify_names(&env, &["grants", &gid, "older copy"])?;
+    refusal_recorded(&env)
+}
+
+#[test]
+fn a_disabled_principal_written_back_enabled_is_refused() -> TestResult {
+    let env = Env::new()?;
+    env.create("k", "ec-p384", "sign,verify")?;
+    let w = format!("name = '{USER}'");
+    save(&env, "p", "principals", &w)?;
+    env.ok(&["--reason", "leaver", "principal", "disable", USER])?;
+    assert_fails(&sign_as_user(&env, "k")?, 4, &["disabled"]);
+    replay(&env, "p", "principals", &w)?;
+    assert_fails(&sign_as_user(&env, "k")?, 4, &["older copy"]);
+    verify_names(&env, &["principals", USER, "older copy"])?;
+    refusal_recorded(&env)
+}
+
+#[test]
+fn a_compromised_version_written_back_active_signs_nothing() -> TestResult {
+    let env = Env::new()?;
+    env.create("sig", "ec-p384", "sign,verify")?;
+    let w = "key_id = (SELECT id FROM keys WHERE name = 'sig') AND version = 1";
+    save(&env, "v", "key_versions", w)?;
+    env.ok(&["--reason", "INC-23", "key", "compromise", "sig"])?;
+    replay(&env, "v", "key_versions", w)?;
+    // The replayed v1 is refused wherever the key is read: its use, and the officer's show.
+    assert_fails(&sign_as_user(&env, "sig")?, 4, &["older copy"]);
+    assert_fails(&env.run(&["key", "show", "sig"])?, 4, &["older copy"]);
+    verify_names(&env, &["key_versions", "older copy"])?;
+    refusal_recorded(&env)
+}
+
+#[test]
+fn an_edited_owner_or_usage_of_a_key_is_refused() -> TestResult {
+    let env = Env::new()?;
+    env.create("k", "ec-p384", "sign,verify")?;
+    env.sql(&format!("UPDATE keys SET owner = '{USER}' WHERE name = 'k'"))?;
+    assert_fails(&sign_as_user(&env, "k")?, 4, &["keys row", "was not made by kms"]);
+    verify_names(&env, &["keys", "TAMPERED"])?;
+    Ok(())
+}
+
+#[test]
+fn an_untagged_disposal_or_procedure_row_is_refused_and_named() -> TestResult {
+    let env = Env::new()?;
+    env.create("k", "ec-p384", "sign,verify")?;
+    env.sql(
+        "INSERT INTO disposals (id, key_id, contract_ref, justification, requested_by, requested_at, wait_secs, state)
+         SELECT 'd-forged', id, 'C-1', 'forged', 'mallory', '2026-01-01T00:00:00Z', 0, 'executing' FROM keys WHERE name = 'k';
+         INSERT INTO procedures (id, kind, key_id, version, step, state, data, started_by, started_at, updated_at)
+         SELECT 'p-forged', 'destroy-version', id, 1, 'intent', 'running', '{}', 'mallory', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z' FROM keys WHERE name = 'k';",
+    )?;
+    verify_names(&env, &["disposals", "d-forged", "procedures", "p-forged"])?;
+    // Nothing acts on them: the repair refuses the forged procedure, naming it.
+    let o = env.run(&["reconcile", "--repair"])?;
+    assert!(!o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        format!("{}{}", stdout(&o), stderr(&o)).contains("p-forged"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    // The key still signs: nothing was destroyed.
+    assert!(sign_as_user(&env, "k")?.status.success());
+    Ok(())
+}
