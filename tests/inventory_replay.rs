@@ -113,8 +113,14 @@ fn a_compromised_version_written_back_active_signs_nothing() -> TestResult {
 fn an_edited_owner_or_usage_of_a_key_is_refused() -> TestResult {
     let env = Env::new()?;
     env.create("k", "ec-p384", "sign,verify")?;
-    env.sql(&format!("UPDATE keys SET owner = '{USER}' WHERE name = 'k'"))?;
-    assert_fails(&sign_as_user(&env, "k")?, 4, &["keys row", "was not made by kms"]);
+    env.sql(&format!(
+        "UPDATE keys SET owner = '{USER}' WHERE name = 'k'"
+    ))?;
+    assert_fails(
+        &sign_as_user(&env, "k")?,
+        4,
+        &["keys row", "was not made by kms"],
+    );
     verify_names(&env, &["keys", "TAMPERED"])?;
     Ok(())
 }
@@ -141,5 +147,60 @@ fn an_untagged_disposal_or_procedure_row_is_refused_and_named() -> TestResult {
     );
     // The key still signs: nothing was destroyed.
     assert!(sign_as_user(&env, "k")?.status.success());
+    Ok(())
+}
+
+#[test]
+fn an_older_inventory_put_back_is_refused_by_the_tokens_anchor() -> TestResult {
+    let env = Env::new()?;
+    env.create("k", "ec-p384", "sign,verify")?;
+    let gid = grant_id(&env, "k")?;
+    env.copy_inventory()?;
+    env.ok(&["--reason", "leaver", "grant", "revoke", &gid])?;
+    assert_fails(&sign_as_user(&env, "k")?, 4, &[]);
+    // The whole inventory from before the revocation, every row with its valid tag.
+    env.put_back_inventory()?;
+    let o = sign_as_user(&env, "k")?;
+    assert_fails(&o, 4, &["older than the token's anchor"]);
+    // Every command, `inventory verify` included, is refused and names why.
+    let o = env.run(&["inventory", "verify"])?;
+    assert!(!o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        format!("{}{}", stdout(&o), stderr(&o)).contains("older than the token's anchor"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    Ok(())
+}
+
+#[test]
+fn the_anchor_follows_changes_and_verify_reports_it() -> TestResult {
+    let env = Env::new()?;
+    env.create("k", "ec-p384", "sign,verify")?;
+    let gid = grant_id(&env, "k")?;
+    env.ok(&["--reason", "leaver", "grant", "revoke", &gid])?;
+    let o = env.ok(&["inventory", "verify"])?;
+    assert!(stdout(&o).contains("the token anchored"), "{}", stdout(&o));
+    // A change log entry deleted behind kms's back (to hide the revocation) is named.
+    env.sql("DELETE FROM row_changes WHERE seq = (SELECT MAX(seq) FROM row_changes)")?;
+    let o = env.run(&["inventory", "verify"])?;
+    assert!(!o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("older than the token's anchor"),
+        "{}",
+        stderr(&o)
+    );
+    // An entry in the middle, likewise (the digest no longer matches).
+    let env = Env::new()?;
+    env.create("k", "ec-p384", "sign,verify")?;
+    env.sql("DELETE FROM row_changes WHERE seq = 3")?;
+    let o = env.run(&["key", "list"])?;
+    assert!(!o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("were deleted or altered"),
+        "{}",
+        stderr(&o)
+    );
     Ok(())
 }

@@ -43,11 +43,28 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: InventoryCmd) -> Result<(), Cl
                 for b in &v.bad {
                     println!("  TAMPERED {b}");
                 }
+                if let Some(a) = &v.anchor {
+                    match (&a.problem, a.anchored_last) {
+                        (Some(p), _) => println!("  ROLLED BACK {p}"),
+                        (None, Some(l)) => println!(
+                            "the change log ({} changes, last #{}) holds the {} changes the token anchored (up to #{l})",
+                            a.changes,
+                            a.last,
+                            a.anchored_changes.unwrap_or(0)
+                        ),
+                        (None, None) => println!("no anchor on the token yet"),
+                    }
+                }
                 if v.bad.is_empty() {
                     println!("every row carries a valid integrity tag");
                 }
             }
-            if v.bad.is_empty() {
+            let rolled_back = v.anchor.as_ref().and_then(|a| a.problem.clone());
+            if let Some(p) = rolled_back {
+                Err(CliError::Negative(format!(
+                    "the inventory does not match the token's anchor: {p}; put the newest inventory back (or restore it with kms backup import)"
+                )))
+            } else if v.bad.is_empty() {
                 Ok(())
             } else {
                 Err(CliError::Negative(format!(

@@ -82,9 +82,13 @@ impl Engine {
             Ok(_) if note.recorded => {
                 // Written in the change's own transaction; it counts towards the next checkpoint.
                 self.checkpoint_if_due();
+                self.anchor_after_change();
                 return result;
             }
-            Ok(_) => (Outcome::Ok, note.detail.clone(), None),
+            Ok(_) => {
+                self.anchor_after_change();
+                (Outcome::Ok, note.detail.clone(), None)
+            }
             Err(e) => (e.outcome(), Some(e.to_string()), Some(e.code())),
         };
         let mut entry = self.entry(caller, action, key_name, note.key_version, outcome, detail);

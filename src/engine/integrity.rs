@@ -251,6 +251,8 @@ impl RowIntegrity for HsmRowIntegrity {
 pub struct InventoryVerification {
     pub rows_checked: usize,
     pub bad: Vec<crate::inventory::BadRow>,
+    /// The inventory's change log against the token's anchor.
+    pub anchor: Option<super::anchor::AnchorReport>,
 }
 
 impl Engine {
@@ -270,6 +272,12 @@ impl Engine {
             failures: Arc::clone(&self.integrity_failures),
             broken,
         }));
+    }
+
+    /// Refuse every checked read from now on, naming `why` (the inventory is not the one the
+    /// token anchored).
+    pub(super) fn refuse_inventory(&self, why: String) {
+        self.install_integrity(0, Vec::new(), Some(why));
     }
 
     /// At open: find (or, for a new or older inventory, make) the integrity key and install it
@@ -464,7 +472,11 @@ impl Engine {
                 "verify the inventory",
             )?;
             let (rows_checked, bad) = self.inventory.verify_rows()?;
-            let detail = if bad.is_empty() {
+            let anchor = self.check_anchor().ok();
+            let anchor_problem = anchor.as_ref().and_then(|a| a.problem.clone());
+            let detail = if let Some(p) = &anchor_problem {
+                format!("{rows_checked} rows checked; ROLLED BACK: {p}")
+            } else if bad.is_empty() {
                 format!("{rows_checked} rows checked, all intact")
             } else {
                 format!(
@@ -477,7 +489,11 @@ impl Engine {
                 )
             };
             note.detail = Some(detail);
-            Ok(InventoryVerification { rows_checked, bad })
+            Ok(InventoryVerification {
+                rows_checked,
+                bad,
+                anchor,
+            })
         })
     }
 

@@ -6,6 +6,7 @@
 //! result (a signature, a plaintext) is dropped.
 
 mod access;
+mod anchor;
 mod audit;
 mod backup;
 mod backup_file;
@@ -91,6 +92,8 @@ pub struct Engine {
     refusals: connections::RefusalThrottle,
     /// Whether this node holds the singleton lease (`nodes.rs`).
     singletons: std::sync::atomic::AtomicBool,
+    /// The last change of the inventory's change log this process anchored on the token.
+    anchored: std::sync::atomic::AtomicI64,
 }
 
 impl Engine {
@@ -121,8 +124,10 @@ impl Engine {
             integrity_failures: Default::default(),
             refusals: connections::RefusalThrottle::default(),
             singletons: std::sync::atomic::AtomicBool::new(false),
+            anchored: std::sync::atomic::AtomicI64::new(0),
         };
         engine.setup_integrity()?;
+        engine.enforce_anchor()?;
         Ok(engine)
     }
 

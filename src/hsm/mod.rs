@@ -9,6 +9,7 @@
 //! stop work on the others.
 
 mod adopt;
+mod anchor;
 mod backup;
 mod cipher;
 mod error;
@@ -201,6 +202,19 @@ impl Hsm {
 
     /// The public half (SPKI DER) and label of key pair `id` on token `name`, read without
     /// logging in (public objects are readable in a plain session), with the token's serial.
+    /// The values of the anchor objects `application` on token `name`, read without logging in,
+    /// with the token's serial.
+    pub fn anchors_without_login(
+        &self,
+        name: &str,
+        application: &str,
+    ) -> Result<(String, Vec<Vec<u8>>), HsmError> {
+        match self.configs.get(name) {
+            Some(cfg) => anchor::read_without_login(cfg, application),
+            None => Err(self.not_configured(name)),
+        }
+    }
+
     pub fn public_key_without_login(
         &self,
         name: &str,

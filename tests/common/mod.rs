@@ -372,6 +372,57 @@ impl Env {
         Ok(out.stdout)
     }
 
+    /// Keep a whole copy of the inventory as it is now (the SQLite file and its WAL, or a
+    /// PostgreSQL database made from this one as a template), for [`Env::put_back_inventory`].
+    pub fn copy_inventory(&self) -> TestResult {
+        match &self.pg {
+            None => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let from = format!("{}{suffix}", self.db().display());
+                    if std::path::Path::new(&from).exists() {
+                        std::fs::copy(&from, format!("{from}.saved"))?;
+                    }
+                }
+            }
+            Some(pg) => {
+                let pg = pg.clone();
+                on_thread(move || {
+                    let mut c = pg.client("kms")?;
+                    c.batch_execute(&format!("CREATE DATABASE {0}_saved TEMPLATE {0}", pg.name))?;
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Put the copy made by [`Env::copy_inventory`] in place of the inventory (an older backup
+    /// restored behind kms's back, or a lagging standby promoted).
+    pub fn put_back_inventory(&self) -> TestResult {
+        match &self.pg {
+            None => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let to = format!("{}{suffix}", self.db().display());
+                    let _ = std::fs::remove_file(&to);
+                    let from = format!("{to}.saved");
+                    if std::path::Path::new(&from).exists() {
+                        std::fs::copy(&from, &to)?;
+                    }
+                }
+            }
+            Some(pg) => {
+                let pg = pg.clone();
+                on_thread(move || {
+                    let mut c = pg.client("kms")?;
+                    c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg.name))?;
+                    c.batch_execute(&format!("CREATE DATABASE {0} TEMPLATE {0}_saved", pg.name))?;
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Throw the inventory away (a lost database): the SQLite file, or the PostgreSQL database
     /// (made again empty).
     pub fn remove_inventory(&self) -> TestResult {
