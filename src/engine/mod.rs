@@ -34,7 +34,7 @@ mod verify_audit;
 mod xks;
 
 pub use access::{ApprovalKey, NewGrantRequest, NewPrincipal};
-pub use backup::{DrillReport, DrillResult, RestoreReport, SyncReport};
+pub use backup::{BackupStatus, DrillReport, DrillResult, RestoreReport, SyncReport};
 pub use backup_file::{ExportReport, ImportReport, SEAL_KEY};
 pub use caller::{Caller, CallerKind};
 pub use cards::{Enrolment, PivUri};

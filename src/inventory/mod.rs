@@ -29,7 +29,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 pub use audit::{StoredRecord, GENESIS};
-pub use backups::NewBackupPair;
+pub use backups::{NeverCopyable, NewBackupPair};
 pub use error::InventoryError;
 pub use grants::new_grant_id;
 pub use integrity::{BadRow, CheckFailure, RowIntegrity};
