@@ -20,6 +20,7 @@ mod import;
 mod integrity;
 mod keys;
 mod kmip;
+mod kmip_messages;
 mod legacy;
 mod nodes;
 mod policy;
@@ -47,6 +48,7 @@ pub use import::{Adopt, IMPORT_KEY};
 pub use integrity::{InventoryVerification, INTEGRITY_KEY};
 pub use keys::{CreateKey, Import, OnCard, PlainKey, CARD_TOKEN};
 pub use kmip::{kmip_name, KmipSealed, CLASSIFICATION_ATTRIBUTE, KMIP_NAME};
+pub use kmip_messages::{Answered, KmipConnection, RECORDED_EACH, SUMMARY_EVERY};
 pub use legacy::{LegacyKey, Mac};
 pub use nodes::{NodeHealth, SINGLETONS};
 pub use procedures::{
