@@ -122,14 +122,18 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: BackupCmd) -> Result<(), CliEr
                 for k in &r.activated {
                     println!("activated  {k} (its backup copy now exists)");
                 }
+                for (k, why) in &r.never_copyable {
+                    println!("never      {k}: {why}");
+                }
                 for (k, why) in &r.failed {
                     println!("FAILED     {k}: {why}");
                 }
                 println!(
-                    "{} copied, {} activated, {} already backed up, {} failed",
+                    "{} copied, {} activated, {} already backed up, {} never copyable, {} failed",
                     r.copied.len(),
                     r.activated.len(),
                     r.already,
+                    r.never_copyable.len(),
                     r.failed.len()
                 );
             }
@@ -204,11 +208,13 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: BackupCmd) -> Result<(), CliEr
             }
         }
         BackupCmd::Status { json } => {
-            let pairs = engine.backup_pairs(caller)?;
+            let status = engine.backup_status(caller)?;
             let keys = engine.list_keys(caller, &Default::default())?;
             if json {
-                return print_json(&serde_json::json!({"pairs": pairs, "keys": keys}));
+                return print_json(&serde_json::json!({"pairs": status.pairs, "keys": keys,
+                    "never_copyable": status.never_copyable}));
             }
+            let pairs = &status.pairs;
             let rows: Vec<Vec<String>> = pairs
                 .iter()
                 .map(|p| {
@@ -235,10 +241,17 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: BackupCmd) -> Result<(), CliEr
             let mut rows = Vec::new();
             for k in &keys {
                 for v in &k.versions {
-                    let copies = if v.copies.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        v.copies
+                    let never = status
+                        .never_copyable
+                        .iter()
+                        .find(|n| n.key == k.name && n.version == v.version);
+                    let copies = match never {
+                        Some(n) if v.copies.is_empty() => {
+                            format!("NEVER COPYABLE ({}): {}", n.code, n.reason)
+                        }
+                        _ if v.copies.is_empty() => "none".to_owned(),
+                        _ => v
+                            .copies
                             .iter()
                             .map(|c| {
                                 format!(
@@ -252,7 +265,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: BackupCmd) -> Result<(), CliEr
                                 )
                             })
                             .collect::<Vec<_>>()
-                            .join("; ")
+                            .join("; "),
                     };
                     rows.push(vec![
                         format!("{}@v{}", k.name, v.version),

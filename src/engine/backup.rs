@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use super::policy::require_role;
 use super::{Caller, Engine, EngineError, Refusal};
-use crate::hsm::{KekState, Token};
+use crate::hsm::{HsmError, KekState, NoCopy, Token};
 use crate::inventory::{BackupPair, KeyCopy, KeyRecord, KeyVersion, NewBackupPair, Outcome};
 use crate::model::{KeyFamily, Operation, Role, VersionState};
 
@@ -24,6 +24,17 @@ pub struct SyncReport {
     pub failed: Vec<(String, String)>,
     /// Pending versions activated because their copy now exists.
     pub activated: Vec<String>,
+    /// key@version whose token answered, this time too, that it can never be copied (not
+    /// extractable, or a type the token cannot wrap), with the token's reason. Not a failure.
+    pub never_copyable: Vec<(String, String)>,
+}
+
+/// What `kms backup status` shows besides every key's versions and copies.
+#[derive(Debug, Default, Serialize)]
+pub struct BackupStatus {
+    pub pairs: Vec<BackupPair>,
+    /// Versions their token said can never have a backup copy, with why (recorded once).
+    pub never_copyable: Vec<crate::inventory::NeverCopyable>,
 }
 
 /// One drill result.
@@ -181,19 +192,6 @@ impl Engine {
         })
     }
 
-    /// Every pairing made so far.
-    pub fn backup_pairs(&self, caller: &Caller) -> Result<Vec<BackupPair>, EngineError> {
-        self.audited(caller, "backup.status", None, |_| {
-            require_role(
-                &self.inventory,
-                caller,
-                DRILL_ROLES,
-                "read the backup status",
-            )?;
-            Ok(self.inventory.backup_pairs()?)
-        })
-    }
-
     /// The pairing new keys are copied under: from the key token to the configured backup token.
     /// `None` when no backup is configured or no ceremony was held yet.
     pub(crate) fn backup_target(&self) -> Result<Option<BackupPair>, EngineError> {
@@ -304,18 +302,93 @@ impl Engine {
                     match self.sync_one(caller, &key, v, &pair, waiting) {
                         Ok(()) if waiting => report.activated.push(label),
                         Ok(()) => report.copied.push(label),
+                        Err(EngineError::Hsm(HsmError::NeverCopyable { code, why, .. })) => {
+                            match self.note_never_copyable(caller, &key, v, &pair, code, &why) {
+                                Ok(()) => report.never_copyable.push((label, why)),
+                                Err(e) => report.failed.push((label, e.to_string())),
+                            }
+                        }
                         Err(e) => report.failed.push((label, e.to_string())),
                     }
                 }
             }
             note.detail = Some(format!(
-                "copied {}, activated {}, already copied {}, failed {}",
+                "copied {}, activated {}, already copied {}, never copyable {}, failed {}",
                 report.copied.len(),
                 report.activated.len(),
                 report.already,
+                report.never_copyable.len(),
                 report.failed.len()
             ));
             Ok(report)
+        })
+    }
+
+    /// The token answered that `v` can never be copied: check the object is the one this
+    /// version names (label, type, public key: the identity check), then record the finding
+    /// once, with its audit record. The row is memory only: the next sync asks the token again.
+    fn note_never_copyable(
+        &self,
+        caller: &Caller,
+        key: &KeyRecord,
+        v: &KeyVersion,
+        pair: &BackupPair,
+        code: NoCopy,
+        why: &str,
+    ) -> Result<(), EngineError> {
+        let src = self.paired_token(&pair.from_token, &pair.from_serial)?;
+        super::failover::check_object(&src, key, v, &v.object_id)?;
+        self.record_never_copyable(caller, key, v, src.serial(), code, why)
+    }
+
+    /// Record (once, audited as `backup.never-copyable`) that the token said `v` can never be
+    /// copied. Callers have the token's answer and have checked the object's identity.
+    pub(crate) fn record_never_copyable(
+        &self,
+        caller: &Caller,
+        key: &KeyRecord,
+        v: &KeyVersion,
+        serial: &str,
+        code: NoCopy,
+        why: &str,
+    ) -> Result<(), EngineError> {
+        let entry = self.entry(
+            caller,
+            "backup.never-copyable",
+            Some(&key.name),
+            Some(v.version),
+            Outcome::Ok,
+            Some(format!(
+                "v{} (token serial {serial}, cka_id={}) can never have a backup copy: {why}",
+                v.version, v.object_id
+            )),
+        );
+        self.inventory.record_never_copyable(
+            &key.id,
+            v.version,
+            serial,
+            &v.object_id,
+            code.as_str(),
+            why,
+            OffsetDateTime::now_utc(),
+            &entry,
+        )?;
+        Ok(())
+    }
+
+    /// `kms backup status`: the pairings and the versions that can never have a copy.
+    pub fn backup_status(&self, caller: &Caller) -> Result<BackupStatus, EngineError> {
+        self.audited(caller, "backup.status", None, |_| {
+            require_role(
+                &self.inventory,
+                caller,
+                DRILL_ROLES,
+                "read the backup status",
+            )?;
+            Ok(BackupStatus {
+                pairs: self.inventory.backup_pairs()?,
+                never_copyable: self.inventory.never_copyable()?,
+            })
         })
     }
 
@@ -358,6 +431,7 @@ impl Engine {
                 crate::clock::lifecycle_now(),
                 &entry,
             )?;
+            self.inventory.forget_never_copyable(&key.id, v.version)?;
         } else {
             let entry = self.entry(
                 caller,
@@ -392,7 +466,16 @@ impl Engine {
                     report.pair_problems.push(p);
                 }
             }
-            let backup_on = self.config.backup.is_some() && self.backup_target()?.is_some();
+            let target = match self.config.backup {
+                Some(_) => self.backup_target()?,
+                None => None,
+            };
+            let never: std::collections::HashSet<(String, u32)> = self
+                .inventory
+                .never_copyable()?
+                .into_iter()
+                .map(|n| (n.key, n.version))
+                .collect();
             for key in &keys {
                 for v in key.versions.iter().filter(|v| holds_data(v.state)) {
                     if v.token == super::CARD_TOKEN {
@@ -403,10 +486,20 @@ impl Engine {
                         continue;
                     }
                     if v.copies.is_empty() {
-                        if backup_on {
-                            report
-                                .uncopied
-                                .push(format!("{}@v{}", key.name, v.version));
+                        let label = format!("{}@v{}", key.name, v.version);
+                        match &target {
+                            // Recorded as never copyable: the token is asked again, so the
+                            // row alone never excuses a missing copy.
+                            Some(pair) if never.contains(&(key.name.clone(), v.version)) => {
+                                match self.never_copyable_now(key, v, pair) {
+                                    Some(why) => report
+                                        .not_applicable
+                                        .push(format!("{label}: never copyable: {why}")),
+                                    None => report.uncopied.push(label),
+                                }
+                            }
+                            Some(_) => report.uncopied.push(label),
+                            None => {}
                         }
                         continue;
                     }
@@ -428,6 +521,28 @@ impl Engine {
             );
             Ok(report)
         })
+    }
+
+    /// The token's answer, now, that `v` can never be copied (`None`: it can, or the token
+    /// could not say). Wraps the key under the pairing's KEK and drops the blob.
+    fn never_copyable_now(
+        &self,
+        key: &KeyRecord,
+        v: &KeyVersion,
+        pair: &BackupPair,
+    ) -> Option<String> {
+        let src = self
+            .paired_token(&pair.from_token, &pair.from_serial)
+            .ok()?;
+        if v.token_serial != pair.from_serial
+            || super::failover::check_object(&src, key, v, &v.object_id).is_err()
+        {
+            return None;
+        }
+        match src.wrap_for_copy(&pair.kek_id, &v.object_id, key.key_type) {
+            Err(HsmError::NeverCopyable { why, .. }) => Some(why),
+            _ => None,
+        }
     }
 
     /// The drill `kms serve` runs every `[backup] drill_every_secs`, as kms itself.

@@ -331,7 +331,29 @@ impl Engine {
                 &entry,
             )?;
             note.recorded = true;
-            Ok(self.inventory.key(&req.name)?)
+            let adopted = self.inventory.key(&req.name)?;
+            if !found.extractable {
+                // Read from the token just now: this version can never have a backup copy.
+                // Recorded once (`backup status` shows it); `backup sync` asks the token again.
+                let why = format!(
+                    "the {} key is not extractable (CKA_EXTRACTABLE=false on token '{token_name}', read when it was adopted): it can never be wrapped out of its token, so it has no backup copy. Losing that token loses the key; replace it with a key kms generates (`kms key rotate`) if it needs a copy",
+                    req.key_type
+                );
+                let recorded = adopted.version(1).map(|v| {
+                    self.record_never_copyable(
+                        caller,
+                        &adopted,
+                        v,
+                        token.serial(),
+                        crate::hsm::NoCopy::NotExtractable,
+                        &why,
+                    )
+                });
+                if let Some(Err(e)) = recorded {
+                    tracing::warn!(key = %req.name, error = %e, "could not record that an adopted key can never be copied; the next `kms backup sync` records it");
+                }
+            }
+            Ok(adopted)
         })
     }
 

@@ -21,6 +21,7 @@ mod import;
 mod integrity;
 mod keys;
 mod kmip;
+mod kmip_messages;
 mod legacy;
 mod nodes;
 mod policy;
@@ -35,7 +36,7 @@ mod verify_audit;
 mod xks;
 
 pub use access::{ApprovalKey, NewGrantRequest, NewPrincipal};
-pub use backup::{DrillReport, DrillResult, RestoreReport, SyncReport};
+pub use backup::{BackupStatus, DrillReport, DrillResult, RestoreReport, SyncReport};
 pub use backup_file::{ExportReport, ImportReport, SEAL_KEY};
 pub use caller::{Caller, CallerKind};
 pub use cards::{Enrolment, PivUri};
@@ -48,6 +49,7 @@ pub use import::{Adopt, IMPORT_KEY};
 pub use integrity::{InventoryVerification, INTEGRITY_KEY};
 pub use keys::{CreateKey, Import, OnCard, PlainKey, CARD_TOKEN};
 pub use kmip::{kmip_name, KmipSealed, CLASSIFICATION_ATTRIBUTE, KMIP_NAME};
+pub use kmip_messages::{Answered, KmipConnection, RECORDED_EACH, SUMMARY_EVERY};
 pub use legacy::{LegacyKey, Mac};
 pub use nodes::{NodeHealth, SINGLETONS};
 pub use procedures::{

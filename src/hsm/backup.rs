@@ -272,26 +272,25 @@ impl Token {
             let key = find(self.name(), s, id, class)?;
             let blob = match s.wrap_key(&Mechanism::AesKeyWrapPad, wrapping, key) {
                 Ok(blob) => blob,
-                // The token cannot export this kind of key at all, under any wrapping key:
-                // SoftHSM2 2.6.1 wraps RSA, DSA, DH, EC and GOST private keys and secret keys,
-                // and answers CKR_KEY_NOT_WRAPPABLE for Ed25519 (CKK_EC_EDWARDS) private keys.
-                // (The same code for another type means the KEK is not trusted: the generic
-                // error below.)
-                Err(CkError::Pkcs11(RvError::KeyNotWrappable, _))
-                    if key_type.family() == crate::model::KeyFamily::Ed25519 =>
-                {
-                    return Err(HsmError::Raw {
-                        token: self.name().to_owned(),
-                        what: format!(
-                            "this token cannot wrap {key_type} private keys (C_WrapKey: CKR_KEY_NOT_WRAPPABLE; SoftHSM2 2.6.1 wraps no Edwards-curve key), so a {key_type} key on it can have no backup copy; with a backup pairing, use a type the token can copy (ec-p256 or ec-p384)"
-                        ),
-                    })
-                }
                 Err(e) => {
+                    // The token's own answer that this object can never be copied, confirmed by
+                    // reading the object (or the KEK) back, so that nothing but the token decides
+                    // it: `NeverCopyable`, which `kms backup sync` records once and reports.
+                    if let CkError::Pkcs11(
+                        rv @ (RvError::KeyUnextractable | RvError::KeyNotWrappable),
+                        _,
+                    ) = e
+                    {
+                        if let Some(never) =
+                            never_copyable(self.name(), s, wrapping, key, key_type, rv)?
+                        {
+                            return Err(never);
+                        }
+                    }
                     return Err(HsmError::ck(
                         self.name(),
                         "wrapping a key for its backup copy (CKM_AES_KEY_WRAP_PAD)",
-                    )(e))
+                    )(e));
                 }
             };
             let public = if key_type.is_symmetric() {
@@ -614,4 +613,74 @@ fn so_login(
         }),
         Err(e) => Err(HsmError::ck(token, "logging in as security officer")(e)),
     }
+}
+
+/// Why a key version can never have a backup copy, as its token answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoCopy {
+    /// CKA_EXTRACTABLE is false (C_WrapKey: CKR_KEY_UNEXTRACTABLE); fixed for the object's life.
+    NotExtractable,
+    /// The token wraps no key of this type, even under its trusted KEK (C_WrapKey:
+    /// CKR_KEY_NOT_WRAPPABLE; SoftHSM2 2.6.1 and Ed25519 private keys).
+    NotWrappable,
+}
+
+impl NoCopy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoCopy::NotExtractable => "not-extractable",
+            NoCopy::NotWrappable => "not-wrappable",
+        }
+    }
+}
+
+/// After C_WrapKey answered `rv` for `key` under the KEK `wrapping`: `Some(NeverCopyable)` when
+/// the token confirms the object itself can never be wrapped — CKA_EXTRACTABLE=false read back
+/// from the object, or CKR_KEY_NOT_WRAPPABLE although the KEK is trusted (so the refusal is not
+/// about the wrapping key) — and `None` when the answer was about something else.
+fn never_copyable(
+    token: &str,
+    s: &Session,
+    wrapping: cryptoki::object::ObjectHandle,
+    key: cryptoki::object::ObjectHandle,
+    key_type: KeyType,
+    rv: RvError,
+) -> Result<Option<HsmError>, HsmError> {
+    let read = |h, what: AttributeType| -> Result<Option<bool>, HsmError> {
+        let attrs = s
+            .get_attributes(h, &[what])
+            .map_err(HsmError::ck(token, "reading why a key cannot be wrapped"))?;
+        Ok(attrs.into_iter().find_map(|a| match a {
+            Attribute::Extractable(v) | Attribute::Trusted(v) => Some(v),
+            _ => None,
+        }))
+    };
+    let found = match rv {
+        RvError::KeyUnextractable if read(key, AttributeType::Extractable)? == Some(false) => {
+            Some((
+                NoCopy::NotExtractable,
+                format!(
+                    "the {key_type} key is not extractable (CKA_EXTRACTABLE=false on token '{token}'; C_WrapKey answered CKR_KEY_UNEXTRACTABLE): it can never be wrapped out of its token, so it has no backup copy. Losing that token loses the key; replace it with a key kms generates (`kms key rotate`) if it needs a copy"
+                ),
+            ))
+        }
+        RvError::KeyNotWrappable if read(wrapping, AttributeType::Trusted)? == Some(true) => Some((
+            NoCopy::NotWrappable,
+            if key_type.family() == crate::model::KeyFamily::Ed25519 {
+                format!(
+                    "this token cannot wrap {key_type} private keys (C_WrapKey: CKR_KEY_NOT_WRAPPABLE; SoftHSM2 2.6.1 wraps no Edwards-curve key), so a {key_type} key on it can have no backup copy; with a backup pairing, use a type the token can copy (ec-p256 or ec-p384)"
+                )
+            } else {
+                format!(
+                    "token '{token}' cannot wrap this {key_type} key even under its trusted key-encryption key (C_WrapKey: CKR_KEY_NOT_WRAPPABLE), so it can have no backup copy"
+                )
+            },
+        )),
+        _ => None,
+    };
+    Ok(found.map(|(code, why)| HsmError::NeverCopyable {
+        token: token.to_owned(),
+        code,
+        why,
+    }))
 }

@@ -47,6 +47,14 @@ pub enum HsmError {
     UserHoldsToken { token: String },
     #[error("token '{token}': {what}")]
     Raw { token: String, what: String },
+    /// The token answered that this object can never be wrapped for a backup copy (and reading
+    /// it back confirmed why): not extractable, or a type the token cannot wrap.
+    #[error("token '{token}': {why}")]
+    NeverCopyable {
+        token: String,
+        code: super::backup::NoCopy,
+        why: String,
+    },
     #[error("wrong SO PIN for token '{token}'{}", if *.final_try { "; the next wrong SO PIN locks the token for good" } else { "" })]
     WrongSoPin { token: String, final_try: bool },
     #[error("the SO PIN of token '{token}' is locked; only re-initialising the token (losing every key on it) unlocks it")]

@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 pub use adopt::Adoptable;
-pub use backup::{KekState, TransportPublicKey, WrappedKey};
+pub use backup::{KekState, NoCopy, TransportPublicKey, WrappedKey};
 pub use error::HsmError;
 pub use identity::Expected;
 pub use keygen::GeneratedKey;

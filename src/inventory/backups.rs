@@ -10,6 +10,22 @@ use super::records::{AuditEntry, BackupPair, KeyCopy};
 use super::{audit, fmt_time, parse_time, Inventory, InventoryError};
 use crate::model::ObjectId;
 
+/// A version its token says can never be wrapped for a backup copy (`kms backup status`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NeverCopyable {
+    pub key: String,
+    pub version: u32,
+    pub token_serial: String,
+    /// CKA_ID (hex).
+    pub object_id: String,
+    /// `not-extractable` or `not-wrappable`.
+    pub code: String,
+    /// The token's answer, in words.
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub recorded_at: OffsetDateTime,
+}
+
 /// A pairing about to be recorded (its id is assigned by the inventory).
 #[derive(Debug, Clone)]
 pub struct NewBackupPair {
@@ -155,8 +171,94 @@ impl Inventory {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
         upsert_copy(&tx, integrity.as_ref(), key_id, version, copy)?;
+        tx.execute(
+            "DELETE FROM never_copyable WHERE key_id = ?1 AND version = ?2",
+            params![key_id, version],
+        )?;
         audit::insert(&tx, entry)?;
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Remember that the token answered that a version can never be copied, with its audit
+    /// record, the first time only. Returns whether this call recorded it (false: already known).
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_never_copyable(
+        &self,
+        key_id: &str,
+        version: u32,
+        token_serial: &str,
+        object_id: &ObjectId,
+        code: &str,
+        reason: &str,
+        now: OffsetDateTime,
+        entry: &AuditEntry,
+    ) -> Result<bool, InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
+        let added = tx.execute(
+            "INSERT INTO never_copyable (key_id, version, token_serial, object_id, code, reason,
+                recorded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+            params![
+                key_id,
+                version,
+                token_serial,
+                object_id.to_hex(),
+                code,
+                reason,
+                fmt_time(now)
+            ],
+        )?;
+        if added == 0 {
+            return Ok(false);
+        }
+        audit::insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Every version recorded as never copyable, by key name and version.
+    pub fn never_copyable(&self) -> Result<Vec<NeverCopyable>, InventoryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT k.name, n.version, n.token_serial, n.object_id, n.code, n.reason,
+                n.recorded_at
+             FROM never_copyable n JOIN keys k ON k.id = n.key_id
+             ORDER BY k.name, n.version",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let at: String = r.get(6)?;
+            let id: String = r.get(3)?;
+            Ok((
+                NeverCopyable {
+                    key: r.get(0)?,
+                    version: r.get(1)?,
+                    token_serial: r.get(2)?,
+                    object_id: id.clone(),
+                    code: r.get(4)?,
+                    reason: r.get(5)?,
+                    recorded_at: OffsetDateTime::UNIX_EPOCH,
+                },
+                at,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (mut n, at) = r?;
+            n.recorded_at = parse_time(&at)?;
+            out.push(n);
+        }
+        Ok(out)
+    }
+
+    /// Forget a never-copyable finding once a copy exists after all (the token changed its mind,
+    /// e.g. a newer token that can wrap the type).
+    pub fn forget_never_copyable(&self, key_id: &str, version: u32) -> Result<(), InventoryError> {
+        self.conn().execute(
+            "DELETE FROM never_copyable WHERE key_id = ?1 AND version = ?2",
+            params![key_id, version],
+        )?;
         Ok(())
     }
 

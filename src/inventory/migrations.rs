@@ -336,6 +336,22 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX row_changes_row ON row_changes (tbl, ident, seq);
     "#,
+    // 12: key versions that can never have a backup copy (issue 23): the token answered that the
+    //     object is not extractable or of a type it cannot wrap. Remembered for `backup status`
+    //     and so the first finding is audited once; never read to decide whether to copy (every
+    //     `backup sync` asks the token again), so the row grants nothing and carries no tag.
+    r#"
+    CREATE TABLE never_copyable (
+        key_id       TEXT NOT NULL REFERENCES keys(id) ON DELETE CASCADE,
+        version      INTEGER NOT NULL,
+        token_serial TEXT NOT NULL,
+        object_id    TEXT NOT NULL,
+        code         TEXT NOT NULL CHECK (code IN ('not-extractable','not-wrappable')),
+        reason       TEXT NOT NULL,
+        recorded_at  TEXT NOT NULL,
+        PRIMARY KEY (key_id, version)
+    );
+    "#,
 ];
 
 /// `PRAGMA application_id` of a KMS inventory ("KMSI"): a SQLite file of another application is

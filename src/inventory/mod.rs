@@ -28,8 +28,8 @@ use sql::Connection;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-pub use audit::{StoredRecord, GENESIS};
-pub use backups::NewBackupPair;
+pub use audit::{written_on_this_thread, StoredRecord, GENESIS};
+pub use backups::{NeverCopyable, NewBackupPair};
 pub use error::InventoryError;
 pub use grants::new_grant_id;
 pub use integrity::{BadRow, ChangeLogState, CheckFailure, RowIntegrity, Table as TaggedTable};

@@ -100,6 +100,84 @@ pub fn invalid_message(message: &str) -> Item {
     )
 }
 
+/// How a response answered, in words for an audit record: each batch item's operation and
+/// result (reason and message when it failed). Never any payload.
+pub fn answered(response: &Item) -> crate::engine::Answered {
+    let mut ok = true;
+    let parts: Vec<String> = response
+        .children(t::BATCH_ITEM)
+        .map(|b| {
+            let operation = b
+                .child(t::OPERATION)
+                .and_then(Item::as_enum)
+                .map(operation_name)
+                .unwrap_or_else(|| "no operation".into());
+            let status = b.child(t::RESULT_STATUS).and_then(Item::as_enum);
+            if status == Some(result::SUCCESS) {
+                return format!("{operation}: Success");
+            }
+            ok = false;
+            let reason = b
+                .child(t::RESULT_REASON)
+                .and_then(Item::as_enum)
+                .map(reason_name)
+                .unwrap_or("Operation Failed");
+            let message = b
+                .child(t::RESULT_MESSAGE)
+                .and_then(Item::as_text)
+                .unwrap_or_default();
+            if b.child(t::OPERATION).is_none() {
+                format!("{reason}: {message}")
+            } else {
+                format!("{operation}: {reason}: {message}")
+            }
+        })
+        .collect();
+    let summary: String = parts.join("; ").chars().take(300).collect();
+    crate::engine::Answered { ok, summary }
+}
+
+fn operation_name(o: u32) -> String {
+    match o {
+        op::CREATE => "Create",
+        op::CREATE_KEY_PAIR => "Create Key Pair",
+        op::REGISTER => "Register",
+        op::LOCATE => "Locate",
+        op::GET => "Get",
+        op::GET_ATTRIBUTES => "Get Attributes",
+        op::GET_ATTRIBUTE_LIST => "Get Attribute List",
+        op::ADD_ATTRIBUTE => "Add Attribute",
+        op::MODIFY_ATTRIBUTE => "Modify Attribute",
+        op::DELETE_ATTRIBUTE => "Delete Attribute",
+        op::ACTIVATE => "Activate",
+        op::REVOKE => "Revoke",
+        op::DESTROY => "Destroy",
+        op::QUERY => "Query",
+        op::DISCOVER_VERSIONS => "Discover Versions",
+        op::ENCRYPT => "Encrypt",
+        op::DECRYPT => "Decrypt",
+        op::SIGN => "Sign",
+        op::SIGNATURE_VERIFY => "Signature Verify",
+        op::MAC => "MAC",
+        other => return format!("operation {other:#04x}"),
+    }
+    .to_owned()
+}
+
+fn reason_name(r: u32) -> &'static str {
+    match r {
+        result::ITEM_NOT_FOUND => "Item Not Found",
+        result::INVALID_MESSAGE => "Invalid Message",
+        result::OPERATION_NOT_SUPPORTED => "Operation Not Supported",
+        result::MISSING_DATA => "Missing Data",
+        result::INVALID_FIELD => "Invalid Field",
+        result::CRYPTOGRAPHIC_FAILURE => "Cryptographic Failure",
+        result::ILLEGAL_OPERATION => "Illegal Operation",
+        result::PERMISSION_DENIED => "Permission Denied",
+        _ => "General Failure",
+    }
+}
+
 fn response(v: (i32, i32), items: Vec<Item>) -> Item {
     let mut out = vec![Item::structure(
         t::RESPONSE_HEADER,
