@@ -487,7 +487,7 @@ fn every_command_touching_a_key_is_audited() -> TestResult {
 #[test]
 fn token_list_and_key_list_filters() -> TestResult {
     let env = Env::new()?;
-    let o = env.ok(&["token", "list", "--json", "--objects"])?;
+    let o = env.ok(&["token", "list", "--json", "--objects", "--login"])?;
     let tokens: serde_json::Value = serde_json::from_slice(&o.stdout)?;
     let tokens = tokens.as_array().ok_or("array")?;
     assert_eq!(tokens.len(), 2);
@@ -514,7 +514,7 @@ fn token_list_and_key_list_filters() -> TestResult {
         "--usage",
         "encrypt,decrypt",
     ])?;
-    let o = env.ok(&["token", "list", "--json", "--objects"])?;
+    let o = env.ok(&["token", "list", "--json", "--objects", "--login"])?;
     let tokens: serde_json::Value = serde_json::from_slice(&o.stdout)?;
     let primary = tokens
         .as_array()

@@ -41,7 +41,7 @@ fn token_list_logs_in_to_no_token() -> TestResult {
     let backup = token_file(&env, "kms-backup")?;
     let before = (mtime(&primary)?, mtime(&backup)?);
     // A login rewrites the token file (shown here first, so the check below means something).
-    env.ok(&["token", "list", "--objects"])?;
+    env.ok(&["token", "list", "--objects", "--login"])?;
     let after_login = (mtime(&primary)?, mtime(&backup)?);
     assert_ne!(
         before.1, after_login.1,

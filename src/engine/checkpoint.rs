@@ -251,6 +251,25 @@ impl Engine {
         }
     }
 
+    /// The end of a CLI command: sign a checkpoint (as [`Engine::checkpoint_on_exit`]) only when
+    /// this process already holds the audit key's token logged in. A command that logged in to
+    /// no token (every read-only command) never logs in just for the checkpoint: SoftHSM2
+    /// rewrites its token file at every login, and a command killed during that rewrite empties
+    /// the token. Its records are covered by the next checkpoint (the next command that logs in,
+    /// or the service's timer); `audit verify` does not count read records against
+    /// `checkpoint_every`.
+    pub fn checkpoint_at_command_end(&self) {
+        let logged_in = self
+            .inventory
+            .key(AUDIT_KEY)
+            .ok()
+            .and_then(|k| k.current_version().map(|v| v.token.clone()))
+            .is_some_and(|token| self.hsm.is_open(&token));
+        if logged_in {
+            self.checkpoint_on_exit();
+        }
+    }
+
     /// Sign the current chain head with the audit key (created on the key token on first use),
     /// chained to the previous checkpoint, and record the checkpoint in the trail.
     pub fn checkpoint(&self) -> Result<Option<CheckpointReport>, EngineError> {
