@@ -259,12 +259,16 @@ impl Engine {
     /// or the service's timer); `audit verify` does not count read records against
     /// `checkpoint_every`.
     pub fn checkpoint_at_command_end(&self) {
-        let logged_in = self
-            .inventory
-            .key(AUDIT_KEY)
-            .ok()
-            .and_then(|k| k.current_version().map(|v| v.token.clone()))
-            .is_some_and(|token| self.hsm.is_open(&token));
+        // The audit key's token, or, before the audit key exists, the key token it will be
+        // created on (the first checkpoint creates it).
+        let token = match self.inventory.key(AUDIT_KEY) {
+            Ok(k) => k.current_version().map(|v| v.token.clone()),
+            Err(crate::inventory::InventoryError::NoSuchKey(_)) => {
+                Some(self.config.key_token.clone())
+            }
+            Err(_) => None,
+        };
+        let logged_in = token.is_some_and(|token| self.hsm.is_open(&token));
         if logged_in {
             self.checkpoint_on_exit();
         }
