@@ -172,7 +172,7 @@ fn emptied_primary_token_file_is_named_with_the_restore_command() -> TestResult 
     env.ok(&["backup", "sync"])?;
     env.create("k2", "ec-p384", "sign,verify")?; // copied to the backup again
     env.ok(&["token", "list"])?;
-    env.ok(&["reconcile"])?;
+    env.ok(&["reconcile", "--login"])?;
     let o = env.ok(&["audit", "verify"])?;
     assert!(!stdout(&o).contains("note:"), "{}", stdout(&o));
     Ok(())

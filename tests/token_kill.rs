@@ -58,7 +58,15 @@ fn read_only_commands_never_log_in_and_survive_sigkill() -> TestResult {
     env.create("s", "aes-256", "encrypt,decrypt")?;
     let msg = env.write("msg", b"signed before the kills")?;
     let sig = env.path("sig");
-    env.ok(&["key", "sign", "k", "--in", path(&msg)?, "--out", path(&sig)?])?;
+    env.ok(&[
+        "key",
+        "sign",
+        "k",
+        "--in",
+        path(&msg)?,
+        "--out",
+        path(&sig)?,
+    ])?;
     let (msg, sig) = (path(&msg)?.to_owned(), path(&sig)?.to_owned());
 
     let commands: Vec<Vec<&str>> = vec![
@@ -84,7 +92,10 @@ fn read_only_commands_never_log_in_and_survive_sigkill() -> TestResult {
     let labels = ["kms-primary", "kms-backup"];
     let files = [token_file(&env, labels[0])?, token_file(&env, labels[1])?];
     let counts = [env.object_count(labels[0])?, env.object_count(labels[1])?];
-    assert!(counts[0] >= 8 && counts[1] >= 7, "objects before: {counts:?}");
+    assert!(
+        counts[0] >= 8 && counts[1] >= 7,
+        "objects before: {counts:?}"
+    );
     let before = [state(&files[0])?, state(&files[1])?];
 
     // Each command, run to its end, writes nothing to either token file: it never logged in.
@@ -174,8 +185,14 @@ fn reconcile_without_login_checks_public_halves_and_names_the_rest() -> TestResu
     // The AES key and its copy are private objects; the key pairs are checked by their public
     // halves.
     assert!(unchecked.contains(&"primary: s v1"), "{unchecked:?}");
-    assert!(unchecked.contains(&"backup: s v1 (backup copy)"), "{unchecked:?}");
-    assert!(!unchecked.iter().any(|u| u.contains(" k v")), "{unchecked:?}");
+    assert!(
+        unchecked.contains(&"backup: s v1 (backup copy)"),
+        "{unchecked:?}"
+    );
+    assert!(
+        !unchecked.iter().any(|u| u.contains(" k v")),
+        "{unchecked:?}"
+    );
     let o = env.ok(&["reconcile"])?;
     assert!(
         stdout(&o).contains("`kms reconcile --login` checks them"),

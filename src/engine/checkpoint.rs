@@ -24,6 +24,37 @@ use crate::model::{KeyType, Role};
 /// The inventory name of the audit key.
 pub const AUDIT_KEY: &str = "kms-audit";
 
+/// The audit actions of read-only commands. They log in to no token, so they sign no
+/// checkpoint at their end; `audit verify` does not count them against `checkpoint_every`.
+pub(crate) const READ_ACTIONS: &[&str] = &[
+    "access.list",
+    "access.review",
+    "access.show",
+    "audit.public-key",
+    "audit.read",
+    "audit.ship-status",
+    "audit.verify",
+    "backup.status",
+    "card.list",
+    "card.status",
+    "grant.list",
+    "inventory.reconcile",
+    "inventory.verify",
+    "key.compromise-status",
+    "key.dispose-list",
+    "key.dispose-show",
+    "key.history",
+    "key.list",
+    "key.public",
+    "key.show",
+    "key.verify",
+    "principal.list",
+    "principal.show",
+    "report.legacy",
+    "report.rotation",
+    "token.list",
+];
+
 /// The action of the audit record every checkpoint leaves in the trail.
 pub const CHECKPOINT_ACTION: &str = "audit.checkpoint";
 
