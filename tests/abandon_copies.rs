@@ -66,7 +66,7 @@ fn abandon_removes_the_backup_copy_of_a_killed_creation() -> TestResult {
     let o = env.run(&["key", "abandon", "lost"])?;
     assert_fails(&o, 3, &["lost"]);
     // And nothing is left for reconcile to report but agreement.
-    env.ok(&["reconcile"])?;
+    env.ok(&["reconcile", "--login"])?;
     Ok(())
 }
 
@@ -110,7 +110,7 @@ fn reconcile_reports_and_repair_removes_leftovers_never_live_keys() -> TestResul
     assert!(o.status.success(), "{}", stderr(&o));
 
     // Plain reconcile reports the leftovers on both tokens, and changes nothing.
-    let o = env.run(&["reconcile"])?;
+    let o = env.run(&["reconcile", "--login"])?;
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let out = stdout(&o);
     for token in ["primary", "backup"] {
@@ -203,6 +203,6 @@ fn abandon_keeps_the_key_while_a_token_that_may_hold_a_copy_is_unreachable() -> 
 
     env.ok(&["key", "abandon", "lost"])?;
     assert!(!on_token(&env, "kms-primary", &id)? && !on_token(&env, "kms-backup", &id)?);
-    env.ok(&["reconcile"])?;
+    env.ok(&["reconcile", "--login"])?;
     Ok(())
 }

@@ -239,15 +239,15 @@ fn every_record_arrives_with_all_its_fields() -> TestResult {
     assert_eq!(s["server"].as_str(), Some(rs.address().as_str()), "{s}");
     // Shipping is not audited; asking for the status is.
     let after = db_rows(&env)?;
-    // The status row, then the checkpoint the command signed at its end (itself a record).
-    assert_eq!(after.len() as i64, head + 2);
+    // The status row alone: a read-only command logs in to no token, so it signs no
+    // checkpoint at its end (issue 23: a login rewrites SoftHSM2's token file).
+    assert_eq!(after.len() as i64, head + 1);
     assert_eq!(after[head as usize]["action"], "audit.ship-status");
-    assert_eq!(after[head as usize + 1]["action"], "audit.checkpoint");
-    // Nothing new to send but those two; a second run sends just them.
+    // Nothing new to send but that one; a second run sends just it.
     let again = ship(&env)?;
-    assert_eq!(again["sent"], 2, "{again}");
+    assert_eq!(again["sent"], 1, "{again}");
     let received = rs.wait_for(after.len(), WAIT)?;
-    check_sequence(&received, head + 2)?;
+    check_sequence(&received, head + 1)?;
     Ok(())
 }
 

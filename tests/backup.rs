@@ -122,7 +122,7 @@ fn ceremony_copies_every_key_before_it_counts_and_drills_pass() -> TestResult {
     }
     assert!(checked >= 5, "{listing}");
     // Inventory and both tokens agree (copies and ceremony objects are known).
-    env.ok(&["reconcile"])?;
+    env.ok(&["reconcile", "--login"])?;
     // The trail has the ceremony, the copies and the drills.
     let o = env.ok(&["audit", "list", "--json"])?;
     let rows = json(&o)?;
@@ -165,7 +165,7 @@ fn a_copy_destroyed_behind_the_kms_back_fails_the_drill_by_name() -> TestResult 
     // Recorded on the copy, visible in status and in reconcile.
     let o = env.ok(&["backup", "status"])?;
     assert!(stdout(&o).contains("DRILL FAILED"), "{}", stdout(&o));
-    let o = env.run(&["reconcile"])?;
+    let o = env.run(&["reconcile", "--login"])?;
     assert_fails(&o, 1, &[]);
     assert!(
         stdout(&o).contains("missing backup copy: key 'victim'"),
@@ -417,7 +417,7 @@ fn full_primary_loss_then_restore_brings_every_key_back() -> TestResult {
     env.create("after", "ec-p384", "sign,verify")?;
     assert_eq!(copies(&env, "after")?.len(), 1);
     env.ok(&["backup", "verify"])?;
-    let o = env.run(&["reconcile"])?;
+    let o = env.run(&["reconcile", "--login"])?;
     assert!(o.status.success(), "{}", stdout(&o));
     Ok(())
 }

@@ -702,7 +702,7 @@ fn failed_activation_destroys_the_generated_key() -> TestResult {
     assert_unchanged(&env, &before, "failed activation")?;
     let show = env.run(&["key", "show", "half"])?;
     assert_fails(&show, 3, &["no key named 'half'"]);
-    let rec = env.run(&["reconcile"])?;
+    let rec = env.run(&["reconcile", "--login"])?;
     assert_eq!(
         rec.status.code(),
         Some(0),
@@ -741,7 +741,7 @@ fn failed_activation_and_cleanup_leaves_a_pending_version_reconcile_reports() ->
     );
     assert_eq!(env.object_count("kms-backup")?, before.backup);
 
-    let rec = env.run(&["reconcile"])?;
+    let rec = env.run(&["reconcile", "--login"])?;
     assert_eq!(
         rec.status.code(),
         Some(1),

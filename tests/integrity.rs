@@ -203,7 +203,7 @@ fn an_object_swapped_on_the_token_is_refused_and_named_by_reconcile() -> TestRes
     assert!(o.status.success(), "{}", stderr(&o));
     let o = sign_as_user(&env, "a")?;
     assert_fails(&o, 5, &["not the key the inventory recorded", "public key"]);
-    let o = env.run(&["reconcile"])?;
+    let o = env.run(&["reconcile", "--login"])?;
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     assert!(
         stdout(&o).contains("wrong object: key 'a' v1"),

@@ -487,7 +487,7 @@ fn every_command_touching_a_key_is_audited() -> TestResult {
 #[test]
 fn token_list_and_key_list_filters() -> TestResult {
     let env = Env::new()?;
-    let o = env.ok(&["token", "list", "--json", "--objects"])?;
+    let o = env.ok(&["token", "list", "--json", "--objects", "--login"])?;
     let tokens: serde_json::Value = serde_json::from_slice(&o.stdout)?;
     let tokens = tokens.as_array().ok_or("array")?;
     assert_eq!(tokens.len(), 2);
@@ -514,7 +514,7 @@ fn token_list_and_key_list_filters() -> TestResult {
         "--usage",
         "encrypt,decrypt",
     ])?;
-    let o = env.ok(&["token", "list", "--json", "--objects"])?;
+    let o = env.ok(&["token", "list", "--json", "--objects", "--login"])?;
     let tokens: serde_json::Value = serde_json::from_slice(&o.stdout)?;
     let primary = tokens
         .as_array()
@@ -553,7 +553,7 @@ fn reconcile_finds_orphans_and_missing_objects() -> TestResult {
     let env = Env::new()?;
     env.create("kept", "ec-p384", "sign,verify")?;
     env.create("lost", "aes-256", "encrypt,decrypt")?;
-    let o = env.ok(&["reconcile"])?;
+    let o = env.ok(&["reconcile", "--login"])?;
     assert!(stdout(&o).contains("agree"), "{}", stdout(&o));
 
     // An object made behind the KMS's back, and one of its objects destroyed behind its back.
@@ -596,7 +596,7 @@ fn reconcile_finds_orphans_and_missing_objects() -> TestResult {
     )?;
     assert!(out.status.success(), "{}", stderr(&out));
 
-    let o = env.run(&["reconcile", "--json"])?;
+    let o = env.run(&["reconcile", "--json", "--login"])?;
     assert_eq!(o.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout)?;
     let kinds: Vec<&str> = report["findings"]
@@ -608,7 +608,7 @@ fn reconcile_finds_orphans_and_missing_objects() -> TestResult {
     assert!(kinds.contains(&"orphan-object"), "{kinds:?}");
     assert!(kinds.contains(&"missing-object"), "{kinds:?}");
     assert!(kinds.contains(&"duplicate-label"), "{kinds:?}");
-    let o = env.run(&["reconcile"])?;
+    let o = env.run(&["reconcile", "--login"])?;
     assert!(stdout(&o).contains("key 'lost' v1"), "{}", stdout(&o));
     Ok(())
 }
@@ -628,7 +628,7 @@ fn an_unfinished_creation_is_reported_and_can_be_abandoned() -> TestResult {
     let m = env.write("m", b"x")?;
     let o = env.run(&["key", "sign", "half", "--in", path(&m)?])?;
     assert_fails(&o, 4, &["never finished", "kms key abandon half"]);
-    let o = env.run(&["reconcile"])?;
+    let o = env.run(&["reconcile", "--login"])?;
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stdout(&o).contains("unfinished creation: key 'half' v1"),
@@ -643,7 +643,7 @@ fn an_unfinished_creation_is_reported_and_can_be_abandoned() -> TestResult {
         before - 2,
         "both halves destroyed"
     );
-    env.ok(&["reconcile"])?;
+    env.ok(&["reconcile", "--login"])?;
     env.create("half", "ec-p384", "sign,verify")?; // the name is free again
     Ok(())
 }

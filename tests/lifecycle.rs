@@ -283,7 +283,7 @@ fn rotation_moves_keys_through_their_windows() -> TestResult {
     ] {
         assert!(actions.contains(&a), "no {a}: {actions:?}");
     }
-    env.ok(&["reconcile"])?;
+    env.ok(&["reconcile", "--login"])?;
     Ok(())
 }
 
@@ -375,7 +375,7 @@ fn a_zero_window_destroys_the_old_version_at_once_and_usage_periods_hold() -> Te
         "--out",
         path(&sig)?,
     ])?;
-    env.ok(&["reconcile"])?;
+    env.ok(&["reconcile", "--login"])?;
     Ok(())
 }
 
@@ -577,7 +577,7 @@ fn a_compromised_version_stops_at_once_and_its_users_are_reported() -> TestResul
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(state_of(&env, "dek", 1)?, "destroyed-compromised");
     assert!(!on_token(&env, "kms-primary", &v1)? && !on_token(&env, "kms-backup", &v1)?);
-    env.ok(&["reconcile"])?;
+    env.ok(&["reconcile", "--login"])?;
     Ok(())
 }
 
@@ -741,7 +741,7 @@ fn disposal_needs_two_signatures_and_a_wait_then_leaves_nothing() -> TestResult 
         "destruction record signature: {}",
         stderr(&o)
     );
-    env.ok(&["reconcile"])?;
+    env.ok(&["reconcile", "--login"])?;
     Ok(())
 }
 
@@ -975,7 +975,7 @@ fn sigkill_at_every_step_of_rotation_and_disposal_loses_nothing() -> TestResult 
     let e = json(&env.ok(&["key", "disposals", "--show", &id])?)?;
     assert_eq!(e["disposal"]["state"], "done", "{e}");
     assert_eq!(e["record_signature_valid"], true, "{e}");
-    env.ok(&["reconcile"])?;
+    env.ok(&["reconcile", "--login"])?;
     eprintln!("fault injection took {:?}", started.elapsed());
     Ok(())
 }

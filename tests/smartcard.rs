@@ -617,7 +617,7 @@ fn the_same_card_works_through_opensc_pkcs11() -> TestResult {
         &env,
         OFFICER,
         PIN,
-        &["token", "list", "--json", "--objects"],
+        &["token", "list", "--json", "--objects", "--login"],
     )?;
     assert!(o.status.success(), "{}", stderr(&o));
     let tokens: Value = serde_json::from_slice(&o.stdout)?;

@@ -41,7 +41,7 @@ fn token_list_logs_in_to_no_token() -> TestResult {
     let backup = token_file(&env, "kms-backup")?;
     let before = (mtime(&primary)?, mtime(&backup)?);
     // A login rewrites the token file (shown here first, so the check below means something).
-    env.ok(&["token", "list", "--objects"])?;
+    env.ok(&["token", "list", "--objects", "--login"])?;
     let after_login = (mtime(&primary)?, mtime(&backup)?);
     assert_ne!(
         before.1, after_login.1,
@@ -172,7 +172,7 @@ fn emptied_primary_token_file_is_named_with_the_restore_command() -> TestResult 
     env.ok(&["backup", "sync"])?;
     env.create("k2", "ec-p384", "sign,verify")?; // copied to the backup again
     env.ok(&["token", "list"])?;
-    env.ok(&["reconcile"])?;
+    env.ok(&["reconcile", "--login"])?;
     let o = env.ok(&["audit", "verify"])?;
     assert!(!stdout(&o).contains("note:"), "{}", stdout(&o));
     Ok(())

@@ -123,13 +123,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::Serve(args) = cli.command {
         return serve::run(engine, args);
     }
-    // `kms token list` logs in to no token, not even to sign the exit checkpoint: its record is
-    // covered by the next checkpoint (the next command's, or the service's timer).
-    let no_login = matches!(&cli.command, Command::Token(cmd) if token::reads_without_login(cmd));
     let result = dispatch(&engine, &caller, cli.command);
-    if result.is_ok() && !no_login {
-        // "At shutdown": sign a checkpoint over what this command recorded, unless one is recent.
-        engine.checkpoint_on_exit();
+    if result.is_ok() {
+        // "At shutdown": sign a checkpoint over what this command recorded, unless one is
+        // recent — only when the command logged in to the audit key's token anyway (a read-only
+        // command logs in to no token, not even for the checkpoint).
+        engine.checkpoint_at_command_end();
     }
     result
 }

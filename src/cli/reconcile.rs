@@ -16,6 +16,12 @@ pub struct ReconcileArgs {
     /// version's object).
     #[arg(long)]
     repair: bool,
+    /// Log in to every token (once each) to check private objects too: secret keys and the
+    /// private halves of key pairs. Without it (and without --repair) no token is logged in
+    /// to — SoftHSM2 rewrites its token file at every login, and a kms killed during that
+    /// rewrite empties the token — and only public objects are checked.
+    #[arg(long)]
+    login: bool,
 }
 
 pub fn run(engine: &Engine, caller: &Caller, args: ReconcileArgs) -> Result<(), CliError> {
@@ -46,7 +52,8 @@ pub fn run(engine: &Engine, caller: &Caller, args: ReconcileArgs) -> Result<(), 
             eprintln!("repair: not checked token '{token}': {why}");
         }
     }
-    let report = engine.reconcile(caller)?;
+    // --repair logs in anyway (it destroys objects), so its check sees everything.
+    let report = engine.reconcile(caller, args.login || args.repair)?;
     if args.json {
         print_json(&report)?;
     } else {
@@ -59,6 +66,17 @@ pub fn run(engine: &Engine, caller: &Caller, args: ReconcileArgs) -> Result<(), 
         );
         for f in &report.findings {
             println!("  {}", describe(f));
+        }
+        if !report.logged_in {
+            let n = report.not_checked_without_login.len();
+            if n == 0 {
+                println!("no token logged in to: public objects checked; every version and copy here has a public half that was checked");
+            } else {
+                println!(
+                    "no token logged in to: {n} version(s)/copies are private objects (secret keys, or key pairs without a public half) and were not checked: {}; `kms reconcile --login` checks them (it logs in to every token)",
+                    report.not_checked_without_login.join(", ")
+                );
+            }
         }
     }
     if report.findings.is_empty() {

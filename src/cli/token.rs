@@ -14,23 +14,26 @@ pub enum TokenCmd {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
-        /// Log in to every token and count its objects. Without it no token is logged in to
-        /// (SoftHSM2 rewrites its token file at every login).
+        /// Count each token's objects: without --login the public ones only (public keys and
+        /// a security officer's KEK), seen without logging in.
         #[arg(long)]
         objects: bool,
+        /// With --objects: log in to every token and count all its objects, private and secret
+        /// keys included. SoftHSM2 rewrites its token file at every login, and a kms killed
+        /// during that rewrite empties the token: without this flag no token is logged in to.
+        #[arg(long, requires = "objects")]
+        login: bool,
     },
-}
-
-/// Whether the command only reads token information without a login (so the exit checkpoint,
-/// which logs in to sign, is left to the next command or the service).
-pub fn reads_without_login(cmd: &TokenCmd) -> bool {
-    matches!(cmd, TokenCmd::List { objects: false, .. })
 }
 
 pub fn run(engine: &Engine, caller: &Caller, cmd: TokenCmd) -> Result<(), CliError> {
     match cmd {
-        TokenCmd::List { json, objects } => {
-            let tokens = engine.token_status(caller, objects)?;
+        TokenCmd::List {
+            json,
+            objects,
+            login,
+        } => {
+            let tokens = engine.token_status(caller, objects, login)?;
             let failed = tokens.iter().filter(|t| t.error.is_some()).count();
             let verdict = || {
                 if failed == 0 {
@@ -65,9 +68,11 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: TokenCmd) -> Result<(), CliErr
                         } else {
                             "-".into()
                         },
-                        t.objects
-                            .map(|n| n.to_string())
-                            .unwrap_or_else(|| "-".into()),
+                        match (t.objects, t.public_objects) {
+                            (Some(n), _) => n.to_string(),
+                            (None, Some(n)) => format!("{n} public"),
+                            (None, None) => "-".into(),
+                        },
                         t.module.clone(),
                     ]
                 })
@@ -78,6 +83,9 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: TokenCmd) -> Result<(), CliErr
                 ],
                 &rows,
             );
+            if objects && !login {
+                println!("public objects only, counted without logging in; private and secret keys need a login: `kms token list --objects --login`");
+            }
             for t in tokens.iter().filter(|t| t.error.is_some()) {
                 eprintln!("token '{}': {}", t.name, opt(&t.error));
             }

@@ -24,6 +24,37 @@ use crate::model::{KeyType, Role};
 /// The inventory name of the audit key.
 pub const AUDIT_KEY: &str = "kms-audit";
 
+/// The audit actions of read-only commands. They log in to no token, so they sign no
+/// checkpoint at their end; `audit verify` does not count them against `checkpoint_every`.
+pub(crate) const READ_ACTIONS: &[&str] = &[
+    "access.list",
+    "access.review",
+    "access.show",
+    "audit.public-key",
+    "audit.read",
+    "audit.ship-status",
+    "audit.verify",
+    "backup.status",
+    "card.list",
+    "card.status",
+    "grant.list",
+    "inventory.reconcile",
+    "inventory.verify",
+    "key.compromise-status",
+    "key.dispose-list",
+    "key.dispose-show",
+    "key.history",
+    "key.list",
+    "key.public",
+    "key.show",
+    "key.verify",
+    "principal.list",
+    "principal.show",
+    "report.legacy",
+    "report.rotation",
+    "token.list",
+];
+
 /// The action of the audit record every checkpoint leaves in the trail.
 pub const CHECKPOINT_ACTION: &str = "audit.checkpoint";
 
@@ -248,6 +279,29 @@ impl Engine {
             if let Err(e) = self.checkpoint() {
                 tracing::warn!(error = %e, "audit checkpoint failed");
             }
+        }
+    }
+
+    /// The end of a CLI command: sign a checkpoint (as [`Engine::checkpoint_on_exit`]) only when
+    /// this process already holds the audit key's token logged in. A command that logged in to
+    /// no token (every read-only command) never logs in just for the checkpoint: SoftHSM2
+    /// rewrites its token file at every login, and a command killed during that rewrite empties
+    /// the token. Its records are covered by the next checkpoint (the next command that logs in,
+    /// or the service's timer); `audit verify` does not count read records against
+    /// `checkpoint_every`.
+    pub fn checkpoint_at_command_end(&self) {
+        // The audit key's token, or, before the audit key exists, the key token it will be
+        // created on (the first checkpoint creates it).
+        let token = match self.inventory.key(AUDIT_KEY) {
+            Ok(k) => k.current_version().map(|v| v.token.clone()),
+            Err(crate::inventory::InventoryError::NoSuchKey(_)) => {
+                Some(self.config.key_token.clone())
+            }
+            Err(_) => None,
+        };
+        let logged_in = token.is_some_and(|token| self.hsm.is_open(&token));
+        if logged_in {
+            self.checkpoint_on_exit();
         }
     }
 

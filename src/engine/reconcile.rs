@@ -237,10 +237,33 @@ pub struct ReconcileReport {
     pub versions_checked: usize,
     pub objects_checked: usize,
     pub findings: Vec<Finding>,
+    /// Whether the tokens were logged in to (`kms reconcile --login`). Without a login only
+    /// public objects are seen.
+    pub logged_in: bool,
+    /// Without a login: the versions and copies that could not be checked because their key
+    /// half is a private object (secret keys; key pairs whose public half is not on the token),
+    /// as `token: key vN`.
+    pub not_checked_without_login: Vec<String>,
+}
+
+/// What reconcile saw of a version's (or copy's) object.
+enum Seen {
+    Present,
+    Absent,
+    Wrong(String),
+    /// Not visible without a login.
+    Unknown,
 }
 
 impl Engine {
-    pub fn reconcile(&self, caller: &Caller) -> Result<ReconcileReport, EngineError> {
+    /// Compare the inventory with the tokens. Without `login` no token is logged in to
+    /// (SoftHSM2 rewrites its token file at every login, and a process killed during that
+    /// rewrite empties the token): the public objects are listed in sessions without a login,
+    /// key pairs are checked by their public half (present, label, key type, public key), and
+    /// what only a login shows (secret keys, private halves) is named in
+    /// `not_checked_without_login`, not reported as missing. With `login` every token is
+    /// logged in to (once) and every object checked.
+    pub fn reconcile(&self, caller: &Caller, login: bool) -> Result<ReconcileReport, EngineError> {
         self.audited(caller, "inventory.reconcile", None, |note| {
             super::policy::require_role(
                 &self.inventory,
@@ -255,17 +278,23 @@ impl Engine {
                 versions_checked: 0,
                 objects_checked: 0,
                 findings: Vec::new(),
+                logged_in: login,
+                not_checked_without_login: Vec::new(),
             };
             let live = self.live_objects()?;
             let names: Vec<String> = self.hsm.names().map(str::to_owned).collect();
             let mut serials: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for name in names {
-                let listed = self.hsm.token(&name).and_then(|t| {
-                    let d = t.description()?;
-                    let objects = t.list_objects()?;
-                    Ok((t, d, objects))
-                });
-                let (token, desc, objects) = match listed {
+                let listed = if login {
+                    self.hsm.token(&name).and_then(|t| {
+                        let d = t.description()?;
+                        let objects = t.list_objects()?;
+                        Ok((Some(t), d, objects, BTreeMap::new()))
+                    })
+                } else {
+                    self.inspect_public(&name, &keys)
+                };
+                let (token, desc, objects, public) = match listed {
                     Ok(x) => x,
                     Err(e) => {
                         report.findings.push(Finding::TokenUnreachable {
@@ -273,6 +302,35 @@ impl Engine {
                             error: e.to_string(),
                         });
                         continue;
+                    }
+                };
+                // What is known of the object under `id` that should hold `v` of `key`; `half`:
+                // only its key half (private or secret) counts, as for a backup copy.
+                let seen = |key: &crate::inventory::KeyRecord,
+                            v: &crate::inventory::KeyVersion,
+                            id: &ObjectId,
+                            half: bool| {
+                    match &token {
+                        Some(token) => {
+                            let present = objects.iter().any(|o| {
+                                o.id == *id
+                                    && (!half
+                                        || o.class == "private-key"
+                                        || o.class == "secret-key")
+                            });
+                            match present.then(|| wrong_object(token, key, v, id)) {
+                                None => Seen::Absent,
+                                Some(Some(why)) => Seen::Wrong(why),
+                                Some(None) => Seen::Present,
+                            }
+                        }
+                        None => match public.get(id) {
+                            Some(Ok(true)) => Seen::Present,
+                            Some(Err(crate::hsm::HsmError::WrongObject { why, .. })) => {
+                                Seen::Wrong(why.clone())
+                            }
+                            _ => Seen::Unknown,
+                        },
                     }
                 };
                 report.tokens_checked.push(name.clone());
@@ -303,30 +361,30 @@ impl Engine {
                         }
                         for c in v.copies.iter().filter(|c| c.token_serial == desc.serial) {
                             known.insert(&c.object_id);
+                            if v.state == VersionState::Pending {
+                                continue;
+                            }
                             // The copy's key half (private or secret) must be there, not only
                             // its public half.
-                            let key_half = objects.iter().any(|o| {
-                                o.id == c.object_id
-                                    && (o.class == "private-key" || o.class == "secret-key")
-                            });
-                            if v.state != VersionState::Pending && !key_half {
-                                report.findings.push(Finding::MissingCopy {
+                            match seen(key, v, &c.object_id, true) {
+                                Seen::Present => {}
+                                Seen::Absent => report.findings.push(Finding::MissingCopy {
                                     token: name.clone(),
                                     key: key.name.clone(),
                                     version: v.version,
                                     cka_id: c.object_id.clone(),
-                                });
-                            }
-                            if v.state != VersionState::Pending && key_half {
-                                if let Some(why) = wrong_object(&token, key, v, &c.object_id) {
-                                    report.findings.push(Finding::WrongObject {
-                                        token: name.clone(),
-                                        key: key.name.clone(),
-                                        version: v.version,
-                                        cka_id: c.object_id.clone(),
-                                        why,
-                                    });
-                                }
+                                }),
+                                Seen::Wrong(why) => report.findings.push(Finding::WrongObject {
+                                    token: name.clone(),
+                                    key: key.name.clone(),
+                                    version: v.version,
+                                    cka_id: c.object_id.clone(),
+                                    why,
+                                }),
+                                Seen::Unknown => report.not_checked_without_login.push(format!(
+                                    "{name}: {} v{} (backup copy)",
+                                    key.name, v.version
+                                )),
                             }
                         }
                     }
@@ -353,27 +411,27 @@ impl Engine {
                             }
                             VersionState::Active
                             | VersionState::Deactivated
-                            | VersionState::Compromised
-                                if !present =>
-                            {
-                                report.findings.push(Finding::MissingObject {
-                                    token: name.clone(),
-                                    key: key.name.clone(),
-                                    version: v.version,
-                                    cka_id: v.object_id.clone(),
-                                })
-                            }
-                            VersionState::Active
-                            | VersionState::Deactivated
                             | VersionState::Compromised => {
-                                if let Some(why) = wrong_object(&token, key, v, &v.object_id) {
-                                    report.findings.push(Finding::WrongObject {
+                                match seen(key, v, &v.object_id, false) {
+                                    Seen::Present => {}
+                                    Seen::Absent => report.findings.push(Finding::MissingObject {
                                         token: name.clone(),
                                         key: key.name.clone(),
                                         version: v.version,
                                         cka_id: v.object_id.clone(),
-                                        why,
-                                    });
+                                    }),
+                                    Seen::Wrong(why) => {
+                                        report.findings.push(Finding::WrongObject {
+                                            token: name.clone(),
+                                            key: key.name.clone(),
+                                            version: v.version,
+                                            cka_id: v.object_id.clone(),
+                                            why,
+                                        })
+                                    }
+                                    Seen::Unknown => report
+                                        .not_checked_without_login
+                                        .push(format!("{name}: {} v{}", key.name, v.version)),
                                 }
                             }
                             _ => {}
@@ -447,6 +505,56 @@ impl Engine {
             note.detail = Some(format!("{} findings", report.findings.len()));
             Ok(report)
         })
+    }
+}
+
+impl Engine {
+    /// Token `name` seen without a login: its description, its public objects, and the check
+    /// of each key pair's public half (versions and copies on it) by CKA_ID.
+    #[allow(clippy::type_complexity)]
+    fn inspect_public(
+        &self,
+        name: &str,
+        keys: &[crate::inventory::KeyRecord],
+    ) -> Result<
+        (
+            Option<std::sync::Arc<crate::hsm::Token>>,
+            crate::hsm::TokenDescription,
+            Vec<crate::hsm::TokenObject>,
+            BTreeMap<ObjectId, Result<bool, crate::hsm::HsmError>>,
+        ),
+        crate::hsm::HsmError,
+    > {
+        let serial = self.hsm.describe(name)?.serial;
+        let mut wanted: Vec<(ObjectId, String, &crate::inventory::KeyRecord, &[u8])> = Vec::new();
+        for key in keys.iter().filter(|k| !k.key_type.is_symmetric()) {
+            for v in key.versions.iter().filter(|v| !v.state.is_destroyed()) {
+                let label = crate::model::object_label(&key.name, v.version);
+                let recorded = v.public_key.as_deref().unwrap_or_default();
+                if v.token_serial == serial {
+                    wanted.push((v.object_id.clone(), label.clone(), key, recorded));
+                }
+                for c in v.copies.iter().filter(|c| c.token_serial == serial) {
+                    wanted.push((c.object_id.clone(), label.clone(), key, recorded));
+                }
+            }
+        }
+        let checks: Vec<(ObjectId, crate::hsm::Expected<'_>)> = wanted
+            .iter()
+            .map(|(id, label, key, recorded)| {
+                (
+                    id.clone(),
+                    crate::hsm::Expected {
+                        label,
+                        key_type: key.key_type,
+                        public_key: (!recorded.is_empty()).then_some(*recorded),
+                    },
+                )
+            })
+            .collect();
+        let (desc, objects, results) = self.hsm.inspect_without_login(name, &checks)?;
+        let public = checks.into_iter().map(|(id, _)| id).zip(results).collect();
+        Ok((None, desc, objects, public))
     }
 }
 

@@ -18,7 +18,11 @@ pub struct TokenStatus {
     pub model: Option<String>,
     pub manufacturer: Option<String>,
     pub logged_in: bool,
+    /// Every object the user sees, counted after a login (`kms token list --objects --login`).
     pub objects: Option<usize>,
+    /// The public objects (public keys, a KEK an SO installed), counted in a session without a
+    /// login (`kms token list --objects`); private and secret keys are not visible so.
+    pub public_objects: Option<usize>,
     /// Why the token could not be found or logged in to.
     pub error: Option<String>,
 }
@@ -32,14 +36,16 @@ impl Engine {
     /// Every configured token: found? logged in? how many objects? One token's failure is
     /// reported in its row and does not hide the others.
     ///
-    /// Without `count_objects` no token is logged in to: the token info is read without a
-    /// login (SoftHSM2 rewrites its token file at every login, and a process killed during that
-    /// write destroys the token). `logged_in` then says whether this process already holds a
-    /// login. With `count_objects` each token is logged in to and its objects counted.
+    /// Without `login` no token is logged in to: the token info is read, and with
+    /// `count_objects` the public objects counted, in sessions without a login (SoftHSM2
+    /// rewrites its token file at every login, and a process killed during that write destroys
+    /// the token). `logged_in` then says whether this process already holds a login. With
+    /// `login` (and `count_objects`) each token is logged in to and all its objects counted.
     pub fn token_status(
         &self,
         caller: &Caller,
         count_objects: bool,
+        login: bool,
     ) -> Result<Vec<TokenStatus>, EngineError> {
         self.audited(caller, "token.list", None, |note| {
             super::policy::require_role(
@@ -64,6 +70,7 @@ impl Engine {
                     manufacturer: None,
                     logged_in: false,
                     objects: None,
+                    public_objects: None,
                     error: None,
                 };
                 match self.hsm.describe(name) {
@@ -79,7 +86,13 @@ impl Engine {
                         continue;
                     }
                 }
-                if !count_objects {
+                if !count_objects || !login {
+                    if count_objects {
+                        match self.hsm.inspect_without_login(name, &[]) {
+                            Ok((_, objects, _)) => status.public_objects = Some(objects.len()),
+                            Err(e) => status.error = Some(e.to_string()),
+                        }
+                    }
                     status.logged_in = self.hsm.is_open(name);
                     out.push(status);
                     continue;
@@ -95,7 +108,7 @@ impl Engine {
             }
             let found = out.iter().filter(|s| s.serial.is_some()).count();
             let ok = out.iter().filter(|s| s.logged_in).count();
-            note.detail = Some(if count_objects {
+            note.detail = Some(if count_objects && login {
                 format!("{ok} of {} tokens logged in", out.len())
             } else {
                 format!("{found} of {} tokens found (no login)", out.len())

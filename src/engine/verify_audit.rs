@@ -184,22 +184,25 @@ impl Engine {
         let v = key.version(version).ok_or_else(|| {
             format!("the audit key '{AUDIT_KEY}' has no version {version} in the inventory")
         })?;
-        let token = self.token_for(v).map_err(|e| e.to_string())?;
-        let label = format!("kms:{AUDIT_KEY}:");
-        let objects = token.list_objects().map_err(|e| e.to_string())?;
-        if let Some(o) = objects
-            .iter()
-            .find(|o| o.id == v.object_id && !o.label.starts_with(&label))
-        {
+        // Read without logging in (the public half is a public object): verifying the trail and
+        // printing the audit key never log in to a token (SoftHSM2 rewrites its token file at
+        // every login; a command killed during that rewrite empties the token).
+        let (serial, der, label) = self
+            .hsm
+            .public_key_without_login(&v.token, &v.object_id, KeyType::EcP384)
+            .map_err(|e| e.to_string())?;
+        if serial != v.token_serial {
             return Err(format!(
-                "the HSM object {} that the inventory names as {AUDIT_KEY} v{version} is labelled '{}', not as the audit key: the inventory was pointed at another key",
-                v.object_id.to_hex(),
-                o.label
+                "token '{}' is now the token with serial {serial}, but {AUDIT_KEY} v{version} was created on serial {}; restore the token entry in the config",
+                v.token, v.token_serial
             ));
         }
-        let der = token
-            .public_key(&v.object_id, KeyType::EcP384)
-            .map_err(|e| e.to_string())?;
+        if !label.starts_with(&format!("kms:{AUDIT_KEY}:")) {
+            return Err(format!(
+                "the HSM object {} that the inventory names as {AUDIT_KEY} v{version} is labelled '{label}', not as the audit key: the inventory was pointed at another key",
+                v.object_id.to_hex(),
+            ));
+        }
         Ok((der, v.public_key.clone()))
     }
 
@@ -320,11 +323,10 @@ impl Engine {
         else {
             return false;
         };
+        // Asked without logging in: the token's info says whether it is there.
         matches!(
-            self.token_for(&v),
-            Err(EngineError::Hsm(
-                H::TokenNotFound { .. } | H::ModuleLoad { .. } | H::ModuleInit { .. }
-            ))
+            self.hsm.describe(&v.token),
+            Err(H::TokenNotFound { .. } | H::ModuleLoad { .. } | H::ModuleInit { .. })
         )
     }
 
@@ -343,35 +345,29 @@ impl Engine {
         let stored = v.public_key.clone();
         let label = format!("kms:{AUDIT_KEY}:");
         for c in &v.copies {
-            let Ok(token) = self.hsm.token(&c.token) else {
+            // Without logging in, like the audit key's own token above.
+            let Ok((serial, der, copy_label)) =
+                self.hsm
+                    .public_key_without_login(&c.token, &c.object_id, KeyType::EcP384)
+            else {
                 continue;
             };
-            if token.serial() != c.token_serial {
+            if serial != c.token_serial || !copy_label.starts_with(&label) {
                 continue;
             }
-            let labelled = token.list_objects().is_ok_and(|objects| {
-                objects
-                    .iter()
-                    .any(|o| o.id == c.object_id && o.label.starts_with(&label))
-            });
-            if !labelled {
-                continue;
-            }
-            if let Ok(der) = token.public_key(&c.object_id, KeyType::EcP384) {
-                if stored.as_deref().is_some_and(|s| s != der.as_slice()) {
-                    return Err(format!(
-                        "its backup copy on token '{}' (serial {}) differs from the inventory's copy: one of them was replaced",
-                        c.token, c.token_serial
-                    ));
-                }
-                return Ok((
-                    der,
-                    format!(
-                        "read from its backup copy on token '{}' (serial {})",
-                        c.token, c.token_serial
-                    ),
+            if stored.as_deref().is_some_and(|s| s != der.as_slice()) {
+                return Err(format!(
+                    "its backup copy on token '{}' (serial {}) differs from the inventory's copy: one of them was replaced",
+                    c.token, c.token_serial
                 ));
             }
+            return Ok((
+                der,
+                format!(
+                    "read from its backup copy on token '{}' (serial {})",
+                    c.token, c.token_serial
+                ),
+            ));
         }
         match stored {
             Some(der) => Ok((
@@ -658,10 +654,13 @@ impl Engine {
             }
         }
 
-        // Records after the last checkpoint: at most `checkpoint_every` are normal.
+        // Records after the last checkpoint: at most `checkpoint_every` are normal. Records of
+        // read-only commands do not count: those commands log in to no token, so they sign no
+        // checkpoint at their end (issue 23), and a run of them is covered by the next one.
         let covered_to = checkpoints.iter().map(|c| c.seq).max();
         let uncovered: Vec<i64> = chain
             .iter()
+            .filter(|r| !super::checkpoint::READ_ACTIONS.contains(&r.action.as_str()))
             .map(|r| r.seq)
             .filter(|s| *s >= start && covered_to.is_none_or(|c| *s > c))
             .collect();

@@ -93,3 +93,60 @@ impl Token {
         })
     }
 }
+
+/// The checks of [`Token::check_identity`] that a session without a login can make, on the
+/// public half of key pair `id`: its label, key type and public key. (The private half, and any
+/// secret key, is a private object: only a login shows it.) `Ok(false)` when the token holds no
+/// public object under `id`.
+pub(crate) fn check_public_identity(
+    token: &str,
+    s: &cryptoki::session::Session,
+    id: &ObjectId,
+    expected: &Expected<'_>,
+) -> Result<bool, HsmError> {
+    let wrong = |why: String| HsmError::WrongObject {
+        token: token.to_owned(),
+        id: id.to_hex(),
+        why,
+    };
+    let handle = match super::objects::find(token, s, id, KeyClass::Public) {
+        Ok(h) => h,
+        Err(HsmError::ObjectNotFound { .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let attrs = s
+        .get_attributes(handle, &[AttributeType::Label, AttributeType::KeyType])
+        .map_err(HsmError::ck(
+            token,
+            "reading the public key's label and type",
+        ))?;
+    let (mut label, mut ck_type) = (None, None);
+    for a in attrs {
+        match a {
+            Attribute::Label(l) => label = Some(String::from_utf8_lossy(&l).into_owned()),
+            Attribute::KeyType(t) => ck_type = Some(t),
+            _ => {}
+        }
+    }
+    if label.as_deref() != Some(expected.label) {
+        return Err(wrong(format!(
+            "its public half is labelled '{}', not '{}'",
+            label.unwrap_or_default(),
+            expected.label
+        )));
+    }
+    if ck_type != Some(super::keygen::ck_key_type(expected.key_type)) {
+        return Err(wrong(format!(
+            "its key type is {ck_type:?}, not {}",
+            expected.key_type
+        )));
+    }
+    if let Some(recorded) = expected.public_key {
+        if public_key::export(token, s, id, expected.key_type)? != recorded {
+            return Err(wrong(
+                "its public key is not the one the inventory recorded".into(),
+            ));
+        }
+    }
+    Ok(true)
+}

@@ -227,6 +227,26 @@ impl Hsm {
         }
     }
 
+    /// Token `name` as a session without a login sees it: see [`token::inspect_without_login`].
+    #[allow(clippy::type_complexity)]
+    pub fn inspect_without_login(
+        &self,
+        name: &str,
+        checks: &[(crate::model::ObjectId, Expected<'_>)],
+    ) -> Result<
+        (
+            TokenDescription,
+            Vec<TokenObject>,
+            Vec<Result<bool, HsmError>>,
+        ),
+        HsmError,
+    > {
+        match self.configs.get(name) {
+            Some(cfg) => token::inspect_without_login(cfg, checks).map_err(|e| self.explain(e)),
+            None => Err(self.not_configured(name)),
+        }
+    }
+
     /// A token that is not found: if the module's file store holds a damaged token file, name it
     /// and say how to recover (restore from the backup token).
     fn explain(&self, e: HsmError) -> HsmError {

@@ -103,6 +103,52 @@ pub(crate) fn destroy_id(token: &str, session: &Session, id: &ObjectId) -> Resul
     Ok(n)
 }
 
+/// Every object `session` can see: all of them when the user is logged in, only the public ones
+/// (public keys, and the KEK a security officer installed) in a session without a login.
+pub(crate) fn list_in(token: &str, s: &Session) -> Result<Vec<TokenObject>, HsmError> {
+    let handles = s
+        .find_objects(&[])
+        .map_err(HsmError::ck(token, "listing objects"))?;
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        let attrs = s
+            .get_attributes(
+                h,
+                &[
+                    AttributeType::Class,
+                    AttributeType::Id,
+                    AttributeType::Label,
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                ],
+            )
+            .map_err(HsmError::ck(token, "reading object attributes"))?;
+        let mut obj = TokenObject {
+            id: ObjectId(Vec::new()),
+            label: String::new(),
+            class: String::new(),
+            sensitive: None,
+            extractable: None,
+        };
+        for a in attrs {
+            match a {
+                Attribute::Class(c) => obj.class = class_name(c).to_owned(),
+                Attribute::Id(id) => obj.id = ObjectId(id),
+                Attribute::Label(l) => obj.label = String::from_utf8_lossy(&l).into_owned(),
+                Attribute::Sensitive(b) => obj.sensitive = Some(b),
+                Attribute::Extractable(b) => obj.extractable = Some(b),
+                _ => {}
+            }
+        }
+        // The inventory's anchor (hsm/anchor.rs) is kms's own bookkeeping, not a key.
+        if obj.class == "data" && obj.label.starts_with(super::anchor::LABEL_PREFIX) {
+            continue;
+        }
+        out.push(obj);
+    }
+    Ok(out)
+}
+
 impl Token {
     /// Destroy every object with this CKA_ID (both halves of a key pair).
     pub fn destroy(&self, id: &ObjectId) -> Result<usize, HsmError> {
@@ -123,49 +169,7 @@ impl Token {
 
     /// Every key object on the token visible to the logged-in user.
     pub fn list_objects(&self) -> Result<Vec<TokenObject>, HsmError> {
-        self.run(|s| {
-            let handles = s
-                .find_objects(&[])
-                .map_err(HsmError::ck(self.name(), "listing objects"))?;
-            let mut out = Vec::with_capacity(handles.len());
-            for h in handles {
-                let attrs = s
-                    .get_attributes(
-                        h,
-                        &[
-                            AttributeType::Class,
-                            AttributeType::Id,
-                            AttributeType::Label,
-                            AttributeType::Sensitive,
-                            AttributeType::Extractable,
-                        ],
-                    )
-                    .map_err(HsmError::ck(self.name(), "reading object attributes"))?;
-                let mut obj = TokenObject {
-                    id: ObjectId(Vec::new()),
-                    label: String::new(),
-                    class: String::new(),
-                    sensitive: None,
-                    extractable: None,
-                };
-                for a in attrs {
-                    match a {
-                        Attribute::Class(c) => obj.class = class_name(c).to_owned(),
-                        Attribute::Id(id) => obj.id = ObjectId(id),
-                        Attribute::Label(l) => obj.label = String::from_utf8_lossy(&l).into_owned(),
-                        Attribute::Sensitive(b) => obj.sensitive = Some(b),
-                        Attribute::Extractable(b) => obj.extractable = Some(b),
-                        _ => {}
-                    }
-                }
-                // The inventory's anchor (hsm/anchor.rs) is kms's own bookkeeping, not a key.
-                if obj.class == "data" && obj.label.starts_with(super::anchor::LABEL_PREFIX) {
-                    continue;
-                }
-                out.push(obj);
-            }
-            Ok(out)
-        })
+        self.run(|s| list_in(self.name(), s))
     }
 }
 

@@ -88,6 +88,38 @@ pub fn public_key_without_login(
     Ok((description.serial, spki, label))
 }
 
+/// What a session without a login sees on the token: its description and its public objects,
+/// and, for each `(id, expected)` asked, whether the public half is there and is the key
+/// expected (`Ok(true)` / `Ok(false)` absent / `Err` another object). No login, so no write to
+/// a SoftHSM2 token file.
+#[allow(clippy::type_complexity)]
+pub fn inspect_without_login(
+    cfg: &TokenConfig,
+    checks: &[(ObjectId, super::Expected<'_>)],
+) -> Result<
+    (
+        TokenDescription,
+        Vec<super::TokenObject>,
+        Vec<Result<bool, HsmError>>,
+    ),
+    HsmError,
+> {
+    let _gate = module::gate();
+    let ctx = module::load(&cfg.module)?;
+    let (slot, description) = find_slot(&ctx, cfg)?;
+    let session = ctx
+        .open_ro_session(slot)
+        .map_err(HsmError::ck(&cfg.name, "opening a session"))?;
+    let objects = super::objects::list_in(&cfg.name, &session)?;
+    let checked = checks
+        .iter()
+        .map(|(id, expected)| {
+            super::identity::check_public_identity(&cfg.name, &session, id, expected)
+        })
+        .collect();
+    Ok((description, objects, checked))
+}
+
 impl Token {
     /// Find the token, resolve its PIN from the configured source and log in.
     pub(crate) fn open(cfg: &TokenConfig) -> Result<Token, HsmError> {
