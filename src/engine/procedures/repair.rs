@@ -59,7 +59,26 @@ impl Engine {
                 match self.repair_one(caller, p) {
                     Ok(true) => report.finished.push(what),
                     Ok(false) => report.rolled_back.push(what),
-                    Err(e) => report.failed.push((what, e.to_string())),
+                    Err(e) => {
+                        // Each failure (a refusal above all) is on the record by itself.
+                        let mut entry = self.entry(
+                            caller,
+                            "procedures.repair-failed",
+                            None,
+                            p.version,
+                            if matches!(e, EngineError::Denied(..)) {
+                                crate::inventory::Outcome::Denied
+                            } else {
+                                crate::inventory::Outcome::Error
+                            },
+                            Some(format!("{what}: {e}")),
+                        );
+                        entry.code = Some(e.code().to_owned());
+                        if let Err(e2) = self.inventory.append_audit(&entry) {
+                            tracing::error!(error = %e2, "could not audit a failed repair");
+                        }
+                        report.failed.push((what, e.to_string()))
+                    }
                 }
             }
             note.detail = Some(format!(
