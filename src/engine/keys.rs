@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use time::{Date, OffsetDateTime};
 
 use super::policy::{check_grant, check_inventory_read, require_role, INVENTORY_READERS};
+use super::procedures::{Authority, Place};
 use super::{Caller, Engine, EngineError, Refusal};
 use crate::duration::HumanDuration;
 use crate::inventory::{KeyFilter, KeyRecord, NewKey, PendingVersion};
@@ -558,13 +559,21 @@ impl Engine {
             // records, and every other configured token (a creation killed after its backup copy
             // was made but before activation recorded it leaves an unrecorded copy). The rows go
             // only once a CKA_ID search finds nothing left anywhere, so a failure can be re-run.
+            // Each object is destroyed through the one choke point (`destroy_at`): only what
+            // is labelled as this pending version, of its type, under its own CKA_ID, and only
+            // once every place has been checked.
             let pairs = self.inventory.backup_pairs()?;
             let mut destroyed = 0;
             let mut places: Vec<String> = Vec::new();
             for v in &key.versions {
-                let n = self.token_for(v)?.destroy(&v.object_id)?;
-                destroyed += n;
-                places.push(format!("'{}' v{}: {n}", v.token, v.version));
+                self.check_destroy_authority(&key, v, Authority::Abandon)?;
+                let own = self.token_for(v)?;
+                let mut at = vec![Place {
+                    token: v.token.clone(),
+                    serial: own.serial().to_owned(),
+                    object_id: v.object_id.clone(),
+                    copy: false,
+                }];
                 // Tokens that may hold a copy: the recorded ones, and the backup token when a
                 // pairing from this version's token exists (the copy precedes its record).
                 let mut required: Vec<&str> = v.copies.iter().map(|c| c.token.as_str()).collect();
@@ -573,8 +582,19 @@ impl Engine {
                         required.push(b.token.as_str());
                     }
                 }
+                for c in &v.copies {
+                    at.push(Place {
+                        token: c.token.clone(),
+                        serial: c.token_serial.clone(),
+                        object_id: c.object_id.clone(),
+                        copy: true,
+                    });
+                }
                 let names: Vec<String> = self.hsm.names().map(str::to_owned).collect();
-                for name in names.iter().filter(|n| **n != v.token) {
+                for name in names
+                    .iter()
+                    .filter(|n| **n != v.token && !v.copies.iter().any(|c| &c.token == *n))
+                {
                     let token = match self.hsm.token(name) {
                         Ok(t) => t,
                         Err(e) if required.contains(&name.as_str()) => {
@@ -590,23 +610,30 @@ impl Engine {
                             continue;
                         }
                     };
-                    let n = token.destroy(&v.object_id)?;
-                    destroyed += n;
-                    if n > 0 || required.contains(&name.as_str()) {
-                        places.push(format!("'{name}' v{}: {n}", v.version));
-                    }
-                    if token.exists(&v.object_id)? {
-                        return Err(EngineError::Incomplete(format!(
-                            "token '{name}' still holds CKA_ID {} after destroying it; key '{}' stays in the inventory, run `kms key abandon {}` again",
-                            v.object_id, key.name, key.name
-                        )));
-                    }
+                    at.push(Place {
+                        token: name.clone(),
+                        serial: token.serial().to_owned(),
+                        object_id: v.object_id.clone(),
+                        copy: true,
+                    });
                 }
-                if self.token_for(v)?.exists(&v.object_id)? {
-                    return Err(EngineError::Incomplete(format!(
-                        "token '{}' still holds CKA_ID {} after destroying it; key '{}' stays in the inventory, run `kms key abandon {}` again",
-                        v.token, v.object_id, key.name, key.name
-                    )));
+                let report = self
+                    .destroy_at(caller, &key, v, v.state, Authority::Abandon, &at)
+                    .map_err(|e| match e {
+                        EngineError::Incomplete(m) => EngineError::Incomplete(format!(
+                            "{m}; key '{}' stays in the inventory, run `kms key abandon {}` again",
+                            key.name, key.name
+                        )),
+                        other => other,
+                    })?;
+                for d in &report.tokens {
+                    destroyed += d.objects_destroyed;
+                    if d.token == v.token
+                        || d.objects_destroyed > 0
+                        || required.contains(&d.token.as_str())
+                    {
+                        places.push(format!("'{}' v{}: {}", d.token, v.version, d.objects_destroyed));
+                    }
                 }
             }
             let grants = self.inventory.delete_pending_key(&key.id)?;

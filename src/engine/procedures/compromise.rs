@@ -236,7 +236,13 @@ impl Engine {
             if accept_loss && caller.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
                 return Err(EngineError::InvalidInput("--accept-loss needs --reason".into()));
             }
-            self.destroy_version(caller, &key, c.version, "compromise closed")?;
+            self.destroy_version(
+                caller,
+                &key,
+                c.version,
+                "compromise closed",
+                super::Authority::Compromise,
+            )?;
             let entry = self.entry(
                 caller,
                 "key.compromise-closed",

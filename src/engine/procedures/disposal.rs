@@ -14,7 +14,7 @@ use super::super::{Caller, Engine, EngineError, Refusal};
 use super::DestructionReport;
 use crate::clock::{failpoint, lifecycle_now};
 use crate::inventory::{Disposal, KeyRecord, Outcome, SignedStep};
-use crate::model::{Role, VersionState};
+use crate::model::Role;
 
 /// The canonical text signers sign for a disposal step (same escaping as access approvals).
 pub fn disposal_message(d: &Disposal, key: &str, step: &str, signer: &str) -> Vec<u8> {
@@ -283,36 +283,17 @@ impl Engine {
             require_role(&self.inventory, caller, &[Role::SecurityOfficer], "carry out disposals")?;
             let d = self.inventory.disposal(id)?;
             let name = key_name.clone().unwrap_or_default();
-            // `executing`: an execution was interrupted (a crash); it only rolls forward.
+            // `executing`: an execution was interrupted (a crash); it only rolls forward, but
+            // its authority is proved again exactly as for a first execution: a row's state
+            // is no evidence.
             let resuming = d.state == "executing";
-            if !resuming {
-                if d.state != "approved" {
-                    return Err(EngineError::denied(
-                        Refusal::WrongState,
-                        format!("disposal {id} is {}; only an approved disposal is carried out", d.state),
-                    ));
-                }
-                let now = lifecycle_now();
-                if let Some(nb) = d.not_before {
-                    if now < nb {
-                        return Err(EngineError::denied(
-                            Refusal::WrongState,
-                            format!(
-                                "disposal {id} is in its waiting period until {} (`kms key dispose --cancel {id}` stops it)",
-                                crate::inventory::fmt_time(nb)
-                            ),
-                        ));
-                    }
-                }
-                // Both signatures must still hold for the request as it reads now.
-                let steps = self.inventory.signed_steps(id)?;
-                for want in ["verify", "approve"] {
-                    let s = steps.iter().find(|s| s.step == want).ok_or_else(|| {
-                        EngineError::denied(Refusal::BadSignature, format!("disposal {id} lacks its {want} signature"))
-                    })?;
-                    self.check_disposal_step(&d, &name, s)?;
-                }
+            if !resuming && d.state != "approved" {
+                return Err(EngineError::denied(
+                    Refusal::WrongState,
+                    format!("disposal {id} is {}; only an approved disposal is carried out", d.state),
+                ));
             }
+            self.check_disposal_authority(&d, &name)?;
             let key = self.inventory.key(&name)?;
             let (proc_id, _owner, record) = self.dispose_tokens(caller, &d, &key, !resuming)?;
             failpoint("dispose:destroyed");
@@ -458,19 +439,9 @@ impl Engine {
         failpoint("dispose:intent");
         let mut versions = Vec::new();
         for v in &key.versions {
-            let mut places = vec![(v.token.clone(), v.token_serial.clone(), v.object_id.clone())];
-            for c in &v.copies {
-                places.push((c.token.clone(), c.token_serial.clone(), c.object_id.clone()));
-            }
-            let target = if matches!(
-                v.state,
-                VersionState::Compromised | VersionState::DestroyedCompromised
-            ) {
-                VersionState::DestroyedCompromised
-            } else {
-                VersionState::Destroyed
-            };
-            let report: DestructionReport = self.destroy_places(key, v.version, target, &places)?;
+            let target = super::destruction::target_state(v.state);
+            let report: DestructionReport =
+                self.destroy_places(caller, key, v, target, super::Authority::Disposal)?;
             versions.push(report);
             failpoint("dispose:version-destroyed");
         }
@@ -497,6 +468,99 @@ impl Engine {
                 "audit_key_version": audit_key_version,
             }),
         ))
+    }
+
+    /// What authorises a disposal's destruction, proved from evidence each time it is carried
+    /// out (first time or resumed after a crash): the key is not kms's own; the verification
+    /// (a security admin's) and the approval (a manager's) are both signed by the signers'
+    /// registered keys over the disposal as it reads now; the requester, the verifier and the
+    /// approver are three people with two different keys; and the waiting period (its length is
+    /// part of the signed text) is over — counted from the approval's record in the hash-chained
+    /// trail, from the approval's own time, and from the disposal's `not_before`, whichever is
+    /// latest.
+    fn check_disposal_authority(&self, d: &Disposal, name: &str) -> Result<(), EngineError> {
+        let id = &d.id;
+        let key = self.inventory.key(name)?;
+        if super::super::internal_key(name) || key.id != d.key_id {
+            return Err(EngineError::denied(
+                Refusal::NotSupported,
+                format!("disposal {id} names kms's own key '{name}' (or no key): it is never disposed of"),
+            ));
+        }
+        let steps = self.inventory.signed_steps(id)?;
+        let step = |want: &str| {
+            steps.iter().find(|s| s.step == want).ok_or_else(|| {
+                EngineError::denied(
+                    Refusal::BadSignature,
+                    format!("disposal {id} lacks its {want} signature; nothing is destroyed"),
+                )
+            })
+        };
+        let (verify, approve) = (step("verify")?, step("approve")?);
+        self.check_disposal_step(d, name, verify)?;
+        self.check_disposal_step(d, name, approve)?;
+        let role_of = |who: &str| self.inventory.principal(who).ok().map(|p| p.role);
+        if role_of(&verify.signer) != Some(Role::SecurityAdmin)
+            || role_of(&approve.signer) != Some(Role::Manager)
+        {
+            return Err(EngineError::denied(
+                Refusal::WrongRole,
+                format!(
+                    "disposal {id}: the verification must be a security admin's and the approval a manager's ('{}' verified, '{}' approved); nothing is destroyed",
+                    verify.signer, approve.signer
+                ),
+            ));
+        }
+        if verify.signer == approve.signer
+            || verify.public_key == approve.public_key
+            || verify.signer == d.requested_by
+            || approve.signer == d.requested_by
+        {
+            return Err(EngineError::denied(
+                Refusal::SeparationOfDuties,
+                format!(
+                    "disposal {id}: requested by '{}', verified by '{}', approved by '{}' — three different people with two different keys are needed; nothing is destroyed",
+                    d.requested_by, verify.signer, approve.signer
+                ),
+            ));
+        }
+        let wait = time::Duration::seconds(i64::try_from(d.wait_secs).unwrap_or(i64::MAX));
+        let marker = format!("disposal {id} approved");
+        let recorded = self
+            .inventory
+            .audit_rows_filtered(&crate::inventory::AuditFilter {
+                key_name: Some(name.to_owned()),
+                limit: u32::MAX,
+                ..Default::default()
+            })?
+            .into_iter()
+            .filter(|r| {
+                r.entry.action == "key.dispose-approve"
+                    && r.entry.outcome == Outcome::Ok
+                    && r.entry.detail.as_deref().is_some_and(|t| t.starts_with(&marker))
+            })
+            .map(|r| r.entry.at)
+            .max()
+            .ok_or_else(|| {
+                EngineError::denied(
+                    Refusal::WrongState,
+                    format!("disposal {id}: the audit trail holds no record of its approval; nothing is destroyed"),
+                )
+            })?;
+        let mut until = recorded.max(approve.signed_at).saturating_add(wait);
+        if let Some(nb) = d.not_before {
+            until = until.max(nb);
+        }
+        if lifecycle_now() < until {
+            return Err(EngineError::denied(
+                Refusal::WrongState,
+                format!(
+                    "disposal {id} is in its waiting period until {} (`kms key dispose --cancel {id}` stops it)",
+                    crate::inventory::fmt_time(until)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn check_disposal_step(

@@ -17,6 +17,7 @@ mod schedule;
 
 pub use compromise::{CompromiseReport, UsageSummary};
 pub use destruction::DestructionReport;
+pub(crate) use destruction::{Authority, Place};
 pub use disposal::{disposal_message, DisposalEvidence};
 pub use repair::RepairReport;
 pub use rotation::RotationReport;

@@ -5,9 +5,10 @@
 use serde::Serialize;
 
 use super::super::policy::require_role;
-use super::super::{Caller, Engine, EngineError};
+use super::super::{Caller, Engine, EngineError, Refusal};
+use super::Authority;
 use crate::inventory::Procedure;
-use crate::model::{ObjectId, Role, VersionState};
+use crate::model::{Role, VersionState};
 
 /// What a repair did.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -40,10 +41,44 @@ impl Engine {
                     report.in_progress.push(what);
                     continue;
                 };
+                // Another procedure of the same key that a live process runs: this one is left
+                // alone too (a second row naming that key's versions must not undo its work).
+                let mut live_sibling = false;
+                for q in running
+                    .iter()
+                    .filter(|q| q.id != p.id && q.key_id == p.key_id)
+                {
+                    if self.lock_procedure(&q.id)?.is_none() {
+                        live_sibling = true;
+                    }
+                }
+                if live_sibling {
+                    report.in_progress.push(what);
+                    continue;
+                }
                 match self.repair_one(caller, p) {
                     Ok(true) => report.finished.push(what),
                     Ok(false) => report.rolled_back.push(what),
-                    Err(e) => report.failed.push((what, e.to_string())),
+                    Err(e) => {
+                        // Each failure (a refusal above all) is on the record by itself.
+                        let mut entry = self.entry(
+                            caller,
+                            "procedures.repair-failed",
+                            None,
+                            p.version,
+                            if matches!(e, EngineError::Denied(..)) {
+                                crate::inventory::Outcome::Denied
+                            } else {
+                                crate::inventory::Outcome::Error
+                            },
+                            Some(format!("{what}: {e}")),
+                        );
+                        entry.code = Some(e.code().to_owned());
+                        if let Err(e2) = self.inventory.append_audit(&entry) {
+                            tracing::error!(error = %e2, "could not audit a failed repair");
+                        }
+                        report.failed.push((what, e.to_string()))
+                    }
                 }
             }
             note.detail = Some(format!(
@@ -80,46 +115,38 @@ impl Engine {
                             && retire == "deactivate"
                             && state.is_some_and(|s| !s.is_destroyed())
                         {
+                            // The row only says which version; the version's own tagged row
+                            // must show its window over and a newer version in service.
                             self.destroy_version(
                                 caller,
                                 &key,
                                 old,
                                 "rotation, window 0 (repaired)",
+                                Authority::Rotation,
                             )?;
                         }
                     }
                     self.inventory.end_procedure(&p.id, "done")?;
                     Ok(true)
                 } else {
-                    // Destroy what the generation made under the new CKA_ID, on the key token
-                    // and on the backup, and remove the pending row.
-                    if let Some(oid) = p.data["cka_id"].as_str().and_then(|h| hex::decode(h).ok()) {
-                        let oid = ObjectId(oid);
-                        let mut names = vec![p.data["token"]
-                            .as_str()
-                            .unwrap_or(&self.config.key_token)
-                            .to_owned()];
-                        if let Some(b) = &self.config.backup {
-                            names.push(b.token.clone());
+                    // Destroy what the generation made for the pending version (its own row
+                    // says where and under which CKA_ID; the procedure row only which version),
+                    // and remove the pending row.
+                    match key.version(new_version) {
+                        Some(v) if v.state == VersionState::Pending => {
+                            self.roll_back_rotation(&key.name, &key.id, new_version)?;
                         }
-                        for n in names {
-                            if n == super::super::CARD_TOKEN {
-                                // A card slot: overwrite whatever was generated there.
-                                self.wipe_card_slot(
-                                    p.data["serial"].as_str().unwrap_or_default(),
-                                    &oid,
-                                )?;
-                                break;
-                            }
-                            self.hsm.token(&n)?.destroy(&oid)?;
+                        Some(v) => {
+                            return Err(EngineError::denied(
+                                Refusal::InventoryTampered,
+                                format!(
+                                    "procedure {} says the rotation of '{}' to v{new_version} did not switch, but v{new_version} is {}; nothing was destroyed. The procedure row was changed outside kms: `kms inventory verify`, then investigate",
+                                    p.id, key.name, v.state
+                                ),
+                            ));
                         }
-                    }
-                    if key
-                        .version(new_version)
-                        .is_some_and(|v| v.state == VersionState::Pending)
-                    {
-                        self.inventory
-                            .delete_pending_version(&key.id, new_version)?;
+                        // The crash came before the pending row: nothing was generated.
+                        None => {}
                     }
                     self.inventory.end_procedure(&p.id, "rolled-back")?;
                     // A compromise's replacement cannot be rolled back to "nothing": the
@@ -140,28 +167,29 @@ impl Engine {
                 }
             }
             "destroy-version" => {
-                let version = p.version.unwrap_or(0);
-                let target = p.data["target"]
-                    .as_str()
-                    .and_then(|t| t.parse::<VersionState>().ok())
-                    .unwrap_or(VersionState::Destroyed);
-                let mut places = Vec::new();
-                for pl in p.data["places"].as_array().cloned().unwrap_or_default() {
-                    let oid = pl["cka_id"]
-                        .as_str()
-                        .and_then(|h| hex::decode(h).ok())
-                        .unwrap_or_default();
-                    places.push((
-                        pl["token"].as_str().unwrap_or_default().to_owned(),
-                        pl["serial"].as_str().unwrap_or_default().to_owned(),
-                        ObjectId(oid),
-                    ));
-                }
-                let from = key
-                    .version(version)
-                    .map(|v| v.state)
-                    .unwrap_or(VersionState::Destroyed);
-                let r = self.destroy_places(&key, version, target, &places)?;
+                // The row names the version; its places, its target state and the authority
+                // to destroy it come from the version's own rows, re-checked now.
+                let version = p.version.ok_or_else(|| {
+                    EngineError::Incomplete(format!("procedure {} names no version", p.id))
+                })?;
+                let v = key.version(version).ok_or_else(|| {
+                    EngineError::Incomplete(format!(
+                        "procedure {} names v{version} of '{}', which does not exist",
+                        p.id, key.name
+                    ))
+                })?;
+                let authority = if matches!(
+                    v.state,
+                    VersionState::Compromised | VersionState::DestroyedCompromised
+                ) {
+                    Authority::Compromise
+                } else {
+                    Authority::Rotation
+                };
+                self.check_destroy_authority(&key, v, authority)?;
+                let target = super::destruction::target_state(v.state);
+                let from = v.state;
+                let r = self.destroy_places(caller, &key, v, target, authority)?;
                 self.record_destroyed(
                     caller,
                     &key,
@@ -194,7 +222,18 @@ impl Engine {
             }
             "disposal" => {
                 let id = p.data["disposal"].as_str().unwrap_or_default().to_owned();
-                if self.inventory.disposal(&id)?.state != "done" {
+                let d = self.inventory.disposal(&id)?;
+                if d.key_id != key.id {
+                    return Err(EngineError::denied(
+                        Refusal::InventoryTampered,
+                        format!(
+                            "procedure {} names disposal {id}, which is of another key; nothing was destroyed",
+                            p.id
+                        ),
+                    ));
+                }
+                // `execute_disposal` re-proves the disposal's signatures and waiting period.
+                if d.state != "done" {
                     self.execute_disposal(caller, &id)?;
                 }
                 self.inventory.end_procedure(&p.id, "done")?;

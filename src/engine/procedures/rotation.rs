@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use super::super::policy::require_role;
 use super::super::{Caller, Engine, EngineError, Refusal};
+use super::{Authority, Place};
 use crate::clock::{failpoint, lifecycle_now};
 use crate::inventory::{GrantFilter, KeyCopy, KeyRecord, Outcome, PendingVersion};
 use crate::model::{Role, VersionState};
@@ -333,8 +334,13 @@ impl Engine {
         };
         if window == 0 && retire == Retire::Deactivate {
             let fresh = self.inventory.key(&key.name)?;
-            report.old_destroyed =
-                Some(self.destroy_version(caller, &fresh, old.version, "rotation, window 0")?);
+            report.old_destroyed = Some(self.destroy_version(
+                caller,
+                &fresh,
+                old.version,
+                "rotation, window 0",
+                super::Authority::Rotation,
+            )?);
             report.old_destroy_after = None;
         }
         self.inventory.end_procedure(&proc_id, "done")?;
@@ -457,16 +463,23 @@ impl Engine {
         };
         if window == 0 && retire == Retire::Deactivate {
             let fresh = self.inventory.key(&key.name)?;
-            report.old_destroyed =
-                Some(self.destroy_version(caller, &fresh, old.version, "rotation, window 0")?);
+            report.old_destroyed = Some(self.destroy_version(
+                caller,
+                &fresh,
+                old.version,
+                "rotation, window 0",
+                super::Authority::Rotation,
+            )?);
             report.old_destroy_after = None;
         }
         self.inventory.end_procedure(&proc_id, "done")?;
         Ok(report)
     }
 
-    /// Undo a rotation that did not reach its switch: destroy whatever was made under the new
-    /// version's CKA_ID (original and copy) and remove its pending row.
+    /// Undo a rotation that did not reach its switch: destroy what was made for the pending
+    /// version — on its own token and on the backup token paired with it, under its own CKA_ID,
+    /// and only objects labelled as that version (`kms:NAME:vN`) — then remove its pending row.
+    /// The places come from the pending version's row and the pairing, never from a procedure.
     pub(super) fn roll_back_rotation(
         &self,
         name: &str,
@@ -480,38 +493,55 @@ impl Engine {
         if v.state != VersionState::Pending {
             return Ok(());
         }
+        let caller = self.system_caller();
+        self.check_destroy_authority(&key, v, Authority::RollBack)?;
+        let mut places = super::destruction::places_of(v);
+        if v.token != super::super::CARD_TOKEN {
+            if let Some(b) = &self.config.backup {
+                let pair = self
+                    .inventory
+                    .backup_pairs()?
+                    .into_iter()
+                    .rfind(|p| p.from_serial == v.token_serial && p.to_token == b.token);
+                if let Some(pair) = pair {
+                    if !places.iter().any(|p| p.token == b.token) {
+                        places.push(Place {
+                            token: b.token.clone(),
+                            serial: pair.to_serial,
+                            object_id: v.object_id.clone(),
+                            copy: true,
+                        });
+                    }
+                }
+            }
+        }
+        let report = self.destroy_at(
+            &caller,
+            &key,
+            v,
+            VersionState::Pending,
+            Authority::RollBack,
+            &places,
+        )?;
         let entry = self.entry(
-            &self.system_caller(),
+            &caller,
             "key.rotate-rolled-back",
             Some(name),
             Some(new_version),
             Outcome::Ok,
             Some(format!(
-                "rotation to v{new_version} rolled back: objects under cka_id={} destroyed on the key and backup tokens, pending version removed",
-                v.object_id
+                "rotation to v{new_version} rolled back: objects labelled {} under cka_id={} destroyed on {}, pending version removed",
+                crate::model::object_label(&key.name, new_version),
+                v.object_id,
+                report
+                    .tokens
+                    .iter()
+                    .map(|d| format!("'{}' (serial {}, {} object(s))", d.token, d.serial, d.objects_destroyed))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
         );
         self.inventory.append_audit(&entry)?;
-        let entry = self.entry(
-            &self.system_caller(),
-            "key.rotate-rolled-back",
-            Some(name),
-            Some(new_version),
-            Outcome::Ok,
-            Some(format!(
-                "rotation to v{new_version} rolled back: objects under cka_id={} destroyed on the key and backup tokens, pending version removed",
-                v.object_id
-            )),
-        );
-        self.inventory.append_audit(&entry)?;
-        let mut names: Vec<String> = vec![v.token.clone()];
-        if let Some(b) = &self.config.backup {
-            names.push(b.token.clone());
-        }
-        for n in names {
-            let t = self.hsm.token(&n)?;
-            t.destroy(&v.object_id)?;
-        }
         self.inventory.delete_pending_version(key_id, new_version)?;
         Ok(())
     }

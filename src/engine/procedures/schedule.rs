@@ -165,7 +165,13 @@ impl Engine {
         self.audited(caller, "key.destroy-due", Some(name), |note| {
             let key = self.inventory.key(name)?;
             note.key_version = Some(version);
-            let r = self.destroy_version(caller, &key, version, "re-encryption window ended")?;
+            let r = self.destroy_version(
+                caller,
+                &key,
+                version,
+                "re-encryption window ended",
+                super::Authority::Rotation,
+            )?;
             note.detail = Some(format!(
                 "v{version} destroyed on {} token(s) after its re-encryption window",
                 r.tokens.len()
