@@ -161,7 +161,12 @@ fn object_files(env: &Env, token: &str) -> Res<std::collections::BTreeSet<std::p
     let mut files = std::collections::BTreeSet::new();
     for entry in std::fs::read_dir(env.token_dir(token)?)? {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "object") {
+        // Not the inventory's anchor objects (issue 23), which each change rewrites.
+        let anchor = std::fs::read(&path)
+            .unwrap_or_default()
+            .windows(11)
+            .any(|w| w == b"kms-anchor-");
+        if path.extension().is_some_and(|e| e == "object") && !anchor {
             files.insert(path);
         }
     }

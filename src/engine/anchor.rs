@@ -218,7 +218,11 @@ impl Engine {
         let slot = format!(
             "kms-anchor-{}-{}",
             &integrity[..integrity.len().min(16)],
-            if body.counter.is_multiple_of(2) { "a" } else { "b" }
+            if body.counter.is_multiple_of(2) {
+                "a"
+            } else {
+                "b"
+            }
         );
         let mut written = 0;
         let mut errors = Vec::new();
