@@ -204,3 +204,70 @@ fn the_anchor_follows_changes_and_verify_reports_it() -> TestResult {
     );
     Ok(())
 }
+
+/// `kms serve` checks the change log against the token's anchor at each checkpoint tick: a
+/// revocation hidden from the log while it runs (its change entry deleted, the grant row put
+/// back with its old tag) is refused from the next tick on, and recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_serve_refuses_a_log_edited_while_it_runs() -> TestResult {
+    use base64::Engine as _;
+    use common::service::Service;
+    let svc = Service::start_with(|env| {
+        let mut cfg = std::fs::read_to_string(env.config())?;
+        cfg.push_str("\n[audit]\ncheckpoint_secs = 1\n");
+        std::fs::write(env.config(), cfg)?;
+        env.create("sig", "ec-p384", "sign,verify")?;
+        Ok(())
+    })?;
+    svc.register("demo-app")?;
+    let gid = svc.grant("demo-app", "sig", "sign")?;
+    let mut c = svc.connect("demo-app").await?;
+    let body = serde_json::json!({
+        "message": base64::engine::general_purpose::STANDARD.encode(b"m")
+    });
+    let r = c
+        .request(
+            "POST",
+            "/v1/keys/sig/sign",
+            Some(&body),
+            Some("anchor test"),
+        )
+        .await?;
+    assert_eq!(r.status, 200);
+    let w = format!("id = '{gid}'");
+    save(&svc.env, "g", "grants", &w)?;
+    svc.env
+        .ok(&["--reason", "leaver", "grant", "revoke", &gid])?;
+    // The attacker hides the revocation: its change entry goes, the old row comes back.
+    svc.env.sql(&format!(
+        "DELETE FROM row_changes WHERE tbl = 'grants' AND ident = 'id={gid}' AND seq = (SELECT MAX(seq) FROM row_changes WHERE tbl = 'grants' AND ident = 'id={gid}')"
+    ))?;
+    replay(&svc.env, "g", "grants", &w)?;
+    // Within a few ticks every request is refused, naming the change log.
+    let mut refused = false;
+    for _ in 0..30 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let r = c
+            .request(
+                "POST",
+                "/v1/keys/sig/sign",
+                Some(&body),
+                Some("anchor test"),
+            )
+            .await?;
+        if r.status == 403 {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the replayed grant kept signing");
+    // The service recorded why (read behind kms: the CLI refuses this inventory at open).
+    let log = svc.env.sql_text(
+        "SELECT detail FROM audit WHERE action = 'inventory.rolled-back' ORDER BY seq DESC LIMIT 1",
+    )?;
+    assert!(
+        log.contains("the token's anchor") || log.contains("the token anchored"),
+        "{log}"
+    );
+    Ok(())
+}

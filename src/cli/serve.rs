@@ -76,6 +76,9 @@ pub fn run(engine: Engine, args: ServeArgs) -> Result<(), CliError> {
             loop {
                 tick.tick().await;
                 let e = Arc::clone(&ticker_engine);
+                // Every node checks the inventory against the token's anchor (issue 23).
+                let a = Arc::clone(&e);
+                let _ = tokio::task::spawn_blocking(move || a.recheck_anchor()).await;
                 if e.holds_singletons() {
                     let _ = tokio::task::spawn_blocking(move || e.checkpoint_on_exit()).await;
                 }

@@ -116,6 +116,9 @@ impl Engine {
 
     /// Compare the inventory's change log with the newest anchor on the token.
     pub(crate) fn check_anchor(&self) -> Result<AnchorReport, EngineError> {
+        // The anchor first: another process may commit and anchor a change in between, and an
+        // anchor read after the log could then be ahead of it.
+        let newest = self.newest_anchor();
         let now = self.inventory.change_log_state(None, None)?;
         let mut report = AnchorReport {
             anchored_changes: None,
@@ -124,7 +127,7 @@ impl Engine {
             last: now.last,
             problem: None,
         };
-        let Some(anchor) = self.newest_anchor() else {
+        let Some(anchor) = newest else {
             return Ok(report);
         };
         report.anchored_changes = Some(anchor.log.count);
@@ -166,6 +169,37 @@ impl Engine {
         }
         self.anchored.store(report.last, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// `kms serve`, at each checkpoint tick: the change log is checked against the token's
+    /// anchor again, so an inventory put back or a log edited while the service runs is refused
+    /// from then on (and recorded), not only at the next start.
+    pub fn recheck_anchor(&self) {
+        if self.anchor_places().is_none() {
+            return;
+        }
+        let problem = match self.check_anchor() {
+            Ok(r) => r.problem,
+            Err(e) => {
+                tracing::warn!(error = %e, "the inventory's change log could not be checked against the token's anchor");
+                return;
+            }
+        };
+        if let Some(problem) = problem {
+            tracing::error!(reason = %problem, "inventory does not match the token's anchor");
+            let caller = self.system_caller();
+            let mut entry = self.entry(
+                &caller,
+                "inventory.rolled-back",
+                None,
+                None,
+                crate::inventory::Outcome::Denied,
+                Some(problem.clone()),
+            );
+            entry.code = Some("inventory-tampered".into());
+            let _ = self.inventory.append_audit(&entry);
+            self.refuse_inventory(problem);
+        }
     }
 
     /// After a change: anchor the change log if it moved past what this process anchored.
