@@ -603,3 +603,31 @@ fn audit_works_again(env: &Env) -> TestResult {
         env.sql("DROP TRIGGER no_audit")
     }
 }
+
+/// Issue 23: an approved request saved while `verified` (with its valid tag) and written back
+/// after the approval and the grant's revocation would be approved a second time, making a new
+/// grant from the same signatures. The request row names the change that wrote it: refused.
+#[test]
+fn an_approved_request_written_back_as_verified_is_not_approved_again() -> TestResult {
+    let env = people()?;
+    let id = request(&env, "carol", &[])?;
+    assert!(step(&env, "alice", "verify", &id)?.status.success());
+    env.sql(&format!(
+        "CREATE TABLE saved_req AS SELECT * FROM access_requests WHERE id = '{id}'"
+    ))?;
+    assert!(step(&env, "bob", "approve", &id)?.status.success());
+    assert!(sign_as(&env, "carol")?.status.success());
+    let g = json(&env.ok(&["grant", "list", "--principal", "carol", "--json"])?)?;
+    let gid = g[0]["id"].as_str().ok_or("grant id")?.to_owned();
+    env.ok(&["--reason", "leaver", "grant", "revoke", &gid])?;
+    env.sql(&format!(
+        "DELETE FROM access_requests WHERE id = '{id}'; INSERT INTO access_requests SELECT * FROM saved_req;"
+    ))?;
+    assert_fails(
+        &step(&env, "bob", "approve", &id)?,
+        4,
+        &["access_requests row", "older copy"],
+    );
+    assert_fails(&sign_as(&env, "carol")?, 4, &[]);
+    Ok(())
+}
