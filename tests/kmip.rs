@@ -968,3 +968,43 @@ async fn the_synology_sequence_keeps_a_secret_on_the_token_until_its_disposal() 
     );
     Ok(())
 }
+
+/// Issue 23: the key's owner written into the inventory behind kms's back gives a grantee no
+/// owner's power over KMIP (Revoke deactivates a key for its owner): the keys row carries a tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_written_into_the_inventory_gives_no_kmip_revoke() -> TestResult {
+    let svc = kmip_service()?;
+    svc.env.ok(&create_args(
+        "k",
+        "aes-256",
+        "encrypt,decrypt",
+        &["--reason", "CHG-1"],
+    ))?;
+    svc.grant(APP, "k", "encrypt")?;
+    let shown = json(&svc.env.ok(&["key", "show", "k", "--json"])?)?;
+    let uid = shown["id"].as_str().ok_or("id")?.to_owned();
+    svc.env
+        .sql(&format!("UPDATE keys SET owner = '{APP}' WHERE name = 'k'"))?;
+    let mut s = connect(&svc, APP).await?;
+    let (_, message) = failure(
+        &call(
+            &mut s,
+            4,
+            0x13,
+            vec![
+                txt(0x420094, &uid),
+                Item::structure(0x420081, vec![en(0x420082, 0x06)]),
+            ],
+        )
+        .await?,
+    );
+    assert!(message.contains("keys row"), "{message}");
+    assert_eq!(
+        svc.env.sql_text(
+            "SELECT state FROM key_versions WHERE key_id = (SELECT id FROM keys WHERE name = 'k')"
+        )?,
+        "active",
+        "the key was deactivated"
+    );
+    Ok(())
+}
