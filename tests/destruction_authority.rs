@@ -1,5 +1,7 @@
 //! Destruction re-proves its authority (issue 23, item 3): an attacker who can write the
-//! inventory's untagged tables (disposals, procedures, key_copies) cannot make kms destroy a key.
+//! inventory (disposals, procedures, key_copies) cannot make kms destroy a key. Two layers: the
+//! rows' integrity tags refuse the forged rows first; behind them, each test re-seals the forged
+//! rows and shows the destruction itself refuses.
 //! Each forged row below destroyed keys on both tokens before; now the destruction is refused,
 //! named in the audit trail, and the tokens keep every object. Real SoftHSM2 tokens, the real
 //! `kms` binary, and SQL behind kms's back to play the attacker.
@@ -11,6 +13,19 @@ use common::*;
 fn paired(env: &Env) -> TestResult {
     env.ok(&["--reason", "CHG-23 ceremony", "backup", "init"])?;
     env.ok(&["backup", "sync"])?;
+    Ok(())
+}
+
+/// The forged rows carry no valid integrity tag, so the first layer (issue 23's tags) refuses
+/// them where they are read; then every row is re-sealed as it reads (`testing` builds only), as
+/// an attacker who could make tags would, to show that the second layer — destruction
+/// re-proving its authority — holds on its own.
+fn tags_refuse_then_reseal(env: &Env, args: &[&str]) -> TestResult {
+    let o = env.run(args)?;
+    assert!(!o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let all = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(all.contains("was not made by kms"), "{all}");
+    env.ok(&["inventory", "retag-for-tests"])?;
     Ok(())
 }
 
@@ -67,6 +82,8 @@ fn a_forged_executing_disposal_destroys_nothing() -> TestResult {
              SELECT 'd-forged-{i}', id, 'CTR-0', 'forged', '{OFFICER}', '{T}', 0, 'executing', '{T}' FROM keys WHERE name = '{name}'"
         ))?;
     }
+    tags_refuse_then_reseal(&env, &["schedule", "run"])?;
+    assert_eq!(counts(&env)?, before, "objects were destroyed");
     // The scheduler (what `kms serve` runs every hour) rolls `executing` disposals forward.
     let o = env.run(&["schedule", "run"])?;
     assert!(!o.status.success(), "{}{}", stdout(&o), stderr(&o));
@@ -131,6 +148,7 @@ fn a_resumed_disposal_still_waits_its_signed_waiting_period() -> TestResult {
         "UPDATE disposals SET state = 'executing', not_before = '{T}' WHERE id = '{id}';
          UPDATE signatures SET signed_at = '{T}' WHERE subject = '{id}';"
     ))?;
+    tags_refuse_then_reseal(&env, &["schedule", "run"])?;
     let o = env.run(&["schedule", "run"])?;
     assert!(!o.status.success(), "{}", stdout(&o));
     assert!(
@@ -202,6 +220,7 @@ fn forged_procedure_rows_make_repair_destroy_nothing() -> TestResult {
              SELECT '{id}', '{kind}', id, {version}, '{step}', 'running', '{data}', '{OFFICER}', '{T}', '{T}' FROM keys WHERE name = 'a'"
         ))?;
     }
+    tags_refuse_then_reseal(&env, &["reconcile", "--repair"])?;
     let o = env.run(&["reconcile", "--repair"])?;
     let err = stderr(&o);
     assert!(!o.status.success(), "{err}");
@@ -252,6 +271,7 @@ fn forged_procedure_rows_make_repair_destroy_nothing() -> TestResult {
         "INSERT INTO procedures (id, kind, key_id, version, step, state, data, started_by, started_at, updated_at)
          SELECT 'p-forged-4', 'destroy-version', id, 1, 'intent', 'running', '{data}', '{OFFICER}', '{T}', '{T}' FROM keys WHERE name = 'd'"
     ))?;
+    env.ok(&["inventory", "retag-for-tests"])?;
     let before = counts(&env)?;
     let o = env
         .kms_as(OFFICER)
@@ -281,6 +301,7 @@ fn a_copy_row_repointed_at_another_keys_copy_survives_a_rotation() -> TestResult
     env.sql(&format!(
         "UPDATE key_copies SET object_id = '{b_id}' WHERE key_id = (SELECT id FROM keys WHERE name = 'a')"
     ))?;
+    tags_refuse_then_reseal(&env, &["--reason", "CHG-23", "key", "rotate", "a"])?;
     // Window 0: the rotation destroys v1 at once, on every place its rows name.
     let o = env.run(&["--reason", "CHG-23", "key", "rotate", "a"])?;
     assert_fails(
