@@ -274,6 +274,37 @@ impl Engine {
         }));
     }
 
+    /// Tag the untagged rows of `tables` once, with the `action` record.
+    fn tag_once(
+        &self,
+        action: &str,
+        tables: &[TaggedTable],
+        what: &str,
+        version: u32,
+    ) -> Result<(), EngineError> {
+        let entry = self.entry(
+            &self.system_caller(),
+            action,
+            Some(INTEGRITY_KEY),
+            Some(version),
+            Outcome::Ok,
+            Some(format!(
+                "rows of {what} tagged with {INTEGRITY_KEY} v{version} at {}",
+                crate::inventory::fmt_time(OffsetDateTime::now_utc())
+            )),
+        );
+        let n = self
+            .inventory
+            .tag_untagged(tables, &entry)
+            .map_err(EngineError::AuditFailed)?;
+        tracing::info!(
+            rows = n,
+            action,
+            "inventory rows tagged with the integrity key"
+        );
+        Ok(())
+    }
+
     /// Refuse every checked read from now on, naming `why` (the inventory is not the one the
     /// token anchored).
     pub(super) fn refuse_inventory(&self, why: String) {
@@ -364,52 +395,27 @@ impl Engine {
         if self.inventory.any_untagged(&TaggedTable::ALL)?
             && !self.inventory.has_record_starting(TAGGED_ACTION, "")?
         {
-            let caller = self.system_caller();
-            let entry = self.entry(
-                &caller,
+            self.tag_once(
                 TAGGED_ACTION,
-                Some(INTEGRITY_KEY),
-                Some(v.version),
-                Outcome::Ok,
-                Some(format!(
-                    "rows of principals, grants, key versions and backup pairings tagged with {INTEGRITY_KEY} v{} at {}",
-                    v.version,
-                    crate::inventory::fmt_time(OffsetDateTime::now_utc())
-                )),
-            );
-            let n = self
-                .inventory
-                .tag_untagged(&TaggedTable::ALL, &entry)
-                .map_err(EngineError::AuditFailed)?;
-            tracing::info!(rows = n, "inventory rows tagged with the integrity key");
+                &TaggedTable::ALL,
+                "principals, grants, key versions and backup pairings",
+                v.version,
+            )?;
         }
         // The tables tagged since issue 23 (keys, copies, requests, signatures, compromises,
-        // disposals, procedures): their rows from before are tagged once, as an audited step.
-        // After that record exists, an untagged row there is refused like a forged one.
-        // Only an inventory without any recorded change (one from before issue 23) is
-        // tagged this way: once kms has logged a change, an untagged row is a forged one.
+        // disposals, procedures): their rows from before are tagged once, as an audited step,
+        // and only in an inventory without any recorded change (one from before issue 23):
+        // once kms has logged a change, an untagged row is a forged one.
         if self.inventory.last_change()? == 0
             && self.inventory.any_untagged(&TaggedTable::SINCE_23)?
             && !self.inventory.has_record_starting(TAGGED_23_ACTION, "")?
         {
-            let caller = self.system_caller();
-            let entry = self.entry(
-                &caller,
+            self.tag_once(
                 TAGGED_23_ACTION,
-                Some(INTEGRITY_KEY),
-                Some(v.version),
-                Outcome::Ok,
-                Some(format!(
-                    "rows of keys, backup copies, access requests, signatures, compromises, disposals and procedures tagged with {INTEGRITY_KEY} v{} at {}",
-                    v.version,
-                    crate::inventory::fmt_time(OffsetDateTime::now_utc())
-                )),
-            );
-            let n = self
-                .inventory
-                .tag_untagged(&TaggedTable::SINCE_23, &entry)
-                .map_err(EngineError::AuditFailed)?;
-            tracing::info!(rows = n, "rows of the tables tagged since issue 23 tagged");
+                &TaggedTable::SINCE_23,
+                "keys, backup copies, access requests, signatures, compromises, disposals and procedures",
+                v.version,
+            )?;
         }
         Ok(())
     }

@@ -544,14 +544,30 @@ pub(crate) fn tag_where(
             .tag(&canonical(table, &row.values, Some(seq)))
             .map_err(InventoryError::Integrity)?;
         stmt.execute(super::sql::params![tag, seq, row.rowid])?;
-        let ident = identity(table, &row.values);
-        conn.prepare_cached(
-            "INSERT INTO row_changes (seq, tbl, ident, gone) VALUES (?1, ?2, ?3, 0)",
-        )?
-        .execute(super::sql::params![seq, table.name(), ident])?;
-        integrity.raise(&format!("{}:{ident}", table.name()), seq);
+        log_change(conn, integrity.as_ref(), table, row, seq, false)?;
     }
     Ok(rows.len())
+}
+
+/// Append change `seq` of `row` (or its deletion) to the change log, and remember it.
+fn log_change(
+    conn: &Connection,
+    integrity: &dyn RowIntegrity,
+    table: Table,
+    row: &Tagged,
+    seq: i64,
+    gone: bool,
+) -> Result<(), InventoryError> {
+    let ident = identity(table, &row.values);
+    conn.prepare_cached("INSERT INTO row_changes (seq, tbl, ident, gone) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(super::sql::params![
+            seq,
+            table.name(),
+            ident,
+            i64::from(gone)
+        ])?;
+    integrity.raise(&format!("{}:{ident}", table.name()), seq);
+    Ok(())
 }
 
 /// Record that the rows of `table` matching `where_` are about to be deleted (call before the
@@ -568,13 +584,14 @@ pub(crate) fn record_deleted(
     };
     let rows = select(conn, table, where_, params)?;
     for row in &rows {
-        let seq = next_change(conn)?;
-        let ident = identity(table, &row.values);
-        conn.prepare_cached(
-            "INSERT INTO row_changes (seq, tbl, ident, gone) VALUES (?1, ?2, ?3, 1)",
-        )?
-        .execute(super::sql::params![seq, table.name(), ident])?;
-        integrity.raise(&format!("{}:{ident}", table.name()), seq);
+        log_change(
+            conn,
+            integrity.as_ref(),
+            table,
+            row,
+            next_change(conn)?,
+            true,
+        )?;
     }
     Ok(rows.len())
 }
@@ -605,6 +622,25 @@ pub struct ChangeLogState {
 }
 
 impl Inventory {
+    /// One UPDATE (`sql`, whose `?1` is `id`) of the `table` row `id = ?1`, checked before and
+    /// tagged after, in a transaction of its own; returns how many rows changed.
+    pub(crate) fn update_tagged_row(
+        &self,
+        table: Table,
+        id: &str,
+        sql: &str,
+        params: &[&dyn ToValue],
+    ) -> Result<usize, InventoryError> {
+        let integrity = self.integrity();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
+        let n = guarded(&tx, integrity.as_ref(), table, "id = ?1", &[&id], |tx| {
+            Ok(tx.execute(sql, params)?)
+        })?;
+        tx.commit()?;
+        Ok(n)
+    }
+
     /// Install the tag maker/checker (the engine does this once the HSM key is known).
     pub fn set_integrity(&self, integrity: Arc<dyn RowIntegrity>) {
         *self.integrity.write().unwrap_or_else(|p| p.into_inner()) = Some(integrity);

@@ -180,50 +180,28 @@ impl Inventory {
         step: &str,
         data: &serde_json::Value,
     ) -> Result<(), InventoryError> {
-        let integrity = self.integrity();
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
-        guarded(
-            &tx,
-            integrity.as_ref(),
+        self.update_tagged_row(
             Table::Procedures,
-            "id = ?1",
-            &[&id],
-            |tx| {
-                Ok(tx.execute(
-                    "UPDATE procedures SET step = ?2, data = ?3, updated_at = ?4 WHERE id = ?1",
-                    params![
-                        id,
-                        step,
-                        data.to_string(),
-                        fmt_time(OffsetDateTime::now_utc())
-                    ],
-                )?)
-            },
+            id,
+            "UPDATE procedures SET step = ?2, data = ?3, updated_at = ?4 WHERE id = ?1",
+            &[
+                &id,
+                &step,
+                &data.to_string(),
+                &fmt_time(OffsetDateTime::now_utc()),
+            ],
         )?;
-        tx.commit()?;
         Ok(())
     }
 
     /// End procedure `id` (`done` or `rolled-back`).
     pub fn end_procedure(&self, id: &str, state: &str) -> Result<(), InventoryError> {
-        let integrity = self.integrity();
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
-        guarded(
-            &tx,
-            integrity.as_ref(),
+        self.update_tagged_row(
             Table::Procedures,
-            "id = ?1",
-            &[&id],
-            |tx| {
-                Ok(tx.execute(
-                    "UPDATE procedures SET state = ?2, updated_at = ?3 WHERE id = ?1",
-                    params![id, state, fmt_time(OffsetDateTime::now_utc())],
-                )?)
-            },
+            id,
+            "UPDATE procedures SET state = ?2, updated_at = ?3 WHERE id = ?1",
+            &[&id, &state, &fmt_time(OffsetDateTime::now_utc())],
         )?;
-        tx.commit()?;
         Ok(())
     }
 
@@ -550,23 +528,12 @@ impl Inventory {
         report: &serde_json::Value,
         replaced_by: Option<u32>,
     ) -> Result<(), InventoryError> {
-        let integrity = self.integrity();
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
-        guarded(
-            &tx,
-            integrity.as_ref(),
+        self.update_tagged_row(
             Table::Compromises,
-            "id = ?1",
-            &[&id],
-            |tx| {
-                Ok(tx.execute(
-                    "UPDATE compromises SET report = ?2, replaced_by = COALESCE(?3, replaced_by) WHERE id = ?1",
-                    params![id, report.to_string(), replaced_by],
-                )?)
-            },
+            id,
+            "UPDATE compromises SET report = ?2, replaced_by = COALESCE(?3, replaced_by) WHERE id = ?1",
+            &[&id, &report.to_string(), &replaced_by],
         )?;
-        tx.commit()?;
         Ok(())
     }
 
