@@ -35,7 +35,7 @@ fn paired(env: &Env) -> TestResult {
 
 #[test]
 fn token_list_logs_in_to_no_token() -> TestResult {
-    let env = Env::new()?;
+    let env = Env::new_on_store("file")?;
     env.create("k", "ec-p384", "sign,verify")?;
     let primary = token_file(&env, "kms-primary")?;
     let backup = token_file(&env, "kms-backup")?;
@@ -64,7 +64,7 @@ fn token_list_logs_in_to_no_token() -> TestResult {
 
 #[test]
 fn emptied_primary_token_file_is_named_with_the_restore_command() -> TestResult {
-    let env = Env::new()?;
+    let env = Env::new_on_store("file")?;
     paired(&env)?;
     env.create("k", "ec-p384", "sign,verify")?;
     let file = token_file(&env, "kms-primary")?;
@@ -180,7 +180,7 @@ fn emptied_primary_token_file_is_named_with_the_restore_command() -> TestResult 
 
 #[test]
 fn audit_verify_without_the_token_uses_the_inventory_copy_and_says_so() -> TestResult {
-    let env = Env::new()?;
+    let env = Env::new_on_store("file")?;
     env.create("k", "ec-p384", "sign,verify")?;
     std::fs::write(token_file(&env, "kms-primary")?, b"")?;
 
@@ -209,7 +209,7 @@ fn audit_verify_without_the_token_uses_the_inventory_copy_and_says_so() -> TestR
 
 #[test]
 fn an_audit_key_missing_from_a_present_token_is_a_finding_not_a_fallback() -> TestResult {
-    let env = Env::new()?;
+    let env = Env::new_on_store("file")?;
     paired(&env)?;
     let id = env.object_id("kms-audit")?;
     for class in ["pubkey", "privkey"] {

@@ -51,7 +51,7 @@ const SEED: u64 = 0x6b6d_735f_6b69_6c6c;
 
 #[test]
 fn read_only_commands_never_log_in_and_survive_sigkill() -> TestResult {
-    let env = Env::new()?;
+    let env = Env::new_on_store("file")?;
     env.ok(&["--reason", "CHG-23 ceremony", "backup", "init"])?;
     env.ok(&["backup", "sync"])?;
     env.create("k", "ec-p384", "sign,verify")?;
@@ -165,7 +165,7 @@ fn read_only_commands_never_log_in_and_survive_sigkill() -> TestResult {
 
 #[test]
 fn reconcile_without_login_checks_public_halves_and_names_the_rest() -> TestResult {
-    let env = Env::new()?;
+    let env = Env::new_on_store("file")?;
     env.ok(&["--reason", "CHG-23 ceremony", "backup", "init"])?;
     env.ok(&["backup", "sync"])?;
     env.create("k", "ec-p384", "sign,verify")?;

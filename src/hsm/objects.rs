@@ -111,18 +111,30 @@ pub(crate) fn list_in(token: &str, s: &Session) -> Result<Vec<TokenObject>, HsmE
         .map_err(HsmError::ck(token, "listing objects"))?;
     let mut out = Vec::with_capacity(handles.len());
     for h in handles {
-        let attrs = s
-            .get_attributes(
-                h,
-                &[
-                    AttributeType::Class,
-                    AttributeType::Id,
-                    AttributeType::Label,
-                    AttributeType::Sensitive,
-                    AttributeType::Extractable,
-                ],
-            )
-            .map_err(HsmError::ck(token, "reading object attributes"))?;
+        let attrs = match s.get_attributes(
+            h,
+            &[
+                AttributeType::Class,
+                AttributeType::Id,
+                AttributeType::Label,
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+            ],
+        ) {
+            Ok(a) => a,
+            // An object whose attributes cannot be read (seen: a creation SIGKILLed inside
+            // SoftHSM2's db store) is listed as such, so the rest of the token is still checked.
+            Err(e) => {
+                out.push(TokenObject {
+                    id: ObjectId(Vec::new()),
+                    label: format!("(its attributes cannot be read: {e})"),
+                    class: "unreadable".into(),
+                    sensitive: None,
+                    extractable: None,
+                });
+                continue;
+            }
+        };
         let mut obj = TokenObject {
             id: ObjectId(Vec::new()),
             label: String::new(),

@@ -152,20 +152,30 @@ fn repo_root() -> PathBuf {
 impl Env {
     /// Two fresh tokens (`kms-primary`, `kms-backup`) and a ready `kms.toml`.
     pub fn new() -> Res<Env> {
-        Env::make(true)
+        Env::make(true, None)
+    }
+
+    /// Like [`Env::new`], with the tokens on SoftHSM2's object store `backend` ("file" or
+    /// "db": `scripts/setup-softhsm`'s `KMS_SOFTHSM_BACKEND`) whatever the run's default.
+    pub fn new_on_store(backend: &str) -> Res<Env> {
+        Env::make(true, Some(backend))
     }
 
     /// Like [`Env::new`], with the inventory on SQLite even when the run is on PostgreSQL.
     pub fn new_sqlite() -> Res<Env> {
-        Env::make(false)
+        Env::make(false, None)
     }
 
-    fn make(postgres: bool) -> Res<Env> {
+    fn make(postgres: bool, backend: Option<&str>) -> Res<Env> {
         let dir = tempfile::tempdir()?;
-        let out = Command::new("bash")
+        let mut setup = Command::new("bash");
+        setup
             .arg(repo_root().join("scripts/setup-softhsm"))
-            .env("KMS_DEV_DIR", dir.path())
-            .output()?;
+            .env("KMS_DEV_DIR", dir.path());
+        if let Some(backend) = backend {
+            setup.env("KMS_SOFTHSM_BACKEND", backend);
+        }
+        let out = setup.output()?;
         if !out.status.success() {
             return Err(format!(
                 "setup-softhsm failed: {}",
@@ -505,13 +515,16 @@ impl Env {
         self.path("softhsm2.conf")
     }
 
-    /// The SoftHSM2 directory of token `label`.
+    /// The SoftHSM2 directory of token `label` (its label is in `token.object` on the file
+    /// store, in `sqlite3.db` on the db store).
     pub fn token_dir(&self, label: &str) -> Res<PathBuf> {
         for entry in std::fs::read_dir(self.path("tokens"))? {
             let dir = entry?.path();
-            let meta = std::fs::read(dir.join("token.object")).unwrap_or_default();
-            if meta.windows(label.len()).any(|w| w == label.as_bytes()) {
-                return Ok(dir);
+            for file in ["token.object", "sqlite3.db"] {
+                let meta = std::fs::read(dir.join(file)).unwrap_or_default();
+                if meta.windows(label.len()).any(|w| w == label.as_bytes()) {
+                    return Ok(dir);
+                }
             }
         }
         Err(format!("no SoftHSM2 directory for token {label}").into())
