@@ -119,16 +119,21 @@ impl Engine {
         // The anchor first: another process may commit and anchor a change in between, and an
         // anchor read after the log could then be ahead of it.
         let newest = self.newest_anchor();
-        let now = self.inventory.change_log_state(None, None)?;
+        let last = self.inventory.last_change()?;
         let mut report = AnchorReport {
             anchored_changes: None,
             anchored_last: None,
-            changes: now.count,
-            last: now.last,
+            changes: self.inventory.change_count()?,
+            last,
             problem: None,
         };
         let Some(anchor) = newest else {
             return Ok(report);
+        };
+        let now = ChangeLogState {
+            last,
+            count: report.changes,
+            digest: String::new(),
         };
         report.anchored_changes = Some(anchor.log.count);
         report.anchored_last = Some(anchor.log.last);

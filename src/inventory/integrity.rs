@@ -785,6 +785,15 @@ impl Inventory {
         })
     }
 
+    /// How many changes the log holds.
+    pub fn change_count(&self) -> Result<i64, InventoryError> {
+        let conn = self.conn();
+        let n: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM row_changes")?
+            .query_row([], |r| r.get(0))?;
+        Ok(n)
+    }
+
     /// The last change number in the log (0 for none).
     pub fn last_change(&self) -> Result<i64, InventoryError> {
         let conn = self.conn();
