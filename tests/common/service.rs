@@ -63,7 +63,19 @@ impl Service {
     /// Like [`Service::start`], with `prepare` run on the environment before the service starts
     /// (edit the config, create keys, run a key ceremony, ...).
     pub fn start_with(prepare: impl FnOnce(&Env) -> Res<()>) -> Res<Service> {
-        let env = Env::new()?;
+        Service::start_on(Env::new()?, prepare)
+    }
+
+    /// Like [`Service::start_with`], with the tokens on SoftHSM2's object store `backend`
+    /// whatever the run's default (for tests about the file store's own files).
+    pub fn start_with_on_store(
+        backend: &str,
+        prepare: impl FnOnce(&Env) -> Res<()>,
+    ) -> Res<Service> {
+        Service::start_on(Env::new_on_store(backend)?, prepare)
+    }
+
+    fn start_on(env: Env, prepare: impl FnOnce(&Env) -> Res<()>) -> Res<Service> {
         prepare(&env)?;
         let pki = env.path("pki");
         dev_pki::ensure(&pki, CLIENTS, false)?;
