@@ -271,3 +271,114 @@ async fn kms_serve_refuses_a_log_edited_while_it_runs() -> TestResult {
     );
     Ok(())
 }
+
+// Found by an outside review of the first version of this work: each of these made kms re-seal
+// forged rows or destroy keys. Now each is refused.
+
+/// The issue-17 one-time tagging must never run again on an anchored inventory, whatever the
+/// audit table says: edited rows with their tags removed stay refused.
+#[test]
+fn the_one_time_tagging_never_reseals_edited_rows_once_anchored() -> TestResult {
+    let env = Env::new()?;
+    env.create("k", "ec-p384", "sign,verify")?;
+    env.create("sig", "ec-p384", "sign,verify")?;
+    let gid = grant_id(&env, "k")?;
+    env.ok(&["--reason", "leaver", "grant", "revoke", &gid])?;
+    env.ok(&["--reason", "INC", "key", "compromise", "sig"])?;
+    env.sql(&format!(
+        "UPDATE grants SET revoked_at = NULL, revoked_by = NULL, revoke_reason = NULL, integrity_tag = NULL, row_seq = NULL WHERE id = '{gid}';
+         UPDATE key_versions SET state = 'active', compromised_at = NULL, integrity_tag = NULL, row_seq = NULL
+           WHERE key_id = (SELECT id FROM keys WHERE name = 'sig') AND version = 1;
+         UPDATE audit SET outcome = 'error' WHERE action LIKE 'inventory.integrity-tagged%';"
+    ))?;
+    assert_fails(&sign_as_user(&env, "k")?, 4, &["carries no integrity tag"]);
+    assert_fails(
+        &sign_as_user(&env, "sig")?,
+        4,
+        &["carries no integrity tag"],
+    );
+    // Undoing the audit edit changes nothing: the rows were never re-sealed.
+    env.sql("UPDATE audit SET outcome = 'ok' WHERE action LIKE 'inventory.integrity-tagged%'")?;
+    assert_fails(&sign_as_user(&env, "k")?, 4, &["carries no integrity tag"]);
+    verify_names(&env, &["grants", &gid, "key_versions"])?;
+    Ok(())
+}
+
+/// An emptied change log (to pass for an inventory from before issue 23) is refused by the
+/// anchor before anything is tagged; a forged key row stays refused when the log is put back.
+#[test]
+fn an_emptied_change_log_reseals_nothing() -> TestResult {
+    let env = Env::new()?;
+    env.create("k", "ec-p384", "verify")?;
+    env.sql(&format!(
+        "CREATE TABLE saved_rc AS SELECT * FROM row_changes;
+         DELETE FROM row_changes;
+         UPDATE keys SET usage = 'sign,verify', owner = '{USER}', integrity_tag = NULL, row_seq = NULL WHERE name = 'k';"
+    ))?;
+    let o = env.run(&["key", "list"])?;
+    assert!(!o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("older than the token's anchor"),
+        "{}",
+        stderr(&o)
+    );
+    env.sql("INSERT INTO row_changes SELECT * FROM saved_rc;")?;
+    assert_fails(
+        &env.run(&["key", "show", "k"])?,
+        4,
+        &["keys row", "carries no integrity tag"],
+    );
+    Ok(())
+}
+
+/// `reconcile --repair` removes objects of creations that never activated: never an object of
+/// a version the inventory records, whatever its row says, and never kms's own keys'.
+#[test]
+fn reconcile_repair_destroys_no_recorded_key_whatever_its_row_says() -> TestResult {
+    let env = Env::new()?;
+    env.create("victim", "ec-p384", "sign,verify")?;
+    env.ok(&["audit", "checkpoint"])?; // makes kms-audit
+    let before = (
+        env.object_count("kms-primary")?,
+        env.object_count("kms-backup")?,
+    );
+    // (1) the rows say destroyed, their tags left as they were;
+    env.sql(
+        "CREATE TABLE saved_v AS SELECT * FROM key_versions;
+         UPDATE key_versions SET state = 'destroyed'
+           WHERE key_id IN (SELECT id FROM keys WHERE name IN ('victim', 'kms-audit'));",
+    )?;
+    let o = env.run(&["reconcile", "--repair"])?;
+    assert!(!o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        (
+            env.object_count("kms-primary")?,
+            env.object_count("kms-backup")?
+        ),
+        before,
+        "objects were destroyed: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    // (2) a forged compromise and destroy-version procedure, with the tagging gate's record
+    // turned off: nothing is re-sealed, nothing destroyed.
+    env.sql(
+        "DELETE FROM key_versions; INSERT INTO key_versions SELECT * FROM saved_v;
+         INSERT INTO compromises (id, key_id, version, reason, declared_by, declared_at, report)
+           SELECT 'c-forged', id, 1, 'forged', 'mallory', '2026-01-01T00:00:00Z', '{}' FROM keys WHERE name = 'victim';
+         INSERT INTO procedures (id, kind, key_id, version, step, state, data, started_by, started_at, updated_at)
+           SELECT 'p-forged', 'destroy-version', id, 1, 'intent', 'running', '{}', 'mallory', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z' FROM keys WHERE name = 'victim';
+         UPDATE audit SET outcome = 'error' WHERE action LIKE 'inventory.integrity-tagged%';",
+    )?;
+    let o = env.run(&["reconcile", "--repair"])?;
+    assert!(!o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        (
+            env.object_count("kms-primary")?,
+            env.object_count("kms-backup")?
+        ),
+        before
+    );
+    assert!(sign_as_user(&env, "victim")?.status.success());
+    Ok(())
+}

@@ -20,9 +20,12 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::integrity::INTEGRITY_KEY;
 use super::{Engine, EngineError};
 use crate::inventory::{ChangeLogState, CheckFailure};
+
+/// Where an inventory's anchor lives: the integrity key's tokens (name, serial) and its CKA_ID
+/// (hex).
+pub(crate) type AnchorPlaces = (Vec<(String, String)>, String);
 
 /// The CKA_APPLICATION of anchor objects.
 const APPLICATION: &str = "kms-anchor";
@@ -60,16 +63,11 @@ pub struct AnchorReport {
 
 impl Engine {
     /// Tokens (name, serial) holding the integrity key, and its CKA_ID (hex).
-    fn anchor_places(&self) -> Option<(Vec<(String, String)>, String)> {
-        let key = self.inventory.key(INTEGRITY_KEY).ok()?;
-        let v = key.current_version()?;
-        let mut places = vec![(v.token.clone(), v.token_serial.clone())];
-        places.extend(
-            v.copies
-                .iter()
-                .map(|c| (c.token.clone(), c.token_serial.clone())),
-        );
-        Some((places, v.object_id.to_hex()))
+    fn anchor_places(&self) -> Option<AnchorPlaces> {
+        self.anchor_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The newest anchor of this inventory that verifies, read without logging in.
@@ -106,7 +104,12 @@ impl Engine {
                     }
                     Err(CheckFailure::Unavailable { .. }) => continue,
                 }
-                if best.as_ref().is_none_or(|b| body.counter > b.counter) {
+                // The anchor that covers the most changes wins (two writers at once can write
+                // the same counter); the counter breaks ties.
+                if best
+                    .as_ref()
+                    .is_none_or(|b| (body.log.last, body.counter) > (b.log.last, b.counter))
+                {
                     best = Some(body);
                 }
             }
@@ -159,21 +162,22 @@ impl Engine {
         Ok(report)
     }
 
+    /// Whether a token holds an anchor of this inventory.
+    pub(super) fn anchor_exists(&self) -> bool {
+        self.newest_anchor().is_some()
+    }
+
     /// At open: refuse an inventory that does not match its anchor (every checked read fails,
-    /// naming why), and anchor the current state otherwise.
-    pub(super) fn enforce_anchor(&self) -> Result<(), EngineError> {
-        // An inventory without keys of its own is a fresh start (before `backup import`).
-        if self.anchor_places().is_none() {
-            return Ok(());
-        }
+    /// naming why); false when it was refused.
+    pub(super) fn enforce_anchor(&self) -> Result<bool, EngineError> {
         let report = self.check_anchor()?;
         if let Some(problem) = report.problem {
             tracing::error!(reason = %problem, "inventory does not match the token's anchor");
             self.refuse_inventory(problem);
-            return Ok(());
+            return Ok(false);
         }
         self.anchored.store(report.last, Ordering::Relaxed);
-        Ok(())
+        Ok(true)
     }
 
     /// `kms serve`, at each checkpoint tick: the change log is checked against the token's
@@ -254,21 +258,38 @@ impl Engine {
             sig: base64::engine::general_purpose::STANDARD.encode(sig),
         })
         .map_err(|e| EngineError::Incomplete(format!("encoding the anchor: {e}")))?;
-        let slot = format!(
-            "kms-anchor-{}-{}",
-            &integrity[..integrity.len().min(16)],
-            if body.counter.is_multiple_of(2) {
-                "a"
-            } else {
-                "b"
-            }
-        );
+        let slot = |ab: &str| format!("kms-anchor-{}-{ab}", &integrity[..integrity.len().min(16)]);
+        // A restore replaces both slots: the older inventory's anchors must not outrank it.
+        let slots = match (reset.is_some(), body.counter.is_multiple_of(2)) {
+            (true, _) => vec![slot("a"), slot("b")],
+            (false, true) => vec![slot("a")],
+            (false, false) => vec![slot("b")],
+        };
+        // Another process may have anchored more meanwhile: never replace a newer anchor.
+        if reset.is_none()
+            && self
+                .newest_anchor()
+                .is_some_and(|n| n.log.last > body.log.last)
+        {
+            return Ok(());
+        }
+        let ours = body.log.last;
+        let keep = |v: &[u8]| {
+            reset.is_none()
+                && serde_json::from_slice::<Stored>(v)
+                    .ok()
+                    .and_then(|s| serde_json::from_str::<Body>(&s.body).ok())
+                    .is_some_and(|b| b.log.last > ours)
+        };
         let mut written = 0;
         let mut errors = Vec::new();
         for (name, serial) in places {
             match self.hsm.token(&name) {
                 Ok(t) if t.serial() == serial => {
-                    match t.write_anchor(APPLICATION, &slot, &stored) {
+                    let all = slots
+                        .iter()
+                        .try_for_each(|slot| t.write_anchor(APPLICATION, slot, &stored, &keep));
+                    match all {
                         Ok(()) => written += 1,
                         Err(e) => errors.push(e.to_string()),
                     }

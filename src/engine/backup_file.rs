@@ -330,7 +330,7 @@ impl Engine {
                     self.inventory.restore_from(&tmp)?;
                     // The imported rows are tagged by the file's integrity key: check with it.
                     self.inventory.clear_integrity();
-                    self.setup_integrity()?;
+                    self.setup_integrity(false)?;
                     // The restored inventory is older than anything the tokens may have
                     // anchored: the officer's restore starts the anchor afresh from it.
                     self.write_anchor(Some("backup import --replace-inventory"))?;

@@ -262,6 +262,17 @@ impl Engine {
     }
 
     fn install_integrity(&self, version: u32, places: Vec<Place>, broken: Option<String>) {
+        // Where the anchor lives: the integrity key's places, as found when it was installed
+        // (never from a later, checked read that a bad row would make fail).
+        if let Some(first) = places.first() {
+            *self.anchor_at.lock().unwrap_or_else(|p| p.into_inner()) = Some((
+                places
+                    .iter()
+                    .map(|p| (p.token.clone(), p.serial.clone()))
+                    .collect(),
+                first.id.to_hex(),
+            ));
+        }
         self.inventory.set_integrity(Arc::new(HsmRowIntegrity {
             hsm: self.hsm.clone(),
             places,
@@ -313,7 +324,9 @@ impl Engine {
 
     /// At open: find (or, for a new or older inventory, make) the integrity key and install it
     /// in the inventory; tag an older inventory's rows once.
-    pub(super) fn setup_integrity(&self) -> Result<(), EngineError> {
+    /// With `check_anchor` (every open but an officer's restore), an inventory that does not
+    /// match the token's anchor is refused before anything else happens.
+    pub(super) fn setup_integrity(&self, check_anchor: bool) -> Result<(), EngineError> {
         let key = match self.inventory.key(INTEGRITY_KEY) {
             Ok(k) => Some(k),
             Err(InventoryError::NoSuchKey(_)) => None,
@@ -390,11 +403,22 @@ impl Engine {
             id: c.object_id.clone(),
         }));
         self.install_integrity(v.version, places, None);
+        // The token's anchor first: an inventory that does not match it is refused before
+        // anything is tagged. Once the token holds this inventory's anchor, rows are never
+        // tagged in bulk again (whatever the change log or the audit table now say).
+        let anchored = self.anchor_exists();
+        if check_anchor && anchored && !self.enforce_anchor()? {
+            return Ok(());
+        }
+        let mut tagged = false;
         // An inventory whose rows were never tagged (made before tags, or a first open
         // interrupted before the tagging committed) is tagged once, as an audited step.
-        if self.inventory.any_untagged(&TaggedTable::ALL)?
+        if !anchored
+            && self.inventory.last_change()? == 0
+            && self.inventory.any_untagged(&TaggedTable::ALL)?
             && !self.inventory.has_record_starting(TAGGED_ACTION, "")?
         {
+            tagged = true;
             self.tag_once(
                 TAGGED_ACTION,
                 &TaggedTable::ALL,
@@ -406,16 +430,25 @@ impl Engine {
         // disposals, procedures): their rows from before are tagged once, as an audited step,
         // and only in an inventory without any recorded change (one from before issue 23):
         // once kms has logged a change, an untagged row is a forged one.
-        if self.inventory.last_change()? == 0
+        if !anchored
+            && self.inventory.last_change()? == 0
             && self.inventory.any_untagged(&TaggedTable::SINCE_23)?
             && !self.inventory.has_record_starting(TAGGED_23_ACTION, "")?
         {
+            tagged = true;
             self.tag_once(
                 TAGGED_23_ACTION,
                 &TaggedTable::SINCE_23,
                 "keys, backup copies, access requests, signatures, compromises, disposals and procedures",
                 v.version,
             )?;
+        }
+        // The first anchor is written as soon as the rows are tagged, so that the one-time
+        // tagging can never run again on this inventory.
+        if tagged {
+            if let Err(e) = self.write_anchor(None) {
+                tracing::warn!(error = %e, "the inventory anchor could not be written to the token");
+            }
         }
         Ok(())
     }

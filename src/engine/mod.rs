@@ -96,6 +96,8 @@ pub struct Engine {
     singletons: std::sync::atomic::AtomicBool,
     /// The last change of the inventory's change log this process anchored on the token.
     anchored: std::sync::atomic::AtomicI64,
+    /// The integrity key's tokens (name, serial) and CKA_ID (hex): where the anchor lives.
+    anchor_at: std::sync::Mutex<Option<anchor::AnchorPlaces>>,
 }
 
 impl Engine {
@@ -127,9 +129,9 @@ impl Engine {
             refusals: connections::RefusalThrottle::default(),
             singletons: std::sync::atomic::AtomicBool::new(false),
             anchored: std::sync::atomic::AtomicI64::new(0),
+            anchor_at: std::sync::Mutex::new(None),
         };
-        engine.setup_integrity()?;
-        engine.enforce_anchor()?;
+        engine.setup_integrity(true)?;
         Ok(engine)
     }
 

@@ -103,6 +103,9 @@ struct Live {
     ids: BTreeSet<ObjectId>,
     /// `kms:NAME:vN` of every version not destroyed.
     labels: BTreeSet<String>,
+    /// `kms:NAME:vN` of every version the inventory records, in any state: never a leftover
+    /// (an unfinished creation's pending row is deleted when it is rolled back or abandoned).
+    recorded: BTreeSet<String>,
     /// CKA_IDs (hex) that a creation or rotation intent in the audit trail names.
     intended: BTreeSet<String>,
 }
@@ -121,10 +124,16 @@ impl Live {
         let Some((name, version)) = rest.rsplit_once(":v") else {
             return false;
         };
-        if name.is_empty() || name == "backup" || version.parse::<u32>().is_err() {
+        if name.is_empty()
+            || name == "backup"
+            || super::internal_key(name)
+            || version.parse::<u32>().is_err()
+        {
             return false;
         }
-        !self.labels.contains(&o.label) && self.intended.contains(&o.id.to_hex())
+        !self.labels.contains(&o.label)
+            && !self.recorded.contains(&o.label)
+            && self.intended.contains(&o.id.to_hex())
     }
 }
 
@@ -133,9 +142,17 @@ impl Engine {
         let mut live = Live {
             ids: BTreeSet::new(),
             labels: BTreeSet::new(),
+            recorded: BTreeSet::new(),
             intended: BTreeSet::new(),
         };
+        // A checked listing: a forged or edited row (a live version marked destroyed, say)
+        // fails it, and nothing is removed.
         for key in self.inventory.keys(&KeyFilter::default())? {
+            live.recorded.extend(
+                key.versions
+                    .iter()
+                    .map(|v| crate::model::object_label(&key.name, v.version)),
+            );
             for v in key.versions.iter().filter(|v| !v.state.is_destroyed()) {
                 live.ids.insert(v.object_id.clone());
                 live.ids

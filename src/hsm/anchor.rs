@@ -84,15 +84,33 @@ impl Token {
         self.run(|s| values(self.name(), s, application, None))
     }
 
-    /// Put `value` in the anchor slot `label`: the new object first, then the old ones go.
+    /// Put `value` in the anchor slot `label`: the new object first, then the old ones go —
+    /// except those whose value `keep` says must stay (a newer anchor another process wrote
+    /// meanwhile).
     pub fn write_anchor(
         &self,
         application: &str,
         label: &str,
         value: &[u8],
+        keep: &dyn Fn(&[u8]) -> bool,
     ) -> Result<(), HsmError> {
         self.run(|s| {
-            let old = handles(self.name(), s, application, Some(label))?;
+            let mut old = Vec::new();
+            for h in handles(self.name(), s, application, Some(label))? {
+                let kept = s
+                    .get_attributes(h, &[AttributeType::Value])
+                    .ok()
+                    .and_then(|attrs| {
+                        attrs.into_iter().find_map(|a| match a {
+                            Attribute::Value(v) => Some(keep(&v)),
+                            _ => None,
+                        })
+                    })
+                    .unwrap_or(false);
+                if !kept {
+                    old.push(h);
+                }
+            }
             let mut t = template(application, Some(label));
             t.extend([
                 Attribute::Token(true),

@@ -292,23 +292,35 @@ impl Inventory {
         Ok(key)
     }
 
-    /// Every key matching `filter`, by name.
+    /// Every key matching `filter`, by name. Each row (key, versions, copies) is checked like
+    /// [`Inventory::key`]: the engine acts on listings too (repair, reconcile, the scheduler,
+    /// backup sync), so one forged row fails the listing, named.
     pub fn keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>, InventoryError> {
+        let integrity = self.integrity();
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
-            "SELECT {KEY_COLUMNS} FROM keys
+            "SELECT {KEY_COLUMNS}{} FROM keys
              WHERE (CAST(?1 AS TEXT) IS NULL OR owner = ?1) AND (CAST(?2 AS TEXT) IS NULL OR classification = ?2)
-             ORDER BY name"
+             ORDER BY name",
+            super::integrity::tail(Table::Keys, "")
         ))?;
         let rows = stmt.query_map(
             params![filter.owner, filter.classification.map(|c| c.as_str())],
-            read_key,
+            |r| {
+                Ok(super::integrity::check_tail(
+                    &conn,
+                    integrity.as_ref(),
+                    Table::Keys,
+                    r,
+                    KEY_COLUMN_COUNT,
+                )
+                .and_then(|()| read_key(r)?))
+            },
         )?;
         let mut out = Vec::new();
         for r in rows {
             let mut key = r??;
-            // Listing checks no tags: nothing is authorized by a listing.
-            key.versions = versions(&conn, &key.id, None)?;
+            key.versions = versions(&conn, &key.id, integrity.as_ref())?;
             out.push(key);
         }
         Ok(out)
