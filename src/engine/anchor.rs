@@ -265,14 +265,8 @@ impl Engine {
             (false, true) => vec![slot("a")],
             (false, false) => vec![slot("b")],
         };
-        // Another process may have anchored more meanwhile: never replace a newer anchor.
-        if reset.is_none()
-            && self
-                .newest_anchor()
-                .is_some_and(|n| n.log.last > body.log.last)
-        {
-            return Ok(());
-        }
+        // Another process may anchor more meanwhile: its object is kept (and, covering more
+        // changes, it is the newest), never replaced by this one.
         let ours = body.log.last;
         let keep = |v: &[u8]| {
             reset.is_none()
