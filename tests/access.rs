@@ -631,3 +631,80 @@ fn an_approved_request_written_back_as_verified_is_not_approved_again() -> TestR
     assert_fails(&sign_as(&env, "carol")?, 4, &[]);
     Ok(())
 }
+
+#[test]
+fn one_card_carries_one_persons_approvals_at_registration_approval_and_use() -> TestResult {
+    let env = people()?;
+    // A second key pair on alice's card (a card with room for several keys).
+    let pem = env.import_card_key("alice", "approval2", "02")?;
+    let pin = common::cards::card_pin("alice");
+    let second = "pkcs11:token=alice-card;object=approval2";
+    // mallory's approval key on alice's card: refused at registration.
+    let o = env
+        .kms_as(OFFICER)
+        .env("CARD_PIN", &pin)
+        .args(["principal", "add", "mallory", "--role", "manager"])
+        .args(["--approval-key", second, "--card-pin", "env:CARD_PIN"])
+        .output()?;
+    assert_fails(
+        &o,
+        4,
+        &[
+            "already holds the approval key of 'alice'",
+            "one card carries one person's approvals",
+        ],
+    );
+    // Registered by its public key alone, kms cannot see the card then...
+    env.ok(&[
+        "principal",
+        "add",
+        "mallory",
+        "--role",
+        "manager",
+        "--approval-pubkey",
+        path(&pem)?,
+    ])?;
+    // ...but it sees it when the key signs: alice verifies, "mallory" approves on her card.
+    let id = request(&env, "carol", &[])?;
+    assert!(step(&env, "alice", "verify", &id)?.status.success());
+    let o = env
+        .kms_as("mallory")
+        .env("CARD_PIN", &pin)
+        .args([
+            "access",
+            "approve",
+            &id,
+            "--card",
+            second,
+            "--card-pin",
+            "env:CARD_PIN",
+        ])
+        .output()?;
+    assert_fails(&o, 4, &["already holds the approval key of 'alice'"]);
+    let o = env.ok(&["access", "show", &id, "--json"])?;
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(e["request"]["state"], "verified", "{e}");
+    assert_fails(&sign_as(&env, "carol")?, 4, &["no active grant"]);
+
+    // bob approves on his own card: a grant, and the evidence names both cards.
+    assert!(step(&env, "bob", "approve", &id)?.status.success());
+    assert!(sign_as(&env, "carol")?.status.success());
+    let o = env.ok(&["access", "show", &id, "--json"])?;
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let (c0, c1) = (&e["steps"][0]["card"], &e["steps"][1]["card"]);
+    assert!(
+        c0.as_str().is_some_and(|c| c.starts_with("pkcs11:serial=")),
+        "{e}"
+    );
+    assert_ne!(c0, c1, "{e}");
+    // At use: a grant whose verification and approval the inventory places on one card (an
+    // inventory from before this rule) is not honoured.
+    env.sql("UPDATE approval_keys SET card = (SELECT card FROM approval_keys WHERE principal = 'alice') WHERE principal = 'bob'")?;
+    env.retag()?;
+    assert_fails(
+        &sign_as(&env, "carol")?,
+        4,
+        &["same card", "two people must sign on two cards"],
+    );
+    Ok(())
+}

@@ -10,6 +10,9 @@
 mod common;
 use common::*;
 
+#[path = "smartcard/people.rs"]
+mod people;
+
 use std::process::{Command, Output};
 
 use serde_json::Value;

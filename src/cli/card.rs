@@ -55,6 +55,21 @@ pub enum CardCmd {
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
         new_pin: String,
     },
+    /// A person's card was lost (or stolen): end their approval keys on it and revoke every
+    /// grant in force that one of those keys signed (verification, approval, re-certification).
+    /// Signatures made before stay valid evidence; the person needs a new card (`card enrol`).
+    Lost {
+        /// Whose card.
+        principal: String,
+        /// The card's serial (PIV serial or token serial); default: their current card.
+        #[arg(long)]
+        serial: Option<String>,
+        /// How it was lost (ticket, report): recorded.
+        #[arg(long)]
+        justification: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(engine: &Engine, caller: &Caller, cmd: CardCmd) -> Result<(), CliError> {
@@ -132,6 +147,42 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: CardCmd) -> Result<(), CliErro
         } => {
             engine.card_unblock(caller, serial, &pin_source(&puk)?, &pin_source(&new_pin)?)?;
             println!("PIN unblocked");
+            Ok(())
+        }
+        CardCmd::Lost {
+            principal,
+            serial,
+            justification,
+            json,
+        } => {
+            let loss = engine.card_lost(caller, &principal, serial.as_deref(), &justification)?;
+            if json {
+                return print_json(&loss);
+            }
+            println!(
+                "card {} of '{}' reported lost: {} approval key(s) ended, {} grant(s) revoked{}",
+                loss.card,
+                loss.principal,
+                loss.keys_ended.len(),
+                loss.grants_revoked.len(),
+                if loss.grants_revoked.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", loss.grants_revoked.join(", "))
+                }
+            );
+            if !loss.open_requests.is_empty() {
+                println!(
+                    "open requests with a signature from this card (valid when made; deny them if in doubt): {}",
+                    loss.open_requests.join(", ")
+                );
+            }
+            if loss.current_key_lost {
+                println!(
+                    "'{}' has no approval key now: enrol a new card with `kms card enrol --principal {} --force`",
+                    loss.principal, loss.principal
+                );
+            }
             Ok(())
         }
     }

@@ -51,6 +51,13 @@ pub enum PrincipalCmd {
     },
     /// Disable a principal: refused from its next request on.
     Disable { name: String },
+    /// Every approval key a person ever had: the card it lives on and when it was theirs
+    /// (a signature counts if its key was the signer's when it was made).
+    Keys {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(engine: &Engine, caller: &Caller, cmd: PrincipalCmd) -> Result<(), CliError> {
@@ -149,6 +156,27 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: PrincipalCmd) -> Result<(), Cl
                 fmt_time(p.created_at),
                 p.created_by
             );
+            Ok(())
+        }
+        PrincipalCmd::Keys { name, json } => {
+            let keys = engine.approval_key_history(caller, &name)?;
+            if json {
+                return print_json(&keys);
+            }
+            let t = fmt_time;
+            let rows: Vec<Vec<String>> = keys
+                .iter()
+                .map(|k| {
+                    vec![
+                        k.id[..16].to_owned(),
+                        k.card.clone().unwrap_or_else(|| "-".into()),
+                        t(k.valid_from),
+                        k.valid_until.map(t).unwrap_or_else(|| "(current)".into()),
+                        k.end_reason.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print_table(&["KEY (SHA-256)", "CARD", "FROM", "UNTIL", "ENDED"], &rows);
             Ok(())
         }
         PrincipalCmd::Disable { name } => {

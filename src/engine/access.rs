@@ -100,20 +100,26 @@ impl Engine {
                 })?;
                 networks.push(net.to_string());
             }
-            let (approval_key, approval_key_uri) = match &req.approval_key {
+            // The key, and the card it lives on (all the ids that card is known by).
+            let (approval_key, approval_key_uri, cards) = match &req.approval_key {
                 Some(ApprovalKey::Card { uri, pin }) => {
                     let parsed: Pkcs11Uri = uri
                         .parse()
                         .map_err(|e: crate::hsm::UriError| EngineError::InvalidInput(e.to_string()))?;
-                    let (spki, _) = card_public_key(&parsed, &self.config.access.card_module, pin.clone())?;
-                    (Some(spki), Some(uri.clone()))
+                    let found = card_public_key(&parsed, &self.config.access.card_module, pin.clone())?;
+                    let cards = super::approval_keys::token_card_ids(&found.token_serial, &found.token_label);
+                    (Some(found.public_key), Some(uri.clone()), cards)
                 }
                 Some(ApprovalKey::Pem(pem)) => {
                     let spki = crate::softverify::spki_from_pem(pem)?;
-                    (Some(spki), None)
+                    (Some(spki), None, Vec::new())
                 }
-                Some(ApprovalKey::Piv { spki, uri }) => (Some(spki.clone()), Some(uri.clone())),
-                None => (None, None),
+                Some(ApprovalKey::Piv { spki, uri }) => (
+                    Some(spki.clone()),
+                    Some(uri.clone()),
+                    super::approval_keys::card_of_uri(uri).into_iter().collect(),
+                ),
+                None => (None, None, Vec::new()),
             };
             if let Some(k) = &approval_key {
                 if let Some(owner) = self.inventory.principal_by_approval_key(k)? {
@@ -123,6 +129,8 @@ impl Engine {
                     ));
                 }
             }
+            // One card, one person: no other person's approval key may live on the same card.
+            super::approval_keys::refuse_shared_card(&self.inventory, &req.name, &cards)?;
             if approval_key.is_none()
                 && matches!(req.role, Role::SecurityAdmin | Role::Manager)
             {
@@ -163,7 +171,7 @@ impl Engine {
                 }
             ));
             let entry = self.change_entry(caller, "principal.add", None, note);
-            self.inventory.add_principal(&p, &entry)?;
+            self.inventory.add_principal(&p, cards.first().map(String::as_str), &entry)?;
             note.recorded = true;
             Ok(p)
         })

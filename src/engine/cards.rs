@@ -9,6 +9,7 @@ use super::access::{ApprovalKey, NewPrincipal};
 use super::policy::require_role;
 use super::{Caller, Engine, EngineError, Refusal};
 use crate::config::PinSource;
+use crate::inventory::NewApprovalKey;
 use crate::model::Role;
 use crate::smartcard::{self, CardInfo, CardStatus, Enrolled};
 
@@ -152,6 +153,12 @@ impl Engine {
                     ));
                 }
             }
+            // One card, one person: no other person's approval key may live on it.
+            super::approval_keys::refuse_shared_card(
+                &self.inventory,
+                principal,
+                &[super::approval_keys::piv_card(card_serial)],
+            )?;
             let pin = pin.resolve_kind(&format!("card of {principal}"), "PIV")?;
             let mgm = mgm
                 .map(|m| m.resolve_kind(&format!("card of {principal}"), "management key"))
@@ -195,7 +202,7 @@ impl Engine {
                         },
                     )?;
                 }
-                Some(_) => {
+                Some(p) => {
                     note.detail = Some(format!(
                         "approval key of '{principal}' set to {uri} (sha256 {fingerprint}){}",
                         enrolled
@@ -205,10 +212,30 @@ impl Engine {
                             .unwrap_or_default()
                     ));
                     let entry = self.change_entry(caller, "card.enrol", None, note);
+                    // The old key stays in the history (ended now), so what it signed still
+                    // counts; a principal from before the history gets its old key's row now.
+                    let legacy = match (&p.approval_key, self.inventory.approval_keys_of(&p.name)?.is_empty()) {
+                        (Some(old), true) => Some(old.clone()),
+                        _ => None,
+                    };
+                    let legacy_card = p.approval_key_uri.as_deref().and_then(super::approval_keys::card_of_uri);
+                    let card = super::approval_keys::piv_card(enrolled.serial);
                     self.inventory.set_approval_key(
-                        principal,
-                        &enrolled.public_key,
-                        &uri,
+                        &NewApprovalKey {
+                            principal,
+                            public_key: &enrolled.public_key,
+                            uri: Some(&uri),
+                            card: Some(&card),
+                            valid_from: time::OffsetDateTime::now_utc(),
+                        },
+                        legacy.as_ref().map(|old| NewApprovalKey {
+                            principal,
+                            public_key: old,
+                            uri: p.approval_key_uri.as_deref(),
+                            card: legacy_card.as_deref(),
+                            valid_from: p.created_at,
+                        }).as_ref(),
+                        &caller.actor,
                         &entry,
                     )?;
                     note.recorded = true;

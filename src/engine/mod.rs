@@ -7,6 +7,7 @@
 
 mod access;
 mod anchor;
+mod approval_keys;
 mod audit;
 mod backup;
 mod backup_file;
@@ -36,6 +37,7 @@ mod verify_audit;
 mod xks;
 
 pub use access::{ApprovalKey, NewGrantRequest, NewPrincipal};
+pub use approval_keys::CardLoss;
 pub use backup::{BackupStatus, DrillReport, DrillResult, RestoreReport, SyncReport};
 pub use backup_file::{ExportReport, ImportReport, SEAL_KEY};
 pub use caller::{Caller, CallerKind};

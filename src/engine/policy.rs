@@ -135,15 +135,26 @@ pub(crate) fn check_grant(
         now,
     )?;
     let active: Vec<&Grant> = grants.iter().filter(|g| g.is_active(now)).collect();
-    if let Some(g) = active
+    // Every active grant for the operation is considered, not only the oldest: a grant that
+    // does not hold (its provenance fails) does not hide a newer one that does.
+    let mut unproven = None;
+    for g in active
         .iter()
-        .find(|g| op.is_none_or(|op| g.ops.contains(op)))
+        .filter(|g| op.is_none_or(|op| g.ops.contains(op)))
     {
         // The row must carry its HSM-made tag (an edit of key, principal, operations, validity,
-        // review deadline or revocation behind kms's back fails here), then its provenance.
+        // review deadline or revocation behind kms's back fails here, and is never skipped),
+        // then its provenance.
         inventory.check_grant_row(&g.id)?;
-        check_provenance(inventory, g)?;
-        return Ok(Some((*g).clone()));
+        match check_provenance(inventory, g) {
+            Ok(()) => return Ok(Some((*g).clone())),
+            Err(e) => {
+                unproven.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = unproven {
+        return Err(e);
     }
     if let (Some(g), Some(op)) = (active.first(), op) {
         return Err(EngineError::denied(
@@ -259,11 +270,15 @@ fn check_provenance(inventory: &Inventory, g: &Grant) -> Result<(), EngineError>
                     return refuse(format!("request {rid} has no {needed} signature"));
                 };
                 let expected = super::approval_message(&r, needed, &s.signer, s.note.as_deref());
-                let registered = inventory
-                    .principal(&s.signer)
-                    .ok()
-                    .and_then(|p| p.approval_key)
-                    .is_some_and(|k| k == s.public_key);
+                // The key was the signer's when they signed (a re-enrolled card keeps what it
+                // signed valid; issue 31).
+                let registered = super::approval_keys::key_of_signer_at(
+                    inventory,
+                    &s.signer,
+                    &s.public_key,
+                    s.signed_at,
+                )?
+                .is_some();
                 let valid = crate::softverify::key_type_of_spki(&s.public_key)
                     .and_then(|kt| {
                         crate::softverify::verify(kt, &s.public_key, &s.message, &s.signature)
@@ -278,6 +293,15 @@ fn check_provenance(inventory: &Inventory, g: &Grant) -> Result<(), EngineError>
                     && g.not_after > s.signed_at + r.duration.to_time() + time::Duration::minutes(1)
                 {
                     return refuse("it lasts longer than the approved duration".into());
+                }
+            }
+            // Two people on two cards signed it.
+            if let (Some(v), Some(a)) = (
+                steps.iter().find(|s| s.step == "verify"),
+                steps.iter().find(|s| s.step == "approve"),
+            ) {
+                if let Err(e) = super::approval_keys::check_two_signed(inventory, v, a) {
+                    return refuse(e.to_string());
                 }
             }
         }

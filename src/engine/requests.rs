@@ -71,8 +71,13 @@ pub struct StepEvidence {
     pub message_matches_request: bool,
     /// The signature verifies over the stored message with the stored public key.
     pub signature_valid: bool,
-    /// The stored public key is still the signer's registered approval key.
+    /// The stored public key was the signer's registered approval key when they signed (their
+    /// key history, issue 31: a re-enrolled card keeps what it signed valid).
     pub key_is_registered: bool,
+    /// The card the key lives on (`piv:SERIAL`, `pkcs11:serial=…`), when known.
+    pub card: Option<String>,
+    /// Whether the key is still the signer's current approval key.
+    pub key_is_current: bool,
     pub message_text: String,
     pub signature_b64: String,
     pub public_key_pem: String,
@@ -298,9 +303,29 @@ impl Engine {
                     ));
                 }
                 self.check_step(&r, verify)?;
+                // Two people on two cards, as far as the registry knows before the card is used
+                // (checked again with the card that signs).
+                let card = super::approval_keys::current_card(&self.inventory, &signer)?;
+                super::approval_keys::check_two_cards(
+                    &self.inventory,
+                    verify,
+                    &signer.name,
+                    card.as_deref(),
+                )?;
             }
             let message = approval_message(&r, step.as_str(), &signer.name, note_text);
-            let signed = self.sign_on_card(&signer, card, &message)?;
+            let (signed, on_card) = self.sign_on_card(&signer, card, &message)?;
+            if step == Step::Approve {
+                // Two people on two cards: the approval's card is not the verification's.
+                if let Some(verify) = earlier.iter().find(|s| s.step == "verify") {
+                    super::approval_keys::check_two_cards(
+                        &self.inventory,
+                        verify,
+                        &signer.name,
+                        on_card.as_deref(),
+                    )?;
+                }
+            }
             let now = OffsetDateTime::now_utc();
             let record = SignedStep {
                 subject: id.to_owned(),
@@ -443,7 +468,7 @@ impl Engine {
             }
             let due = now + self.config.access.review_every.to_time();
             let message = recertify_message(&g, &signer.name, due);
-            let signature = self.sign_on_card(&signer, card, &message)?;
+            let (signature, _) = self.sign_on_card(&signer, card, &message)?;
             let record = SignedStep {
                 subject: grant_id.to_owned(),
                 step: "recertify".into(),
@@ -517,7 +542,13 @@ impl Engine {
         let signature_valid = softverify::key_type_of_spki(&s.public_key)
             .and_then(|kt| softverify::verify(kt, &s.public_key, &s.message, &s.signature))
             .unwrap_or(false);
-        let key_is_registered = self
+        let period = super::approval_keys::key_of_signer_at(
+            &self.inventory,
+            &s.signer,
+            &s.public_key,
+            s.signed_at,
+        )?;
+        let key_is_current = self
             .inventory
             .principal(&s.signer)
             .ok()
@@ -529,7 +560,9 @@ impl Engine {
         Ok(StepEvidence {
             message_matches_request: expected == s.message,
             signature_valid,
-            key_is_registered,
+            key_is_registered: period.is_some(),
+            card: period.and_then(|p| p.card),
+            key_is_current,
             message_text: String::from_utf8_lossy(&s.message).into_owned(),
             signature_b64: base64::engine::general_purpose::STANDARD.encode(&s.signature),
             public_key_pem: pem,
@@ -552,19 +585,20 @@ impl Engine {
         if !e.signature_valid || !e.key_is_registered {
             return Err(EngineError::denied(
                 Refusal::BadSignature,
-                format!("the {} signature of '{}' on request {} does not verify against their registered key", s.step, s.signer, r.id),
+                format!("the {} signature of '{}' on request {} does not verify against the approval key registered to them when they signed", s.step, s.signer, r.id),
             ));
         }
         Ok(())
     }
 
     /// Sign on the signer's card and check the signature against their *registered* key.
+    /// Returns the signature and the card it counts as made on ([`Engine::signing_card`]).
     pub(crate) fn sign_on_card(
         &self,
         signer: &Principal,
         card: &CardAccess,
         message: &[u8],
-    ) -> Result<Vec<u8>, EngineError> {
+    ) -> Result<(Vec<u8>, Option<String>), EngineError> {
         let registered = signer.approval_key.as_deref().ok_or_else(|| {
             EngineError::denied(
                 Refusal::BadSignature,
@@ -598,7 +632,8 @@ impl Engine {
                     ),
                 ));
             }
-            return Ok(signature);
+            let on = self.signing_card(signer, &[super::approval_keys::piv_card(piv.serial)])?;
+            return Ok((signature, on));
         }
         let uri: Pkcs11Uri = uri_text
             .parse()
@@ -621,6 +656,10 @@ impl Engine {
                 ),
             ));
         }
-        Ok(signed.signature)
+        let on = self.signing_card(
+            signer,
+            &super::approval_keys::token_card_ids(&signed.token_serial, &signed.token_label),
+        )?;
+        Ok((signed.signature, on))
     }
 }

@@ -39,7 +39,7 @@ pub use error::HsmError;
 pub use identity::Expected;
 pub use keygen::GeneratedKey;
 pub use objects::{lookups_total, TokenObject};
-pub use personal::{card_public_key, sign_with_card, CardSignature};
+pub use personal::{card_public_key, sign_with_card, CardKey, CardSignature};
 pub use token::{Token, TokenDescription};
 pub use uri::{Pkcs11Uri, UriError};
 pub use wrap::DataKey;

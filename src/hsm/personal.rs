@@ -19,6 +19,9 @@ pub struct CardSignature {
     /// SubjectPublicKeyInfo DER of the signing key.
     pub public_key: Vec<u8>,
     pub key_type: KeyType,
+    /// The token that signed (which card it is).
+    pub token_serial: String,
+    pub token_label: String,
 }
 
 /// A URI's `module-path` is honoured only when it names the configured card module: loading a
@@ -94,6 +97,8 @@ pub fn sign_with_card(
         signature,
         public_key,
         key_type,
+        token_serial: token.serial().to_owned(),
+        token_label: token.label().to_owned(),
     })
 }
 
@@ -103,12 +108,28 @@ pub fn card_public_key(
     uri: &Pkcs11Uri,
     default_module: &Path,
     pin: PinSource,
-) -> Result<(Vec<u8>, KeyType), HsmError> {
+) -> Result<CardKey, HsmError> {
     check_module(uri, default_module)?;
     let cfg = card_config(uri, default_module, pin);
     let token = Token::open(&cfg)?;
     let (id, key_type) = locate(&token, uri)?;
-    Ok((token.public_key(&id, key_type)?, key_type))
+    Ok(CardKey {
+        public_key: token.public_key(&id, key_type)?,
+        key_type,
+        token_serial: token.serial().to_owned(),
+        token_label: token.label().to_owned(),
+    })
+}
+
+/// A key on a person's token, as found there.
+#[derive(Debug, Clone)]
+pub struct CardKey {
+    /// SubjectPublicKeyInfo DER.
+    pub public_key: Vec<u8>,
+    pub key_type: KeyType,
+    /// The token holding it (which card it is).
+    pub token_serial: String,
+    pub token_label: String,
 }
 
 /// Find the private key the URI names (by CKA_LABEL and/or CKA_ID); return its CKA_ID and type.

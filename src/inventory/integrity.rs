@@ -55,10 +55,11 @@ pub enum Table {
     Compromises,
     Disposals,
     Procedures,
+    ApprovalKeys,
 }
 
 impl Table {
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Principals,
         Table::Grants,
         Table::KeyVersions,
@@ -70,6 +71,7 @@ impl Table {
         Table::Compromises,
         Table::Disposals,
         Table::Procedures,
+        Table::ApprovalKeys,
     ];
 
     /// The tables that carry tags since issue 23 (their rows from before are tagged once).
@@ -96,6 +98,7 @@ impl Table {
             Table::Compromises => "compromises",
             Table::Disposals => "disposals",
             Table::Procedures => "procedures",
+            Table::ApprovalKeys => "approval_keys",
         }
     }
 
@@ -249,6 +252,17 @@ impl Table {
                 "data",
                 "started_by",
                 "started_at",
+            ],
+            Table::ApprovalKeys => &[
+                "id",
+                "principal",
+                "public_key",
+                "uri",
+                "card",
+                "valid_from",
+                "valid_until",
+                "end_reason",
+                "ended_by",
             ],
         }
     }

@@ -352,6 +352,27 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (key_id, version)
     );
     "#,
+    // 13: every approval key a person ever had (issue 31), with the card it lives on and the
+    //     period it was theirs: a signature counts if its key was the signer's when it was made,
+    //     so re-enrolling a lost or replaced card keeps the grants signed before valid, and a
+    //     card (by serial) holds the approval keys of one person only. Tagged like principals.
+    r#"
+    CREATE TABLE approval_keys (
+        id            TEXT PRIMARY KEY,
+        principal     TEXT NOT NULL,
+        public_key    BLOB NOT NULL UNIQUE,
+        uri           TEXT,
+        card          TEXT,
+        valid_from    TEXT NOT NULL,
+        valid_until   TEXT,
+        end_reason    TEXT,
+        ended_by      TEXT,
+        integrity_tag BLOB,
+        row_seq       INTEGER
+    );
+    CREATE INDEX approval_keys_principal ON approval_keys (principal);
+    CREATE INDEX approval_keys_card ON approval_keys (card);
+    "#,
 ];
 
 /// `PRAGMA application_id` of a KMS inventory ("KMSI"): a SQLite file of another application is
@@ -464,6 +485,7 @@ fn for_postgres(n: usize, sql: &str) -> String {
             "disposals",
             "procedures",
         ],
+        13 => &["approval_keys"],
         _ => &[],
     };
     {

@@ -3,6 +3,7 @@
 //! One SQLite file, created 0600, holding key metadata (A8), key versions (token, CKA_ID, state,
 //! public key) and audit rows. Never key material, never a PIN.
 
+mod approval_keys;
 mod audit;
 mod audit_writer;
 mod backups;
@@ -28,6 +29,7 @@ use sql::Connection;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+pub use approval_keys::{approval_key_id, ApprovalKeyPeriod, NewApprovalKey};
 pub use audit::{written_on_this_thread, StoredRecord, GENESIS};
 pub use backups::{NeverCopyable, NewBackupPair};
 pub use error::InventoryError;

@@ -3,6 +3,7 @@
 use super::sql::{params, OptionalExtension, Row};
 use time::OffsetDateTime;
 
+use super::approval_keys::{end_open_periods, insert_approval_key, NewApprovalKey};
 use super::integrity::{check_tail, guarded, tag_where, tail, Table};
 use super::records::{AuditEntry, Principal};
 use super::{fmt_time, parse_time, Inventory, InventoryError};
@@ -16,7 +17,13 @@ impl Inventory {
     /// Register a principal. A duplicate name or certificate is refused.
     /// The audit record of the registration is written in the same transaction: no principal
     /// exists without its record.
-    pub fn add_principal(&self, p: &Principal, audit: &AuditEntry) -> Result<(), InventoryError> {
+    /// The approval key, if any, starts its history (issue 31) on `card`.
+    pub fn add_principal(
+        &self,
+        p: &Principal,
+        card: Option<&str>,
+        audit: &AuditEntry,
+    ) -> Result<(), InventoryError> {
         let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
@@ -58,6 +65,19 @@ impl Inventory {
                     "name = ?1",
                     &[&p.name],
                 )?;
+                if let Some(spki) = &p.approval_key {
+                    insert_approval_key(
+                        &tx,
+                        integrity.as_ref(),
+                        &NewApprovalKey {
+                            principal: &p.name,
+                            public_key: spki,
+                            uri: p.approval_key_uri.as_deref(),
+                            card,
+                            valid_from: p.created_at,
+                        },
+                    )?;
+                }
                 super::audit::insert(&tx, audit)?;
                 tx.commit()?;
                 Ok(())
@@ -65,14 +85,17 @@ impl Inventory {
         }
     }
 
-    /// Replace a principal's approval key (a card enrolment), with the audit record.
+    /// Replace a principal's approval key (a card enrolment), with the audit record. The key's
+    /// history keeps the old key, ended `replaced` now (`legacy` is the old key's row for a
+    /// principal registered before the history existed), so signatures made with it still count.
     pub fn set_approval_key(
         &self,
-        name: &str,
-        spki: &[u8],
-        uri: &str,
+        new: &NewApprovalKey<'_>,
+        legacy: Option<&NewApprovalKey<'_>>,
+        by: &str,
         audit: &AuditEntry,
     ) -> Result<(), InventoryError> {
+        let name = new.principal;
         let integrity = self.integrity();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
@@ -85,7 +108,7 @@ impl Inventory {
             |tx| {
                 Ok(tx.execute(
                 "UPDATE principals SET approval_key = ?2, approval_key_uri = ?3 WHERE name = ?1",
-                params![name, spki, uri],
+                params![name, new.public_key, new.uri],
             )?)
             },
         )?;
@@ -94,6 +117,19 @@ impl Inventory {
                 "no principal named '{name}'"
             )));
         }
+        if let Some(old) = legacy {
+            insert_approval_key(&tx, integrity.as_ref(), old)?;
+        }
+        end_open_periods(
+            &tx,
+            integrity.as_ref(),
+            name,
+            None,
+            "replaced",
+            by,
+            new.valid_from,
+        )?;
+        insert_approval_key(&tx, integrity.as_ref(), new)?;
         super::audit::insert(&tx, audit)?;
         tx.commit()?;
         Ok(())
@@ -155,12 +191,13 @@ impl Inventory {
         )?)
     }
 
-    /// The principal an approval key (SPKI DER) is registered to, if any.
+    /// The principal an approval key (SPKI DER) is or was registered to, if any.
     pub fn principal_by_approval_key(&self, spki: &[u8]) -> Result<Option<String>, InventoryError> {
         Ok(self
             .conn()
             .query_row(
-                "SELECT name FROM principals WHERE approval_key = ?1",
+                "SELECT name FROM principals WHERE approval_key = ?1
+                 UNION SELECT principal FROM approval_keys WHERE public_key = ?1",
                 [spki],
                 |r| r.get(0),
             )

@@ -66,6 +66,58 @@ impl Env {
         Ok(())
     }
 
+    /// One more EC P-384 key pair on `person`'s card, labelled `label` (CKA_ID `id`, hex): made
+    /// by openssl and written to the card, so its public key is at hand as PEM (returned).
+    pub fn import_card_key(&self, person: &str, label: &str, id: &str) -> Res<std::path::PathBuf> {
+        let base = self.path(&format!("{person}-{label}"));
+        let file = |ext: &str| base.with_extension(ext);
+        let openssl = |args: &str, input: &std::path::Path, out: &std::path::Path| -> Res<()> {
+            let o = Command::new("openssl")
+                .args(args.split_whitespace())
+                .arg("-in")
+                .arg(input)
+                .arg("-out")
+                .arg(out)
+                .output()?;
+            if !o.status.success() {
+                return Err(
+                    format!("openssl {args}: {}", String::from_utf8_lossy(&o.stderr)).into(),
+                );
+            }
+            Ok(())
+        };
+        let (key, p8, pub_der, pem) = (file("key"), file("p8"), file("pub"), file("pem"));
+        let o = Command::new("openssl")
+            .args(["ecparam", "-genkey", "-name", "secp384r1", "-noout", "-out"])
+            .arg(&key)
+            .output()?;
+        if !o.status.success() {
+            return Err(format!("openssl ecparam: {}", String::from_utf8_lossy(&o.stderr)).into());
+        }
+        openssl("pkcs8 -topk8 -nocrypt -outform DER", &key, &p8)?;
+        openssl("pkey -pubout -outform DER", &key, &pub_der)?;
+        openssl("pkey -pubout", &key, &pem)?;
+        for (what, f) in [("privkey", &p8), ("pubkey", &pub_der)] {
+            let out = Command::new("pkcs11-tool")
+                .env("SOFTHSM2_CONF", self.softhsm_conf())
+                .args(["--module", &self.module()?])
+                .args(["--token-label", &format!("{person}-card")])
+                .args(["--login", "--pin", &card_pin(person)])
+                .arg("--write-object")
+                .arg(f)
+                .args(["--type", what, "--label", label, "--id", id])
+                .output()?;
+            if !out.status.success() {
+                return Err(
+                    format!("write {what}: {}", String::from_utf8_lossy(&out.stderr)).into(),
+                );
+            }
+        }
+        std::fs::remove_file(&key)?;
+        std::fs::remove_file(&p8)?;
+        Ok(pem)
+    }
+
     /// Register `person` with `role` and the approval key on their card.
     pub fn register_person(&self, person: &str, role: &str) -> Res<()> {
         self.make_card(person)?;

@@ -218,9 +218,26 @@ impl Engine {
                     ));
                 }
                 self.check_disposal_step(&d, &key, v)?;
+                let card = crate::engine::approval_keys::current_card(&self.inventory, &signer)?;
+                crate::engine::approval_keys::check_two_cards(
+                    &self.inventory,
+                    v,
+                    &signer.name,
+                    card.as_deref(),
+                )?;
             }
             let message = disposal_message(&d, &key, step.as_str(), &signer.name);
-            let signature = self.sign_on_card(&signer, card, &message)?;
+            let (signature, on_card) = self.sign_on_card(&signer, card, &message)?;
+            if step == Step::Approve {
+                if let Some(v) = earlier.iter().find(|s| s.step == "verify") {
+                    crate::engine::approval_keys::check_two_cards(
+                        &self.inventory,
+                        v,
+                        &signer.name,
+                        on_card.as_deref(),
+                    )?;
+                }
+            }
             let now = OffsetDateTime::now_utc();
             let record = SignedStep {
                 subject: id.to_owned(),
@@ -499,6 +516,7 @@ impl Engine {
         let (verify, approve) = (step("verify")?, step("approve")?);
         self.check_disposal_step(d, name, verify)?;
         self.check_disposal_step(d, name, approve)?;
+        crate::engine::approval_keys::check_two_signed(&self.inventory, verify, approve)?;
         let role_of = |who: &str| self.inventory.principal(who).ok().map(|p| p.role);
         if role_of(&verify.signer) != Some(Role::SecurityAdmin)
             || role_of(&approve.signer) != Some(Role::Manager)
@@ -573,12 +591,14 @@ impl Engine {
         let valid = crate::softverify::key_type_of_spki(&s.public_key)
             .and_then(|kt| crate::softverify::verify(kt, &s.public_key, &s.message, &s.signature))
             .unwrap_or(false);
-        let registered = self
-            .inventory
-            .principal(&s.signer)
-            .ok()
-            .and_then(|p| p.approval_key)
-            .is_some_and(|k| k == s.public_key);
+        // The key must have been the signer's when they signed (their key history).
+        let registered = crate::engine::approval_keys::key_of_signer_at(
+            &self.inventory,
+            &s.signer,
+            &s.public_key,
+            s.signed_at,
+        )?
+        .is_some();
         if expected != s.message || !valid || !registered {
             return Err(EngineError::denied(
                 Refusal::BadSignature,
