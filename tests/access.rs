@@ -708,3 +708,98 @@ fn one_card_carries_one_persons_approvals_at_registration_approval_and_use() -> 
     );
     Ok(())
 }
+
+#[test]
+fn a_replaced_token_keeps_its_grants_and_reporting_it_lost_revokes_exactly_them() -> TestResult {
+    let env = people()?;
+    let first = request(&env, "carol", &[])?;
+    assert!(step(&env, "alice", "verify", &first)?.status.success());
+    assert!(step(&env, "bob", "approve", &first)?.status.success());
+    let o = env.ok(&["principal", "keys", "alice", "--json"])?;
+    let keys: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let old_card = keys[0]["card"].as_str().ok_or("card")?.to_owned();
+    assert!(old_card.starts_with("pkcs11:serial="), "{keys}");
+
+    // alice's token is replaced by a new one (a new key); her first grant still holds.
+    env.make_card("alice-new")?;
+    let new_pin = common::cards::card_pin("alice-new");
+    let o = env
+        .kms_as(OFFICER)
+        .env("CARD_PIN", &new_pin)
+        .args(["principal", "rekey", "alice"])
+        .args([
+            "--approval-key",
+            &card_uri("alice-new"),
+            "--card-pin",
+            "env:CARD_PIN",
+        ])
+        .output()?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        sign_as(&env, "carol")?.status.success(),
+        "the first grant holds"
+    );
+    // The old token no longer signs for her; the new one does.
+    let second = request(&env, "carol", &[])?;
+    assert_fails(
+        &env.as_person(
+            "alice",
+            &[
+                "access",
+                "verify",
+                &second,
+                "--card",
+                &card_uri("alice"),
+                "--card-pin",
+                "env:CARD_PIN",
+            ],
+        )?,
+        4,
+        &["not the approval key registered for 'alice'"],
+    );
+    let o = env
+        .kms_as("alice")
+        .env("CARD_PIN", &new_pin)
+        .args(["access", "verify", &second, "--card-pin", "env:CARD_PIN"])
+        .output()?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(step(&env, "bob", "approve", &second)?.status.success());
+
+    // The old token is reported lost: exactly the first grant is revoked; carol keeps the second.
+    let o = env.ok(&[
+        "card",
+        "lost",
+        "alice",
+        "--serial",
+        &old_card,
+        "--justification",
+        "INC-9 token lost",
+        "--json",
+    ])?;
+    let loss: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let grant_of = |id: &str| -> Res<serde_json::Value> {
+        let o = env.ok(&["access", "show", id, "--json"])?;
+        Ok(serde_json::from_slice::<serde_json::Value>(&o.stdout)?["request"]["grant_id"].clone())
+    };
+    assert_eq!(
+        loss["grants_revoked"],
+        serde_json::json!([grant_of(&first)?]),
+        "{loss}"
+    );
+    assert!(
+        sign_as(&env, "carol")?.status.success(),
+        "the second grant serves"
+    );
+    // The records say who did what, and why.
+    let o = env.ok(&["audit", "list", "--json", "--limit", "1000"])?;
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let rows = rows.as_array().ok_or("rows")?;
+    assert!(rows
+        .iter()
+        .any(|r| r["action"] == "principal.rekey" && r["outcome"] == "ok"));
+    assert!(rows.iter().any(|r| r["action"] == "card.lost"
+        && r["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("INC-9 token lost"))));
+    Ok(())
+}

@@ -58,6 +58,24 @@ pub enum PrincipalCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Give a person a new approval key (their card was replaced or lost). The old key stays in
+    /// their key history: what it signed still counts. PIV cards: `kms card enrol --force`.
+    Rekey {
+        name: String,
+        /// The new key on the token they hold (PKCS#11 URI).
+        #[arg(
+            long,
+            value_name = "PKCS11-URI",
+            required_unless_present = "approval_pubkey"
+        )]
+        approval_key: Option<String>,
+        /// PIN source for reading that token: env:VAR, file:PATH or prompt.
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        card_pin: String,
+        /// The new public key as PEM, when the card cannot be reached from this host.
+        #[arg(long, value_name = "PEM", conflicts_with = "approval_key")]
+        approval_pubkey: Option<PathBuf>,
+    },
 }
 
 pub fn run(engine: &Engine, caller: &Caller, cmd: PrincipalCmd) -> Result<(), CliError> {
@@ -156,6 +174,28 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: PrincipalCmd) -> Result<(), Cl
                 fmt_time(p.created_at),
                 p.created_by
             );
+            Ok(())
+        }
+        PrincipalCmd::Rekey {
+            name,
+            approval_key,
+            card_pin,
+            approval_pubkey,
+        } => {
+            let key = match (approval_key, approval_pubkey) {
+                (Some(uri), _) => ApprovalKey::Card {
+                    uri,
+                    pin: super::access::pin_source(&card_pin)?,
+                },
+                (None, Some(path)) => ApprovalKey::Pem(read_input(&path)?),
+                (None, None) => {
+                    return Err(CliError::Usage(
+                        "give the new key: --approval-key URI or --approval-pubkey PEM".into(),
+                    ))
+                }
+            };
+            engine.rekey_principal(caller, &name, &key)?;
+            println!("'{name}' has a new approval key; the old one stays in their key history (kms principal keys {name})");
             Ok(())
         }
         PrincipalCmd::Keys { name, json } => {

@@ -9,7 +9,6 @@ use super::access::{ApprovalKey, NewPrincipal};
 use super::policy::require_role;
 use super::{Caller, Engine, EngineError, Refusal};
 use crate::config::PinSource;
-use crate::inventory::NewApprovalKey;
 use crate::model::Role;
 use crate::smartcard::{self, CardInfo, CardStatus, Enrolled};
 
@@ -212,30 +211,12 @@ impl Engine {
                             .unwrap_or_default()
                     ));
                     let entry = self.change_entry(caller, "card.enrol", None, note);
-                    // The old key stays in the history (ended now), so what it signed still
-                    // counts; a principal from before the history gets its old key's row now.
-                    let legacy = match (&p.approval_key, self.inventory.approval_keys_of(&p.name)?.is_empty()) {
-                        (Some(old), true) => Some(old.clone()),
-                        _ => None,
-                    };
-                    let legacy_card = p.approval_key_uri.as_deref().and_then(super::approval_keys::card_of_uri);
                     let card = super::approval_keys::piv_card(enrolled.serial);
-                    self.inventory.set_approval_key(
-                        &NewApprovalKey {
-                            principal,
-                            public_key: &enrolled.public_key,
-                            uri: Some(&uri),
-                            card: Some(&card),
-                            valid_from: time::OffsetDateTime::now_utc(),
-                        },
-                        legacy.as_ref().map(|old| NewApprovalKey {
-                            principal,
-                            public_key: old,
-                            uri: p.approval_key_uri.as_deref(),
-                            card: legacy_card.as_deref(),
-                            valid_from: p.created_at,
-                        }).as_ref(),
-                        &caller.actor,
+                    self.set_approval_key_of(
+                        &p,
+                        &enrolled.public_key,
+                        Some(&uri),
+                        Some(&card),
                         &entry,
                     )?;
                     note.recorded = true;
