@@ -335,10 +335,15 @@ fn print_evidence(e: &RequestEvidence) {
             } else {
                 "; request altered since signing"
             },
-            if s.key_is_registered {
-                ""
+            if !s.key_is_registered {
+                "; key was not the signer's approval key when signed".to_owned()
+            } else if !s.key_is_current {
+                format!(
+                    "; on {} (a card since replaced)",
+                    s.card.as_deref().unwrap_or("a card")
+                )
             } else {
-                "; key no longer registered"
+                s.card.as_deref().map(|c| format!("; on {c}")).unwrap_or_default()
             },
         );
     }
