@@ -803,3 +803,69 @@ fn a_replaced_token_keeps_its_grants_and_reporting_it_lost_revokes_exactly_them(
             .is_some_and(|d| d.contains("INC-9 token lost"))));
     Ok(())
 }
+
+#[test]
+fn a_person_registered_before_key_histories_keeps_their_grants_when_rekeyed() -> TestResult {
+    let env = people()?;
+    let first = request(&env, "carol", &[])?;
+    assert!(step(&env, "alice", "verify", &first)?.status.success());
+    assert!(step(&env, "bob", "approve", &first)?.status.success());
+    // An inventory from before issue 31: nobody has a key history yet.
+    env.sql("DELETE FROM approval_keys")?;
+    env.retag()?;
+    assert!(sign_as(&env, "carol")?.status.success());
+    let o = env.ok(&["principal", "keys", "alice", "--json"])?;
+    let keys: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(keys[0]["card"], "pkcs11:token=alice-card", "{keys}");
+    // bob's key may not move onto alice's card (known by its label from her URI).
+    env.import_card_key("alice", "approval2", "02")?;
+    let o = env
+        .kms_as(OFFICER)
+        .env("CARD_PIN", common::cards::card_pin("alice"))
+        .args(["principal", "rekey", "bob"])
+        .args([
+            "--approval-key",
+            "pkcs11:token=alice-card;object=approval2",
+            "--card-pin",
+            "env:CARD_PIN",
+        ])
+        .output()?;
+    assert_fails(&o, 4, &["already holds the approval key of 'alice'"]);
+    // alice gets a new token: her old key gets its row, ended, and her grant holds.
+    env.make_card("alice-new")?;
+    let o = env
+        .kms_as(OFFICER)
+        .env("CARD_PIN", common::cards::card_pin("alice-new"))
+        .args(["principal", "rekey", "alice"])
+        .args([
+            "--approval-key",
+            &card_uri("alice-new"),
+            "--card-pin",
+            "env:CARD_PIN",
+        ])
+        .output()?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(sign_as(&env, "carol")?.status.success(), "the grant holds");
+    let o = env.ok(&["principal", "keys", "alice", "--json"])?;
+    let keys: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(keys.as_array().map(Vec::len), Some(2), "{keys}");
+    assert_eq!(keys[0]["end_reason"], "replaced", "{keys}");
+    let o = env.ok(&[
+        "card",
+        "lost",
+        "alice",
+        "--serial",
+        "pkcs11:token=alice-card",
+        "--justification",
+        "INC-10",
+        "--json",
+    ])?;
+    let loss: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(
+        loss["grants_revoked"].as_array().map(Vec::len),
+        Some(1),
+        "{loss}"
+    );
+    assert_fails(&sign_as(&env, "carol")?, 4, &["no active grant"]);
+    Ok(())
+}

@@ -343,7 +343,10 @@ fn print_evidence(e: &RequestEvidence) {
                     s.card.as_deref().unwrap_or("a card")
                 )
             } else {
-                s.card.as_deref().map(|c| format!("; on {c}")).unwrap_or_default()
+                s.card
+                    .as_deref()
+                    .map(|c| format!("; on {c}"))
+                    .unwrap_or_default()
             },
         );
     }
