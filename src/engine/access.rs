@@ -55,6 +55,9 @@ pub struct NewGrantRequest {
     pub justification: String,
 }
 
+/// An approval key's SubjectPublicKeyInfo, where it lives, and the ids of its card.
+type ResolvedKey = (Vec<u8>, Option<String>, Vec<String>);
+
 impl Engine {
     /// Register a principal: applications by the SHA-256 fingerprint of their client
     /// certificate; people by the public key of the approval key on the token they hold.
@@ -166,10 +169,7 @@ impl Engine {
 
     /// An approval key as given (on a PKCS#11 token, as PEM, or on a PIV card): its public key,
     /// where it lives, and the ids of the card holding it (none for a bare public key).
-    fn resolve_approval_key(
-        &self,
-        key: &ApprovalKey,
-    ) -> Result<(Vec<u8>, Option<String>, Vec<String>), EngineError> {
+    fn resolve_approval_key(&self, key: &ApprovalKey) -> Result<ResolvedKey, EngineError> {
         Ok(match key {
             ApprovalKey::Card { uri, pin } => {
                 let parsed: Pkcs11Uri = uri
