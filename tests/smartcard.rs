@@ -10,6 +10,9 @@
 mod common;
 use common::*;
 
+#[path = "smartcard/errors.rs"]
+mod errors;
+
 use std::process::{Command, Output};
 
 use serde_json::Value;

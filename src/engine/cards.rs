@@ -10,7 +10,7 @@ use super::policy::require_role;
 use super::{Caller, Engine, EngineError, Refusal};
 use crate::config::PinSource;
 use crate::model::Role;
-use crate::smartcard::{self, CardInfo, CardStatus, Enrolled};
+use crate::smartcard::{self, CardStatus, Enrolled, Listing};
 
 /// A PIV key: card serial and slot, written `piv:serial=N;slot=9c`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,13 +61,21 @@ pub struct Enrolment {
 }
 
 impl Engine {
-    /// Cards the PC/SC stack sees.
-    pub fn card_list(&self, caller: &Caller) -> Result<Vec<CardInfo>, EngineError> {
+    /// Cards the PC/SC stack sees, and readers holding a card that did not answer.
+    pub fn card_list(&self, caller: &Caller) -> Result<Listing, EngineError> {
         self.audited(caller, "card.list", None, |note| {
             super::policy::acting_principal(&self.inventory, caller)?;
-            let cards = smartcard::list()?;
-            note.detail = Some(format!("{} card(s)", cards.len()));
-            Ok(cards)
+            let listing = smartcard::list()?;
+            note.detail = Some(format!(
+                "{} card(s){}",
+                listing.cards.len(),
+                if listing.unreachable.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} reader(s) not answering", listing.unreachable.len())
+                }
+            ));
+            Ok(listing)
         })
     }
 
