@@ -32,7 +32,7 @@ pub enum CardError {
     },
     /// A step got no answer within its time budget: the card is frozen, or another program
     /// holds it for a long transaction.
-    #[error("card {} (reader {reader}) did not answer within {:.1} s during {op} ({step}): it is busy (another program holds it) or not responding; remove and re-insert it, then run the command again — {consequence}", card(.serial), .waited.as_secs_f32())]
+    #[error("card {} did not answer within {:.1} s during {op} ({step}; reader '{reader}'): it is busy (another program holds it) or not responding; remove and re-insert it, then run the command again — {consequence}", card(.serial), .waited.as_secs_f32())]
     NotAnswering {
         serial: Option<u32>,
         reader: String,

@@ -31,6 +31,14 @@ pub(crate) enum ReaderNow {
 /// Every reader PC/SC lists, with its state, read with a zero timeout (no connection, no
 /// waiting on any card).
 pub(crate) fn readers() -> Result<Vec<(String, ReaderNow)>, CardError> {
+    // A reader unplugged between the listing and the state read fails the read: once more.
+    match readers_once() {
+        Err(CardError::Card(_)) => readers_once(),
+        other => other,
+    }
+}
+
+fn readers_once() -> Result<Vec<(String, ReaderNow)>, CardError> {
     let ctx = pcsc::Context::establish(pcsc::Scope::System).map_err(pcsc_error)?;
     let names = match ctx.list_readers_owned() {
         Ok(n) => n,

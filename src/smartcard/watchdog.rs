@@ -293,3 +293,63 @@ fn settled_state(reader: &str) -> ReaderNow {
     }
     now
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No card needed: a worker that never reports back stands for a frozen card.
+    #[test]
+    fn a_stuck_worker_fails_later_calls_to_its_card_fast_and_no_others() {
+        let stuck_card = Some(4_000_000_001);
+        let (release, released) = mpsc::channel::<()>();
+        let started = Instant::now();
+        let r = run("test operation", stuck_card, move |w| {
+            w.step_for("waiting on the card", Duration::from_millis(200));
+            let _ = released.recv();
+            Ok(())
+        });
+        assert!(
+            matches!(
+                r,
+                Err(CardError::NotAnswering {
+                    step: "waiting on the card",
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // The same card again: at once, without another waiting thread.
+        let again = Instant::now();
+        let r = run("test operation", stuck_card, |_| Ok(()));
+        assert!(matches!(r, Err(CardError::StillStuck { .. })), "{r:?}");
+        assert!(again.elapsed() < Duration::from_millis(100));
+        // Another card is not affected.
+        assert_eq!(
+            run("test operation", Some(4_000_000_002), |_| Ok(7)).ok(),
+            Some(7)
+        );
+        // Once the worker returns, its card is usable again.
+        let _ = release.send(());
+        let until = Instant::now() + Duration::from_secs(2);
+        while run("test operation", stuck_card, |_| Ok(())).is_err() {
+            assert!(Instant::now() < until, "the card stayed marked as stuck");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A semantic error is never re-diagnosed (no reader is read for it).
+    #[test]
+    fn a_wrong_pin_stays_a_wrong_pin() {
+        let e = diagnose(
+            CardError::WrongPin { tries_left: 2 },
+            "test operation",
+            "verifying the PIN",
+            Some("no such reader"),
+            Some(1),
+            UNCHANGED,
+        );
+        assert!(matches!(e, CardError::WrongPin { tries_left: 2 }), "{e:?}");
+    }
+}

@@ -455,5 +455,32 @@ fn a_frozen_card_fails_fast_and_blocks_no_other_card() -> TestResult {
         cmd(&env, OFFICER, &["card", "status", "--serial", &x]),
     )?;
     assert!(o.status.success(), "{}", stderr(&o));
+
+    // Frozen in the middle of reading it: the step that got no answer is named.
+    let started = Instant::now();
+    let child = cmd(&env, OFFICER, &["card", "status", "--serial", &x])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(900));
+    own.freeze()?;
+    let o = child.wait_with_output()?;
+    let took = started.elapsed();
+    eprintln!(
+        "measured: frozen mid-read: card status: {:.2} s {}",
+        took.as_secs_f64(),
+        stderr(&o).trim()
+    );
+    assert!(took < HANG, "{took:?}");
+    assert_fails(
+        &o,
+        5,
+        &[
+            &silent,
+            "during card status (reading the slots' certificates;",
+            what,
+            "nothing was changed on it",
+        ],
+    );
     Ok(())
 }
