@@ -147,7 +147,7 @@ impl Engine {
             let slot_id = smartcard::parse_slot(slot)?;
             // Which card, and is the slot someone's? A slot holding an inventory key or another
             // person's approval key is never overwritten, --force or not.
-            let card_serial = smartcard::status(serial)?.info.serial;
+            let card_serial = smartcard::status_for("card enrolment", serial)?.info.serial;
             let slot_hex = smartcard::slot_name(slot_id);
             let own_uri = PivUri { serial: card_serial, slot: slot_hex.clone() }.to_string();
             if let Some(owner) = self.card_slot_owner(card_serial, &slot_hex)? {
@@ -255,7 +255,11 @@ impl Engine {
                 &[Role::SecurityOfficer],
                 "unblock cards",
             )?;
-            let serial = Some(smartcard::status(serial)?.info.serial);
+            let serial = Some(
+                smartcard::status_for("unblocking a card PIN", serial)?
+                    .info
+                    .serial,
+            );
             let puk = puk.resolve_kind("card", "PUK")?;
             let new_pin = new_pin.resolve_kind("card", "new PIV")?;
             smartcard::unblock(serial, &puk, &new_pin)?;

@@ -43,7 +43,7 @@ pub enum CardError {
     },
     /// An earlier operation on this card is still waiting for it (in this process): fail fast
     /// rather than pile up another waiting thread.
-    #[error("card {} (reader {reader}) is still not answering: an earlier {op} has waited {}s for it; remove and re-insert it", card(.serial), .since.as_secs())]
+    #[error("card {} is still not answering (reader '{reader}'): an earlier {op} has waited {} s for it; remove and re-insert it", card(.serial), .since.as_secs())]
     StillStuck {
         serial: Option<u32>,
         reader: String,
@@ -55,7 +55,7 @@ pub enum CardError {
     #[error("{}; the cards that answered are listed", .0.iter().map(Unreachable::to_string).collect::<Vec<_>>().join("; "))]
     Unlisted(Vec<Unreachable>),
     /// Another program holds the card exclusively (PC/SC sharing violation).
-    #[error("card {} (reader {reader}) is busy: another program holds it exclusively (e.g. gpg's scdaemon, a browser or a PKCS#11 application); close it and run the command again — nothing was changed on the card", card(.serial))]
+    #[error("card {} is busy: another program holds it exclusively (reader '{reader}'; e.g. gpg's scdaemon, a browser or a PKCS#11 application); close it and run the command again — nothing was changed on the card", card(.serial))]
     Busy { serial: Option<u32>, reader: String },
     #[error("several cards are present ({}); say which with --serial", .0.iter().map(u32::to_string).collect::<Vec<_>>().join(", "))]
     SeveralCards(Vec<u32>),
@@ -145,20 +145,16 @@ fn no_card(serial: &Option<u32>, present: &[u32], unreachable: &[Unreachable]) -
         )
     };
     if let (Some(s), false) = (serial, unreachable.is_empty()) {
-        // The card asked for did not answer, and a reader holds a card that did not either:
-        // most likely that is it.
+        // The card asked for did not answer, and readers hold cards that did not either: it
+        // is most likely one of them.
         return format!(
-            "card {s} did not answer within {:.1} s: {} — busy (another program holds it) or not responding; remove and re-insert it, then run the command again ({answered})",
+            "card {s} did not answer within {:.1} s; {}: one of them is probably card {s} — close the program holding it, or remove and re-insert it, then run the command again ({answered})",
             super::readers::PROBE_DEADLINE.as_secs_f32(),
             unreachable
                 .iter()
-                .map(|u| if u.busy {
-                    format!("the card in reader '{}' is held by another program", u.reader)
-                } else {
-                    format!("the card in reader '{}' does not answer", u.reader)
-                })
+                .map(Unreachable::to_string)
                 .collect::<Vec<_>>()
-                .join("; ")
+                .join("; "),
         );
     }
     let mut out = match serial {

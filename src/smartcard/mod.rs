@@ -102,16 +102,18 @@ fn open(serial: Option<u32>, op: &'static str) -> Result<YubiKey, CardError> {
             _ => return Err(CardError::SeveralCards(present)),
         }
     }
-    if serial.is_none() && present.is_empty() && p.unreachable.len() == 1 {
+    // One reader's card did not answer and the card asked for is not elsewhere (or none was
+    // named and no other card answered): that is the card, busy or not answering.
+    if p.unreachable.len() == 1 && (serial.is_some() || present.is_empty()) {
         let u = p.unreachable.remove(0);
         return Err(if u.busy {
             CardError::Busy {
-                serial: None,
+                serial,
                 reader: u.reader,
             }
         } else {
             CardError::NotAnswering {
-                serial: None,
+                serial,
                 reader: u.reader,
                 op,
                 step: "finding the card",
@@ -190,7 +192,12 @@ fn cert_object_id(slot: u8) -> u32 {
 
 /// Serial, firmware, PIN tries left, slots in use.
 pub fn status(serial: Option<u32>) -> Result<CardStatus, CardError> {
-    watchdog::run("card status", serial, move |w| {
+    status_for("card status", serial)
+}
+
+/// [`status`] as the first step of operation `op` (named in error messages).
+pub fn status_for(op: &'static str, serial: Option<u32>) -> Result<CardStatus, CardError> {
+    watchdog::run(op, serial, move |w| {
         let mut yk = w.open(serial)?;
         w.step("reading the PIN tries counter");
         let pin_tries_left = match yk.get_pin_retries() {
