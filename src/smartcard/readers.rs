@@ -182,6 +182,7 @@ pub(crate) fn probe(want: Option<u32>, connect_all: bool) -> Result<Probed, Card
                         cards.push(info);
                         match yk {
                             Some(yk) if wanted => {
+                                mark_later(pending, deadline);
                                 return Ok(Probed {
                                     cards,
                                     unreachable,
@@ -222,6 +223,26 @@ pub(crate) fn probe(want: Option<u32>, connect_all: bool) -> Result<Probed, Card
         opened: None,
         connected,
     })
+}
+
+/// Probes still running when the card asked for answered: any still running at the deadline is
+/// remembered as stuck (as if waited for), so that a long-lived process (`kms serve`) does not
+/// start another probe on a frozen reader at every call.
+fn mark_later(pending: Vec<(String, std::sync::Arc<Stuck>)>, deadline: Instant) {
+    if pending.is_empty() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("kms-card-probe-reaper".into())
+        .spawn(move || {
+            std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+            for (reader, flag) in pending {
+                watchdog::mark_stuck(&reader, None, &flag);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::debug!(error = %e, "could not start the probe reaper");
+    }
 }
 
 fn probe_one(reader: &str, want: Option<u32>, connect_all: bool) -> ProbeResult {
