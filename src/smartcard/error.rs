@@ -50,6 +50,18 @@ pub enum CardError {
         op: &'static str,
         since: std::time::Duration,
     },
+    /// Another program reset the card (or took it over) in the middle of the operation.
+    #[error("card {} was reset by another program during {op} ({step}); run the command again — {consequence}", card(.serial))]
+    Interrupted {
+        serial: Option<u32>,
+        op: &'static str,
+        step: &'static str,
+        consequence: &'static str,
+    },
+    /// A PC/SC reset or sharing violation, before [`CardError::Interrupted`]/[`CardError::Busy`]
+    /// say on which card and during what.
+    #[error("the card was reset or taken by another program; run the command again")]
+    Contended { sharing_violation: bool },
     /// `kms card list`: readers holding a card that did not answer (the cards that did are
     /// listed).
     #[error("{}; the cards that answered are listed", .0.iter().map(Unreachable::to_string).collect::<Vec<_>>().join("; "))]
@@ -192,6 +204,16 @@ impl CardError {
             yubikey::Error::PcscError {
                 inner: Some(pcsc::Error::NoService | pcsc::Error::ServiceStopped),
             } => CardError::NoReader,
+            yubikey::Error::PcscError {
+                inner: Some(pcsc::Error::ResetCard),
+            } => CardError::Contended {
+                sharing_violation: false,
+            },
+            yubikey::Error::PcscError {
+                inner: Some(pcsc::Error::SharingViolation),
+            } => CardError::Contended {
+                sharing_violation: true,
+            },
             other => CardError::Card(other.to_string()),
         }
     }
@@ -218,6 +240,7 @@ impl CardError {
                 | CardError::NotAnswering { .. }
                 | CardError::StillStuck { .. }
                 | CardError::Busy { .. }
+                | CardError::Interrupted { .. }
                 | CardError::Unlisted(_)
                 | CardError::NoReader
         )

@@ -246,7 +246,7 @@ fn mark_later(pending: Vec<(String, std::sync::Arc<Stuck>)>, deadline: Instant) 
 }
 
 fn probe_one(reader: &str, want: Option<u32>, connect_all: bool) -> ProbeResult {
-    let opened = (|| {
+    let open = || {
         let mut ctx = yubikey::reader::Context::open()?;
         for r in ctx.iter()? {
             if r.name() == reader {
@@ -254,7 +254,22 @@ fn probe_one(reader: &str, want: Option<u32>, connect_all: bool) -> ProbeResult 
             }
         }
         Err(yubikey::Error::NotFound)
-    })();
+    };
+    // Another program's disconnect resets the card (the PC/SC default), which fails a read in
+    // progress: a failed probe is tried again while the card is still in the reader (the
+    // caller's deadline bounds it all).
+    let mut opened = open();
+    for _ in 0..3 {
+        let retry = matches!(
+            &opened,
+            Err(e) if !matches!(e, yubikey::Error::PcscError { inner: Some(pcsc::Error::SharingViolation) })
+        ) && matches!(reader_now(reader), ReaderNow::Card { .. });
+        if !retry {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        opened = open();
+    }
     match opened {
         Ok(yk) => {
             let info = CardInfo {

@@ -272,7 +272,21 @@ fn diagnose(
             serial,
             reader: reader.to_owned(),
         },
-        ReaderNow::Card { exclusive: false } => e,
+        ReaderNow::Card { exclusive: false } => match e {
+            CardError::Contended {
+                sharing_violation: true,
+            } => CardError::Busy {
+                serial,
+                reader: reader.to_owned(),
+            },
+            CardError::Contended { .. } => CardError::Interrupted {
+                serial,
+                op,
+                step,
+                consequence,
+            },
+            other => other,
+        },
     }
 }
 
