@@ -10,6 +10,8 @@
 mod common;
 use common::*;
 
+#[path = "smartcard/errors.rs"]
+mod errors;
 #[path = "smartcard/people.rs"]
 mod people;
 

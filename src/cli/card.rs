@@ -75,16 +75,25 @@ pub enum CardCmd {
 pub fn run(engine: &Engine, caller: &Caller, cmd: CardCmd) -> Result<(), CliError> {
     match cmd {
         CardCmd::List { json } => {
-            let cards = engine.card_list(caller)?;
+            let listing = engine.card_list(caller)?;
             if json {
-                return print_json(&cards);
+                print_json(&listing.cards)?;
+            } else {
+                let rows: Vec<Vec<String>> = listing
+                    .cards
+                    .iter()
+                    .map(|c| vec![c.serial.to_string(), c.version.clone(), c.reader.clone()])
+                    .collect();
+                print_table(&["SERIAL", "FIRMWARE", "READER"], &rows);
             }
-            let rows: Vec<Vec<String>> = cards
-                .iter()
-                .map(|c| vec![c.serial.to_string(), c.version.clone(), c.reader.clone()])
-                .collect();
-            print_table(&["SERIAL", "FIRMWARE", "READER"], &rows);
-            Ok(())
+            // The cards that answered are listed; a reader whose card did not answer makes
+            // the command fail, saying which (a script must not take the list as complete).
+            if listing.unreachable.is_empty() {
+                return Ok(());
+            }
+            Err(CliError::Engine(crate::engine::EngineError::Card(
+                crate::smartcard::CardError::Unlisted(listing.unreachable),
+            )))
         }
         CardCmd::Status { serial, json } => {
             let s = engine.card_status(caller, serial)?;

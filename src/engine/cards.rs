@@ -10,7 +10,7 @@ use super::policy::require_role;
 use super::{Caller, Engine, EngineError, Refusal};
 use crate::config::PinSource;
 use crate::model::Role;
-use crate::smartcard::{self, CardInfo, CardStatus, Enrolled};
+use crate::smartcard::{self, CardStatus, Enrolled, Listing};
 
 /// A PIV key: card serial and slot, written `piv:serial=N;slot=9c`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,13 +61,21 @@ pub struct Enrolment {
 }
 
 impl Engine {
-    /// Cards the PC/SC stack sees.
-    pub fn card_list(&self, caller: &Caller) -> Result<Vec<CardInfo>, EngineError> {
+    /// Cards the PC/SC stack sees, and readers holding a card that did not answer.
+    pub fn card_list(&self, caller: &Caller) -> Result<Listing, EngineError> {
         self.audited(caller, "card.list", None, |note| {
             super::policy::acting_principal(&self.inventory, caller)?;
-            let cards = smartcard::list()?;
-            note.detail = Some(format!("{} card(s)", cards.len()));
-            Ok(cards)
+            let listing = smartcard::list()?;
+            note.detail = Some(format!(
+                "{} card(s){}",
+                listing.cards.len(),
+                if listing.unreachable.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} reader(s) not answering", listing.unreachable.len())
+                }
+            ));
+            Ok(listing)
         })
     }
 
@@ -139,7 +147,7 @@ impl Engine {
             let slot_id = smartcard::parse_slot(slot)?;
             // Which card, and is the slot someone's? A slot holding an inventory key or another
             // person's approval key is never overwritten, --force or not.
-            let card_serial = smartcard::status(serial)?.info.serial;
+            let card_serial = smartcard::status_for("card enrolment", serial)?.info.serial;
             let slot_hex = smartcard::slot_name(slot_id);
             let own_uri = PivUri { serial: card_serial, slot: slot_hex.clone() }.to_string();
             if let Some(owner) = self.card_slot_owner(card_serial, &slot_hex)? {
@@ -255,7 +263,11 @@ impl Engine {
                 &[Role::SecurityOfficer],
                 "unblock cards",
             )?;
-            let serial = Some(smartcard::status(serial)?.info.serial);
+            let serial = Some(
+                smartcard::status_for("unblocking a card PIN", serial)?
+                    .info
+                    .serial,
+            );
             let puk = puk.resolve_kind("card", "PUK")?;
             let new_pin = new_pin.resolve_kind("card", "new PIV")?;
             smartcard::unblock(serial, &puk, &new_pin)?;

@@ -203,6 +203,17 @@ impl EngineError {
             EngineError::Card(crate::smartcard::CardError::WrongPin { .. }) => "wrong-pin",
             EngineError::Card(crate::smartcard::CardError::PinBlocked) => "pin-locked",
             EngineError::Card(crate::smartcard::CardError::SlotInUse { .. }) => "slot-in-use",
+            EngineError::Card(
+                crate::smartcard::CardError::Removed { .. }
+                | crate::smartcard::CardError::ReaderGone { .. },
+            ) => "card-removed",
+            EngineError::Card(
+                crate::smartcard::CardError::NotAnswering { .. }
+                | crate::smartcard::CardError::StillStuck { .. }
+                | crate::smartcard::CardError::Unlisted(_),
+            ) => "card-not-answering",
+            EngineError::Card(crate::smartcard::CardError::Busy { .. }) => "card-busy",
+            EngineError::Card(crate::smartcard::CardError::NoCard { .. }) => "card-not-found",
             EngineError::Card(_) => "card-error",
             EngineError::Config(_) => "config-error",
             EngineError::Misconfigured(_) => "config-mismatch",

@@ -173,6 +173,16 @@ impl From<EngineError> for Problem {
                     "the key's token is not available; try again later",
                 )
             }
+            // A card-resident key whose card is pulled, frozen or busy: the token is not
+            // available (the operator's log says which card and what happened).
+            EngineError::Card(e) => {
+                tracing::error!(error = %e, "card error");
+                Problem::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "token-unavailable",
+                    "the key's token is not available; try again later",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "internal error");
                 Problem::new(S::INTERNAL_SERVER_ERROR, "internal", "internal error")

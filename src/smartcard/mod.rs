@@ -11,14 +11,17 @@
 //! passed to the card and dropped (zeroized).
 
 mod error;
+mod readers;
+mod watchdog;
 
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Serialize;
 use yubikey::certificate::{CertInfo, Certificate};
 use yubikey::piv::{self, AlgorithmId, SlotId};
-use yubikey::{MgmKey, PinPolicy, Serial, TouchPolicy, YubiKey};
+use yubikey::{MgmKey, PinPolicy, TouchPolicy, YubiKey};
 
-pub use error::CardError;
+pub use error::{CardError, Unreachable};
+use watchdog::{Watch, KEYGEN, UNCHANGED};
 
 /// A card the PC/SC stack sees.
 #[derive(Debug, Clone, Serialize)]
@@ -62,66 +65,68 @@ pub fn slot_name(slot: SlotId) -> String {
     format!("{:02x}", u8::from(slot))
 }
 
-/// Every card on every reader.
-pub fn list() -> Result<Vec<CardInfo>, CardError> {
-    let mut ctx = yubikey::reader::Context::open().map_err(CardError::from_yk)?;
-    let mut out = Vec::new();
-    for reader in ctx.iter().map_err(CardError::from_yk)? {
-        let name = reader.name().into_owned();
-        if let Ok(yk) = reader.open() {
-            out.push(CardInfo {
-                serial: yk.serial().0,
-                version: yk.version().to_string(),
-                reader: name,
-            });
-        }
-    }
-    Ok(out)
+/// What `kms card list` finds: the cards that answered, and readers holding a card that did
+/// not (frozen, or held by another program). Empty readers are not listed.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub cards: Vec<CardInfo>,
+    pub unreachable: Vec<Unreachable>,
 }
 
-/// Open the card with `serial`, or the only card present. Finding a card by serial reads every
-/// reader; a reader another process is using right now fails that read, so a miss is retried a
-/// few times before the card is called absent.
-fn open(serial: Option<u32>) -> Result<YubiKey, CardError> {
-    let mut attempt = 0u64;
-    loop {
-        match open_once(serial) {
-            Err(CardError::NoCard { .. }) | Err(CardError::Card(_)) if attempt < 8 => {
-                attempt += 1;
-                std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
-            }
-            other => return other,
-        }
-    }
+/// Every card on every reader that holds one (each read in parallel, within the probe deadline).
+pub fn list() -> Result<Listing, CardError> {
+    let p = readers::probe(None, false)?;
+    Ok(Listing {
+        cards: p.cards,
+        unreachable: p.unreachable,
+    })
 }
 
-fn open_once(serial: Option<u32>) -> Result<YubiKey, CardError> {
-    match serial {
-        Some(s) => YubiKey::open_by_serial(Serial(s)).map_err(|e| match e {
-            yubikey::Error::NotFound => CardError::NoCard {
-                serial: Some(s),
-                present: list()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|c| c.serial)
-                    .collect(),
-            },
-            other => CardError::from_yk(other),
-        }),
-        None => {
-            let cards = list()?;
-            match cards.len() {
-                0 => Err(CardError::NoCard {
-                    serial: None,
-                    present: Vec::new(),
-                }),
-                1 => YubiKey::open().map_err(CardError::from_yk),
-                _ => Err(CardError::SeveralCards(
-                    cards.iter().map(|c| c.serial).collect(),
-                )),
+/// Connect to the card with `serial`, or to the only card present. Only readers holding a card
+/// are asked, all at once, and the first answer of the card asked for wins; a reader that does
+/// not answer within the probe deadline is reported, not waited for.
+fn open(serial: Option<u32>, op: &'static str) -> Result<YubiKey, CardError> {
+    let mut p = readers::probe(serial, serial.is_none())?;
+    if let Some(yk) = p.opened.take() {
+        return Ok(yk);
+    }
+    let present: Vec<u32> = p.cards.iter().map(|c| c.serial).collect();
+    if serial.is_none() && p.unreachable.is_empty() {
+        match p.connected.len() {
+            1 => {
+                if let Some(yk) = p.connected.pop() {
+                    return Ok(yk);
+                }
             }
+            0 => {}
+            _ => return Err(CardError::SeveralCards(present)),
         }
     }
+    // One reader's card did not answer and the card asked for is not elsewhere (or none was
+    // named and no other card answered): that is the card, busy or not answering.
+    if p.unreachable.len() == 1 && (serial.is_some() || present.is_empty()) {
+        let u = p.unreachable.remove(0);
+        return Err(if u.busy {
+            CardError::Busy {
+                serial,
+                reader: u.reader,
+            }
+        } else {
+            CardError::NotAnswering {
+                serial,
+                reader: u.reader,
+                op,
+                step: "finding the card",
+                waited: readers::PROBE_DEADLINE,
+                consequence: UNCHANGED,
+            }
+        });
+    }
+    Err(CardError::NoCard {
+        serial,
+        present,
+        unreachable: p.unreachable,
+    })
 }
 
 fn info(yk: &YubiKey) -> CardInfo {
@@ -132,7 +137,13 @@ fn info(yk: &YubiKey) -> CardInfo {
     }
 }
 
-fn slots_in_use(yk: &mut YubiKey) -> Vec<SlotUse> {
+/// A read failed because of the connection (card gone, reader gone, PC/SC trouble), not because
+/// of what the card holds.
+fn lost(e: &yubikey::Error) -> bool {
+    matches!(e, yubikey::Error::PcscError { .. })
+}
+
+fn slots_in_use(yk: &mut YubiKey, w: &Watch) -> Result<Vec<SlotUse>, CardError> {
     let mut out = Vec::new();
     let mut candidates = vec![0x9a, 0x9c, 0x9d, 0x9e];
     candidates.extend(0x82..=0x95);
@@ -140,24 +151,31 @@ fn slots_in_use(yk: &mut YubiKey) -> Vec<SlotUse> {
         let Ok(slot) = SlotId::try_from(b) else {
             continue;
         };
+        w.step("reading the slots' certificates");
         // Certificate::read panics on an empty certificate object (what a deleted certificate
         // leaves behind), so the object is fetched first and only a non-empty one parsed.
-        let present = yk
-            .fetch_object(cert_object_id(b))
-            .is_ok_and(|buf| buf.len() > 4);
+        let present = match yk.fetch_object(cert_object_id(b)) {
+            Ok(buf) => buf.len() > 4,
+            Err(e) if lost(&e) => return Err(CardError::from_yk(e)),
+            Err(_) => false,
+        };
         if !present {
             continue;
         }
-        if let Ok(cert) = Certificate::read(yk, slot) {
-            use x509_cert::der::Encode as _;
-            out.push(SlotUse {
-                slot: slot_name(slot),
-                subject: cert.subject().to_string(),
-                public_key: cert.subject_pki().to_der().unwrap_or_default(),
-            });
+        match Certificate::read(yk, slot) {
+            Ok(cert) => {
+                use x509_cert::der::Encode as _;
+                out.push(SlotUse {
+                    slot: slot_name(slot),
+                    subject: cert.subject().to_string(),
+                    public_key: cert.subject_pki().to_der().unwrap_or_default(),
+                });
+            }
+            Err(e) if lost(&e) => return Err(CardError::from_yk(e)),
+            Err(_) => {}
         }
     }
-    out
+    Ok(out)
 }
 
 /// The PIV data object holding a slot's certificate (SP 800-73-4 table 3; retired slots 82..95
@@ -174,14 +192,31 @@ fn cert_object_id(slot: u8) -> u32 {
 
 /// Serial, firmware, PIN tries left, slots in use.
 pub fn status(serial: Option<u32>) -> Result<CardStatus, CardError> {
-    let mut yk = open(serial)?;
-    let pin_tries_left = yk.get_pin_retries().ok();
-    let slots = slots_in_use(&mut yk);
-    Ok(CardStatus {
-        info: info(&yk),
-        pin_tries_left,
-        slots,
+    status_for("card status", serial)
+}
+
+/// [`status`] as the first step of operation `op` (named in error messages).
+pub fn status_for(op: &'static str, serial: Option<u32>) -> Result<CardStatus, CardError> {
+    watchdog::run(op, serial, move |w| {
+        let mut yk = w.open(serial)?;
+        w.step("reading the PIN tries counter");
+        let pin_tries_left = match yk.get_pin_retries() {
+            Ok(t) => Some(t),
+            Err(e) if lost(&e) => return Err(CardError::from_yk(e)),
+            Err(_) => None,
+        };
+        let slots = slots_in_use(&mut yk, w)?;
+        Ok(CardStatus {
+            info: info(&yk),
+            pin_tries_left,
+            slots,
+        })
     })
+}
+
+/// An owned copy of a secret for a worker thread (zeroized when the worker drops it).
+fn owned(secret: &SecretString) -> SecretString {
+    SecretString::from(secret.expose_secret())
 }
 
 fn verify_pin(yk: &mut YubiKey, pin: &SecretString) -> Result<(), CardError> {
@@ -235,8 +270,24 @@ pub fn generate(
     subject_cn: &str,
     force: bool,
 ) -> Result<Enrolled, CardError> {
-    let mut yk = open(serial)?;
-    let existing = slots_in_use(&mut yk)
+    let (pin, mgm) = (owned(pin), mgm.map(owned));
+    let subject_cn = subject_cn.to_owned();
+    watchdog::run("card enrolment", serial, move |w| {
+        generate_on(w, serial, slot, &pin, mgm.as_ref(), &subject_cn, force)
+    })
+}
+
+fn generate_on(
+    w: &Watch,
+    serial: Option<u32>,
+    slot: SlotId,
+    pin: &SecretString,
+    mgm: Option<&SecretString>,
+    subject_cn: &str,
+    force: bool,
+) -> Result<Enrolled, CardError> {
+    let mut yk = w.open(serial)?;
+    let existing = slots_in_use(&mut yk, w)?
         .into_iter()
         .find(|s| s.slot == slot_name(slot));
     if existing.is_some() && !force {
@@ -246,11 +297,15 @@ pub fn generate(
         });
     }
     // The PIN first: a wrong PIN must not leave a freshly generated key without its certificate.
+    w.step("verifying the PIN");
     verify_pin(&mut yk, pin)?;
+    w.step("authenticating with the management key");
     yk.authenticate(mgm_key(mgm)?).map_err(|e| match e {
         yubikey::Error::AuthenticationError => CardError::WrongManagementKey,
         other => CardError::from_yk(other),
     })?;
+    w.step_for("generating the key on the card", KEYGEN);
+    w.changed("the slot's previous key may already be replaced by a new key without a certificate, and kms registered nothing: run the enrolment again (with --force if `kms card status` still shows a certificate in the slot)");
     let spki = piv::generate(
         &mut yk,
         slot,
@@ -262,6 +317,7 @@ pub fn generate(
     // Slots like 9c want the PIN right before every signature (the certificate's included).
     // Verified directly: reading the tries counter re-selects the applet on some cards, which
     // drops the management-key authentication the certificate write still needs.
+    w.step("verifying the PIN before the certificate");
     yk.verify_pin(pin.expose_secret().as_bytes())
         .map_err(CardError::from_yk)?;
     let name: x509_cert::name::Name = format!("CN={subject_cn}")
@@ -273,6 +329,7 @@ pub fn generate(
     let validity =
         x509_cert::time::Validity::from_now(std::time::Duration::from_secs(10 * 365 * 86_400))
             .map_err(|e| CardError::Certificate(e.to_string()))?;
+    w.step("signing the slot's certificate");
     let cert = Certificate::generate_self_signed::<_, p384::NistP384>(
         &mut yk,
         slot,
@@ -283,6 +340,7 @@ pub fn generate(
         |_| Ok(()),
     )
     .map_err(CardError::from_yk)?;
+    w.step("writing the slot's certificate");
     cert.write(&mut yk, slot, CertInfo::Uncompressed)
         .map_err(CardError::from_yk)?;
     use x509_cert::der::Encode as _;
@@ -298,12 +356,14 @@ pub fn generate(
 
 /// The public key of the key in `slot` (from its certificate).
 pub fn public_key(serial: Option<u32>, slot: SlotId) -> Result<Vec<u8>, CardError> {
-    let mut yk = open(serial)?;
-    slots_in_use(&mut yk)
-        .into_iter()
-        .find(|s| s.slot == slot_name(slot))
-        .map(|s| s.public_key)
-        .ok_or(CardError::EmptySlot(slot_name(slot)))
+    watchdog::run("reading a card key", serial, move |w| {
+        let mut yk = w.open(serial)?;
+        slots_in_use(&mut yk, w)?
+            .into_iter()
+            .find(|s| s.slot == slot_name(slot))
+            .map(|s| s.public_key)
+            .ok_or(CardError::EmptySlot(slot_name(slot)))
+    })
 }
 
 /// ECDSA P-384 over a SHA-384 digest with the key in `slot`, after the PIN; DER signature.
@@ -313,11 +373,17 @@ pub fn sign_p384(
     pin: &SecretString,
     digest: &[u8; 48],
 ) -> Result<(u32, Vec<u8>), CardError> {
-    let mut yk = open(serial)?;
-    verify_pin(&mut yk, pin)?;
-    let sig =
-        piv::sign_data(&mut yk, digest, AlgorithmId::EccP384, slot).map_err(CardError::from_yk)?;
-    Ok((yk.serial().0, sig.to_vec()))
+    let pin = owned(pin);
+    let digest = *digest;
+    watchdog::run("a card signature", serial, move |w| {
+        let mut yk = w.open(serial)?;
+        w.step("verifying the PIN");
+        verify_pin(&mut yk, &pin)?;
+        w.step("signing on the card");
+        let sig = piv::sign_data(&mut yk, &digest, AlgorithmId::EccP384, slot)
+            .map_err(CardError::from_yk)?;
+        Ok((yk.serial().0, sig.to_vec()))
+    })
 }
 
 /// Destroy the key in `slot`: PIV has no "delete key", so a throwaway key is generated over it
@@ -329,12 +395,29 @@ pub fn wipe(
     pin: &SecretString,
     mgm: Option<&SecretString>,
 ) -> Result<bool, CardError> {
-    let mut yk = open(serial)?;
+    let (pin, mgm) = (owned(pin), mgm.map(owned));
+    watchdog::run("wiping a card slot", serial, move |w| {
+        wipe_on(w, serial, slot, &pin, mgm.as_ref())
+    })
+}
+
+fn wipe_on(
+    w: &Watch,
+    serial: Option<u32>,
+    slot: SlotId,
+    pin: &SecretString,
+    mgm: Option<&SecretString>,
+) -> Result<bool, CardError> {
+    let mut yk = w.open(serial)?;
+    w.step("verifying the PIN");
     verify_pin(&mut yk, pin)?;
+    w.step("authenticating with the management key");
     yk.authenticate(mgm_key(mgm)?).map_err(|e| match e {
         yubikey::Error::AuthenticationError => CardError::WrongManagementKey,
         other => CardError::from_yk(other),
     })?;
+    w.step_for("overwriting the slot's key", KEYGEN);
+    w.changed("the slot's key may already be overwritten (destroyed) while its certificate remains: run the command again to finish");
     piv::generate(
         &mut yk,
         slot,
@@ -343,33 +426,42 @@ pub fn wipe(
         TouchPolicy::Default,
     )
     .map_err(CardError::from_yk)?;
+    w.step("deleting the slot's certificate");
     match Certificate::delete(&mut yk, slot) {
         Ok(()) | Err(yubikey::Error::NotFound) => {}
         Err(e) => return Err(CardError::from_yk(e)),
     }
-    Ok(!slots_in_use(&mut yk)
+    Ok(!slots_in_use(&mut yk, w)?
         .iter()
         .any(|s| s.slot == slot_name(slot)))
 }
 
 /// The first retired slot (82..95) holding no certificate and not in `taken`.
 pub fn free_retired_slot(serial: Option<u32>, taken: &[String]) -> Result<SlotId, CardError> {
-    let mut yk = open(serial)?;
-    let used: Vec<String> = slots_in_use(&mut yk).into_iter().map(|s| s.slot).collect();
-    for b in 0x82..=0x95u8 {
-        let name = format!("{b:02x}");
-        if !used.contains(&name) && !taken.contains(&name) {
-            return SlotId::try_from(b).map_err(|_| CardError::BadSlot(name));
+    let taken = taken.to_vec();
+    watchdog::run("finding a free card slot", serial, move |w| {
+        let mut yk = w.open(serial)?;
+        let used: Vec<String> = slots_in_use(&mut yk, w)?
+            .into_iter()
+            .map(|s| s.slot)
+            .collect();
+        for b in 0x82..=0x95u8 {
+            let name = format!("{b:02x}");
+            if !used.contains(&name) && !taken.contains(&name) {
+                return SlotId::try_from(b).map_err(|_| CardError::BadSlot(name));
+            }
         }
-    }
-    Err(CardError::Card(
-        "no free retired slot (82..95) on the card".into(),
-    ))
+        Err(CardError::NoFreeSlot)
+    })
 }
 
 /// PIN tries left.
 pub fn pin_tries(serial: Option<u32>) -> Result<u8, CardError> {
-    open(serial)?.get_pin_retries().map_err(CardError::from_yk)
+    watchdog::run("reading the PIN tries counter", serial, move |w| {
+        let mut yk = w.open(serial)?;
+        w.step("reading the PIN tries counter");
+        yk.get_pin_retries().map_err(CardError::from_yk)
+    })
 }
 
 /// Unblock a blocked PIN with the PUK, setting a new PIN.
@@ -378,7 +470,19 @@ pub fn unblock(
     puk: &SecretString,
     new_pin: &SecretString,
 ) -> Result<(), CardError> {
-    let mut yk = open(serial)?;
+    let (puk, new_pin) = (owned(puk), owned(new_pin));
+    watchdog::run("unblocking a card PIN", serial, move |w| {
+        let mut yk = w.open(serial)?;
+        w.step("unblocking the PIN with the PUK");
+        unblock_on(&mut yk, &puk, &new_pin)
+    })
+}
+
+fn unblock_on(
+    yk: &mut YubiKey,
+    puk: &SecretString,
+    new_pin: &SecretString,
+) -> Result<(), CardError> {
     yk.unblock_pin(
         puk.expose_secret().as_bytes(),
         new_pin.expose_secret().as_bytes(),
