@@ -8,6 +8,12 @@
 //! uses retired slot 95).
 
 mod common;
+#[path = "smartcard/logs.rs"]
+mod logs;
+#[path = "smartcard/own_card.rs"]
+mod own_card;
+#[path = "smartcard/puk.rs"]
+mod puk;
 use common::*;
 
 use std::process::{Command, Output};

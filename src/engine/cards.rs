@@ -232,13 +232,15 @@ impl Engine {
         })
     }
 
-    /// Unblock a card's PIN with its PUK.
+    /// Unblock a card's PIN with its PUK. The PUK's last try (or a try on a card that cannot
+    /// report its PUK counter) is only spent with `last_try`, which the audit records.
     pub fn card_unblock(
         &self,
         caller: &Caller,
         serial: Option<u32>,
         puk: &PinSource,
         new_pin: &PinSource,
+        last_try: bool,
     ) -> Result<(), EngineError> {
         self.audited(caller, "card.unblock", None, |note| {
             require_role(
@@ -250,12 +252,17 @@ impl Engine {
             let serial = Some(smartcard::status(serial)?.info.serial);
             let puk = puk.resolve_kind("card", "PUK")?;
             let new_pin = new_pin.resolve_kind("card", "new PIV")?;
-            smartcard::unblock(serial, &puk, &new_pin)?;
+            smartcard::unblock(serial, &puk, &new_pin, last_try)?;
             note.detail = Some(format!(
-                "PIN of card {} unblocked with the PUK",
+                "PIN of card {} unblocked with the PUK{}",
                 serial
                     .map(|s| s.to_string())
-                    .unwrap_or_else(|| "(the only one)".into())
+                    .unwrap_or_else(|| "(the only one)".into()),
+                if last_try {
+                    " (--last-try: the PUK's last try was allowed)"
+                } else {
+                    ""
+                }
             ));
             Ok(())
         })

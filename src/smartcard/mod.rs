@@ -11,6 +11,7 @@
 //! passed to the card and dropped (zeroized).
 
 mod error;
+mod tries;
 
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Serialize;
@@ -19,6 +20,7 @@ use yubikey::piv::{self, AlgorithmId, SlotId};
 use yubikey::{MgmKey, PinPolicy, Serial, TouchPolicy, YubiKey};
 
 pub use error::CardError;
+use tries::verify_pin;
 
 /// A card the PC/SC stack sees.
 #[derive(Debug, Clone, Serialize)]
@@ -44,6 +46,9 @@ pub struct CardStatus {
     #[serde(flatten)]
     pub info: CardInfo,
     pub pin_tries_left: Option<u8>,
+    /// PUK tries left, when the card reports it (Yubico GET METADATA, YubiKey 5.3+).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub puk_tries_left: Option<u8>,
     pub slots: Vec<SlotUse>,
 }
 
@@ -176,27 +181,14 @@ fn cert_object_id(slot: u8) -> u32 {
 pub fn status(serial: Option<u32>) -> Result<CardStatus, CardError> {
     let mut yk = open(serial)?;
     let pin_tries_left = yk.get_pin_retries().ok();
+    let puk_tries_left = tries::puk_tries(&mut yk)?;
     let slots = slots_in_use(&mut yk);
     Ok(CardStatus {
         info: info(&yk),
         pin_tries_left,
+        puk_tries_left,
         slots,
     })
-}
-
-fn verify_pin(yk: &mut YubiKey, pin: &SecretString) -> Result<(), CardError> {
-    // A stale PIN in a config must not block a card: with one try left kms stops (set
-    // KMS_ALLOW_FINAL_PIN_TRY=1 for one run to use it). Reading the counter costs no try.
-    if let Ok(left) = yk.get_pin_retries() {
-        if left == 0 {
-            return Err(CardError::PinBlocked);
-        }
-        if left == 1 && std::env::var_os("KMS_ALLOW_FINAL_PIN_TRY").is_none() {
-            return Err(CardError::PinFinalTry);
-        }
-    }
-    yk.verify_pin(pin.expose_secret().as_bytes())
-        .map_err(CardError::from_yk)
 }
 
 fn mgm_key(mgm: Option<&SecretString>) -> Result<MgmKey, CardError> {
@@ -372,20 +364,13 @@ pub fn pin_tries(serial: Option<u32>) -> Result<u8, CardError> {
     open(serial)?.get_pin_retries().map_err(CardError::from_yk)
 }
 
-/// Unblock a blocked PIN with the PUK, setting a new PIN.
+/// Unblock a blocked PIN with the PUK, setting a new PIN — after the PUK guard (src/smartcard/
+/// tries.rs): a blocked PUK, or its last try without `last_try`, is refused before any try.
 pub fn unblock(
     serial: Option<u32>,
     puk: &SecretString,
     new_pin: &SecretString,
+    last_try: bool,
 ) -> Result<(), CardError> {
-    let mut yk = open(serial)?;
-    yk.unblock_pin(
-        puk.expose_secret().as_bytes(),
-        new_pin.expose_secret().as_bytes(),
-    )
-    .map_err(|e| match e {
-        yubikey::Error::WrongPin { tries } => CardError::WrongPuk { tries_left: tries },
-        yubikey::Error::PinLocked => CardError::PukBlocked,
-        other => CardError::from_yk(other),
-    })
+    tries::unblock(&mut open(serial)?, puk, new_pin, last_try)
 }
