@@ -249,7 +249,10 @@ impl Engine {
                 &[Role::SecurityOfficer],
                 "unblock cards",
             )?;
-            let serial = Some(smartcard::status(serial)?.info.serial);
+            let status = smartcard::status(serial)?;
+            // Refused before the PUK is asked for; checked again right before the try.
+            smartcard::check_puk_tries(status.puk_tries_left, last_try)?;
+            let serial = Some(status.info.serial);
             let puk = puk.resolve_kind("card", "PUK")?;
             let new_pin = new_pin.resolve_kind("card", "new PIV")?;
             smartcard::unblock(serial, &puk, &new_pin, last_try)?;

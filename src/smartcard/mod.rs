@@ -20,6 +20,7 @@ use yubikey::piv::{self, AlgorithmId, SlotId};
 use yubikey::{MgmKey, PinPolicy, Serial, TouchPolicy, YubiKey};
 
 pub use error::CardError;
+pub use tries::check_puk_tries;
 use tries::verify_pin;
 
 /// A card the PC/SC stack sees.

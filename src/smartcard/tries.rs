@@ -45,11 +45,18 @@ pub(crate) fn puk_tries(yk: &mut YubiKey) -> Result<Option<u8>, CardError> {
 pub(crate) fn puk_guard(yk: &mut YubiKey, last_try: bool) -> Result<Option<u8>, CardError> {
     let left = puk_tries(yk)?;
     tracing::debug!(serial = yk.serial().0, tries_left = ?left, last_try, "PUK tries before unblock");
+    check_puk_tries(left, last_try)?;
+    Ok(left)
+}
+
+/// The PUK guard's rule on a count already read (`kms card status`'s `puk_tries_left`): the
+/// engine checks it before asking for the PUK, so a refused unblock never prompts for it.
+pub fn check_puk_tries(left: Option<u8>, last_try: bool) -> Result<(), CardError> {
     match left {
         Some(0) => Err(CardError::PukBlocked),
         Some(1) if !last_try => Err(CardError::PukFinalTry),
         None if !last_try => Err(CardError::PukTriesUnknown),
-        _ => Ok(left),
+        _ => Ok(()),
     }
 }
 
@@ -71,4 +78,29 @@ pub(crate) fn unblock(
         yubikey::Error::WrongPin { tries } => CardError::WrongPuk { tries_left: tries },
         other => CardError::from_yk(other),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_puk_tries;
+    use crate::smartcard::CardError;
+
+    #[test]
+    fn the_puk_guard_never_spends_the_last_or_an_unknown_try_unasked() {
+        assert!(matches!(
+            check_puk_tries(Some(0), true),
+            Err(CardError::PukBlocked)
+        ));
+        assert!(matches!(
+            check_puk_tries(Some(1), false),
+            Err(CardError::PukFinalTry)
+        ));
+        assert!(matches!(
+            check_puk_tries(None, false),
+            Err(CardError::PukTriesUnknown)
+        ));
+        assert!(check_puk_tries(Some(1), true).is_ok());
+        assert!(check_puk_tries(None, true).is_ok());
+        assert!(check_puk_tries(Some(2), false).is_ok());
+    }
 }
