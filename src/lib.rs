@@ -14,6 +14,7 @@
 //!   key generation, signing, ciphers, objects, public-key export.
 //! - [`identity`]: client-certificate fingerprints and subjects (x509-cert).
 //! - [`inventory`]: the only module importing `rusqlite`: schema, migrations, keys, versions, audit rows.
+//! - [`logging`]: the binary's log subscriber; the smartcard crates' logs (APDUs carry PINs) forced off.
 //! - [`model`]: plain domain types shared by every layer (key types, classifications, operations).
 //! - [`server`]: the mutual-TLS HTTPS service (tokio, hyper, axum, rustls); thin handlers into the engine.
 //! - [`softverify`]: signature verification in software from a stored SPKI (p384 / rsa).
@@ -31,6 +32,7 @@ pub mod hsm;
 pub mod identity;
 pub mod inventory;
 pub mod kmip;
+pub mod logging;
 pub mod model;
 pub mod server;
 pub mod smartcard;

@@ -12,8 +12,14 @@ use common::*;
 
 #[path = "smartcard/errors.rs"]
 mod errors;
+#[path = "smartcard/logs.rs"]
+mod logs;
+#[path = "smartcard/own_card.rs"]
+mod own_card;
 #[path = "smartcard/people.rs"]
 mod people;
+#[path = "smartcard/puk.rs"]
+mod puk;
 
 use std::process::{Command, Output};
 

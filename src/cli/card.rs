@@ -54,6 +54,10 @@ pub enum CardCmd {
         puk: String,
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
         new_pin: String,
+        /// Allow the PUK's last try (or a try on a card that cannot report its PUK counter);
+        /// recorded in the audit trail. Without it kms refuses rather than risk blocking the PUK.
+        #[arg(long)]
+        last_try: bool,
     },
     /// A person's card was lost (or stolen): end their approval keys on it and revoke every
     /// grant in force that one of those keys signed (verification, approval, re-certification).
@@ -109,6 +113,12 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: CardCmd) -> Result<(), CliErro
                     .map(|t| t.to_string())
                     .unwrap_or_else(|| "unknown".into())
             );
+            println!(
+                "PUK tries left:  {}",
+                s.puk_tries_left
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "unknown (the card does not report it)".into())
+            );
             let rows: Vec<Vec<String>> = s
                 .slots
                 .iter()
@@ -153,8 +163,15 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: CardCmd) -> Result<(), CliErro
             serial,
             puk,
             new_pin,
+            last_try,
         } => {
-            engine.card_unblock(caller, serial, &pin_source(&puk)?, &pin_source(&new_pin)?)?;
+            engine.card_unblock(
+                caller,
+                serial,
+                &pin_source(&puk)?,
+                &pin_source(&new_pin)?,
+                last_try,
+            )?;
             println!("PIN unblocked");
             Ok(())
         }

@@ -248,13 +248,15 @@ impl Engine {
         })
     }
 
-    /// Unblock a card's PIN with its PUK.
+    /// Unblock a card's PIN with its PUK. The PUK's last try (or a try on a card that cannot
+    /// report its PUK counter) is only spent with `last_try`, which the audit records.
     pub fn card_unblock(
         &self,
         caller: &Caller,
         serial: Option<u32>,
         puk: &PinSource,
         new_pin: &PinSource,
+        last_try: bool,
     ) -> Result<(), EngineError> {
         self.audited(caller, "card.unblock", None, |note| {
             require_role(
@@ -263,19 +265,23 @@ impl Engine {
                 &[Role::SecurityOfficer],
                 "unblock cards",
             )?;
-            let serial = Some(
-                smartcard::status_for("unblocking a card PIN", serial)?
-                    .info
-                    .serial,
-            );
+            let status = smartcard::status_for("unblocking a card PIN", serial)?;
+            // Refused before the PUK is asked for; checked again right before the try.
+            smartcard::check_puk_tries(status.puk_tries_left, last_try)?;
+            let serial = Some(status.info.serial);
             let puk = puk.resolve_kind("card", "PUK")?;
             let new_pin = new_pin.resolve_kind("card", "new PIV")?;
-            smartcard::unblock(serial, &puk, &new_pin)?;
+            smartcard::unblock(serial, &puk, &new_pin, last_try)?;
             note.detail = Some(format!(
-                "PIN of card {} unblocked with the PUK",
+                "PIN of card {} unblocked with the PUK{}",
                 serial
                     .map(|s| s.to_string())
-                    .unwrap_or_else(|| "(the only one)".into())
+                    .unwrap_or_else(|| "(the only one)".into()),
+                if last_try {
+                    " (--last-try: the PUK's last try was allowed)"
+                } else {
+                    ""
+                }
             ));
             Ok(())
         })

@@ -202,6 +202,13 @@ impl EngineError {
             EngineError::SoftCrypto(_) => "crypto-error",
             EngineError::Card(crate::smartcard::CardError::WrongPin { .. }) => "wrong-pin",
             EngineError::Card(crate::smartcard::CardError::PinBlocked) => "pin-locked",
+            EngineError::Card(crate::smartcard::CardError::PinFinalTry) => "pin-final-try",
+            EngineError::Card(crate::smartcard::CardError::WrongPuk { .. }) => "wrong-puk",
+            EngineError::Card(crate::smartcard::CardError::PukBlocked) => "puk-blocked",
+            EngineError::Card(
+                crate::smartcard::CardError::PukFinalTry
+                | crate::smartcard::CardError::PukTriesUnknown,
+            ) => "puk-final-try",
             EngineError::Card(crate::smartcard::CardError::SlotInUse { .. }) => "slot-in-use",
             EngineError::Card(
                 crate::smartcard::CardError::Removed { .. }

@@ -77,9 +77,13 @@ pub enum CardError {
     PinFinalTry,
     #[error("the card's PIN is blocked; a security officer unblocks it with the PUK: `kms card unblock --serial SERIAL` (asks for the PUK and a new PIN)")]
     PinBlocked,
-    #[error("wrong PUK; tries left before the PUK is blocked too: {tries_left}")]
+    #[error("wrong PUK; tries left before the PUK is blocked too: {tries_left}. Check the PUK source before trying again (kms refuses the last try without --last-try)")]
     WrongPuk { tries_left: u8 },
-    #[error("the card's PUK is blocked: only resetting the PIV application (losing every key on it) recovers the card")]
+    #[error("the card says one PUK try is left; kms will not risk blocking the PUK (a blocked PUK and PIN leave only a reset that erases the card). Check the PUK source, then run `kms card unblock` again with --last-try")]
+    PukFinalTry,
+    #[error("this card does not report its PUK tries (Yubico GET METADATA, YubiKey 5.3+), so kms cannot tell whether this try is the last; check the PUK source, then run `kms card unblock` again with --last-try")]
+    PukTriesUnknown,
+    #[error("the card's PUK is blocked: the PIN cannot be unblocked any more. Only a PIV reset recovers the card, and it erases every key and certificate on it: reset it (`ykman piv reset`, once PIN and PUK are both blocked), set a new PIN, PUK and management key, re-enrol its owner (`kms card enrol --force`), and have keys that lived on it revoked or re-created")]
     PukBlocked,
     #[error("the card refused the management key (wrong key, or a card with a non-default key: pass it with --mgm-key-source, or set `mgm_key` in its [cards.SERIAL] entry for rotation and destruction)")]
     WrongManagementKey,

@@ -12,6 +12,7 @@
 
 mod error;
 mod readers;
+mod tries;
 mod watchdog;
 
 use secrecy::{ExposeSecret as _, SecretString};
@@ -21,6 +22,8 @@ use yubikey::piv::{self, AlgorithmId, SlotId};
 use yubikey::{MgmKey, PinPolicy, TouchPolicy, YubiKey};
 
 pub use error::{CardError, Unreachable};
+pub use tries::check_puk_tries;
+use tries::verify_pin;
 use watchdog::{Watch, KEYGEN, UNCHANGED};
 
 /// A card the PC/SC stack sees.
@@ -47,6 +50,9 @@ pub struct CardStatus {
     #[serde(flatten)]
     pub info: CardInfo,
     pub pin_tries_left: Option<u8>,
+    /// PUK tries left, when the card reports it (Yubico GET METADATA, YubiKey 5.3+).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub puk_tries_left: Option<u8>,
     pub slots: Vec<SlotUse>,
 }
 
@@ -205,10 +211,13 @@ pub fn status_for(op: &'static str, serial: Option<u32>) -> Result<CardStatus, C
             Err(e) if lost(&e) => return Err(CardError::from_yk(e)),
             Err(_) => None,
         };
+        w.step("reading the PUK tries counter");
+        let puk_tries_left = tries::puk_tries(&mut yk)?;
         let slots = slots_in_use(&mut yk, w)?;
         Ok(CardStatus {
             info: info(&yk),
             pin_tries_left,
+            puk_tries_left,
             slots,
         })
     })
@@ -217,21 +226,6 @@ pub fn status_for(op: &'static str, serial: Option<u32>) -> Result<CardStatus, C
 /// An owned copy of a secret for a worker thread (zeroized when the worker drops it).
 fn owned(secret: &SecretString) -> SecretString {
     SecretString::from(secret.expose_secret())
-}
-
-fn verify_pin(yk: &mut YubiKey, pin: &SecretString) -> Result<(), CardError> {
-    // A stale PIN in a config must not block a card: with one try left kms stops (set
-    // KMS_ALLOW_FINAL_PIN_TRY=1 for one run to use it). Reading the counter costs no try.
-    if let Ok(left) = yk.get_pin_retries() {
-        if left == 0 {
-            return Err(CardError::PinBlocked);
-        }
-        if left == 1 && std::env::var_os("KMS_ALLOW_FINAL_PIN_TRY").is_none() {
-            return Err(CardError::PinFinalTry);
-        }
-    }
-    yk.verify_pin(pin.expose_secret().as_bytes())
-        .map_err(CardError::from_yk)
 }
 
 fn mgm_key(mgm: Option<&SecretString>) -> Result<MgmKey, CardError> {
@@ -464,32 +458,18 @@ pub fn pin_tries(serial: Option<u32>) -> Result<u8, CardError> {
     })
 }
 
-/// Unblock a blocked PIN with the PUK, setting a new PIN.
+/// Unblock a blocked PIN with the PUK, setting a new PIN — after the PUK guard (src/smartcard/
+/// tries.rs): a blocked PUK, or its last try without `last_try`, is refused before any try.
 pub fn unblock(
     serial: Option<u32>,
     puk: &SecretString,
     new_pin: &SecretString,
+    last_try: bool,
 ) -> Result<(), CardError> {
     let (puk, new_pin) = (owned(puk), owned(new_pin));
     watchdog::run("unblocking a card PIN", serial, move |w| {
         let mut yk = w.open(serial)?;
         w.step("unblocking the PIN with the PUK");
-        unblock_on(&mut yk, &puk, &new_pin)
-    })
-}
-
-fn unblock_on(
-    yk: &mut YubiKey,
-    puk: &SecretString,
-    new_pin: &SecretString,
-) -> Result<(), CardError> {
-    yk.unblock_pin(
-        puk.expose_secret().as_bytes(),
-        new_pin.expose_secret().as_bytes(),
-    )
-    .map_err(|e| match e {
-        yubikey::Error::WrongPin { tries } => CardError::WrongPuk { tries_left: tries },
-        yubikey::Error::PinLocked => CardError::PukBlocked,
-        other => CardError::from_yk(other),
+        tries::unblock(&mut yk, &puk, &new_pin, last_try)
     })
 }

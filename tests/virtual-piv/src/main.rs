@@ -118,9 +118,15 @@ const BACKENDS: &[BackendId<Backend>] = &[
 
 type Client<'a> = ClientImplementation<'a, trussed::virt::Syscall, Dispatch>;
 
-/// Mounts the card's storage, starts a Trussed service and runs `f` with a PIV app on it.
-/// Everything volatile (PIN verified, management key authenticated) is gone when `f` returns.
-fn with_piv<R>(config: &Config, f: impl FnOnce(&mut Authenticator<Client<'_>>) -> R) -> R {
+/// Mounts the card's storage, starts a Trussed service and runs `f` with a PIV app on it, and a
+/// second Trussed client of the same client id ("piv", so the same PIN store) through which the
+/// wrapper reads the PIN and PUK retry counters for GET METADATA (piv-authenticator 0.7 does not
+/// answer it for PIN/PUK). Everything volatile (PIN verified, management key authenticated) is
+/// gone when `f` returns.
+fn with_piv<R>(
+    config: &Config,
+    f: impl for<'c> FnOnce(&mut Authenticator<Client<'c>>, &mut Client<'c>) -> R,
+) -> R {
     let mut store_config = StoreConfig {
         internal: StorageConfig::filesystem(config.state_dir.join("internal.bin")),
         external: StorageConfig::filesystem(config.state_dir.join("external.bin")),
@@ -133,17 +139,22 @@ fn with_piv<R>(config: &Config, f: impl FnOnce(&mut Authenticator<Client<'_>>) -
             ui: UserInterface::new(),
         };
         let channel = TrussedChannel::new();
+        let counters_channel = TrussedChannel::new();
         let (requester, responder) = channel.split().expect("fresh Trussed channel");
         let mut runner = Runner::new();
         runner.add_endpoint(responder, "piv", BACKENDS);
         let client = Client::new(requester, runner.syscall(), None);
+        let (counters_requester, counters_responder) =
+            counters_channel.split().expect("fresh Trussed channel");
+        runner.add_endpoint(counters_responder, "piv", BACKENDS);
+        let mut counters = Client::new(counters_requester, runner.syscall(), None);
         runner.run(platform, Dispatch::default(), || {
             let options = Options::new()
                 .label(b"Virtual PIV")
                 .url(b"https://example.invalid/virtual-piv")
                 .uuid(Some(config.uuid()));
             let mut piv = Authenticator::new(client, options);
-            f(&mut piv)
+            f(&mut piv, &mut counters)
         })
     })
 }
@@ -250,6 +261,8 @@ const REPLY_CAPACITY: usize = 8192;
 
 struct Card<'p, 'c> {
     piv: &'p mut Authenticator<Client<'c>>,
+    /// Reads the PIN/PUK retry counters (trussed-auth) for GET METADATA.
+    counters: &'p mut Client<'c>,
     config: &'p Config,
     /// (INS, P1, P2) and data of a command chain in progress.
     chain: Option<([u8; 3], Vec<u8>)>,
@@ -324,6 +337,10 @@ impl Card<'_, '_> {
             match ins {
                 0xFD => return self.respond_chunked(self.config.version.to_vec(), le),
                 0xF8 => return self.respond_chunked(self.config.serial.to_be_bytes().to_vec(), le),
+                0xF7 if p2 == PIN_REF || p2 == PUK_REF => {
+                    let metadata = self.pin_metadata(p2);
+                    return self.respond_chunked(metadata, le);
+                }
                 _ => {}
             }
         }
@@ -360,6 +377,7 @@ impl Card<'_, '_> {
         let mut reply: HVec<u8, REPLY_CAPACITY> = HVec::new();
         match self.piv.respond(command, reply.as_mut_view()) {
             Ok(()) => {
+                self.note_reference_change(cla, ins, p2, &data);
                 if select {
                     self.reset = true;
                 }
@@ -379,6 +397,98 @@ impl Card<'_, '_> {
                 }
             }
             Err(status) => sw(status.into()),
+        }
+    }
+}
+
+/// PIV key references of the PIN and the PUK (P2 of VERIFY, CHANGE REFERENCE DATA, GET METADATA).
+const PIN_REF: u8 = 0x80;
+const PUK_REF: u8 = 0x81;
+/// The retry counters' maximum: piv-authenticator 0.7 sets both the PIN and the PUK with
+/// `PIN_RETRIES_DEFAULT` (3) when it initialises a card (its `PUK_RETRIES_DEFAULT`, 5, is only
+/// used by a `reset_puk` nothing calls), and trussed-auth keeps the maximum across changes.
+const RETRIES_MAX: u8 = 3;
+const DEFAULT_PIN: [u8; 8] = *b"123456\xff\xff";
+const DEFAULT_PUK: [u8; 8] = *b"12345678";
+
+impl Card<'_, '_> {
+    /// Yubico's GET METADATA answer for the PIN (0x80) or PUK (0x81): 01 algorithm (FF),
+    /// 05 default-value flag, 06 retries (total, remaining). The remaining count is the card's
+    /// real counter, read from trussed-auth (which costs no try).
+    fn pin_metadata(&mut self, reference: u8) -> Vec<u8> {
+        use trussed_auth::AuthClient as _;
+        let id: trussed_auth::PinId = if reference == PIN_REF { 0 } else { 1 }.into();
+        // A client error (none expected: one request at a time) reads as a blocked counter.
+        let left = match self.counters.pin_retries(id) {
+            Ok(mut pending) => loop {
+                if let core::task::Poll::Ready(reply) = pending.poll() {
+                    break reply.ok().and_then(|r| r.retries).unwrap_or(0);
+                }
+            },
+            Err(_) => 0,
+        };
+        let default = !self.changed_marker(reference).exists();
+        vec![
+            0x01,
+            0x01,
+            0xFF,
+            0x05,
+            0x01,
+            u8::from(default),
+            0x06,
+            0x02,
+            RETRIES_MAX,
+            left,
+        ]
+    }
+
+    /// The state-directory file saying the PIN (or PUK) is no longer the default value.
+    fn changed_marker(&self, reference: u8) -> PathBuf {
+        let name = if reference == PIN_REF {
+            "pin-changed"
+        } else {
+            "puk-changed"
+        };
+        self.config.state_dir.join(name)
+    }
+
+    /// After a successful command: keep the default-value flags of GET METADATA up to date
+    /// (CHANGE REFERENCE DATA and RESET RETRY COUNTER set a new value; YubiKey RESET restores
+    /// the defaults). Only whether the new value is the default is kept, never the value.
+    fn note_reference_change(&mut self, cla: u8, ins: u8, p2: u8, data: &[u8]) {
+        if cla != 0 {
+            return;
+        }
+        let set = |reference: u8, new: &[u8]| {
+            let default: &[u8] = if reference == PIN_REF {
+                &DEFAULT_PIN
+            } else {
+                &DEFAULT_PUK
+            };
+            let marker = self.changed_marker(reference);
+            let result = if new == default {
+                fs::remove_file(&marker).or_else(|e| {
+                    if e.kind() == ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+            } else {
+                fs::write(&marker, b"")
+            };
+            if let Err(e) = result {
+                log::warn!("{}: {e}", marker.display());
+            }
+        };
+        match (ins, p2) {
+            (0x24, PIN_REF | PUK_REF) if data.len() == 16 => set(p2, &data[8..]),
+            (0x2C, PIN_REF) if data.len() == 16 => set(PIN_REF, &data[8..]),
+            (0xFB, _) => {
+                set(PIN_REF, &DEFAULT_PIN);
+                set(PUK_REF, &DEFAULT_PUK);
+            }
+            _ => {}
         }
     }
 }
@@ -447,9 +557,10 @@ enum Stop {
 
 fn serve(config: &Config, conn: &mut vpicc::Connection) -> std::io::Error {
     loop {
-        let stop = with_piv(config, |piv| {
+        let stop = with_piv(config, |piv, counters| {
             let mut card = Card {
                 piv,
+                counters,
                 config,
                 chain: None,
                 pending: Vec::new(),
@@ -490,7 +601,7 @@ fn main() -> ExitCode {
     };
     // Mount (and format, on first start) the storage once up front, so a broken state
     // directory fails here and not on the first APDU.
-    with_piv(&config, |_| ());
+    with_piv(&config, |_, _| ());
     log::info!(
         "virtual PIV card serial {} (version {}.{}.{}), state in {}, vpcd at {}:{}",
         config.serial,
