@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
+use super::args::{card, CardArgs};
 use super::output::{fmt_time, print_json, print_table};
 use super::CliError;
-use crate::config::PinSource;
 use crate::duration::HumanDuration;
-use crate::engine::{Caller, CardAccess, Engine, RequestEvidence, RequestInput, Step};
+use crate::engine::{Caller, Engine, RequestEvidence, RequestInput, Step};
 use crate::inventory::RequestState;
 use crate::model::GrantOps;
 
@@ -91,16 +91,6 @@ pub enum AccessCmd {
     Revoke { grant: String },
 }
 
-#[derive(Debug, clap::Args)]
-pub struct CardArgs {
-    /// Your token's approval key (default: the URI registered for you).
-    #[arg(long, value_name = "PKCS11-URI")]
-    card: Option<String>,
-    /// PIN source for your token: env:VAR, file:PATH or prompt.
-    #[arg(long, value_name = "SOURCE", default_value = "prompt")]
-    card_pin: String,
-}
-
 fn parse_state(s: &str) -> Result<RequestState, String> {
     match s {
         "pending" => Ok(RequestState::Pending),
@@ -109,23 +99,6 @@ fn parse_state(s: &str) -> Result<RequestState, String> {
         "denied" => Ok(RequestState::Denied),
         _ => Err("expected pending, verified, approved or denied".into()),
     }
-}
-
-/// A PIN source from the command line; a literal PIN is refused.
-pub fn pin_source(s: &str) -> Result<PinSource, CliError> {
-    PinSource::parse(s).ok_or_else(|| {
-        CliError::Usage(
-            "--card-pin takes a PIN source (env:VAR, file:PATH or prompt), never the PIN itself"
-                .into(),
-        )
-    })
-}
-
-pub fn card(c: CardArgs) -> Result<CardAccess, CliError> {
-    Ok(CardAccess {
-        uri: c.card,
-        pin: pin_source(&c.card_pin)?,
-    })
 }
 
 pub fn run(engine: &Engine, caller: &Caller, cmd: AccessCmd) -> Result<(), CliError> {
@@ -271,7 +244,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: AccessCmd) -> Result<(), CliEr
             );
             Ok(())
         }
-        AccessCmd::Revoke { grant } => super::grant::revoke(engine, caller, &grant),
+        AccessCmd::Revoke { grant } => super::revoke::revoke_grant(engine, caller, &grant),
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::io::{read_input, write_output};
-use super::output::{fmt_time, print_json, print_table};
+use super::output::{fmt_time, print_json, print_rows};
 use super::CliError;
 use crate::engine::{Caller, Engine};
 use crate::inventory::{AuditFilter, AuditRow};
@@ -89,7 +89,7 @@ fn parse_time(s: &str) -> Result<time::OffsetDateTime, String> {
     if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
         return Ok(t);
     }
-    super::key::parse_date(s)
+    super::args::parse_date(s)
         .map(|d| d.with_time(time::Time::MIDNIGHT).assume_utc())
         .map_err(|_| {
             format!("'{s}' is not a time; write RFC 3339 (2026-11-28T09:00:00Z) or YYYY-MM-DD")
@@ -189,47 +189,6 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: AuditCmd) -> Result<(), CliErr
             Ok(())
         }
     }
-}
-
-pub(crate) fn print_rows(rows: &[AuditRow]) {
-    let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
-    let table: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            let e = &r.entry;
-            vec![
-                r.seq.to_string(),
-                fmt_time(e.at),
-                format!(
-                    "{}{}",
-                    e.actor,
-                    e.role
-                        .as_deref()
-                        .map(|r| format!(" ({r})"))
-                        .unwrap_or_default()
-                ),
-                e.host.clone(),
-                e.action.clone(),
-                match (&e.key_name, e.key_version) {
-                    (Some(k), Some(v)) => format!("{k} v{v}"),
-                    (Some(k), None) => k.clone(),
-                    _ => "-".into(),
-                },
-                match &e.code {
-                    Some(c) => format!("{} ({c})", e.outcome.as_str()),
-                    None => e.outcome.as_str().into(),
-                },
-                dash(&e.reason),
-                dash(&e.detail),
-            ]
-        })
-        .collect();
-    print_table(
-        &[
-            "SEQ", "TIME", "ACTOR", "FROM", "ACTION", "KEY", "OUTCOME", "REASON", "DETAIL",
-        ],
-        &table,
-    );
 }
 
 fn to_jsonl(rows: &[AuditRow]) -> Result<Vec<u8>, CliError> {

@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 
-use super::access::pin_source;
+use super::args::pin_source;
 use super::output::{print_json, print_table};
 use super::CliError;
 use crate::engine::{Caller, Engine};

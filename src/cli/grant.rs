@@ -18,7 +18,7 @@ pub enum GrantCmd {
         #[arg(long, value_name = "OPS")]
         ops: GrantOps,
         /// Last day the grant is valid (YYYY-MM-DD, UTC); it ends at the following midnight.
-        #[arg(long, value_name = "DATE", value_parser = super::key::parse_date)]
+        #[arg(long, value_name = "DATE", value_parser = super::args::parse_date)]
         until: time::Date,
         /// Change or access ticket reference.
         #[arg(long)]
@@ -124,20 +124,6 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: GrantCmd) -> Result<(), CliErr
             );
             Ok(())
         }
-        GrantCmd::Revoke { id } => revoke(engine, caller, &id),
+        GrantCmd::Revoke { id } => super::revoke::revoke_grant(engine, caller, &id),
     }
-}
-
-/// `kms grant revoke` and `kms access revoke`: at once, with the global --reason.
-pub(crate) fn revoke(engine: &Engine, caller: &Caller, id: &str) -> Result<(), CliError> {
-    let reason = caller
-        .reason
-        .clone()
-        .ok_or_else(|| CliError::Usage("revoking a grant needs --reason TEXT".into()))?;
-    let g = engine.revoke_grant(caller, id, &reason)?;
-    println!(
-        "grant {} of '{}' on '{}' revoked",
-        g.id, g.principal, g.key_name
-    );
-    Ok(())
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
+use super::args::{parse_date, parse_iv, parse_label};
 use super::io::{read_input, write_output};
 use super::output::{fmt_time, print_json, print_table};
 use super::CliError;
@@ -291,30 +292,6 @@ impl KeyFields {
     }
 }
 
-pub(crate) fn parse_date(s: &str) -> Result<time::Date, String> {
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    time::Date::parse(s, fmt).map_err(|_| format!("'{s}' is not a date; write YYYY-MM-DD"))
-}
-
-/// A 3DES-CBC IV: 16 hex digits.
-pub(crate) fn parse_iv(s: &str) -> Result<[u8; 8], CliError> {
-    hex::decode(s.trim())
-        .ok()
-        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-        .ok_or_else(|| {
-            CliError::Usage(format!(
-                "--iv '{s}' is not an 8-byte IV: write 16 hex digits (what `openssl enc -iv` takes)"
-            ))
-        })
-}
-
-fn parse_label(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
-        _ => Err(format!("'{s}' is not a label; write key=value")),
-    }
-}
-
 pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError> {
     match cmd {
         KeyCmd::Create {
@@ -334,11 +311,11 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
                     slot,
                     pin: card_pin
                         .as_deref()
-                        .map(super::access::pin_source)
+                        .map(super::args::pin_source)
                         .transpose()?,
                     mgm: mgm_key_source
                         .as_deref()
-                        .map(super::access::pin_source)
+                        .map(super::args::pin_source)
                         .transpose()?,
                     force,
                 }),
@@ -492,7 +469,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             if json {
                 return print_json(&rows);
             }
-            super::audit::print_rows(&rows);
+            super::output::print_rows(&rows);
             Ok(())
         }
         KeyCmd::Abandon { name } => {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::access::{card, CardArgs};
+use super::args::{card, parse_iv, CardArgs};
 use super::io::{read_input, write_output};
 use super::output::{print_json, print_table};
 use super::CliError;
@@ -313,7 +313,7 @@ pub fn disposals(engine: &Engine, caller: &Caller, a: DisposalsArgs) -> Result<(
 pub fn rewrap(engine: &Engine, caller: &Caller, a: RewrapArgs) -> Result<(), CliError> {
     let mut data = read_input(&a.input)?;
     if let Some(iv) = &a.iv {
-        let iv = super::key::parse_iv(iv)?;
+        let iv = parse_iv(iv)?;
         data = engine.legacy_envelope(&a.name, a.key_version, &iv, &data)?;
     }
     let aad = a.aad.unwrap_or_default();

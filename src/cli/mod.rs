@@ -2,6 +2,7 @@
 //! the engine. No command opens a token or the inventory itself.
 
 mod access;
+mod args;
 mod audit;
 mod backup;
 mod card;
@@ -13,6 +14,7 @@ mod lifecycle;
 mod output;
 mod principal;
 mod reconcile;
+mod revoke;
 mod serve;
 mod token;
 

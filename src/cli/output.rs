@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use super::CliError;
+use crate::inventory::AuditRow;
 
 pub fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value)
@@ -37,4 +38,46 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
 pub fn fmt_time(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+/// Audit rows as a table (`kms audit list`, `kms key history`).
+pub fn print_rows(rows: &[AuditRow]) {
+    let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let e = &r.entry;
+            vec![
+                r.seq.to_string(),
+                fmt_time(e.at),
+                format!(
+                    "{}{}",
+                    e.actor,
+                    e.role
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                ),
+                e.host.clone(),
+                e.action.clone(),
+                match (&e.key_name, e.key_version) {
+                    (Some(k), Some(v)) => format!("{k} v{v}"),
+                    (Some(k), None) => k.clone(),
+                    _ => "-".into(),
+                },
+                match &e.code {
+                    Some(c) => format!("{} ({c})", e.outcome.as_str()),
+                    None => e.outcome.as_str().into(),
+                },
+                dash(&e.reason),
+                dash(&e.detail),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "SEQ", "TIME", "ACTOR", "FROM", "ACTION", "KEY", "OUTCOME", "REASON", "DETAIL",
+        ],
+        &table,
+    );
 }

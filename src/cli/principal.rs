@@ -94,7 +94,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: PrincipalCmd) -> Result<(), Cl
             let approval_key = match (approval_key, approval_pubkey) {
                 (Some(uri), _) => Some(ApprovalKey::Card {
                     uri,
-                    pin: super::access::pin_source(&card_pin)?,
+                    pin: super::args::pin_source(&card_pin)?,
                 }),
                 (None, Some(path)) => Some(ApprovalKey::Pem(read_input(&path)?)),
                 (None, None) => None,
@@ -185,7 +185,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: PrincipalCmd) -> Result<(), Cl
             let key = match (approval_key, approval_pubkey) {
                 (Some(uri), _) => ApprovalKey::Card {
                     uri,
-                    pin: super::access::pin_source(&card_pin)?,
+                    pin: super::args::pin_source(&card_pin)?,
                 },
                 (None, Some(path)) => ApprovalKey::Pem(read_input(&path)?),
                 (None, None) => {
