@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::CliError;
-use crate::inventory::AuditRow;
+use crate::inventory::{AuditRow, KeyRecord};
 
 pub fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value)
@@ -80,4 +80,77 @@ pub fn print_rows(rows: &[AuditRow]) {
         ],
         &table,
     );
+}
+
+/// One key in full (`kms key show`).
+pub fn print_key(k: &KeyRecord, config: &crate::config::Config) {
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    println!("name:            {}", k.name);
+    println!("id:              {}", k.id);
+    println!("type:            {} ({})", k.key_type, k.kind);
+    println!("owner:           {}", k.owner);
+    println!("classification:  {}", k.classification);
+    println!("usage:           {}", k.usage);
+    if let Some(scheme) = k.signature_scheme() {
+        println!("signature:       {scheme}");
+    }
+    println!("origin:          {}", k.origin);
+    if let Some(why) = &k.weak_reason {
+        println!("WEAK (accepted): {why}");
+    }
+    if k.key_type.is_legacy() {
+        println!(
+            "legacy:          yes ({}){}",
+            if k.allow_legacy_encrypt {
+                "may still encrypt"
+            } else {
+                "decrypt only"
+            },
+            k.migrated_to
+                .as_deref()
+                .map(|m| format!("; migrating to '{m}'"))
+                .unwrap_or_default()
+        );
+    }
+    println!("purpose:         {}", dash(&k.purpose));
+    println!("handling:        {}", dash(&k.handling));
+    println!("disposal:        {}", dash(&k.disposal));
+    println!(
+        "expires:         {}",
+        k.expires
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "-".into())
+    );
+    println!("rotate every:    {}", k.rotate_every);
+    println!(
+        "rotation due:    {}",
+        k.rotation_due().map(fmt_time).unwrap_or_else(|| "-".into())
+    );
+    let labels: Vec<String> = k.labels.iter().map(|(a, b)| format!("{a}={b}")).collect();
+    println!("labels:          {}", dash(&labels.join(", ")));
+    println!(
+        "created:         {} by {}",
+        fmt_time(k.created_at),
+        k.created_by
+    );
+    println!("updated:         {}", fmt_time(k.updated_at));
+    println!("versions:");
+    for v in &k.versions {
+        println!(
+            "  v{}  {:<9} token {} ({}, serial {})  CKA_ID {}  created {}",
+            v.version,
+            v.state.as_str(),
+            config.token_at_site(&v.token),
+            v.token_label,
+            v.token_serial,
+            v.object_id,
+            fmt_time(v.created_at)
+        );
+    }
 }
