@@ -203,8 +203,8 @@ impl Config {
         Config::parse(path, &text)
     }
 
-    /// Parse and validate, section by section (in this order, so the first error reported is
-    /// the same whatever else is wrong).
+    /// Parse the file, then validate it section by section, in the order the sections were
+    /// always checked in (a file with several faults still reports the same one first).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
