@@ -176,6 +176,8 @@ pub struct ServerConfig {
     pub idle_timeout_secs: u64,
     /// Open connections (handshaking included) from one source IP address at most.
     pub max_connections_per_address: usize,
+    /// The JSON API door's connection limits (the four fields above, and the rest).
+    pub limits: DoorLimits,
 }
 
 /// `[xks]`: the AWS KMS External Key Store proxy.
@@ -196,6 +198,8 @@ pub struct XksConfig {
     pub region: String,
     /// One or two SigV4 credentials (two while rotating), each acting as a kms principal.
     pub credentials: Vec<XksCredential>,
+    /// The XKS door's connection limits.
+    pub limits: DoorLimits,
 }
 
 /// `[kmip]`: KMIP over mutual TLS (the `[server]` certificate, key and client CA).
@@ -207,6 +211,8 @@ pub struct KmipConfig {
     pub may_create: Vec<String>,
     /// Classification of keys created over KMIP (default confidential).
     pub classification: crate::model::Classification,
+    /// The KMIP door's connection limits.
+    pub limits: DoorLimits,
 }
 
 /// One SigV4 credential of the XKS proxy. The secret is a source, never the value.
@@ -380,6 +386,8 @@ struct RawKmip {
     #[serde(default)]
     may_create: Vec<String>,
     classification: Option<String>,
+    #[serde(flatten)]
+    limits: RawDoorLimits,
 }
 
 fn default_kmip_listen() -> String {
@@ -398,6 +406,8 @@ struct RawXks {
     region: String,
     #[serde(default)]
     credentials: Vec<RawXksCredential>,
+    #[serde(flatten)]
+    limits: RawDoorLimits,
 }
 
 #[derive(Deserialize)]
@@ -493,26 +503,16 @@ struct RawServer {
     cert: PathBuf,
     key: PathBuf,
     client_ca: PathBuf,
-    #[serde(default = "default_max_connections")]
-    max_connections: usize,
     #[serde(default = "default_max_body_bytes")]
     max_body_bytes: usize,
     #[serde(default = "default_shutdown_grace")]
     shutdown_grace_secs: u64,
-    #[serde(default = "default_header_read_timeout")]
-    header_read_timeout_secs: u64,
-    #[serde(default = "default_idle_timeout")]
-    idle_timeout_secs: u64,
-    #[serde(default = "default_max_connections_per_address")]
-    max_connections_per_address: usize,
+    #[serde(flatten)]
+    limits: RawDoorLimits,
 }
 
 fn default_listen() -> String {
     "127.0.0.1:8443".to_owned()
-}
-
-fn default_max_connections() -> usize {
-    256
 }
 
 fn default_max_body_bytes() -> usize {
@@ -523,17 +523,133 @@ fn default_shutdown_grace() -> u64 {
     30
 }
 
-fn default_header_read_timeout() -> u64 {
-    10
+// ---- Connection limits of a network door ([server], [xks], [kmip]) ------------------------------
+
+/// The connection limits of one network door (`src/net/`): the same keys, parsed the same way, in
+/// `[server]` (the JSON API), `[xks]` and `[kmip]`. See ARCHITECTURE.md, "Connection layer".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DoorLimits {
+    /// Open connections at most, handshaking ones included (`max_connections`).
+    pub max_connections: usize,
+    /// Open connections from one source IP address at most (`max_connections_per_address`).
+    pub max_connections_per_address: usize,
+    /// Of `max_connections`, the slots only proven connections may hold: a registered client (or,
+    /// on XKS, a SigV4-authenticated one) that completed a first request (`reserved_connections`).
+    pub reserved_connections: usize,
+    /// How long a peer may take to complete the TLS handshake (`handshake_timeout_secs`).
+    pub handshake_timeout: std::time::Duration,
+    /// A request head (KMIP: a whole message) must arrive within this once it started; the first
+    /// one counted from the end of the handshake (`header_read_timeout_secs`).
+    pub header_read_timeout: std::time::Duration,
+    /// No request in flight and no bytes for this long: closed (`idle_timeout_secs`).
+    pub idle_timeout: std::time::Duration,
+    /// A connection not yet proven after this long gives up its slot to a newcomer when the door
+    /// is full (`first_request_budget_ms`).
+    pub first_request_budget: std::time::Duration,
+    /// Engine calls (token and inventory work on blocking threads) in flight at once from this
+    /// door; more wait their turn (`max_token_work`).
+    pub max_token_work: usize,
 }
 
-fn default_idle_timeout() -> u64 {
-    60
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDoorLimits {
+    max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
+    reserved_connections: Option<usize>,
+    handshake_timeout_secs: Option<u64>,
+    header_read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    first_request_budget_ms: Option<u64>,
+    max_token_work: Option<usize>,
 }
 
-fn default_max_connections_per_address() -> usize {
-    32
+impl RawDoorLimits {
+    /// Defaults filled in and ranges checked; `section` names the table in errors.
+    fn parse(self, section: &str, default_max: usize) -> Result<DoorLimits, String> {
+        use std::time::Duration;
+        let invalid = |key: &str, value: String, range: String, default: String| {
+            format!("{section} {key} = {value} is out of range: give {range} (default {default})")
+        };
+        let max_connections = self.max_connections.unwrap_or(default_max);
+        if !(1..=100_000).contains(&max_connections) {
+            return Err(format!("{section} max_connections must be 1..=100000"));
+        }
+        let per_address = self
+            .max_connections_per_address
+            .unwrap_or(32.min(max_connections));
+        if !(1..=max_connections).contains(&per_address) {
+            return Err(invalid(
+                "max_connections_per_address",
+                per_address.to_string(),
+                format!("1..={max_connections} (at most max_connections)"),
+                "32".into(),
+            ));
+        }
+        let reserved = self.reserved_connections.unwrap_or(max_connections / 4);
+        if reserved >= max_connections {
+            return Err(invalid(
+                "reserved_connections",
+                reserved.to_string(),
+                format!("0..={} (below max_connections)", max_connections - 1),
+                "max_connections / 4".into(),
+            ));
+        }
+        let secs = |key: &str, v: Option<u64>, default: u64, max: u64| {
+            let v = v.unwrap_or(default);
+            if (1..=max).contains(&v) {
+                Ok(Duration::from_secs(v))
+            } else {
+                Err(invalid(
+                    key,
+                    v.to_string(),
+                    format!("1..={max} seconds"),
+                    default.to_string(),
+                ))
+            }
+        };
+        let budget = self.first_request_budget_ms.unwrap_or(1000);
+        if !(10..=600_000).contains(&budget) {
+            return Err(invalid(
+                "first_request_budget_ms",
+                budget.to_string(),
+                "10..=600000 milliseconds".into(),
+                "1000".into(),
+            ));
+        }
+        let work = self.max_token_work.unwrap_or(32);
+        if !(1..=4096).contains(&work) {
+            return Err(invalid(
+                "max_token_work",
+                work.to_string(),
+                "1..=4096".into(),
+                "32".into(),
+            ));
+        }
+        Ok(DoorLimits {
+            max_connections,
+            max_connections_per_address: per_address,
+            reserved_connections: reserved,
+            handshake_timeout: secs(
+                "handshake_timeout_secs",
+                self.handshake_timeout_secs,
+                10,
+                600,
+            )?,
+            header_read_timeout: secs(
+                "header_read_timeout_secs",
+                self.header_read_timeout_secs,
+                10,
+                3600,
+            )?,
+            idle_timeout: secs("idle_timeout_secs", self.idle_timeout_secs, 60, 86_400)?,
+            first_request_budget: Duration::from_millis(budget),
+            max_token_work: work,
+        })
+    }
 }
+
+// ---- end of connection limits --------------------------------------------------------------------
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -714,45 +830,24 @@ impl Config {
                         s.listen
                     ))
                 })?;
-                if !(1..=100_000).contains(&s.max_connections) {
-                    return Err(invalid(
-                        "[server] max_connections must be 1..=100000".into(),
-                    ));
-                }
                 if !(1024..=64 * 1024 * 1024).contains(&s.max_body_bytes) {
                     return Err(invalid(
                         "[server] max_body_bytes must be between 1024 and 67108864".into(),
                     ));
                 }
-                if !(1..=3600).contains(&s.header_read_timeout_secs) {
-                    return Err(invalid(format!(
-                        "[server] header_read_timeout_secs = {} is out of range: give 1..=3600 seconds (default 10)",
-                        s.header_read_timeout_secs
-                    )));
-                }
-                if !(1..=86_400).contains(&s.idle_timeout_secs) {
-                    return Err(invalid(format!(
-                        "[server] idle_timeout_secs = {} is out of range: give 1..=86400 seconds (default 60)",
-                        s.idle_timeout_secs
-                    )));
-                }
-                if !(1..=s.max_connections).contains(&s.max_connections_per_address) {
-                    return Err(invalid(format!(
-                        "[server] max_connections_per_address = {} is out of range: give 1..={} (at most max_connections; default 32)",
-                        s.max_connections_per_address, s.max_connections
-                    )));
-                }
+                let limits = s.limits.parse("[server]", 256).map_err(invalid)?;
                 Some(ServerConfig {
                     listen,
                     cert: resolve(&s.cert),
                     key: resolve(&s.key),
                     client_ca: resolve(&s.client_ca),
-                    max_connections: s.max_connections,
+                    max_connections: limits.max_connections,
                     max_body_bytes: s.max_body_bytes,
                     shutdown_grace_secs: s.shutdown_grace_secs,
-                    header_read_timeout_secs: s.header_read_timeout_secs,
-                    idle_timeout_secs: s.idle_timeout_secs,
-                    max_connections_per_address: s.max_connections_per_address,
+                    header_read_timeout_secs: limits.header_read_timeout.as_secs(),
+                    idle_timeout_secs: limits.idle_timeout.as_secs(),
+                    max_connections_per_address: limits.max_connections_per_address,
+                    limits,
                 })
             }
         };
@@ -1017,6 +1112,7 @@ impl Config {
                     prefix,
                     region: x.region,
                     credentials,
+                    limits: x.limits.parse("[xks]", 512).map_err(invalid)?,
                 })
             }
         };
@@ -1045,6 +1141,7 @@ impl Config {
                     listen,
                     may_create: k.may_create,
                     classification,
+                    limits: k.limits.parse("[kmip]", 256).map_err(invalid)?,
                 })
             }
         };
