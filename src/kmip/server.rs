@@ -4,6 +4,11 @@
 //! that cannot be read gets an Invalid Message response and the connection is closed; one over
 //! the size cap is not read at all. Every message, read or not, has an audit record or is
 //! counted into a per-connection summary (`engine/kmip_messages.rs`) before it is answered.
+//!
+//! Accept, limits, handshake and drain are the connection layer's (`net/`, `[kmip]` limits); the
+//! door admits by certificate and reads messages: the first byte of each within
+//! `idle_timeout_secs`, the whole message within `header_read_timeout_secs` of its first byte.
+//! A first whole message proves the connection (it keeps its slot).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
