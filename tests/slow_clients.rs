@@ -12,7 +12,8 @@
 //!   every request of a legitimate client looping meanwhile (p99 < 1 s);
 //! - every flood connection is closed, none later than the idle timeout plus slack;
 //! - on a quiet door, a half request and a dripping head are cut at the header-read timeout;
-//! - the closures are counted per door in `kms_connections_closed_total`.
+//! - the closures are counted per door in `kms_connections_closed_total`, evictions included:
+//!   the flood has more unproven connections than the door lets in at once.
 //!
 //! Measured figures are printed (`cargo test --test slow_clients -- --nocapture`).
 
@@ -542,10 +543,9 @@ async fn slow_clients(door: Door) -> TestResult {
         p99 < BOUND,
         "{d}: legitimate requests during the flood: p99 {p99:?}"
     );
-    assert!(
-        held_from_one <= PER_ADDRESS,
-        "{d}: {held_from_one} connections from one address completed their handshake; the limit is {PER_ADDRESS}"
-    );
+    // (More than PER_ADDRESS from one address may complete a handshake over the flood: the limit
+    // is on connections open at once, and evicted ones free their place.)
+    eprintln!("{d}: {held_from_one} of the {FLOOD} from one address completed a handshake");
     assert!(
         idle_closed >= IDLE_TIMEOUT - Duration::from_millis(200),
         "{d}: the idle keep-alive connection was closed after {idle_closed:?}, before the {IDLE_TIMEOUT:?} idle timeout"
@@ -577,7 +577,11 @@ async fn slow_clients(door: Door) -> TestResult {
         .map_err(|e| format!("{d}: at the end: {e}"))?;
     assert!(after < BOUND, "{d}: at the end: {after:?}");
 
-    // Counted per door.
+    // Counted per door. The flood (72 newcomers against 48 unproven slots: 64 less the 16
+    // reserved) made the oldest unproven connections give their slots up.
+    let evicted = closed_count(&svc, door, "evicted").await?;
+    eprintln!("{d}: {evicted} unproven connections gave their slot to a newcomer");
+    assert!(evicted >= 1, "{d}: no unproven connection was evicted");
     assert!(
         closed_count(&svc, door, "address-limit").await? >= (FLOOD - PER_ADDRESS) as u64 / 2,
         "{d}: address-limit closures"
