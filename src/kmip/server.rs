@@ -34,6 +34,7 @@ const EVICTED: &str = "the listener was full and this connection had not sent a 
 struct KmipDoor {
     engine: Arc<Engine>,
     work: TokenWork,
+    quiet: crate::net::conn::LogThrottle<std::net::IpAddr>,
 }
 
 pub struct KmipServer {
@@ -52,6 +53,7 @@ impl KmipServer {
         let door = KmipDoor {
             engine,
             work: TokenWork::new("kmip", kmip.limits.max_token_work),
+            quiet: crate::net::conn::LogThrottle::default(),
         };
         let listener =
             Listener::bind(door, kmip.listen, tls, kmip.limits, DRAIN_GRACE, metrics).await?;
@@ -93,7 +95,16 @@ impl Door for KmipDoor {
                 }
                 Admit::Refused("unregistered")
             }
-            Ok(Err(_)) | Err(_) => Admit::Refused("admission-failed"),
+            Ok(Err(e)) => {
+                if let Some(suppressed) = self.quiet.allow(&peer.ip()) {
+                    tracing::error!(%peer, error = %e, suppressed, "KMIP: cannot check the client certificate; connection closed");
+                }
+                Admit::Refused("admission-failed")
+            }
+            Err(e) => {
+                tracing::error!(%peer, error = %e, "KMIP: connection admission task failed; connection closed");
+                Admit::Refused("admission-failed")
+            }
         }
     }
 
