@@ -16,7 +16,9 @@
 //! - [`inventory`]: the only module importing `rusqlite`: schema, migrations, keys, versions, audit rows.
 //! - [`logging`]: the binary's log subscriber; the smartcard crates' logs (APDUs carry PINs) forced off.
 //! - [`model`]: plain domain types shared by every layer (key types, classifications, operations).
-//! - [`server`]: the mutual-TLS HTTPS service (tokio, hyper, axum, rustls); thin handlers into the engine.
+//! - [`net`]: the connection layer under every network door: accept, per-address and total slots,
+//!   admission, TLS handshake, header/idle timeouts, drain, per-door metrics and token-work budgets.
+//! - [`server`]: the JSON API and XKS doors over [`net`] (hyper, axum); thin handlers into the engine.
 //! - [`softverify`]: signature verification in software from a stored SPKI (p384 / rsa).
 //! - [`envelope`]: the versioned, self-describing ciphertext format.
 
@@ -34,6 +36,7 @@ pub mod inventory;
 pub mod kmip;
 pub mod logging;
 pub mod model;
+pub mod net;
 pub mod server;
 pub mod smartcard;
 pub mod softverify;

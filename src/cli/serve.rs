@@ -166,9 +166,14 @@ pub fn run(engine: Engine, args: ServeArgs) -> Result<(), CliError> {
         let kmip = match engine.config().kmip.clone() {
             None => None,
             Some(k) => Some(
-                crate::kmip::server::KmipServer::bind(Arc::clone(&engine), &k, &config)
-                    .await
-                    .map_err(|e| CliError::Usage(format!("[kmip]: {e}")))?,
+                crate::kmip::server::KmipServer::bind(
+                    Arc::clone(&engine),
+                    &k,
+                    &config,
+                    server.metrics(),
+                )
+                .await
+                .map_err(|e| CliError::Usage(format!("[kmip]: {e}")))?,
             ),
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::door_limits::RawDoorLimits;
 use super::{ConfigError, Ctx, PinSource};
+pub use super::door_limits::DoorLimits;
 
 /// `[server]`: the mutual-TLS HTTPS service (`kms serve`).
 #[derive(Debug, Clone)]
@@ -29,6 +31,8 @@ pub struct ServerConfig {
     pub idle_timeout_secs: u64,
     /// Open connections (handshaking included) from one source IP address at most.
     pub max_connections_per_address: usize,
+    /// The JSON API door's connection limits (the four fields above, and the rest).
+    pub limits: DoorLimits,
 }
 
 /// `[xks]`: the AWS KMS External Key Store proxy.
@@ -49,6 +53,8 @@ pub struct XksConfig {
     pub region: String,
     /// One or two SigV4 credentials (two while rotating), each acting as a kms principal.
     pub credentials: Vec<XksCredential>,
+    /// The XKS door's connection limits.
+    pub limits: DoorLimits,
 }
 
 /// One SigV4 credential of the XKS proxy. The secret is a source, never the value.
@@ -68,6 +74,8 @@ pub struct KmipConfig {
     pub may_create: Vec<String>,
     /// Classification of keys created over KMIP (default confidential).
     pub classification: crate::model::Classification,
+    /// The KMIP door's connection limits.
+    pub limits: DoorLimits,
 }
 
 // ---- [server] ----
@@ -80,26 +88,16 @@ pub(super) struct RawServer {
     cert: PathBuf,
     key: PathBuf,
     client_ca: PathBuf,
-    #[serde(default = "default_max_connections")]
-    max_connections: usize,
     #[serde(default = "default_max_body_bytes")]
     max_body_bytes: usize,
     #[serde(default = "default_shutdown_grace")]
     shutdown_grace_secs: u64,
-    #[serde(default = "default_header_read_timeout")]
-    header_read_timeout_secs: u64,
-    #[serde(default = "default_idle_timeout")]
-    idle_timeout_secs: u64,
-    #[serde(default = "default_max_connections_per_address")]
-    max_connections_per_address: usize,
+    #[serde(flatten)]
+    limits: RawDoorLimits,
 }
 
 fn default_listen() -> String {
     "127.0.0.1:8443".to_owned()
-}
-
-fn default_max_connections() -> usize {
-    256
 }
 
 fn default_max_body_bytes() -> usize {
@@ -108,18 +106,6 @@ fn default_max_body_bytes() -> usize {
 
 fn default_shutdown_grace() -> u64 {
     30
-}
-
-fn default_header_read_timeout() -> u64 {
-    10
-}
-
-fn default_idle_timeout() -> u64 {
-    60
-}
-
-fn default_max_connections_per_address() -> usize {
-    32
 }
 
 impl RawServer {
@@ -131,43 +117,24 @@ impl RawServer {
                 s.listen
             ))
         })?;
-        if !(1..=100_000).contains(&s.max_connections) {
-            return Err(ctx.invalid("[server] max_connections must be 1..=100000".into()));
-        }
         if !(1024..=64 * 1024 * 1024).contains(&s.max_body_bytes) {
             return Err(
                 ctx.invalid("[server] max_body_bytes must be between 1024 and 67108864".into())
             );
         }
-        if !(1..=3600).contains(&s.header_read_timeout_secs) {
-            return Err(ctx.invalid(format!(
-                "[server] header_read_timeout_secs = {} is out of range: give 1..=3600 seconds (default 10)",
-                s.header_read_timeout_secs
-            )));
-        }
-        if !(1..=86_400).contains(&s.idle_timeout_secs) {
-            return Err(ctx.invalid(format!(
-                "[server] idle_timeout_secs = {} is out of range: give 1..=86400 seconds (default 60)",
-                s.idle_timeout_secs
-            )));
-        }
-        if !(1..=s.max_connections).contains(&s.max_connections_per_address) {
-            return Err(ctx.invalid(format!(
-                "[server] max_connections_per_address = {} is out of range: give 1..={} (at most max_connections; default 32)",
-                s.max_connections_per_address, s.max_connections
-            )));
-        }
+        let limits = s.limits.parse("[server]", 256).map_err(|e| ctx.invalid(e))?;
         Ok(ServerConfig {
             listen,
             cert: ctx.resolve(&s.cert),
             key: ctx.resolve(&s.key),
             client_ca: ctx.resolve(&s.client_ca),
-            max_connections: s.max_connections,
+            max_connections: limits.max_connections,
             max_body_bytes: s.max_body_bytes,
             shutdown_grace_secs: s.shutdown_grace_secs,
-            header_read_timeout_secs: s.header_read_timeout_secs,
-            idle_timeout_secs: s.idle_timeout_secs,
-            max_connections_per_address: s.max_connections_per_address,
+            header_read_timeout_secs: limits.header_read_timeout.as_secs(),
+            idle_timeout_secs: limits.idle_timeout.as_secs(),
+            max_connections_per_address: limits.max_connections_per_address,
+            limits,
         })
     }
 }
@@ -186,6 +153,8 @@ pub(super) struct RawXks {
     region: String,
     #[serde(default)]
     credentials: Vec<RawXksCredential>,
+    #[serde(flatten)]
+    limits: RawDoorLimits,
 }
 
 #[derive(Deserialize)]
@@ -289,6 +258,7 @@ impl RawXks {
             prefix,
             region: x.region,
             credentials,
+            limits: x.limits.parse("[xks]", 512).map_err(|e| ctx.invalid(e))?,
         })
     }
 }
@@ -303,6 +273,8 @@ pub(super) struct RawKmip {
     #[serde(default)]
     may_create: Vec<String>,
     classification: Option<String>,
+    #[serde(flatten)]
+    limits: RawDoorLimits,
 }
 
 fn default_kmip_listen() -> String {
@@ -338,6 +310,7 @@ impl RawKmip {
             listen,
             may_create: k.may_create,
             classification,
+            limits: k.limits.parse("[kmip]", 256).map_err(|e| ctx.invalid(e))?,
         })
     }
 }

@@ -14,6 +14,7 @@ mod access;
 mod audit;
 mod backup;
 mod cards;
+mod door_limits;
 mod inventory;
 mod lifecycle;
 mod listeners;
@@ -33,7 +34,7 @@ pub use audit::{AuditConfig, SyslogConfig};
 pub use backup::BackupConfig;
 pub use inventory::PostgresInventory;
 pub use lifecycle::{parse_window, LifecycleConfig};
-pub use listeners::{KmipConfig, ServerConfig, XksConfig, XksCredential};
+pub use listeners::{DoorLimits, KmipConfig, ServerConfig, XksConfig, XksCredential};
 pub use node::NodeConfig;
 pub use pin::PinSource;
 pub use tokens::{TokenConfig, TokenSelector};
@@ -341,6 +342,80 @@ mod tests {
         label = "kms-primary"
         user_pin = "env:KMS_TEST_PIN"
     "#;
+
+    #[test]
+    fn door_limits_are_the_same_keys_in_each_door_section() -> Result<(), ConfigError> {
+        let server = "\n[server]\ncert = \"s.pem\"\nkey = \"k.pem\"\nclient_ca = \"ca.pem\"\n";
+        let xks = "\n[xks]\nlisten = \"127.0.0.1:0\"\nprefix = \"/a/kms/xks/v1\"\nregion = \"us-east-1\"\n";
+        let kmip = "\n[kmip]\nlisten = \"127.0.0.1:0\"\n";
+        let credential = "[[xks.credentials]]\naccess_key_id = \"AKIAXKSTESTKEY0000001\"\nsecret = \"env:XKS_SECRET\"\nprincipal = \"app\"\n";
+        let limited = "max_connections = 40\nreserved_connections = 8\nidle_timeout_secs = 7\nfirst_request_budget_ms = 250\n";
+        let c = Config::parse(
+            Path::new("k.toml"),
+            &format!("{GOOD}{server}{limited}{kmip}{limited}"),
+        )?;
+        let s = c.server.ok_or(ConfigError::NotGiven)?;
+        let k = c.kmip.ok_or(ConfigError::NotGiven)?;
+        assert_eq!(s.limits, k.limits);
+        assert_eq!(k.limits.max_connections, 40);
+        assert_eq!(k.limits.reserved_connections, 8);
+        assert_eq!(k.limits.idle_timeout, std::time::Duration::from_secs(7));
+        assert_eq!(
+            k.limits.first_request_budget,
+            std::time::Duration::from_millis(250)
+        );
+        assert_eq!(
+            s.idle_timeout_secs, 7,
+            "the [server] fields follow its limits"
+        );
+        // Defaults.
+        let c = Config::parse(Path::new("k.toml"), &format!("{GOOD}{server}{kmip}"))?;
+        let k = c.kmip.ok_or(ConfigError::NotGiven)?.limits;
+        assert_eq!(
+            (
+                k.max_connections,
+                k.reserved_connections,
+                k.max_connections_per_address
+            ),
+            (256, 64, 32)
+        );
+        assert_eq!(k.handshake_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(k.max_token_work, 32);
+        for (section, bad, says) in [
+            (
+                kmip,
+                "reserved_connections = 256",
+                "[kmip] reserved_connections = 256 is out of range",
+            ),
+            (
+                kmip,
+                "handshake_timeout_secs = 0",
+                "[kmip] handshake_timeout_secs = 0 is out of range",
+            ),
+            (
+                xks,
+                "first_request_budget_ms = 1",
+                "[xks] first_request_budget_ms = 1 is out of range",
+            ),
+            (
+                xks,
+                "max_token_work = 0",
+                "[xks] max_token_work = 0 is out of range",
+            ),
+            (kmip, "idle_timeout = 5", "idle_timeout"),
+        ] {
+            let tail = if section == xks { credential } else { "" };
+            let e = Config::parse(
+                Path::new("k.toml"),
+                &format!("{GOOD}{server}{section}{bad}\n{tail}"),
+            )
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        Ok(())
+    }
 
     #[test]
     fn parses_and_resolves_relative_paths() -> Result<(), ConfigError> {

@@ -4,29 +4,41 @@
 //! that cannot be read gets an Invalid Message response and the connection is closed; one over
 //! the size cap is not read at all. Every message, read or not, has an audit record or is
 //! counted into a per-connection summary (`engine/kmip_messages.rs`) before it is answered.
+//!
+//! Accept, limits, handshake and drain are the connection layer's (`net/`, `[kmip]` limits); the
+//! door admits by certificate and reads messages: the first byte of each within
+//! `idle_timeout_secs`, the whole message within `header_read_timeout_secs` of its first byte.
+//! A first whole message proves the connection (it keeps its slot).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use super::ttlv;
 use crate::config::{KmipConfig, ServerConfig};
 use crate::engine::{Admission, Engine};
 use crate::identity::CertIdentity;
-use crate::server::ServerError;
+use crate::net::{
+    Accepted, Admit, Closer, Door, Listener, Metrics, ServerError, Standing, TokenWork,
+};
 
-/// How long a client may take to send a whole message once it started, and to stay idle.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
-const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long open KMIP connections get to finish their message after SIGTERM.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why a half-received first message was cut short when its connection gave its slot up.
+const EVICTED: &str = "the listener was full and this connection had not sent a whole first message within its first-request budget; connection closed";
+
+/// The KMIP door: registered client certificates only, then TTLV messages.
+struct KmipDoor {
+    engine: Arc<Engine>,
+    work: TokenWork,
+    quiet: crate::net::conn::LogThrottle<std::net::IpAddr>,
+}
 
 pub struct KmipServer {
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    engine: Arc<Engine>,
+    listener: Listener<KmipDoor>,
 }
 
 impl KmipServer {
@@ -34,103 +46,102 @@ impl KmipServer {
         engine: Arc<Engine>,
         kmip: &KmipConfig,
         server: &ServerConfig,
+        metrics: Arc<Metrics>,
     ) -> Result<KmipServer, ServerError> {
         let tls =
-            crate::server::tls::server_config(&server.cert, &server.key, Some(&server.client_ca))?;
-        let listener =
-            TcpListener::bind(kmip.listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: kmip.listen,
-                    source,
-                })?;
-        Ok(KmipServer {
-            listener,
-            acceptor: TlsAcceptor::from(Arc::new(tls)),
+            crate::net::tls::server_config(&server.cert, &server.key, Some(&server.client_ca))?;
+        let door = KmipDoor {
             engine,
-        })
+            work: TokenWork::new("kmip", kmip.limits.max_token_work),
+            quiet: crate::net::conn::LogThrottle::default(),
+        };
+        let listener =
+            Listener::bind(door, kmip.listen, tls, kmip.limits, DRAIN_GRACE, metrics).await?;
+        Ok(KmipServer { listener })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, ServerError> {
-        self.listener.local_addr().map_err(ServerError::Accept)
+        self.listener.local_addr()
     }
 
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), ServerError> {
-        let permits = Arc::new(tokio::sync::Semaphore::new(256));
-        tokio::pin!(shutdown);
-        let mut tasks = tokio::task::JoinSet::new();
-        loop {
-            let permit = tokio::select! {
-                p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                () = &mut shutdown => break,
-            };
-            let (tcp, peer) = tokio::select! {
-                r = self.listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "KMIP accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            let acceptor = self.acceptor.clone();
-            let engine = Arc::clone(&self.engine);
-            tasks.spawn(async move {
-                let _permit = permit;
-                serve(acceptor, engine, tcp, peer).await;
-            });
-        }
-        drop(self.listener);
-        let _ = tokio::time::timeout(Duration::from_secs(10), async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        Ok(())
+        self.listener.run(shutdown).await
     }
 }
 
-async fn serve(
-    acceptor: TlsAcceptor,
-    engine: Arc<Engine>,
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-) {
-    let mut tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => s,
-        _ => {
-            tracing::debug!(%peer, "KMIP TLS handshake refused or timed out");
-            return;
-        }
-    };
-    let Some(cert) = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|c| CertIdentity::from_der(c.as_ref()).ok())
-        .map(Arc::new)
-    else {
-        return;
-    };
-    let source = peer.to_string();
-    {
-        let (engine, cert, source) = (Arc::clone(&engine), Arc::clone(&cert), source.clone());
-        match tokio::task::spawn_blocking(move || engine.admit_connection(&cert, &source)).await {
-            Ok(Ok(Admission::Admitted)) => {}
-            _ => {
-                let _ = tls.shutdown().await;
-                return;
+impl Door for KmipDoor {
+    fn name(&self) -> &'static str {
+        "kmip"
+    }
+
+    /// A registered, enabled principal's certificate ([`Engine::admit_connection`], audited).
+    async fn admit(&self, peer: SocketAddr, cert: Option<&Arc<CertIdentity>>) -> Admit {
+        let Some(cert) = cert else {
+            return Admit::Refused("handshake-failed");
+        };
+        let (engine, cert, source) = (Arc::clone(&self.engine), Arc::clone(cert), peer.to_string());
+        match self
+            .work
+            .run(move || engine.admit_connection(&cert, &source))
+            .await
+        {
+            Ok(Ok(Admission::Admitted)) => Admit::Admitted,
+            Ok(Ok(Admission::Refused { message, recorded })) => {
+                if let Some(suppressed) = recorded {
+                    tracing::warn!(%peer, suppressed, "KMIP: {message}");
+                }
+                Admit::Refused("unregistered")
+            }
+            Ok(Err(e)) => {
+                if let Some(suppressed) = self.quiet.allow(&peer.ip()) {
+                    tracing::error!(%peer, error = %e, suppressed, "KMIP: cannot check the client certificate; connection closed");
+                }
+                Admit::Refused("admission-failed")
+            }
+            Err(e) => {
+                tracing::error!(%peer, error = %e, "KMIP: connection admission task failed; connection closed");
+                Admit::Refused("admission-failed")
             }
         }
     }
-    let conn = Arc::new(crate::engine::KmipConnection::new(cert, &source));
-    serve_messages(&engine, &conn, &mut tls).await;
-    let _ = tokio::task::spawn_blocking(move || engine.kmip_connection_closed(&conn)).await;
+
+    async fn serve(&self, mut accepted: Accepted) {
+        let Some(cert) = accepted.cert.clone() else {
+            return;
+        };
+        let source = accepted.peer.to_string();
+        let conn = Arc::new(crate::engine::KmipConnection::new(cert, &source));
+        let bounds = Bounds {
+            idle: accepted.limits.idle_timeout,
+            message: accepted.limits.header_read_timeout,
+            standing: accepted.standing.clone(),
+            closer: accepted.closer(),
+            draining: accepted.draining.clone(),
+            work: self.work.clone(),
+        };
+        serve_messages(&self.engine, &conn, &mut accepted.tls, bounds).await;
+        let engine = Arc::clone(&self.engine);
+        let _ = self
+            .work
+            .run(move || engine.kmip_connection_closed(&conn))
+            .await;
+    }
+}
+
+/// The connection layer's limits as the message loop applies them.
+struct Bounds {
+    /// No message started for this long: closed.
+    idle: Duration,
+    /// A message must be complete this long after its first byte.
+    message: Duration,
+    /// Proved once a first whole message was read (the certificate was admitted already).
+    standing: Standing,
+    closer: Closer,
+    draining: tokio::sync::watch::Receiver<bool>,
+    work: TokenWork,
 }
 
 /// Every message of one admitted connection, until it closes, goes quiet, or sends something
@@ -140,17 +151,42 @@ async fn serve_messages<S>(
     engine: &Arc<Engine>,
     conn: &Arc<crate::engine::KmipConnection>,
     tls: &mut S,
+    mut b: Bounds,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     loop {
         let mut header = [0u8; 8];
         let mut got = 0;
-        let read = tokio::time::timeout(IDLE_TIMEOUT, read_full(tls, &mut header, &mut got)).await;
-        match read {
+        // The first byte of a next message: within the idle timeout, and none once draining.
+        if *b.draining.borrow() {
+            return;
+        }
+        let first = tokio::select! {
+            r = tokio::time::timeout(b.idle, read_some(tls, &mut header, &mut got)) => r,
+            _ = b.draining.changed() => return,
+            // Unproven, and its slot went to a newcomer: nothing of a message was read.
+            () = b.standing.evicted() => return,
+        };
+        match first {
             Ok(Ok(())) => {}
             // Nothing of a next message: the connection simply ended.
-            _ if got == 0 => return,
+            Ok(Err(_)) => return,
+            Err(_) => {
+                b.closer.closed("idle-timeout");
+                return;
+            }
+        }
+        // From its first byte, the whole message within the header-read timeout.
+        let deadline = tokio::time::Instant::now() + b.message;
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(deadline, read_full(tls, &mut header, &mut got)) => r,
+            () = b.standing.evicted() => {
+                return malformed(engine, conn, got, EVICTED.into()).await;
+            }
+        };
+        match read {
+            Ok(Ok(())) => {}
             Ok(Err(_)) => {
                 return malformed(
                     engine,
@@ -161,11 +197,12 @@ async fn serve_messages<S>(
                 .await;
             }
             Err(_) => {
+                b.closer.closed("header-timeout");
                 return malformed(
                     engine,
                     conn,
                     got,
-                    format!("no complete header within {} s", IDLE_TIMEOUT.as_secs()),
+                    format!("no complete header within {} s", b.message.as_secs()),
                 )
                 .await;
             }
@@ -184,8 +221,13 @@ async fn serve_messages<S>(
         let mut message = zeroize::Zeroizing::new(vec![0u8; total]);
         message[..8].copy_from_slice(&header);
         let mut got = 0;
-        match tokio::time::timeout(READ_TIMEOUT, read_full(tls, &mut message[8..], &mut got)).await
-        {
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(deadline, read_full(tls, &mut message[8..], &mut got)) => r,
+            () = b.standing.evicted() => {
+                return malformed(engine, conn, 8 + got, EVICTED.into()).await;
+            }
+        };
+        match read {
             Ok(Ok(())) => {}
             Ok(Err(_)) => {
                 return malformed(
@@ -197,6 +239,7 @@ async fn serve_messages<S>(
                 .await;
             }
             Err(_) => {
+                b.closer.closed("header-timeout");
                 return malformed(
                     engine,
                     conn,
@@ -204,7 +247,7 @@ async fn serve_messages<S>(
                     format!(
                         "only {} of {total} bytes within {} s",
                         8 + got,
-                        READ_TIMEOUT.as_secs()
+                        b.message.as_secs()
                     ),
                 )
                 .await;
@@ -221,15 +264,19 @@ async fn serve_messages<S>(
             }
         };
         drop(message);
+        // A registered client sent a whole message: its connection keeps its slot.
+        b.standing.prove();
         let (engine2, conn2) = (Arc::clone(engine), Arc::clone(conn));
-        let answer = tokio::task::spawn_blocking(move || {
-            engine2.kmip_message(&conn2, total, |caller| {
-                let answer = super::ops::handle(&engine2, caller, &request);
-                let answered = super::ops::answered(&answer);
-                (answer, answered)
+        let answer = b
+            .work
+            .run(move || {
+                engine2.kmip_message(&conn2, total, |caller| {
+                    let answer = super::ops::handle(&engine2, caller, &request);
+                    let answered = super::ops::answered(&answer);
+                    (answer, answered)
+                })
             })
-        })
-        .await;
+            .await;
         match answer {
             Ok(Ok(answer)) => {
                 if reply(tls, &answer).await.is_err() {
@@ -278,6 +325,20 @@ async fn malformed_recorded(
         }
         Err(_) => false,
     }
+}
+
+/// Read at least one byte into `buf` (from `got` on), counting it in `got`.
+async fn read_some<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut [u8],
+    got: &mut usize,
+) -> std::io::Result<()> {
+    let n = s.read(&mut buf[*got..]).await?;
+    if n == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    *got += n;
+    Ok(())
 }
 
 /// Fill `buf`, counting the bytes received in `got` (kept when the read times out).

@@ -17,11 +17,11 @@ use base64::Engine as _;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::metrics::Metrics;
 use super::problem::Problem;
 use crate::engine::{Caller, Engine, EngineError, ToSign};
 use crate::identity::CertIdentity;
 use crate::inventory::{KeyFilter, KeyRecord};
+use crate::net::{Metrics, TokenWork};
 
 /// Every route the service has: (method, path). The OpenAPI description is checked against it.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -70,6 +70,8 @@ pub struct ConnInfo {
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
+    /// Engine calls off the async workers, within the JSON API door's budget.
+    pub work: TokenWork,
 }
 
 pub fn router(state: AppState, max_body: usize) -> Router {
@@ -193,17 +195,19 @@ async fn audit_the_rest(
     let engine = Arc::clone(&app.engine);
     let action = format!("http.{}", problem.code);
     let started = Instant::now();
-    let audited = tokio::task::spawn_blocking(move || {
-        let caller = engine
-            .identify(&conn.cert, &conn.peer.to_string(), reason)
-            .map_err(Problem::from)?;
-        let what = format!("{method} {path}: {}", problem.detail);
-        engine
-            .audit_rejected_request(&caller, &action, None, &what)
-            .map_err(Problem::from)?;
-        Ok::<_, Problem>(problem)
-    })
-    .await;
+    let audited = app
+        .work
+        .run(move || {
+            let caller = engine
+                .identify(&conn.cert, &conn.peer.to_string(), reason)
+                .map_err(Problem::from)?;
+            let what = format!("{method} {path}: {}", problem.detail);
+            engine
+                .audit_rejected_request(&caller, &action, None, &what)
+                .map_err(Problem::from)?;
+            Ok::<_, Problem>(problem)
+        })
+        .await;
     let problem = match audited {
         Ok(Ok(p) | Err(p)) => p,
         Err(_) => Problem::new(
@@ -447,21 +451,28 @@ impl AppState {
             action,
             key,
         } = endpoint;
-        let joined = tokio::task::spawn_blocking(move || {
-            let caller = engine
-                .identify(&conn.cert, &conn.peer.to_string(), reason)
-                .map_err(Problem::from)?;
-            match input {
-                Ok(input) => op(&engine, &caller, input),
-                Err(problem) => {
-                    engine
-                        .audit_rejected_request(&caller, action, key.as_deref(), &problem.detail)
-                        .map_err(Problem::from)?;
-                    Err(problem)
+        let joined = self
+            .work
+            .run(move || {
+                let caller = engine
+                    .identify(&conn.cert, &conn.peer.to_string(), reason)
+                    .map_err(Problem::from)?;
+                match input {
+                    Ok(input) => op(&engine, &caller, input),
+                    Err(problem) => {
+                        engine
+                            .audit_rejected_request(
+                                &caller,
+                                action,
+                                key.as_deref(),
+                                &problem.detail,
+                            )
+                            .map_err(Problem::from)?;
+                        Err(problem)
+                    }
                 }
-            }
-        })
-        .await;
+            })
+            .await;
         let result = joined.unwrap_or_else(|e| {
             tracing::error!(error = %e, "request task failed");
             Err(Problem::new(
@@ -519,12 +530,14 @@ fn audited(mut response: Response) -> Response {
 /// and they touch no key.
 async fn identified(app: &AppState, conn: ConnInfo) -> Result<(), Response> {
     let engine = Arc::clone(&app.engine);
-    let who = tokio::task::spawn_blocking(move || {
-        engine
-            .identify(&conn.cert, &conn.peer.to_string(), None)
-            .map(drop)
-    })
-    .await;
+    let who = app
+        .work
+        .run(move || {
+            engine
+                .identify(&conn.cert, &conn.peer.to_string(), None)
+                .map(drop)
+        })
+        .await;
     match who {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(audited(Problem::from(e).into_response())),
@@ -552,7 +565,7 @@ async fn health(
         return r;
     }
     let engine = Arc::clone(&app.engine);
-    match tokio::task::spawn_blocking(move || engine.health()).await {
+    match app.work.run(move || engine.health()).await {
         Ok(h) => {
             // During failover the service still serves: a load balancer must keep sending.
             let status = if h.status == "ok" || h.status == "failover" {
@@ -583,15 +596,17 @@ async fn metrics(
         return r;
     }
     let engine = Arc::clone(&app.engine);
-    if let Ok((n, drill, down, integrity)) = tokio::task::spawn_blocking(move || {
-        (
-            engine.audit_verify_failures(),
-            engine.backup_drill_failures(),
-            engine.tokens_down().len(),
-            engine.integrity_failures(),
-        )
-    })
-    .await
+    if let Ok((n, drill, down, integrity)) = app
+        .work
+        .run(move || {
+            (
+                engine.audit_verify_failures(),
+                engine.backup_drill_failures(),
+                engine.tokens_down().len(),
+                engine.integrity_failures(),
+            )
+        })
+        .await
     {
         app.metrics.set_integrity_failures(integrity);
         app.metrics.set_token_lookups(app.engine.token_lookups());

@@ -20,10 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use super::{Metrics, ServerError};
 use crate::config::XksConfig;
@@ -46,6 +43,8 @@ struct XksState {
     /// The credentials' secrets, read from their sources once at start (a `prompt` source asks
     /// then, never in the middle of a request).
     secrets: Arc<Vec<(String, secrecy::SecretString)>>,
+    /// Engine calls off the async workers, within the XKS door's budget.
+    work: crate::net::TokenWork,
 }
 
 #[derive(Clone, Copy)]
@@ -267,10 +266,12 @@ async fn serve(state: &XksState, peer: SocketAddr, req: Request<Body>) -> (Respo
     let source = peer.to_string();
     let refuse = |what: String, err: XksError, metric: &'static str| {
         let engine = Arc::clone(&state.engine);
+        let work = state.work.clone();
         let source = source.clone();
         async move {
-            let _ =
-                tokio::task::spawn_blocking(move || engine.xks_refused(&source, "-", &what)).await;
+            let _ = work
+                .run(move || engine.xks_refused(&source, "-", &what))
+                .await;
             (err.into_response(), metric)
         }
     };
@@ -347,12 +348,18 @@ async fn serve(state: &XksState, peer: SocketAddr, req: Request<Body>) -> (Respo
         },
     );
     let principal = match verified {
-        Ok(akid) => config
-            .credentials
-            .iter()
-            .find(|c| c.access_key_id == akid)
-            .map(|c| c.principal.clone())
-            .unwrap_or_default(),
+        Ok(akid) => {
+            // An authenticated client: its connection keeps its slot (net/slots.rs).
+            if let Some(standing) = parts.extensions.get::<crate::net::Standing>() {
+                standing.prove();
+            }
+            config
+                .credentials
+                .iter()
+                .find(|c| c.access_key_id == akid)
+                .map(|c| c.principal.clone())
+                .unwrap_or_default()
+        }
         Err(e) => {
             let akid: String = headers
                 .iter()
@@ -365,7 +372,9 @@ async fn serve(state: &XksState, peer: SocketAddr, req: Request<Body>) -> (Respo
                 .collect();
             let engine = Arc::clone(&state.engine);
             let what = format!("SigV4 authentication failed on {path}: {e}");
-            let _ = tokio::task::spawn_blocking(move || engine.xks_refused(&source, &akid, &what))
+            let _ = state
+                .work
+                .run(move || engine.xks_refused(&source, &akid, &what))
                 .await;
             return (
                 XksError::new(
@@ -379,16 +388,17 @@ async fn serve(state: &XksState, peer: SocketAddr, req: Request<Body>) -> (Respo
         }
     };
     let engine = Arc::clone(&state.engine);
-    let result =
-        tokio::task::spawn_blocking(move || run(&engine, &principal, &source, call, &body))
-            .await
-            .unwrap_or_else(|_| {
-                Err(XksError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "InternalException",
-                    "request task failed",
-                ))
-            });
+    let result = state
+        .work
+        .run(move || run(&engine, &principal, &source, call, &body))
+        .await
+        .unwrap_or_else(|_| {
+            Err(XksError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalException",
+                "request task failed",
+            ))
+        });
     (
         match result {
             Ok(v) => json_ok(v),
@@ -600,12 +610,56 @@ fn need_key_request(m: &Metadata) -> Result<(), XksError> {
     Ok(())
 }
 
-/// The XKS listener: its own TLS (optionally mutual), the XKS routes only.
-pub struct XksServer {
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
+/// The XKS door: the XKS routes only; with `client_name`, only a client certificate carrying it.
+struct XksDoor {
     app: axum::Router,
     client_name: Option<String>,
+}
+
+impl crate::net::Door for XksDoor {
+    fn name(&self) -> &'static str {
+        "xks"
+    }
+
+    async fn admit(
+        &self,
+        peer: SocketAddr,
+        cert: Option<&Arc<crate::identity::CertIdentity>>,
+    ) -> crate::net::Admit {
+        let Some(want) = &self.client_name else {
+            return crate::net::Admit::Admitted;
+        };
+        let named = cert.is_some_and(|id| {
+            id.sans
+                .iter()
+                .any(|s| s.strip_prefix("DNS:") == Some(want.as_str()))
+                || id
+                    .subject
+                    .split(',')
+                    .any(|p| p.trim() == format!("CN={want}"))
+        });
+        if named {
+            crate::net::Admit::Admitted
+        } else {
+            tracing::warn!(%peer, expected = %want, "XKS client certificate does not carry the configured name; connection closed");
+            crate::net::Admit::Refused("unregistered")
+        }
+    }
+
+    /// A connection is proven by its first request whose SigV4 signature verifies (`serve`).
+    async fn serve(&self, conn: crate::net::Accepted) {
+        let app = self.app.clone().layer(Extension(Peer(conn.peer)));
+        crate::net::http::serve(conn, app, false).await;
+    }
+}
+
+/// How long open XKS requests get to finish after SIGTERM.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// The XKS listener: its own TLS (optionally mutual), the XKS routes only, over the connection
+/// layer with the `[xks]` limits.
+pub struct XksServer {
+    listener: crate::net::Listener<XksDoor>,
 }
 
 impl XksServer {
@@ -615,14 +669,7 @@ impl XksServer {
         metrics: Arc<Metrics>,
     ) -> Result<XksServer, ServerError> {
         let tls =
-            super::tls::server_config(&config.cert, &config.key, config.client_ca.as_deref())?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+            crate::net::tls::server_config(&config.cert, &config.key, config.client_ca.as_deref())?;
         let mut secrets = Vec::new();
         for c in &config.credentials {
             let secret = c
@@ -636,21 +683,30 @@ impl XksServer {
         }
         let state = XksState {
             engine,
-            metrics,
+            metrics: Arc::clone(&metrics),
             config: Arc::new(config.clone()),
             secrets: Arc::new(secrets),
+            work: crate::net::TokenWork::new("xks", config.limits.max_token_work),
         };
         let app = axum::Router::new().fallback(handle).with_state(state);
-        Ok(XksServer {
-            listener,
-            acceptor: TlsAcceptor::from(Arc::new(tls)),
+        let door = XksDoor {
             app,
             client_name: config.client_name.clone(),
-        })
+        };
+        let listener = crate::net::Listener::bind(
+            door,
+            config.listen,
+            tls,
+            config.limits,
+            DRAIN_GRACE,
+            metrics,
+        )
+        .await?;
+        Ok(XksServer { listener })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, ServerError> {
-        self.listener.local_addr().map_err(ServerError::Accept)
+        self.listener.local_addr()
     }
 
     /// Serve until `shutdown` resolves, then let open requests finish (up to 10 s).
@@ -658,78 +714,7 @@ impl XksServer {
         self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), ServerError> {
-        let permits = Arc::new(tokio::sync::Semaphore::new(512));
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        tokio::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                () = &mut shutdown => break,
-            };
-            let (tcp, peer) = tokio::select! {
-                r = self.listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "XKS accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            let acceptor = self.acceptor.clone();
-            let app = self.app.clone();
-            let client_name = self.client_name.clone();
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                    .await
-                {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "XKS TLS handshake refused");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-                if let Some(want) = &client_name {
-                    let named = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .and_then(|c| crate::identity::CertIdentity::from_der(c.as_ref()).ok())
-                        .is_some_and(|id| {
-                            id.sans
-                                .iter()
-                                .any(|s| s.strip_prefix("DNS:") == Some(want.as_str()))
-                                || id
-                                    .subject
-                                    .split(',')
-                                    .any(|p| p.trim() == format!("CN={want}"))
-                        });
-                    if !named {
-                        tracing::warn!(%peer, expected = %want, "XKS client certificate does not carry the configured name; connection closed");
-                        return;
-                    }
-                }
-                let svc = app.layer(Extension(Peer(peer)));
-                let svc = hyper_util::service::TowerToHyperService::new(svc);
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(tls), svc);
-                if let Err(e) = watcher.watch(conn).await {
-                    tracing::debug!(%peer, error = %e, "XKS connection ended with an error");
-                }
-            });
-        }
-        drop(self.listener);
-        tokio::select! {
-            () = graceful.shutdown() => {}
-            () = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("XKS: grace period over"),
-        }
-        Ok(())
+        self.listener.run(shutdown).await
     }
 }
 

@@ -1,5 +1,7 @@
-//! Prometheus metrics: request counts and latency histograms per operation, token errors, and
-//! the audit records not yet shipped to the log server.
+//! Prometheus metrics of the service, one registry for every door (the JSON API serves it at
+//! `/metrics`): request counts and latency histograms per operation, token errors, the audit
+//! records not yet shipped to the log server, and per door the connections open and the ones the
+//! connection layer closed, by reason.
 
 use std::time::Duration;
 
@@ -23,12 +25,19 @@ struct OperationLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
+    door: String,
     reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DoorLabels {
+    door: String,
 }
 
 pub struct Metrics {
     registry: Registry,
     connections_closed: Family<ReasonLabels, Counter>,
+    connections_open: Family<DoorLabels, Gauge>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<OperationLabels, Histogram>,
     token_errors: Family<OperationLabels, Counter>,
@@ -105,11 +114,18 @@ impl Metrics {
         let connections_closed = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "connections_closed",
-            "Connections the service closed on its own, by reason (address-limit, handshake-failed, handshake-timeout, unregistered, admission-failed, header-timeout, idle-timeout)",
+            "Connections the service closed on its own, by door (api, xks, kmip) and reason (address-limit, busy, evicted, handshake-failed, handshake-timeout, unregistered, admission-failed, header-timeout, idle-timeout)",
             connections_closed.clone(),
+        );
+        let connections_open = Family::<DoorLabels, Gauge>::default();
+        registry.register(
+            "connections_open",
+            "Connections open now, by door (api, xks, kmip), handshaking ones included",
+            connections_open.clone(),
         );
         Metrics {
             connections_closed,
+            connections_open,
             backup_drill_failures,
             inventory_integrity_failures,
             token_lookups,
@@ -141,13 +157,23 @@ impl Metrics {
         }
     }
 
-    /// `kms_connections_closed_total{reason}`.
-    pub fn connection_closed(&self, reason: &str) {
+    /// `kms_connections_closed_total{door, reason}`.
+    pub fn connection_closed(&self, door: &str, reason: &str) {
         self.connections_closed
             .get_or_create(&ReasonLabels {
+                door: door.to_owned(),
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// `kms_connections_open{door}`.
+    pub fn set_connections_open(&self, door: &str, open: usize) {
+        self.connections_open
+            .get_or_create(&DoorLabels {
+                door: door.to_owned(),
+            })
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
     }
 
     /// `kms_audit_verify_failures`, read from the inventory when metrics are scraped.

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::slots::Standing;
+
 /// Open connections per source address.
 #[derive(Debug)]
 pub struct AddressLimits {
@@ -263,21 +265,34 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 
 /// A hyper service that marks each request in flight (no timeout applies to it) until its
 /// response is ready, and gives its body a [`TimedBody`] so a stalled upload cannot hold the
-/// connection while it counts as in flight.
+/// connection while it counts as in flight. Each request carries the connection's [`Standing`]
+/// as an extension (a door that proves clients itself, like XKS after SigV4, uses it); with
+/// `prove_on_request` the first request proves the connection (the JSON API: its certificate
+/// was admitted already).
 #[derive(Clone)]
 pub struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
     body_gap: Duration,
+    standing: Standing,
+    prove_on_request: bool,
 }
 
 impl<S> Tracked<S> {
     /// `body_gap`: the longest wait for the next piece of a request body.
-    pub fn new(inner: S, activity: Arc<Activity>, body_gap: Duration) -> Tracked<S> {
+    pub fn new(
+        inner: S,
+        activity: Arc<Activity>,
+        body_gap: Duration,
+        standing: Standing,
+        prove_on_request: bool,
+    ) -> Tracked<S> {
         Tracked {
             inner,
             activity,
             body_gap,
+            standing,
+            prove_on_request,
         }
     }
 }
@@ -291,8 +306,12 @@ where
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
-    fn call(&self, req: hyper::Request<B>) -> Self::Future {
+    fn call(&self, mut req: hyper::Request<B>) -> Self::Future {
         let guard = self.activity.begin();
+        if self.prove_on_request {
+            self.standing.prove();
+        }
+        req.extensions_mut().insert(self.standing.clone());
         let gap = self.body_gap;
         let fut = self.inner.call(req.map(|b| TimedBody::new(b, gap)));
         Box::pin(async move {
