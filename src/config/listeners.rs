@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+pub use super::door_limits::DoorLimits;
 use super::door_limits::RawDoorLimits;
 use super::{ConfigError, Ctx, PinSource};
-pub use super::door_limits::DoorLimits;
 
 /// `[server]`: the mutual-TLS HTTPS service (`kms serve`).
 #[derive(Debug, Clone)]
@@ -122,7 +122,10 @@ impl RawServer {
                 ctx.invalid("[server] max_body_bytes must be between 1024 and 67108864".into())
             );
         }
-        let limits = s.limits.parse("[server]", 256).map_err(|e| ctx.invalid(e))?;
+        let limits = s
+            .limits
+            .parse("[server]", 256)
+            .map_err(|e| ctx.invalid(e))?;
         Ok(ServerConfig {
             listen,
             cert: ctx.resolve(&s.cert),
