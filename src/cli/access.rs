@@ -352,7 +352,7 @@ fn print_evidence(e: &RequestEvidence) {
     }
 }
 
-/// One directory a third party can check with openssl alone (see README).
+/// One directory a third party can check with openssl alone (see docs/access.md).
 fn export(e: &RequestEvidence, dir: &std::path::Path) -> Result<(), CliError> {
     use base64::Engine as _;
     let io = |source| CliError::Io {

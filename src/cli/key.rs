@@ -52,7 +52,7 @@ pub enum KeyCmd {
     Abandon { name: String },
     /// The public half (PEM) of kms's import key (RSA-3072, made on first use): wrap key material
     /// to it for `kms key import` (RSA-OAEP SHA-1 of a fresh AES-256 key, then RFC 5649 key wrap
-    /// of the material under that key; see README "Bringing keys in").
+    /// of the material under that key; see docs/key-types.md, "Bringing keys in").
     ImportKey {
         /// Write here instead of standard output.
         #[arg(long)]
