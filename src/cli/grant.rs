@@ -70,7 +70,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: GrantCmd) -> Result<(), CliErr
             if json {
                 return print_json(&g);
             }
-            println!(
+            outln!(
                 "grant {}: '{}' may {} with key '{}' until {}",
                 g.id,
                 g.principal,
@@ -135,9 +135,11 @@ pub(crate) fn revoke(engine: &Engine, caller: &Caller, id: &str) -> Result<(), C
         .clone()
         .ok_or_else(|| CliError::Usage("revoking a grant needs --reason TEXT".into()))?;
     let g = engine.revoke_grant(caller, id, &reason)?;
-    println!(
+    outln!(
         "grant {} of '{}' on '{}' revoked",
-        g.id, g.principal, g.key_name
+        g.id,
+        g.principal,
+        g.key_name
     );
     Ok(())
 }

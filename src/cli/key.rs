@@ -350,7 +350,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
                 return print_json(&key);
             }
             let v = key.current_version();
-            println!(
+            outln!(
                 "created key '{}' ({}, id {}) on token '{}' as CKA_ID {}",
                 key.name,
                 key.key_type,
@@ -364,7 +364,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             let (pem, v) = engine.import_key_pem(caller)?;
             write_output(out.as_deref(), pem.as_bytes(), false)?;
             if out.is_some() {
-                eprintln!("import key '{}' v{v}", crate::engine::IMPORT_KEY);
+                errln!("import key '{}' v{v}", crate::engine::IMPORT_KEY);
             }
             Ok(())
         }
@@ -396,7 +396,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
                 return print_json(&key);
             }
             let v = key.current_version();
-            println!(
+            outln!(
                 "imported key '{}' ({}, id {}) on token '{}' as CKA_ID {}",
                 key.name,
                 key.key_type,
@@ -424,7 +424,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             if json {
                 return print_json(&key);
             }
-            println!(
+            outln!(
                 "adopted key '{}' ({}, id {}){}",
                 key.name,
                 key.key_type,
@@ -497,7 +497,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
         }
         KeyCmd::Abandon { name } => {
             let n = engine.abandon_key(caller, &name)?;
-            println!("abandoned key '{name}' ({n} token object(s) destroyed)");
+            outln!("abandoned key '{name}' ({n} token object(s) destroyed)");
             Ok(())
         }
         KeyCmd::Show { name, json } => {
@@ -517,7 +517,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             let signed = engine.sign(caller, &name, &message)?;
             write_output(out.as_deref(), &signed.signature, false)?;
             if out.is_some() {
-                eprintln!("signed with key '{name}' v{}", signed.key_version);
+                errln!("signed with key '{name}' v{}", signed.key_version);
             }
             Ok(())
         }
@@ -527,7 +527,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             let outcome = engine.verify(caller, &name, &message, &signature)?;
             match outcome.key_version {
                 Some(v) if outcome.valid => {
-                    println!("signature valid (key '{name}' v{v})");
+                    outln!("signature valid (key '{name}' v{v})");
                     Ok(())
                 }
                 _ => Err(CliError::Negative(format!(
@@ -572,7 +572,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             let mac = engine.mac(caller, &name, &message)?;
             write_output(out.as_deref(), &mac.tag, false)?;
             if out.is_some() {
-                eprintln!("{} with key '{name}' v{}", mac.algorithm, mac.key_version);
+                errln!("{} with key '{name}' v{}", mac.algorithm, mac.key_version);
             }
             Ok(())
         }
@@ -582,7 +582,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             let outcome = engine.verify_mac(caller, &name, &message, &tag)?;
             match outcome.key_version {
                 Some(v) if outcome.valid => {
-                    println!("MAC valid (key '{name}' v{v})");
+                    outln!("MAC valid (key '{name}' v{v})");
                     Ok(())
                 }
                 _ => Err(CliError::Negative(format!(
@@ -596,7 +596,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             successor,
         } => {
             let key = engine.migrate_key(caller, &name, to, successor.as_deref())?;
-            println!(
+            outln!(
                 "key '{name}' ({}) migrates to '{}': re-encrypt its ciphertexts with `kms key rewrap {name} --in FILE --out FILE` (add --iv HEX for raw openssl 3DES-CBC data); it decrypts only from now on",
                 key.key_type,
                 key.migrated_to.as_deref().unwrap_or("-")
@@ -619,21 +619,21 @@ fn print_key(k: &KeyRecord, config: &crate::config::Config) {
             s.to_owned()
         }
     };
-    println!("name:            {}", k.name);
-    println!("id:              {}", k.id);
-    println!("type:            {} ({})", k.key_type, k.kind);
-    println!("owner:           {}", k.owner);
-    println!("classification:  {}", k.classification);
-    println!("usage:           {}", k.usage);
+    outln!("name:            {}", k.name);
+    outln!("id:              {}", k.id);
+    outln!("type:            {} ({})", k.key_type, k.kind);
+    outln!("owner:           {}", k.owner);
+    outln!("classification:  {}", k.classification);
+    outln!("usage:           {}", k.usage);
     if let Some(scheme) = k.signature_scheme() {
-        println!("signature:       {scheme}");
+        outln!("signature:       {scheme}");
     }
-    println!("origin:          {}", k.origin);
+    outln!("origin:          {}", k.origin);
     if let Some(why) = &k.weak_reason {
-        println!("WEAK (accepted): {why}");
+        outln!("WEAK (accepted): {why}");
     }
     if k.key_type.is_legacy() {
-        println!(
+        outln!(
             "legacy:          yes ({}){}",
             if k.allow_legacy_encrypt {
                 "may still encrypt"
@@ -646,31 +646,31 @@ fn print_key(k: &KeyRecord, config: &crate::config::Config) {
                 .unwrap_or_default()
         );
     }
-    println!("purpose:         {}", dash(&k.purpose));
-    println!("handling:        {}", dash(&k.handling));
-    println!("disposal:        {}", dash(&k.disposal));
-    println!(
+    outln!("purpose:         {}", dash(&k.purpose));
+    outln!("handling:        {}", dash(&k.handling));
+    outln!("disposal:        {}", dash(&k.disposal));
+    outln!(
         "expires:         {}",
         k.expires
             .map(|d| d.to_string())
             .unwrap_or_else(|| "-".into())
     );
-    println!("rotate every:    {}", k.rotate_every);
-    println!(
+    outln!("rotate every:    {}", k.rotate_every);
+    outln!(
         "rotation due:    {}",
         k.rotation_due().map(fmt_time).unwrap_or_else(|| "-".into())
     );
     let labels: Vec<String> = k.labels.iter().map(|(a, b)| format!("{a}={b}")).collect();
-    println!("labels:          {}", dash(&labels.join(", ")));
-    println!(
+    outln!("labels:          {}", dash(&labels.join(", ")));
+    outln!(
         "created:         {} by {}",
         fmt_time(k.created_at),
         k.created_by
     );
-    println!("updated:         {}", fmt_time(k.updated_at));
-    println!("versions:");
+    outln!("updated:         {}", fmt_time(k.updated_at));
+    outln!("versions:");
     for v in &k.versions {
-        println!(
+        outln!(
             "  v{}  {:<9} token {} ({}, serial {})  CKA_ID {}  created {}",
             v.version,
             v.state.as_str(),
