@@ -29,7 +29,11 @@ pub fn failpoint(name: &str) {
     #[cfg(feature = "testing")]
     {
         if std::env::var("KMS_FAILPOINT").is_ok_and(|f| f == name) {
-            eprintln!("kms: failpoint {name} reached");
+            // Tests wait for this line; a closed stderr must not panic the stop.
+            let _ = std::io::Write::write_fmt(
+                &mut std::io::stderr(),
+                format_args!("kms: failpoint {name} reached\n"),
+            );
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
             }

@@ -22,6 +22,9 @@
 //! - [`softverify`]: signature verification in software from a stored SPKI (p384 / rsa).
 //! - [`envelope`]: the versioned, self-describing ciphertext format.
 
+// Output goes through cli::output (a closed pipe is not a panic): no print! macros in the library.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod audit;
 pub mod cli;
 pub mod client;

@@ -62,6 +62,9 @@ where
 {
     tracing_subscriber::fmt::layer()
         .with_writer(writer)
+        // A log line that cannot be written (stderr's reader is gone) is dropped; the default
+        // reports it with eprintln!, which panics on that same closed stderr.
+        .log_internal_errors(false)
         .with_filter(directives)
         .with_filter(Secrets)
 }

@@ -244,7 +244,7 @@ fn an_exported_bundle_verifies_with_openssl_alone() -> TestResult {
     let steps = bundle["steps"].as_array().ok_or("steps")?;
     assert_eq!(steps.len(), 2);
     for s in steps {
-        // The README's command, run in the bundle directory.
+        // The command docs/access.md gives, run in the bundle directory.
         let cmd = s["verify_with"].as_str().ok_or("verify_with")?;
         let out = std::process::Command::new("sh")
             .arg("-c")

@@ -7,7 +7,7 @@
 # `objectstore.backend = db` its C_Initialize fails ("Could not set the storage
 # backend"). With the "file" store every C_Login truncates and rewrites the
 # token's token.object, and a SIGKILL at that moment leaves an empty token
-# (README, "Operations: a damaged or lost token"). The db store keeps a token
+# (docs/runbooks.md, "A damaged or lost token"). The db store keeps a token
 # in one SQLite database and changes it in transactions, which survive SIGKILL.
 #
 # The source is Debian's orig tarball of the same upstream release

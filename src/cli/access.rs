@@ -126,7 +126,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: AccessCmd) -> Result<(), CliEr
             if json {
                 return print_json(&r);
             }
-            println!(
+            outln!(
                 "request {}: '{}' asks {} on '{}' for {} — pending verification by a security admin",
                 r.id, r.grantee, r.ops, r.key_name, r.duration
             );
@@ -190,7 +190,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: AccessCmd) -> Result<(), CliEr
         AccessCmd::Export { id, out } => {
             let e = engine.request_evidence(caller, &id)?;
             export(&e, &out)?;
-            println!("evidence for {} written to {}", id, out.display());
+            outln!("evidence for {} written to {}", id, out.display());
             Ok(())
         }
         AccessCmd::Review { within, json } => {
@@ -237,7 +237,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: AccessCmd) -> Result<(), CliEr
         }
         AccessCmd::Recertify { grant, card: c } => {
             let g = engine.recertify_grant(caller, &grant, &card(c)?)?;
-            println!(
+            outln!(
                 "grant {} re-certified; next review by {}",
                 g.id,
                 g.review_due.map(fmt_time).unwrap_or_default()
@@ -262,7 +262,7 @@ fn sign(
     };
     let (r, grant) = engine.sign_request(caller, id, step, &card(c)?, note.as_deref())?;
     match grant {
-        Some(g) => println!(
+        Some(g) => outln!(
             "request {} approved; grant {}: '{}' may {} with '{}' until {} (review by {})",
             r.id,
             g.id,
@@ -272,28 +272,28 @@ fn sign(
             fmt_time(g.not_after),
             g.review_due.map(fmt_time).unwrap_or_default()
         ),
-        None => println!("request {} is now {}", r.id, r.state.as_str()),
+        None => outln!("request {} is now {}", r.id, r.state.as_str()),
     }
     Ok(())
 }
 
 fn print_evidence(e: &RequestEvidence) {
     let r = &e.request;
-    println!("request:       {} ({})", r.id, r.state.as_str());
-    println!("requester:     {}", r.requester);
-    println!("grantee:       {}", r.grantee);
-    println!("key:           {} ({})", r.key_name, r.key_id);
-    println!("operations:    {}", r.ops);
-    println!("duration:      {}", r.duration);
-    println!("ticket:        {}", r.ticket);
-    println!("justification: {}", r.justification);
-    println!("created:       {}", fmt_time(r.created_at));
+    outln!("request:       {} ({})", r.id, r.state.as_str());
+    outln!("requester:     {}", r.requester);
+    outln!("grantee:       {}", r.grantee);
+    outln!("key:           {} ({})", r.key_name, r.key_id);
+    outln!("operations:    {}", r.ops);
+    outln!("duration:      {}", r.duration);
+    outln!("ticket:        {}", r.ticket);
+    outln!("justification: {}", r.justification);
+    outln!("created:       {}", fmt_time(r.created_at));
     if let Some(g) = &r.grant_id {
-        println!("grant:         {g}");
+        outln!("grant:         {g}");
     }
     for s in &e.steps {
         let ok = s.message_matches_request && s.signature_valid && s.key_is_registered;
-        println!(
+        outln!(
             "  {:<9} by {:<12} {}  {}{}{}",
             s.step.step,
             s.step.signer,
@@ -325,7 +325,7 @@ fn print_evidence(e: &RequestEvidence) {
     }
 }
 
-/// One directory a third party can check with openssl alone (see README).
+/// One directory a third party can check with openssl alone (see docs/access.md).
 fn export(e: &RequestEvidence, dir: &std::path::Path) -> Result<(), CliError> {
     use base64::Engine as _;
     let io = |source| CliError::Io {

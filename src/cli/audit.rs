@@ -129,20 +129,22 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: AuditCmd) -> Result<(), CliErr
             if json {
                 print_json(&v)?;
             } else {
-                println!(
+                outln!(
                     "{} records, {} checkpoints ({} valid)",
-                    v.records, v.checkpoints, v.valid_checkpoints
+                    v.records,
+                    v.checkpoints,
+                    v.valid_checkpoints
                 );
                 for p in &v.problems {
-                    println!("  {p}");
+                    outln!("  {p}");
                 }
                 for n in &v.notes {
-                    println!("  note: {n}");
+                    outln!("  note: {n}");
                 }
             }
             if v.ok {
                 if !json {
-                    println!("audit trail intact");
+                    outln!("audit trail intact");
                 }
                 Ok(())
             } else {
@@ -158,8 +160,8 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: AuditCmd) -> Result<(), CliErr
         }
         AuditCmd::Checkpoint => {
             match engine.checkpoint_for(caller)? {
-                Some(c) => println!("checkpoint signed over record {} ({})", c.seq, c.head_hash),
-                None => println!("nothing new since the last checkpoint"),
+                Some(c) => outln!("checkpoint signed over record {} ({})", c.seq, c.head_hash),
+                None => outln!("nothing new since the last checkpoint"),
             }
             Ok(())
         }
@@ -169,7 +171,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: AuditCmd) -> Result<(), CliErr
                 if json {
                     return print_json(&s);
                 }
-                println!(
+                outln!(
                     "log server: {}\nshipped up to record {} of {}; backlog {}",
                     s.server.as_deref().unwrap_or("(none configured)"),
                     s.cursor,
@@ -182,9 +184,11 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: AuditCmd) -> Result<(), CliErr
             if json {
                 return print_json(&r);
             }
-            println!(
+            outln!(
                 "shipped {} record(s); up to {}; backlog {}",
-                r.sent, r.cursor, r.backlog
+                r.sent,
+                r.cursor,
+                r.backlog
             );
             Ok(())
         }

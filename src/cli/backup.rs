@@ -83,10 +83,10 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: BackupCmd) -> Result<(), CliEr
                     ))
                 }
             };
-            eprintln!("Key ceremony: pairing token '{from}' with token '{to}'.");
-            let say = |s: &str| eprintln!("{s}");
+            errln!("Key ceremony: pairing token '{from}' with token '{to}'.");
+            let say = |s: &str| errln!("{s}");
             let pair = engine.backup_init(caller, &from, &to, &say)?;
-            println!(
+            outln!(
                 "paired: '{}' (serial {}) -> '{}' (serial {}), key-encryption key {} (pairing {})",
                 pair.from_token,
                 pair.from_serial,
@@ -104,7 +104,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: BackupCmd) -> Result<(), CliEr
                 .filter(|v| !v.copies.iter().any(|c| c.token_serial == pair.to_serial))
                 .count();
             if without > 0 {
-                println!(
+                outln!(
                     "{without} active key version(s) on '{}' have no copy on '{}' yet: run `kms backup sync`",
                     pair.from_token, pair.to_token
                 );
@@ -117,18 +117,18 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: BackupCmd) -> Result<(), CliEr
                 print_json(&r)?;
             } else {
                 for k in &r.copied {
-                    println!("copied     {k}");
+                    outln!("copied     {k}");
                 }
                 for k in &r.activated {
-                    println!("activated  {k} (its backup copy now exists)");
+                    outln!("activated  {k} (its backup copy now exists)");
                 }
                 for (k, why) in &r.never_copyable {
-                    println!("never      {k}: {why}");
+                    outln!("never      {k}: {why}");
                 }
                 for (k, why) in &r.failed {
-                    println!("FAILED     {k}: {why}");
+                    outln!("FAILED     {k}: {why}");
                 }
-                println!(
+                outln!(
                     "{} copied, {} activated, {} already backed up, {} never copyable, {} failed",
                     r.copied.len(),
                     r.activated.len(),
@@ -152,7 +152,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: BackupCmd) -> Result<(), CliEr
                 print_json(&r)?;
             } else {
                 for d in &r.results {
-                    println!(
+                    outln!(
                         "{}  {}@v{} on '{}': {}",
                         if d.ok { "ok  " } else { "FAIL" },
                         d.key,
@@ -162,15 +162,15 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: BackupCmd) -> Result<(), CliEr
                     );
                 }
                 for p in &r.pair_problems {
-                    println!("FAIL  {p}");
+                    outln!("FAIL  {p}");
                 }
                 for k in &r.uncopied {
-                    println!("FAIL  {k} has no backup copy (run `kms backup sync`)");
+                    outln!("FAIL  {k} has no backup copy (run `kms backup sync`)");
                 }
                 for k in &r.not_applicable {
-                    println!("n/a   {k}");
+                    outln!("n/a   {k}");
                 }
-                println!(
+                outln!(
                     "{} copies drilled, {} problem(s)",
                     r.results.len(),
                     r.failures()
@@ -191,12 +191,12 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: BackupCmd) -> Result<(), CliEr
                 print_json(&r)?;
             } else {
                 for k in &r.restored {
-                    println!("restored  {k} (proven by drill)");
+                    outln!("restored  {k} (proven by drill)");
                 }
                 for (k, why) in &r.failed {
-                    println!("FAILED    {k}: {why}");
+                    outln!("FAILED    {k}: {why}");
                 }
-                println!("{} restored, {} failed", r.restored.len(), r.failed.len());
+                outln!("{} restored, {} failed", r.restored.len(), r.failed.len());
             }
             if r.failed.is_empty() {
                 Ok(())
@@ -237,7 +237,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: BackupCmd) -> Result<(), CliEr
                 })
                 .collect();
             print_table(&["PAIR", "FROM", "TO", "KEK", "CREATED", "BY"], &rows);
-            println!();
+            outln!();
             let mut rows = Vec::new();
             for k in &keys {
                 for v in &k.versions {
@@ -285,7 +285,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: BackupCmd) -> Result<(), CliEr
         BackupCmd::Export { file } => {
             let (bytes, r) = engine.backup_export(caller)?;
             super::io::write_output(Some(&file), &bytes, true)?;
-            println!(
+            outln!(
                 "wrote {}: {} key version(s) wrapped under the backup KEK, inventory snapshot of {} bytes, sealed under key '{}' v{}",
                 file.display(),
                 r.keys,
@@ -306,21 +306,21 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: BackupCmd) -> Result<(), CliEr
             if json {
                 return print_json(&r);
             }
-            println!(
+            outln!(
                 "authentic backup file written {} by {} ({} key versions; its audit trail ends at record {}, hash {})",
                 r.written_at, r.written_by, r.keys, r.audit_seq, r.audit_head
             );
             if r.inventory_restored {
-                println!("inventory restored from the file");
+                outln!("inventory restored from the file");
             }
             for k in &r.restored {
-                println!("restored  {k}");
+                outln!("restored  {k}");
             }
             for k in &r.present {
-                println!("present   {k} (already on its token)");
+                outln!("present   {k} (already on its token)");
             }
             for (k, why) in &r.failed {
-                println!("FAILED    {k}: {why}");
+                outln!("FAILED    {k}: {why}");
             }
             if r.failed.is_empty() {
                 Ok(())

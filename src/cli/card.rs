@@ -104,16 +104,16 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: CardCmd) -> Result<(), CliErro
             if json {
                 return print_json(&s);
             }
-            println!("serial:          {}", s.info.serial);
-            println!("firmware:        {}", s.info.version);
-            println!("reader:          {}", s.info.reader);
-            println!(
+            outln!("serial:          {}", s.info.serial);
+            outln!("firmware:        {}", s.info.version);
+            outln!("reader:          {}", s.info.reader);
+            outln!(
                 "PIN tries left:  {}",
                 s.pin_tries_left
                     .map(|t| t.to_string())
                     .unwrap_or_else(|| "unknown".into())
             );
-            println!(
+            outln!(
                 "PUK tries left:  {}",
                 s.puk_tries_left
                     .map(|t| t.to_string())
@@ -124,7 +124,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: CardCmd) -> Result<(), CliErro
                 .iter()
                 .map(|u| vec![u.slot.clone(), u.subject.clone()])
                 .collect();
-            println!("slots in use:");
+            outln!("slots in use:");
             print_table(&["SLOT", "CERTIFICATE SUBJECT"], &rows);
             Ok(())
         }
@@ -153,7 +153,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: CardCmd) -> Result<(), CliErro
             if json {
                 return print_json(&e);
             }
-            println!(
+            outln!(
                 "enrolled '{}': EC P-384 key generated on card {} in slot {} ({}); registered as their approval key",
                 e.principal, e.card.serial, e.card.slot, e.uri
             );
@@ -172,7 +172,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: CardCmd) -> Result<(), CliErro
                 &pin_source(&new_pin)?,
                 last_try,
             )?;
-            println!("PIN unblocked");
+            outln!("PIN unblocked");
             Ok(())
         }
         CardCmd::Lost {
@@ -185,7 +185,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: CardCmd) -> Result<(), CliErro
             if json {
                 return print_json(&loss);
             }
-            println!(
+            outln!(
                 "card {} of '{}' reported lost: {} approval key(s) ended, {} grant(s) revoked{}",
                 loss.card,
                 loss.principal,
@@ -198,13 +198,13 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: CardCmd) -> Result<(), CliErro
                 }
             );
             if !loss.open_requests.is_empty() {
-                println!(
+                outln!(
                     "open requests with a signature from this card (valid when made; deny them if in doubt): {}",
                     loss.open_requests.join(", ")
                 );
             }
             if loss.current_key_lost {
-                println!(
+                outln!(
                     "'{}' has no approval key now: enrol a new card with `kms card enrol --principal {} --force`",
                     loss.principal, loss.principal
                 );

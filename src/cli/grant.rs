@@ -70,7 +70,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: GrantCmd) -> Result<(), CliErr
             if json {
                 return print_json(&g);
             }
-            println!(
+            outln!(
                 "grant {}: '{}' may {} with key '{}' until {}",
                 g.id,
                 g.principal,

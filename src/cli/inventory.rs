@@ -39,24 +39,24 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: InventoryCmd) -> Result<(), Cl
             if json {
                 print_json(&v)?;
             } else {
-                println!("{} inventory row(s) checked", v.rows_checked);
+                outln!("{} inventory row(s) checked", v.rows_checked);
                 for b in &v.bad {
-                    println!("  TAMPERED {b}");
+                    outln!("  TAMPERED {b}");
                 }
                 if let Some(a) = &v.anchor {
                     match (&a.problem, a.anchored_last) {
-                        (Some(p), _) => println!("  ROLLED BACK {p}"),
-                        (None, Some(l)) => println!(
+                        (Some(p), _) => outln!("  ROLLED BACK {p}"),
+                        (None, Some(l)) => outln!(
                             "the change log ({} changes, last #{}) holds the {} changes the token anchored (up to #{l})",
                             a.changes,
                             a.last,
                             a.anchored_changes.unwrap_or(0)
                         ),
-                        (None, None) => println!("no anchor on the token yet"),
+                        (None, None) => outln!("no anchor on the token yet"),
                     }
                 }
                 if v.bad.is_empty() {
-                    println!("every row carries a valid integrity tag");
+                    outln!("every row carries a valid integrity tag");
                 }
             }
             let rolled_back = v.anchor.as_ref().and_then(|a| a.problem.clone());
@@ -83,7 +83,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: InventoryCmd) -> Result<(), Cl
                 })?),
             };
             let m = engine.inventory_migrate(caller, &to, source.as_ref())?;
-            println!(
+            outln!(
                 "copied {} rows of {} tables; now set on every node:\n  [inventory]\n  postgres = \"{}\"{}",
                 m.rows,
                 m.tables,
@@ -97,7 +97,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: InventoryCmd) -> Result<(), Cl
         #[cfg(feature = "testing")]
         InventoryCmd::RetagForTests => {
             let n = engine.retag_for_tests()?;
-            println!("{n} row(s) re-tagged");
+            outln!("{n} row(s) re-tagged");
             Ok(())
         }
     }

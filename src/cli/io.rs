@@ -63,13 +63,7 @@ pub fn write_output(path: Option<&Path>, data: &[u8], private: bool) -> Result<(
 }
 
 fn write_stdout(data: &[u8]) -> Result<(), CliError> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(data)
-        .and_then(|()| out.flush())
-        .map_err(|source| CliError::Io {
-            path: PathBuf::from("<stdout>"),
-            source,
-        })
+    super::output::write_stdout_bytes(data)
 }
 
 fn temp_name(p: &Path) -> PathBuf {

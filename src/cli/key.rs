@@ -327,7 +327,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
                 return print_json(&key);
             }
             let v = key.current_version();
-            println!(
+            outln!(
                 "created key '{}' ({}, id {}) on token '{}' as CKA_ID {}",
                 key.name,
                 key.key_type,
@@ -341,7 +341,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             let (pem, v) = engine.import_key_pem(caller)?;
             write_output(out.as_deref(), pem.as_bytes(), false)?;
             if out.is_some() {
-                eprintln!("import key '{}' v{v}", crate::engine::IMPORT_KEY);
+                errln!("import key '{}' v{v}", crate::engine::IMPORT_KEY);
             }
             Ok(())
         }
@@ -373,7 +373,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
                 return print_json(&key);
             }
             let v = key.current_version();
-            println!(
+            outln!(
                 "imported key '{}' ({}, id {}) on token '{}' as CKA_ID {}",
                 key.name,
                 key.key_type,
@@ -401,7 +401,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             if json {
                 return print_json(&key);
             }
-            println!(
+            outln!(
                 "adopted key '{}' ({}, id {}){}",
                 key.name,
                 key.key_type,
@@ -474,7 +474,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
         }
         KeyCmd::Abandon { name } => {
             let n = engine.abandon_key(caller, &name)?;
-            println!("abandoned key '{name}' ({n} token object(s) destroyed)");
+            outln!("abandoned key '{name}' ({n} token object(s) destroyed)");
             Ok(())
         }
         KeyCmd::Show { name, json } => {
@@ -494,7 +494,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             let signed = engine.sign(caller, &name, &message)?;
             write_output(out.as_deref(), &signed.signature, false)?;
             if out.is_some() {
-                eprintln!("signed with key '{name}' v{}", signed.key_version);
+                errln!("signed with key '{name}' v{}", signed.key_version);
             }
             Ok(())
         }
@@ -504,7 +504,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             let outcome = engine.verify(caller, &name, &message, &signature)?;
             match outcome.key_version {
                 Some(v) if outcome.valid => {
-                    println!("signature valid (key '{name}' v{v})");
+                    outln!("signature valid (key '{name}' v{v})");
                     Ok(())
                 }
                 _ => Err(CliError::Negative(format!(
@@ -549,7 +549,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             let mac = engine.mac(caller, &name, &message)?;
             write_output(out.as_deref(), &mac.tag, false)?;
             if out.is_some() {
-                eprintln!("{} with key '{name}' v{}", mac.algorithm, mac.key_version);
+                errln!("{} with key '{name}' v{}", mac.algorithm, mac.key_version);
             }
             Ok(())
         }
@@ -559,7 +559,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             let outcome = engine.verify_mac(caller, &name, &message, &tag)?;
             match outcome.key_version {
                 Some(v) if outcome.valid => {
-                    println!("MAC valid (key '{name}' v{v})");
+                    outln!("MAC valid (key '{name}' v{v})");
                     Ok(())
                 }
                 _ => Err(CliError::Negative(format!(
@@ -573,7 +573,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             successor,
         } => {
             let key = engine.migrate_key(caller, &name, to, successor.as_deref())?;
-            println!(
+            outln!(
                 "key '{name}' ({}) migrates to '{}': re-encrypt its ciphertexts with `kms key rewrap {name} --in FILE --out FILE` (add --iv HEX for raw openssl 3DES-CBC data); it decrypts only from now on",
                 key.key_type,
                 key.migrated_to.as_deref().unwrap_or("-")

@@ -131,7 +131,7 @@ pub fn rotate(engine: &Engine, caller: &Caller, a: RotateArgs) -> Result<(), Cli
     if a.json {
         return print_json(&r);
     }
-    println!(
+    outln!(
         "rotated '{}': v{} -> v{}{}",
         r.key,
         r.old_version,
@@ -141,18 +141,18 @@ pub fn rotate(engine: &Engine, caller: &Caller, a: RotateArgs) -> Result<(), Cli
             .map(|c| format!(" (backup copy on {c})"))
             .unwrap_or_default()
     );
-    println!(
+    outln!(
         "{} grant(s) now apply to v{}",
         r.grants_moved.len(),
         r.new_version
     );
     match (&r.old_destroyed, r.old_destroy_after) {
-        (Some(d), _) => println!(
+        (Some(d), _) => outln!(
             "v{} destroyed at once on {} token(s), validated absent",
             r.old_version,
             d.tokens.len()
         ),
-        (None, Some(t)) => println!(
+        (None, Some(t)) => outln!(
             "v{} decrypts / unwraps / verifies only until {}, then is destroyed on every token",
             r.old_version,
             super::output::fmt_time(t)
@@ -163,7 +163,7 @@ pub fn rotate(engine: &Engine, caller: &Caller, a: RotateArgs) -> Result<(), Cli
 }
 
 fn print_compromise(r: &CompromiseReport) {
-    println!(
+    outln!(
         "key '{}' v{}: COMPROMISED {} by {} — {}",
         r.key,
         r.version,
@@ -172,10 +172,10 @@ fn print_compromise(r: &CompromiseReport) {
         r.compromise.reason
     );
     match r.new_version {
-        Some(n) => println!("replaced by v{n} (grants apply to it)"),
-        None => println!("no replacement version (it was not the current one)"),
+        Some(n) => outln!("replaced by v{n} (grants apply to it)"),
+        None => outln!("no replacement version (it was not the current one)"),
     }
-    println!("used by:");
+    outln!("used by:");
     let rows: Vec<Vec<String>> = r
         .users
         .iter()
@@ -195,7 +195,7 @@ fn print_compromise(r: &CompromiseReport) {
         })
         .collect();
     print_table(&["WHO", "ROLE", "FROM", "FIRST", "LAST", "USES"], &rows);
-    println!(
+    outln!(
         "re-encryption: {} rewrap(s) done / {} protection(s) made with v{} (ciphertexts, data keys, signatures){}",
         r.rewraps_done,
         r.protections_seen,
@@ -252,10 +252,10 @@ pub fn dispose(engine: &Engine, caller: &Caller, a: DisposeArgs) -> Result<(), C
     if a.json {
         return print_json(&d);
     }
-    println!("disposal {}: {}", d.id, d.state);
+    outln!("disposal {}: {}", d.id, d.state);
     if let Some(t) = d.not_before {
         if d.state == "approved" {
-            println!(
+            outln!(
                 "the key is destroyed on every token after {} (`kms key dispose --cancel {}` stops it)",
                 super::output::fmt_time(t),
                 d.id
@@ -263,7 +263,7 @@ pub fn dispose(engine: &Engine, caller: &Caller, a: DisposeArgs) -> Result<(), C
         }
     }
     if d.state == "done" {
-        println!("every version destroyed and validated absent; destruction record signed by the audit key (`kms key disposals --show {}`)", d.id);
+        outln!("every version destroyed and validated absent; destruction record signed by the audit key (`kms key disposals --show {}`)", d.id);
     }
     Ok(())
 }
@@ -319,7 +319,7 @@ pub fn rewrap(engine: &Engine, caller: &Caller, a: RewrapArgs) -> Result<(), Cli
     let aad = a.aad.unwrap_or_default();
     let (out, v) = engine.rewrap_with(caller, &a.name, &data, aad.as_bytes(), a.break_glass)?;
     write_output(Some(&a.out), &out, false)?;
-    eprintln!(
+    errln!(
         "re-encrypted under v{v} (of '{}' or, for legacy data, of its AES successor)",
         a.name
     );
@@ -408,22 +408,22 @@ pub fn schedule(engine: &Engine, caller: &Caller, cmd: ScheduleCmd) -> Result<()
                 print_json(&r)?;
             } else {
                 for p in &r.repaired.finished {
-                    println!("finished   {p}");
+                    outln!("finished   {p}");
                 }
                 for p in &r.repaired.rolled_back {
-                    println!("rolled back {p}");
+                    outln!("rolled back {p}");
                 }
                 for k in &r.rotated {
-                    println!("rotated    {k}");
+                    outln!("rotated    {k}");
                 }
                 for k in &r.destroyed {
-                    println!("destroyed  {k}");
+                    outln!("destroyed  {k}");
                 }
                 for d in &r.disposed {
-                    println!("disposed   {d}");
+                    outln!("disposed   {d}");
                 }
                 for (what, why) in r.failed.iter().chain(&r.repaired.failed) {
-                    println!("FAILED     {what}: {why}");
+                    outln!("FAILED     {what}: {why}");
                 }
             }
             if r.failed.is_empty() && r.repaired.failed.is_empty() {

@@ -1,6 +1,22 @@
 //! The officer command line: clap definitions, one file per noun, each command a thin call into
 //! the engine. No command opens a token or the inventory itself.
 
+// The CLI's `println!` and `eprintln!`: a reader that closed the pipe ends output
+// quietly instead of a panic (output.rs). Defined before the modules so every one can use them.
+macro_rules! outln {
+    () => {
+        $crate::cli::output::write_stdout(format_args!(""), true)
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stdout(format_args!($($arg)*), true)
+    };
+}
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stderr(format_args!($($arg)*))
+    };
+}
+
 mod access;
 mod args;
 mod audit;
@@ -11,7 +27,7 @@ mod inventory;
 mod io;
 mod key;
 mod lifecycle;
-mod output;
+pub mod output;
 mod principal;
 mod reconcile;
 mod revoke;

@@ -1,14 +1,120 @@
-//! Human tables and `--json` output.
+//! Human tables and `--json` output, and the one way the CLI writes to stdout and stderr.
+//!
+//! Every line the CLI prints goes through [`write_stdout`] / [`write_stderr`] (the `outln!`,
+//! `out!` and `errln!` macros of `cli/mod.rs`; clippy's `print_stdout`/`print_stderr` lints keep
+//! `println!` out of the crate). A reader that went away (`kms key list | head -1`) ends that
+//! stream quietly: later writes to it are dropped and the command finishes with its own status.
+//! Any other write error on stdout (a full disk behind `>`) fails the command: [`finish`].
+
+use std::fmt;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use serde::Serialize;
 
 use super::CliError;
 use crate::inventory::{AuditRow, KeyRecord};
 
+/// Stdout took its last write: its reader is gone, or a write failed.
+static STDOUT_DONE: AtomicBool = AtomicBool::new(false);
+/// Stderr's reader is gone (or it failed): nothing more is written there.
+static STDERR_DONE: AtomicBool = AtomicBool::new(false);
+/// The first stdout error that was not a closed pipe (reported by [`finish`]).
+static STDOUT_ERROR: OnceLock<io::Error> = OnceLock::new();
+
+/// Write `args` (and a newline when `newline`) to stdout, flushed. See the module docs.
+pub fn write_stdout(args: fmt::Arguments<'_>, newline: bool) {
+    if STDOUT_DONE.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| {
+            if newline {
+                out.write_all(b"\n")
+            } else {
+                Ok(())
+            }
+        })
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        stdout_failed(e);
+    }
+}
+
+/// Write `args` and a newline to stderr. A closed or failing stderr has nobody to tell: the
+/// text is dropped (and so is every later line).
+pub fn write_stderr(args: fmt::Arguments<'_>) {
+    if STDERR_DONE.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut err = io::stderr().lock();
+    if err
+        .write_fmt(args)
+        .and_then(|()| err.write_all(b"\n"))
+        .and_then(|()| err.flush())
+        .is_err()
+    {
+        STDERR_DONE.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Raw bytes to stdout (`--out -`): a closed pipe is the end of output like for
+/// [`write_stdout`]; any other error is the command's error at once.
+pub fn write_stdout_bytes(data: &[u8]) -> Result<(), CliError> {
+    if STDOUT_DONE.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let mut out = io::stdout().lock();
+    match out.write_all(data).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+            STDOUT_DONE.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(source) => {
+            STDOUT_DONE.store(true, Ordering::Relaxed);
+            Err(stdout_error(source))
+        }
+    }
+}
+
+/// After the command: `Err` when stdout lost output to anything but a closed pipe.
+pub fn finish() -> Result<(), CliError> {
+    let mut out = io::stdout().lock();
+    if !STDOUT_DONE.load(Ordering::Relaxed) {
+        if let Err(e) = out.flush() {
+            stdout_failed(e);
+        }
+    }
+    match STDOUT_ERROR.get() {
+        Some(e) => Err(stdout_error(io::Error::new(e.kind(), e.to_string()))),
+        None => Ok(()),
+    }
+}
+
+fn stdout_failed(e: io::Error) {
+    STDOUT_DONE.store(true, Ordering::Relaxed);
+    if e.kind() != io::ErrorKind::BrokenPipe {
+        // Only the first error is kept; a second `set` has nothing to add.
+        let _ = STDOUT_ERROR.set(e);
+    }
+}
+
+fn stdout_error(source: io::Error) -> CliError {
+    CliError::Io {
+        path: PathBuf::from("<stdout>"),
+        source,
+    }
+}
+
 pub fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| CliError::Usage(format!("cannot encode JSON: {e}")))?;
-    println!("{text}");
+    outln!("{text}");
     Ok(())
 }
 
@@ -26,7 +132,7 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", parts.join("  ").trim_end());
+        outln!("{}", parts.join("  ").trim_end());
     };
     line(headers.to_vec());
     for row in rows {
@@ -91,21 +197,21 @@ pub fn print_key(k: &KeyRecord, config: &crate::config::Config) {
             s.to_owned()
         }
     };
-    println!("name:            {}", k.name);
-    println!("id:              {}", k.id);
-    println!("type:            {} ({})", k.key_type, k.kind);
-    println!("owner:           {}", k.owner);
-    println!("classification:  {}", k.classification);
-    println!("usage:           {}", k.usage);
+    outln!("name:            {}", k.name);
+    outln!("id:              {}", k.id);
+    outln!("type:            {} ({})", k.key_type, k.kind);
+    outln!("owner:           {}", k.owner);
+    outln!("classification:  {}", k.classification);
+    outln!("usage:           {}", k.usage);
     if let Some(scheme) = k.signature_scheme() {
-        println!("signature:       {scheme}");
+        outln!("signature:       {scheme}");
     }
-    println!("origin:          {}", k.origin);
+    outln!("origin:          {}", k.origin);
     if let Some(why) = &k.weak_reason {
-        println!("WEAK (accepted): {why}");
+        outln!("WEAK (accepted): {why}");
     }
     if k.key_type.is_legacy() {
-        println!(
+        outln!(
             "legacy:          yes ({}){}",
             if k.allow_legacy_encrypt {
                 "may still encrypt"
@@ -118,31 +224,31 @@ pub fn print_key(k: &KeyRecord, config: &crate::config::Config) {
                 .unwrap_or_default()
         );
     }
-    println!("purpose:         {}", dash(&k.purpose));
-    println!("handling:        {}", dash(&k.handling));
-    println!("disposal:        {}", dash(&k.disposal));
-    println!(
+    outln!("purpose:         {}", dash(&k.purpose));
+    outln!("handling:        {}", dash(&k.handling));
+    outln!("disposal:        {}", dash(&k.disposal));
+    outln!(
         "expires:         {}",
         k.expires
             .map(|d| d.to_string())
             .unwrap_or_else(|| "-".into())
     );
-    println!("rotate every:    {}", k.rotate_every);
-    println!(
+    outln!("rotate every:    {}", k.rotate_every);
+    outln!(
         "rotation due:    {}",
         k.rotation_due().map(fmt_time).unwrap_or_else(|| "-".into())
     );
     let labels: Vec<String> = k.labels.iter().map(|(a, b)| format!("{a}={b}")).collect();
-    println!("labels:          {}", dash(&labels.join(", ")));
-    println!(
+    outln!("labels:          {}", dash(&labels.join(", ")));
+    outln!(
         "created:         {} by {}",
         fmt_time(k.created_at),
         k.created_by
     );
-    println!("updated:         {}", fmt_time(k.updated_at));
-    println!("versions:");
+    outln!("updated:         {}", fmt_time(k.updated_at));
+    outln!("versions:");
     for v in &k.versions {
-        println!(
+        outln!(
             "  v{}  {:<9} token {} ({}, serial {})  CKA_ID {}  created {}",
             v.version,
             v.state.as_str(),

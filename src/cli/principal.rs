@@ -112,7 +112,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: PrincipalCmd) -> Result<(), Cl
             if json {
                 return print_json(&p);
             }
-            println!(
+            outln!(
                 "registered principal '{}' ({}){}",
                 p.name,
                 p.role,
@@ -151,14 +151,14 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: PrincipalCmd) -> Result<(), Cl
             if json {
                 return print_json(&p);
             }
-            println!("name:         {}", p.name);
-            println!("role:         {}", p.role);
-            println!("certificate:  {}", p.cert_subject.as_deref().unwrap_or("-"));
-            println!(
+            outln!("name:         {}", p.name);
+            outln!("role:         {}", p.role);
+            outln!("certificate:  {}", p.cert_subject.as_deref().unwrap_or("-"));
+            outln!(
                 "sha256:       {}",
                 p.cert_fingerprint.as_deref().unwrap_or("-")
             );
-            println!(
+            outln!(
                 "state:        {}",
                 match (&p.disabled_at, &p.disabled_by) {
                     (Some(at), by) => format!(
@@ -169,7 +169,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: PrincipalCmd) -> Result<(), Cl
                     _ => "active".into(),
                 }
             );
-            println!(
+            outln!(
                 "created:      {} by {}",
                 fmt_time(p.created_at),
                 p.created_by
@@ -195,7 +195,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: PrincipalCmd) -> Result<(), Cl
                 }
             };
             engine.rekey_principal(caller, &name, &key)?;
-            println!("'{name}' has a new approval key; the old one stays in their key history (kms principal keys {name})");
+            outln!("'{name}' has a new approval key; the old one stays in their key history (kms principal keys {name})");
             Ok(())
         }
         PrincipalCmd::Keys { name, json } => {
@@ -221,7 +221,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: PrincipalCmd) -> Result<(), Cl
         }
         PrincipalCmd::Disable { name } => {
             engine.disable_principal(caller, &name)?;
-            println!("principal '{name}' disabled");
+            outln!("principal '{name}' disabled");
             Ok(())
         }
     }

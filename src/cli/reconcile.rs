@@ -28,13 +28,13 @@ pub fn run(engine: &Engine, caller: &Caller, args: ReconcileArgs) -> Result<(), 
     if args.repair {
         let r = engine.repair(caller)?;
         for p in &r.finished {
-            eprintln!("repair: finished    {p}");
+            errln!("repair: finished    {p}");
         }
         for p in &r.rolled_back {
-            eprintln!("repair: rolled back {p}");
+            errln!("repair: rolled back {p}");
         }
         for (p, why) in &r.failed {
-            eprintln!("repair: FAILED      {p}: {why}");
+            errln!("repair: FAILED      {p}: {why}");
         }
         if !r.failed.is_empty() {
             return Err(CliError::Negative(format!(
@@ -44,12 +44,12 @@ pub fn run(engine: &Engine, caller: &Caller, args: ReconcileArgs) -> Result<(), 
         }
         let left = engine.remove_leftovers(caller)?;
         for (token, id, label, n) in &left.removed {
-            eprintln!(
+            errln!(
                 "repair: removed     {n} object(s) CKA_ID {id} (label '{label}') from token '{token}': left by a creation that never activated"
             );
         }
         for (token, why) in &left.unreachable {
-            eprintln!("repair: not checked token '{token}': {why}");
+            errln!("repair: not checked token '{token}': {why}");
         }
     }
     // --repair logs in anyway (it destroys objects), so its check sees everything.
@@ -57,7 +57,7 @@ pub fn run(engine: &Engine, caller: &Caller, args: ReconcileArgs) -> Result<(), 
     if args.json {
         print_json(&report)?;
     } else {
-        println!(
+        outln!(
             "checked {} token(s) [{}], {} inventory version(s), {} token object(s)",
             report.tokens_checked.len(),
             report.tokens_checked.join(", "),
@@ -65,14 +65,14 @@ pub fn run(engine: &Engine, caller: &Caller, args: ReconcileArgs) -> Result<(), 
             report.objects_checked
         );
         for f in &report.findings {
-            println!("  {}", describe(f));
+            outln!("  {}", describe(f));
         }
         if !report.logged_in {
             let n = report.not_checked_without_login.len();
             if n == 0 {
-                println!("no token logged in to: public objects checked; every version and copy here has a public half that was checked");
+                outln!("no token logged in to: public objects checked; every version and copy here has a public half that was checked");
             } else {
-                println!(
+                outln!(
                     "no token logged in to: {n} version(s)/copies are private objects (secret keys, or key pairs without a public half) and were not checked: {}; `kms reconcile --login` checks them (it logs in to every token)",
                     report.not_checked_without_login.join(", ")
                 );
@@ -81,7 +81,7 @@ pub fn run(engine: &Engine, caller: &Caller, args: ReconcileArgs) -> Result<(), 
     }
     if report.findings.is_empty() {
         if !args.json {
-            println!("inventory and tokens agree");
+            outln!("inventory and tokens agree");
         }
         Ok(())
     } else {

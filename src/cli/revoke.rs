@@ -10,7 +10,7 @@ pub fn revoke_grant(engine: &Engine, caller: &Caller, id: &str) -> Result<(), Cl
         .clone()
         .ok_or_else(|| CliError::Usage("revoking a grant needs --reason TEXT".into()))?;
     let g = engine.revoke_grant(caller, id, &reason)?;
-    println!(
+    outln!(
         "grant {} of '{}' on '{}' revoked",
         g.id, g.principal, g.key_name
     );

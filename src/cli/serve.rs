@@ -214,12 +214,12 @@ pub fn run(engine: Engine, args: ServeArgs) -> Result<(), CliError> {
             }
         };
         // One line on stdout that scripts and tests read to find the port (then the XKS one).
-        println!("kms listening on https://{addr}");
+        outln!("kms listening on https://{addr}");
         if let Some(x) = xks_addr {
-            println!("kms xks listening on https://{x}");
+            outln!("kms xks listening on https://{x}");
         }
         if let Some(k) = kmip_addr {
-            println!("kms kmip listening on {k}");
+            outln!("kms kmip listening on {k}");
         }
         tracing::info!(%addr, "serving");
         let served = server

@@ -47,7 +47,7 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: TokenCmd) -> Result<(), CliErr
             if json {
                 print_json(&tokens)?;
                 for t in tokens.iter().filter(|t| t.error.is_some()) {
-                    eprintln!("token '{}': {}", t.name, t.error.as_deref().unwrap_or("-"));
+                    errln!("token '{}': {}", t.name, t.error.as_deref().unwrap_or("-"));
                 }
                 return verdict();
             }
@@ -84,10 +84,10 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: TokenCmd) -> Result<(), CliErr
                 &rows,
             );
             if objects && !login {
-                println!("public objects only, counted without logging in; private and secret keys need a login: `kms token list --objects --login`");
+                outln!("public objects only, counted without logging in; private and secret keys need a login: `kms token list --objects --login`");
             }
             for t in tokens.iter().filter(|t| t.error.is_some()) {
-                eprintln!("token '{}': {}", t.name, opt(&t.error));
+                errln!("token '{}': {}", t.name, opt(&t.error));
             }
             verdict()
         }

@@ -2,7 +2,7 @@
 //! each step a signature made on the signer's own token over a canonical text of the request;
 //! then a time-bound grant, re-certified periodically (also signed) or lapsing.
 //!
-//! The signed text ("approval message") is documented in README; it is stored with each signature
+//! The signed text ("approval message") is documented in docs/access.md; it is stored with each signature
 //! so anyone can check a step offline with openssl and the signer's public key.
 
 use time::OffsetDateTime;

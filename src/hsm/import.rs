@@ -101,7 +101,7 @@ fn import_in(
         // RFC 5649 output is the material padded to whole 8-byte blocks plus 8: the token
         // checks the exact length inside the wrap; this tells a wrong-size key before that.
         // Every kms secret length is a multiple of 8, and no valid AES or 3DES key is shorter
-        // by 1..7 bytes; an HMAC key that is shows as `want` (see README).
+        // by 1..7 bytes; an HMAC key that is shows as `want` (see docs/key-types.md).
         let padded = wrapped_key.len().saturating_sub(8);
         if padded != want {
             return Err(refused(
