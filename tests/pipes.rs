@@ -98,7 +98,7 @@ fn a_reader_closing_the_pipe_early_decides_the_status() -> TestResult {
     let (bad, err) = pipeline(
         &env,
         &looped(
-            200,
+            50,
             r#""${KMS[@]}" audit list --json 2>>"$ERR" | head -c 10 >/dev/null"#,
             "0",
         ),

@@ -12,7 +12,9 @@ pub fn revoke_grant(engine: &Engine, caller: &Caller, id: &str) -> Result<(), Cl
     let g = engine.revoke_grant(caller, id, &reason)?;
     outln!(
         "grant {} of '{}' on '{}' revoked",
-        g.id, g.principal, g.key_name
+        g.id,
+        g.principal,
+        g.key_name
     );
     Ok(())
 }
