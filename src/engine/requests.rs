@@ -617,7 +617,7 @@ impl Engine {
             })?;
         if uri_text.starts_with("piv:") {
             // A YubiKey PIV card, natively over PC/SC.
-            let piv: super::cards::PivUri = uri_text.parse()?;
+            let piv: super::piv_uri::PivUri = uri_text.parse()?;
             let pin = card
                 .pin
                 .resolve_kind(&format!("card of {}", signer.name), "PIV")?;
