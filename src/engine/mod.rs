@@ -17,6 +17,7 @@ mod cards;
 mod checkpoint;
 mod connections;
 mod crypto;
+mod dual_control;
 mod error;
 mod failover;
 mod import;
