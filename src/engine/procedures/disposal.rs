@@ -199,13 +199,13 @@ impl Engine {
             }
             let earlier = self.inventory.signed_steps(id)?;
             let first = match step {
-                Step::Approve => Some(self.dual_check_second(
-                    &subject,
-                    &signer,
-                    &earlier,
-                    "verify",
-                    |v| self.check_disposal_step(&d, &key, v),
-                )?),
+                Step::Approve => {
+                    Some(
+                        self.dual_check_second(&subject, &signer, &earlier, "verify", |v| {
+                            self.check_disposal_step(&d, &key, v)
+                        })?,
+                    )
+                }
                 _ => None,
             };
             let message = disposal_message(&d, &key, step.as_str(), &signer.name);
