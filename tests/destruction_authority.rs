@@ -149,6 +149,20 @@ fn a_resumed_disposal_still_waits_its_signed_waiting_period() -> TestResult {
          UPDATE signatures SET signed_at = '{T}' WHERE subject = '{id}';"
     ))?;
     tags_refuse_then_reseal(&env, &["schedule", "run"])?;
+    // Signatures dated before the signers' keys were theirs do not hold (issue 31).
+    let o = env.run(&["schedule", "run"])?;
+    assert!(!o.status.success(), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&format!("FAILED     dispose {id}"))
+            && stdout(&o).contains("does not hold"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(counts(&env)?, before);
+    // The attacker moves the signers' key history into the past too: the signed waiting
+    // period still stops the destruction.
+    env.sql(&format!("UPDATE approval_keys SET valid_from = '{T}'"))?;
+    tags_refuse_then_reseal(&env, &["schedule", "run"])?;
     let o = env.run(&["schedule", "run"])?;
     assert!(!o.status.success(), "{}", stdout(&o));
     assert!(

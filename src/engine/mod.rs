@@ -12,10 +12,12 @@ mod audit;
 mod backup;
 mod backup_file;
 mod caller;
+mod card_loss;
 mod cards;
 mod checkpoint;
 mod connections;
 mod crypto;
+mod dual_control;
 mod error;
 mod failover;
 mod import;
@@ -25,6 +27,7 @@ mod kmip;
 mod kmip_messages;
 mod legacy;
 mod nodes;
+mod piv_uri;
 mod policy;
 mod procedures;
 mod reconcile;
@@ -37,11 +40,11 @@ mod verify_audit;
 mod xks;
 
 pub use access::{ApprovalKey, NewGrantRequest, NewPrincipal};
-pub use approval_keys::CardLoss;
 pub use backup::{BackupStatus, DrillReport, DrillResult, RestoreReport, SyncReport};
 pub use backup_file::{ExportReport, ImportReport, SEAL_KEY};
 pub use caller::{Caller, CallerKind};
-pub use cards::{Enrolment, PivUri};
+pub use card_loss::CardLoss;
+pub use cards::Enrolment;
 pub use checkpoint::{checkpoint_message, CheckpointReport, AUDIT_KEY};
 pub use connections::{Admission, REFUSAL_WINDOW};
 pub use crypto::{IssuedDataKey, Signed, ToSign, VerifyOutcome};
@@ -54,6 +57,7 @@ pub use kmip::{kmip_name, KmipSealed, CLASSIFICATION_ATTRIBUTE, KMIP_NAME};
 pub use kmip_messages::{Answered, KmipConnection, RECORDED_EACH, SUMMARY_EVERY};
 pub use legacy::{LegacyKey, Mac};
 pub use nodes::{NodeHealth, SINGLETONS};
+pub use piv_uri::PivUri;
 pub use procedures::{
     disposal_message, CompromiseReport, DestructionReport, DisposalEvidence, DueReport,
     RepairReport, RotationReport, RotationStatus, UsageSummary,

@@ -7,6 +7,7 @@
 
 use time::OffsetDateTime;
 
+use super::dual_control::Subject;
 use super::policy::{acting_principal, require_role, INVENTORY_READERS};
 use super::{Caller, CallerKind, Engine, EngineError, Refusal};
 use crate::config::PinSource;
@@ -251,16 +252,14 @@ impl Engine {
                 &format!("{} access requests", step.as_str()),
             )?;
             let r = self.inventory.request(id)?;
-            if signer.name == r.requester || signer.name == r.grantee {
-                return Err(EngineError::denied(
-                    Refusal::SeparationOfDuties,
-                    format!(
-                        "'{}' requested or would receive this access and may not {} it",
-                        signer.name,
-                        step.as_str()
-                    ),
-                ));
-            }
+            let excluded = [r.requester.as_str(), r.grantee.as_str()];
+            let subject = Subject {
+                noun: "request",
+                id,
+                excluded: &excluded,
+                excluded_as: "requested or would receive this access",
+            };
+            self.dual_check_signer(&subject, &signer, step)?;
             let earlier = self.inventory.signed_steps(id)?;
             let wanted_state = match step {
                 Step::Verify => RequestState::Pending,
@@ -283,60 +282,21 @@ impl Engine {
                     ),
                 ));
             }
-            if step == Step::Approve {
-                // The verification must still hold for the request as it reads now.
-                let verify = earlier.iter().find(|s| s.step == "verify").ok_or_else(|| {
-                    EngineError::denied(
-                        Refusal::WrongState,
-                        format!("request {id} has no verification"),
-                    )
-                })?;
-                if verify.signer == signer.name
-                    || signer.approval_key.as_deref() == Some(verify.public_key.as_slice())
-                {
-                    return Err(EngineError::denied(
-                        Refusal::SeparationOfDuties,
-                        format!(
-                            "'{}' verified this request and may not also approve it",
-                            signer.name
-                        ),
-                    ));
-                }
-                self.check_step(&r, verify)?;
-                // Two people on two cards, as far as the registry knows before the card is used
-                // (checked again with the card that signs).
-                let card = super::approval_keys::current_card(&self.inventory, &signer)?;
-                super::approval_keys::check_two_cards(
-                    &self.inventory,
-                    verify,
-                    &signer.name,
-                    card.as_deref(),
-                )?;
-            }
-            let message = approval_message(&r, step.as_str(), &signer.name, note_text);
-            let (signed, on_card) = self.sign_on_card(&signer, card, &message)?;
-            if step == Step::Approve {
-                // Two people on two cards: the approval's card is not the verification's.
-                if let Some(verify) = earlier.iter().find(|s| s.step == "verify") {
-                    super::approval_keys::check_two_cards(
-                        &self.inventory,
-                        verify,
-                        &signer.name,
-                        on_card.as_deref(),
-                    )?;
-                }
-            }
-            let now = OffsetDateTime::now_utc();
-            let record = SignedStep {
-                subject: id.to_owned(),
-                step: step.as_str().to_owned(),
-                signer: signer.name.clone(),
-                message,
-                signature: signed,
-                public_key: signer.approval_key.clone().unwrap_or_default(),
-                signed_at: now,
-                note: note_text.map(str::to_owned),
+            // The verification must still hold for the request as it reads now.
+            let first = match step {
+                Step::Approve => Some(self.dual_check_second(
+                    &subject,
+                    &signer,
+                    &earlier,
+                    "verify",
+                    |verify| self.check_step(&r, verify),
+                )?),
+                _ => None,
             };
+            let message = approval_message(&r, step.as_str(), &signer.name, note_text);
+            let record =
+                self.dual_sign(&subject, &signer, step, first, message, note_text, card)?;
+            let now = record.signed_at;
             let new_grant = (step == Step::Approve).then(|| NewGrant {
                 id: crate::inventory::new_grant_id(),
                 principal: r.grantee.clone(),
@@ -617,7 +577,7 @@ impl Engine {
             })?;
         if uri_text.starts_with("piv:") {
             // A YubiKey PIV card, natively over PC/SC.
-            let piv: super::cards::PivUri = uri_text.parse()?;
+            let piv: super::piv_uri::PivUri = uri_text.parse()?;
             let pin = card
                 .pin
                 .resolve_kind(&format!("card of {}", signer.name), "PIV")?;

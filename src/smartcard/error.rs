@@ -165,7 +165,7 @@ fn no_card(serial: &Option<u32>, present: &[u32], unreachable: &[Unreachable]) -
         // is most likely one of them.
         return format!(
             "card {s} did not answer within {:.1} s; {}: one of them is probably card {s} — close the program holding it, or remove and re-insert it, then run the command again ({answered})",
-            super::readers::PROBE_DEADLINE.as_secs_f32(),
+            super::PROBE_DEADLINE.as_secs_f32(),
             unreachable
                 .iter()
                 .map(Unreachable::to_string)

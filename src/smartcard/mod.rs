@@ -12,8 +12,14 @@
 
 mod error;
 mod readers;
+mod stuck;
 mod tries;
 mod watchdog;
+
+/// How long a reader may take to say which card it holds (connect, SELECT, version, serial:
+/// well under 200 ms on a YubiKey or the virtual card). A reader slower than this is reported
+/// as not answering, never waited for longer.
+pub(crate) const PROBE_DEADLINE: std::time::Duration = std::time::Duration::from_millis(1500);
 
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Serialize;
@@ -123,7 +129,7 @@ fn open(serial: Option<u32>, op: &'static str) -> Result<YubiKey, CardError> {
                 reader: u.reader,
                 op,
                 step: "finding the card",
-                waited: readers::PROBE_DEADLINE,
+                waited: PROBE_DEADLINE,
                 consequence: UNCHANGED,
             }
         });

@@ -9,13 +9,9 @@ use std::time::{Duration, Instant};
 use yubikey::YubiKey;
 
 use super::error::{CardError, Unreachable};
-use super::watchdog::{self, Stuck};
+use super::stuck::{self, Stuck};
 use super::CardInfo;
-
-/// How long a reader may take to say which card it holds (connect, SELECT, version, serial:
-/// well under 200 ms on a YubiKey or the virtual card). A reader slower than this is reported
-/// as not answering, never waited for longer.
-pub(crate) const PROBE_DEADLINE: Duration = Duration::from_millis(1500);
+use super::PROBE_DEADLINE;
 
 /// A reader's state now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,7 +138,7 @@ pub(crate) fn probe(want: Option<u32>, connect_all: bool) -> Result<Probed, Card
         }
         // A reader whose last probe or operation (in this process) is still waiting is not
         // probed again: that would only add another waiting thread.
-        if let Some(s) = watchdog::stuck_reader(&name) {
+        if let Some(s) = stuck::stuck_reader(&name) {
             tracing::debug!(reader = %name, since = ?s.since.elapsed(), "reader still stuck; not probed");
             unreachable.push(Unreachable {
                 reader: name,
@@ -157,7 +153,7 @@ pub(crate) fn probe(want: Option<u32>, connect_all: bool) -> Result<Probed, Card
             .name("kms-card-probe".into())
             .spawn(move || {
                 let result = probe_one(&name, want, connect_all);
-                watchdog::finished(&flag);
+                stuck::finished(&flag);
                 // The caller may have stopped waiting; a card nobody wants is dropped here
                 // (disconnected, left as it was).
                 let _ = tx.send((name, result));
@@ -210,7 +206,7 @@ pub(crate) fn probe(want: Option<u32>, connect_all: bool) -> Result<Probed, Card
     // probe returns, so that later calls in this process do not wait on it again.
     for (reader, flag) in pending {
         tracing::debug!(%reader, "card did not answer within the probe deadline");
-        watchdog::mark_stuck(&reader, None, &flag);
+        stuck::mark_stuck(&reader, None, &flag);
         unreachable.push(Unreachable {
             reader,
             busy: false,
@@ -237,7 +233,7 @@ fn mark_later(pending: Vec<(String, std::sync::Arc<Stuck>)>, deadline: Instant) 
         .spawn(move || {
             std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
             for (reader, flag) in pending {
-                watchdog::mark_stuck(&reader, None, &flag);
+                stuck::mark_stuck(&reader, None, &flag);
             }
         });
     if let Err(e) = spawned {

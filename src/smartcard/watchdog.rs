@@ -8,7 +8,6 @@
 //! card pulled mid-operation is reported as removed — never as "the card refused the management
 //! key" or a bare PC/SC code.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,7 +15,9 @@ use std::time::{Duration, Instant};
 use yubikey::YubiKey;
 
 use super::error::CardError;
-use super::readers::{self, ReaderNow, PROBE_DEADLINE};
+use super::readers::{self, ReaderNow};
+use super::stuck::{finished, mark_stuck, stuck_serial, Stuck};
+use super::PROBE_DEADLINE;
 
 /// Budget of an ordinary step (a few APDUs: read an object, verify the PIN, sign a digest).
 pub(crate) const STEP: Duration = Duration::from_millis(1500);
@@ -29,69 +30,6 @@ const FIND: Duration = Duration::from_millis(PROBE_DEADLINE.as_millis() as u64 +
 
 /// What is true of the card when nothing was written to it yet.
 pub(crate) const UNCHANGED: &str = "nothing was changed on it";
-
-/// A worker (or a reader probe) that may outlive its caller's patience.
-pub(crate) struct Stuck {
-    pub what: &'static str,
-    pub since: Instant,
-    finished: AtomicBool,
-}
-
-impl Stuck {
-    pub(crate) fn new(what: &'static str) -> Arc<Stuck> {
-        Arc::new(Stuck {
-            what,
-            since: Instant::now(),
-            finished: AtomicBool::new(false),
-        })
-    }
-}
-
-struct Entry {
-    reader: String,
-    serial: Option<u32>,
-    flag: Arc<Stuck>,
-}
-
-/// Workers and probes whose caller gave up on them while they still wait on their card.
-static STUCK: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
-
-fn registry() -> std::sync::MutexGuard<'static, Vec<Entry>> {
-    STUCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Remember `flag`'s worker as stuck on `reader` (unless it finished meanwhile).
-pub(crate) fn mark_stuck(reader: &str, serial: Option<u32>, flag: &Arc<Stuck>) {
-    let mut r = registry();
-    if !flag.finished.load(Ordering::SeqCst) {
-        r.push(Entry {
-            reader: reader.to_owned(),
-            serial,
-            flag: flag.clone(),
-        });
-    }
-}
-
-/// The worker behind `flag` returned: its card answers again (or is gone).
-pub(crate) fn finished(flag: &Arc<Stuck>) {
-    let mut r = registry();
-    flag.finished.store(true, Ordering::SeqCst);
-    r.retain(|e| !Arc::ptr_eq(&e.flag, flag));
-}
-
-pub(crate) fn stuck_reader(reader: &str) -> Option<Arc<Stuck>> {
-    registry()
-        .iter()
-        .find(|e| e.reader == reader)
-        .map(|e| e.flag.clone())
-}
-
-fn stuck_serial(serial: u32) -> Option<(String, Arc<Stuck>)> {
-    registry()
-        .iter()
-        .find(|e| e.serial == Some(serial))
-        .map(|e| (e.reader.clone(), e.flag.clone()))
-}
 
 enum Event {
     Step(&'static str, Duration),

@@ -8,6 +8,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha384};
 use time::OffsetDateTime;
 
+use super::super::dual_control::Subject;
 use super::super::policy::require_role;
 use super::super::requests::{CardAccess, Step};
 use super::super::{Caller, Engine, EngineError, Refusal};
@@ -169,16 +170,14 @@ impl Engine {
             )?;
             let d = self.inventory.disposal(id)?;
             let key = key_name.clone().unwrap_or_default();
-            if signer.name == d.requested_by {
-                return Err(EngineError::denied(
-                    Refusal::SeparationOfDuties,
-                    format!(
-                        "'{}' requested this disposal and may not {} it",
-                        signer.name,
-                        step.as_str()
-                    ),
-                ));
-            }
+            let excluded = [d.requested_by.as_str()];
+            let subject = Subject {
+                noun: "disposal",
+                id,
+                excluded: &excluded,
+                excluded_as: "requested this disposal",
+            };
+            self.dual_check_signer(&subject, &signer, step)?;
             let wanted = if step == Step::Verify {
                 "requested"
             } else {
@@ -199,56 +198,18 @@ impl Engine {
                 ));
             }
             let earlier = self.inventory.signed_steps(id)?;
-            if step == Step::Approve {
-                let v = earlier.iter().find(|s| s.step == "verify").ok_or_else(|| {
-                    EngineError::denied(
-                        Refusal::WrongState,
-                        format!("disposal {id} has no verification"),
+            let first = match step {
+                Step::Approve => {
+                    Some(
+                        self.dual_check_second(&subject, &signer, &earlier, "verify", |v| {
+                            self.check_disposal_step(&d, &key, v)
+                        })?,
                     )
-                })?;
-                if v.signer == signer.name
-                    || signer.approval_key.as_deref() == Some(v.public_key.as_slice())
-                {
-                    return Err(EngineError::denied(
-                        Refusal::SeparationOfDuties,
-                        format!(
-                            "'{}' verified this disposal and may not also approve it",
-                            signer.name
-                        ),
-                    ));
                 }
-                self.check_disposal_step(&d, &key, v)?;
-                let card = crate::engine::approval_keys::current_card(&self.inventory, &signer)?;
-                crate::engine::approval_keys::check_two_cards(
-                    &self.inventory,
-                    v,
-                    &signer.name,
-                    card.as_deref(),
-                )?;
-            }
-            let message = disposal_message(&d, &key, step.as_str(), &signer.name);
-            let (signature, on_card) = self.sign_on_card(&signer, card, &message)?;
-            if step == Step::Approve {
-                if let Some(v) = earlier.iter().find(|s| s.step == "verify") {
-                    crate::engine::approval_keys::check_two_cards(
-                        &self.inventory,
-                        v,
-                        &signer.name,
-                        on_card.as_deref(),
-                    )?;
-                }
-            }
-            let now = OffsetDateTime::now_utc();
-            let record = SignedStep {
-                subject: id.to_owned(),
-                step: step.as_str().to_owned(),
-                signer: signer.name.clone(),
-                message,
-                signature,
-                public_key: signer.approval_key.clone().unwrap_or_default(),
-                signed_at: now,
-                note: None,
+                _ => None,
             };
+            let message = disposal_message(&d, &key, step.as_str(), &signer.name);
+            let record = self.dual_sign(&subject, &signer, step, first, message, None, card)?;
             let (to, not_before) = match step {
                 Step::Verify => ("verified", None),
                 _ => (
