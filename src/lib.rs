@@ -19,6 +19,7 @@
 //! - [`net`]: the connection layer under every network door: accept, per-address and total slots,
 //!   admission, TLS handshake, header/idle timeouts, drain, per-door metrics and token-work budgets.
 //! - [`server`]: the JSON API and XKS doors over [`net`] (hyper, axum); thin handlers into the engine.
+//! - [`service`]: `kms serve` composed: the runtime, the three doors, the background jobs.
 //! - [`softverify`]: signature verification in software from a stored SPKI (p384 / rsa).
 //! - [`envelope`]: the versioned, self-describing ciphertext format.
 
@@ -41,5 +42,6 @@ pub mod logging;
 pub mod model;
 pub mod net;
 pub mod server;
+pub mod service;
 pub mod smartcard;
 pub mod softverify;
