@@ -9,9 +9,37 @@
 
 use time::OffsetDateTime;
 
-use super::requests::{CardAccess, Step};
 use super::{approval_keys, Engine, EngineError, Refusal};
+use crate::config::PinSource;
+use crate::hsm::{sign_with_card, Pkcs11Uri};
 use crate::inventory::{Principal, SignedStep};
+use crate::softverify;
+
+/// A signing step of the workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Verify,
+    Approve,
+    Deny,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Verify => "verify",
+            Step::Approve => "approve",
+            Step::Deny => "deny",
+        }
+    }
+}
+
+/// How to reach the signer's token: its URI (default: the one registered for the signer) and
+/// where its PIN comes from.
+#[derive(Debug, Clone)]
+pub struct CardAccess {
+    pub uri: Option<String>,
+    pub pin: PinSource,
+}
 
 /// What is being signed: its noun and id (for messages) and who may not sign it at all.
 pub(crate) struct Subject<'a> {
@@ -116,5 +144,79 @@ impl Engine {
             signed_at: OffsetDateTime::now_utc(),
             note: note.map(str::to_owned),
         })
+    }
+}
+
+impl Engine {
+    /// Sign on the signer's card and check the signature against their *registered* key.
+    /// Returns the signature and the card it counts as made on ([`Engine::signing_card`]).
+    pub(crate) fn sign_on_card(
+        &self,
+        signer: &Principal,
+        card: &CardAccess,
+        message: &[u8],
+    ) -> Result<(Vec<u8>, Option<String>), EngineError> {
+        let registered = signer.approval_key.as_deref().ok_or_else(|| {
+            EngineError::denied(
+                Refusal::BadSignature,
+                format!("'{}' has no registered approval key", signer.name),
+            )
+        })?;
+        let uri_text = card
+            .uri
+            .clone()
+            .or_else(|| signer.approval_key_uri.clone())
+            .ok_or_else(|| {
+                EngineError::InvalidInput(format!(
+                    "no token URI for '{}': pass --card pkcs11:...",
+                    signer.name
+                ))
+            })?;
+        if uri_text.starts_with("piv:") {
+            // A YubiKey PIV card, natively over PC/SC.
+            let piv: super::piv_uri::PivUri = uri_text.parse()?;
+            let pin = card
+                .pin
+                .resolve_kind(&format!("card of {}", signer.name), "PIV")?;
+            let signature = super::cards::sign_with_piv(&piv, &pin, message)?;
+            let kt = softverify::key_type_of_spki(registered)?;
+            if !softverify::verify(kt, registered, message, &signature)? {
+                return Err(EngineError::denied(
+                    Refusal::BadSignature,
+                    format!(
+                        "the key in {uri_text} is not the approval key registered for '{}'",
+                        signer.name
+                    ),
+                ));
+            }
+            let on = self.signing_card(signer, &[super::approval_keys::piv_card(piv.serial)])?;
+            return Ok((signature, on));
+        }
+        let uri: Pkcs11Uri = uri_text
+            .parse()
+            .map_err(|e: crate::hsm::UriError| EngineError::InvalidInput(e.to_string()))?;
+        let signed = sign_with_card(
+            &uri,
+            &self.config.access.card_module,
+            card.pin.clone(),
+            message,
+        )?;
+        let kt = softverify::key_type_of_spki(registered)?;
+        if signed.public_key != registered
+            || !softverify::verify(kt, registered, message, &signed.signature)?
+        {
+            return Err(EngineError::denied(
+                Refusal::BadSignature,
+                format!(
+                    "the key on {uri_text} is not the approval key registered for '{}'",
+                    signer.name
+                ),
+            ));
+        }
+        let on = self.signing_card(
+            signer,
+            &super::approval_keys::token_card_ids(&signed.token_serial, &signed.token_label),
+        )?;
+        Ok((signed.signature, on))
     }
 }

@@ -63,9 +63,9 @@ pub use procedures::{
     RepairReport, RotationReport, RotationStatus, UsageSummary,
 };
 pub use reconcile::{Finding, LeftoverRemoval, ReconcileReport};
+pub use dual_control::{CardAccess, Step};
 pub use requests::{
-    approval_message, recertify_message, CardAccess, RequestEvidence, RequestInput, Step,
-    StepEvidence,
+    approval_message, recertify_message, RequestEvidence, RequestInput, StepEvidence,
 };
 pub use secrets::Revealed;
 pub use service_lock::ServiceLock;

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::super::dual_control::Subject;
 use super::super::policy::require_role;
-use super::super::requests::{CardAccess, Step};
+use super::super::dual_control::{CardAccess, Step};
 use super::super::{Caller, Engine, EngineError, Refusal};
 use super::DestructionReport;
 use crate::clock::{failpoint, lifecycle_now};
