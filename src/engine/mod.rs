@@ -48,6 +48,7 @@ pub use cards::Enrolment;
 pub use checkpoint::{checkpoint_message, CheckpointReport, AUDIT_KEY};
 pub use connections::{Admission, REFUSAL_WINDOW};
 pub use crypto::{IssuedDataKey, Signed, ToSign, VerifyOutcome};
+pub use dual_control::{CardAccess, Step};
 pub use error::{EngineError, Refusal};
 pub use failover::TokenDown;
 pub use import::{Adopt, IMPORT_KEY};
@@ -63,7 +64,6 @@ pub use procedures::{
     RepairReport, RotationReport, RotationStatus, UsageSummary,
 };
 pub use reconcile::{Finding, LeftoverRemoval, ReconcileReport};
-pub use dual_control::{CardAccess, Step};
 pub use requests::{
     approval_message, recertify_message, RequestEvidence, RequestInput, StepEvidence,
 };

@@ -10,12 +10,8 @@ use time::OffsetDateTime;
 use super::dual_control::{CardAccess, Step, Subject};
 use super::policy::{acting_principal, require_role, INVENTORY_READERS};
 use super::{Caller, CallerKind, Engine, EngineError, Refusal};
-use crate::config::PinSource;
 use crate::duration::HumanDuration;
-use crate::hsm::{sign_with_card, Pkcs11Uri};
-use crate::inventory::{
-    AccessRequest, Grant, GrantFilter, NewGrant, Principal, RequestState, SignedStep,
-};
+use crate::inventory::{AccessRequest, Grant, GrantFilter, NewGrant, RequestState, SignedStep};
 use crate::model::{GrantOp, GrantOps, Role};
 use crate::softverify;
 

@@ -189,7 +189,9 @@ pub fn serve(
         let kmip_task = match kmip {
             None => None,
             Some(k) => {
-                let kaddr = k.local_addr().map_err(|e| ServiceError::Start(e.to_string()))?;
+                let kaddr = k
+                    .local_addr()
+                    .map_err(|e| ServiceError::Start(e.to_string()))?;
                 kmip_addr = Some(kaddr);
                 tracing::info!(addr = %kaddr, "serving KMIP");
                 let mut rx = stop_rx.clone();
@@ -207,7 +209,9 @@ pub fn serve(
         let xks_task = match xks {
             None => None,
             Some(x) => {
-                let xaddr = x.local_addr().map_err(|e| ServiceError::Start(e.to_string()))?;
+                let xaddr = x
+                    .local_addr()
+                    .map_err(|e| ServiceError::Start(e.to_string()))?;
                 xks_addr = Some(xaddr);
                 tracing::info!(addr = %xaddr, "serving the XKS proxy");
                 let mut rx = stop_rx.clone();
@@ -259,4 +263,3 @@ pub fn serve(
     engine.release_singletons();
     served
 }
-

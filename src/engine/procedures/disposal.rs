@@ -9,8 +9,8 @@ use sha2::{Digest as _, Sha384};
 use time::OffsetDateTime;
 
 use super::super::dual_control::Subject;
-use super::super::policy::require_role;
 use super::super::dual_control::{CardAccess, Step};
+use super::super::policy::require_role;
 use super::super::{Caller, Engine, EngineError, Refusal};
 use super::DestructionReport;
 use crate::clock::{failpoint, lifecycle_now};
