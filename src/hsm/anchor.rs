@@ -33,9 +33,6 @@ pub fn read_without_login(
     ))
 }
 
-/// Every anchor slot's label starts so.
-pub(crate) const LABEL_PREFIX: &str = "kms-anchor-";
-
 fn template(application: &str, label: Option<&str>) -> Vec<Attribute> {
     let mut t = vec![
         Attribute::Class(ObjectClass::DATA),

@@ -7,6 +7,9 @@ use cryptoki::session::Session;
 use super::{HsmError, Token};
 use crate::model::ObjectId;
 
+/// Every anchor slot's label starts so.
+pub(crate) const ANCHOR_LABEL_PREFIX: &str = "kms-anchor-";
+
 /// Which half of a key an operation needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyClass {
@@ -153,7 +156,7 @@ pub(crate) fn list_in(token: &str, s: &Session) -> Result<Vec<TokenObject>, HsmE
             }
         }
         // The inventory's anchor (hsm/anchor.rs) is kms's own bookkeeping, not a key.
-        if obj.class == "data" && obj.label.starts_with(super::anchor::LABEL_PREFIX) {
+        if obj.class == "data" && obj.label.starts_with(ANCHOR_LABEL_PREFIX) {
             continue;
         }
         out.push(obj);
