@@ -29,6 +29,7 @@ mod legacy;
 mod nodes;
 mod piv_uri;
 mod policy;
+mod principal_keys;
 mod procedures;
 mod reconcile;
 mod requests;
