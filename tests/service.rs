@@ -1123,3 +1123,36 @@ async fn metrics_count_requests() -> TestResult {
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
     Ok(())
 }
+
+/// Several processes write one trail (nodes on one inventory, or a node and its restart), and a
+/// process killed before its own count reaches `checkpoint_every` takes that count with it: the
+/// next one must still sign in time, from what the shared trail holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_leaves_no_unsigned_stretch_for_the_next() -> TestResult {
+    const EVERY: usize = 40;
+    let mut svc = Service::start_with(|env| {
+        let mut cfg = std::fs::read_to_string(env.config())?;
+        cfg.push_str(&format!("\n[audit]\ncheckpoint_every = {EVERY}\n"));
+        std::fs::write(env.config(), cfg)?;
+        Ok(())
+    })?;
+    create_keys(&svc)?;
+    svc.register("demo-app")?;
+    svc.grant("demo-app", "sig", "sign")?;
+    for round in 0..2 {
+        let mut c = svc.connect("demo-app").await?;
+        for n in 0..EVERY * 3 / 4 {
+            let r = sign_msg(&mut c, "sig", format!("{round}/{n}").as_bytes()).await?;
+            expect(&r, 200, None, "sign")?;
+        }
+        drop(c);
+        svc.kill()?;
+        if round == 0 {
+            svc.restart("serve-2.log")?;
+        }
+    }
+    let o = svc.env.run(&["audit", "verify", "--json"])?;
+    let v: Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(o.status.code(), Some(0), "{v}");
+    Ok(())
+}

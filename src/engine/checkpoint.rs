@@ -208,10 +208,18 @@ impl Engine {
 
     /// Sign a checkpoint if `checkpoint_every` records or `checkpoint_secs` have passed since the
     /// last one. Failures are logged: the records themselves are already durable and chained.
+    ///
+    /// Several nodes write one shared trail, and a node killed before its count reaches
+    /// `checkpoint_every` takes its count with it. So every `checkpoint_every / 8` records of
+    /// its own, a node also looks at the shared trail, and signs once half of `checkpoint_every`
+    /// records of any node are past the last checkpoint.
     pub(crate) fn checkpoint_if_due(&self) {
         use std::sync::atomic::Ordering;
+        let every = self.config.audit.checkpoint_every;
         let n = self.since_checkpoint.fetch_add(1, Ordering::Relaxed) + 1;
-        if n >= self.config.audit.checkpoint_every {
+        let look_every = (every / 8).max(1);
+        let due = n >= every || (n.is_multiple_of(look_every) && self.shared_trail_due(every));
+        if due {
             // Not re-entrantly: creating the audit key inside `checkpoint()` writes records too.
             let busy = CHECKPOINTING.try_lock().is_err();
             if busy {
@@ -222,6 +230,19 @@ impl Engine {
                 tracing::warn!(error = %e, "audit checkpoint failed");
             }
         }
+    }
+
+    /// Whether at least half of `every` records (of any node) follow the last checkpoint.
+    fn shared_trail_due(&self, every: u64) -> bool {
+        let Ok(Some((head, _))) = self.inventory.audit_head() else {
+            return false;
+        };
+        let covered = match self.inventory.last_checkpoint() {
+            Ok(Some(c)) => c.seq,
+            Ok(None) => 0,
+            Err(_) => return false,
+        };
+        (head - covered).max(0) as u64 >= (every / 2).max(1)
     }
 
     /// Whether checkpoint `c` covers the chain up to record `head`: it signed `head`, or the

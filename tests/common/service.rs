@@ -246,6 +246,22 @@ impl Service {
         }
     }
 
+    /// SIGKILL: the process gets no chance to finish anything (no shutdown checkpoint).
+    pub fn kill(&mut self) -> Res<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Start `kms serve` again on the same environment (after [`Service::kill`] or
+    /// [`Service::stop`]); the new process's stderr goes to `log`.
+    pub fn restart(&mut self, log: &str) -> Res<()> {
+        let (child, addr) = spawn_serve(&self.env, &self.env.config(), log)?;
+        self.child = child;
+        self.addr = addr;
+        Ok(())
+    }
+
     /// SIGTERM, then wait (up to [`STOP_TIMEOUT`]) for the exit status.
     pub fn stop(&mut self) -> Res<ExitStatus> {
         self.terminate()?;
