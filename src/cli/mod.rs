@@ -39,7 +39,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
-use crate::engine::{Caller, Engine, EngineError};
+use crate::engine::{Caller, Engine, EngineError, ErrorKind};
 
 /// kms: keys live in PKCS#11 tokens; the inventory and audit trail live in SQLite.
 #[derive(Debug, Parser)]
@@ -119,10 +119,23 @@ pub enum CliError {
 impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::Engine(e) => e.exit_code(),
+            CliError::Engine(e) => engine_exit_code(e.kind()),
             CliError::Io { .. } | CliError::Usage(_) => 2,
             CliError::Negative(_) => 1,
         }
+    }
+}
+
+/// The CLI door's wire format for the engine's errors: 2 bad input, 3 not found, 4 refused,
+/// 5 token or card, 6 inventory or audit, 7 configuration.
+fn engine_exit_code(kind: ErrorKind) -> i32 {
+    match kind {
+        ErrorKind::BadInput | ErrorKind::BadCiphertext | ErrorKind::TooLarge => 2,
+        ErrorKind::NotFound(_) => 3,
+        ErrorKind::Refused(_) | ErrorKind::Conflict => 4,
+        ErrorKind::WrongObject | ErrorKind::Unavailable | ErrorKind::NotOnSite => 5,
+        ErrorKind::Internal => 6,
+        ErrorKind::Configuration => 7,
     }
 }
 

@@ -1,5 +1,7 @@
 //! Errors of the engine: the typed causes of the layers below, plus the engine's own refusals.
-//! [`EngineError::exit_code`] is the one place that maps them to process exit codes.
+//! [`EngineError::kind`] is the one classification every door maps to its own wire format
+//! (exit codes in the CLI, problem codes in the JSON API, AWS exception names in XKS, result
+//! reasons in KMIP): doors never look at the causes of the layers below.
 
 use crate::config::ConfigError;
 use crate::envelope::EnvelopeError;
@@ -79,6 +81,46 @@ pub enum Refusal {
     InventoryTampered,
 }
 
+/// What kind of failure an [`EngineError`] is, in the terms a caller can act on. Every door
+/// maps these, and only these, to its wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed or names something that cannot be (a duplicate name, a bad
+    /// slot); the message says what to change.
+    BadInput,
+    /// A ciphertext, its IV, tag or additional data does not authenticate under the key.
+    BadCiphertext,
+    /// More data than the key can take in one operation.
+    TooLarge,
+    /// The thing named does not exist.
+    NotFound(Missing),
+    /// Policy refuses the request; the [`Refusal`] says which rule.
+    Refused(Refusal),
+    /// The request conflicts with what is there (e.g. a card slot already holding a key).
+    Conflict,
+    /// The object found on the token under the key's id is not the one kms recorded.
+    WrongObject,
+    /// The token, card or integrity key is not available now; trying again later may work.
+    Unavailable,
+    /// This node's site holds no usable copy; a node at the site that holds one can serve it.
+    NotOnSite,
+    /// kms is configured wrongly (a PIN source, a token entry, the config file).
+    Configuration,
+    /// The inventory or the audit trail failed, or work was left for an officer to finish.
+    Internal,
+}
+
+/// What an [`ErrorKind::NotFound`] did not find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    Key,
+    Principal,
+    Request,
+    Grant,
+    /// A key's object on its token.
+    TokenObject,
+}
+
 impl From<InventoryError> for EngineError {
     /// A row that fails its integrity check is a refusal (the row was not made by kms), audited
     /// as a denial like every other; everything else keeps its inventory cause.
@@ -144,38 +186,60 @@ impl EngineError {
         EngineError::Denied(why, message.into())
     }
 
-    /// Exit codes: 2 bad input, 3 not found, 4 refused by policy, 5 token, 6 inventory or audit,
-    /// 7 configuration.
-    pub fn exit_code(&self) -> i32 {
+    /// The one classification doors map to their wire formats.
+    pub fn kind(&self) -> ErrorKind {
+        use crate::smartcard::CardError;
         match self {
-            EngineError::InvalidInput(_) | EngineError::Envelope(_) => 2,
-            EngineError::Inventory(InventoryError::DuplicateName(_)) => 2,
-            EngineError::Inventory(
-                InventoryError::NoSuchKey(_)
-                | InventoryError::NoSuchPrincipal(_)
-                | InventoryError::NoSuchGrant(_)
-                | InventoryError::NoSuchRequest(_),
-            ) => 3,
-            EngineError::Hsm(HsmError::ObjectNotFound { .. }) => 3,
-            EngineError::Hsm(HsmError::DecryptionFailed { .. }) => 2,
-            EngineError::Denied(..) => 4,
-            EngineError::Inventory(InventoryError::IntegrityUnavailable {
-                config: true, ..
-            }) => 7,
-            EngineError::Inventory(InventoryError::IntegrityUnavailable { .. }) => 5,
-            EngineError::Hsm(HsmError::Pin(_) | HsmError::NotConfigured { .. })
-            | EngineError::Config(_)
-            | EngineError::Misconfigured(_) => 7,
-            EngineError::Card(crate::smartcard::CardError::BadSlot(_))
-            | EngineError::Card(crate::smartcard::CardError::BadManagementKey) => 2,
-            EngineError::Card(crate::smartcard::CardError::SlotInUse { .. }) => 4,
-            EngineError::Hsm(_)
-            | EngineError::SoftCrypto(_)
-            | EngineError::Card(_)
-            | EngineError::NotOnSite(_) => 5,
-            EngineError::Inventory(_)
-            | EngineError::AuditFailed(_)
-            | EngineError::Incomplete(_) => 6,
+            EngineError::InvalidInput(_) => ErrorKind::BadInput,
+            EngineError::Envelope(_) => ErrorKind::BadCiphertext,
+            EngineError::Denied(why, _) => ErrorKind::Refused(*why),
+            EngineError::Inventory(e) => match e {
+                InventoryError::DuplicateName(_) => ErrorKind::BadInput,
+                InventoryError::NoSuchKey(_) => ErrorKind::NotFound(Missing::Key),
+                InventoryError::NoSuchPrincipal(_) => ErrorKind::NotFound(Missing::Principal),
+                InventoryError::NoSuchRequest(_) => ErrorKind::NotFound(Missing::Request),
+                InventoryError::NoSuchGrant(_) => ErrorKind::NotFound(Missing::Grant),
+                InventoryError::IntegrityUnavailable { config: true, .. } => {
+                    ErrorKind::Configuration
+                }
+                InventoryError::IntegrityUnavailable { .. } => ErrorKind::Unavailable,
+                _ => ErrorKind::Internal,
+            },
+            EngineError::Hsm(e) => match e {
+                HsmError::ObjectNotFound { .. } => ErrorKind::NotFound(Missing::TokenObject),
+                HsmError::DecryptionFailed { .. } => ErrorKind::BadCiphertext,
+                HsmError::WrongObject { .. } => ErrorKind::WrongObject,
+                HsmError::Pin(_) | HsmError::NotConfigured { .. } => ErrorKind::Configuration,
+                _ => ErrorKind::Unavailable,
+            },
+            EngineError::SoftCrypto(SoftCryptoError::TooLong { .. }) => ErrorKind::TooLarge,
+            EngineError::SoftCrypto(_) => ErrorKind::Unavailable,
+            EngineError::Card(CardError::BadSlot(_) | CardError::BadManagementKey) => {
+                ErrorKind::BadInput
+            }
+            EngineError::Card(CardError::SlotInUse { .. }) => ErrorKind::Conflict,
+            EngineError::Card(_) => ErrorKind::Unavailable,
+            EngineError::Config(_) | EngineError::Misconfigured(_) => ErrorKind::Configuration,
+            EngineError::NotOnSite(_) => ErrorKind::NotOnSite,
+            EngineError::AuditFailed(_) | EngineError::Incomplete(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// What a remote caller may be told: the message itself where it is about the caller's
+    /// request, and a plain sentence where it would describe kms's insides (token labels,
+    /// return codes, inventory paths). Doors log the full error for the operator.
+    pub fn public_message(&self) -> String {
+        match (self.kind(), self) {
+            (ErrorKind::BadCiphertext, EngineError::Hsm(_)) => {
+                "the ciphertext or its additional authenticated data is not valid for this key"
+                    .into()
+            }
+            (ErrorKind::Unavailable | ErrorKind::Configuration, _)
+            | (ErrorKind::NotFound(Missing::TokenObject), _) => {
+                "the key's token is not available; try again later".into()
+            }
+            (ErrorKind::Internal, _) => "internal error".into(),
+            _ => self.to_string(),
         }
     }
 

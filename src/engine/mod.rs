@@ -50,7 +50,7 @@ pub use checkpoint::{checkpoint_message, CheckpointReport, AUDIT_KEY};
 pub use connections::{Admission, REFUSAL_WINDOW};
 pub use crypto::{IssuedDataKey, Signed, ToSign, VerifyOutcome};
 pub use dual_control::{CardAccess, Step};
-pub use error::{EngineError, Refusal};
+pub use error::{EngineError, ErrorKind, Missing, Refusal};
 pub use failover::TokenDown;
 pub use import::{Adopt, IMPORT_KEY};
 pub use integrity::{InventoryVerification, INTEGRITY_KEY};

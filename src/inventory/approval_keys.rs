@@ -11,8 +11,8 @@ use super::sql::{params, Connection, Row};
 use time::OffsetDateTime;
 
 use super::integrity::{check_tail, guarded, tag_where, tail, Table};
-use super::records::AuditEntry;
 use super::{fmt_time, parse_time, Inventory, InventoryError};
+use crate::model::AuditEntry;
 
 const COLUMNS: &str =
     "id, principal, public_key, uri, card, valid_from, valid_until, end_reason, ended_by";

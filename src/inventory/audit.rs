@@ -6,8 +6,8 @@ use super::sql::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 use sha2::{Digest, Sha384};
 
-use super::records::{AuditCheckpoint, AuditEntry, AuditFilter, AuditRow, Outcome};
 use super::{fmt_time, parse_time, Inventory, InventoryError};
+use crate::model::{AuditCheckpoint, AuditEntry, AuditFilter, AuditRow, Outcome};
 
 /// `prev_hash` of the first record.
 pub const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000";

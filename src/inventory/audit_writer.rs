@@ -23,8 +23,8 @@ use std::sync::Mutex;
 use super::sql::Connection;
 
 use super::audit::insert;
-use super::records::AuditEntry;
 use super::InventoryError;
+use crate::model::AuditEntry;
 
 /// Rows committed together at most.
 const MAX_BATCH: usize = 256;

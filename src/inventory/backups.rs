@@ -6,9 +6,9 @@ use super::sql::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
 use super::integrity::{check_where, guarded, tag_where, Table};
-use super::records::{AuditEntry, BackupPair, KeyCopy};
 use super::{audit, fmt_time, parse_time, Inventory, InventoryError};
 use crate::model::ObjectId;
+use crate::model::{AuditEntry, BackupPair, KeyCopy};
 
 /// A version its token says can never be wrapped for a backup copy (`kms backup status`).
 #[derive(Debug, Clone, serde::Serialize)]

@@ -4,8 +4,8 @@ use super::sql::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
 use super::integrity::{guarded, Table};
-use super::records::{AuditEntry, Grant, GrantFilter, NewGrant};
 use super::{fmt_time, parse_time, Inventory, InventoryError};
+use crate::model::{AuditEntry, Grant, GrantFilter, NewGrant};
 
 pub(super) const SELECT: &str =
     "SELECT g.id, g.principal, k.name, g.ops, g.not_before, g.not_after, \

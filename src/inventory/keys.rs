@@ -6,9 +6,9 @@ use super::sql::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
 use super::integrity::{guarded, tag_where, Table};
-use super::records::{AuditEntry, KeyCopy, KeyFilter, KeyRecord, KeyVersion, NewKey};
 use super::{audit, fmt_time, parse_time, Inventory, InventoryError};
 use crate::duration::HumanDuration;
+use crate::model::{AuditEntry, KeyCopy, KeyFilter, KeyRecord, KeyVersion, NewKey};
 use crate::model::{ObjectId, VersionState};
 
 /// Where a new version will live, recorded before the token is touched.

@@ -8,9 +8,9 @@ use time::OffsetDateTime;
 
 use super::integrity::{check_where, guarded, tag_where, Table};
 use super::keys::PendingVersion;
-use super::records::{AuditEntry, KeyCopy};
 use super::{audit, fmt_time, parse_time, Inventory, InventoryError};
 use crate::model::VersionState;
+use crate::model::{AuditEntry, KeyCopy};
 
 /// A multi-step procedure: what it is doing and how far it got. Written before a token is
 /// touched; a crash leaves it `running` for `kms reconcile --repair` (or the service) to finish or

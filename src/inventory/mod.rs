@@ -16,7 +16,6 @@ mod lifecycle;
 mod migrate;
 mod migrations;
 mod principals;
-mod records;
 mod requests;
 pub(crate) mod sql;
 
@@ -41,7 +40,8 @@ pub use lifecycle::{Compromise, Disposal, Procedure};
 pub use migrate::Migrated;
 
 pub use migrations::LATEST as SCHEMA_VERSION;
-pub use records::{
+// The records live in `model` (doors use them without importing the inventory).
+pub use crate::model::{
     AccessRequest, AuditCheckpoint, AuditEntry, AuditFilter, AuditRow, BackupPair, Grant,
     GrantFilter, KeyCopy, KeyFilter, KeyRecord, KeyVersion, NewGrant, NewKey, Outcome, Principal,
     RequestState, SignedStep,

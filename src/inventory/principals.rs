@@ -5,8 +5,8 @@ use time::OffsetDateTime;
 
 use super::approval_keys::{end_open_periods, insert_approval_key, NewApprovalKey};
 use super::integrity::{check_tail, guarded, tag_where, tail, Table};
-use super::records::{AuditEntry, Principal};
 use super::{fmt_time, parse_time, Inventory, InventoryError};
+use crate::model::{AuditEntry, Principal};
 
 const COLUMNS: &str = "name, role, cert_fingerprint, cert_subject, disabled_at, disabled_by, \
      created_by, created_at, approval_key, approval_key_uri, allowed_networks";

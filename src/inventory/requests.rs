@@ -5,9 +5,9 @@ use super::sql::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
 use super::grants::{grant_on, insert_grant};
-use super::records::{AccessRequest, AuditEntry, Grant, NewGrant, RequestState, SignedStep};
 use super::{fmt_time, parse_time, Inventory, InventoryError};
 use crate::duration::HumanDuration;
+use crate::model::{AccessRequest, AuditEntry, Grant, NewGrant, RequestState, SignedStep};
 
 const SELECT: &str = "SELECT r.id, r.requester, r.grantee, k.name, r.key_id, r.ops, \
      r.duration_secs, r.ticket, r.justification, r.state, r.created_at, r.grant_id \

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 
 use super::tags::{self as t, alg, object, op, result, state, usage};
 use super::ttlv::{Item, Value};
-use crate::engine::{Caller, Engine, EngineError, Refusal, ToSign};
+use crate::engine::{Caller, Engine, EngineError, ErrorKind, Refusal, ToSign};
 use crate::inventory::KeyRecord;
 use crate::model::{KeyFamily, KeyType, Operation, OperationSet, VersionState};
 
@@ -34,23 +34,28 @@ impl Failure {
 }
 
 impl From<EngineError> for Failure {
+    /// KMIP's result reasons for the engine's [`ErrorKind`]s.
     fn from(e: EngineError) -> Failure {
-        use crate::hsm::HsmError;
-        let m = e.to_string();
-        let reason = match &e {
-            EngineError::Inventory(crate::inventory::InventoryError::NoSuchKey(_)) => {
-                result::ITEM_NOT_FOUND
+        let reason = match e.kind() {
+            ErrorKind::NotFound(_) => result::ITEM_NOT_FOUND,
+            ErrorKind::Refused(
+                Refusal::NotSupported
+                | Refusal::UsageNotAllowed
+                | Refusal::KeyState
+                | Refusal::KeyExpired,
+            ) => result::ILLEGAL_OPERATION,
+            ErrorKind::Refused(_) => result::PERMISSION_DENIED,
+            ErrorKind::BadCiphertext => result::CRYPTOGRAPHIC_FAILURE,
+            ErrorKind::BadInput | ErrorKind::TooLarge => result::INVALID_FIELD,
+            _ => {
+                tracing::error!(error = %e, "kmip: general failure");
+                result::GENERAL_FAILURE
             }
-            EngineError::Denied(Refusal::NotSupported | Refusal::UsageNotAllowed, _)
-            | EngineError::Denied(Refusal::KeyState | Refusal::KeyExpired, _) => {
-                result::ILLEGAL_OPERATION
-            }
-            EngineError::Denied(_, _) => result::PERMISSION_DENIED,
-            EngineError::Hsm(HsmError::DecryptionFailed { .. }) => result::CRYPTOGRAPHIC_FAILURE,
-            EngineError::InvalidInput(_) => result::INVALID_FIELD,
-            _ => result::GENERAL_FAILURE,
         };
-        Failure { reason, message: m }
+        Failure {
+            reason,
+            message: e.public_message(),
+        }
     }
 }
 

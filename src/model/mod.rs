@@ -2,7 +2,8 @@
 //!
 //! `key_type.rs` key types, families, curves and signature schemes; `operation.rs` operations and
 //! grant operations (and their sets); `record.rs` origin, classification, version state, CKA_ID;
-//! `role.rs` roles. Every enum spelled as a word on the command line, in SQLite, in JSON and in
+//! `role.rs` roles; `records.rs` the plain records the inventory stores and the engine returns
+//! (keys, versions, grants, requests, audit rows). Every enum spelled as a word on the command line, in SQLite, in JSON and in
 //! the audit trail is declared through `domain_enum!`, which writes its one string per variant
 //! into `as_str`, `Display`, `FromStr` and serde alike.
 
@@ -97,11 +98,17 @@ macro_rules! domain_enum {
 mod key_type;
 mod operation;
 mod record;
+mod records;
 mod role;
 
 pub use key_type::{Curve, KeyFamily, KeyType, SignatureScheme, MAX_SECRET_DATA};
 pub use operation::{GrantOp, GrantOps, Operation, OperationSet};
 pub use record::{object_label, Classification, KeyOrigin, ObjectId, VersionState};
+pub use records::{
+    AccessRequest, AuditCheckpoint, AuditEntry, AuditFilter, AuditRow, BackupPair, Grant,
+    GrantFilter, KeyCopy, KeyFilter, KeyRecord, KeyVersion, NewGrant, NewKey, Outcome, Principal,
+    RequestState, SignedStep,
+};
 pub use role::Role;
 
 #[cfg(test)]

@@ -10,8 +10,11 @@
 //! what the JSON API door admits (a registered, enabled principal's certificate) and serves.
 
 pub mod api;
+mod bodies;
+mod call;
 mod problem;
 pub mod sigv4;
+mod unrouted;
 pub mod xks;
 
 use std::net::{IpAddr, SocketAddr};

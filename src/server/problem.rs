@@ -6,9 +6,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::engine::{EngineError, Refusal};
-use crate::hsm::HsmError;
-use crate::inventory::InventoryError;
+use crate::engine::{EngineError, ErrorKind, Missing, Refusal};
 
 /// Every (status, code) the service answers with. docs/openapi.json lists exactly these (a test
 /// compares them), and `Problem::new` refuses, in debug builds, a code missing from here.
@@ -103,91 +101,59 @@ impl IntoResponse for Problem {
 }
 
 impl From<EngineError> for Problem {
+    /// The JSON API's wire format for the engine's [`ErrorKind`]s.
     fn from(e: EngineError) -> Problem {
         use StatusCode as S;
-        match e {
-            EngineError::InvalidInput(m) => Problem::bad_request("bad-request", m),
-            EngineError::Envelope(e) => Problem::bad_request("bad-ciphertext", e.to_string()),
-            EngineError::Hsm(e @ HsmError::WrongObject { .. }) => {
+        let m = e.public_message();
+        match e.kind() {
+            ErrorKind::BadInput | ErrorKind::NotFound(Missing::Principal) => {
+                Problem::bad_request("bad-request", m)
+            }
+            ErrorKind::BadCiphertext => Problem::bad_request("bad-ciphertext", m),
+            ErrorKind::TooLarge => Problem::bad_request("bad-size", m),
+            ErrorKind::NotFound(Missing::Key) => Problem::new(S::NOT_FOUND, "key-not-found", m),
+            ErrorKind::NotFound(Missing::Request) => {
+                Problem::new(S::NOT_FOUND, "request-not-found", m)
+            }
+            ErrorKind::Refused(why) => Problem::new(refusal_status(why), why.code(), m),
+            ErrorKind::WrongObject => {
                 tracing::error!(error = %e, "a key's object on the token is not the recorded one");
-                Problem::new(StatusCode::CONFLICT, "wrong-object", e.to_string())
+                Problem::new(S::CONFLICT, "wrong-object", m)
             }
-            EngineError::Hsm(HsmError::DecryptionFailed { .. }) => Problem::bad_request(
-                "bad-ciphertext",
-                "the ciphertext or its additional authenticated data is not valid for this key",
-            ),
-            EngineError::SoftCrypto(crate::softverify::SoftCryptoError::TooLong { max, given }) => {
-                Problem::bad_request(
-                    "bad-size",
-                    format!("at most {max} bytes can be encrypted with this key, not {given}"),
-                )
+            ErrorKind::NotOnSite => Problem::new(S::SERVICE_UNAVAILABLE, "not-on-this-site", m),
+            ErrorKind::Unavailable
+            | ErrorKind::Configuration
+            | ErrorKind::NotFound(Missing::TokenObject) => {
+                tracing::error!(error = %e, "token unavailable");
+                Problem::new(S::SERVICE_UNAVAILABLE, "token-unavailable", m)
             }
-            EngineError::Inventory(InventoryError::NoSuchKey(k)) => {
-                Problem::new(S::NOT_FOUND, "key-not-found", format!("no key named '{k}'"))
-            }
-            EngineError::Inventory(InventoryError::NoSuchRequest(id)) => Problem::new(
-                S::NOT_FOUND,
-                "request-not-found",
-                format!("no access request {id}"),
-            ),
-            EngineError::Inventory(InventoryError::NoSuchPrincipal(p)) => {
-                Problem::bad_request("bad-request", format!("no principal named '{p}'"))
-            }
-            EngineError::Denied(why, m) => {
-                let status = match why {
-                    Refusal::UnknownPrincipal
-                    | Refusal::PrincipalDisabled
-                    | Refusal::NoGrant
-                    | Refusal::GrantExpired
-                    | Refusal::OperationNotGranted
-                    | Refusal::WrongRole
-                    | Refusal::ReviewLapsed
-                    | Refusal::SourceNotAllowed
-                    | Refusal::SeparationOfDuties
-                    | Refusal::BadSignature
-                    | Refusal::InventoryTampered => S::FORBIDDEN,
-                    Refusal::NotSupported
-                    | Refusal::UsageNotAllowed
-                    | Refusal::KeyExpired
-                    | Refusal::KeyState
-                    | Refusal::WrongState => S::CONFLICT,
-                };
-                Problem::new(status, why.code(), m)
-            }
-            EngineError::Misconfigured(m) => {
-                tracing::error!(error = %m, "configuration mismatch");
-                Problem::new(
-                    S::SERVICE_UNAVAILABLE,
-                    "token-unavailable",
-                    "the key's token is not available; try again later",
-                )
-            }
-            EngineError::NotOnSite(m) => {
-                Problem::new(S::SERVICE_UNAVAILABLE, "not-on-this-site", m)
-            }
-            EngineError::Hsm(e) => {
-                tracing::error!(error = %e, "token error");
-                Problem::new(
-                    S::SERVICE_UNAVAILABLE,
-                    "token-unavailable",
-                    "the key's token is not available; try again later",
-                )
-            }
-            // A card-resident key whose card is pulled, frozen or busy: the token is not
-            // available (the operator's log says which card and what happened).
-            EngineError::Card(e) => {
-                tracing::error!(error = %e, "card error");
-                Problem::new(
-                    S::SERVICE_UNAVAILABLE,
-                    "token-unavailable",
-                    "the key's token is not available; try again later",
-                )
-            }
-            other => {
-                tracing::error!(error = %other, "internal error");
+            ErrorKind::NotFound(Missing::Grant) | ErrorKind::Conflict | ErrorKind::Internal => {
+                tracing::error!(error = %e, "internal error");
                 Problem::new(S::INTERNAL_SERVER_ERROR, "internal", "internal error")
             }
         }
+    }
+}
+
+/// Refusals of the caller's rights are 403; refusals of what the key can do now are 409.
+fn refusal_status(why: Refusal) -> StatusCode {
+    match why {
+        Refusal::UnknownPrincipal
+        | Refusal::PrincipalDisabled
+        | Refusal::NoGrant
+        | Refusal::GrantExpired
+        | Refusal::OperationNotGranted
+        | Refusal::WrongRole
+        | Refusal::ReviewLapsed
+        | Refusal::SourceNotAllowed
+        | Refusal::SeparationOfDuties
+        | Refusal::BadSignature
+        | Refusal::InventoryTampered => StatusCode::FORBIDDEN,
+        Refusal::NotSupported
+        | Refusal::UsageNotAllowed
+        | Refusal::KeyExpired
+        | Refusal::KeyState
+        | Refusal::WrongState => StatusCode::CONFLICT,
     }
 }
 

@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use super::{Metrics, ServerError};
 use crate::config::XksConfig;
-use crate::engine::{Engine, EngineError, Refusal};
+use crate::engine::{Engine, EngineError, ErrorKind, Missing, Refusal};
 
 /// Largest request body read (the spec's largest legitimate request is about 25 KiB).
 const MAX_BODY: usize = 64 * 1024;
@@ -97,30 +97,28 @@ impl IntoResponse for XksError {
 
 /// The engine's refusals and failures in the spec's words.
 fn from_engine(e: EngineError) -> XksError {
-    use crate::hsm::HsmError;
-    let m = e.to_string();
-    match &e {
-        EngineError::Inventory(crate::inventory::InventoryError::NoSuchKey(_)) => {
+    let m = e.public_message();
+    match e.kind() {
+        ErrorKind::NotFound(Missing::Key) => {
             XksError::new(StatusCode::NOT_FOUND, "KeyNotFoundException", m)
         }
-        EngineError::Denied(Refusal::NotSupported | Refusal::UsageNotAllowed, _) => {
+        ErrorKind::Refused(Refusal::NotSupported | Refusal::UsageNotAllowed) => {
             XksError::new(StatusCode::BAD_REQUEST, "InvalidKeyUsageException", m)
         }
-        EngineError::Denied(Refusal::KeyState | Refusal::KeyExpired, _) => {
+        ErrorKind::Refused(Refusal::KeyState | Refusal::KeyExpired) => {
             XksError::new(StatusCode::BAD_REQUEST, "InvalidStateException", m)
         }
-        EngineError::Denied(_, _) => {
-            XksError::new(StatusCode::FORBIDDEN, "AccessDeniedException", m)
+        ErrorKind::Refused(_) => XksError::new(StatusCode::FORBIDDEN, "AccessDeniedException", m),
+        ErrorKind::BadCiphertext => XksError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidCiphertextException",
+            "the ciphertext, IV, tag, AAD or ciphertext metadata does not authenticate",
+        ),
+        ErrorKind::BadInput | ErrorKind::TooLarge => XksError::validation(m),
+        _ => {
+            tracing::error!(error = %e, "xks: internal error");
+            XksError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalException", m)
         }
-        EngineError::Hsm(HsmError::DecryptionFailed { .. }) | EngineError::Envelope(_) => {
-            XksError::new(
-                StatusCode::BAD_REQUEST,
-                "InvalidCiphertextException",
-                "the ciphertext, IV, tag, AAD or ciphertext metadata does not authenticate",
-            )
-        }
-        EngineError::InvalidInput(_) => XksError::validation(m),
-        _ => XksError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalException", m),
     }
 }
 
