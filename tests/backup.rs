@@ -2,7 +2,7 @@
 //! before a key counts, restore drills that catch a destroyed copy, a full restore after the
 //! primary token is lost, and the sealed offline backup file.
 
-mod common;
+use kms_testkit as common;
 use common::*;
 
 use std::process::Command;

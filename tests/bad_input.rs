@@ -6,7 +6,7 @@
 //!
 //! SoftHSM2 2.6.1 never locks a user PIN, so there is no locked-PIN test here.
 
-mod common;
+use kms_testkit as common;
 use common::*;
 
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -4,7 +4,7 @@
 //! are capped, and health never answers `null` where the schema says string-or-absent. The CLI
 //! side of the panic is checked on the real binary.
 
-mod common;
+use kms_testkit as common;
 use common::service::Service;
 use common::*;
 

@@ -4,7 +4,7 @@
 //! output and migrates it to AES-GCM, EC and RSA private keys sign what openssl verifies. Blobs
 //! for another import key, of the wrong length or type, are refused and leave nothing behind.
 
-mod common;
+use kms_testkit as common;
 use common::*;
 
 const TOKEN: &str = "kms-primary";

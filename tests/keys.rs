@@ -1,6 +1,6 @@
 //! End-to-end behaviour of the officer CLI against real SoftHSM2 tokens.
 
-mod common;
+use kms_testkit as common;
 use common::*;
 
 #[test]

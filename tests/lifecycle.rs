@@ -3,7 +3,7 @@
 //! disposal with signed approvals, and crash safety (the process SIGKILLed at each step).
 #![cfg(feature = "testing")]
 
-mod common;
+use kms_testkit as common;
 use common::*;
 
 use std::io::{BufRead, BufReader};
@@ -52,20 +52,6 @@ fn state_of(env: &Env, key: &str, version: u64) -> Res<String> {
         .and_then(|v| v["state"].as_str())
         .ok_or("no such version")?
         .to_owned())
-}
-
-/// Whether any object with CKA_ID `id` is on token `label` (pkcs11-tool, independent of kms).
-fn on_token(env: &Env, label: &str, id: &str) -> Res<bool> {
-    let listing = env.list_objects(label)?;
-    Ok(listing
-        .lines()
-        .any(|l| l.trim() == format!("ID:         {id}")))
-}
-
-fn paired(env: &Env) -> TestResult {
-    env.ok(&["--reason", "CHG-7 ceremony", "backup", "init"])?;
-    env.ok(&["backup", "sync"])?;
-    Ok(())
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! chain and its checkpoints intact, and kms then runs on it. Needs a PostgreSQL server
 //! (`KMS_TEST_POSTGRES`, as scripts/test's second pass sets); skipped with a note without one.
 
-mod common;
+use kms_testkit as common;
 use common::*;
 
 #[test]

@@ -3,7 +3,7 @@
 //! venv and sets `KMS_PYKMIP` to its python (and `KMS_TEST_SCRIPT=1`: then a missing client
 //! fails the test). Run by hand without it, the test says so and is skipped.
 
-mod common;
+use kms_testkit as common;
 use common::service::Service;
 use common::*;
 

@@ -7,7 +7,7 @@
 //! (the card's PIV application must have its factory PIN, PUK and management key; the test
 //! uses retired slot 95).
 
-mod common;
+use kms_testkit as common;
 use common::*;
 
 #[path = "smartcard/errors.rs"]

@@ -3,7 +3,7 @@
 //! the credential's principal needs an A9 grant, rotation and compromise apply, and each call is
 //! an audit record carrying AWS's request metadata.
 
-mod common;
+use kms_testkit as common;
 use common::service::*;
 use common::*;
 
