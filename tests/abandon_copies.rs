@@ -5,8 +5,8 @@
 //! binary SIGKILLed at a failpoint (`testing` feature).
 #![cfg(feature = "testing")]
 
-use kms_testkit as common;
 use common::*;
+use kms_testkit as common;
 
 #[test]
 fn abandon_removes_the_backup_copy_of_a_killed_creation() -> TestResult {

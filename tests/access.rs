@@ -2,10 +2,10 @@
 //! request → verify (security admin, signed) → approve (manager, signed) → use; refusals,
 //! tampering, reviews, revocation, source networks, and offline evidence checked with openssl.
 
-use kms_testkit as common;
 use common::cards::card_uri;
 use common::service::Service;
 use common::*;
+use kms_testkit as common;
 
 /// alice: security admin, bob: manager, carol: user; key `k` (ec-p384, sign,verify).
 fn people() -> Res<Env> {

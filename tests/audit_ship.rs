@@ -2,9 +2,9 @@
 //! port, receiving RFC 5424 messages over TCP with octet-counting framing. What it received is
 //! compared field by field with the inventory, read with the `sqlite3` tool.
 
-use kms_testkit as common;
 use common::rsyslog::{sd_params, Rsyslog, Tls};
 use common::*;
+use kms_testkit as common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

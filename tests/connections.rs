@@ -3,9 +3,9 @@
 //! Attackers connect from 127.0.0.2 and up, so the registered client on 127.0.0.1 is another
 //! source address.
 
-use kms_testkit as common;
 use common::service::Service;
 use common::*;
+use kms_testkit as common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -7,8 +7,8 @@
 //! `kms` binary, and SQL behind kms's back to play the attacker.
 #![cfg(feature = "testing")]
 
-use kms_testkit as common;
 use common::*;
+use kms_testkit as common;
 
 /// The forged rows carry no valid integrity tag, so the first layer (issue 23's tags) refuses
 /// them where they are read; then every row is re-sealed as it reads (`testing` builds only), as

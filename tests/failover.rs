@@ -7,9 +7,9 @@
 //! its own copy of the module file here (as a real site has one client library per HSM): kms can
 //! re-initialise that module without touching the backup's.
 
-use kms_testkit as common;
 use common::service::Service;
 use common::*;
+use kms_testkit as common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -2,12 +2,13 @@
 //! scheme (CLI and API), HMAC tags (CLI and API agree), the legacy 3DES rules and its migration
 //! to AES-GCM, aes-128, and backup copies of every new type on both tokens.
 
-use kms_testkit as common;
 use common::service::Service;
 use common::*;
+use kms_testkit as common;
 
 use kms::client::{Connection, Reply};
 use serde_json::{json, Value};
+use std::path::Path;
 
 async fn post(c: &mut Connection, path: &str, body: Value) -> Res<Reply> {
     Ok(c.request("POST", path, Some(&body), Some("key types test"))
@@ -26,24 +27,22 @@ enum Check {
 }
 
 fn openssl_verifies(check: Check, pem: &str, msg: &str, sig: &str) -> Res<bool> {
+    let (pem, msg, sig) = (Path::new(pem), Path::new(msg), Path::new(sig));
     let o = match check {
-        Check::Dgst(hash) => openssl(&["dgst", hash, "-verify", pem, "-signature", sig, msg])?,
-        Check::Pss => openssl(&[
-            "dgst",
-            "-sha256",
-            "-sigopt",
-            "rsa_padding_mode:pss",
-            "-sigopt",
-            "rsa_pss_saltlen:32",
-            "-verify",
+        Check::Dgst(hash) => openssl_dgst_verify(&[hash], pem, sig, msg)?,
+        Check::Pss => openssl_dgst_verify(
+            &[
+                "-sha256",
+                "-sigopt",
+                "rsa_padding_mode:pss",
+                "-sigopt",
+                "rsa_pss_saltlen:32",
+            ],
             pem,
-            "-signature",
             sig,
             msg,
-        ])?,
-        Check::Ed25519 => openssl(&[
-            "pkeyutl", "-verify", "-pubin", "-inkey", pem, "-rawin", "-in", msg, "-sigfile", sig,
-        ])?,
+        )?,
+        Check::Ed25519 => openssl_rawin_verify(pem, sig, msg)?,
     };
     let out = stdout(&o);
     Ok(o.status.success()
@@ -353,7 +352,12 @@ async fn hmac_tags_check_on_the_token_and_cli_and_api_agree() -> TestResult {
             json!({ "message": b64(b"something else"), "mac": b64(&cli_tag) }),
         )
         .await?;
-        let v = expect(&r, 200, None, &format!("{name}: API verify-mac, other message"))?;
+        let v = expect(
+            &r,
+            200,
+            None,
+            &format!("{name}: API verify-mac, other message"),
+        )?;
         assert_eq!(v["valid"], false, "{v}");
         // An HMAC key makes no signatures.
         let r = post(

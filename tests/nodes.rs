@@ -5,9 +5,9 @@
 //! SIGKILL of one node under load loses no request (the client retries on the other), the
 //! singleton lease moves to the survivor within its expiry, and the audit chain verifies.
 
-use kms_testkit as common;
 use common::service::{spawn_serve, Service};
 use common::*;
+use kms_testkit as common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

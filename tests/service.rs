@@ -1,9 +1,9 @@
 //! End-to-end tests of `kms serve`: the real binary on a free port, real SoftHSM2 tokens, mutual
 //! TLS with a dev PKI, and the crate's own client (`kms::client`). Each test has its own service.
 
-use kms_testkit as common;
 use common::service::Service;
 use common::*;
+use kms_testkit as common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -258,15 +258,7 @@ async fn signatures_verify_with_openssl_and_the_api() -> TestResult {
     let sig_path = svc.env.write("sig.der", &sig)?;
     let msg_path = svc.env.write("msg", &msg)?;
     let check = |sig_path: &std::path::Path| -> TestResult {
-        let out = openssl(&[
-            "dgst",
-            "-sha384",
-            "-verify",
-            pub_path.to_str().ok_or("path")?,
-            "-signature",
-            sig_path.to_str().ok_or("path")?,
-            msg_path.to_str().ok_or("path")?,
-        ])?;
+        let out = openssl_dgst_verify(&["-sha384"], &pub_path, sig_path, &msg_path)?;
         assert!(
             out.status.success() && stdout(&out).contains("Verified OK"),
             "openssl does not verify the service's signature: {} {}",

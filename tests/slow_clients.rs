@@ -17,9 +17,9 @@
 //!
 //! Measured figures are printed (`cargo test --test slow_clients -- --nocapture`).
 
-use kms_testkit as common;
 use common::service::*;
 use common::*;
+use kms_testkit as common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,8 +4,8 @@
 //! needs the token names the damaged file and the restore command; `kms audit verify` still
 //! verifies the checkpoints without the token. Real SoftHSM2 tokens, the real `kms` binary.
 
-use kms_testkit as common;
 use common::*;
+use kms_testkit as common;
 
 use std::path::PathBuf;
 use std::process::Command;

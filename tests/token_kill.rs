@@ -6,8 +6,8 @@
 //! into those commands must leave both files non-empty, untouched, and every object in place
 //! (counted by pkcs11-tool, logged in, from the test itself). Real SoftHSM2, the real binary.
 
-use kms_testkit as common;
 use common::*;
+use kms_testkit as common;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -30,15 +30,7 @@ fn read_only_commands_never_log_in_and_survive_sigkill() -> TestResult {
     env.create("s", "aes-256", "encrypt,decrypt")?;
     let msg = env.write("msg", b"signed before the kills")?;
     let sig = env.path("sig");
-    env.ok(&[
-        "key",
-        "sign",
-        "k",
-        "--in",
-        path(&msg)?,
-        "--out",
-        path(&sig)?,
-    ])?;
+    env.sign_file("k", &msg, &sig)?;
     let (msg, sig) = (path(&msg)?.to_owned(), path(&sig)?.to_owned());
 
     let commands: Vec<Vec<&str>> = vec![

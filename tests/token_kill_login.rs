@@ -18,8 +18,8 @@
 //! same loop on the file store and counts how many kills emptied a token:
 //! `cargo test --all-features --test token_kill_login -- --ignored --nocapture`.
 
-use kms_testkit as common;
 use common::*;
+use kms_testkit as common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -76,15 +76,7 @@ fn fixture(backend: &str) -> Res<Fixture> {
     env.create("r", "aes-256", "encrypt,decrypt")?;
     let msg = env.write("msg", b"signed before the kills")?;
     let sig = env.path("sig");
-    env.ok(&[
-        "key",
-        "sign",
-        "k",
-        "--in",
-        path(&msg)?,
-        "--out",
-        path(&sig)?,
-    ])?;
+    env.sign_file("k", &msg, &sig)?;
     let ct = env.path("ct");
     env.ok(&[
         "key",

@@ -15,13 +15,7 @@ pub fn openssl(args: &[&str]) -> Res<Output> {
 pub fn openssl_dgst_verify(opts: &[&str], pem: &Path, sig: &Path, msg: &Path) -> Res<Output> {
     let mut args = vec!["dgst"];
     args.extend_from_slice(opts);
-    args.extend([
-        "-verify",
-        path(pem)?,
-        "-signature",
-        path(sig)?,
-        path(msg)?,
-    ]);
+    args.extend(["-verify", path(pem)?, "-signature", path(sig)?, path(msg)?]);
     openssl(&args)
 }
 
