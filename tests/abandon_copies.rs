@@ -5,22 +5,8 @@
 //! binary SIGKILLed at a failpoint (`testing` feature).
 #![cfg(feature = "testing")]
 
-mod common;
 use common::*;
-
-fn paired(env: &Env) -> TestResult {
-    env.ok(&["--reason", "CHG-17 ceremony", "backup", "init"])?;
-    env.ok(&["backup", "sync"])?;
-    Ok(())
-}
-
-/// Whether any object with CKA_ID `id` is on token `label` (pkcs11-tool, independent of kms).
-fn on_token(env: &Env, label: &str, id: &str) -> Res<bool> {
-    let listing = env.list_objects(label)?;
-    Ok(listing
-        .lines()
-        .any(|l| l.trim() == format!("ID:         {id}")))
-}
+use kms_testkit as common;
 
 #[test]
 fn abandon_removes_the_backup_copy_of_a_killed_creation() -> TestResult {

@@ -2,10 +2,10 @@
 //! request → verify (security admin, signed) → approve (manager, signed) → use; refusals,
 //! tampering, reviews, revocation, source networks, and offline evidence checked with openssl.
 
-mod common;
 use common::cards::card_uri;
 use common::service::Service;
 use common::*;
+use kms_testkit as common;
 
 /// alice: security admin, bob: manager, carol: user; key `k` (ec-p384, sign,verify).
 fn people() -> Res<Env> {
@@ -17,10 +17,9 @@ fn people() -> Res<Env> {
     Ok(env)
 }
 
+/// An access request by `who` for `sign` on `k`, with `extra` arguments; its id.
 fn request(env: &Env, who: &str, extra: &[&str]) -> Res<String> {
     let mut args = vec![
-        "access",
-        "request",
         "--key",
         "k",
         "--ops",
@@ -31,15 +30,9 @@ fn request(env: &Env, who: &str, extra: &[&str]) -> Res<String> {
         "CHG-1234",
         "--justification",
         "release signing for v2",
-        "--json",
     ];
     args.extend_from_slice(extra);
-    let out = env.run_as(who, &args)?;
-    if !out.status.success() {
-        return Err(format!("request failed: {}", stderr(&out)).into());
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    Ok(v["id"].as_str().ok_or("no id")?.to_owned())
+    access_request(env, who, &args)
 }
 
 fn step(env: &Env, who: &str, verb: &str, id: &str) -> Res<std::process::Output> {

@@ -2,9 +2,9 @@
 //! port, receiving RFC 5424 messages over TCP with octet-counting framing. What it received is
 //! compared field by field with the inventory, read with the `sqlite3` tool.
 
-mod common;
 use common::rsyslog::{sd_params, Rsyslog, Tls};
 use common::*;
+use kms_testkit as common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -379,20 +379,14 @@ fn a_backlog_larger_than_a_batch_is_sent_in_order() -> TestResult {
     Ok(())
 }
 
-// The project's dev PKI maker, for the log server's certificate (common::service includes it
-// privately for the service's).
-#[path = "../examples/dev_pki.rs"]
-#[allow(dead_code, clippy::duplicate_mod)]
-mod dev_pki;
-
 /// RFC 5425: the same over TLS, the log server's certificate verified against `tls_ca`; a
 /// server whose certificate does not chain to it is refused and nothing is lost.
 #[test]
 fn records_go_over_tls_only_to_a_server_the_ca_vouches_for() -> TestResult {
     let env = Env::new()?;
     let (pki, foreign) = (env.path("syslog-pki"), env.path("foreign-pki"));
-    dev_pki::ensure(&pki, &[], false)?;
-    dev_pki::ensure(&foreign, &[], false)?;
+    common::service::ensure_dev_pki(&pki, &[], false)?;
+    common::service::ensure_dev_pki(&foreign, &[], false)?;
     let rs = Rsyslog::start_tls(
         &env.path("rsyslog"),
         Tls {

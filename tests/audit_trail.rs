@@ -2,12 +2,8 @@
 //! intruder with database access would: with the `sqlite3` tool on the inventory file, or with
 //! SQL on the PostgreSQL inventory.
 
-mod common;
 use common::*;
-
-fn sqlite3(env: &Env, sql: &str) -> TestResult {
-    env.sql(sql)
-}
+use kms_testkit as common;
 
 /// A trail with some history: keys, use, a refusal, a checkpoint.
 fn with_history() -> Res<Env> {
@@ -72,10 +68,7 @@ fn an_untouched_trail_verifies_also_with_the_key_kept_outside() -> TestResult {
 #[test]
 fn an_altered_record_is_named() -> TestResult {
     let env = with_history()?;
-    sqlite3(
-        &env,
-        "UPDATE audit SET actor = 'someone-else' WHERE seq = 5",
-    )?;
+    env.sql("UPDATE audit SET actor = 'someone-else' WHERE seq = 5")?;
     let (code, out) = verify(&env)?;
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("record 5 was altered"), "{out}");
@@ -85,7 +78,7 @@ fn an_altered_record_is_named() -> TestResult {
 #[test]
 fn a_removed_record_is_named() -> TestResult {
     let env = with_history()?;
-    sqlite3(&env, "DELETE FROM audit WHERE seq = 6")?;
+    env.sql("DELETE FROM audit WHERE seq = 6")?;
     let (code, out) = verify(&env)?;
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("record(s) 6..6 were removed"), "{out}");
@@ -95,8 +88,7 @@ fn a_removed_record_is_named() -> TestResult {
 #[test]
 fn an_inserted_record_is_named() -> TestResult {
     let env = with_history()?;
-    sqlite3(
-        &env,
+    env.sql(
         "INSERT INTO audit (at, actor, host, action, outcome, prev_hash, hash)
          SELECT '2026-01-01T00:00:00Z', 'ghost', 'nowhere', 'key.sign', 'ok',
                 'f00d', 'f00d' FROM audit LIMIT 1",
@@ -112,10 +104,7 @@ fn an_inserted_record_is_named() -> TestResult {
 fn records_cut_from_the_end_are_caught_by_the_checkpoint() -> TestResult {
     let env = with_history()?;
     env.ok(&["audit", "checkpoint"])?;
-    sqlite3(
-        &env,
-        "DELETE FROM audit WHERE seq > (SELECT MAX(seq) - 3 FROM audit)",
-    )?;
+    env.sql("DELETE FROM audit WHERE seq > (SELECT MAX(seq) - 3 FROM audit)")?;
     let (code, out) = verify(&env)?;
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("removed from the end"), "{out}");
@@ -125,10 +114,7 @@ fn records_cut_from_the_end_are_caught_by_the_checkpoint() -> TestResult {
 #[test]
 fn a_forged_checkpoint_is_refused() -> TestResult {
     let env = with_history()?;
-    sqlite3(
-        &env,
-        "UPDATE audit_checkpoints SET head_hash = 'aa' || substr(head_hash, 3)",
-    )?;
+    env.sql("UPDATE audit_checkpoints SET head_hash = 'aa' || substr(head_hash, 3)")?;
     let (code, out) = verify(&env)?;
     assert_eq!(code, Some(1), "{out}");
     assert!(
@@ -291,15 +277,6 @@ async fn the_service_signs_a_checkpoint_at_shutdown() -> TestResult {
 
 // ---- Attacks on the chain's start, on the checkpoints and on the audit key ----
 
-/// The output of `sqlite3 DB SQL` (rows separated by newlines, columns by '|').
-fn sqlite3_query(env: &Env, sql: &str) -> Res<String> {
-    env.sql_rows(sql)
-}
-
-fn sqlite3_i64(env: &Env, sql: &str) -> Res<i64> {
-    Ok(sqlite3_query(env, sql)?.parse()?)
-}
-
 /// What an intruder who read the source does after altering records: recompute `prev_hash` and
 /// `hash` of every record from `from` on, so the chain is consistent again.
 fn rechain_from(env: &Env, from: i64) -> TestResult {
@@ -371,11 +348,8 @@ fn with_longer_history() -> Res<Env> {
 #[test]
 fn records_removed_from_the_start_with_their_checkpoints_are_named() -> TestResult {
     let env = with_longer_history()?;
-    assert!(sqlite3_i64(&env, "SELECT MAX(seq) FROM audit")? > 20);
-    sqlite3(
-        &env,
-        "DELETE FROM audit WHERE seq <= 10; DELETE FROM audit_checkpoints WHERE seq <= 10;",
-    )?;
+    assert!(env.sql_i64("SELECT MAX(seq) FROM audit")? > 20);
+    env.sql("DELETE FROM audit WHERE seq <= 10; DELETE FROM audit_checkpoints WHERE seq <= 10;")?;
     let (code, problems) = verify_json(&env)?;
     assert_eq!(code, Some(1), "{problems:?}");
     assert!(
@@ -388,10 +362,7 @@ fn records_removed_from_the_start_with_their_checkpoints_are_named() -> TestResu
 #[test]
 fn unhashed_records_are_named_even_when_rewritten() -> TestResult {
     let env = with_history()?;
-    sqlite3(
-        &env,
-        "UPDATE audit SET hash = NULL, actor = 'someone-else' WHERE seq <= 3",
-    )?;
+    env.sql("UPDATE audit SET hash = NULL, actor = 'someone-else' WHERE seq <= 3")?;
     let (code, problems) = verify_json(&env)?;
     assert_eq!(code, Some(1), "{problems:?}");
     assert!(
@@ -417,17 +388,15 @@ fn unhashed_records_are_named_even_when_rewritten() -> TestResult {
     let env = with_history()?;
     // Up to and including the first record a checkpoint signed (record 3 before issue 17 added
     // the integrity key's records at the start of every inventory).
-    let n: i64 = sqlite3_query(&env, "SELECT MIN(seq) FROM audit_checkpoints")?
+    let n: i64 = env
+        .sql_rows("SELECT MIN(seq) FROM audit_checkpoints")?
         .trim()
         .parse()?;
-    sqlite3(
-        &env,
-        &format!(
-            "UPDATE audit SET hash = NULL, actor = 'someone-else' WHERE seq <= {n};
+    env.sql(&format!(
+        "UPDATE audit SET hash = NULL, actor = 'someone-else' WHERE seq <= {n};
              UPDATE audit_state SET value = {} WHERE name = 'chain_from';",
-            n + 1
-        ),
-    )?;
+        n + 1
+    ))?;
     let (code, problems) = verify_json(&env)?;
     assert_eq!(code, Some(1), "{problems:?}");
     assert!(
@@ -447,9 +416,9 @@ fn unhashed_records_are_named_even_when_rewritten() -> TestResult {
 fn removed_checkpoints_are_named() -> TestResult {
     // All of them.
     let env = with_history()?;
-    let n = sqlite3_i64(&env, "SELECT COUNT(*) FROM audit_checkpoints")?;
+    let n = env.sql_i64("SELECT COUNT(*) FROM audit_checkpoints")?;
     assert!(n >= 3, "{n} checkpoints");
-    sqlite3(&env, "DELETE FROM audit_checkpoints")?;
+    env.sql("DELETE FROM audit_checkpoints")?;
     let (code, problems) = verify_json(&env)?;
     assert_eq!(code, Some(1), "{problems:?}");
     for id in 1..=n {
@@ -463,7 +432,7 @@ fn removed_checkpoints_are_named() -> TestResult {
 
     // One in the middle.
     let env = with_history()?;
-    sqlite3(&env, "DELETE FROM audit_checkpoints WHERE id = 2")?;
+    env.sql("DELETE FROM audit_checkpoints WHERE id = 2")?;
     let (code, problems) = verify_json(&env)?;
     assert_eq!(code, Some(1), "{problems:?}");
     assert!(
@@ -486,12 +455,8 @@ fn a_trail_without_checkpoints_beyond_checkpoint_every_is_refused() -> TestResul
     assert_eq!(code, Some(0), "{problems:?}");
     // Every checkpoint and every trace of one removed, the records renumbered and the chain
     // recomputed: a consistent chain, but far more records than checkpoint_every unsigned.
-    let first = sqlite3_i64(
-        &env,
-        "SELECT MIN(seq) FROM audit WHERE action = 'audit.checkpoint'",
-    )?;
-    sqlite3(
-        &env,
+    let first = env.sql_i64("SELECT MIN(seq) FROM audit WHERE action = 'audit.checkpoint'")?;
+    env.sql(
         "DELETE FROM audit_checkpoints; DELETE FROM audit WHERE action = 'audit.checkpoint';
          UPDATE audit SET seq = (SELECT COUNT(*) FROM audit a WHERE a.seq <= audit.seq);
          UPDATE sqlite_sequence SET seq = (SELECT MAX(seq) FROM audit) WHERE name = 'audit';",
@@ -527,19 +492,17 @@ fn checkpoints_are_records_in_the_trail() -> TestResult {
         "{}",
         stdout(&o)
     );
-    let before = sqlite3_i64(&env, "SELECT COUNT(*) FROM audit_checkpoints")?;
+    let before = env.sql_i64("SELECT COUNT(*) FROM audit_checkpoints")?;
     let o = env.ok(&["audit", "checkpoint"])?;
     assert!(stdout(&o).contains("nothing new"), "{}", stdout(&o));
     assert_eq!(
-        sqlite3_i64(&env, "SELECT COUNT(*) FROM audit_checkpoints")?,
+        env.sql_i64("SELECT COUNT(*) FROM audit_checkpoints")?,
         before
     );
 
     // Each checkpoint is a record (what `kms audit list` shows is what is shipped).
-    let last = sqlite3_query(
-        &env,
-        "SELECT id, seq, head_hash FROM audit_checkpoints ORDER BY id DESC LIMIT 1",
-    )?;
+    let last =
+        env.sql_rows("SELECT id, seq, head_hash FROM audit_checkpoints ORDER BY id DESC LIMIT 1")?;
     let o = env.ok(&["audit", "list", "--json"])?;
     let rows: serde_json::Value = serde_json::from_slice(&o.stdout)?;
     let rows = rows.as_array().ok_or("array")?;
@@ -578,21 +541,13 @@ fn checkpoints_are_records_in_the_trail() -> TestResult {
     // Cutting the tail with the checkpoints over it: a checkpoint whose record was cut goes
     // noticed. (A cut right after a checkpoint's own record, with every later checkpoint, leaves
     // nothing behind locally: the log server's copy has the records and the checkpoints.)
-    let cp_record = sqlite3_i64(
-        &env,
-        "SELECT MAX(seq) FROM audit WHERE action = 'audit.checkpoint'",
+    let cp_record = env.sql_i64("SELECT MAX(seq) FROM audit WHERE action = 'audit.checkpoint'")?;
+    let last = env.sql_rows("SELECT id || ' (over record ' || seq || ')' FROM audit_checkpoints ORDER BY id DESC LIMIT 1",
     )?;
-    let last = sqlite3_query(
-        &env,
-        "SELECT id || ' (over record ' || seq || ')' FROM audit_checkpoints ORDER BY id DESC LIMIT 1",
-    )?;
-    sqlite3(
-        &env,
-        &format!(
-            "DELETE FROM audit WHERE seq >= {cp_record};
+    env.sql(&format!(
+        "DELETE FROM audit WHERE seq >= {cp_record};
              DELETE FROM audit_checkpoints WHERE seq >= {cp_record};"
-        ),
-    )?;
+    ))?;
     let (code, problems) = verify_json(&env)?;
     assert_eq!(code, Some(1), "{problems:?}");
     assert!(
@@ -607,19 +562,15 @@ fn a_record_altered_with_the_chain_recomputed_is_named() -> TestResult {
     let env = with_longer_history()?;
     // The creation intent of k2: not the record its checkpoint signed (that is the creation
     // right after it), so naming the checkpoint's record would name the wrong one.
-    let target = sqlite3_i64(
-        &env,
-        "SELECT seq FROM audit WHERE action = 'key.create-intent' AND key_name = 'k2'",
-    )?;
-    let signed = sqlite3_i64(
-        &env,
-        &format!("SELECT MIN(seq) FROM audit_checkpoints WHERE seq >= {target}"),
-    )?;
+    let target = env
+        .sql_i64("SELECT seq FROM audit WHERE action = 'key.create-intent' AND key_name = 'k2'")?;
+    let signed = env.sql_i64(&format!(
+        "SELECT MIN(seq) FROM audit_checkpoints WHERE seq >= {target}"
+    ))?;
     assert!(signed > target, "checkpoint over {signed}, target {target}");
-    sqlite3(
-        &env,
-        &format!("UPDATE audit SET actor = 'someone-else' WHERE seq = {target}"),
-    )?;
+    env.sql(&format!(
+        "UPDATE audit SET actor = 'someone-else' WHERE seq = {target}"
+    ))?;
     rechain_from(&env, target)?;
     let (code, problems) = verify_json(&env)?;
     assert_eq!(code, Some(1), "{problems:?}");
@@ -639,13 +590,10 @@ fn a_record_altered_with_the_chain_recomputed_is_named() -> TestResult {
 /// The v2 text of checkpoint row `id`, as an intruder rebuilds it from the row.
 fn checkpoint_text(env: &Env, id: &str) -> Res<Vec<u8>> {
     use sha2::Digest as _;
-    let row = sqlite3_query(
-        env,
-        &format!(
-            "SELECT seq, head_hash, at, prev_checkpoint_id, prev_head_hash, covered
+    let row = env.sql_rows(&format!(
+        "SELECT seq, head_hash, at, prev_checkpoint_id, prev_head_hash, covered
              FROM audit_checkpoints WHERE id = {id}"
-        ),
-    )?;
+    ))?;
     let f: Vec<&str> = row.split('|').collect();
     let [seq, head, at, prev, prev_head, covered] = f.as_slice() else {
         return Err(format!("row {row}").into());
@@ -688,15 +636,12 @@ fn a_substituted_audit_key_is_named() -> TestResult {
     ])?;
     assert!(o.status.success(), "{}", stderr(&o));
     let spki_hex = hex::encode(std::fs::read(&spki)?);
-    sqlite3(
-        &env,
-        &format!(
-            "UPDATE key_versions SET public_key = {}
+    env.sql(&format!(
+        "UPDATE key_versions SET public_key = {}
              WHERE key_id = (SELECT id FROM keys WHERE name = 'kms-audit')",
-            env.sql_bytes(&spki_hex)
-        ),
-    )?;
-    let ids = sqlite3_query(&env, "SELECT id FROM audit_checkpoints ORDER BY id")?;
+        env.sql_bytes(&spki_hex)
+    ))?;
+    let ids = env.sql_rows("SELECT id FROM audit_checkpoints ORDER BY id")?;
     for id in ids.lines() {
         let msg = env.write(&format!("cp-{id}.txt"), &checkpoint_text(&env, id)?)?;
         let sig = env.path(&format!("cp-{id}.sig"));
@@ -711,13 +656,10 @@ fn a_substituted_audit_key_is_named() -> TestResult {
         ])?;
         assert!(o.status.success(), "{}", stderr(&o));
         let sig_hex = hex::encode(std::fs::read(&sig)?);
-        sqlite3(
-            &env,
-            &format!(
-                "UPDATE audit_checkpoints SET signature = {} WHERE id = {id}",
-                env.sql_bytes(&sig_hex)
-            ),
-        )?;
+        env.sql(&format!(
+            "UPDATE audit_checkpoints SET signature = {} WHERE id = {id}",
+            env.sql_bytes(&sig_hex)
+        ))?;
     }
     let (code, problems) = verify_json(&env)?;
     assert_eq!(code, Some(1), "{problems:?}");
@@ -752,8 +694,7 @@ fn a_grant_put_into_the_inventory_behind_kms_back_is_named() -> TestResult {
     let (code, out) = verify(&env)?;
     assert_eq!(code, Some(0), "{out}");
     // An intruder with write access to the inventory file grants himself a key.
-    sqlite3(
-        &env,
+    env.sql(
         "INSERT INTO grants (id, principal, key_id, ops, not_before, not_after, ticket,
              justification, created_by, created_at, break_glass)
          SELECT 'g-forged000001', 'test-user', id, 'sign', '2020-01-01T00:00:00Z',

@@ -2,8 +2,8 @@
 //! before a key counts, restore drills that catch a destroyed copy, a full restore after the
 //! primary token is lost, and the sealed offline backup file.
 
-mod common;
 use common::*;
+use kms_testkit as common;
 
 use std::process::Command;
 
@@ -264,15 +264,7 @@ fn full_primary_loss_then_restore_brings_every_key_back() -> TestResult {
     // Data made before the loss.
     let msg = env.write("msg", b"signed before the loss")?;
     let sig = env.path("msg.sig");
-    env.ok(&[
-        "key",
-        "sign",
-        "sig",
-        "--in",
-        path(&msg)?,
-        "--out",
-        path(&sig)?,
-    ])?;
+    env.sign_file("sig", &msg, &sig)?;
     let secret = env.write("secret", b"encrypted before the loss")?;
     let (ct_aes, ct_rsa) = (env.path("secret.aes"), env.path("secret.rsa"));
     env.ok(&[
@@ -387,26 +379,10 @@ fn full_primary_loss_then_restore_brings_every_key_back() -> TestResult {
         path(&sig)?,
     ])?;
     let sig2 = env.path("msg2.sig");
-    env.ok(&[
-        "key",
-        "sign",
-        "sig",
-        "--in",
-        path(&msg)?,
-        "--out",
-        path(&sig2)?,
-    ])?;
+    env.sign_file("sig", &msg, &sig2)?;
     let pem = env.path("sig.pem");
-    env.ok(&["key", "public", "sig", "--out", path(&pem)?])?;
-    let o = openssl(&[
-        "dgst",
-        "-sha384",
-        "-verify",
-        path(&pem)?,
-        "-signature",
-        path(&sig2)?,
-        path(&msg)?,
-    ])?;
+    env.public_pem("sig", &pem)?;
+    let o = openssl_dgst_verify(&["-sha384"], &pem, &sig2, &msg)?;
     assert!(
         o.status.success(),
         "a signature by the restored key verifies with the old public key"

@@ -6,8 +6,8 @@
 //!
 //! SoftHSM2 2.6.1 never locks a user PIN, so there is no locked-PIN test here.
 
-mod common;
 use common::*;
+use kms_testkit as common;
 
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};

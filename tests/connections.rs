@@ -3,18 +3,17 @@
 //! Attackers connect from 127.0.0.2 and up, so the registered client on 127.0.0.1 is another
 //! source address.
 
-mod common;
 use common::service::Service;
 use common::*;
+use kms_testkit as common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,30 +40,6 @@ fn start() -> Res<Service> {
         std::fs::write(env.config(), cfg)?;
         Ok(())
     })
-}
-
-fn loopback(last: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
-}
-
-/// A TCP connection to the service from `source`.
-async fn tcp_from(svc_addr: SocketAddr, source: IpAddr) -> Res<TcpStream> {
-    let sock = TcpSocket::new_v4()?;
-    sock.bind(SocketAddr::new(source, 0))?;
-    Ok(sock.connect(svc_addr).await?)
-}
-
-/// A TLS connection from `source` presenting `client-NAME.pem`, handshake done.
-async fn tls_from(
-    svc_addr: SocketAddr,
-    tls: Arc<rustls::ClientConfig>,
-    source: IpAddr,
-) -> Res<TlsStream<TcpStream>> {
-    let tcp = tcp_from(svc_addr, source).await?;
-    let name = ServerName::IpAddress(svc_addr.ip().into());
-    Ok(tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await?)
 }
 
 /// Read until the server closes the connection (EOF or an error such as a reset); how long it

@@ -4,9 +4,9 @@
 //! are capped, and health never answers `null` where the schema says string-or-absent. The CLI
 //! side of the panic is checked on the real binary.
 
-mod common;
 use common::service::Service;
 use common::*;
+use kms_testkit as common;
 
 use kms::client::Reply;
 use serde_json::{json, Value};

@@ -7,14 +7,8 @@
 //! `kms` binary, and SQL behind kms's back to play the attacker.
 #![cfg(feature = "testing")]
 
-mod common;
 use common::*;
-
-fn paired(env: &Env) -> TestResult {
-    env.ok(&["--reason", "CHG-23 ceremony", "backup", "init"])?;
-    env.ok(&["backup", "sync"])?;
-    Ok(())
-}
+use kms_testkit as common;
 
 /// The forged rows carry no valid integrity tag, so the first layer (issue 23's tags) refuses
 /// them where they are read; then every row is re-sealed as it reads (`testing` builds only), as
@@ -27,14 +21,6 @@ fn tags_refuse_then_reseal(env: &Env, args: &[&str]) -> TestResult {
     assert!(all.contains("was not made by kms"), "{all}");
     env.ok(&["inventory", "retag-for-tests"])?;
     Ok(())
-}
-
-/// Whether any object with CKA_ID `id` is on token `label` (pkcs11-tool, independent of kms).
-fn on_token(env: &Env, label: &str, id: &str) -> Res<bool> {
-    let listing = env.list_objects(label)?;
-    Ok(listing
-        .lines()
-        .any(|l| l.trim() == format!("ID:         {id}")))
 }
 
 fn counts(env: &Env) -> Res<(usize, usize)> {

@@ -4,8 +4,8 @@
 //! One test in this binary on purpose: a PKCS#11 module reads its configuration (SOFTHSM2_CONF)
 //! once per process, so a process serves one token directory.
 
-mod common;
 use common::*;
+use kms_testkit as common;
 
 use kms::config::Config;
 use kms::engine::{Caller, CreateKey, Engine, NewGrantRequest, NewPrincipal};

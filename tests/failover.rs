@@ -7,26 +7,16 @@
 //! its own copy of the module file here (as a real site has one client library per HSM): kms can
 //! re-initialise that module without touching the backup's.
 
-mod common;
 use common::service::Service;
 use common::*;
+use kms_testkit as common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use kms::client::Connection;
 use serde_json::{json, Value};
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn unb64(v: &Value) -> Res<Vec<u8>> {
-    let s = v.as_str().ok_or_else(|| format!("not a string: {v}"))?;
-    Ok(base64::engine::general_purpose::STANDARD.decode(s)?)
-}
 
 /// Give [tokens.primary] its own copy of the module file.
 fn own_primary_module(env: &Env) -> TestResult {

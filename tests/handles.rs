@@ -3,7 +3,7 @@
 //! never signs with the wrong key. A real `kms serve` on loopback, real SoftHSM2 tokens, and
 //! pkcs11-tool to change the token behind kms's back.
 
-mod common;
+use kms_testkit as common;
 
 use base64::Engine as _;
 use common::service::Service;

@@ -4,8 +4,8 @@
 //! output and migrates it to AES-GCM, EC and RSA private keys sign what openssl verifies. Blobs
 //! for another import key, of the wrong length or type, are refused and leave nothing behind.
 
-mod common;
 use common::*;
+use kms_testkit as common;
 
 const TOKEN: &str = "kms-primary";
 
@@ -359,25 +359,8 @@ fn ec_and_rsa_private_keys_import_and_sign_what_openssl_verifies() -> TestResult
         ))?;
         env.grant_user(&name)?;
         let sig = env.path(&format!("{ty}.sig"));
-        env.ok(&[
-            "key",
-            "sign",
-            &name,
-            "--in",
-            path(&msg)?,
-            "--out",
-            path(&sig)?,
-        ])?;
-        let mut v = vec!["dgst"];
-        v.extend(dgst.iter().copied());
-        v.extend([
-            "-verify",
-            path(&pub_pem)?,
-            "-signature",
-            path(&sig)?,
-            path(&msg)?,
-        ]);
-        let o = openssl(&v)?;
+        env.sign_file(&name, &msg, &sig)?;
+        let o = openssl_dgst_verify(&dgst, &pub_pem, &sig, &msg)?;
         assert!(stdout(&o).contains("Verified OK"), "{ty}: {}", stderr(&o));
     }
     Ok(())
@@ -563,25 +546,9 @@ fn adopting_keeps_a_token_key_and_a_weak_one_needs_a_recorded_reason() -> TestRe
     let msg = env.write("msg.txt", b"hello from an adopted key")?;
     let sig = env.path("msg.sig");
     let pem = env.path("pub.pem");
-    env.ok(&[
-        "key",
-        "sign",
-        "app-tls",
-        "--in",
-        path(&msg)?,
-        "--out",
-        path(&sig)?,
-    ])?;
-    env.ok(&["key", "public", "app-tls", "--out", path(&pem)?])?;
-    let o = openssl(&[
-        "dgst",
-        "-sha256",
-        "-verify",
-        path(&pem)?,
-        "-signature",
-        path(&sig)?,
-        path(&msg)?,
-    ])?;
+    env.sign_file("app-tls", &msg, &sig)?;
+    env.public_pem("app-tls", &pem)?;
+    let o = openssl_dgst_verify(&["-sha256"], &pem, &sig, &msg)?;
     assert!(stdout(&o).contains("Verified OK"), "{}", stderr(&o));
     // The object now carries kms's label; adopting it twice is refused.
     assert!(env.list_objects(TOKEN)?.contains("kms:app-tls:v1"));
@@ -704,27 +671,8 @@ fn ed25519_private_key_imports_or_the_token_says_it_cannot() -> TestResult {
     env.grant_user("ed-signer")?;
     let msg = env.write("msg.txt", b"release notes 3.2")?;
     let sig = env.path("msg.sig");
-    env.ok(&[
-        "key",
-        "sign",
-        "ed-signer",
-        "--in",
-        path(&msg)?,
-        "--out",
-        path(&sig)?,
-    ])?;
-    let o = openssl(&[
-        "pkeyutl",
-        "-verify",
-        "-pubin",
-        "-inkey",
-        path(&pub_pem)?,
-        "-rawin",
-        "-in",
-        path(&msg)?,
-        "-sigfile",
-        path(&sig)?,
-    ])?;
+    env.sign_file("ed-signer", &msg, &sig)?;
+    let o = openssl_rawin_verify(&pub_pem, &sig, &msg)?;
     assert!(
         stdout(&o).contains("Signature Verified Successfully"),
         "{} {}",

@@ -3,20 +3,15 @@
 //! `kms inventory verify`. Real SoftHSM2 tokens, the real `kms` binary, and `rusqlite` only to
 //! play the attacker with write access to the SQLite file.
 
-mod common;
+use kms_testkit as common;
 
 use common::*;
 
 // `Env::create` makes the key and a break-glass grant of it to `test-user`.
 
-/// `kms inventory verify` fails (exit 1) and names each `needles` row.
-fn verify_names(env: &Env, needles: &[&str]) -> TestResult {
-    let o = env.run(&["inventory", "verify"])?;
-    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
-    let out = stdout(&o);
-    for n in needles {
-        assert!(out.contains(n), "verify does not name {n}: {out}");
-    }
+/// `kms inventory verify` fails (exit 1), names each `needles` row and says TAMPERED.
+fn verify_tampered(env: &Env, needles: &[&str]) -> TestResult {
+    let out = verify_names(env, needles)?;
     assert!(out.contains("TAMPERED"), "{out}");
     Ok(())
 }
@@ -26,20 +21,6 @@ fn verify_clean(env: &Env) -> TestResult {
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("every row carries a valid integrity tag"));
     Ok(())
-}
-
-fn sign_as_user(env: &Env, key: &str) -> Res<std::process::Output> {
-    let m = env.write("m", b"attacker's text")?;
-    env.run_as(USER, &["key", "sign", key, "--in", path(&m)?])
-}
-
-fn grant_id(env: &Env, key: &str) -> Res<String> {
-    let g = json(&env.ok(&["grant", "list", "--principal", USER, "--all", "--json"])?)?;
-    let g = g
-        .as_array()
-        .and_then(|a| a.iter().find(|g| g["key"] == key || g["key_name"] == key))
-        .ok_or("grant")?;
-    Ok(g["id"].as_str().ok_or("grant id")?.to_owned())
 }
 
 #[test]
@@ -55,7 +36,7 @@ fn a_break_glass_grant_repointed_at_the_audit_key_signs_nothing() -> TestResult 
     ))?;
     let o = sign_as_user(&env, "kms-audit")?;
     assert_fails(&o, 4, &["was not made by kms", &gid]);
-    verify_names(&env, &["grants", &gid])?;
+    verify_tampered(&env, &["grants", &gid])?;
     // The refusal is on the record, with its code.
     let o = env.ok(&["audit", "list", "--json"])?;
     assert!(stdout(&o).contains("inventory-tampered"), "{}", stdout(&o));
@@ -73,7 +54,7 @@ fn a_revocation_cleared_behind_kms_is_refused() -> TestResult {
         "UPDATE grants SET revoked_at = NULL, revoked_by = NULL WHERE id = '{gid}'"
     ))?;
     assert_fails(&sign_as_user(&env, "k")?, 4, &["was not made by kms"]);
-    verify_names(&env, &[&gid])?;
+    verify_tampered(&env, &[&gid])?;
     Ok(())
 }
 
@@ -86,7 +67,7 @@ fn a_review_deadline_moved_to_2099_is_refused() -> TestResult {
         "UPDATE grants SET review_due = '2099-01-01T00:00:00Z' WHERE id = '{gid}'"
     ))?;
     assert_fails(&sign_as_user(&env, "k")?, 4, &["was not made by kms"]);
-    verify_names(&env, &[&gid])?;
+    verify_tampered(&env, &[&gid])?;
     Ok(())
 }
 
@@ -101,7 +82,7 @@ fn a_swapped_certificate_fingerprint_and_a_cleared_disable_are_refused() -> Test
         "UPDATE principals SET disabled_at = NULL, disabled_by = NULL WHERE name = '{USER}'"
     ))?;
     assert_fails(&sign_as_user(&env, "k")?, 4, &["was not made by kms"]);
-    verify_names(&env, &["principals", USER])?;
+    verify_tampered(&env, &["principals", USER])?;
 
     // A certificate fingerprint swapped onto the officer's row: refused too.
     let env = Env::new()?;
@@ -126,7 +107,7 @@ fn a_version_repointed_at_another_keys_object_is_refused() -> TestResult {
          WHERE key_id = (SELECT id FROM keys WHERE name = 'a');",
     )?;
     assert_fails(&sign_as_user(&env, "a")?, 4, &["was not made by kms"]);
-    verify_names(&env, &["key_versions"])?;
+    verify_tampered(&env, &["key_versions"])?;
     Ok(())
 }
 
@@ -140,7 +121,7 @@ fn a_forged_untagged_grant_and_an_edited_backup_pairing_are_refused() -> TestRes
     env.sql("UPDATE backup_pairs SET kek_id = '00112233'")?;
     let o = env.run(&["--reason", "sync", "backup", "sync"])?;
     assert_fails(&o, 4, &["was not made by kms", "backup_pairs"]);
-    verify_names(&env, &["backup_pairs"])?;
+    verify_tampered(&env, &["backup_pairs"])?;
 
     // A grant row put in by hand (no tag at all).
     let env = Env::new()?;
@@ -153,7 +134,7 @@ fn a_forged_untagged_grant_and_an_edited_backup_pairing_are_refused() -> TestRes
          FROM keys WHERE name = 'k'",
     )?;
     assert_fails(&sign_as_user(&env, "k")?, 4, &["was not made by kms"]);
-    verify_names(&env, &["g-forged000001", "no integrity tag"])?;
+    verify_tampered(&env, &["g-forged000001", "no integrity tag"])?;
     Ok(())
 }
 
@@ -168,7 +149,7 @@ fn a_legitimate_change_never_launders_a_tampered_row() -> TestResult {
     // Revoking the edited grant must not re-tag it as it now reads.
     let o = env.run(&["--reason", "cleanup", "grant", "revoke", &gid])?;
     assert_fails(&o, 4, &["was not made by kms"]);
-    verify_names(&env, &[&gid])?;
+    verify_tampered(&env, &[&gid])?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //! refused at use, named by `kms inventory verify`, and the refusal is on the audit trail.
 //! Runs on SQLite and, with KMS_TEST_POSTGRES, on PostgreSQL (the same statements work on both).
 
-mod common;
+use kms_testkit as common;
 
 use common::*;
 
@@ -27,31 +27,6 @@ fn replay(env: &Env, name: &str, table: &str, where_: &str) -> TestResult {
     env.sql(&format!(
         "{no_fk} DELETE FROM {table} WHERE {where_}; INSERT INTO {table} SELECT * FROM saved_{name};"
     ))
-}
-
-fn sign_as_user(env: &Env, key: &str) -> Res<std::process::Output> {
-    let m = env.write("m", b"replayed access")?;
-    env.run_as(USER, &["key", "sign", key, "--in", path(&m)?])
-}
-
-fn grant_id(env: &Env, key: &str) -> Res<String> {
-    let g = json(&env.ok(&["grant", "list", "--principal", USER, "--all", "--json"])?)?;
-    let g = g
-        .as_array()
-        .and_then(|a| a.iter().find(|g| g["key"] == key || g["key_name"] == key))
-        .ok_or("grant")?;
-    Ok(g["id"].as_str().ok_or("grant id")?.to_owned())
-}
-
-/// `kms inventory verify` fails and names each needle (and says the row is an older copy).
-fn verify_names(env: &Env, needles: &[&str]) -> TestResult {
-    let o = env.run(&["inventory", "verify"])?;
-    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
-    let out = stdout(&o);
-    for n in needles {
-        assert!(out.contains(n), "verify does not name {n}: {out}");
-    }
-    Ok(())
 }
 
 fn refusal_recorded(env: &Env) -> TestResult {

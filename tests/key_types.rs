@@ -2,35 +2,13 @@
 //! scheme (CLI and API), HMAC tags (CLI and API agree), the legacy 3DES rules and its migration
 //! to AES-GCM, aes-128, and backup copies of every new type on both tokens.
 
-mod common;
 use common::service::Service;
 use common::*;
+use kms_testkit as common;
 
-use base64::Engine as _;
 use kms::client::{Connection, Reply};
 use serde_json::{json, Value};
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn unb64(s: &Value) -> Res<Vec<u8>> {
-    let s = s.as_str().ok_or_else(|| format!("not a string: {s}"))?;
-    Ok(base64::engine::general_purpose::STANDARD.decode(s)?)
-}
-
-/// Fail unless the reply has `status`; its JSON body.
-fn expect(r: &Reply, status: u16, what: &str) -> Res<Value> {
-    if r.status != status {
-        return Err(format!(
-            "{what}: expected {status}, got {}: {}",
-            r.status,
-            String::from_utf8_lossy(&r.body)
-        )
-        .into());
-    }
-    Ok(r.json()?)
-}
+use std::path::Path;
 
 async fn post(c: &mut Connection, path: &str, body: Value) -> Res<Reply> {
     Ok(c.request("POST", path, Some(&body), Some("key types test"))
@@ -49,24 +27,22 @@ enum Check {
 }
 
 fn openssl_verifies(check: Check, pem: &str, msg: &str, sig: &str) -> Res<bool> {
+    let (pem, msg, sig) = (Path::new(pem), Path::new(msg), Path::new(sig));
     let o = match check {
-        Check::Dgst(hash) => openssl(&["dgst", hash, "-verify", pem, "-signature", sig, msg])?,
-        Check::Pss => openssl(&[
-            "dgst",
-            "-sha256",
-            "-sigopt",
-            "rsa_padding_mode:pss",
-            "-sigopt",
-            "rsa_pss_saltlen:32",
-            "-verify",
+        Check::Dgst(hash) => openssl_dgst_verify(&[hash], pem, sig, msg)?,
+        Check::Pss => openssl_dgst_verify(
+            &[
+                "-sha256",
+                "-sigopt",
+                "rsa_padding_mode:pss",
+                "-sigopt",
+                "rsa_pss_saltlen:32",
+            ],
             pem,
-            "-signature",
             sig,
             msg,
-        ])?,
-        Check::Ed25519 => openssl(&[
-            "pkeyutl", "-verify", "-pubin", "-inkey", pem, "-rawin", "-in", msg, "-sigfile", sig,
-        ])?,
+        )?,
+        Check::Ed25519 => openssl_rawin_verify(pem, sig, msg)?,
     };
     let out = stdout(&o);
     Ok(o.status.success()
@@ -196,7 +172,7 @@ async fn every_signature_type_verifies_with_openssl_through_cli_and_api() -> Tes
             json!({ "message": b64(&message) }),
         )
         .await?;
-        let v = expect(&r, 200, &format!("{name}: API sign"))?;
+        let v = expect(&r, 200, None, &format!("{name}: API sign"))?;
         assert_eq!(v["algorithm"], algorithm, "{name}: {v}");
         assert_eq!(v["key_version"], 1, "{name}: {v}");
         let sig = env.write(&format!("{name}.api.sig"), &unb64(&v["signature"])?)?;
@@ -211,7 +187,7 @@ async fn every_signature_type_verifies_with_openssl_through_cli_and_api() -> Tes
             json!({ "message": b64(&message), "signature": v["signature"] }),
         )
         .await?;
-        let v = expect(&r, 200, &format!("{name}: API verify"))?;
+        let v = expect(&r, 200, None, &format!("{name}: API verify"))?;
         assert_eq!(v["valid"], true, "{name}: {v}");
     }
 
@@ -225,7 +201,7 @@ async fn every_signature_type_verifies_with_openssl_through_cli_and_api() -> Tes
         json!({ "digest": b64(&d512) }),
     )
     .await?;
-    let v = expect(&r, 200, "p521: sign a SHA-512 digest")?;
+    let v = expect(&r, 200, None, "p521: sign a SHA-512 digest")?;
     let sig = env.write("p521.digest.sig", &unb64(&v["signature"])?)?;
     assert!(openssl_verifies(
         Check::Dgst("-sha512"),
@@ -239,10 +215,10 @@ async fn every_signature_type_verifies_with_openssl_through_cli_and_api() -> Tes
         json!({ "digest": b64(&d512) }),
     )
     .await?;
-    expect(&r, 400, "p256: a 64-byte digest")?;
+    expect(&r, 400, None, "p256: a 64-byte digest")?;
     let d256 = sha2::Sha256::digest(&message).to_vec();
     let r = post(&mut c, "/v1/keys/ed/sign", json!({ "digest": b64(&d256) })).await?;
-    let v = expect(&r, 400, "ed25519: a digest")?;
+    let v = expect(&r, 400, None, "ed25519: a digest")?;
     assert!(
         v.to_string().contains("message itself"),
         "ed25519 says why: {v}"
@@ -353,7 +329,7 @@ async fn hmac_tags_check_on_the_token_and_cli_and_api_agree() -> TestResult {
             json!({ "message": b64(&data) }),
         )
         .await?;
-        let v = expect(&r, 200, &format!("{name}: API mac"))?;
+        let v = expect(&r, 200, None, &format!("{name}: API mac"))?;
         assert_eq!(v["algorithm"], alg, "{v}");
         assert_eq!(v["key_version"], 1, "{v}");
         assert_eq!(
@@ -367,7 +343,7 @@ async fn hmac_tags_check_on_the_token_and_cli_and_api_agree() -> TestResult {
             json!({ "message": b64(&data), "mac": b64(&cli_tag) }),
         )
         .await?;
-        let v = expect(&r, 200, &format!("{name}: API verify-mac"))?;
+        let v = expect(&r, 200, None, &format!("{name}: API verify-mac"))?;
         assert_eq!(v["valid"], true, "{v}");
         assert_eq!(v["key_version"], 1, "{v}");
         let r = post(
@@ -376,7 +352,12 @@ async fn hmac_tags_check_on_the_token_and_cli_and_api_agree() -> TestResult {
             json!({ "message": b64(b"something else"), "mac": b64(&cli_tag) }),
         )
         .await?;
-        let v = expect(&r, 200, &format!("{name}: API verify-mac, other message"))?;
+        let v = expect(
+            &r,
+            200,
+            None,
+            &format!("{name}: API verify-mac, other message"),
+        )?;
         assert_eq!(v["valid"], false, "{v}");
         // An HMAC key makes no signatures.
         let r = post(
@@ -686,7 +667,7 @@ async fn aes_128_encrypts_and_wraps_data_keys() -> TestResult {
     svc.grant("demo-app", "dek128", "encrypt,decrypt,wrap,unwrap")?;
     let mut c = svc.connect("demo-app").await?;
     let r = post(&mut c, "/v1/keys/dek128/data-key", json!({})).await?;
-    let v = expect(&r, 200, "data-key")?;
+    let v = expect(&r, 200, None, "data-key")?;
     let dk = unb64(&v["plaintext"])?;
     assert_eq!(dk.len(), 32, "{v}");
     let r = post(
@@ -695,7 +676,7 @@ async fn aes_128_encrypts_and_wraps_data_keys() -> TestResult {
         json!({ "wrapped": v["wrapped"] }),
     )
     .await?;
-    let u = expect(&r, 200, "unwrap")?;
+    let u = expect(&r, 200, None, "unwrap")?;
     assert_eq!(unb64(&u["plaintext"])?, dk);
     // API encrypt/decrypt with the same key.
     let r = post(
@@ -704,14 +685,14 @@ async fn aes_128_encrypts_and_wraps_data_keys() -> TestResult {
         json!({ "plaintext": b64(&plain) }),
     )
     .await?;
-    let e = expect(&r, 200, "encrypt")?;
+    let e = expect(&r, 200, None, "encrypt")?;
     let r = post(
         &mut c,
         "/v1/keys/dek128/decrypt",
         json!({ "ciphertext": e["ciphertext"] }),
     )
     .await?;
-    let d = expect(&r, 200, "decrypt")?;
+    let d = expect(&r, 200, None, "decrypt")?;
     assert_eq!(unb64(&d["plaintext"])?, plain);
     Ok(())
 }

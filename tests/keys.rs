@@ -1,7 +1,7 @@
 //! End-to-end behaviour of the officer CLI against real SoftHSM2 tokens.
 
-mod common;
 use common::*;
+use kms_testkit as common;
 
 #[test]
 fn ec_p384_signature_verifies_with_openssl_and_kms() -> TestResult {
@@ -10,30 +10,14 @@ fn ec_p384_signature_verifies_with_openssl_and_kms() -> TestResult {
     let msg = env.write("msg.txt", b"release 1.2.3 artefact digest list\n")?;
     let sig = env.path("msg.sig");
     let pem = env.path("pub.pem");
-    env.ok(&[
-        "key",
-        "sign",
-        "release-signing",
-        "--in",
-        path(&msg)?,
-        "--out",
-        path(&sig)?,
-    ])?;
-    env.ok(&["key", "public", "release-signing", "--out", path(&pem)?])?;
+    env.sign_file("release-signing", &msg, &sig)?;
+    env.public_pem("release-signing", &pem)?;
 
     let o = openssl(&["pkey", "-pubin", "-in", path(&pem)?, "-noout", "-text"])?;
     assert!(o.status.success(), "openssl pkey reads the PEM");
     assert!(stdout(&o).contains("384 bit"), "{}", stdout(&o));
 
-    let o = openssl(&[
-        "dgst",
-        "-sha384",
-        "-verify",
-        path(&pem)?,
-        "-signature",
-        path(&sig)?,
-        path(&msg)?,
-    ])?;
+    let o = openssl_dgst_verify(&["-sha384"], &pem, &sig, &msg)?;
     assert!(
         stdout(&o).contains("Verified OK"),
         "openssl: {}",
@@ -73,29 +57,20 @@ fn rsa_pss_signature_verifies_with_openssl_and_oaep_round_trips() -> TestResult 
     let msg = env.write("doc.txt", b"contract v7")?;
     let sig = env.path("doc.sig");
     let pem = env.path("doc.pem");
-    env.ok(&[
-        "key",
-        "sign",
-        "doc-signing",
-        "--in",
-        path(&msg)?,
-        "--out",
-        path(&sig)?,
-    ])?;
-    env.ok(&["key", "public", "doc-signing", "--out", path(&pem)?])?;
-    let o = openssl(&[
-        "dgst",
-        "-sha256",
-        "-sigopt",
-        "rsa_padding_mode:pss",
-        "-sigopt",
-        "rsa_pss_saltlen:32",
-        "-verify",
-        path(&pem)?,
-        "-signature",
-        path(&sig)?,
-        path(&msg)?,
-    ])?;
+    env.sign_file("doc-signing", &msg, &sig)?;
+    env.public_pem("doc-signing", &pem)?;
+    let o = openssl_dgst_verify(
+        &[
+            "-sha256",
+            "-sigopt",
+            "rsa_padding_mode:pss",
+            "-sigopt",
+            "rsa_pss_saltlen:32",
+        ],
+        &pem,
+        &sig,
+        &msg,
+    )?;
     assert!(
         stdout(&o).contains("Verified OK"),
         "openssl: {}",
@@ -264,7 +239,7 @@ fn rsa_4096_and_all_inventory_fields_are_recorded() -> TestResult {
     );
 
     let pem = env.path("kek.pem");
-    env.ok(&["key", "public", "archive-kek", "--out", path(&pem)?])?;
+    env.public_pem("archive-kek", &pem)?;
     let o = openssl(&["pkey", "-pubin", "-in", path(&pem)?, "-noout", "-text"])?;
     assert!(stdout(&o).contains("4096 bit"), "{}", stdout(&o));
     Ok(())

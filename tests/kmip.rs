@@ -2,9 +2,9 @@
 //! mutual TLS by a small client here (kms's codec, not its server code). Every KMIP object is an
 //! ordinary kms key: grants, audit records and the token's sensitive objects apply.
 
-mod common;
 use common::service::*;
 use common::*;
+use kms_testkit as common;
 
 use kms::kmip::ttlv::{self, Item, Value};
 use rustls::pki_types::ServerName;

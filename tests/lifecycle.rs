@@ -3,8 +3,8 @@
 //! disposal with signed approvals, and crash safety (the process SIGKILLed at each step).
 #![cfg(feature = "testing")]
 
-mod common;
 use common::*;
+use kms_testkit as common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
@@ -54,20 +54,6 @@ fn state_of(env: &Env, key: &str, version: u64) -> Res<String> {
         .to_owned())
 }
 
-/// Whether any object with CKA_ID `id` is on token `label` (pkcs11-tool, independent of kms).
-fn on_token(env: &Env, label: &str, id: &str) -> Res<bool> {
-    let listing = env.list_objects(label)?;
-    Ok(listing
-        .lines()
-        .any(|l| l.trim() == format!("ID:         {id}")))
-}
-
-fn paired(env: &Env) -> TestResult {
-    env.ok(&["--reason", "CHG-7 ceremony", "backup", "init"])?;
-    env.ok(&["backup", "sync"])?;
-    Ok(())
-}
-
 #[test]
 fn rotation_moves_keys_through_their_windows() -> TestResult {
     let env = Env::new()?;
@@ -101,15 +87,7 @@ fn rotation_moves_keys_through_their_windows() -> TestResult {
     assert_eq!(header_version(&std::fs::read(&ct1)?), 1);
     let msg = env.write("msg", b"release")?;
     let sig1 = env.path("sig1");
-    env.ok(&[
-        "key",
-        "sign",
-        "sig",
-        "--in",
-        path(&msg)?,
-        "--out",
-        path(&sig1)?,
-    ])?;
+    env.sign_file("sig", &msg, &sig1)?;
 
     // Due within 14 days at +80d, overdue at +91d.
     let status = |offset: &str| -> Res<String> {
@@ -324,15 +302,7 @@ fn a_zero_window_destroys_the_old_version_at_once_and_usage_periods_hold() -> Te
         ],
     )?;
     assert_fails(&o, 4, &["originator usage period"]);
-    env.ok(&[
-        "key",
-        "sign",
-        "strict",
-        "--in",
-        path(&msg)?,
-        "--out",
-        path(&sig)?,
-    ])?;
+    env.sign_file("strict", &msg, &sig)?;
     ok_at(
         &env,
         "31d",
@@ -366,15 +336,7 @@ fn a_zero_window_destroys_the_old_version_at_once_and_usage_periods_hold() -> Te
     assert!(stdout(&o).contains("destroyed at once"), "{}", stdout(&o));
     assert_eq!(state_of(&env, "strict", 1)?, "destroyed");
     assert!(!on_token(&env, "kms-primary", &v1)? && !on_token(&env, "kms-backup", &v1)?);
-    env.ok(&[
-        "key",
-        "sign",
-        "strict",
-        "--in",
-        path(&msg)?,
-        "--out",
-        path(&sig)?,
-    ])?;
+    env.sign_file("strict", &msg, &sig)?;
     env.ok(&["reconcile", "--login"])?;
     Ok(())
 }
@@ -407,15 +369,7 @@ fn a_compromised_version_stops_at_once_and_its_users_are_reported() -> TestResul
     ])?;
     let msg = env.write("msg", b"m")?;
     let sig1 = env.path("sig1");
-    env.ok(&[
-        "key",
-        "sign",
-        "sig",
-        "--in",
-        path(&msg)?,
-        "--out",
-        path(&sig1)?,
-    ])?;
+    env.sign_file("sig", &msg, &sig1)?;
 
     let o = env.run(&["key", "compromise", "dek"])?;
     assert_fails(&o, 2, &["--reason must say what happened"]);
@@ -727,15 +681,7 @@ fn disposal_needs_two_signatures_and_a_wait_then_leaves_nothing() -> TestResult 
         env.path("audit.pem"),
     );
     std::fs::write(&pem, env.ok(&["audit", "public-key"])?.stdout)?;
-    let o = openssl(&[
-        "dgst",
-        "-sha384",
-        "-verify",
-        path(&pem)?,
-        "-signature",
-        path(&sig_file)?,
-        path(&rec_file)?,
-    ])?;
+    let o = openssl_dgst_verify(&["-sha384"], &pem, &sig_file, &rec_file)?;
     assert!(
         o.status.success(),
         "destruction record signature: {}",

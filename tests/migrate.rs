@@ -3,8 +3,8 @@
 //! chain and its checkpoints intact, and kms then runs on it. Needs a PostgreSQL server
 //! (`KMS_TEST_POSTGRES`, as scripts/test's second pass sets); skipped with a note without one.
 
-mod common;
 use common::*;
+use kms_testkit as common;
 
 #[test]
 fn an_sqlite_inventory_moves_to_postgresql_intact() -> TestResult {

@@ -5,23 +5,18 @@
 //! SIGKILL of one node under load loses no request (the client retries on the other), the
 //! singleton lease moves to the survivor within its expiry, and the audit chain verifies.
 
-mod common;
 use common::service::{spawn_serve, Service};
 use common::*;
+use kms_testkit as common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use kms::client::Connection;
 use serde_json::{json, Value};
 
 const LEASE_SECS: u64 = 3;
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
 
 /// `config` with `site` on both tokens and this `[node]`.
 fn node_config(base: &str, name: &str, site: &str) -> Res<String> {

@@ -3,8 +3,8 @@
 //! and nothing "panicked" reaches stderr. Each loop runs 200 times inside one bash process (the
 //! debug `kms` takes 0.1-0.3 s of CPU per run, most of it checking integrity tags).
 
-mod common;
 use common::*;
+use kms_testkit as common;
 
 use std::process::Command;
 

@@ -3,9 +3,9 @@
 //! venv and sets `KMS_PYKMIP` to its python (and `KMS_TEST_SCRIPT=1`: then a missing client
 //! fails the test). Run by hand without it, the test says so and is skipped.
 
-mod common;
 use common::service::Service;
 use common::*;
+use kms_testkit as common;
 
 #[test]
 fn pykmip_creates_locates_uses_and_is_refused_key_material() -> TestResult {

@@ -7,9 +7,9 @@
 //! (and `KMS_TEST_SCRIPT=1`): there, a missing `st` FAILS the test. Run by hand without
 //! `KMS_SCHEMATHESIS`, the test says so and is skipped.
 
-mod common;
 use common::service::Service;
 use common::*;
+use kms_testkit as common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,52 +1,18 @@
 //! End-to-end tests of `kms serve`: the real binary on a free port, real SoftHSM2 tokens, mutual
 //! TLS with a dev PKI, and the crate's own client (`kms::client`). Each test has its own service.
 
-mod common;
 use common::service::Service;
 use common::*;
+use kms_testkit as common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use kms::client::{Connection, Reply};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha384};
 
 // ---- helpers ---------------------------------------------------------------------------------
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn unb64(s: &Value) -> Res<Vec<u8>> {
-    let s = s.as_str().ok_or_else(|| format!("not a string: {s}"))?;
-    Ok(base64::engine::general_purpose::STANDARD.decode(s)?)
-}
-
-fn body_text(r: &Reply) -> String {
-    String::from_utf8_lossy(&r.body).into_owned()
-}
-
-/// Fail unless the reply has `status` (and, for errors, the problem `code`).
-fn expect(r: &Reply, status: u16, code: Option<&str>, what: &str) -> Res<Value> {
-    if r.status != status {
-        return Err(format!(
-            "{what}: expected {status}{}, got {}: {}",
-            code.map(|c| format!(" {c}")).unwrap_or_default(),
-            r.status,
-            body_text(r)
-        )
-        .into());
-    }
-    let v = r.json()?;
-    if let Some(c) = code {
-        if v["code"] != c {
-            return Err(format!("{what}: expected code {c:?}, got {v}").into());
-        }
-    }
-    Ok(v)
-}
 
 async fn sign_msg(c: &mut Connection, key: &str, msg: &[u8]) -> Res<Reply> {
     Ok(c.request(
@@ -292,15 +258,7 @@ async fn signatures_verify_with_openssl_and_the_api() -> TestResult {
     let sig_path = svc.env.write("sig.der", &sig)?;
     let msg_path = svc.env.write("msg", &msg)?;
     let check = |sig_path: &std::path::Path| -> TestResult {
-        let out = openssl(&[
-            "dgst",
-            "-sha384",
-            "-verify",
-            pub_path.to_str().ok_or("path")?,
-            "-signature",
-            sig_path.to_str().ok_or("path")?,
-            msg_path.to_str().ok_or("path")?,
-        ])?;
+        let out = openssl_dgst_verify(&["-sha384"], &pub_path, sig_path, &msg_path)?;
         assert!(
             out.status.success() && stdout(&out).contains("Verified OK"),
             "openssl does not verify the service's signature: {} {}",

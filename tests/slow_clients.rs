@@ -17,11 +17,11 @@
 //!
 //! Measured figures are printed (`cargo test --test slow_clients -- --nocapture`).
 
-mod common;
 use common::service::*;
 use common::*;
+use kms_testkit as common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,9 +30,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use kms::kmip::ttlv::{self, Item, Value};
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
@@ -108,10 +107,6 @@ fn door_addr(svc: &Service, door: Door) -> Res<SocketAddr> {
     })
 }
 
-fn loopback(last: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
-}
-
 /// The TLS settings a door's clients use: the registered client's certificate (the flood's too:
 /// the worst case, as in the attack the issue measured), none on XKS.
 fn client_tls(svc: &Service, door: Door) -> Res<Arc<rustls::ClientConfig>> {
@@ -122,15 +117,6 @@ fn client_tls(svc: &Service, door: Door) -> Res<Arc<rustls::ClientConfig>> {
 }
 
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
-
-async fn tls_from(addr: SocketAddr, tls: Arc<rustls::ClientConfig>, source: IpAddr) -> Res<Tls> {
-    let sock = TcpSocket::new_v4()?;
-    sock.bind(SocketAddr::new(source, 0))?;
-    let tcp = sock.connect(addr).await?;
-    Ok(tokio_rustls::TlsConnector::from(tls)
-        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-        .await?)
-}
 
 /// A legitimate client's open connection.
 enum Legit {

@@ -7,8 +7,8 @@
 //! (the card's PIV application must have its factory PIN, PUK and management key; the test
 //! uses retired slot 95).
 
-mod common;
 use common::*;
+use kms_testkit as common;
 
 #[path = "smartcard/errors.rs"]
 mod errors;
@@ -271,16 +271,8 @@ fn a_card_resident_key_signs_on_the_card_and_openssl_verifies() -> TestResult {
     )?;
     assert!(o.status.success(), "{}", stderr(&o));
     let pem = env.path("root.pem");
-    env.ok(&["key", "public", "root-ca", "--out", path(&pem)?])?;
-    let o = openssl(&[
-        "dgst",
-        "-sha384",
-        "-verify",
-        path(&pem)?,
-        "-signature",
-        path(&sig)?,
-        path(&m)?,
-    ])?;
+    env.public_pem("root-ca", &pem)?;
+    let o = openssl_dgst_verify(&["-sha384"], &pem, &sig, &m)?;
     assert!(o.status.success(), "openssl: {}", stderr(&o));
 
     // The slot is taken now: refused without --force.
@@ -586,15 +578,7 @@ fn the_same_card_works_through_opensc_pkcs11() -> TestResult {
     ])?;
     assert!(o.status.success(), "{}", stderr(&o));
     let pubkey = env.write("erin.pem", &o.stdout)?;
-    let o = openssl(&[
-        "dgst",
-        "-sha384",
-        "-verify",
-        path(&pubkey)?,
-        "-signature",
-        path(&sig)?,
-        path(&m)?,
-    ])?;
+    let o = openssl_dgst_verify(&["-sha384"], &pubkey, &sig, &m)?;
     assert!(
         o.status.success(),
         "the OpenSC signature verifies: {}",

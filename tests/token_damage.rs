@@ -4,33 +4,15 @@
 //! needs the token names the damaged file and the restore command; `kms audit verify` still
 //! verifies the checkpoints without the token. Real SoftHSM2 tokens, the real `kms` binary.
 
-mod common;
 use common::*;
+use kms_testkit as common;
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::SystemTime;
 
-/// The `token.object` file of the token labelled `label` (its label is stored in the file).
-fn token_file(env: &Env, label: &str) -> Res<PathBuf> {
-    for entry in std::fs::read_dir(env.path("tokens"))? {
-        let file = entry?.path().join("token.object");
-        let bytes = std::fs::read(&file).unwrap_or_default();
-        if bytes.windows(label.len()).any(|w| w == label.as_bytes()) {
-            return Ok(file);
-        }
-    }
-    Err(format!("no token.object holds label {label}").into())
-}
-
 fn mtime(p: &PathBuf) -> Res<SystemTime> {
     Ok(std::fs::metadata(p)?.modified()?)
-}
-
-fn paired(env: &Env) -> TestResult {
-    env.ok(&["--reason", "CHG-17 ceremony", "backup", "init"])?;
-    env.ok(&["backup", "sync"])?;
-    Ok(())
 }
 
 #[test]

@@ -6,44 +6,16 @@
 //! into those commands must leave both files non-empty, untouched, and every object in place
 //! (counted by pkcs11-tool, logged in, from the test itself). Real SoftHSM2, the real binary.
 
-mod common;
 use common::*;
+use kms_testkit as common;
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-/// The `token.object` file of the token labelled `label` (its label is stored in the file).
-fn token_file(env: &Env, label: &str) -> Res<PathBuf> {
-    for entry in std::fs::read_dir(env.path("tokens"))? {
-        let file = entry?.path().join("token.object");
-        let bytes = std::fs::read(&file).unwrap_or_default();
-        if bytes.windows(label.len()).any(|w| w == label.as_bytes()) {
-            return Ok(file);
-        }
-    }
-    Err(format!("no token.object holds label {label}").into())
-}
-
 /// What a login would change: the file's modification time and its bytes.
 fn state(p: &PathBuf) -> Res<(SystemTime, Vec<u8>)> {
     Ok((std::fs::metadata(p)?.modified()?, std::fs::read(p)?))
-}
-
-/// xorshift64*: a seeded generator, so a failing run can be repeated exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 const KILLS: usize = 200;
@@ -58,15 +30,7 @@ fn read_only_commands_never_log_in_and_survive_sigkill() -> TestResult {
     env.create("s", "aes-256", "encrypt,decrypt")?;
     let msg = env.write("msg", b"signed before the kills")?;
     let sig = env.path("sig");
-    env.ok(&[
-        "key",
-        "sign",
-        "k",
-        "--in",
-        path(&msg)?,
-        "--out",
-        path(&sig)?,
-    ])?;
+    env.sign_file("k", &msg, &sig)?;
     let (msg, sig) = (path(&msg)?.to_owned(), path(&sig)?.to_owned());
 
     let commands: Vec<Vec<&str>> = vec![

@@ -18,28 +18,12 @@
 //! same loop on the file store and counts how many kills emptied a token:
 //! `cargo test --all-features --test token_kill_login -- --ignored --nocapture`.
 
-mod common;
 use common::*;
+use kms_testkit as common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-/// xorshift64*: a seeded generator, so a failing run can be repeated exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 const KILLS: usize = 200;
 /// The loop stops early (after at least [`MIN_KILLS`]) when a loaded machine stretches it past
@@ -92,15 +76,7 @@ fn fixture(backend: &str) -> Res<Fixture> {
     env.create("r", "aes-256", "encrypt,decrypt")?;
     let msg = env.write("msg", b"signed before the kills")?;
     let sig = env.path("sig");
-    env.ok(&[
-        "key",
-        "sign",
-        "k",
-        "--in",
-        path(&msg)?,
-        "--out",
-        path(&sig)?,
-    ])?;
+    env.sign_file("k", &msg, &sig)?;
     let ct = env.path("ct");
     env.ok(&[
         "key",

@@ -3,9 +3,9 @@
 //! the credential's principal needs an A9 grant, rotation and compromise apply, and each call is
 //! an audit record carrying AWS's request metadata.
 
-mod common;
 use common::service::*;
 use common::*;
+use kms_testkit as common;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;

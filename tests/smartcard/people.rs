@@ -5,11 +5,10 @@ use super::*;
 
 /// An access request by `who` for `ops` on `key`; returns its id.
 fn request(env: &Env, who: &str, key: &str, ops: &str, ticket: &str) -> Res<String> {
-    let o = env.run_as(
+    access_request(
+        env,
         who,
         &[
-            "access",
-            "request",
             "--key",
             key,
             "--ops",
@@ -20,16 +19,8 @@ fn request(env: &Env, who: &str, key: &str, ops: &str, ticket: &str) -> Res<Stri
             ticket,
             "--justification",
             "release signing",
-            "--json",
         ],
-    )?;
-    if !o.status.success() {
-        return Err(format!("request: {}", stderr(&o)).into());
-    }
-    Ok(serde_json::from_slice::<Value>(&o.stdout)?["id"]
-        .as_str()
-        .ok_or("id")?
-        .to_owned())
+    )
 }
 
 fn step(env: &Env, who: &str, verb: &str, id: &str) -> Res<Output> {

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use super::{Env, Res};
+use crate::{Env, Res};
 
 /// The PIN of `person`'s test card (dev only).
 pub fn card_pin(person: &str) -> String {

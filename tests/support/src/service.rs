@@ -14,11 +14,16 @@ use hyper_util::rt::TokioIo;
 use kms::client::{tls_config, Connection};
 use rustls::pki_types::ServerName;
 
-use super::{Env, Res};
+use crate::{Env, Res};
 
-#[path = "../../examples/dev_pki.rs"]
-#[allow(dead_code)]
+#[path = "../../../examples/dev_pki.rs"]
 mod dev_pki;
+
+/// The project's dev PKI maker (`examples/dev_pki.rs`): a CA, a server certificate and one
+/// client certificate per name in `clients`, under `dir`.
+pub fn ensure_dev_pki(dir: &Path, clients: &[&str], force: bool) -> Res<Vec<String>> {
+    dev_pki::ensure(dir, clients, force)
+}
 
 /// The client certificates every service gets (only `demo-app` is registered by default).
 pub const CLIENTS: &[&str] = &["demo-app", "stranger", "other-app"];

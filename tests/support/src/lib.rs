@@ -6,13 +6,27 @@
 //! act as the officer, except key-use commands (`key sign|verify|encrypt|decrypt|public`),
 //! which act as `test-user`; `Env::create` gives `test-user` a break-glass grant on the new key
 //! for every operation, so the key's own policy is what those tests exercise.
-#![allow(dead_code)]
+//!
+//! A library of its own (`kms-testkit`, a dev-dependency of `kms`), so it is compiled once rather
+//! than into each of the ~30 test binaries, and what one binary does not use is not dead code.
+//! Test files import it as `use kms_testkit as common;`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+pub mod access;
+pub mod api;
 pub mod cards;
+pub mod net;
+pub mod openssl;
 pub mod rsyslog;
 pub mod service;
+pub mod tokens;
+
+pub use access::{access_request, grant_id, sign_as_user, verify_names};
+pub use api::{b64, body_text, expect, unb64};
+pub use net::{loopback, tcp_from, tls_from};
+pub use openssl::{openssl, openssl_dgst_verify, openssl_rawin_verify};
+pub use tokens::{on_token, paired, token_file, Rng};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -143,10 +157,24 @@ impl PgDb {
     }
 }
 
-fn repo_root() -> PathBuf {
+/// The repository's root (this crate lives in `tests/support`), or `KMS_REPO_ROOT`.
+pub fn repo_root() -> PathBuf {
     std::env::var_os("KMS_REPO_ROOT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+}
+
+/// The `kms` binary under test: `CARGO_BIN_EXE_kms`, which cargo sets when it runs an
+/// integration test, or else `kms` beside the directory of the running test binary
+/// (`target/<profile>/deps/<test>` → `target/<profile>/kms`), for a test binary run directly.
+pub fn kms_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("CARGO_BIN_EXE_kms") {
+        return PathBuf::from(bin);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("kms")))
+        .unwrap_or_else(|| PathBuf::from("kms"))
 }
 
 impl Env {
@@ -315,6 +343,11 @@ impl Env {
                 Ok(stdout(&out).trim().to_owned())
             }
         }
+    }
+
+    /// One integer value from the inventory (`query`'s only row and column).
+    pub fn sql_i64(&self, query: &str) -> Res<i64> {
+        Ok(self.sql_rows(query)?.parse()?)
     }
 
     /// Rows of `query` as a JSON array of objects (`sqlite3 -json`; PostgreSQL's json_agg).
@@ -558,7 +591,7 @@ impl Env {
 
     /// The real `kms` binary acting as principal `actor`, with another config file.
     pub fn kms_as_with_config(&self, actor: &str, config: &Path) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_kms"));
+        let mut c = Command::new(kms_bin());
         c.env_remove("KMS_CONFIG")
             .env("SOFTHSM2_CONF", self.softhsm_conf())
             .arg("--config")
@@ -760,11 +793,6 @@ pub fn assert_fails(o: &Output, code: i32, needles: &[&str]) {
     for n in needles {
         assert!(err.contains(n), "stderr should mention {n:?}; got: {err}");
     }
-}
-
-/// `openssl` with arguments; returns the output.
-pub fn openssl(args: &[&str]) -> Res<Output> {
-    Ok(Command::new("openssl").args(args).output()?)
 }
 
 /// `kms key create NAME --type T --usage U` with the other inventory fields filled in, plus `extra`.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::Res;
+use crate::Res;
 
 /// The rsyslogd binary.
 pub const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
