@@ -10,8 +10,8 @@ use super::output::{fmt_time, print_json, print_table};
 use super::CliError;
 use crate::duration::HumanDuration;
 use crate::engine::{Caller, Engine, RequestEvidence, RequestInput, Step};
-use crate::inventory::RequestState;
 use crate::model::GrantOps;
+use crate::model::RequestState;
 
 #[derive(Debug, Subcommand)]
 pub enum AccessCmd {

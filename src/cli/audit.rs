@@ -8,7 +8,7 @@ use super::io::{read_input, write_output};
 use super::output::{fmt_time, print_json, print_rows};
 use super::CliError;
 use crate::engine::{Caller, Engine};
-use crate::inventory::{AuditFilter, AuditRow};
+use crate::model::{AuditFilter, AuditRow};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCmd {

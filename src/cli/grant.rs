@@ -5,7 +5,7 @@ use clap::Subcommand;
 use super::output::{fmt_time, print_json, print_table};
 use super::CliError;
 use crate::engine::{Caller, Engine, NewGrantRequest};
-use crate::inventory::GrantFilter;
+use crate::model::GrantFilter;
 use crate::model::GrantOps;
 
 #[derive(Debug, Subcommand)]

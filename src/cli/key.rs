@@ -10,7 +10,7 @@ use super::output::{print_json, print_key, print_table};
 use super::CliError;
 use crate::duration::HumanDuration;
 use crate::engine::{Caller, CreateKey, Engine};
-use crate::inventory::KeyFilter;
+use crate::model::KeyFilter;
 use crate::model::{Classification, KeyType, OperationSet, SignatureScheme};
 
 #[derive(Debug, Subcommand)]
@@ -390,9 +390,6 @@ pub fn run(engine: &Engine, caller: &Caller, cmd: KeyCmd) -> Result<(), CliError
             accept_weak,
             json,
         } => {
-            let uri: crate::hsm::Pkcs11Uri = uri
-                .parse()
-                .map_err(|e: crate::hsm::UriError| CliError::Usage(e.to_string()))?;
             let key = engine.adopt_key(
                 caller,
                 fields.request(name),

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use serde::Serialize;
 
 use super::CliError;
-use crate::inventory::{AuditRow, KeyRecord};
+use crate::model::{AuditRow, KeyRecord};
 
 /// Stdout took its last write: its reader is gone, or a write failed.
 static STDOUT_DONE: AtomicBool = AtomicBool::new(false);

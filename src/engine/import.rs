@@ -145,8 +145,9 @@ impl Engine {
 /// What an officer asks for with `kms key adopt`.
 #[derive(Debug, Clone)]
 pub struct Adopt {
-    /// `pkcs11:token=…;id=…` or `…;object=…` on a configured token.
-    pub uri: crate::hsm::Pkcs11Uri,
+    /// `pkcs11:token=…;id=…` or `…;object=…` on a configured token (parsed here: a malformed
+    /// one is refused as bad input, and audited).
+    pub uri: String,
     /// Accept a weak key (extractable in the clear, not sensitive, …) for this reason.
     pub accept_weak: Option<String>,
 }
@@ -177,22 +178,26 @@ impl Engine {
                     req.name
                 )));
             }
-            let token_name = self.token_of_uri(&adopt.uri)?;
+            let uri: crate::hsm::Pkcs11Uri = adopt
+                .uri
+                .parse()
+                .map_err(|e: crate::hsm::UriError| EngineError::InvalidInput(e.to_string()))?;
+            let token_name = self.token_of_uri(&uri)?;
             let token = self.hsm.token(&token_name)?;
             let found =
-                token.inspect_for_adoption(adopt.uri.id.as_deref(), adopt.uri.object.as_deref())?;
+                token.inspect_for_adoption(uri.id.as_deref(), uri.object.as_deref())?;
             match found.key_type {
                 Some(t) if t == req.key_type => {}
                 Some(t) => {
                     return Err(EngineError::InvalidInput(format!(
                         "the key at {} is {t}, not {}: declare --type {t}",
-                        adopt.uri, req.key_type
+                        uri, req.key_type
                     )))
                 }
                 None => {
                     return Err(EngineError::InvalidInput(format!(
                         "the key at {} ({}) is not a type kms manages",
-                        adopt.uri, found.described
+                        uri, found.described
                     )))
                 }
             }
@@ -207,7 +212,7 @@ impl Engine {
                         Refusal::KeyState,
                         format!(
                             "the key at {} is weaker than kms's own keys: {}. Adopt it anyway only with --accept-weak \"REASON\" (recorded in the inventory), or bring it in with `kms key import` as a fresh, sensitive copy",
-                            adopt.uri,
+                            uri,
                             weak.join("; ")
                         ),
                     ))
@@ -244,7 +249,7 @@ impl Engine {
                 crate::inventory::Outcome::Ok,
                 Some(format!(
                     "about to adopt {} at {} (CKA_ID {}) on token {token_name}",
-                    req.key_type, adopt.uri, found.id
+                    req.key_type, uri, found.id
                 )),
             );
             let now = time::OffsetDateTime::now_utc();
@@ -266,7 +271,7 @@ impl Engine {
                     self.inventory.delete_pending_key(&key_id)?;
                     return Err(EngineError::Incomplete(format!(
                         "key at {} was not adopted: {e}; the object is left as it was (a key that cannot be relabelled, or has no public-key object under the same CKA_ID, cannot be adopted)",
-                        adopt.uri
+                        uri
                     )));
                 }
             };
@@ -299,7 +304,7 @@ impl Engine {
                 Some(format!(
                     "adopted {} key at {} (CKA_ID {}) on token {token_name}: owner={} classification={} usage={}; {}{}",
                     req.key_type,
-                    adopt.uri,
+                    uri,
                     found.id,
                     req.owner,
                     req.classification,

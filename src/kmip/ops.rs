@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use super::tags::{self as t, alg, object, op, result, state, usage};
 use super::ttlv::{Item, Value};
 use crate::engine::{Caller, Engine, EngineError, ErrorKind, Refusal, ToSign};
-use crate::inventory::KeyRecord;
+use crate::model::KeyRecord;
 use crate::model::{KeyFamily, KeyType, Operation, OperationSet, VersionState};
 
 /// The protocol versions answered (KMIP 1.0–1.4), newest first.
