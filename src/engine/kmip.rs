@@ -8,11 +8,12 @@
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
+use super::aead::{Aead, KeyRef};
 use super::keys::CreateKey;
-use super::policy::{authorize_key, authorize_use, check_grant};
+use super::policy::check_grant;
 use super::{Caller, Engine, EngineError, NewGrantRequest, Refusal};
 use crate::inventory::KeyRecord;
-use crate::model::{KeyFamily, KeyType, Operation, OperationSet, Role, VersionState};
+use crate::model::{KeyFamily, KeyType, OperationSet, Role, VersionState};
 
 /// The template attribute that sets a KMIP-made key's A8 classification (text: confidential,
 /// restricted or public); without it, `[kmip] classification` applies.
@@ -38,26 +39,7 @@ pub struct KmipSealed {
 impl Engine {
     /// The key a KMIP unique identifier names, if the caller holds any grant on it.
     pub fn kmip_key(&self, caller: &Caller, uid: &str) -> Result<KeyRecord, EngineError> {
-        let name = self
-            .inventory
-            .key_name_by_id(uid)?
-            .ok_or_else(|| crate::inventory::InventoryError::NoSuchKey(uid.to_owned()))?;
-        let key = self.inventory.key(&name)?;
-        // A destroyed object is gone for KMIP (its grants went with it; the record stays).
-        if key.disposed_at.is_some() {
-            return Err(crate::inventory::InventoryError::NoSuchKey(format!(
-                "{uid} (destroyed by its disposal)"
-            ))
-            .into());
-        }
-        check_grant(
-            &self.inventory,
-            caller,
-            &name,
-            None,
-            OffsetDateTime::now_utc(),
-        )?;
-        Ok(key)
+        self.key_by_id(caller, uid)
     }
 
     /// KMIP GetAttributes / Get: the key, audited.
@@ -243,43 +225,24 @@ impl Engine {
         iv: Option<&[u8]>,
         aad: &[u8],
     ) -> Result<KmipSealed, EngineError> {
-        self.audited(caller, "kmip.encrypt", None, |note| {
-            let key = self.kmip_key(caller, uid)?;
-            if key.key_type.family() != KeyFamily::Aes {
-                return Err(EngineError::denied(
-                    Refusal::NotSupported,
-                    format!(
-                        "key '{}' is {}: KMIP Encrypt is AES-GCM",
-                        key.name, key.key_type
-                    ),
-                ));
-            }
-            let now = OffsetDateTime::now_utc();
-            authorize_key(&key, Operation::Encrypt, None, now)?;
-            let v = authorize_use(&self.inventory, caller, &key, Operation::Encrypt, None, now)?;
-            note.key_version = Some(v.version);
-            let iv: [u8; 12] = match iv {
-                None => rand::random(),
-                Some(i) => i.try_into().map_err(|_| {
-                    EngineError::InvalidInput(format!(
-                        "the GCM IV must be 12 bytes, not {}",
-                        i.len()
-                    ))
-                })?,
-            };
-            let mut sealed =
-                self.on_version(&key, v, |t, id| t.aes_gcm_encrypt(id, &iv, aad, plaintext))?;
-            let tag = sealed.split_off(sealed.len().saturating_sub(16));
-            note.detail = Some(format!(
-                "key '{}': encrypted {} bytes",
-                key.name,
-                plaintext.len()
-            ));
-            Ok(KmipSealed {
-                ciphertext: sealed,
-                iv: iv.to_vec(),
-                tag,
-            })
+        let accept = |key: &KeyRecord| aes_only(key, "Encrypt");
+        let aad_for_version = |_| Ok(aad.to_vec());
+        let sealed = self.aead_encrypt(
+            caller,
+            Aead {
+                action: "kmip.encrypt",
+                key: KeyRef::Id(uid),
+                accept: &accept,
+                aad_for_version: &aad_for_version,
+            },
+            plaintext,
+            iv,
+            false,
+        )?;
+        Ok(KmipSealed {
+            ciphertext: sealed.ciphertext,
+            iv: sealed.iv.to_vec(),
+            tag: sealed.tag.to_vec(),
         })
     }
 
@@ -294,60 +257,22 @@ impl Engine {
         tag: &[u8],
         aad: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, EngineError> {
-        self.audited(caller, "kmip.decrypt", None, |note| {
-            let key = self.kmip_key(caller, uid)?;
-            if key.key_type.family() != KeyFamily::Aes {
-                return Err(EngineError::denied(
-                    Refusal::NotSupported,
-                    format!(
-                        "key '{}' is {}: KMIP Decrypt is AES-GCM",
-                        key.name, key.key_type
-                    ),
-                ));
-            }
-            let iv: [u8; 12] = iv.try_into().map_err(|_| {
-                EngineError::InvalidInput(format!("the GCM IV must be 12 bytes, not {}", iv.len()))
-            })?;
-            let now = OffsetDateTime::now_utc();
-            authorize_key(&key, Operation::Decrypt, None, now)?;
-            let mut whole = ciphertext.to_vec();
-            whole.extend_from_slice(tag);
-            let mut last = None;
-            // The grant is checked once, with the first version the key's policy lets decrypt;
-            // the older ones are then tried under the key's policy alone.
-            let mut granted = false;
-            for v in key.versions.iter().rev() {
-                if authorize_key(&key, Operation::Decrypt, Some(v.version), now).is_err() {
-                    continue;
-                }
-                if !granted {
-                    authorize_use(
-                        &self.inventory,
-                        caller,
-                        &key,
-                        Operation::Decrypt,
-                        Some(v.version),
-                        now,
-                    )?;
-                    granted = true;
-                }
-                match self.on_version(&key, v, |t, id| t.aes_gcm_decrypt(id, &iv, aad, &whole)) {
-                    Ok(pt) => {
-                        note.key_version = Some(v.version);
-                        note.detail =
-                            Some(format!("key '{}': decrypted {} bytes", key.name, pt.len()));
-                        return Ok(pt);
-                    }
-                    Err(e) => last = Some(e),
-                }
-            }
-            Err(last.unwrap_or_else(|| {
-                EngineError::denied(
-                    Refusal::KeyState,
-                    format!("no version of key '{}' may decrypt", key.name),
-                )
-            }))
-        })
+        let accept = |key: &KeyRecord| aes_only(key, "Decrypt");
+        let aad_for_version = |_| Ok(aad.to_vec());
+        let (plaintext, _) = self.aead_decrypt(
+            caller,
+            Aead {
+                action: "kmip.decrypt",
+                key: KeyRef::Id(uid),
+                accept: &accept,
+                aad_for_version: &aad_for_version,
+            },
+            ciphertext,
+            iv,
+            tag,
+            None,
+        )?;
+        Ok(plaintext)
     }
 
     /// KMIP Destroy: kms destroys a key only through its disposal procedure. With an approved
@@ -523,4 +448,17 @@ impl Engine {
     pub fn kmip_name(&self, caller: &Caller, uid: &str) -> Result<String, EngineError> {
         Ok(self.kmip_key(caller, uid)?.name)
     }
+}
+
+fn aes_only(key: &KeyRecord, op: &str) -> Result<(), EngineError> {
+    if key.key_type.family() != KeyFamily::Aes {
+        return Err(EngineError::denied(
+            Refusal::NotSupported,
+            format!(
+                "key '{}' is {}: KMIP {op} is AES-GCM",
+                key.name, key.key_type
+            ),
+        ));
+    }
+    Ok(())
 }

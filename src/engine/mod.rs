@@ -6,6 +6,7 @@
 //! result (a signature, a plaintext) is dropped.
 
 mod access;
+mod aead;
 mod anchor;
 mod approval_keys;
 mod audit;
@@ -41,6 +42,7 @@ mod verify_audit;
 mod xks;
 
 pub use access::{ApprovalKey, NewGrantRequest, NewPrincipal};
+pub use aead::{Aead, KeyRef, Sealed};
 pub use backup::{BackupStatus, DrillReport, DrillResult, RestoreReport, SyncReport};
 pub use backup_file::{ExportReport, ImportReport, SEAL_KEY};
 pub use caller::{Caller, CallerKind};

@@ -13,7 +13,8 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::policy::{authorize_key, authorize_use, check_grant};
+use super::aead::{Aead, KeyRef};
+use super::policy::check_grant;
 use super::{Caller, CallerKind, Engine, EngineError, Refusal};
 use crate::envelope::EnvelopeError;
 use crate::inventory::{KeyRecord, Outcome};
@@ -45,6 +46,13 @@ pub struct XksTokenHealth {
     pub model: String,
     /// `ACTIVE` or `UNAVAILABLE`.
     pub status: &'static str,
+}
+
+/// `ciphertextMetadata` for a key version.
+fn metadata_of(version: u32) -> Vec<u8> {
+    let mut metadata = METADATA_TAG.to_vec();
+    metadata.extend_from_slice(&version.to_be_bytes());
+    metadata
 }
 
 /// The GCM additional data the XKS spec defines.
@@ -217,65 +225,29 @@ impl Engine {
         aad: &[u8],
         integrity: bool,
     ) -> Result<XksSealed, EngineError> {
-        self.audited(caller, "xks.encrypt", Some(name), |note| {
-            let key = self.inventory.key(name)?;
-            xks_spec(&key)?;
-            let now = OffsetDateTime::now_utc();
-            // What the key cannot do is InvalidKeyUsage whoever asks; then the grant.
-            authorize_key(&key, Operation::Encrypt, None, now)?;
-            let version =
-                authorize_use(&self.inventory, caller, &key, Operation::Encrypt, None, now)?;
-            note.key_version = Some(version.version);
-            let mut metadata = METADATA_TAG.to_vec();
-            metadata.extend_from_slice(&version.version.to_be_bytes());
-            let gcm_aad = xks_aad(aad, &metadata)?;
-            let iv: [u8; 12] = rand::random();
-            let mut sealed = self.on_version(&key, version, |t, id| {
-                t.aes_gcm_encrypt(id, &iv, &gcm_aad, plaintext)
-            })?;
-            if sealed.len() < 16 {
-                return Err(EngineError::Incomplete(
-                    "the token returned no GCM tag".into(),
-                ));
-            }
-            let tag_bytes = sealed.split_off(sealed.len() - 16);
-            let mut tag = [0u8; 16];
-            tag.copy_from_slice(&tag_bytes);
-            let integrity = if integrity {
-                let value = xks_integrity(aad, &metadata, &iv, &sealed, &tag);
-                // The spec: compute the value, then prove the ciphertext decrypts, then answer.
-                authorize_key(&key, Operation::Decrypt, Some(version.version), now)?;
-                let mut whole = sealed.clone();
-                whole.extend_from_slice(&tag);
-                let back = self.on_version(&key, version, |t, id| {
-                    t.aes_gcm_decrypt(id, &iv, &gcm_aad, &whole)
-                })?;
-                if back.as_slice() != plaintext {
-                    return Err(EngineError::Incomplete(
-                        "the ciphertext did not decrypt back to the plaintext on the token".into(),
-                    ));
-                }
-                Some(value)
-            } else {
-                None
-            };
-            note.detail = Some(format!(
-                "encrypted {} bytes (AAD {} bytes){}",
-                plaintext.len(),
-                aad.len(),
-                if integrity.is_some() {
-                    ", integrity value checked by decrypting"
-                } else {
-                    ""
-                }
-            ));
-            Ok(XksSealed {
-                ciphertext: sealed,
-                iv,
-                tag,
-                metadata,
-                integrity,
-            })
+        let accept = |key: &KeyRecord| xks_spec(key).map(drop);
+        let aad_for_version = |v: u32| xks_aad(aad, &metadata_of(v));
+        let sealed = self.aead_encrypt(
+            caller,
+            Aead {
+                action: "xks.encrypt",
+                key: KeyRef::Name(name),
+                accept: &accept,
+                aad_for_version: &aad_for_version,
+            },
+            plaintext,
+            None,
+            integrity,
+        )?;
+        let metadata = metadata_of(sealed.version);
+        let integrity = integrity
+            .then(|| xks_integrity(aad, &metadata, &sealed.iv, &sealed.ciphertext, &sealed.tag));
+        Ok(XksSealed {
+            ciphertext: sealed.ciphertext,
+            iv: sealed.iv,
+            tag: sealed.tag,
+            metadata,
+            integrity,
         })
     }
 
@@ -291,43 +263,32 @@ impl Engine {
         aad: &[u8],
         metadata: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, EngineError> {
-        self.audited(caller, "xks.decrypt", Some(name), |note| {
-            let key = self.inventory.key(name)?;
-            xks_spec(&key)?;
-            let now = OffsetDateTime::now_utc();
-            let version = match metadata.strip_prefix(METADATA_TAG.as_slice()) {
-                Some(v) if v.len() == 4 => u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
-                _ => return Err(EngineError::Envelope(EnvelopeError::Truncated)),
-            };
-            if key.version(version).is_none() {
-                return Err(EngineError::Envelope(EnvelopeError::Truncated));
+        let version = match metadata.strip_prefix(METADATA_TAG.as_slice()) {
+            Some(v) if v.len() == 4 => Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]])),
+            _ => None,
+        };
+        let accept = |key: &KeyRecord| {
+            xks_spec(key)?;
+            match version {
+                Some(v) if key.version(v).is_some() && iv.len() == 12 => Ok(()),
+                _ => Err(EngineError::Envelope(EnvelopeError::Truncated)),
             }
-            authorize_key(&key, Operation::Decrypt, Some(version), now)?;
-            let v = authorize_use(
-                &self.inventory,
-                caller,
-                &key,
-                Operation::Decrypt,
-                Some(version),
-                now,
-            )?;
-            note.key_version = Some(v.version);
-            let iv: [u8; 12] = iv
-                .try_into()
-                .map_err(|_| EngineError::Envelope(EnvelopeError::Truncated))?;
-            let gcm_aad = xks_aad(aad, metadata)?;
-            let mut whole = ciphertext.to_vec();
-            whole.extend_from_slice(tag);
-            let plaintext = self.on_version(&key, v, |t, id| {
-                t.aes_gcm_decrypt(id, &iv, &gcm_aad, &whole)
-            })?;
-            note.detail = Some(format!(
-                "decrypted {} bytes with v{}",
-                plaintext.len(),
-                v.version
-            ));
-            Ok(plaintext)
-        })
+        };
+        let aad_for_version = |v: u32| xks_aad(aad, &metadata_of(v));
+        let (plaintext, _) = self.aead_decrypt(
+            caller,
+            Aead {
+                action: "xks.decrypt",
+                key: KeyRef::Name(name),
+                accept: &accept,
+                aad_for_version: &aad_for_version,
+            },
+            ciphertext,
+            iv,
+            tag,
+            Some(version.unwrap_or_default()),
+        )?;
+        Ok(plaintext)
     }
 
     /// GetHealthStatus: every configured token asked to do something that needs a live,
