@@ -6,7 +6,7 @@ mod common;
 use common::service::*;
 use common::*;
 
-use kms::kmip::ttlv::{self, Item, Value};
+use kms::doors::kmip::ttlv::{self, Item, Value};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

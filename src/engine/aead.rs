@@ -11,7 +11,7 @@
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::policy::{authorize_key, authorize_use, check_grant};
+use super::policy::{authorize_key, authorize_use};
 use super::{Caller, Engine, EngineError, Refusal};
 use crate::envelope::{GCM_IV_LEN, GCM_TAG_LEN};
 use crate::inventory::{KeyRecord, KeyVersion};
@@ -49,30 +49,6 @@ pub struct Sealed {
 }
 
 impl Engine {
-    /// The key an ID names, if the caller holds any grant on it. A disposed key is gone (its
-    /// grants went with it; its record stays).
-    pub fn key_by_id(&self, caller: &Caller, id: &str) -> Result<KeyRecord, EngineError> {
-        let name = self
-            .inventory
-            .key_name_by_id(id)?
-            .ok_or_else(|| crate::inventory::InventoryError::NoSuchKey(id.to_owned()))?;
-        let key = self.inventory.key(&name)?;
-        if key.disposed_at.is_some() {
-            return Err(crate::inventory::InventoryError::NoSuchKey(format!(
-                "{id} (destroyed by its disposal)"
-            ))
-            .into());
-        }
-        check_grant(
-            &self.inventory,
-            caller,
-            &name,
-            None,
-            OffsetDateTime::now_utc(),
-        )?;
-        Ok(key)
-    }
-
     fn aead_key(&self, caller: &Caller, key: KeyRef) -> Result<KeyRecord, EngineError> {
         match key {
             KeyRef::Name(name) => Ok(self.inventory.key(name)?),

@@ -18,16 +18,16 @@ mod cards;
 mod checkpoint;
 mod connections;
 mod crypto;
+mod door_records;
 mod dual_control;
 mod error;
 mod failover;
 mod import;
 mod integrity;
 mod keys;
-mod kmip;
-mod kmip_messages;
 mod legacy;
 mod nodes;
+mod owned_keys;
 mod piv_uri;
 mod policy;
 mod principal_keys;
@@ -39,7 +39,6 @@ mod service_lock;
 mod shipping;
 mod tokens;
 mod verify_audit;
-mod xks;
 
 pub use access::{ApprovalKey, NewGrantRequest, NewPrincipal};
 pub use aead::{Aead, KeyRef, Sealed};
@@ -51,16 +50,16 @@ pub use cards::Enrolment;
 pub use checkpoint::{checkpoint_message, CheckpointReport, AUDIT_KEY};
 pub use connections::{Admission, REFUSAL_WINDOW};
 pub use crypto::{IssuedDataKey, Signed, ToSign, VerifyOutcome};
+pub use door_records::{Answered, DoorConnection, SignedRequest, RECORDED_EACH, SUMMARY_EVERY};
 pub use dual_control::{CardAccess, Step};
 pub use error::{EngineError, Refusal};
 pub use failover::TokenDown;
 pub use import::{Adopt, IMPORT_KEY};
 pub use integrity::{InventoryVerification, INTEGRITY_KEY};
 pub use keys::{CreateKey, Import, OnCard, PlainKey, CARD_TOKEN};
-pub use kmip::{kmip_name, KmipSealed, CLASSIFICATION_ATTRIBUTE, KMIP_NAME};
-pub use kmip_messages::{Answered, KmipConnection, RECORDED_EACH, SUMMARY_EVERY};
 pub use legacy::{LegacyKey, Mac};
 pub use nodes::{NodeHealth, SINGLETONS};
+pub use owned_keys::{KeyStatus, LabelChange, OwnedKey};
 pub use piv_uri::PivUri;
 pub use procedures::{
     disposal_message, CompromiseReport, DestructionReport, DisposalEvidence, DueReport,
@@ -73,9 +72,8 @@ pub use requests::{
 pub use secrets::Revealed;
 pub use service_lock::ServiceLock;
 pub use shipping::{ShipReport, ShipStatus};
-pub use tokens::{Health, TokenHealth, TokenStatus};
+pub use tokens::{Health, TokenHealth, TokenLiveness, TokenStatus};
 pub use verify_audit::AuditVerification;
-pub use xks::{xks_aad, xks_integrity, XksKeyInfo, XksSealed, XksTokenHealth};
 
 use crate::config::Config;
 use crate::hsm::Hsm;
