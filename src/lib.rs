@@ -8,6 +8,7 @@
 //! - [`cli`]: clap definitions and the dispatch of each officer command into the engine.
 //! - [`client`]: a minimal mTLS keep-alive client for the service (tests, bench, Rust applications).
 //! - [`config`]: `kms.toml` -> typed configuration; PIN sources (`env:`, `file:`, `prompt`), masked `Debug`.
+//! - [`doors`]: the XKS and KMIP doors over [`net`]: protocol in, neutral engine calls, protocol out.
 //! - [`duration`]: human durations (`90d`, `12w`) used by rotation and expiry fields.
 //! - [`engine`]: the one door: authorize -> act on token -> record in inventory -> audit.
 //! - [`hsm`]: the only module importing `cryptoki`: module loading, token lookup, login, session pool,
@@ -18,7 +19,7 @@
 //! - [`model`]: plain domain types shared by every layer (key types, classifications, operations).
 //! - [`net`]: the connection layer under every network door: accept, per-address and total slots,
 //!   admission, TLS handshake, header/idle timeouts, drain, per-door metrics and token-work budgets.
-//! - [`server`]: the JSON API and XKS doors over [`net`] (hyper, axum); thin handlers into the engine.
+//! - [`server`]: the JSON API door over [`net`] (hyper, axum); thin handlers into the engine.
 //! - [`service`]: `kms serve` composed: the runtime, the three doors, the background jobs.
 //! - [`softverify`]: signature verification in software from a stored SPKI (p384 / rsa).
 //! - [`envelope`]: the versioned, self-describing ciphertext format.
@@ -31,13 +32,14 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod doors;
 pub mod duration;
 pub mod engine;
 pub mod envelope;
 pub mod hsm;
 pub mod identity;
 pub mod inventory;
-pub mod kmip;
+
 pub mod logging;
 pub mod model;
 pub mod net;

@@ -6,7 +6,7 @@ use common::service::*;
 use common::*;
 use kms_testkit as common;
 
-use kms::kmip::ttlv::{self, Item, Value};
+use kms::doors::kmip::ttlv::{self, Item, Value};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

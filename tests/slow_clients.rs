@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use kms::kmip::ttlv::{self, Item, Value};
+use kms::doors::kmip::ttlv::{self, Item, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -162,14 +162,14 @@ async fn request(conn: &mut Legit, door: Door, addr: SocketAddr) -> Res<()> {
                         ("host".to_owned(), addr.to_string()),
                         ("content-type".to_owned(), "application/json".to_owned()),
                     ];
-                    let signed = kms::server::sigv4::Request {
+                    let signed = kms::doors::xks::sigv4::Request {
                         method: "POST",
                         path: &path,
                         query: "",
                         headers: &headers,
                         body: &body,
                     };
-                    let added = kms::server::sigv4::sign(
+                    let added = kms::doors::xks::sigv4::sign(
                         &signed,
                         time::OffsetDateTime::now_utc(),
                         AKID,

@@ -95,7 +95,7 @@ async fn call_tls(
         ("host".to_owned(), addr.to_string()),
         ("content-type".to_owned(), "application/json".to_owned()),
     ];
-    let req = kms::server::sigv4::Request {
+    let req = kms::doors::xks::sigv4::Request {
         method,
         path,
         query: "",
@@ -103,8 +103,9 @@ async fn call_tls(
         body: &bytes,
     };
     let when = time::OffsetDateTime::now_utc() - time::Duration::seconds(age);
-    let added = kms::server::sigv4::sign(&req, when, akid, secret, "us-east-1", "kms-xks-proxy")
-        .map_err(|e| e.to_string())?;
+    let added =
+        kms::doors::xks::sigv4::sign(&req, when, akid, secret, "us-east-1", "kms-xks-proxy")
+            .map_err(|e| e.to_string())?;
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let stream = tokio_rustls::TlsConnector::from(tls)
         .connect(ServerName::IpAddress(addr.ip().into()), tcp)

@@ -83,14 +83,14 @@ async fn send(
         ("host".to_owned(), addr.to_string()),
         ("content-type".to_owned(), "application/json".to_owned()),
     ];
-    let req = kms::server::sigv4::Request {
+    let req = kms::doors::xks::sigv4::Request {
         method: "POST",
         path,
         query: "",
         headers: &headers,
         body,
     };
-    let added = kms::server::sigv4::sign(
+    let added = kms::doors::xks::sigv4::sign(
         &req,
         time::OffsetDateTime::now_utc(),
         AKID,

@@ -1,5 +1,5 @@
 //! Using keys: sign and decrypt on the token, verify and RSA-encrypt in software from the stored
-//! public key, AES-GCM and data-key wrapping on the token. Each one authorized, audited, and
+//! public key, AES-GCM (through `aead.rs`) and data-key wrapping on the token. Each one authorized, audited, and
 //! fail-closed.
 
 use sha2::{Digest, Sha256, Sha384, Sha512};
@@ -215,9 +215,7 @@ impl Engine {
                         iv: Some(iv),
                     };
                     let gcm_aad = header.gcm_aad(aad);
-                    let body = self.on_version(&key, version, |t, id| {
-                        t.aes_gcm_encrypt(id, &iv, &gcm_aad, plaintext)
-                    })?;
+                    let body = self.gcm_seal(&key, version, &iv, &gcm_aad, plaintext)?;
                     let mut out = header.encode();
                     out.extend_from_slice(&body);
                     out
@@ -283,7 +281,7 @@ impl Engine {
             let plaintext = match (header.algorithm, header.iv) {
                 (Algorithm::AesGcm, Some(iv)) if key.key_type.family() == KeyFamily::Aes => {
                     let gcm_aad = header.gcm_aad(aad);
-                    self.on_version(&key, version, |t, id| t.aes_gcm_decrypt(id, &iv, &gcm_aad, body))?
+                    self.gcm_open(&key, version, &iv, &gcm_aad, body, &[])?
                 }
                 (Algorithm::Des3Cbc, None) if key.key_type.family() == KeyFamily::Des3 => {
                     let (iv, ct) = split_cbc(body)?;
@@ -430,9 +428,7 @@ impl Engine {
                 }
                 (Algorithm::AesGcm, Some(iv)) if key.key_type.family() == KeyFamily::Aes => {
                     let old_aad = header.gcm_aad(aad);
-                    let plaintext = self.on_version(&key, from, |t, id| {
-                        t.aes_gcm_decrypt(id, &iv, &old_aad, body)
-                    })?;
+                    let plaintext = self.gcm_open(&key, from, &iv, &old_aad, body, &[])?;
                     let mut new_iv = [0u8; envelope::GCM_IV_LEN];
                     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut new_iv);
                     let h = Header {
@@ -442,9 +438,7 @@ impl Engine {
                         iv: Some(new_iv),
                     };
                     let new_aad = h.gcm_aad(aad);
-                    let sealed = self.on_version(&key, to, |t, id| {
-                        t.aes_gcm_encrypt(id, &new_iv, &new_aad, &plaintext)
-                    })?;
+                    let sealed = self.gcm_seal(&key, to, &new_iv, &new_aad, &plaintext)?;
                     note.detail = Some(format!(
                         "re-encrypted a ciphertext from v{} to v{} on the token",
                         from.version, to.version
@@ -524,7 +518,7 @@ impl Engine {
             let plaintext = match (header.algorithm, header.iv) {
                 (Algorithm::AesGcm, Some(iv)) if key.key_type.family() == KeyFamily::Aes => {
                     let a = header.gcm_aad(aad);
-                    self.on_version(&key, v, |t, id| t.aes_gcm_decrypt(id, &iv, &a, body))?
+                    self.gcm_open(&key, v, &iv, &a, body, &[])?
                 }
                 (Algorithm::RsaOaepSha1, None) if key.key_type.rsa_bits().is_some() => {
                     self.on_version(&key, v, |t, id| t.rsa_oaep_decrypt(id, body))?

@@ -52,7 +52,7 @@ pub struct Import {
     pub wrapped: Vec<u8>,
     /// SubjectPublicKeyInfo DER of an EC or Ed25519 key pair (RSA's comes from the key).
     pub public_key: Option<Vec<u8>>,
-    /// A secret key handed over in the clear (KMIP Register over mutual TLS): put on the token
+    /// A secret key handed over in the clear (a door's Register over mutual TLS): put on the token
     /// as a sensitive object at once, the buffer zeroised when dropped. `wrapped` is then empty.
     pub plain: Option<PlainKey>,
 }

@@ -313,9 +313,7 @@ impl Engine {
             iv: Some(new_iv),
         };
         let gcm_aad = h.gcm_aad(aad);
-        let sealed = self.on_version(&successor, to, |t, id| {
-            t.aes_gcm_encrypt(id, &new_iv, &gcm_aad, &plaintext)
-        })?;
+        let sealed = self.gcm_seal(&successor, to, &new_iv, &gcm_aad, &plaintext)?;
         note.key_version = Some(from.version);
         note.detail = Some(format!(
             "migrated a 3DES-CBC ciphertext of v{} to AES-GCM under '{}' v{}",

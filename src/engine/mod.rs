@@ -6,6 +6,7 @@
 //! result (a signature, a plaintext) is dropped.
 
 mod access;
+mod aead;
 mod anchor;
 mod approval_keys;
 mod audit;
@@ -17,16 +18,16 @@ mod cards;
 mod checkpoint;
 mod connections;
 mod crypto;
+mod door_records;
 mod dual_control;
 mod error;
 mod failover;
 mod import;
 mod integrity;
 mod keys;
-mod kmip;
-mod kmip_messages;
 mod legacy;
 mod nodes;
+mod owned_keys;
 mod piv_uri;
 mod policy;
 mod principal_keys;
@@ -38,9 +39,9 @@ mod service_lock;
 mod shipping;
 mod tokens;
 mod verify_audit;
-mod xks;
 
 pub use access::{ApprovalKey, NewGrantRequest, NewPrincipal};
+pub use aead::{Aead, KeyRef, Sealed};
 pub use backup::{BackupStatus, DrillReport, DrillResult, RestoreReport, SyncReport};
 pub use backup_file::{ExportReport, ImportReport, SEAL_KEY};
 pub use caller::{Caller, CallerKind};
@@ -49,16 +50,16 @@ pub use cards::Enrolment;
 pub use checkpoint::{checkpoint_message, CheckpointReport, AUDIT_KEY};
 pub use connections::{Admission, REFUSAL_WINDOW};
 pub use crypto::{IssuedDataKey, Signed, ToSign, VerifyOutcome};
+pub use door_records::{Answered, DoorConnection, SignedRequest, RECORDED_EACH, SUMMARY_EVERY};
 pub use dual_control::{CardAccess, Step};
 pub use error::{EngineError, ErrorKind, Missing, Refusal};
 pub use failover::TokenDown;
 pub use import::{Adopt, IMPORT_KEY};
 pub use integrity::{InventoryVerification, INTEGRITY_KEY};
 pub use keys::{CreateKey, Import, OnCard, PlainKey, CARD_TOKEN};
-pub use kmip::{kmip_name, KmipSealed, CLASSIFICATION_ATTRIBUTE, KMIP_NAME};
-pub use kmip_messages::{Answered, KmipConnection, RECORDED_EACH, SUMMARY_EVERY};
 pub use legacy::{LegacyKey, Mac};
 pub use nodes::{NodeHealth, SINGLETONS};
+pub use owned_keys::{KeyStatus, LabelChange, OwnedKey};
 pub use piv_uri::PivUri;
 pub use procedures::{
     disposal_message, CompromiseReport, DestructionReport, DisposalEvidence, DueReport,
@@ -71,9 +72,8 @@ pub use requests::{
 pub use secrets::Revealed;
 pub use service_lock::ServiceLock;
 pub use shipping::{ShipReport, ShipStatus};
-pub use tokens::{Health, TokenHealth, TokenStatus};
+pub use tokens::{Health, TokenHealth, TokenLiveness, TokenStatus};
 pub use verify_audit::AuditVerification;
-pub use xks::{xks_aad, xks_integrity, XksKeyInfo, XksSealed, XksTokenHealth};
 
 use crate::config::Config;
 use crate::hsm::Hsm;

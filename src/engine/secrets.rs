@@ -1,4 +1,4 @@
-//! Secret data (`secret-data` keys, KMIP Secret Data): a value its owner registered, kept on the
+//! Secret data (`secret-data` keys, a door's Secret Data): a value its owner registered, kept on the
 //! token as a sensitive object and given back, through the token, to a principal granted
 //! `reveal` — audited, with the version, never the value.
 

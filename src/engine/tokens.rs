@@ -250,3 +250,48 @@ fn health_error(e: &crate::hsm::HsmError) -> String {
         _ => "token error".into(),
     }
 }
+
+/// One token's answer to [`Engine::token_liveness`].
+#[derive(Debug, Clone)]
+pub struct TokenLiveness {
+    pub name: String,
+    /// Manufacturer and model, or `unknown`.
+    pub model: String,
+    /// The token did something that needs a live, logged-in session.
+    pub live: bool,
+}
+
+impl Engine {
+    /// Every configured token asked to do something that needs a live, logged-in session
+    /// (random CKA_ID from its RNG and a search), now; audited as `action`.
+    pub fn token_liveness(
+        &self,
+        caller: &Caller,
+        action: &str,
+    ) -> Result<Vec<TokenLiveness>, EngineError> {
+        self.audited(caller, action, None, |note| {
+            let names: Vec<String> = self.hsm.names().map(str::to_owned).collect();
+            let mut out = Vec::new();
+            for name in names {
+                let model = self
+                    .hsm
+                    .describe(&name)
+                    .map(|d| format!("{} {}", d.manufacturer, d.model))
+                    .unwrap_or_else(|_| "unknown".into());
+                let live = self
+                    .hsm
+                    .token(&name)
+                    .and_then(|t| t.new_object_id())
+                    .is_ok();
+                out.push(TokenLiveness { name, model, live });
+            }
+            note.detail = Some(
+                out.iter()
+                    .map(|t| format!("{}={}", t.name, if t.live { "live" } else { "unavailable" }))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
+            Ok(out)
+        })
+    }
+}

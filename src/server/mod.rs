@@ -4,7 +4,6 @@
 //!
 //! - `api`: routes and handlers; `ROUTES` lists them for the OpenAPI check.
 //! - `problem`: RFC 9457 errors with stable codes.
-//! - `xks`, `sigv4`: the AWS XKS proxy door.
 //!
 //! Accept, limits, handshake, admission, timeouts and drain are `net/`'s; this module says only
 //! what the JSON API door admits (a registered, enabled principal's certificate) and serves.
@@ -13,9 +12,7 @@ pub mod api;
 mod bodies;
 mod call;
 mod problem;
-pub mod sigv4;
 mod unrouted;
-pub mod xks;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

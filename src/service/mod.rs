@@ -165,7 +165,7 @@ pub fn serve(
         let xks = match engine.config().xks.clone() {
             None => None,
             Some(x) => Some(
-                crate::server::xks::XksServer::bind(Arc::clone(&engine), &x, server.metrics())
+                crate::doors::xks::XksServer::bind(Arc::clone(&engine), &x, server.metrics())
                     .await
                     .map_err(|e| ServiceError::Start(format!("[xks]: {e}")))?,
             ),
@@ -174,7 +174,7 @@ pub fn serve(
         let kmip = match engine.config().kmip.clone() {
             None => None,
             Some(k) => Some(
-                crate::kmip::server::KmipServer::bind(
+                crate::doors::kmip::server::KmipServer::bind(
                     Arc::clone(&engine),
                     &k,
                     &config,

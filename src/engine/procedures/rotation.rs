@@ -71,7 +71,7 @@ impl Engine {
                 return Err(EngineError::denied(
                     super::super::Refusal::NotSupported,
                     format!(
-                        "key '{name}' is {}: its value came from its owner, and a value kms made up would lose what it protects; its owner registers the new value (KMIP Register) and the old one is disposed of (kms key dispose {name} ...)",
+                        "key '{name}' is {}: its value came from its owner, and a value kms made up would lose what it protects; its owner registers the new value (Register) and the old one is disposed of (kms key dispose {name} ...)",
                         key.key_type
                     ),
                 ));

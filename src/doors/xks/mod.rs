@@ -22,9 +22,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::{Metrics, ServerError};
+mod ops;
+pub mod sigv4;
+
 use crate::config::XksConfig;
 use crate::engine::{Engine, EngineError, ErrorKind, Missing, Refusal};
+use crate::net::{Metrics, ServerError};
 
 /// Largest request body read (the spec's largest legitimate request is about 25 KiB).
 const MAX_BODY: usize = 64 * 1024;
@@ -268,7 +271,7 @@ async fn serve(state: &XksState, peer: SocketAddr, req: Request<Body>) -> (Respo
         let source = source.clone();
         async move {
             let _ = work
-                .run(move || engine.xks_refused(&source, "-", &what))
+                .run(move || ops::refused(&engine, &source, "-", &what))
                 .await;
             (err.into_response(), metric)
         }
@@ -324,7 +327,7 @@ async fn serve(state: &XksState, peer: SocketAddr, req: Request<Body>) -> (Respo
             )
         })
         .collect();
-    let signed = super::sigv4::Request {
+    let signed = sigv4::Request {
         method: parts.method.as_str(),
         path: &path,
         query: parts.uri.query().unwrap_or(""),
@@ -332,7 +335,7 @@ async fn serve(state: &XksState, peer: SocketAddr, req: Request<Body>) -> (Respo
         body: &body,
     };
     let config = Arc::clone(&state.config);
-    let verified = super::sigv4::verify(
+    let verified = sigv4::verify(
         &signed,
         time::OffsetDateTime::now_utc(),
         &config.region,
@@ -372,7 +375,7 @@ async fn serve(state: &XksState, peer: SocketAddr, req: Request<Body>) -> (Respo
             let what = format!("SigV4 authentication failed on {path}: {e}");
             let _ = state
                 .work
-                .run(move || engine.xks_refused(&source, &akid, &what))
+                .run(move || ops::refused(&engine, &source, &akid, &what))
                 .await;
             return (
                 XksError::new(
@@ -422,7 +425,8 @@ fn run(
     };
     // A request that does not parse is still on the record, as the principal's.
     let rejected = |action: &str, key: Option<&str>, err: XksError| -> XksError {
-        if let Ok(caller) = engine.xks_caller(
+        if let Ok(caller) = ops::caller(
+            engine,
             principal,
             source,
             format!("XKS request refused: {}", err.message),
@@ -434,15 +438,13 @@ fn run(
     match call {
         Call::Health => {
             let m = metadata_of().map_err(|e| rejected("xks.health", None, e))?;
-            let caller = engine
-                .xks_caller(principal, source, m.reason())
-                .map_err(from_engine)?;
-            let tokens = engine.xks_health(&caller).map_err(from_engine)?;
+            let caller = ops::caller(engine, principal, source, m.reason()).map_err(from_engine)?;
+            let tokens = ops::health(engine, &caller).map_err(from_engine)?;
             let fleet: Vec<serde_json::Value> = tokens
                 .iter()
                 .take(10)
                 .map(
-                    |t| serde_json::json!({"id": t.id, "model": t.model, "healthStatus": t.status}),
+                    |t| serde_json::json!({"id": t.name, "model": t.model, "healthStatus": ops::health_status(t)}),
                 )
                 .collect();
             Ok(serde_json::json!({
@@ -462,12 +464,8 @@ fn run(
                     XksError::validation("requestMetadata.awsPrincipalArn is required"),
                 ));
             }
-            let caller = engine
-                .xks_caller(principal, source, m.reason())
-                .map_err(from_engine)?;
-            let info = engine
-                .xks_key_metadata(&caller, &key)
-                .map_err(from_engine)?;
+            let caller = ops::caller(engine, principal, source, m.reason()).map_err(from_engine)?;
+            let info = ops::key_metadata(engine, &caller, &key).map_err(from_engine)?;
             Ok(serde_json::json!({
                 "keySpec": info.key_spec,
                 "keyUsage": info.usage,
@@ -513,11 +511,9 @@ fn run(
             })();
             let (plaintext, aad, integrity) =
                 checked.map_err(|e| rejected("xks.encrypt", Some(&key), e))?;
-            let caller = engine
-                .xks_caller(principal, source, r.request_metadata.reason())
+            let caller = ops::caller(engine, principal, source, r.request_metadata.reason())
                 .map_err(from_engine)?;
-            let sealed = engine
-                .xks_encrypt(&caller, &key, &plaintext, &aad, integrity)
+            let sealed = ops::encrypt(engine, &caller, &key, &plaintext, &aad, integrity)
                 .map_err(from_engine)?;
             let mut out = serde_json::json!({
                 "ciphertext": B64.encode(&sealed.ciphertext),
@@ -577,8 +573,7 @@ fn run(
             })();
             let (ct, iv, tag, aad, metadata) =
                 checked.map_err(|e| rejected("xks.decrypt", Some(&key), e))?;
-            let caller = engine
-                .xks_caller(principal, source, r.request_metadata.reason())
+            let caller = ops::caller(engine, principal, source, r.request_metadata.reason())
                 .map_err(from_engine)?;
             if iv.len() != 12 {
                 // kms only ever makes 12-byte IVs: a 16-byte one is not a ciphertext of ours.
@@ -586,8 +581,7 @@ fn run(
                     crate::envelope::EnvelopeError::Truncated,
                 )));
             }
-            let plaintext = engine
-                .xks_decrypt(&caller, &key, &ct, &iv, &tag, &aad, &metadata)
+            let plaintext = ops::decrypt(engine, &caller, &key, &ct, &iv, &tag, &aad, &metadata)
                 .map_err(from_engine)?;
             Ok(serde_json::json!({ "plaintext": B64.encode(plaintext.as_slice()) }))
         }
@@ -744,12 +738,12 @@ mod tests {
         let iv = B64.decode("HMrlRw85cAJUd5Ax")?;
         let ct = B64.decode("ghxkK1txeDNn3q8Y")?;
         let tag = B64.decode("vBxN2ncH1oEkR8WVXpmyYQ==")?;
-        let v = crate::engine::xks_integrity(&aad, &md, &iv, &ct, &tag);
+        let v = ops::xks_integrity(&aad, &md, &iv, &ct, &tag);
         assert_eq!(
             B64.encode(v),
             "qHA/ImC9h5HsLRXqCyPmWgYx7tzyoTplzILbP0fPXsc="
         );
-        let full = crate::engine::xks_aad(&aad, &md).unwrap_or_default();
+        let full = ops::xks_aad(&aad, &md).unwrap_or_default();
         assert_eq!(&full[..2], &[0, 33]);
         assert_eq!(full[35], 13);
         Ok(())

@@ -3,7 +3,7 @@
 //! JSON service; a refusal is audited); each message is then served as that principal. A message
 //! that cannot be read gets an Invalid Message response and the connection is closed; one over
 //! the size cap is not read at all. Every message, read or not, has an audit record or is
-//! counted into a per-connection summary (`engine/kmip_messages.rs`) before it is answered.
+//! counted into a per-connection summary (`engine/door_records.rs`) before it is answered.
 //!
 //! Accept, limits, handshake and drain are the connection layer's (`net/`, `[kmip]` limits); the
 //! door admits by certificate and reads messages: the first byte of each within
@@ -113,7 +113,9 @@ impl Door for KmipDoor {
             return;
         };
         let source = accepted.peer.to_string();
-        let conn = Arc::new(crate::engine::KmipConnection::new(cert, &source));
+        let conn = Arc::new(crate::engine::DoorConnection::new(
+            cert, &source, "kmip", "KMIP",
+        ));
         let bounds = Bounds {
             idle: accepted.limits.idle_timeout,
             message: accepted.limits.header_read_timeout,
@@ -126,7 +128,7 @@ impl Door for KmipDoor {
         let engine = Arc::clone(&self.engine);
         let _ = self
             .work
-            .run(move || engine.kmip_connection_closed(&conn))
+            .run(move || engine.door_connection_closed(&conn))
             .await;
     }
 }
@@ -146,10 +148,10 @@ struct Bounds {
 
 /// Every message of one admitted connection, until it closes, goes quiet, or sends something
 /// that cannot be framed. Each has an audit record (or is counted into a summary) before it is
-/// answered: the engine records it when no operation did (`engine/kmip_messages.rs`).
+/// answered: the engine records it when no operation did (`engine/door_records.rs`).
 async fn serve_messages<S>(
     engine: &Arc<Engine>,
-    conn: &Arc<crate::engine::KmipConnection>,
+    conn: &Arc<crate::engine::DoorConnection>,
     tls: &mut S,
     mut b: Bounds,
 ) where
@@ -270,7 +272,7 @@ async fn serve_messages<S>(
         let answer = b
             .work
             .run(move || {
-                engine2.kmip_message(&conn2, total, |caller| {
+                engine2.door_message(&conn2, total, |caller| {
                     let answer = super::ops::handle(&engine2, caller, &request);
                     let answered = super::ops::answered(&answer);
                     (answer, answered)
@@ -301,7 +303,7 @@ async fn serve_messages<S>(
 /// Record (or count) a message that could not be read; the connection then closes unanswered.
 async fn malformed(
     engine: &Arc<Engine>,
-    conn: &Arc<crate::engine::KmipConnection>,
+    conn: &Arc<crate::engine::DoorConnection>,
     got: usize,
     why: String,
 ) {
@@ -312,12 +314,12 @@ async fn malformed(
 /// counted), so the door may answer it.
 async fn malformed_recorded(
     engine: &Arc<Engine>,
-    conn: &Arc<crate::engine::KmipConnection>,
+    conn: &Arc<crate::engine::DoorConnection>,
     got: usize,
     why: String,
 ) -> bool {
     let (engine, conn) = (Arc::clone(engine), Arc::clone(conn));
-    match tokio::task::spawn_blocking(move || engine.kmip_malformed(&conn, got, &why)).await {
+    match tokio::task::spawn_blocking(move || engine.door_malformed(&conn, got, &why)).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "a malformed KMIP message was not recorded");
