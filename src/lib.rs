@@ -43,7 +43,6 @@ pub mod inventory;
 pub mod logging;
 pub mod model;
 pub mod net;
-pub mod server;
 pub mod service;
 pub mod smartcard;
 pub mod softverify;

@@ -809,7 +809,7 @@ async fn openapi_matches_the_routes() -> TestResult {
             documented.insert((m.to_uppercase(), path.clone()));
         }
     }
-    let served: BTreeSet<(String, String)> = kms::server::ROUTES
+    let served: BTreeSet<(String, String)> = kms::doors::json::ROUTES
         .iter()
         .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
         .collect();
@@ -829,7 +829,7 @@ async fn openapi_matches_the_routes() -> TestResult {
     svc.register("demo-app")?;
     svc.grant("demo-app", "sig", "sign,verify,read-inventory")?;
     let mut c = svc.connect("demo-app").await?;
-    for (method, path) in kms::server::ROUTES {
+    for (method, path) in kms::doors::json::ROUTES {
         let path = path.replace("{name}", "sig");
         let body = if *method == "POST" {
             Some(json!({}))

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::ServiceError;
 use crate::engine::Engine;
-use crate::server::Metrics;
+use crate::net::Metrics;
 
 /// How often the same shipping error is logged at most.
 const WARN_EVERY: Duration = Duration::from_secs(30);

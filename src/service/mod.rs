@@ -9,8 +9,8 @@ mod jobs;
 
 use std::sync::Arc;
 
+use crate::doors::json::Server;
 use crate::engine::Engine;
-use crate::server::Server;
 
 pub use error::ServiceError;
 
@@ -233,7 +233,7 @@ pub fn serve(
         tracing::info!(%addr, "serving");
         let served = server
             .run(async move {
-                crate::server::shutdown_signal().await;
+                crate::net::shutdown_signal().await;
                 let _ = stop_tx.send(true);
             })
             .await
