@@ -1,6 +1,6 @@
 //! Tamper evidence for the audit trail: checkpoints over the hash-chain head, signed by the
 //! audit key (EC P-384, generated inside the HSM as key `kms-audit`). Their offline
-//! verification is in `verify_audit.rs`.
+//! verification is in `verify_audit/`.
 //!
 //! Checkpoints are chained too: each one signs its own id, the id and head hash of the
 //! checkpoint before it, and the hashes of the records it covers since that one (so that a

@@ -1,4 +1,4 @@
-//! The inventory: the only module that imports `rusqlite` and `postgres` (through `sql.rs`).
+//! The inventory: the only module that imports `rusqlite` and `postgres` (through `sql/`).
 //!
 //! One SQLite file, created 0600, holding key metadata (A8), key versions (token, CKA_ID, state,
 //! public key) and audit rows. Never key material, never a PIN.
@@ -52,7 +52,7 @@ pub struct Inventory {
     path: PathBuf,
     conn: Mutex<Connection>,
     audit: audit_writer::AuditWriter,
-    /// Makes and checks row tags once the engine installed its HSM key (`integrity.rs`).
+    /// Makes and checks row tags once the engine installed its HSM key (`integrity/`).
     integrity: std::sync::RwLock<Option<std::sync::Arc<dyn RowIntegrity>>>,
     /// PostgreSQL: where to open more connections (procedure locks); never shown.
     pg: Option<PgTarget>,
