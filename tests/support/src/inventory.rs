@@ -167,8 +167,7 @@ impl Env {
     pub fn copy_inventory(&self) -> TestResult {
         match &self.pg {
             None => {
-                for suffix in ["", "-wal", "-shm"] {
-                    let from = format!("{}{suffix}", self.db().display());
+                for from in self.sqlite_files() {
                     if std::path::Path::new(&from).exists() {
                         std::fs::copy(&from, format!("{from}.saved"))?;
                     }
@@ -191,8 +190,7 @@ impl Env {
     pub fn put_back_inventory(&self) -> TestResult {
         match &self.pg {
             None => {
-                for suffix in ["", "-wal", "-shm"] {
-                    let to = format!("{}{suffix}", self.db().display());
+                for to in self.sqlite_files() {
                     let _ = std::fs::remove_file(&to);
                     let from = format!("{to}.saved");
                     if std::path::Path::new(&from).exists() {
@@ -218,8 +216,8 @@ impl Env {
     pub fn remove_inventory(&self) -> TestResult {
         match &self.pg {
             None => {
-                for suffix in ["", "-wal", "-shm"] {
-                    let _ = std::fs::remove_file(format!("{}{suffix}", self.db().display()));
+                for file in self.sqlite_files() {
+                    let _ = std::fs::remove_file(file);
                 }
             }
             Some(pg) => {
@@ -289,5 +287,10 @@ impl Env {
         } else {
             false
         }
+    }
+
+    /// The SQLite inventory's files: the database, its WAL and its shared memory.
+    fn sqlite_files(&self) -> [String; 3] {
+        ["", "-wal", "-shm"].map(|suffix| format!("{}{suffix}", self.db().display()))
     }
 }

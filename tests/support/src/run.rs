@@ -75,32 +75,15 @@ impl Env {
     /// Run `kms ARGS` as `test-user` and fail the test unless it exits 0 (key use that
     /// [`actor_for`] does not route to the user: `key mac`, `key verify-mac`, `key rewrap`).
     pub fn user_ok(&self, args: &[&str]) -> Res<Output> {
-        let out = self.run_as(USER, args)?;
-        if !out.status.success() {
-            return Err(format!(
-                "kms {} (as {USER}) failed ({:?}): {}",
-                args.join(" "),
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr)
-            )
-            .into());
-        }
-        Ok(out)
+        succeeded(
+            self.run_as(USER, args)?,
+            &format!("kms {} (as {USER})", args.join(" ")),
+        )
     }
 
     /// Run `kms ARGS` and fail the test unless it exits 0.
     pub fn ok(&self, args: &[&str]) -> Res<Output> {
-        let out = self.run(args)?;
-        if !out.status.success() {
-            return Err(format!(
-                "kms {} failed ({:?}): {}",
-                args.join(" "),
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr)
-            )
-            .into());
-        }
-        Ok(out)
+        succeeded(self.run(args)?, &format!("kms {}", args.join(" ")))
     }
 
     /// Create a key with sensible inventory fields, and grant `test-user` its use.
@@ -141,6 +124,19 @@ impl Env {
     pub fn retag(&self) -> Res<()> {
         self.ok(&["inventory", "retag-for-tests"]).map(drop)
     }
+}
+
+/// `out` if the command (`what`) exited 0, else an error with its status and stderr.
+fn succeeded(out: Output, what: &str) -> Res<Output> {
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed ({:?}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(out)
 }
 
 /// Run `kms ARGS` as the officer with failpoint `fp` (and the lifecycle clock moved by
