@@ -722,22 +722,10 @@ const BACKED_UP: &[(&str, &str, &str, &[&str])] = &[
 
 /// `Access:` lines of the private and secret key objects labelled `kms:NAME:v1`, per name.
 fn access_of(listing: &str) -> std::collections::BTreeMap<String, String> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut private = false;
-    let mut label = String::new();
-    for line in listing.lines() {
-        if line.contains("Key Object") {
-            private = !line.contains("Public");
-            label.clear();
-        } else if let Some(l) = line.trim_start().strip_prefix("label:") {
-            label = l.trim().to_owned();
-        } else if let Some(a) = line.trim_start().strip_prefix("Access:") {
-            if private && label.starts_with("kms:b-") {
-                out.insert(label.clone(), a.trim().to_owned());
-            }
-        }
-    }
-    out
+    key_access(listing)
+        .into_iter()
+        .filter(|(label, _)| label.starts_with("kms:b-"))
+        .collect()
 }
 
 #[test]

@@ -72,34 +72,13 @@ fn attribute<'a>(payload: &'a Item, name: &str) -> Option<&'a Item> {
 
 /// One request with one batch item, as KMIP `minor`; the response's batch item.
 async fn call(s: &mut Stream, minor: i32, operation: u32, payload: Vec<Item>) -> Res<Item> {
-    let request = Item::structure(
-        0x420078,
-        vec![
-            Item::structure(
-                0x420077,
-                vec![
-                    Item::structure(0x420069, vec![int(0x42006A, 1), int(0x42006B, minor)]),
-                    int(0x42000D, 1),
-                ],
-            ),
-            Item::structure(
-                0x42000F,
-                vec![en(0x42005C, operation), Item::structure(0x420079, payload)],
-            ),
-        ],
-    );
+    let request = kmip_request(minor, operation, payload);
     s.write_all(&ttlv::encode(&request)).await?;
     read_reply(s).await
 }
 
 async fn read_reply(s: &mut Stream) -> Res<Item> {
-    let mut header = [0u8; 8];
-    s.read_exact(&mut header).await?;
-    let total = ttlv::message_len(&header)?;
-    let mut msg = vec![0u8; total];
-    msg[..8].copy_from_slice(&header);
-    s.read_exact(&mut msg[8..]).await?;
-    let response = ttlv::decode(&msg)?;
+    let response = read_kmip_message(s).await?;
     assert_eq!(response.tag, 0x42007B, "a Response Message");
     Ok(response.child(0x42000F).ok_or("no batch item")?.clone())
 }

@@ -60,21 +60,7 @@ fn pykmip_creates_locates_uses_and_is_refused_key_material() -> TestResult {
     );
     // Every KMIP-made key is a sensitive object on the token, and nothing of it is in SQLite.
     let objects = svc.env.list_objects("kms-primary")?;
-    // pkcs11-tool: "<kind> Key Object", then "label:" and "Access:" lines of that object.
-    let mut access = std::collections::BTreeMap::new();
-    let (mut private, mut label) = (false, String::new());
-    for line in objects.lines() {
-        if line.contains("Key Object") {
-            private = !line.contains("Public");
-            label.clear();
-        } else if let Some(l) = line.trim_start().strip_prefix("label:") {
-            label = l.trim().to_owned();
-        } else if let Some(a) = line.trim_start().strip_prefix("Access:") {
-            if private {
-                access.insert(label.clone(), a.trim().to_owned());
-            }
-        }
-    }
+    let access = key_access(&objects);
     for label in [
         "kms:pykmip-key:v1",
         "kms:pykmip-signer:v1",

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use kms::doors::kmip::ttlv::{self, Item, Value};
+use kms::doors::kmip::ttlv::{self, Item};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -158,28 +158,16 @@ async fn request(conn: &mut Legit, door: Door, addr: SocketAddr) -> Res<()> {
                     let body = serde_json::to_vec(&serde_json::json!({
                         "requestMetadata": {"kmsRequestId": "slow-1", "kmsOperation": "KmsHealthCheck"}
                     }))?;
-                    let headers = vec![
-                        ("host".to_owned(), addr.to_string()),
-                        ("content-type".to_owned(), "application/json".to_owned()),
-                    ];
-                    let signed = kms::doors::xks::sigv4::Request {
-                        method: "POST",
-                        path: &path,
-                        query: "",
-                        headers: &headers,
-                        body: &body,
-                    };
-                    let added = kms::doors::xks::sigv4::sign(
-                        &signed,
+                    let headers = xks_headers(
+                        addr,
+                        "POST",
+                        &path,
+                        &body,
+                        (AKID, SECRET),
                         time::OffsetDateTime::now_utc(),
-                        AKID,
-                        SECRET,
-                        "us-east-1",
-                        "kms-xks-proxy",
-                    )
-                    .map_err(|e| e.to_string())?;
+                    )?;
                     let mut b = hyper::Request::builder().method("POST").uri(&path);
-                    for (n, v) in headers.iter().chain(added.iter()) {
+                    for (n, v) in &headers {
                         b = b.header(n.as_str(), v.as_str());
                     }
                     b.body(Full::new(Bytes::from(body)))?
@@ -198,34 +186,9 @@ async fn request(conn: &mut Legit, door: Door, addr: SocketAddr) -> Res<()> {
             }
         }
         Legit::Kmip(s) => {
-            let int = |tag: u32, v: i32| Item::new(tag, Value::Integer(v));
-            let request = Item::structure(
-                0x420078,
-                vec![
-                    Item::structure(
-                        0x420077,
-                        vec![
-                            Item::structure(0x420069, vec![int(0x42006A, 1), int(0x42006B, 4)]),
-                            int(0x42000D, 1),
-                        ],
-                    ),
-                    Item::structure(
-                        0x42000F,
-                        vec![
-                            Item::new(0x42005C, Value::Enumeration(0x1E)),
-                            Item::structure(0x420079, vec![]),
-                        ],
-                    ),
-                ],
-            );
+            let request = kmip_request(4, 0x1E, vec![]);
             s.write_all(&ttlv::encode(&request)).await?;
-            let mut header = [0u8; 8];
-            s.read_exact(&mut header).await?;
-            let total = ttlv::message_len(&header)?;
-            let mut msg = vec![0u8; total];
-            msg[..8].copy_from_slice(&header);
-            s.read_exact(&mut msg[8..]).await?;
-            let response = ttlv::decode(&msg)?;
+            let response = read_kmip_message(s).await?;
             let item = response.child(0x42000F).ok_or("no batch item")?;
             if item.child(0x42007F).and_then(Item::as_enum) != Some(0) {
                 return Err(format!("KMIP DiscoverVersions failed: {item:?}").into());

@@ -9,10 +9,6 @@ use kms_testkit as common;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
 
 const PREFIX: &str = "/acme/kms/xks/v1";
@@ -91,37 +87,10 @@ async fn call_tls(
 ) -> Res<Reply> {
     let addr = svc.xks.ok_or("no XKS listener")?;
     let bytes = serde_json::to_vec(body)?;
-    let headers = vec![
-        ("host".to_owned(), addr.to_string()),
-        ("content-type".to_owned(), "application/json".to_owned()),
-    ];
-    let req = kms::doors::xks::sigv4::Request {
-        method,
-        path,
-        query: "",
-        headers: &headers,
-        body: &bytes,
-    };
     let when = time::OffsetDateTime::now_utc() - time::Duration::seconds(age);
-    let added =
-        kms::doors::xks::sigv4::sign(&req, when, akid, secret, "us-east-1", "kms-xks-proxy")
-            .map_err(|e| e.to_string())?;
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-        .await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    let driver = tokio::spawn(conn);
-    let mut builder = hyper::Request::builder().method(method).uri(path);
-    for (n, v) in headers.iter().chain(added.iter()) {
-        builder = builder.header(n.as_str(), v.as_str());
-    }
-    let resp = sender
-        .send_request(builder.body(Full::new(Bytes::from(bytes)))?)
-        .await?;
-    let status = resp.status().as_u16();
-    let raw = resp.into_body().collect().await?.to_bytes().to_vec();
-    driver.abort();
+    let headers = xks_headers(addr, method, path, &bytes, (akid, secret), when)?;
+    let reply = fetch_with(addr, tls, method, path, &headers, bytes).await?;
+    let (status, raw) = (reply.status, reply.body);
     let body = if raw.is_empty() {
         Value::Null
     } else {

@@ -42,3 +42,35 @@ pub fn access_request(env: &Env, who: &str, args: &[&str]) -> Res<String> {
     }
     Ok(json(&out)?["id"].as_str().ok_or("no id")?.to_owned())
 }
+
+impl Env {
+    /// A break-glass grant of every operation on `key` to `test-user`.
+    pub fn grant_user(&self, key: &str) -> Res<Output> {
+        self.grant_ops(
+            key,
+            "sign,verify,encrypt,decrypt,wrap,unwrap,read-inventory",
+        )
+    }
+
+    /// A break-glass grant of exactly `ops` (e.g. "mac,verify-mac") on `key` to `test-user`.
+    pub fn grant_ops(&self, key: &str, ops: &str) -> Res<Output> {
+        // Break-glass grants last 30 days at most.
+        let until = (time::OffsetDateTime::now_utc().date() + time::Duration::days(20)).to_string();
+        self.ok(&[
+            "--reason",
+            "test fixture",
+            "grant",
+            "add",
+            USER,
+            key,
+            "--ops",
+            ops,
+            "--until",
+            &until,
+            "--ticket",
+            "TEST-1",
+            "--justification",
+            "test fixture",
+        ])
+    }
+}

@@ -370,11 +370,31 @@ pub fn spawn_serve_with_extra(
     Ok((child, addr, lines))
 }
 
+/// One HTTPS request to `addr` on a connection of its own, with a JSON body: the whole reply.
 pub async fn fetch(
     addr: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
     method: &str,
     path: &str,
+    body: Vec<u8>,
+) -> Res<FullReply> {
+    let headers = [
+        (hyper::header::HOST.to_string(), addr.to_string()),
+        (
+            hyper::header::CONTENT_TYPE.to_string(),
+            "application/json".to_owned(),
+        ),
+    ];
+    fetch_with(addr, tls, method, path, &headers, body).await
+}
+
+/// Like [`fetch`], with exactly `headers` (name, value), in that order.
+pub async fn fetch_with(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
     body: Vec<u8>,
 ) -> Res<FullReply> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
@@ -383,13 +403,13 @@ pub async fn fetch(
         .await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let driver = tokio::spawn(conn);
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, addr.to_string())
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))?;
-    let resp = sender.send_request(req).await?;
+    let mut req = hyper::Request::builder().method(method).uri(path);
+    for (n, v) in headers {
+        req = req.header(n.as_str(), v.as_str());
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(Bytes::from(body)))?)
+        .await?;
     let status = resp.status().as_u16();
     let content_type = resp
         .headers()
