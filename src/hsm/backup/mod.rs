@@ -19,7 +19,6 @@
 //! ([`Token::wrap_for_copy`]) and unwrapped on `to` under the same CKA_ID with every attribute
 //! set explicitly ([`Token::unwrap_copy`]). Keys carry CKA_WRAP_WITH_TRUSTED, so only a trusted
 //! key — one only the SO can make — can ever wrap them.
-
 //!
 //! `ceremony.rs` holds the three ceremony steps and the KEK checks; `copy.rs` the wrapping and
 //! unwrapping of each key version and the token's answer that a version can never be copied.
