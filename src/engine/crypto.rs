@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256, Sha384, Sha512};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::policy::authorize_use;
+use super::audit::AuditNote;
 use super::{Caller, Engine, EngineError};
 use crate::envelope::{self, Algorithm, Header};
 use crate::hsm::Token;
@@ -62,7 +62,7 @@ impl Engine {
         self.audited(caller, "key.sign", Some(name), |note| {
             let key = self.inventory.key(name)?;
             let now = OffsetDateTime::now_utc();
-            let version = authorize_use(&self.inventory, caller, &key, Operation::Sign, None, now)?;
+            let version = self.authorize_use(caller, &key, Operation::Sign, None, now, note)?;
             note.key_version = Some(version.version);
             let scheme = key.signature_scheme().ok_or_else(|| {
                 EngineError::InvalidInput(format!(
@@ -87,7 +87,7 @@ impl Engine {
                 )
             } else {
                 let prepared = prepare(scheme, data, (&key.name, key.key_type))?;
-                let sig = self.on_version(&key, version, |t, id| {
+                let sig = self.on_version(note, &key, version, |t, id| {
                     sign_prepared(t, id, scheme, &prepared)
                 })?;
                 (sig, prepared.describe())
@@ -124,7 +124,7 @@ impl Engine {
         self.audited(caller, "key.verify", Some(name), |note| {
             let key = self.inventory.key(name)?;
             let now = OffsetDateTime::now_utc();
-            authorize_use(&self.inventory, caller, &key, Operation::Verify, None, now)?;
+            self.authorize_use( caller, &key, Operation::Verify, None, now, note)?;
             let scheme = key.signature_scheme().ok_or_else(|| {
                 EngineError::InvalidInput(format!(
                     "key '{name}' is {} and verifies no signatures",
@@ -200,7 +200,7 @@ impl Engine {
             let key = self.inventory.key(name)?;
             let now = OffsetDateTime::now_utc();
             let version =
-                authorize_use(&self.inventory, caller, &key, Operation::Encrypt, None, now)?;
+                self.authorize_use( caller, &key, Operation::Encrypt, None, now, note)?;
             note.key_version = Some(version.version);
             let key_id = uuid_bytes(&key.id)?;
             let algorithm = Algorithm::for_key(key.key_type);
@@ -215,7 +215,7 @@ impl Engine {
                         iv: Some(iv),
                     };
                     let gcm_aad = header.gcm_aad(aad);
-                    let body = self.on_version(&key, version, |t, id| {
+                    let body = self.on_version(note, &key, version, |t, id| {
                         t.aes_gcm_encrypt(id, &iv, &gcm_aad, plaintext)
                     })?;
                     let mut out = header.encode();
@@ -236,7 +236,7 @@ impl Engine {
                         iv: None,
                     };
                     let body =
-                        self.on_version(&key, version, |t, id| t.des3_cbc_encrypt(id, &iv, plaintext))?;
+                        self.on_version(note, &key, version, |t, id| t.des3_cbc_encrypt(id, &iv, plaintext))?;
                     let mut out = header.encode();
                     out.extend_from_slice(&iv);
                     out.extend_from_slice(&body);
@@ -278,16 +278,16 @@ impl Engine {
         self.audited(caller, "key.decrypt", Some(name), |note| {
             let (header, body) = envelope::parse(ciphertext)?;
             let key = self.inventory.key(name)?;
-            let version = self.version_for(caller, &key, &header, Operation::Decrypt)?;
+            let version = self.version_for(caller, &key, &header, Operation::Decrypt, note)?;
             note.key_version = Some(version.version);
             let plaintext = match (header.algorithm, header.iv) {
                 (Algorithm::AesGcm, Some(iv)) if key.key_type.family() == KeyFamily::Aes => {
                     let gcm_aad = header.gcm_aad(aad);
-                    self.on_version(&key, version, |t, id| t.aes_gcm_decrypt(id, &iv, &gcm_aad, body))?
+                    self.on_version(note, &key, version, |t, id| t.aes_gcm_decrypt(id, &iv, &gcm_aad, body))?
                 }
                 (Algorithm::Des3Cbc, None) if key.key_type.family() == KeyFamily::Des3 => {
                     let (iv, ct) = split_cbc(body)?;
-                    self.on_version(&key, version, |t, id| t.des3_cbc_decrypt(id, &iv, ct))?
+                    self.on_version(note, &key, version, |t, id| t.des3_cbc_decrypt(id, &iv, ct))?
                 }
                 (Algorithm::RsaOaepSha1, None) if key.key_type.rsa_bits().is_some() => {
                     let modulus_bytes = key.key_type.rsa_bits().unwrap_or(0) as usize / 8;
@@ -297,7 +297,7 @@ impl Engine {
                             body.len()
                         )));
                     }
-                    self.on_version(&key, version, |t, id| t.rsa_oaep_decrypt(id, body))?
+                    self.on_version(note, &key, version, |t, id| t.rsa_oaep_decrypt(id, body))?
                 }
                 _ => {
                     return Err(EngineError::InvalidInput(format!(
@@ -316,9 +316,9 @@ impl Engine {
         self.audited(caller, "key.data-key", Some(name), |note| {
             let key = self.inventory.key(name)?;
             let now = OffsetDateTime::now_utc();
-            let version = authorize_use(&self.inventory, caller, &key, Operation::Wrap, None, now)?;
+            let version = self.authorize_use(caller, &key, Operation::Wrap, None, now, note)?;
             note.key_version = Some(version.version);
-            let issued = self.wrap_new_data_key(&key, version)?;
+            let issued = self.wrap_new_data_key(&key, version, note)?;
             note.detail = Some("issued a 256-bit data key, wrapped on the token".into());
             Ok(issued)
         })
@@ -332,7 +332,7 @@ impl Engine {
         wrapped: &[u8],
     ) -> Result<(Zeroizing<Vec<u8>>, u32), EngineError> {
         self.audited(caller, "key.unwrap", Some(name), |note| {
-            let (plaintext, version) = self.unwrap_inner(caller, name, wrapped)?;
+            let (plaintext, version) = self.unwrap_inner(caller, name, wrapped, note)?;
             note.key_version = Some(version);
             note.detail = Some("unwrapped a data key on the token".into());
             Ok((plaintext, version))
@@ -375,7 +375,7 @@ impl Engine {
                 let from = if break_glass {
                     self.break_glass_version(caller, &key, &header)?
                 } else {
-                    self.version_for(caller, &key, &header, Operation::Decrypt)?
+                    self.version_for(caller, &key, &header, Operation::Decrypt, note)?
                 };
                 let (iv, ct) = split_cbc(body)?;
                 return self.migrate_ciphertext(caller, &key, from, &iv, ct, aad, note);
@@ -389,7 +389,7 @@ impl Engine {
             let from = if break_glass {
                 self.break_glass_version(caller, &key, &header)?
             } else {
-                self.version_for(caller, &key, &header, op_from)?
+                self.version_for(caller, &key, &header, op_from, note)?
             };
             let op_to = if header.algorithm == Algorithm::AesKeyWrapPad {
                 Operation::Wrap
@@ -399,7 +399,7 @@ impl Engine {
             let to = if break_glass {
                 super::policy::authorize_key(&key, op_to, None, now)?
             } else {
-                authorize_use(&self.inventory, caller, &key, op_to, None, now)?
+                self.authorize_use(caller, &key, op_to, None, now, note)?
             };
             note.key_version = Some(to.version);
             let key_id = uuid_bytes(&key.id)?;
@@ -430,7 +430,7 @@ impl Engine {
                 }
                 (Algorithm::AesGcm, Some(iv)) if key.key_type.family() == KeyFamily::Aes => {
                     let old_aad = header.gcm_aad(aad);
-                    let plaintext = self.on_version(&key, from, |t, id| {
+                    let plaintext = self.on_version(note, &key, from, |t, id| {
                         t.aes_gcm_decrypt(id, &iv, &old_aad, body)
                     })?;
                     let mut new_iv = [0u8; envelope::GCM_IV_LEN];
@@ -442,7 +442,7 @@ impl Engine {
                         iv: Some(new_iv),
                     };
                     let new_aad = h.gcm_aad(aad);
-                    let sealed = self.on_version(&key, to, |t, id| {
+                    let sealed = self.on_version(note, &key, to, |t, id| {
                         t.aes_gcm_encrypt(id, &new_iv, &new_aad, &plaintext)
                     })?;
                     note.detail = Some(format!(
@@ -455,7 +455,7 @@ impl Engine {
                 }
                 (Algorithm::RsaOaepSha1, None) if key.key_type.rsa_bits().is_some() => {
                     let plaintext =
-                        self.on_version(&key, from, |t, id| t.rsa_oaep_decrypt(id, body))?;
+                        self.on_version(note, &key, from, |t, id| t.rsa_oaep_decrypt(id, body))?;
                     let spki = to.public_key.as_deref().ok_or_else(|| {
                         EngineError::InvalidInput(format!("key '{name}' has no stored public key"))
                     })?;
@@ -524,14 +524,14 @@ impl Engine {
             let plaintext = match (header.algorithm, header.iv) {
                 (Algorithm::AesGcm, Some(iv)) if key.key_type.family() == KeyFamily::Aes => {
                     let a = header.gcm_aad(aad);
-                    self.on_version(&key, v, |t, id| t.aes_gcm_decrypt(id, &iv, &a, body))?
+                    self.on_version(note, &key, v, |t, id| t.aes_gcm_decrypt(id, &iv, &a, body))?
                 }
                 (Algorithm::RsaOaepSha1, None) if key.key_type.rsa_bits().is_some() => {
-                    self.on_version(&key, v, |t, id| t.rsa_oaep_decrypt(id, body))?
+                    self.on_version(note, &key, v, |t, id| t.rsa_oaep_decrypt(id, body))?
                 }
                 (Algorithm::Des3Cbc, None) if key.key_type.family() == KeyFamily::Des3 => {
                     let (iv, ct) = split_cbc(body)?;
-                    self.on_version(&key, v, |t, id| t.des3_cbc_decrypt(id, &iv, ct))?
+                    self.on_version(note, &key, v, |t, id| t.des3_cbc_decrypt(id, &iv, ct))?
                 }
                 _ => {
                     return Err(EngineError::InvalidInput(format!(
@@ -623,6 +623,7 @@ impl Engine {
         &self,
         key: &KeyRecord,
         version: &KeyVersion,
+        note: &mut AuditNote,
     ) -> Result<IssuedDataKey, EngineError> {
         if key.key_type.family() != KeyFamily::Aes {
             return Err(EngineError::denied(
@@ -633,7 +634,7 @@ impl Engine {
                 ),
             ));
         }
-        let dk = self.on_version(key, version, |t, id| t.generate_data_key(id))?;
+        let dk = self.on_version(note, key, version, |t, id| t.generate_data_key(id))?;
         let header = Header {
             algorithm: Algorithm::AesKeyWrapPad,
             key_id: uuid_bytes(&key.id)?,
@@ -654,16 +655,18 @@ impl Engine {
         caller: &Caller,
         name: &str,
         wrapped: &[u8],
+        note: &mut AuditNote,
     ) -> Result<(Zeroizing<Vec<u8>>, u32), EngineError> {
         let (header, body) = envelope::parse(wrapped)?;
         let key = self.inventory.key(name)?;
-        let version = self.version_for(caller, &key, &header, Operation::Unwrap)?;
+        let version = self.version_for(caller, &key, &header, Operation::Unwrap, note)?;
         if header.algorithm != Algorithm::AesKeyWrapPad {
             return Err(EngineError::InvalidInput(
                 "this is not a wrapped data key (use decrypt for ciphertexts)".into(),
             ));
         }
-        let plaintext = self.on_version(&key, version, |t, id| t.unwrap_data_key(id, body))?;
+        let plaintext =
+            self.on_version(note, &key, version, |t, id| t.unwrap_data_key(id, body))?;
         Ok((plaintext, version.version))
     }
 
@@ -674,6 +677,7 @@ impl Engine {
         key: &'k KeyRecord,
         header: &Header,
         op: Operation,
+        note: &mut AuditNote,
     ) -> Result<&'k KeyVersion, EngineError> {
         if header.key_id != uuid_bytes(&key.id)? {
             return Err(EngineError::InvalidInput(format!(
@@ -683,14 +687,7 @@ impl Engine {
             )));
         }
         let now = OffsetDateTime::now_utc();
-        authorize_use(
-            &self.inventory,
-            caller,
-            key,
-            op,
-            Some(header.key_version),
-            now,
-        )
+        self.authorize_use(caller, key, op, Some(header.key_version), now, note)
     }
 }
 

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::keys::CreateKey;
-use super::policy::{authorize_key, authorize_use, check_grant};
+use super::policy::authorize_key;
 use super::{Caller, Engine, EngineError, NewGrantRequest, Refusal};
 use crate::inventory::KeyRecord;
 use crate::model::{KeyFamily, KeyType, Operation, OperationSet, Role, VersionState};
@@ -50,13 +50,7 @@ impl Engine {
             ))
             .into());
         }
-        check_grant(
-            &self.inventory,
-            caller,
-            &name,
-            None,
-            OffsetDateTime::now_utc(),
-        )?;
+        self.check_grant(caller, &name, None, OffsetDateTime::now_utc())?;
         Ok(key)
     }
 
@@ -90,7 +84,7 @@ impl Engine {
                 .filter(|k| k.disposed_at.is_none())
                 .filter(|k| name.is_none_or(|n| kmip_name(k) == n || k.name == n))
                 .filter(|k| types.is_empty() || types.contains(&k.key_type.family()))
-                .filter(|k| check_grant(&self.inventory, caller, &k.name, None, now).is_ok())
+                .filter(|k| self.check_grant(caller, &k.name, None, now).is_ok())
                 .collect();
             note.detail = Some(format!("{} key(s) found", keys.len()));
             Ok(keys)
@@ -256,7 +250,7 @@ impl Engine {
             }
             let now = OffsetDateTime::now_utc();
             authorize_key(&key, Operation::Encrypt, None, now)?;
-            let v = authorize_use(&self.inventory, caller, &key, Operation::Encrypt, None, now)?;
+            let v = self.authorize_use(caller, &key, Operation::Encrypt, None, now, note)?;
             note.key_version = Some(v.version);
             let iv: [u8; 12] = match iv {
                 None => rand::random(),
@@ -267,8 +261,9 @@ impl Engine {
                     ))
                 })?,
             };
-            let mut sealed =
-                self.on_version(&key, v, |t, id| t.aes_gcm_encrypt(id, &iv, aad, plaintext))?;
+            let mut sealed = self.on_version(note, &key, v, |t, id| {
+                t.aes_gcm_encrypt(id, &iv, aad, plaintext)
+            })?;
             let tag = sealed.split_off(sealed.len().saturating_sub(16));
             note.detail = Some(format!(
                 "key '{}': encrypted {} bytes",
@@ -321,17 +316,19 @@ impl Engine {
                     continue;
                 }
                 if !granted {
-                    authorize_use(
-                        &self.inventory,
+                    self.authorize_use(
                         caller,
                         &key,
                         Operation::Decrypt,
                         Some(v.version),
                         now,
+                        note,
                     )?;
                     granted = true;
                 }
-                match self.on_version(&key, v, |t, id| t.aes_gcm_decrypt(id, &iv, aad, &whole)) {
+                match self.on_version(note, &key, v, |t, id| {
+                    t.aes_gcm_decrypt(id, &iv, aad, &whole)
+                }) {
                     Ok(pt) => {
                         note.key_version = Some(v.version);
                         note.detail =

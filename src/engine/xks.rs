@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::policy::{authorize_key, authorize_use, check_grant};
+use super::policy::authorize_key;
 use super::{Caller, CallerKind, Engine, EngineError, Refusal};
 use crate::envelope::EnvelopeError;
 use crate::inventory::{KeyRecord, Outcome};
@@ -172,13 +172,7 @@ impl Engine {
     pub fn xks_key_metadata(&self, caller: &Caller, name: &str) -> Result<XksKeyInfo, EngineError> {
         self.audited(caller, "xks.metadata", Some(name), |note| {
             let key = self.inventory.key(name)?;
-            check_grant(
-                &self.inventory,
-                caller,
-                name,
-                None,
-                OffsetDateTime::now_utc(),
-            )?;
+            self.check_grant(caller, name, None, OffsetDateTime::now_utc())?;
             let key_spec = xks_spec(&key)?;
             let mut usage = Vec::new();
             if key.usage.contains(Operation::Encrypt) {
@@ -223,14 +217,13 @@ impl Engine {
             let now = OffsetDateTime::now_utc();
             // What the key cannot do is InvalidKeyUsage whoever asks; then the grant.
             authorize_key(&key, Operation::Encrypt, None, now)?;
-            let version =
-                authorize_use(&self.inventory, caller, &key, Operation::Encrypt, None, now)?;
+            let version = self.authorize_use(caller, &key, Operation::Encrypt, None, now, note)?;
             note.key_version = Some(version.version);
             let mut metadata = METADATA_TAG.to_vec();
             metadata.extend_from_slice(&version.version.to_be_bytes());
             let gcm_aad = xks_aad(aad, &metadata)?;
             let iv: [u8; 12] = rand::random();
-            let mut sealed = self.on_version(&key, version, |t, id| {
+            let mut sealed = self.on_version(note, &key, version, |t, id| {
                 t.aes_gcm_encrypt(id, &iv, &gcm_aad, plaintext)
             })?;
             if sealed.len() < 16 {
@@ -247,7 +240,7 @@ impl Engine {
                 authorize_key(&key, Operation::Decrypt, Some(version.version), now)?;
                 let mut whole = sealed.clone();
                 whole.extend_from_slice(&tag);
-                let back = self.on_version(&key, version, |t, id| {
+                let back = self.on_version(note, &key, version, |t, id| {
                     t.aes_gcm_decrypt(id, &iv, &gcm_aad, &whole)
                 })?;
                 if back.as_slice() != plaintext {
@@ -303,14 +296,8 @@ impl Engine {
                 return Err(EngineError::Envelope(EnvelopeError::Truncated));
             }
             authorize_key(&key, Operation::Decrypt, Some(version), now)?;
-            let v = authorize_use(
-                &self.inventory,
-                caller,
-                &key,
-                Operation::Decrypt,
-                Some(version),
-                now,
-            )?;
+            let v =
+                self.authorize_use(caller, &key, Operation::Decrypt, Some(version), now, note)?;
             note.key_version = Some(v.version);
             let iv: [u8; 12] = iv
                 .try_into()
@@ -318,7 +305,7 @@ impl Engine {
             let gcm_aad = xks_aad(aad, metadata)?;
             let mut whole = ciphertext.to_vec();
             whole.extend_from_slice(tag);
-            let plaintext = self.on_version(&key, v, |t, id| {
+            let plaintext = self.on_version(note, &key, v, |t, id| {
                 t.aes_gcm_decrypt(id, &iv, &gcm_aad, &whole)
             })?;
             note.detail = Some(format!(
