@@ -17,6 +17,8 @@ use serde::Serialize;
 use super::CliError;
 use crate::model::{AuditRow, KeyRecord};
 
+// Process-wide on purpose: stdout and stderr are the process's.
+
 /// Stdout took its last write: its reader is gone, or a write failed.
 static STDOUT_DONE: AtomicBool = AtomicBool::new(false);
 /// Stderr's reader is gone (or it failed): nothing more is written there.

@@ -16,6 +16,10 @@ pub(crate) struct AuditNote {
     pub recorded: bool,
     /// For changes: the metadata before and after.
     pub diff: Option<serde_json::Value>,
+    /// The grant that authorized a key use (`Engine::authorize_use`), for the record's reason.
+    pub grant: Option<String>,
+    /// Which backup copy served the operation when its token was down (`Engine::on_version`).
+    pub served_by: Option<String>,
 }
 
 impl Engine {
@@ -68,11 +72,9 @@ impl Engine {
         op: impl FnOnce(&mut AuditNote) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
         let mut note = AuditNote::default();
-        let _ = super::policy::take_used_grant();
-        let _ = super::failover::take_served_by();
         let result = op(&mut note);
-        let grant = super::policy::take_used_grant();
-        if let Some(served) = super::failover::take_served_by() {
+        let grant = note.grant.take();
+        if let Some(served) = note.served_by.take() {
             note.detail = Some(match note.detail.take() {
                 Some(d) => format!("{d}; {served}"),
                 None => served,
@@ -215,9 +217,11 @@ impl Engine {
     }
 }
 
-/// Denials per actor in the current minute, to notice bursts.
-static DENIALS: std::sync::Mutex<Option<(i64, std::collections::HashMap<String, u32>)>> =
-    std::sync::Mutex::new(None);
+/// Denials per actor in the current minute, to notice bursts (one per [`Engine`]).
+#[derive(Debug, Default)]
+pub(crate) struct DenialCounts(
+    std::sync::Mutex<Option<(i64, std::collections::HashMap<String, u32>)>>,
+);
 
 /// How many denials of one actor within a minute make a burst worth a warning.
 const DENIAL_BURST: u32 = 5;
@@ -235,7 +239,7 @@ impl Engine {
             "access denied"
         );
         let minute = e.at.unix_timestamp() / 60;
-        let mut d = DENIALS.lock().unwrap_or_else(|p| p.into_inner());
+        let mut d = self.denials.0.lock().unwrap_or_else(|p| p.into_inner());
         let (m, counts) = d.get_or_insert_with(|| (minute, Default::default()));
         if *m != minute {
             *m = minute;

@@ -170,7 +170,7 @@ impl Engine {
                     .map_err(|e| EngineError::Incomplete(format!("encoding the header: {e}")))?,
             );
             head.push(b'\n');
-            let sealed = self.on_version(&seal, &seal_v, |t, id| t.aes_gcm_encrypt(id, &iv, &head, &payload))?;
+            let sealed = self.on_version(note, &seal, &seal_v, |t, id| t.aes_gcm_encrypt(id, &iv, &head, &payload))?;
             let mut file = head;
             file.extend(sealed);
             note.detail = Some(format!(

@@ -10,7 +10,6 @@
 //! its record behind, and a removed record breaks the chain.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use base64::Engine as _;
 use sha2::{Digest, Sha384};
@@ -66,9 +65,6 @@ pub(super) const COVERED_MAX: i64 = 4096;
 
 /// Hex digits of each record hash kept with a checkpoint: enough to find the altered record.
 pub(super) const COVERED_DIGITS: usize = 16;
-
-/// Only one checkpoint at a time per process.
-pub(super) static CHECKPOINTING: Mutex<()> = Mutex::new(());
 
 /// The text a format-1 checkpoint signs (SHA-384, ECDSA P-384). Only rows written before
 /// schema 5 have it; they are still verified.
@@ -221,7 +217,7 @@ impl Engine {
         let due = n >= every || (n.is_multiple_of(look_every) && self.shared_trail_due(every));
         if due {
             // Not re-entrantly: creating the audit key inside `checkpoint()` writes records too.
-            let busy = CHECKPOINTING.try_lock().is_err();
+            let busy = self.checkpointing.try_lock().is_err();
             if busy {
                 return;
             }
@@ -329,7 +325,7 @@ impl Engine {
     /// Sign the current chain head with the audit key (created on the key token on first use),
     /// chained to the previous checkpoint, and record the checkpoint in the trail.
     pub fn checkpoint(&self) -> Result<Option<CheckpointReport>, EngineError> {
-        let _one = CHECKPOINTING.lock().unwrap_or_else(|p| p.into_inner());
+        let _one = self.checkpointing.lock().unwrap_or_else(|p| p.into_inner());
         let key = match self.inventory.key(AUDIT_KEY) {
             Ok(k) => k,
             Err(crate::inventory::InventoryError::NoSuchKey(_)) => {

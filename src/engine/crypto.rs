@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256, Sha384, Sha512};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::policy::authorize_use;
+use super::audit::AuditNote;
 use super::{Caller, Engine, EngineError};
 use crate::envelope::{self, Algorithm, Header};
 use crate::hsm::Token;
@@ -62,7 +62,7 @@ impl Engine {
         self.audited(caller, "key.sign", Some(name), |note| {
             let key = self.inventory.key(name)?;
             let now = OffsetDateTime::now_utc();
-            let version = authorize_use(&self.inventory, caller, &key, Operation::Sign, None, now)?;
+            let version = self.authorize_use(caller, &key, Operation::Sign, None, now, note)?;
             note.key_version = Some(version.version);
             let scheme = key.signature_scheme().ok_or_else(|| {
                 EngineError::InvalidInput(format!(
@@ -87,7 +87,7 @@ impl Engine {
                 )
             } else {
                 let prepared = prepare(scheme, data, (&key.name, key.key_type))?;
-                let sig = self.on_version(&key, version, |t, id| {
+                let sig = self.on_version(note, &key, version, |t, id| {
                     sign_prepared(t, id, scheme, &prepared)
                 })?;
                 (sig, prepared.describe())
@@ -124,7 +124,7 @@ impl Engine {
         self.audited(caller, "key.verify", Some(name), |note| {
             let key = self.inventory.key(name)?;
             let now = OffsetDateTime::now_utc();
-            authorize_use(&self.inventory, caller, &key, Operation::Verify, None, now)?;
+            self.authorize_use( caller, &key, Operation::Verify, None, now, note)?;
             let scheme = key.signature_scheme().ok_or_else(|| {
                 EngineError::InvalidInput(format!(
                     "key '{name}' is {} and verifies no signatures",
@@ -200,7 +200,7 @@ impl Engine {
             let key = self.inventory.key(name)?;
             let now = OffsetDateTime::now_utc();
             let version =
-                authorize_use(&self.inventory, caller, &key, Operation::Encrypt, None, now)?;
+                self.authorize_use( caller, &key, Operation::Encrypt, None, now, note)?;
             note.key_version = Some(version.version);
             let key_id = uuid_bytes(&key.id)?;
             let algorithm = Algorithm::for_key(key.key_type);
@@ -215,7 +215,7 @@ impl Engine {
                         iv: Some(iv),
                     };
                     let gcm_aad = header.gcm_aad(aad);
-                    let body = self.gcm_seal(&key, version, &iv, &gcm_aad, plaintext)?;
+                    let body = self.gcm_seal(note, &key, version, &iv, &gcm_aad, plaintext)?;
                     let mut out = header.encode();
                     out.extend_from_slice(&body);
                     out
@@ -234,7 +234,7 @@ impl Engine {
                         iv: None,
                     };
                     let body =
-                        self.on_version(&key, version, |t, id| t.des3_cbc_encrypt(id, &iv, plaintext))?;
+                        self.on_version(note, &key, version, |t, id| t.des3_cbc_encrypt(id, &iv, plaintext))?;
                     let mut out = header.encode();
                     out.extend_from_slice(&iv);
                     out.extend_from_slice(&body);
@@ -276,16 +276,16 @@ impl Engine {
         self.audited(caller, "key.decrypt", Some(name), |note| {
             let (header, body) = envelope::parse(ciphertext)?;
             let key = self.inventory.key(name)?;
-            let version = self.version_for(caller, &key, &header, Operation::Decrypt)?;
+            let version = self.version_for(caller, &key, &header, Operation::Decrypt, note)?;
             note.key_version = Some(version.version);
             let plaintext = match (header.algorithm, header.iv) {
                 (Algorithm::AesGcm, Some(iv)) if key.key_type.family() == KeyFamily::Aes => {
                     let gcm_aad = header.gcm_aad(aad);
-                    self.gcm_open(&key, version, &iv, &gcm_aad, body, &[])?
+                    self.gcm_open(note, &key, version, &iv, &gcm_aad, body, &[])?
                 }
                 (Algorithm::Des3Cbc, None) if key.key_type.family() == KeyFamily::Des3 => {
                     let (iv, ct) = split_cbc(body)?;
-                    self.on_version(&key, version, |t, id| t.des3_cbc_decrypt(id, &iv, ct))?
+                    self.on_version(note, &key, version, |t, id| t.des3_cbc_decrypt(id, &iv, ct))?
                 }
                 (Algorithm::RsaOaepSha1, None) if key.key_type.rsa_bits().is_some() => {
                     let modulus_bytes = key.key_type.rsa_bits().unwrap_or(0) as usize / 8;
@@ -295,7 +295,7 @@ impl Engine {
                             body.len()
                         )));
                     }
-                    self.on_version(&key, version, |t, id| t.rsa_oaep_decrypt(id, body))?
+                    self.on_version(note, &key, version, |t, id| t.rsa_oaep_decrypt(id, body))?
                 }
                 _ => {
                     return Err(EngineError::InvalidInput(format!(
@@ -314,9 +314,9 @@ impl Engine {
         self.audited(caller, "key.data-key", Some(name), |note| {
             let key = self.inventory.key(name)?;
             let now = OffsetDateTime::now_utc();
-            let version = authorize_use(&self.inventory, caller, &key, Operation::Wrap, None, now)?;
+            let version = self.authorize_use(caller, &key, Operation::Wrap, None, now, note)?;
             note.key_version = Some(version.version);
-            let issued = self.wrap_new_data_key(&key, version)?;
+            let issued = self.wrap_new_data_key(&key, version, note)?;
             note.detail = Some("issued a 256-bit data key, wrapped on the token".into());
             Ok(issued)
         })
@@ -330,7 +330,7 @@ impl Engine {
         wrapped: &[u8],
     ) -> Result<(Zeroizing<Vec<u8>>, u32), EngineError> {
         self.audited(caller, "key.unwrap", Some(name), |note| {
-            let (plaintext, version) = self.unwrap_inner(caller, name, wrapped)?;
+            let (plaintext, version) = self.unwrap_inner(caller, name, wrapped, note)?;
             note.key_version = Some(version);
             note.detail = Some("unwrapped a data key on the token".into());
             Ok((plaintext, version))
@@ -373,7 +373,7 @@ impl Engine {
                 let from = if break_glass {
                     self.break_glass_version(caller, &key, &header)?
                 } else {
-                    self.version_for(caller, &key, &header, Operation::Decrypt)?
+                    self.version_for(caller, &key, &header, Operation::Decrypt, note)?
                 };
                 let (iv, ct) = split_cbc(body)?;
                 return self.migrate_ciphertext(caller, &key, from, &iv, ct, aad, note);
@@ -387,7 +387,7 @@ impl Engine {
             let from = if break_glass {
                 self.break_glass_version(caller, &key, &header)?
             } else {
-                self.version_for(caller, &key, &header, op_from)?
+                self.version_for(caller, &key, &header, op_from, note)?
             };
             let op_to = if header.algorithm == Algorithm::AesKeyWrapPad {
                 Operation::Wrap
@@ -397,7 +397,7 @@ impl Engine {
             let to = if break_glass {
                 super::policy::authorize_key(&key, op_to, None, now)?
             } else {
-                authorize_use(&self.inventory, caller, &key, op_to, None, now)?
+                self.authorize_use(caller, &key, op_to, None, now, note)?
             };
             note.key_version = Some(to.version);
             let key_id = uuid_bytes(&key.id)?;
@@ -428,7 +428,7 @@ impl Engine {
                 }
                 (Algorithm::AesGcm, Some(iv)) if key.key_type.family() == KeyFamily::Aes => {
                     let old_aad = header.gcm_aad(aad);
-                    let plaintext = self.gcm_open(&key, from, &iv, &old_aad, body, &[])?;
+                    let plaintext = self.gcm_open(note, &key, from, &iv, &old_aad, body, &[])?;
                     let mut new_iv = [0u8; envelope::GCM_IV_LEN];
                     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut new_iv);
                     let h = Header {
@@ -438,7 +438,7 @@ impl Engine {
                         iv: Some(new_iv),
                     };
                     let new_aad = h.gcm_aad(aad);
-                    let sealed = self.gcm_seal(&key, to, &new_iv, &new_aad, &plaintext)?;
+                    let sealed = self.gcm_seal(note, &key, to, &new_iv, &new_aad, &plaintext)?;
                     note.detail = Some(format!(
                         "re-encrypted a ciphertext from v{} to v{} on the token",
                         from.version, to.version
@@ -449,7 +449,7 @@ impl Engine {
                 }
                 (Algorithm::RsaOaepSha1, None) if key.key_type.rsa_bits().is_some() => {
                     let plaintext =
-                        self.on_version(&key, from, |t, id| t.rsa_oaep_decrypt(id, body))?;
+                        self.on_version(note, &key, from, |t, id| t.rsa_oaep_decrypt(id, body))?;
                     let spki = to.public_key.as_deref().ok_or_else(|| {
                         EngineError::InvalidInput(format!("key '{name}' has no stored public key"))
                     })?;
@@ -518,14 +518,14 @@ impl Engine {
             let plaintext = match (header.algorithm, header.iv) {
                 (Algorithm::AesGcm, Some(iv)) if key.key_type.family() == KeyFamily::Aes => {
                     let a = header.gcm_aad(aad);
-                    self.gcm_open(&key, v, &iv, &a, body, &[])?
+                    self.gcm_open(note, &key, v, &iv, &a, body, &[])?
                 }
                 (Algorithm::RsaOaepSha1, None) if key.key_type.rsa_bits().is_some() => {
-                    self.on_version(&key, v, |t, id| t.rsa_oaep_decrypt(id, body))?
+                    self.on_version(note, &key, v, |t, id| t.rsa_oaep_decrypt(id, body))?
                 }
                 (Algorithm::Des3Cbc, None) if key.key_type.family() == KeyFamily::Des3 => {
                     let (iv, ct) = split_cbc(body)?;
-                    self.on_version(&key, v, |t, id| t.des3_cbc_decrypt(id, &iv, ct))?
+                    self.on_version(note, &key, v, |t, id| t.des3_cbc_decrypt(id, &iv, ct))?
                 }
                 _ => {
                     return Err(EngineError::InvalidInput(format!(
@@ -617,6 +617,7 @@ impl Engine {
         &self,
         key: &KeyRecord,
         version: &KeyVersion,
+        note: &mut AuditNote,
     ) -> Result<IssuedDataKey, EngineError> {
         if key.key_type.family() != KeyFamily::Aes {
             return Err(EngineError::denied(
@@ -627,7 +628,7 @@ impl Engine {
                 ),
             ));
         }
-        let dk = self.on_version(key, version, |t, id| t.generate_data_key(id))?;
+        let dk = self.on_version(note, key, version, |t, id| t.generate_data_key(id))?;
         let header = Header {
             algorithm: Algorithm::AesKeyWrapPad,
             key_id: uuid_bytes(&key.id)?,
@@ -648,16 +649,18 @@ impl Engine {
         caller: &Caller,
         name: &str,
         wrapped: &[u8],
+        note: &mut AuditNote,
     ) -> Result<(Zeroizing<Vec<u8>>, u32), EngineError> {
         let (header, body) = envelope::parse(wrapped)?;
         let key = self.inventory.key(name)?;
-        let version = self.version_for(caller, &key, &header, Operation::Unwrap)?;
+        let version = self.version_for(caller, &key, &header, Operation::Unwrap, note)?;
         if header.algorithm != Algorithm::AesKeyWrapPad {
             return Err(EngineError::InvalidInput(
                 "this is not a wrapped data key (use decrypt for ciphertexts)".into(),
             ));
         }
-        let plaintext = self.on_version(&key, version, |t, id| t.unwrap_data_key(id, body))?;
+        let plaintext =
+            self.on_version(note, &key, version, |t, id| t.unwrap_data_key(id, body))?;
         Ok((plaintext, version.version))
     }
 
@@ -668,6 +671,7 @@ impl Engine {
         key: &'k KeyRecord,
         header: &Header,
         op: Operation,
+        note: &mut AuditNote,
     ) -> Result<&'k KeyVersion, EngineError> {
         if header.key_id != uuid_bytes(&key.id)? {
             return Err(EngineError::InvalidInput(format!(
@@ -677,14 +681,7 @@ impl Engine {
             )));
         }
         let now = OffsetDateTime::now_utc();
-        authorize_use(
-            &self.inventory,
-            caller,
-            key,
-            op,
-            Some(header.key_version),
-            now,
-        )
+        self.authorize_use(caller, key, op, Some(header.key_version), now, note)
     }
 }
 

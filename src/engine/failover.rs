@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::audit::AuditNote;
 use super::{Engine, EngineError};
 use crate::hsm::{HsmError, Token};
 use crate::inventory::{KeyVersion, Outcome};
@@ -42,16 +43,6 @@ pub struct TokenDown {
     #[serde(with = "time::serde::rfc3339")]
     pub since: OffsetDateTime,
     pub reason: String,
-}
-
-thread_local! {
-    /// Which copy served the current operation, for its audit record.
-    static SERVED_BY: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Take the failover note of the last operation on this thread.
-pub(crate) fn take_served_by() -> Option<String> {
-    SERVED_BY.with(|s| s.borrow_mut().take())
 }
 
 impl Failover {
@@ -91,9 +82,11 @@ impl Failover {
 
 impl Engine {
     /// Run `op` on the token object holding `version`: on its own token, or — when that token
-    /// stopped answering and failover is on — on its first healthy backup copy.
+    /// stopped answering and failover is on — on its first healthy backup copy. Which copy served
+    /// goes on the operation's audit note.
     pub(crate) fn on_version<T>(
         &self,
+        note: &mut AuditNote,
         key: &crate::inventory::KeyRecord,
         version: &KeyVersion,
         op: impl Fn(&Token, &ObjectId) -> Result<T, HsmError>,
@@ -183,12 +176,10 @@ impl Engine {
                             self.config.node.site.as_deref().unwrap_or("")
                         )
                     };
-                    SERVED_BY.with(|s| {
-                        *s.borrow_mut() = Some(format!(
-                            "served by the backup copy on token '{}' (serial {}): {why}",
-                            copy.token, copy.token_serial
-                        ))
-                    });
+                    note.served_by = Some(format!(
+                        "served by the backup copy on token '{}' (serial {}): {why}",
+                        copy.token, copy.token_serial
+                    ));
                     return Ok(v);
                 }
                 Err(e) => last = Some(e.into()),

@@ -14,7 +14,7 @@
 //!   that, a row without a tag is refused like a row with a wrong one.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use p384::ecdsa::signature::hazmat::PrehashVerifier;
@@ -52,28 +52,39 @@ pub(crate) struct HsmRowIntegrity {
     /// The highest change number seen per row (`table:identity`) by this process.
     heads: Mutex<std::collections::HashMap<String, i64>>,
     failures: Arc<AtomicU64>,
+    /// Whether a verification lets rows be read unchecked now (shared with the engine).
+    unchecked: Arc<UncheckedWhenUnavailable>,
     /// Set when the inventory and the tokens disagree about the key itself: every check fails.
     broken: Option<String>,
 }
 
 const CHECKED_MAX: usize = 200_000;
 
-thread_local! {
-    /// Set only around `kms audit verify`'s reads: when no token can give the integrity key's
-    /// public half (the primary lost, no backup copy), rows are read unchecked and the
-    /// verification says so. A row that *fails* its check is still refused.
-    static UNCHECKED_WHEN_UNAVAILABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    static WENT_UNCHECKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+/// Set only around `kms audit verify`'s reads ([`Engine::unchecked_when_unavailable`]): when no
+/// token can give the integrity key's public half (the primary lost, no backup copy), rows are
+/// read unchecked and the verification says so. A row that *fails* its check is still refused.
+/// One per [`Engine`], shared with its installed checker; the inventory's reads carry no call
+/// context, so while a verification runs it holds for every read of that engine (only the CLI's
+/// `kms audit verify`, one operation per process, turns it on).
+#[derive(Debug, Default)]
+pub(crate) struct UncheckedWhenUnavailable {
+    /// Verifications running now.
+    active: AtomicUsize,
+    /// A row was read unchecked since the last verification started.
+    went_unchecked: AtomicBool,
 }
 
-/// Run `f` (a read-only verification) letting rows be read unchecked when the integrity key
-/// cannot be reached at all; returns whether that happened.
-pub(crate) fn unchecked_when_unavailable<T>(f: impl FnOnce() -> T) -> (T, bool) {
-    UNCHECKED_WHEN_UNAVAILABLE.with(|c| c.set(true));
-    WENT_UNCHECKED.with(|c| c.set(false));
-    let out = f();
-    UNCHECKED_WHEN_UNAVAILABLE.with(|c| c.set(false));
-    (out, WENT_UNCHECKED.with(|c| c.replace(false)))
+impl Engine {
+    /// Run `f` (a read-only verification) letting rows be read unchecked when the integrity key
+    /// cannot be reached at all; returns whether that happened.
+    pub(crate) fn unchecked_when_unavailable<T>(&self, f: impl FnOnce() -> T) -> (T, bool) {
+        let u = &self.unchecked_when_unavailable;
+        u.went_unchecked.store(false, Ordering::SeqCst);
+        u.active.fetch_add(1, Ordering::SeqCst);
+        let out = f();
+        u.active.fetch_sub(1, Ordering::SeqCst);
+        (out, u.went_unchecked.swap(false, Ordering::SeqCst))
+    }
 }
 
 impl HsmRowIntegrity {
@@ -221,9 +232,9 @@ impl RowIntegrity for HsmRowIntegrity {
         let key = match self.public_key() {
             Ok(k) => k,
             Err(CheckFailure::Unavailable { .. })
-                if UNCHECKED_WHEN_UNAVAILABLE.with(|c| c.get()) =>
+                if self.unchecked.active.load(Ordering::SeqCst) > 0 =>
             {
-                WENT_UNCHECKED.with(|c| c.set(true));
+                self.unchecked.went_unchecked.store(true, Ordering::SeqCst);
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -281,6 +292,7 @@ impl Engine {
             checked: Mutex::new(HashSet::new()),
             heads: Mutex::new(std::collections::HashMap::new()),
             failures: Arc::clone(&self.integrity_failures),
+            unchecked: Arc::clone(&self.unchecked_when_unavailable),
             broken,
         }));
     }

@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 
 use super::audit::AuditNote;
 use super::keys::CreateKey;
-use super::policy::{authorize_use, require_role};
+use super::policy::require_role;
 use super::{Caller, Engine, EngineError, Refusal};
 use crate::envelope::{self, Algorithm, Header};
 use crate::inventory::{KeyRecord, KeyVersion};
@@ -54,9 +54,10 @@ impl Engine {
         self.audited(caller, "key.mac", Some(name), |note| {
             let key = self.inventory.key(name)?;
             let now = OffsetDateTime::now_utc();
-            let version = authorize_use(&self.inventory, caller, &key, Operation::Mac, None, now)?;
+            let version = self.authorize_use(caller, &key, Operation::Mac, None, now, note)?;
             note.key_version = Some(version.version);
-            let tag = self.on_version(&key, version, |t, id| t.mac(id, key.key_type, data))?;
+            let tag =
+                self.on_version(note, &key, version, |t, id| t.mac(id, key.key_type, data))?;
             note.detail = Some(format!("made a MAC over {} bytes", data.len()));
             Ok(Mac {
                 tag,
@@ -78,14 +79,8 @@ impl Engine {
         self.audited(caller, "key.verify-mac", Some(name), |note| {
             let key = self.inventory.key(name)?;
             let now = OffsetDateTime::now_utc();
-            let current = authorize_use(
-                &self.inventory,
-                caller,
-                &key,
-                Operation::VerifyMac,
-                None,
-                now,
-            )?;
+            let current =
+                self.authorize_use(caller, &key, Operation::VerifyMac, None, now, note)?;
             let mut outcome = super::VerifyOutcome {
                 valid: false,
                 key_version: None,
@@ -104,7 +99,9 @@ impl Engine {
                 candidates.push(current);
             }
             for v in candidates {
-                if self.on_version(&key, v, |t, id| t.verify_mac(id, key.key_type, data, tag))? {
+                if self.on_version(note, &key, v, |t, id| {
+                    t.verify_mac(id, key.key_type, data, tag)
+                })? {
                     outcome = super::VerifyOutcome {
                         valid: true,
                         key_version: Some(v.version),
@@ -287,16 +284,9 @@ impl Engine {
         };
         let successor = self.inventory.key(successor_name)?;
         let now = OffsetDateTime::now_utc();
-        let to = authorize_use(
-            &self.inventory,
-            caller,
-            &successor,
-            Operation::Encrypt,
-            None,
-            now,
-        )?;
+        let to = self.authorize_use(caller, &successor, Operation::Encrypt, None, now, note)?;
         let plaintext: Zeroizing<Vec<u8>> =
-            self.on_version(key, from, |t, id| t.des3_cbc_decrypt(id, iv, ct))?;
+            self.on_version(note, key, from, |t, id| t.des3_cbc_decrypt(id, iv, ct))?;
         let mut new_iv = [0u8; envelope::GCM_IV_LEN];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut new_iv);
         let h = Header {
@@ -313,7 +303,7 @@ impl Engine {
             iv: Some(new_iv),
         };
         let gcm_aad = h.gcm_aad(aad);
-        let sealed = self.gcm_seal(&successor, to, &new_iv, &gcm_aad, &plaintext)?;
+        let sealed = self.gcm_seal(note, &successor, to, &new_iv, &gcm_aad, &plaintext)?;
         note.key_version = Some(from.version);
         note.detail = Some(format!(
             "migrated a 3DES-CBC ciphertext of v{} to AES-GCM under '{}' v{}",

@@ -105,6 +105,16 @@ pub struct Engine {
     anchored: std::sync::atomic::AtomicI64,
     /// The integrity key's tokens (name, serial) and CKA_ID (hex): where the anchor lives.
     anchor_at: std::sync::Mutex<Option<anchor::AnchorPlaces>>,
+    /// One shipping run at a time (the service's loop and its shutdown run; `shipping.rs`).
+    shipping: std::sync::Mutex<()>,
+    /// Only one checkpoint at a time (`checkpoint.rs`; also keeps it from re-entering itself).
+    checkpointing: std::sync::Mutex<()>,
+    /// Denials per actor in the current minute (`audit.rs`, burst warnings).
+    denials: audit::DenialCounts,
+    /// Grants already proven to come from kms (`policy.rs`).
+    proven_grants: policy::ProvenGrants,
+    /// Whether `kms audit verify` lets rows be read unchecked now (`integrity.rs`).
+    unchecked_when_unavailable: std::sync::Arc<integrity::UncheckedWhenUnavailable>,
 }
 
 impl Engine {
@@ -137,6 +147,11 @@ impl Engine {
             singletons: std::sync::atomic::AtomicBool::new(false),
             anchored: std::sync::atomic::AtomicI64::new(0),
             anchor_at: std::sync::Mutex::new(None),
+            shipping: std::sync::Mutex::new(()),
+            checkpointing: std::sync::Mutex::new(()),
+            denials: Default::default(),
+            proven_grants: Default::default(),
+            unchecked_when_unavailable: Default::default(),
         };
         engine.setup_integrity(true)?;
         Ok(engine)

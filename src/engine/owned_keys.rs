@@ -8,7 +8,6 @@
 use time::OffsetDateTime;
 
 use super::keys::CreateKey;
-use super::policy::check_grant;
 use super::{Caller, Engine, EngineError, NewGrantRequest, Refusal};
 use crate::inventory::KeyRecord;
 use crate::model::{Classification, KeyType, OperationSet, Role, VersionState};
@@ -76,13 +75,7 @@ impl Engine {
             ))
             .into());
         }
-        check_grant(
-            &self.inventory,
-            caller,
-            &name,
-            None,
-            OffsetDateTime::now_utc(),
-        )?;
+        self.check_grant(caller, &name, None, OffsetDateTime::now_utc())?;
         Ok(key)
     }
 
@@ -111,13 +104,7 @@ impl Engine {
     ) -> Result<KeyStatus, EngineError> {
         self.audited(caller, action, Some(name), |note| {
             let key = self.inventory.key(name)?;
-            check_grant(
-                &self.inventory,
-                caller,
-                name,
-                None,
-                OffsetDateTime::now_utc(),
-            )?;
+            self.check_grant(caller, name, None, OffsetDateTime::now_utc())?;
             accept(&key)?;
             let enabled = key.disposed_at.is_none()
                 && key.current_version().is_some()
@@ -152,7 +139,7 @@ impl Engine {
                 .into_iter()
                 .filter(|k| k.disposed_at.is_none())
                 .filter(|k| filter(k))
-                .filter(|k| check_grant(&self.inventory, caller, &k.name, None, now).is_ok())
+                .filter(|k| self.check_grant(caller, &k.name, None, now).is_ok())
                 .collect();
             note.detail = Some(format!("{} key(s) found", keys.len()));
             Ok(keys)

@@ -10,7 +10,8 @@
 
 use time::OffsetDateTime;
 
-use super::{Caller, EngineError, Refusal};
+use super::audit::AuditNote;
+use super::{Caller, Engine, EngineError, Refusal};
 use crate::inventory::{
     Grant, GrantFilter, Inventory, InventoryError, KeyRecord, KeyVersion, Principal,
 };
@@ -90,32 +91,69 @@ pub(crate) fn require_role(
     ))
 }
 
-/// Whether the caller may read key `key_name`'s inventory entry: an inventory-reading role, or
-/// a read-inventory grant on the key.
-pub(crate) fn check_inventory_read(
-    inventory: &Inventory,
-    caller: &Caller,
-    key_name: &str,
-    now: OffsetDateTime,
-) -> Result<(), EngineError> {
-    let p = acting_principal(inventory, caller)?;
-    if INVENTORY_READERS.contains(&p.role) {
-        return Ok(());
+impl Engine {
+    /// Whether the caller may read key `key_name`'s inventory entry: an inventory-reading role, or
+    /// a read-inventory grant on the key.
+    pub(crate) fn check_inventory_read(
+        &self,
+        caller: &Caller,
+        key_name: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), EngineError> {
+        let p = acting_principal(&self.inventory, caller)?;
+        if INVENTORY_READERS.contains(&p.role) {
+            return Ok(());
+        }
+        self.check_grant(caller, key_name, Some(GrantOp::ReadInventory), now)
+            .map(drop)
     }
-    check_grant(
-        inventory,
-        caller,
-        key_name,
-        Some(GrantOp::ReadInventory),
-        now,
-    )
-    .map(drop)
+
+    /// The caller may do `op` on key `key_name` (officers always; principals through a grant).
+    /// `None` asks for any active grant on the key, whatever its operations.
+    pub(crate) fn check_grant(
+        &self,
+        caller: &Caller,
+        key_name: &str,
+        op: Option<GrantOp>,
+        now: OffsetDateTime,
+    ) -> Result<Option<Grant>, EngineError> {
+        find_grant(
+            &self.inventory,
+            &self.proven_grants,
+            caller,
+            key_name,
+            op,
+            now,
+        )
+    }
+
+    /// The caller may use `key` for `op` now: grant (for principals) and the key's own policy.
+    /// Picks the version to use: the current one, or the one a ciphertext names. The grant that
+    /// authorized it goes on the operation's audit note (its ticket and justification belong to
+    /// the record's "reason").
+    pub(crate) fn authorize_use<'k>(
+        &self,
+        caller: &Caller,
+        key: &'k KeyRecord,
+        op: Operation,
+        version: Option<u32>,
+        now: OffsetDateTime,
+        note: &mut AuditNote,
+    ) -> Result<&'k KeyVersion, EngineError> {
+        if let Some(g) = self.check_grant(caller, &key.name, Some(op.into()), now)? {
+            note.grant = Some(format!(
+                "grant {} (ticket {}: {})",
+                g.id, g.ticket, g.justification
+            ));
+        }
+        authorize_key(key, op, version, now)
+    }
 }
 
-/// The caller may do `op` on key `key_name` (officers always; principals through a grant).
-/// `None` asks for any active grant on the key, whatever its operations.
-pub(crate) fn check_grant(
+/// [`Engine::check_grant`], with the engine's inventory and its cache of proven grants.
+fn find_grant(
     inventory: &Inventory,
+    proven: &ProvenGrants,
     caller: &Caller,
     key_name: &str,
     op: Option<GrantOp>,
@@ -146,7 +184,7 @@ pub(crate) fn check_grant(
         // review deadline or revocation behind kms's back fails here, and is never skipped),
         // then its provenance.
         inventory.check_grant_row(&g.id)?;
-        match check_provenance(inventory, g) {
+        match check_provenance(inventory, proven, g) {
             Ok(()) => return Ok(Some((*g).clone())),
             Err(e) => {
                 unproven.get_or_insert(e);
@@ -202,27 +240,20 @@ pub(crate) fn check_grant(
     ))
 }
 
-thread_local! {
-    /// The grant that authorized the current operation on this thread, for its audit record
-    /// (ticket and justification belong to the record's "reason"). Set by `authorize_use`,
-    /// taken by `Engine::audited`, which runs the operation on the same thread.
-    static USED_GRANT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Take the grant recorded by the last `authorize_use` on this thread.
-pub(crate) fn take_used_grant() -> Option<String> {
-    USED_GRANT.with(|g| g.borrow_mut().take())
-}
-
-/// Grants proven to come from kms itself in this process (checked once, then trusted).
-static PROVEN: std::sync::Mutex<Option<std::collections::HashSet<String>>> =
-    std::sync::Mutex::new(None);
+/// Grants proven to come from kms itself (checked once, then trusted): one per [`Engine`], since
+/// the proof is about that engine's inventory.
+#[derive(Debug, Default)]
+pub(crate) struct ProvenGrants(std::sync::Mutex<std::collections::HashSet<String>>);
 
 /// A grant row counts only if kms made it: an approved request whose verify and approve steps
 /// still carry valid signatures by the signers' registered keys over the request as it reads, and
 /// whose grantee, key, operations and time match the grant; or a break-glass grant whose creation
 /// record is in the audit trail. A row put into the inventory file by hand has neither.
-fn check_provenance(inventory: &Inventory, g: &Grant) -> Result<(), EngineError> {
+fn check_provenance(
+    inventory: &Inventory,
+    proven: &ProvenGrants,
+    g: &Grant,
+) -> Result<(), EngineError> {
     // Cached by everything the proof covers, so a row changed later is proven again.
     let fingerprint = format!(
         "{}|{}|{}|{}|{}|{}|{:?}|{}",
@@ -236,8 +267,8 @@ fn check_provenance(inventory: &Inventory, g: &Grant) -> Result<(), EngineError>
         g.break_glass
     );
     {
-        let proven = PROVEN.lock().unwrap_or_else(|p| p.into_inner());
-        if proven.as_ref().is_some_and(|p| p.contains(&fingerprint)) {
+        let proven = proven.0.lock().unwrap_or_else(|p| p.into_inner());
+        if proven.contains(&fingerprint) {
             return Ok(());
         }
     }
@@ -324,29 +355,12 @@ fn check_provenance(inventory: &Inventory, g: &Grant) -> Result<(), EngineError>
             return refuse("it names neither an approved request nor a break-glass creation".into())
         }
     }
-    PROVEN
+    proven
+        .0
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .get_or_insert_with(Default::default)
         .insert(fingerprint);
     Ok(())
-}
-
-/// The caller may use `key` for `op` now: grant (for principals) and the key's own policy.
-/// Picks the version to use: the current one, or the one a ciphertext names.
-pub(crate) fn authorize_use<'k>(
-    inventory: &Inventory,
-    caller: &Caller,
-    key: &'k KeyRecord,
-    op: Operation,
-    version: Option<u32>,
-    now: OffsetDateTime,
-) -> Result<&'k KeyVersion, EngineError> {
-    if let Some(g) = check_grant(inventory, caller, &key.name, Some(op.into()), now)? {
-        let text = format!("grant {} (ticket {}: {})", g.id, g.ticket, g.justification);
-        USED_GRANT.with(|u| *u.borrow_mut() = Some(text));
-    }
-    authorize_key(key, op, version, now)
 }
 
 /// The key's own policy.

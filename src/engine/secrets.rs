@@ -5,7 +5,6 @@
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::policy::authorize_use;
 use super::{Caller, Engine, EngineError, Refusal};
 use crate::model::{KeyFamily, Operation, VersionState};
 
@@ -50,9 +49,9 @@ impl Engine {
                         .max_by_key(|v| v.version)
                 })
                 .map(|v| v.version);
-            let v = authorize_use(&self.inventory, caller, &key, Operation::Reveal, version, now)?;
+            let v = self.authorize_use( caller, &key, Operation::Reveal, version, now, note)?;
             note.key_version = Some(v.version);
-            let value = self.on_version(&key, v, |t, id| t.reveal_secret(id))?;
+            let value = self.on_version(note, &key, v, |t, id| t.reveal_secret(id))?;
             note.detail = Some(format!("revealed the {}-byte value", value.len()));
             Ok(Revealed {
                 value,

@@ -11,8 +11,6 @@
 //! Shipping itself is not audited (a record per run would keep the backlog from ever reaching
 //! zero); `kms audit ship --status` is.
 
-use std::sync::Mutex;
-
 use super::{Caller, Engine, EngineError};
 use crate::audit::{ship, syslog};
 use crate::inventory::AuditFilter;
@@ -23,9 +21,6 @@ pub const BATCH: u32 = 200;
 
 /// The `audit_state` counter holding the cursor.
 pub const SHIPPED_SEQ: &str = "shipped_seq";
-
-/// One shipping run at a time per process (the service's loop and its shutdown run).
-static SHIPPING: Mutex<()> = Mutex::new(());
 
 /// What one shipping run did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -68,7 +63,7 @@ impl Engine {
     /// Without `[audit.syslog]` nothing is sent and the backlog is reported. On failure the
     /// records not taken stay in the outbox for the next run, and the error says how many.
     pub fn ship_audit(&self) -> Result<ShipReport, EngineError> {
-        let _one = SHIPPING.lock().unwrap_or_else(|p| p.into_inner());
+        let _one = self.shipping.lock().unwrap_or_else(|p| p.into_inner());
         let head = self.audit_head_seq()?;
         let mut cursor = self.inventory.audit_state(SHIPPED_SEQ)?;
         let Some(cfg) = &self.config.audit.syslog else {

@@ -10,11 +10,13 @@ use cryptoki::error::{Error as CkError, RvError};
 
 use super::HsmError;
 
+/// Process-wide by necessity: a PKCS#11 library is initialised once per process
+/// (`C_Initialize`), whichever engine or token uses it.
 static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
 
 /// Calls made on a module outside a `Token` (finding slots, logging in, describing) hold this for
 /// reading; re-initialising a module holds it for writing, so `C_Finalize` never runs while such a
-/// call is in flight.
+/// call is in flight. Process-wide, like the modules it guards.
 static GATE: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 /// Hold while calling a module outside a `Token`'s sessions.

@@ -63,6 +63,7 @@ pub(crate) fn label_of(token: &str, session: &Session, id: &ObjectId) -> Result<
 
 /// Object searches (C_FindObjectsInit) made by this process, on every token: the
 /// `kms_token_lookups_total` metric. With the handle cache it stays flat once keys are warm.
+/// Process-wide on purpose: the metric counts the process's calls into the PKCS#11 modules.
 static LOOKUPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How many object searches this process made.

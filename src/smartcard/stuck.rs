@@ -30,6 +30,8 @@ struct Entry {
 }
 
 /// Workers and probes whose caller gave up on them while they still wait on their card.
+/// Process-wide on purpose: the threads and the readers they block are the process's, whichever
+/// engine started them.
 static STUCK: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
 fn registry() -> std::sync::MutexGuard<'static, Vec<Entry>> {

@@ -3,7 +3,7 @@
 
 use time::OffsetDateTime;
 
-use crate::engine::policy::{check_grant, check_inventory_read, INVENTORY_READERS};
+use crate::engine::policy::INVENTORY_READERS;
 use crate::engine::{Caller, Engine, EngineError, Refusal};
 use crate::inventory::{KeyFilter, KeyRecord};
 use crate::model::GrantOp;
@@ -22,14 +22,8 @@ impl Engine {
                 // Others see only the keys they may read; none at all is a refusal.
                 let now = OffsetDateTime::now_utc();
                 keys.retain(|k| {
-                    check_grant(
-                        &self.inventory,
-                        caller,
-                        &k.name,
-                        Some(GrantOp::ReadInventory),
-                        now,
-                    )
-                    .is_ok()
+                    self.check_grant(caller, &k.name, Some(GrantOp::ReadInventory), now)
+                        .is_ok()
                 });
                 if keys.is_empty() {
                     return Err(EngineError::denied(
@@ -48,7 +42,7 @@ impl Engine {
         self.audited(caller, "key.show", Some(name), |_| {
             let key = self.inventory.key(name)?;
             let now = OffsetDateTime::now_utc();
-            check_inventory_read(&self.inventory, caller, name, now)?;
+            self.check_inventory_read(caller, name, now)?;
             Ok(key)
         })
     }
@@ -64,8 +58,8 @@ impl Engine {
             let key = self.inventory.key(name)?;
             let now = OffsetDateTime::now_utc();
             // Public keys: anyone who may read the inventory entry or holds any grant on it.
-            if check_inventory_read(&self.inventory, caller, name, now).is_err() {
-                check_grant(&self.inventory, caller, name, None, now)?;
+            if self.check_inventory_read(caller, name, now).is_err() {
+                self.check_grant(caller, name, None, now)?;
             }
             let version = key.current_version().ok_or_else(|| {
                 EngineError::denied(

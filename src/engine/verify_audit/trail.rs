@@ -29,7 +29,7 @@ impl Engine {
         public_key_pem: Option<&str>,
     ) -> Result<AuditVerification, EngineError> {
         self.audited(caller, "audit.verify", None, |note| {
-            let (v, unchecked) = crate::engine::integrity::unchecked_when_unavailable(|| {
+            let (v, unchecked) = self.unchecked_when_unavailable(|| {
                 require_role(
                     &self.inventory,
                     caller,
