@@ -47,7 +47,7 @@ impl crate::net::Door for XksDoor {
         }
     }
 
-    /// A connection is proven by its first request whose SigV4 signature verifies (`serve`).
+    /// A connection is proven by its first request whose SigV4 signature verifies (`http::serve`).
     async fn serve(&self, conn: crate::net::Accepted) {
         let app = self.app.clone().layer(Extension(Peer(conn.peer)));
         crate::net::http::serve(conn, app, false).await;
