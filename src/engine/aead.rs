@@ -6,7 +6,7 @@
 //! door may bind the version into the AAD (or not) without the engine knowing its format.
 //!
 //! [`Engine::gcm_seal`] and [`Engine::gcm_open`] are the token work alone, for the engine's own
-//! envelope format (`crypto.rs`), which authorizes before it picks the algorithm.
+//! envelope format (`crypto/encrypt.rs`), which authorizes before it picks the algorithm.
 
 use time::OffsetDateTime;
 use zeroize::Zeroizing;

@@ -4,6 +4,7 @@
 //! scheduler, audit shipping), all over one engine. The CLI only parses `kms serve`'s arguments
 //! and prints where the doors listen.
 
+mod doors;
 mod error;
 mod jobs;
 
@@ -185,50 +186,16 @@ pub fn serve(
             ),
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut kmip_addr = None;
-        let kmip_task = match kmip {
-            None => None,
-            Some(k) => {
-                let kaddr = k
-                    .local_addr()
-                    .map_err(|e| ServiceError::Start(e.to_string()))?;
-                kmip_addr = Some(kaddr);
-                tracing::info!(addr = %kaddr, "serving KMIP");
-                let mut rx = stop_rx.clone();
-                Some(tokio::spawn(async move {
-                    let stop = async move {
-                        let _ = rx.wait_for(|s| *s).await;
-                    };
-                    if let Err(e) = k.run(stop).await {
-                        tracing::error!(error = %e, "the KMIP listener stopped");
-                    }
-                }))
-            }
-        };
-        let mut xks_addr = None;
-        let xks_task = match xks {
-            None => None,
-            Some(x) => {
-                let xaddr = x
-                    .local_addr()
-                    .map_err(|e| ServiceError::Start(e.to_string()))?;
-                xks_addr = Some(xaddr);
-                tracing::info!(addr = %xaddr, "serving the XKS proxy");
-                let mut rx = stop_rx.clone();
-                Some(tokio::spawn(async move {
-                    let stop = async move {
-                        let _ = rx.wait_for(|s| *s).await;
-                    };
-                    if let Err(e) = x.run(stop).await {
-                        tracing::error!(error = %e, "the XKS listener stopped");
-                    }
-                }))
-            }
-        };
+        let kmip = kmip
+            .map(|k| doors::spawn_door("KMIP", k, &stop_rx))
+            .transpose()?;
+        let xks = xks
+            .map(|x| doors::spawn_door("XKS", x, &stop_rx))
+            .transpose()?;
         on_listening(&Listening {
             api: addr,
-            xks: xks_addr,
-            kmip: kmip_addr,
+            xks: xks.as_ref().map(|(a, _)| *a),
+            kmip: kmip.as_ref().map(|(a, _)| *a),
         });
         tracing::info!(%addr, "serving");
         let served = server
@@ -238,11 +205,8 @@ pub fn serve(
             })
             .await
             .map_err(|e| ServiceError::Start(e.to_string()));
-        if let Some(t) = xks_task {
-            let _ = t.await;
-        }
-        if let Some(t) = kmip_task {
-            let _ = t.await;
+        for (_, task) in xks.into_iter().chain(kmip) {
+            let _ = task.await;
         }
         drop(stop_rx);
         ticker.abort();

@@ -3,6 +3,8 @@
 //! response through the engine, `server` the listener `kms serve` runs with `[kmip]`. Only the
 //! service (cli/serve.rs) uses this module.
 
+mod attributes;
+mod items;
 mod ops;
 pub mod server;
 mod tags;

@@ -214,7 +214,7 @@ async fn serve_messages<S>(
             Err(e) => {
                 let why = e.to_string();
                 if malformed_recorded(engine, conn, 8, why.clone()).await {
-                    let _ = reply(tls, &super::ops::invalid_message(&why)).await;
+                    let _ = reply(tls, &super::items::invalid_message(&why)).await;
                 }
                 return;
             }
@@ -260,7 +260,7 @@ async fn serve_messages<S>(
             Err(e) => {
                 let why = e.to_string();
                 if malformed_recorded(engine, conn, total, why.clone()).await {
-                    let _ = reply(tls, &super::ops::invalid_message(&why)).await;
+                    let _ = reply(tls, &super::items::invalid_message(&why)).await;
                 }
                 return;
             }
@@ -274,7 +274,7 @@ async fn serve_messages<S>(
             .run(move || {
                 engine2.door_message(&conn2, total, |caller| {
                     let answer = super::ops::handle(&engine2, caller, &request);
-                    let answered = super::ops::answered(&answer);
+                    let answered = super::items::answered(&answer);
                     (answer, answered)
                 })
             })
@@ -290,7 +290,7 @@ async fn serve_messages<S>(
             Ok(Err(e)) => {
                 let _ = reply(
                     tls,
-                    &super::ops::invalid_message(&format!("not served: {e}")),
+                    &super::items::invalid_message(&format!("not served: {e}")),
                 )
                 .await;
                 return;
