@@ -137,6 +137,7 @@ mod tests {
         AuditRow {
             seq: 42,
             entry: AuditEntry {
+                tally: None,
                 at: datetime!(2025-03-04 05:06:07.123456789 +02:00),
                 actor: "alice".into(),
                 host: "console".into(),

@@ -420,6 +420,7 @@ impl Engine {
                 .unwrap_or_else(|| format!("cert:{}", &cert.fingerprint[..16]));
             let entry = self.entry(
                 &Caller {
+                    tally: Default::default(),
                     actor,
                     host: source.to_owned(),
                     reason: reason.clone(),
@@ -443,6 +444,7 @@ impl Engine {
         }
         let p = found.ok_or_else(|| EngineError::InvalidInput("principal vanished".into()))?;
         Ok(Caller {
+            tally: Default::default(),
             actor: p.name,
             host: source.to_owned(),
             reason: reason.filter(|r| !r.trim().is_empty()),

@@ -129,6 +129,7 @@ impl Engine {
         detail: Option<String>,
     ) -> AuditEntry {
         AuditEntry {
+            tally: Some(caller.tally.clone()),
             at: OffsetDateTime::now_utc(),
             actor: printable(&caller.actor),
             host: printable(&caller.host),

@@ -32,6 +32,8 @@ pub struct Caller {
     pub os_user: Option<String>,
     /// Over the service: SHA-256 of the client certificate.
     pub cert_fingerprint: Option<String>,
+    /// The audit records written for this caller so far (see [`RecordTally`]).
+    pub tally: crate::model::RecordTally,
 }
 
 impl Caller {
@@ -51,6 +53,7 @@ impl Caller {
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "unknown-host".to_owned());
         Caller {
+            tally: Default::default(),
             actor,
             host,
             reason: reason.filter(|r| !r.trim().is_empty()),

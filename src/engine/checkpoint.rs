@@ -189,6 +189,7 @@ impl Engine {
     /// The caller the KMS itself acts as for its own housekeeping (audit key, checkpoints).
     pub(super) fn system_caller(&self) -> Caller {
         Caller {
+            tally: Default::default(),
             actor: SYSTEM_ACTOR.into(),
             host: hostname::get()
                 .ok()

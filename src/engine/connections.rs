@@ -159,6 +159,7 @@ impl Engine {
             .unwrap_or_else(|| format!("cert:{}", cert.fingerprint.get(..16).unwrap_or("?")));
         let entry = self.entry(
             &Caller {
+                tally: Default::default(),
                 actor,
                 host: source.to_owned(),
                 reason: None,

@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 
 use super::{Caller, CallerKind, Engine, EngineError, Refusal};
 use crate::identity::CertIdentity;
-use crate::inventory::{written_on_this_thread, Outcome};
+use crate::inventory::Outcome;
 use crate::model::Role;
 
 /// Records written one by one per connection before its messages are only counted.
@@ -157,6 +157,7 @@ impl Engine {
             Some(_) => None,
         };
         let caller = Caller {
+            tally: Default::default(),
             actor: principal.to_owned(),
             host: source.to_owned(),
             reason: Some(reason),
@@ -184,6 +185,7 @@ impl Engine {
         what: &str,
     ) -> Result<(), EngineError> {
         let caller = Caller {
+            tally: Default::default(),
             actor,
             host: source.to_owned(),
             reason: None,
@@ -238,9 +240,9 @@ impl Engine {
             Some(format!("{} request", conn.label)),
         )?;
         conn.lock().caller = Some(caller.clone());
-        let before = written_on_this_thread();
+        let before = caller.tally.count();
         let (answer, answered) = serve(&caller);
-        if written_on_this_thread() != before {
+        if caller.tally.count() != before {
             return Ok(answer);
         }
         let malformed = answered.malformed;

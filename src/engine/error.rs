@@ -1,7 +1,7 @@
 //! Errors of the engine: the typed causes of the layers below, plus the engine's own refusals.
 //! [`EngineError::kind`] is the one classification every door maps to its own wire format
-//! (exit codes in the CLI, problem codes in the JSON API, AWS exception names in XKS, result
-//! reasons in KMIP): doors never look at the causes of the layers below.
+//! (an exit code, an HTTP status and problem code, a protocol's result reason): doors never look
+//! at the causes of the layers below.
 
 use crate::config::ConfigError;
 use crate::envelope::EnvelopeError;

@@ -162,28 +162,17 @@ pub(crate) fn insert(conn: &Connection, e: &AuditEntry) -> super::sql::Result<i6
         record.node,
     ])?;
     bump_sequence(conn, "audit", "seq", record.seq)?;
-    WRITTEN_HERE.with(|n| n.set(n.get() + 1));
+    if let Some(t) = &e.tally {
+        t.add();
+    }
     Ok(record.seq)
-}
-
-thread_local! {
-    static WRITTEN_HERE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-/// How many audit records were written by (or, through the group-commit writer, for) this
-/// thread so far: a door compares it before and after serving a message to know whether any
-/// record came of it (the KMIP listener, issue 23).
-pub fn written_on_this_thread() -> u64 {
-    WRITTEN_HERE.with(std::cell::Cell::get)
 }
 
 impl Inventory {
     /// Append one audit row. Callers treat a failure here as failure of the whole operation.
     /// Rows of concurrent operations are group-committed (see `audit_writer`).
     pub fn append_audit(&self, e: &AuditEntry) -> Result<i64, InventoryError> {
-        let seq = self.audit.append(e)?;
-        WRITTEN_HERE.with(|n| n.set(n.get() + 1));
-        Ok(seq)
+        self.audit.append(e)
     }
 
     /// Audit rows matching `filter`: the newest `limit`, oldest first (or, with `after_seq`,
@@ -485,6 +474,7 @@ fn to_row(s: StoredRecord) -> Result<AuditRow, InventoryError> {
     Ok(AuditRow {
         seq: s.seq,
         entry: AuditEntry {
+            tally: None,
             at: parse_time(&s.at)?,
             actor: s.actor,
             host: s.host,

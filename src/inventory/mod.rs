@@ -29,7 +29,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 pub use approval_keys::{approval_key_id, ApprovalKeyPeriod, NewApprovalKey};
-pub use audit::{written_on_this_thread, StoredRecord, GENESIS};
+pub use audit::{StoredRecord, GENESIS};
 pub use backups::{NeverCopyable, NewBackupPair};
 pub use error::InventoryError;
 pub use grants::new_grant_id;
@@ -341,6 +341,7 @@ mod tests {
         assert_eq!(mode, 0o600);
         let now = OffsetDateTime::now_utc();
         let intent = AuditEntry {
+            tally: None,
             at: now,
             actor: "t".into(),
             host: "h".into(),
@@ -442,6 +443,7 @@ mod tests {
                         (0..50)
                             .map(|i| {
                                 inv.append_audit(&AuditEntry {
+                                    tally: None,
                                     at: OffsetDateTime::now_utc(),
                                     actor: format!("thread-{t}"),
                                     host: "h".into(),

@@ -107,7 +107,7 @@ pub use record::{object_label, Classification, KeyOrigin, ObjectId, VersionState
 pub use records::{
     AccessRequest, AuditCheckpoint, AuditEntry, AuditFilter, AuditRow, BackupPair, Grant,
     GrantFilter, KeyCopy, KeyFilter, KeyRecord, KeyVersion, NewGrant, NewKey, Outcome, Principal,
-    RequestState, SignedStep,
+    RecordTally, RequestState, SignedStep,
 };
 pub use role::Role;
 

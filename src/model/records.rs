@@ -222,6 +222,22 @@ impl Outcome {
     }
 }
 
+/// How many audit records were written for one caller (shared by the caller's clones and by
+/// the entries made for it): a door compares it before and after serving a message to know
+/// whether any record came of it. Explicit state passed along, not a thread-local: the record
+/// may be written on another thread (the group-commit writer).
+#[derive(Debug, Clone, Default)]
+pub struct RecordTally(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl RecordTally {
+    pub fn count(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+    pub fn add(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// One audit row: time, who, from where, what, on which key, why, and how it ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditEntry {
@@ -249,6 +265,9 @@ pub struct AuditEntry {
     /// The node that wrote the record (`name@site`), when kms runs as a configured node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The tally of the caller the record is written for, counted when the row is inserted.
+    #[serde(skip)]
+    pub tally: Option<RecordTally>,
 }
 
 /// An audit row as stored, with its sequence number and its place in the hash chain.
