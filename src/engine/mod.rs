@@ -10,6 +10,7 @@ mod aead;
 mod anchor;
 mod approval_keys;
 mod audit;
+mod audit_read;
 mod backup;
 mod backup_file;
 mod caller;

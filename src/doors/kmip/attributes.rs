@@ -2,8 +2,8 @@
 //! a key's Cryptographic Usage Mask both ways (`USAGE_BITS`), and what GetAttributes reports
 //! of a key.
 
+use super::failure::Failure;
 use super::items::{enumeration, text};
-use super::ops::Failure;
 use super::tags::{self as t, alg, object, result, state, usage};
 use super::ttlv::{Item, Value};
 use crate::model::KeyRecord;

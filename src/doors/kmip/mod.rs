@@ -4,6 +4,7 @@
 //! service (cli/serve.rs) uses this module.
 
 mod attributes;
+mod failure;
 mod items;
 mod ops;
 pub mod server;

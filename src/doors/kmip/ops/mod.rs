@@ -32,7 +32,7 @@ use super::items::{bytes, enumeration, int, invalid_message, response, text, ver
 use super::tags::{self as t, alg, object, op, result, usage};
 use super::ttlv::{Item, Value};
 use crate::engine::{
-    Aead, Caller, Engine, EngineError, ErrorKind, KeyRef, LabelChange, OwnedKey, Refusal, ToSign,
+    Aead, Caller, Engine, EngineError, KeyRef, LabelChange, OwnedKey, Refusal, ToSign,
 };
 use crate::model::KeyRecord;
 use crate::model::{Classification, KeyFamily, KeyType, Operation, OperationSet};
@@ -42,49 +42,7 @@ const VERSIONS: [(i32, i32); 5] = [(1, 4), (1, 3), (1, 2), (1, 1), (1, 0)];
 /// Most batch items served in one message.
 const MAX_BATCH: usize = 64;
 
-/// A failed batch item: the spec's reason and a message.
-pub(super) struct Failure {
-    pub(super) reason: u32,
-    pub(super) message: String,
-}
-
-impl Failure {
-    pub(super) fn new(reason: u32, message: impl Into<String>) -> Failure {
-        Failure {
-            reason,
-            message: message.into(),
-        }
-    }
-    pub(super) fn field(m: impl Into<String>) -> Failure {
-        Failure::new(result::INVALID_FIELD, m)
-    }
-}
-
-impl From<EngineError> for Failure {
-    /// KMIP's result reasons for the engine's [`ErrorKind`]s.
-    fn from(e: EngineError) -> Failure {
-        let reason = match e.kind() {
-            ErrorKind::NotFound(_) => result::ITEM_NOT_FOUND,
-            ErrorKind::Refused(
-                Refusal::NotSupported
-                | Refusal::UsageNotAllowed
-                | Refusal::KeyState
-                | Refusal::KeyExpired,
-            ) => result::ILLEGAL_OPERATION,
-            ErrorKind::Refused(_) => result::PERMISSION_DENIED,
-            ErrorKind::BadCiphertext => result::CRYPTOGRAPHIC_FAILURE,
-            ErrorKind::BadInput | ErrorKind::TooLarge => result::INVALID_FIELD,
-            _ => {
-                tracing::error!(error = %e, "kmip: general failure");
-                result::GENERAL_FAILURE
-            }
-        };
-        Failure {
-            reason,
-            message: e.public_message(),
-        }
-    }
-}
+pub(super) use super::failure::Failure;
 
 /// Serve one request message as `caller`.
 pub fn handle(engine: &Engine, caller: &Caller, request: &Item) -> Item {
