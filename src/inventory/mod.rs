@@ -241,9 +241,72 @@ impl Inventory {
     }
 }
 
-/// A PostgreSQL URL as it may be shown (it never carries a password; the query part may).
+/// A PostgreSQL connection setting as it may be shown: all of it (host, hostaddr, port, database,
+/// options: what an operator needs to see what was wrong), minus any password (`user:…@` in a
+/// URL, `password=…` in its query or in key=value form).
 fn redact(url: &str) -> String {
-    url.split('?').next().unwrap_or_default().to_owned()
+    let mut shown = url.to_owned();
+    // postgres://user:secret@host → postgres://user:***@host
+    if let Some(scheme_end) = shown.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = shown[rest_start..]
+            .find(['/', '?'])
+            .map_or(shown.len(), |i| rest_start + i);
+        if let Some(at) = shown[rest_start..authority_end].rfind('@') {
+            let userinfo = &shown[rest_start..rest_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                shown.replace_range(rest_start + colon + 1..rest_start + at, "***");
+            }
+        }
+    }
+    // password=… as a query parameter or a key=value pair, up to the next separator.
+    let mut out = String::with_capacity(shown.len());
+    let mut rest = shown.as_str();
+    while let Some(i) = rest.find("password=") {
+        let starts_word = i == 0 || matches!(rest.as_bytes()[i - 1], b'?' | b'&' | b' ');
+        out.push_str(&rest[..i + "password=".len()]);
+        rest = &rest[i + "password=".len()..];
+        if starts_word {
+            out.push_str("***");
+            let end = rest.find(['&', ' ']).unwrap_or(rest.len());
+            rest = &rest[end..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether every address this setting connects to is on this machine: a Unix socket, or a
+/// loopback address. `hostaddr` decides where a host has one (libpq connects to it and uses the
+/// host name only for TLS and the password file), so `host=127.0.0.1 hostaddr=192.0.2.2` goes
+/// to 192.0.2.2 and is refused; a host name other than `localhost` is refused too (it may
+/// resolve anywhere).
+fn only_local(config: &postgres::Config) -> Result<(), String> {
+    let hosts = config.get_hosts();
+    let addrs = config.get_hostaddrs();
+    let n = hosts.len().max(addrs.len());
+    for i in 0..n {
+        if let Some(ip) = addrs.get(i) {
+            if !ip.is_loopback() {
+                return Err(format!("hostaddr {ip} is not a loopback address"));
+            }
+            continue;
+        }
+        match hosts.get(i) {
+            Some(postgres::config::Host::Unix(_)) | None => {}
+            Some(postgres::config::Host::Tcp(h)) => {
+                let local = h == "localhost"
+                    || h.parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                if !local {
+                    return Err(format!(
+                        "host {h} is not a loopback address or a Unix socket"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One connection to the PostgreSQL inventory. Only loopback and Unix-socket hosts are
@@ -255,21 +318,11 @@ fn pg_connect(url: &str, password: Option<&str>) -> Result<Connection, Inventory
         InventoryError::Conflict(format!("[inventory] postgres = {}: {why}", redact(url)))
     };
     let mut config = postgres::Config::from_str(url).map_err(|e| bad(e.to_string()))?;
-    for host in config.get_hosts() {
-        let local = match host {
-            postgres::config::Host::Unix(_) => true,
-            postgres::config::Host::Tcp(h) => {
-                h == "localhost"
-                    || h.parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback())
-            }
-        };
-        if !local {
-            return Err(bad(
-                "kms connects to PostgreSQL only over loopback or a Unix socket (no TLS to PostgreSQL yet); reach a remote database through a local TLS tunnel".into(),
-            ));
-        }
-    }
+    only_local(&config).map_err(|why| {
+        bad(format!(
+            "{why}: kms connects to PostgreSQL only over loopback or a Unix socket (no TLS to PostgreSQL yet); reach a remote database through a local TLS tunnel"
+        ))
+    })?;
     if let Some(p) = password {
         config.password(p);
     }
@@ -295,6 +348,49 @@ pub(crate) fn parse_time(s: &str) -> Result<OffsetDateTime, InventoryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Refused before any connection is tried: no server is needed.
+    fn refusal(url: &str) -> String {
+        match pg_connect(url, None) {
+            Ok(_) => panic!("{url} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn hostaddr_decides_where_postgresql_is_reached() {
+        for url in [
+            "postgres://kms@127.0.0.1:5432/kms?hostaddr=192.0.2.2",
+            "host=127.0.0.1 hostaddr=192.0.2.2 user=kms dbname=kms",
+            "host=localhost,127.0.0.1 hostaddr=127.0.0.1,192.0.2.2 user=kms",
+            "postgres://kms@db.example.org/kms",
+        ] {
+            let e = refusal(url);
+            assert!(e.contains("not a loopback address"), "{url}: {e}");
+            // The whole setting is shown, so the operator sees the offending part.
+            assert!(e.contains(url), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_shown_setting_never_carries_a_password() {
+        for (url, secret) in [
+            ("postgres://kms:s3cret@192.0.2.2/kms", "s3cret"),
+            (
+                "postgres://kms@192.0.2.2/kms?password=s3cret&sslmode=disable",
+                "s3cret",
+            ),
+            ("host=192.0.2.2 password=s3cret user=kms", "s3cret"),
+        ] {
+            let e = refusal(url);
+            assert!(!e.contains(secret), "{e}");
+            assert!(e.contains("192.0.2.2"), "{e}");
+        }
+        assert_eq!(
+            redact("postgres://kms@h/db?sslmode=disable&password=x&a=b"),
+            "postgres://kms@h/db?sslmode=disable&password=***&a=b"
+        );
+    }
     use crate::model::{Classification, KeyType, ObjectId};
 
     fn new_key(name: &str) -> Result<NewKey, Box<dyn std::error::Error>> {
