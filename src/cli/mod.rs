@@ -134,7 +134,7 @@ fn engine_exit_code(kind: ErrorKind) -> i32 {
         ErrorKind::NotFound(_) => 3,
         ErrorKind::Refused(_) | ErrorKind::Conflict => 4,
         ErrorKind::WrongObject | ErrorKind::Unavailable | ErrorKind::NotOnSite => 5,
-        ErrorKind::Internal => 6,
+        ErrorKind::Internal | ErrorKind::InventoryUnavailable => 6,
         ErrorKind::Configuration => 7,
     }
 }

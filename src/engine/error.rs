@@ -104,6 +104,9 @@ pub enum ErrorKind {
     Unavailable,
     /// This node's site holds no usable copy; a node at the site that holds one can serve it.
     NotOnSite,
+    /// The inventory database cannot be reached now (a restart, a failover); kms connects again
+    /// by itself, so the same request may succeed shortly. Nothing of the request was done.
+    InventoryUnavailable,
     /// kms is configured wrongly (a PIN source, a token entry, the config file).
     Configuration,
     /// The inventory or the audit trail failed, or work was left for an officer to finish.
@@ -193,6 +196,9 @@ impl EngineError {
             EngineError::InvalidInput(_) => ErrorKind::BadInput,
             EngineError::Envelope(_) => ErrorKind::BadCiphertext,
             EngineError::Denied(why, _) => ErrorKind::Refused(*why),
+            EngineError::Inventory(e) | EngineError::AuditFailed(e) if e.is_unreachable() => {
+                ErrorKind::InventoryUnavailable
+            }
             EngineError::Inventory(e) => match e {
                 InventoryError::DuplicateName(_) => ErrorKind::BadInput,
                 InventoryError::NoSuchKey(_) => ErrorKind::NotFound(Missing::Key),
@@ -239,6 +245,10 @@ impl EngineError {
                 "the key's token is not available; try again later".into()
             }
             (ErrorKind::Internal, _) => "internal error".into(),
+            (ErrorKind::InventoryUnavailable, _) => {
+                "the inventory database cannot be reached; kms connects again by itself: try again shortly"
+                    .into()
+            }
             _ => self.to_string(),
         }
     }

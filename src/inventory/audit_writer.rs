@@ -29,10 +29,12 @@ use crate::model::AuditEntry;
 /// Rows committed together at most.
 const MAX_BATCH: usize = 256;
 
-type Reply = Sender<Result<i64, String>>;
+/// A row's answer: its sequence number, or why it was not written and whether the database
+/// was unreachable.
+type Reply = Sender<Result<i64, (String, bool)>>;
 
 /// Committed (not yet durable) rows on their way to the syncer, with their waiters.
-type Committed = Vec<(Reply, Result<i64, String>)>;
+type Committed = Vec<(Reply, Result<i64, (String, bool)>)>;
 
 pub(crate) struct AuditWriter {
     jobs: Mutex<Option<SyncSender<(AuditEntry, Reply)>>>,
@@ -93,7 +95,13 @@ impl AuditWriter {
         answer
             .recv()
             .map_err(|_| InventoryError::AuditWriter("the audit writer has stopped".into()))?
-            .map_err(InventoryError::AuditWriter)
+            .map_err(|(message, unreachable)| {
+                if unreachable {
+                    InventoryError::Unreachable(message)
+                } else {
+                    InventoryError::AuditWriter(message)
+                }
+            })
     }
 }
 
@@ -137,14 +145,14 @@ fn run(mut conn: Connection, rx: Receiver<(AuditEntry, Reply)>, to_sync: Sender<
                 .map(|(entry, reply)| {
                     let one = commit(&mut conn, std::iter::once(&entry))
                         .map(|s| s.first().copied().unwrap_or_default())
-                        .map_err(|e| e.to_string());
+                        .map_err(|e| (e.to_string(), e.is_unreachable()));
                     (reply, one)
                 })
                 .collect(),
         };
         if let Err(mpsc::SendError(committed)) = to_sync.send(committed) {
             for (reply, _) in committed {
-                let _ = reply.send(Err("the audit syncer has stopped".into()));
+                let _ = reply.send(Err(("the audit syncer has stopped".into(), false)));
             }
         }
     }
@@ -162,7 +170,12 @@ fn sync_loop(wal: Option<&Path>, synced: Receiver<Committed>) {
         let durable = match wal {
             Some(wal) => std::fs::File::open(wal)
                 .and_then(|f| f.sync_data())
-                .map_err(|e| format!("syncing the audit log {} failed: {e}", wal.display())),
+                .map_err(|e| {
+                    (
+                        format!("syncing the audit log {} failed: {e}", wal.display()),
+                        false,
+                    )
+                }),
             None => Ok(()),
         };
         for (reply, row) in waiting {

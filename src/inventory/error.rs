@@ -40,6 +40,9 @@ pub enum InventoryError {
     BadRow(String),
     #[error("audit row not written: {0}")]
     AuditWriter(String),
+    /// The inventory database cannot be reached now; kms connects again by itself.
+    #[error("the inventory database cannot be reached ({0}); kms connects again by itself: try again shortly")]
+    Unreachable(String),
     #[error("inventory integrity check failed: {0}; the inventory file was changed outside kms. Run `kms inventory verify` to list every such row, find out who changed the file, and restore it from a backup (kms backup import) or undo the change")]
     Tampered(super::integrity::BadRow),
     #[error("{}inventory rows cannot be checked: {why}", if *config { "configuration mismatch: " } else { "" })]
@@ -48,6 +51,17 @@ pub enum InventoryError {
     Integrity(String),
     #[error("inventory database error: {0}")]
     Db(#[from] super::sql::Error),
+}
+
+impl InventoryError {
+    /// Whether the database could not be reached: the request may succeed once it is back.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            InventoryError::Unreachable(_) => true,
+            InventoryError::Db(e) => e.is_unreachable(),
+            _ => false,
+        }
+    }
 }
 
 impl From<rusqlite::Error> for InventoryError {

@@ -332,7 +332,7 @@ fn pg_connect(url: &str, password: Option<&str>) -> Result<Connection, Inventory
     let client = config
         .connect(postgres::NoTls)
         .map_err(|e| bad(format!("cannot connect: {}", sql::Error::from(e))))?;
-    Ok(Connection::from_postgres(client))
+    Ok(Connection::from_postgres_healing(client, config))
 }
 
 pub fn fmt_time(t: OffsetDateTime) -> String {

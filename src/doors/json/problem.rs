@@ -43,7 +43,11 @@ pub const CODES: &[(u16, &str)] = &[
     (500, "internal"),
     (503, "token-unavailable"),
     (503, "not-on-this-site"),
+    (503, "inventory-unavailable"),
 ];
+
+/// `Retry-After` of a 503 `inventory-unavailable`: kms connects again before the next request.
+const RETRY_AFTER_SECS: &str = "2";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
@@ -94,6 +98,13 @@ impl IntoResponse for Problem {
             body,
         )
             .into_response();
+        // A database that went away comes back by itself: tell the client when to retry.
+        if self.code == "inventory-unavailable" {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
         // Kept for the layer that audits responses no handler audited (api::audit_the_rest).
         response.extensions_mut().insert(self);
         response
@@ -121,6 +132,10 @@ impl From<EngineError> for Problem {
                 Problem::new(S::CONFLICT, "wrong-object", m)
             }
             ErrorKind::NotOnSite => Problem::new(S::SERVICE_UNAVAILABLE, "not-on-this-site", m),
+            ErrorKind::InventoryUnavailable => {
+                tracing::warn!(error = %e, "inventory unavailable");
+                Problem::new(S::SERVICE_UNAVAILABLE, "inventory-unavailable", m)
+            }
             ErrorKind::Unavailable
             | ErrorKind::Configuration
             | ErrorKind::NotFound(Missing::TokenObject) => {

@@ -21,6 +21,8 @@ enum Backend {
 struct Pg {
     client: postgres::Client,
     cache: HashMap<String, postgres::Statement>,
+    /// How to connect again when the server closed the connection (a restart, a failover).
+    config: Option<postgres::Config>,
 }
 
 /// One database connection. Not shared between threads (the inventory holds it in a mutex).
@@ -54,11 +56,19 @@ impl Connection {
         }
     }
 
-    pub fn from_postgres(client: postgres::Client) -> Connection {
+    /// A PostgreSQL connection that connects again with `config` when the server has closed
+    /// it, before the next statement outside a transaction (a transaction whose connection was
+    /// lost fails as a whole: nothing of it was committed).
+    pub fn from_postgres_healing(client: postgres::Client, config: postgres::Config) -> Connection {
+        Connection::postgres(client, Some(config))
+    }
+
+    fn postgres(client: postgres::Client, config: Option<postgres::Config>) -> Connection {
         Connection {
             backend: Backend::Postgres(Box::new(RefCell::new(Pg {
                 client,
                 cache: HashMap::new(),
+                config,
             }))),
             in_tx: std::cell::Cell::new(false),
         }
@@ -87,7 +97,11 @@ impl Connection {
     pub fn execute_batch(&self, sql: &str) -> Result<()> {
         match &self.backend {
             Backend::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Backend::Postgres(pg) => Ok(pg.borrow_mut().client.batch_execute(sql)?),
+            Backend::Postgres(pg) => {
+                let mut pg = pg.borrow_mut();
+                pg.heal(self.in_tx.get())?;
+                Ok(pg.client.batch_execute(sql)?)
+            }
         }
     }
 
@@ -100,6 +114,7 @@ impl Connection {
             }
             Backend::Postgres(pg) => {
                 let mut pg = pg.borrow_mut();
+                pg.heal(self.in_tx.get())?;
                 let stmt = pg.prepare(sql)?;
                 let args = pg_args(&values);
                 let n = pg.client.execute(&stmt, &args)?;
@@ -129,6 +144,7 @@ impl Connection {
             }
             Backend::Postgres(pg) => {
                 let mut pg = pg.borrow_mut();
+                pg.heal(self.in_tx.get())?;
                 let stmt = pg.prepare(sql)?;
                 let args = pg_args(&values);
                 let rows = pg.client.query(&stmt, &args)?;
@@ -177,6 +193,7 @@ impl Connection {
             (Backend::Sqlite(c), TransactionBehavior::Deferred) => c.execute_batch("BEGIN")?,
             (Backend::Postgres(pg), b) => {
                 let mut pg = pg.borrow_mut();
+                pg.heal(false)?;
                 pg.client.batch_execute("BEGIN")?;
                 if b == TransactionBehavior::Immediate {
                     let lock = pg
@@ -200,13 +217,45 @@ impl Connection {
         self.transaction_with_behavior(TransactionBehavior::Deferred)
     }
 
+    /// COMMIT or ROLLBACK on the connection the transaction ran on, never on a new one (a
+    /// COMMIT on a fresh connection would "succeed" with nothing to commit).
     fn end(&self, sql: &str) -> Result<()> {
+        let done = match &self.backend {
+            Backend::Sqlite(c) => c.execute_batch(sql).map_err(Error::from),
+            Backend::Postgres(pg) => {
+                let mut pg = pg.borrow_mut();
+                if pg.client.is_closed() {
+                    Err(Error::Lost)
+                } else {
+                    pg.client.batch_execute(sql).map_err(Error::from)
+                }
+            }
+        };
         self.in_tx.set(false);
-        self.execute_batch(sql)
+        done
     }
 }
 
 impl Pg {
+    /// Connect again if the server closed the connection. Inside a transaction the loss is the
+    /// transaction's failure, never a silent new connection.
+    fn heal(&mut self, in_tx: bool) -> Result<()> {
+        if !self.client.is_closed() {
+            return Ok(());
+        }
+        if in_tx {
+            return Err(Error::Lost);
+        }
+        let Some(config) = &self.config else {
+            return Err(Error::Lost);
+        };
+        let client = config.connect(postgres::NoTls)?;
+        self.client = client;
+        self.cache.clear();
+        tracing::warn!("the connection to the PostgreSQL inventory was lost; connected again");
+        Ok(())
+    }
+
     fn prepare(&mut self, sql: &str) -> Result<postgres::Statement> {
         if let Some(s) = self.cache.get(sql) {
             return Ok(s.clone());

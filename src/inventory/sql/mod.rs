@@ -39,6 +39,38 @@ pub enum Error {
     /// PostgreSQL refused a statement kms wrote: a bug in kms's SQL (the text is kept).
     #[error("{} in: {}", pg_message(.1), .0)]
     Statement(String, postgres::Error),
+    /// The connection to PostgreSQL was lost inside a transaction: nothing of it was committed.
+    #[error(
+        "the connection to PostgreSQL was lost during a transaction; nothing of it was committed"
+    )]
+    Lost,
+}
+
+impl Error {
+    /// Whether the database could not be reached (connection closed or refused, server
+    /// shutting down or starting up): the request may succeed once it is back.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Error::Lost => true,
+            Error::Postgres(e) | Error::Statement(_, e) => pg_unreachable(e),
+            _ => false,
+        }
+    }
+}
+
+fn pg_unreachable(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.as_db_error() {
+        // admin_shutdown, crash_shutdown, cannot_connect_now, and the connection_exception class.
+        Some(db) => {
+            let code = db.code().code();
+            matches!(code, "57P01" | "57P02" | "57P03") || code.starts_with("08")
+        }
+        // No server answer at all: the socket failed (refused, reset, timed out).
+        None => std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()),
+    }
 }
 
 fn pg_message(e: &postgres::Error) -> String {
