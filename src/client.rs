@@ -66,11 +66,12 @@ pub struct Connection {
     authority: String,
 }
 
-/// A response: status and body bytes.
+/// A response: status, body bytes, and when to retry (a 503's `Retry-After`, in seconds).
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
+    pub retry_after: Option<u64>,
 }
 
 impl Reply {
@@ -144,7 +145,16 @@ impl Connection {
         self.sender.ready().await?;
         let resp = self.sender.send_request(req).await?;
         let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         let body = resp.into_body().collect().await?.to_bytes().to_vec();
-        Ok(Reply { status, body })
+        Ok(Reply {
+            status,
+            body,
+            retry_after,
+        })
     }
 }

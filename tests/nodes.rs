@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use kms::client::Connection;
 use serde_json::{json, Value};
 
+#[path = "nodes/pg_restart.rs"]
+mod pg_restart;
+
 const LEASE_SECS: u64 = 3;
 
 /// `config` with `site` on both tokens and this `[node]`.

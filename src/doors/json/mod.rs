@@ -21,7 +21,7 @@ use std::time::Duration;
 use axum::Extension;
 
 use crate::config::ServerConfig;
-use crate::engine::{Admission, Engine};
+use crate::engine::{Admission, Engine, ErrorKind};
 use crate::identity::CertIdentity;
 use crate::net::conn::LogThrottle;
 pub use crate::net::{shutdown_signal, Metrics, ServerError};
@@ -66,6 +66,15 @@ impl Door for ApiDoor {
                     tracing::warn!(%peer, suppressed, "{message}");
                 }
                 Admit::Refused("unregistered")
+            }
+            // The inventory is away (a restart, a failover): admit, and let each request be
+            // identified on its own (503 inventory-unavailable until the database is back), so
+            // that service resumes by itself without clients having to notice.
+            Ok(Err(e)) if e.kind() == ErrorKind::InventoryUnavailable => {
+                if let Some(suppressed) = self.quiet.allow(&(peer.ip(), "inventory-unavailable")) {
+                    tracing::warn!(%peer, error = %e, suppressed, "inventory unreachable: connection admitted, its requests are identified one by one");
+                }
+                Admit::Admitted
             }
             Ok(Err(e)) => {
                 if let Some(suppressed) = self.quiet.allow(&(peer.ip(), "admission-failed")) {

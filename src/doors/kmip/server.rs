@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::ttlv;
 use crate::config::{KmipConfig, ServerConfig};
-use crate::engine::{Admission, Engine};
+use crate::engine::{Admission, Engine, ErrorKind};
 use crate::identity::CertIdentity;
 use crate::net::{
     Accepted, Admit, Closer, Door, Listener, Metrics, ServerError, Standing, TokenWork,
@@ -94,6 +94,14 @@ impl Door for KmipDoor {
                     tracing::warn!(%peer, suppressed, "KMIP: {message}");
                 }
                 Admit::Refused("unregistered")
+            }
+            // As on the JSON API: each message is identified on its own while the inventory is
+            // away, and served again once it is back.
+            Ok(Err(e)) if e.kind() == ErrorKind::InventoryUnavailable => {
+                if let Some(suppressed) = self.quiet.allow(&peer.ip()) {
+                    tracing::warn!(%peer, error = %e, suppressed, "KMIP: inventory unreachable: connection admitted, its messages are identified one by one");
+                }
+                Admit::Admitted
             }
             Ok(Err(e)) => {
                 if let Some(suppressed) = self.quiet.allow(&peer.ip()) {
